@@ -1,0 +1,79 @@
+//! ZeroTier's memory-hard identity hash, which ties an address to a public key
+//! and makes generating a colliding address expensive.
+
+use salsa20::Salsa20;
+use salsa20::cipher::{KeyIvInit, StreamCipher};
+use sha2::{Digest, Sha512};
+
+use crate::core::c25519::PublicKey;
+use crate::core::constants::IDENTITY_HASH_MEMORY_BYTES;
+
+const WORD_BYTES: usize = 8;
+const BLOCK_BYTES: usize = 64;
+const MEMORY_WORDS: usize = IDENTITY_HASH_MEMORY_BYTES / WORD_BYTES;
+const DIGEST_WORDS: usize = 64 / WORD_BYTES;
+
+/// The 2 MiB scratch buffer the hash works in; reuse it across many hashes.
+pub struct IdentityHashScratch(Vec<u8>);
+
+impl IdentityHashScratch {
+    /// Allocates the scratch buffer.
+    pub fn new() -> Self {
+        Self(vec![0u8; IDENTITY_HASH_MEMORY_BYTES])
+    }
+}
+
+impl Default for IdentityHashScratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Computes the 64-byte memory-hard digest of a public key.
+///
+/// SHA-512 of the key seeds a Salsa20/20 stream (key = digest[0..32],
+/// nonce = digest[32..40]); the buffer is filled block by block, each block
+/// the previous one encrypted with the continuing stream; then every pair of
+/// big-endian words (i, i+1) of the buffer picks a digest word (i mod 8) and a
+/// buffer word (i+1 mod the buffer's words) to swap, and the digest is
+/// encrypted again with the continuing stream after each swap.
+pub fn identity_hash(public: &PublicKey, scratch: &mut IdentityHashScratch) -> [u8; 64] {
+    let mut digest: [u8; 64] = Sha512::digest(public.as_bytes()).into();
+    let mut stream = Salsa20::new(
+        digest[..32].try_into().expect("32-byte key"),
+        digest[32..40].try_into().expect("8-byte nonce"),
+    );
+
+    let mem = &mut scratch.0;
+    mem.fill(0);
+    // One pass of keystream over zeros gives ks[0], ks[1], ...; the chained
+    // fill wants block[i] = block[i-1] ^ ks[i], i.e. a running XOR of blocks.
+    stream.apply_keystream(mem);
+    for start in (BLOCK_BYTES..IDENTITY_HASH_MEMORY_BYTES).step_by(BLOCK_BYTES) {
+        let (done, rest) = mem.split_at_mut(start);
+        let prev = &done[start - BLOCK_BYTES..];
+        for (byte, p) in rest[..BLOCK_BYTES].iter_mut().zip(prev) {
+            *byte ^= p;
+        }
+    }
+
+    let mut i = 0;
+    while i < MEMORY_WORDS {
+        let digest_word = (read_be_word(mem, i) % DIGEST_WORDS as u64) as usize;
+        let mem_word = (read_be_word(mem, i + 1) % MEMORY_WORDS as u64) as usize;
+        i += 2;
+        let d = digest_word * WORD_BYTES..(digest_word + 1) * WORD_BYTES;
+        let m = mem_word * WORD_BYTES..(mem_word + 1) * WORD_BYTES;
+        let mut tmp = [0u8; WORD_BYTES];
+        tmp.copy_from_slice(&mem[m.clone()]);
+        mem[m].copy_from_slice(&digest[d.clone()]);
+        digest[d].copy_from_slice(&tmp);
+        stream.apply_keystream(&mut digest);
+    }
+    digest
+}
+
+fn read_be_word(mem: &[u8], word: usize) -> u64 {
+    let at = word * WORD_BYTES;
+    u64::from_be_bytes(mem[at..at + WORD_BYTES].try_into().expect("8 bytes"))
+}

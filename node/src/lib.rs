@@ -1,0 +1,9 @@
+//! vnet node: a ZeroTier-style layer-2 virtual network.
+//!
+//! Two layers with one direction of imports: [`core`] is the sans-IO protocol
+//! core (no sockets, no async runtime, no clock reads; time comes in as an
+//! argument), and [`service`] holds the drivers that feed it from the
+//! operating system.
+
+pub mod core;
+pub mod service;

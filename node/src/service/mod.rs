@@ -1,0 +1,3 @@
+//! The service: drivers that feed the protocol core from the operating system.
+
+pub mod atomic_file;
