@@ -102,7 +102,7 @@ impl WorldJson {
             WorldKind::Moon,
             seed.address().to_string(),
             None,
-            &[seed.clone()],
+            std::slice::from_ref(seed),
         )
     }
 

@@ -1,0 +1,72 @@
+//! Helpers for the end-to-end tests: find and run the workspace's binaries.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Path of a workspace binary in the same target profile directory as this test.
+///
+/// `cargo test --workspace` builds every binary before running any test; run
+/// `cargo build --workspace` first when testing this crate alone.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable sits in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} not built: run `cargo build --workspace` (or `cargo test --workspace`)",
+        path.display()
+    );
+    path
+}
+
+/// The result of running a binary: exit success, stdout and stderr as text.
+#[derive(Debug)]
+pub struct Run {
+    /// Whether it exited with status 0.
+    pub ok: bool,
+    /// Exit code, if any.
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Self {
+        Self {
+            ok: out.status.success(),
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs binary `name` with `args` in directory `dir`.
+pub fn run_in(dir: &Path, name: &str, args: &[&str]) -> Run {
+    Command::new(binary(name))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"))
+        .into()
+}
+
+/// The zerotier-idtool vectors in `../shared` (or `VNET_SHARED_DIR`).
+pub fn shared_vectors() -> PathBuf {
+    let dir = std::env::var_os("VNET_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+        .join("vectors/zerotier");
+    assert!(
+        dir.join("README.md").is_file(),
+        "{} not found: shared/ must sit beside the checkout (or set VNET_SHARED_DIR)",
+        dir.display()
+    );
+    dir
+}
