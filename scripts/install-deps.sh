@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what vnet needs to build and test on Debian, as root. Idempotent:
+# it installs only what is missing, so re-running it is cheap.
+set -euo pipefail
+
+# Debian packages the build and the end-to-end tests use.
+PACKAGES=(ca-certificates curl gcc libc6-dev pkg-config iproute2 iptables iputils-ping)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "== installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Rust: the edition-2024 workspace needs Rust 1.88 or newer. Debian's own
+# rustc is older, so a machine without cargo gets rustup's stable toolchain.
+if [ -f "$HOME/.cargo/env" ]; then
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "== installing Rust (rustup, stable)"
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
+    rustup component add "$component"
+  fi
+done
+cargo --version

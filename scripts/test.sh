@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting, lints, unit, property, vector and
+# end-to-end tests. Run as root on Debian from the repository's root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+# shellcheck disable=SC1091
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
