@@ -30,7 +30,13 @@ fn newer_world_signed_by_the_named_key_replaces_the_held_one() {
     let update = world(WorldKind::Planet, 7, 101, &key, &key);
     assert_eq!(held.check_update(&update), Ok(()));
     // And the roots published never carry secrets.
-    assert!(World::decode(&update.encode()).unwrap().roots().iter().all(|r| !r.identity.has_secret()));
+    assert!(
+        World::decode(&update.encode())
+            .unwrap()
+            .roots()
+            .iter()
+            .all(|r| !r.identity.has_secret())
+    );
 }
 
 #[test]
@@ -40,16 +46,25 @@ fn updates_that_are_not_newer_or_not_the_same_world_are_refused() {
     for ts in [99, 100] {
         assert_eq!(
             held.check_update(&world(WorldKind::Moon, 7, ts, &key, &key)),
-            Err(UpdateRefusal::NotNewer { held: 100, offered: ts })
+            Err(UpdateRefusal::NotNewer {
+                held: 100,
+                offered: ts
+            })
         );
     }
     assert_eq!(
         held.check_update(&world(WorldKind::Moon, 8, 101, &key, &key)),
-        Err(UpdateRefusal::DifferentId { held: 7, offered: 8 })
+        Err(UpdateRefusal::DifferentId {
+            held: 7,
+            offered: 8
+        })
     );
     assert_eq!(
         held.check_update(&world(WorldKind::Planet, 7, 101, &key, &key)),
-        Err(UpdateRefusal::DifferentKind { held: "moon", offered: "planet" })
+        Err(UpdateRefusal::DifferentKind {
+            held: "moon",
+            offered: "planet"
+        })
     );
 }
 
@@ -76,4 +91,33 @@ fn signing_key_rotation_takes_two_steps() {
     // The retired key can no longer sign updates.
     let v3_old = world(WorldKind::Planet, 7, 102, &new, &old);
     assert_eq!(v2.check_update(&v3_old), Err(UpdateRefusal::BadSignature));
+}
+
+#[test]
+fn decode_update_checks_bytes_from_a_peer_cheaply_first() {
+    use vnet_node::core::identity_hash::IdentityHashScratch;
+    use vnet_node::core::world::WorldUpdateError;
+    let key = KeyPair::generate();
+    let intruder = KeyPair::generate();
+    let held = world(WorldKind::Moon, 7, 100, &key, &key);
+    let mut scratch = IdentityHashScratch::new();
+    let update = world(WorldKind::Moon, 7, 101, &key, &key);
+    assert_eq!(
+        held.decode_update(&update.encode(), &mut scratch),
+        Ok(update)
+    );
+    let forged = world(WorldKind::Moon, 7, 101, &key, &intruder);
+    assert_eq!(
+        held.decode_update(&forged.encode(), &mut scratch),
+        Err(WorldUpdateError::Refused(UpdateRefusal::BadSignature))
+    );
+    let old = world(WorldKind::Moon, 7, 99, &key, &key);
+    assert!(matches!(
+        held.decode_update(&old.encode(), &mut scratch),
+        Err(WorldUpdateError::Refused(UpdateRefusal::NotNewer { .. }))
+    ));
+    assert!(matches!(
+        held.decode_update(&[127, 0, 0], &mut scratch),
+        Err(WorldUpdateError::Malformed(_))
+    ));
 }

@@ -11,6 +11,9 @@ pub enum AddressError {
     /// Not exactly ten hex digits.
     #[error("address must be exactly 10 hex digits, got {0:?}")]
     BadText(String),
+    /// Wider than 40 bits.
+    #[error("address {0:x} does not fit in 40 bits")]
+    OutOfRange(u64),
     /// All zero, or starting with 0xff.
     #[error("address {0:010x} is reserved (zero or starting with ff)")]
     Reserved(u64),
@@ -31,7 +34,7 @@ impl Address {
     /// Makes an address from the low 40 bits of `value` (higher bits must be zero).
     pub fn from_u64(value: u64) -> Result<Self, AddressError> {
         if value >> 40 != 0 {
-            return Err(AddressError::BadText(format!("{value:x}")));
+            return Err(AddressError::OutOfRange(value));
         }
         if value == 0 || value >> 32 == 0xff {
             return Err(AddressError::Reserved(value));

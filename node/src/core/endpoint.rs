@@ -72,6 +72,10 @@ pub fn parse_endpoint(text: &str) -> Result<SocketAddr, EndpointError> {
     let bad = || EndpointError::BadText(text.to_string());
     let (ip, port) = text.trim().split_once('/').ok_or_else(bad)?;
     let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+    // Digits only: u16's parser would also take "+9993".
+    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
     let port: u16 = port.parse().map_err(|_| bad())?;
     if port == 0 {
         return Err(bad());
@@ -125,6 +129,8 @@ mod tests {
         assert!(parse_endpoint("203.0.113.10/0").is_err());
         assert!(parse_endpoint("203.0.113.10/70000").is_err());
         assert!(parse_endpoint("host/9993").is_err());
+        assert!(parse_endpoint("203.0.113.10/+9993").is_err());
+        assert!(parse_endpoint("203.0.113.10/009993").is_err());
         assert_eq!(decode_endpoint(&[0x05]), Err(EndpointError::UnknownType(5)));
         assert_eq!(
             decode_endpoint(&[0x04, 1, 2]),

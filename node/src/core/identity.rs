@@ -30,6 +30,12 @@ pub enum IdentityError {
         /// Which key.
         field: &'static str,
     },
+    /// A key field has an odd number of hex digits.
+    #[error("{field} has an odd number of hex digits")]
+    OddHexLength {
+        /// Which key.
+        field: &'static str,
+    },
     /// A key field has the wrong length.
     #[error("{field} must be {expected} bytes, got {actual}")]
     WrongLength {
@@ -155,6 +161,23 @@ impl Identity {
         bytes: &[u8],
         scratch: &mut IdentityHashScratch,
     ) -> Result<(Self, usize), IdentityError> {
+        let (unchecked, used) = UncheckedIdentity::decode(bytes)?;
+        Ok((unchecked.check(scratch)?, used))
+    }
+}
+
+/// A binary identity whose fields are well-formed but whose address is not
+/// yet checked against its key: the check costs a memory-hard hash, so
+/// callers can do cheaper checks (a signature, say) first.
+pub(crate) struct UncheckedIdentity {
+    pub(crate) address: Address,
+    pub(crate) public: PublicKey,
+    pub(crate) secret: Option<SecretKey>,
+}
+
+impl UncheckedIdentity {
+    /// Decodes the fields from the front of `bytes`; returns them and the length used.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<(Self, usize), IdentityError> {
         let fixed = ADDRESS_LEN_BYTES + 1 + C25519_PUBLIC_KEY_LEN_BYTES + 1;
         if bytes.len() < fixed {
             return Err(IdentityError::Truncated {
@@ -189,14 +212,30 @@ impl Identity {
             _ => return Err(IdentityError::BadSecretLength(secret_len)),
         };
         let used = fixed + secret_len as usize;
-        let identity = Self::from_public(address, public, scratch)?;
-        let identity = match secret {
-            Some(secret) => identity.with_secret(secret)?,
-            None => identity,
-        };
-        Ok((identity, used))
+        Ok((
+            Self {
+                address,
+                public,
+                secret,
+            },
+            used,
+        ))
     }
 
+    /// Checks the address against the key (and the secret against the public key).
+    pub(crate) fn check(
+        self,
+        scratch: &mut IdentityHashScratch,
+    ) -> Result<Identity, IdentityError> {
+        let identity = Identity::from_public(self.address, self.public, scratch)?;
+        match self.secret {
+            Some(secret) => identity.with_secret(secret),
+            None => Ok(identity),
+        }
+    }
+}
+
+impl Identity {
     /// Appends the binary form (with the secret key only if `include_secret`).
     pub fn encode_into(&self, out: &mut Vec<u8>, include_secret: bool) {
         out.extend_from_slice(&self.address.to_bytes());
@@ -319,12 +358,9 @@ pub fn decode_hex<const N: usize>(
     text: &str,
     field: &'static str,
 ) -> Result<[u8; N], IdentityError> {
-    let bytes = hex::decode(text.trim()).map_err(|e| match e {
-        hex::FromHexError::OddLength => IdentityError::WrongLength {
-            field,
-            expected: N,
-            actual: text.trim().len() / 2,
-        },
+    // No trimming here: whitespace inside a field is an error, as in ZeroTier.
+    let bytes = hex::decode(text).map_err(|e| match e {
+        hex::FromHexError::OddLength => IdentityError::OddHexLength { field },
         _ => IdentityError::BadHex { field },
     })?;
     let actual = bytes.len();

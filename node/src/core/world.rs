@@ -9,7 +9,7 @@ use crate::core::constants::{
     WORLD_TYPE_MOON, WORLD_TYPE_PLANET,
 };
 use crate::core::endpoint::{EndpointError, decode_endpoint, encode_endpoint};
-use crate::core::identity::{Identity, IdentityError};
+use crate::core::identity::{Identity, IdentityError, UncheckedIdentity};
 use crate::core::identity_hash::IdentityHashScratch;
 
 /// Planet or moon.
@@ -137,6 +137,17 @@ pub enum UpdateRefusal {
     BadSignature,
 }
 
+/// Why a world offered as an update was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorldUpdateError {
+    /// The bytes are not a world.
+    #[error("malformed world: {0}")]
+    Malformed(#[from] WorldError),
+    /// A world, but not a valid update of the held one.
+    #[error("update refused: {0}")]
+    Refused(#[from] UpdateRefusal),
+}
+
 /// A decoded world. Decoding checks structure and root identities; the
 /// signature is checked separately because which key must have made it
 /// depends on the world held before.
@@ -205,6 +216,60 @@ impl World {
         bytes: &[u8],
         scratch: &mut IdentityHashScratch,
     ) -> Result<Self, WorldError> {
+        let (header, roots) = Self::decode_unchecked(bytes)?;
+        header.with_checked_roots(roots, scratch)
+    }
+
+    /// Decodes a world offered as an update of this one. The cheap checks
+    /// (id, type, timestamp, signature) come before the memory-hard check of
+    /// each root identity, so a stream of forged worlds costs little.
+    pub fn decode_update(
+        &self,
+        bytes: &[u8],
+        scratch: &mut IdentityHashScratch,
+    ) -> Result<Self, WorldUpdateError> {
+        let (header, roots) = Self::decode_unchecked(bytes)?;
+        self.check_update_header(&header)?;
+        // The input re-encodes byte for byte, so its signed bytes are the input
+        // with the signature cut out, framed.
+        let sig_at = 1 + 8 + 8 + C25519_PUBLIC_KEY_LEN_BYTES;
+        let mut signed = Vec::with_capacity(bytes.len() + 16);
+        signed.extend_from_slice(&WORLD_SIGNED_PREFIX);
+        signed.extend_from_slice(&bytes[..sig_at]);
+        signed.extend_from_slice(&bytes[sig_at + C25519_SIGNATURE_LEN_BYTES..]);
+        signed.extend_from_slice(&WORLD_SIGNED_SUFFIX);
+        if !self
+            .updates_must_be_signed_by
+            .verify(&signed, &header.signature)
+        {
+            return Err(UpdateRefusal::BadSignature.into());
+        }
+        Ok(header.with_checked_roots(roots, scratch)?)
+    }
+
+    fn with_checked_roots(
+        mut self,
+        roots: Vec<(UncheckedIdentity, Vec<SocketAddr>)>,
+        scratch: &mut IdentityHashScratch,
+    ) -> Result<Self, WorldError> {
+        for (root, (identity, endpoints)) in roots.into_iter().enumerate() {
+            let identity = identity
+                .check(scratch)
+                .map_err(|error| WorldError::RootIdentity { root, error })?;
+            self.roots.push(Root {
+                identity,
+                endpoints,
+            });
+        }
+        Ok(self)
+    }
+
+    /// Decodes every field; root identities are returned unchecked, and the
+    /// returned world has no roots until they are checked.
+    #[allow(clippy::type_complexity)]
+    fn decode_unchecked(
+        bytes: &[u8],
+    ) -> Result<(Self, Vec<(UncheckedIdentity, Vec<SocketAddr>)>), WorldError> {
         if bytes.len() > WORLD_MAX_SERIALIZED_LEN_BYTES {
             return Err(WorldError::TooLarge(bytes.len()));
         }
@@ -236,14 +301,14 @@ impl World {
         let mut roots = Vec::with_capacity(root_count);
         for root in 0..root_count {
             let (identity, used) =
-                Identity::decode_with(&r.bytes[r.at..], scratch).map_err(|error| match error {
+                UncheckedIdentity::decode(&r.bytes[r.at..]).map_err(|error| match error {
                     IdentityError::Truncated { needed } => WorldError::Truncated {
                         field: "root identity",
                         needed,
                     },
                     error => WorldError::RootIdentity { root, error },
                 })?;
-            if identity.has_secret() {
+            if identity.secret.is_some() {
                 return Err(WorldError::RootSecretPublished(root));
             }
             r.at += used;
@@ -264,10 +329,7 @@ impl World {
                 r.at += used;
                 endpoints.push(addr);
             }
-            roots.push(Root {
-                identity,
-                endpoints,
-            });
+            roots.push((identity, endpoints));
         }
         let moon_dictionary = match kind {
             WorldKind::Moon => {
@@ -279,15 +341,16 @@ impl World {
         if r.at != bytes.len() {
             return Err(WorldError::TrailingBytes(bytes.len() - r.at));
         }
-        Ok(Self {
+        let header = Self {
             kind,
             id,
             timestamp_ms,
             updates_must_be_signed_by,
             signature,
-            roots,
+            roots: Vec::with_capacity(roots.len()),
             moon_dictionary,
-        })
+        };
+        Ok((header, roots))
     }
 
     /// The file's bytes.
@@ -345,6 +408,14 @@ impl World {
     /// Checks whether `update` may replace this world: same id and type,
     /// strictly newer, and signed with this world's `updatesMustBeSignedBy` key.
     pub fn check_update(&self, update: &World) -> Result<(), UpdateRefusal> {
+        self.check_update_header(update)?;
+        if !update.is_signed_by(&self.updates_must_be_signed_by) {
+            return Err(UpdateRefusal::BadSignature);
+        }
+        Ok(())
+    }
+
+    fn check_update_header(&self, update: &World) -> Result<(), UpdateRefusal> {
         if update.id != self.id {
             return Err(UpdateRefusal::DifferentId {
                 held: self.id,
@@ -362,9 +433,6 @@ impl World {
                 held: self.timestamp_ms,
                 offered: update.timestamp_ms,
             });
-        }
-        if !update.is_signed_by(&self.updates_must_be_signed_by) {
-            return Err(UpdateRefusal::BadSignature);
         }
         Ok(())
     }
