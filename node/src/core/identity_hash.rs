@@ -12,6 +12,7 @@ const WORD_BYTES: usize = 8;
 const BLOCK_BYTES: usize = 64;
 const MEMORY_WORDS: usize = IDENTITY_HASH_MEMORY_BYTES / WORD_BYTES;
 const DIGEST_WORDS: usize = 64 / WORD_BYTES;
+const KEYSTREAM_BATCH_BYTES: usize = 64 * BLOCK_BYTES;
 
 /// The 2 MiB scratch buffer the hash works in; reuse it across many hashes.
 pub struct IdentityHashScratch(Vec<u8>);
@@ -57,6 +58,10 @@ pub fn identity_hash(public: &PublicKey, scratch: &mut IdentityHashScratch) -> [
         }
     }
 
+    // The keystream that re-encrypts the digest does not depend on the data,
+    // so draw it in batches: one call per 64 blocks instead of one per block.
+    let mut keystream = [0u8; KEYSTREAM_BATCH_BYTES];
+    let mut used = KEYSTREAM_BATCH_BYTES;
     let mut i = 0;
     while i < MEMORY_WORDS {
         let digest_word = (read_be_word(mem, i) % DIGEST_WORDS as u64) as usize;
@@ -68,7 +73,15 @@ pub fn identity_hash(public: &PublicKey, scratch: &mut IdentityHashScratch) -> [
         tmp.copy_from_slice(&mem[m.clone()]);
         mem[m].copy_from_slice(&digest[d.clone()]);
         digest[d].copy_from_slice(&tmp);
-        stream.apply_keystream(&mut digest);
+        if used == KEYSTREAM_BATCH_BYTES {
+            keystream.fill(0);
+            stream.apply_keystream(&mut keystream);
+            used = 0;
+        }
+        for (byte, k) in digest.iter_mut().zip(&keystream[used..used + BLOCK_BYTES]) {
+            *byte ^= k;
+        }
+        used += BLOCK_BYTES;
     }
     digest
 }
