@@ -12,5 +12,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build (the end-to-end tests run these binaries)"
+cargo build --workspace --bins --locked
 echo "== cargo test"
 cargo test --workspace --locked
