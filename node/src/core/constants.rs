@@ -35,3 +35,83 @@ pub const WORLD_MAX_SERIALIZED_LEN_BYTES: usize = 4096;
 pub const ENDPOINT_TYPE_IPV4: u8 = 0x04;
 /// Endpoint type byte for IPv6 (then 16 address bytes, 2 port bytes).
 pub const ENDPOINT_TYPE_IPV6: u8 = 0x06;
+
+/// Bytes of a packet before its verb: counter, destination, source, flags, MAC.
+pub const PACKET_HEADER_LEN_BYTES: usize = 35;
+/// Shortest valid packet: the header and a verb byte.
+pub const PACKET_MIN_LEN_BYTES: usize = 36;
+/// Longest packet built or reassembled: a 64 KiB frame plus headers.
+pub const PACKET_MAX_LEN_BYTES: usize = 65536 + 512;
+/// Length of a packet's Poly1305 tag.
+pub const MAC_LEN_BYTES: usize = 16;
+/// Bytes of a fragment before its data: counter, destination, indicator, total, number, hops.
+pub const FRAGMENT_HEADER_LEN_BYTES: usize = 17;
+/// Byte 13 of a fragment (where a packet's source address starts; no address starts with it).
+pub const FRAGMENT_INDICATOR: u8 = 0xff;
+/// Most pieces one packet is cut into, head included.
+pub const MAX_FRAGMENTS: usize = 64;
+/// Default path MTU: the largest UDP payload sent in one datagram.
+pub const UDP_PAYLOAD_MTU_BYTES: usize = 1432;
+/// Highest hop count a relayed packet may carry; relays drop what would exceed it.
+pub const RELAY_MAX_HOPS: u8 = 3;
+/// How long an incomplete packet waits for its missing pieces, in milliseconds.
+pub const FRAGMENT_TIMEOUT_MS: u64 = 1000;
+/// Most incomplete packets held for reassembly at once, per node.
+pub const MAX_PENDING_REASSEMBLIES: usize = 64;
+/// Counters below the highest one seen that a receiving key still accepts once each.
+pub const REPLAY_WINDOW_PACKETS: u64 = 2048;
+
+// ---- Peers, sessions and paths (PROTOCOL.md §3.4, node behaviour) ----
+
+/// Wire protocol version announced in HELLO.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Largest ECHO payload answered.
+pub const ECHO_MAX_LEN_BYTES: usize = 256;
+/// Most addresses one WHOIS may ask for.
+pub const WHOIS_MAX_ADDRESSES: usize = 64;
+/// ERROR code: the object asked for is not known.
+pub const ERROR_OBJECT_NOT_FOUND: u8 = 0x03;
+/// A new handshake is started when the newest session is this old.
+pub const REKEY_INTERVAL_MS: u64 = 120_000;
+/// ...or when its send counter reaches this.
+pub const REKEY_AFTER_PACKETS: u64 = 1 << 48;
+/// A superseded session still receives for this long.
+pub const KEY_OVERLAP_MS: u64 = 30_000;
+/// Sessions kept per peer (the newest sends).
+pub const MAX_SESSIONS_PER_PEER: usize = 3;
+/// A HELLO not answered is sent again after this.
+pub const HELLO_RETRY_INTERVAL_MS: u64 = 1_000;
+/// A handshake not completed is abandoned (its ephemeral wiped) after this.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+/// Most HELLOs (targets) one handshake attempt sends.
+pub const MAX_HELLO_TARGETS: usize = 16;
+/// HELLOs accepted per second from one source IP (token bucket rate).
+pub const HELLO_RATE_PER_SECOND: u64 = 10;
+/// ...and its burst.
+pub const HELLO_BURST: u32 = 20;
+/// WHOIS is sent again after this (like ARP).
+pub const WHOIS_RETRY_INTERVAL_MS: u64 = 500;
+/// WHOIS gives up after this.
+pub const WHOIS_TIMEOUT_MS: u64 = 5_000;
+/// Messages held per peer while waiting for its identity or a session.
+pub const MAX_QUEUED_PER_PEER: usize = 32;
+/// Paths remembered per peer.
+pub const MAX_PATHS_PER_PEER: usize = 16;
+/// Keepalive on idle paths, so NAT mappings do not expire (ZeroTier: 14 s).
+pub const PATH_KEEPALIVE_INTERVAL_MS: u64 = 14_000;
+/// Probe interval on the paths of a peer in use, and on unconfirmed candidates.
+pub const PATH_PROBE_INTERVAL_ACTIVE_MS: u64 = 1_000;
+/// A path of a peer in use is dead after this much silence.
+pub const PATH_ACTIVE_TIMEOUT_MS: u64 = 5_000;
+/// A path of an idle peer is dead (and forgotten) after this much silence.
+pub const PATH_IDLE_TIMEOUT_MS: u64 = 45_000;
+/// A peer is in use if user traffic went either way this recently.
+pub const PEER_ACTIVE_WINDOW_MS: u64 = 10_000;
+/// Sessions with a peer not heard from for this long are not renewed.
+pub const PEER_IDLE_TIMEOUT_MS: u64 = 300_000;
+/// Direct-path candidates are pushed to a peer this often.
+pub const PUSH_DIRECT_PATHS_INTERVAL_MS: u64 = 120_000;
+/// A root introduces the same pair of nodes at most this often.
+pub const RENDEZVOUS_INTERVAL_MS: u64 = 5_000;
+/// The driver calls the timer at least this often.
+pub const TIMER_TICK_MS: u64 = 250;

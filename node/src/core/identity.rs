@@ -169,10 +169,17 @@ impl Identity {
 /// A binary identity whose fields are well-formed but whose address is not
 /// yet checked against its key: the check costs a memory-hard hash, so
 /// callers can do cheaper checks (a signature, say) first.
+#[derive(Clone)]
 pub(crate) struct UncheckedIdentity {
     pub(crate) address: Address,
     pub(crate) public: PublicKey,
     pub(crate) secret: Option<SecretKey>,
+}
+
+impl fmt::Debug for UncheckedIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UncheckedIdentity({})", self.address)
+    }
 }
 
 impl UncheckedIdentity {

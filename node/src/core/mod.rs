@@ -1,13 +1,23 @@
-//! The sans-IO protocol core: identities, signatures and world files.
+//! The sans-IO protocol core: identities, signatures, world files, the
+//! packet format and its crypto, sessions, paths, and the node state machine.
 //!
 //! Nothing in here touches sockets, files, or the clock.
 
 pub mod address;
+pub mod armor;
 pub mod c25519;
 pub mod constants;
 pub mod endpoint;
+pub mod fragment;
 pub mod identity;
 pub mod identity_hash;
+pub mod message;
+pub mod node;
+pub mod path;
+pub mod replay;
+pub mod session;
+pub mod verb;
+pub mod wire;
 pub mod world;
 pub mod world_spec;
 

@@ -1,0 +1,1467 @@
+//! The node: a sans-IO state machine. The driver hands it datagrams and
+//! timer ticks with the current time; it returns datagrams to send (an
+//! [`Outbox`]) and [`Event`]s. It never reads a clock or touches a socket.
+
+mod counters;
+mod outbox;
+mod peer;
+mod status;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+pub use counters::Counters;
+pub use outbox::{Outbox, Transmit};
+pub use peer::{PeerRole, Route};
+pub use status::{NodeStatus, PathStatus, PeerStatus};
+
+use crate::core::address::Address;
+use crate::core::armor::{armor, dearmor};
+use crate::core::constants::*;
+use crate::core::fragment::{Reassembler, write_fragments};
+use crate::core::identity::Identity;
+use crate::core::identity_hash::IdentityHashScratch;
+use crate::core::message::{
+    self, Hello, HelloOk, InRe, OkBody, Rendezvous, Versions, decode_error, decode_ok,
+    decode_push_direct_paths, decode_whois, encode_in_re, encode_push_direct_paths,
+};
+use crate::core::session::{Ephemeral, OpenError, Role, derive_session};
+use crate::core::verb::Verb;
+use crate::core::wire::{Datagram, PacketHeader, classify, increment_hops};
+use crate::core::world::{World, WorldKind};
+use peer::{Peer, PendingHandshake};
+
+/// What a node is started with.
+pub struct NodeConfig {
+    /// This node's identity, with its secret key.
+    pub identity: Identity,
+    /// The planet.
+    pub planet: World,
+    /// Moons already orbited.
+    pub moons: Vec<World>,
+    /// Software versions to announce.
+    pub versions: Versions,
+}
+
+/// Why a node cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The identity has no secret key.
+    #[error("the node's identity must include its secret key")]
+    NoSecret,
+}
+
+/// Something the driver or user should know.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A reply to [`Node::ping`].
+    EchoReply {
+        /// Who answered.
+        peer: Address,
+        /// The ping's id.
+        id: u64,
+        /// Round-trip time.
+        rtt_ms: u64,
+        /// How the reply came.
+        route: Route,
+    },
+    /// Packets to a peer now go straight to it instead of through a root.
+    PathUpgraded {
+        /// The peer.
+        peer: Address,
+        /// The direct path.
+        path: SocketAddr,
+    },
+    /// The direct path to a peer died; packets are relayed again.
+    PathLost {
+        /// The peer.
+        peer: Address,
+    },
+    /// A world was accepted (an update, or a moon fetched by orbit): persist it.
+    WorldUpdated(World),
+    /// No root knew this address.
+    WhoisFailed(Address),
+}
+
+/// An address whose identity we are asking the roots for.
+struct WhoisPending {
+    first_ms: u64,
+    last_sent_ms: Option<u64>,
+    queued: Vec<(Verb, Vec<u8>)>,
+}
+
+/// A moon asked for with orbit, not yet received.
+struct WantedMoon {
+    id: u64,
+    seed: Address,
+}
+
+/// ECHO payload kinds.
+const ECHO_KIND_PROBE: u8 = 0;
+const ECHO_KIND_PING: u8 = 1;
+
+/// The node state machine.
+pub struct Node {
+    identity: Identity,
+    key_pair: crate::core::c25519::KeyPair,
+    address: Address,
+    versions: Versions,
+    planet: World,
+    moons: Vec<World>,
+    wanted_moons: Vec<WantedMoon>,
+    peers: HashMap<Address, Peer>,
+    whois: HashMap<Address, WhoisPending>,
+    reassembler: Reassembler,
+    rendezvous_sent: HashMap<(Address, Address), u64>,
+    hello_buckets: HashMap<std::net::IpAddr, (u64, u32)>,
+    local_endpoints: Vec<SocketAddr>,
+    reflected: HashMap<Address, SocketAddr>,
+    events: VecDeque<Event>,
+    counters: Counters,
+    scratch: IdentityHashScratch,
+    tx: Vec<u8>,
+    mtu: usize,
+}
+
+impl Node {
+    /// Starts a node. Nothing is sent until the first [`Node::handle_timeout`].
+    pub fn new(config: NodeConfig) -> Result<Self, NodeError> {
+        let key_pair = config.identity.key_pair().ok_or(NodeError::NoSecret)?;
+        let mut node = Self {
+            address: config.identity.address(),
+            identity: config.identity,
+            key_pair,
+            versions: config.versions,
+            planet: config.planet,
+            moons: Vec::new(),
+            wanted_moons: Vec::new(),
+            peers: HashMap::new(),
+            whois: HashMap::new(),
+            reassembler: Reassembler::default(),
+            rendezvous_sent: HashMap::new(),
+            hello_buckets: HashMap::new(),
+            local_endpoints: Vec::new(),
+            reflected: HashMap::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+            scratch: IdentityHashScratch::new(),
+            tx: Vec::with_capacity(PACKET_MAX_LEN_BYTES),
+            mtu: UDP_PAYLOAD_MTU_BYTES,
+        };
+        node.add_world_roots(&node.planet.clone());
+        for moon in config.moons {
+            node.add_world_roots(&moon);
+            node.moons.push(moon);
+        }
+        Ok(node)
+    }
+
+    /// This node's address.
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    /// This node's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Whether this node is a root of a world it holds.
+    pub fn is_root(&self) -> bool {
+        self.worlds().any(|w| {
+            w.roots()
+                .iter()
+                .any(|r| r.identity.address() == self.address)
+        })
+    }
+
+    /// The planet and moons held.
+    pub fn worlds(&self) -> impl Iterator<Item = &World> {
+        std::iter::once(&self.planet).chain(self.moons.iter())
+    }
+
+    /// The moons held.
+    pub fn moons(&self) -> &[World] {
+        &self.moons
+    }
+
+    /// Drop and relay counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Sets the addresses of this node's own sockets (interface addresses
+    /// with the UDP port), pushed to peers as direct-path candidates.
+    pub fn set_local_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
+        self.local_endpoints = endpoints;
+    }
+
+    /// Sets the largest UDP payload to send.
+    pub fn set_mtu(&mut self, mtu: usize) {
+        self.mtu = mtu.clamp(
+            PACKET_MIN_LEN_BYTES + FRAGMENT_HEADER_LEN_BYTES + 64,
+            PACKET_MAX_LEN_BYTES,
+        );
+    }
+
+    fn add_world_roots(&mut self, world: &World) {
+        let role = match world.kind() {
+            WorldKind::Planet => PeerRole::Planet,
+            WorldKind::Moon => PeerRole::Moon,
+        };
+        for root in world.roots() {
+            let addr = root.identity.address();
+            if addr == self.address {
+                continue;
+            }
+            if !self.peers.contains_key(&addr) {
+                let Ok(agreement) = self.key_pair.agree(root.identity.public_key()) else {
+                    continue;
+                };
+                self.peers
+                    .insert(addr, Peer::new(root.identity.clone(), agreement, role));
+            }
+            let peer = self.peers.get_mut(&addr).expect("just inserted");
+            // A planet root that is also a moon root stays PLANET.
+            if peer.role == PeerRole::Leaf || role == PeerRole::Planet {
+                peer.role = role;
+            }
+            for ep in &root.endpoints {
+                if !peer.stable_endpoints.contains(ep) {
+                    peer.stable_endpoints.push(*ep);
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- input
+
+    /// Handles one received datagram. `datagram` is modified in place
+    /// (decrypted, or its hop count raised when relayed).
+    pub fn handle_datagram(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddr,
+        datagram: &mut [u8],
+        out: &mut Outbox,
+    ) {
+        self.counters.received += 1;
+        let kind = match classify(datagram) {
+            Ok(Datagram::Packet { header, .. }) => Ok((true, header.dest, Some(header))),
+            Ok(Datagram::Fragment { header, .. }) => Ok((false, header.dest, None)),
+            Err(_) => Err(()),
+        };
+        let Ok((is_packet, dest, header)) = kind else {
+            self.counters.dropped_malformed += 1;
+            return;
+        };
+        if dest != self.address {
+            let src = header.map(|h| h.src);
+            self.relay(now_ms, from, datagram, dest, src, out);
+            return;
+        }
+        let complete = if is_packet && !header.is_some_and(|h| h.more_fragments) {
+            None
+        } else {
+            let pushed = if is_packet {
+                self.reassembler.push_head(now_ms, from, datagram)
+            } else {
+                self.reassembler.push_fragment(now_ms, from, datagram)
+            };
+            match pushed {
+                Ok(Some(packet)) => Some(packet),
+                Ok(None) => return,
+                Err(_) => {
+                    self.counters.dropped_malformed += 1;
+                    return;
+                }
+            }
+        };
+        match complete {
+            None => self.handle_packet(now_ms, from, datagram, out),
+            Some(mut packet) => {
+                let Ok(Datagram::Packet { .. }) = classify(&packet) else {
+                    self.counters.dropped_malformed += 1;
+                    return;
+                };
+                self.handle_packet(now_ms, from, &mut packet, out);
+                self.reassembler.recycle(packet);
+            }
+        }
+    }
+
+    fn handle_packet(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddr,
+        packet: &mut [u8],
+        out: &mut Outbox,
+    ) {
+        let Ok(header) = PacketHeader::decode(packet) else {
+            self.counters.dropped_malformed += 1;
+            return;
+        };
+        let direct = header.hops == 0;
+        if header.key_slot == 0 {
+            if header.clear {
+                self.handle_hello(now_ms, from, &header, packet, out);
+            } else {
+                self.handle_static(now_ms, from, &header, packet, out);
+            }
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&header.src) else {
+            // A session packet from someone we do not know: we probably
+            // restarted. Learn who it is; a HELLO follows, which re-keys.
+            self.counters.dropped_unknown_peer += 1;
+            self.want_identity(now_ms, header.src, None, out);
+            return;
+        };
+        match peer
+            .sessions
+            .open(now_ms, header.key_slot, header.counter, packet)
+        {
+            Ok(()) => {}
+            Err(OpenError::Replay) => {
+                self.counters.dropped_replay += 1;
+                return;
+            }
+            Err(OpenError::BadMac) => {
+                self.counters.dropped_bad_mac += 1;
+                return;
+            }
+            Err(OpenError::NoSession) => {
+                self.counters.dropped_bad_mac += 1;
+                // They hold a session we lost: re-handshake (rate-limited by retry interval).
+                self.ensure_handshake(now_ms, header.src, out);
+                return;
+            }
+        }
+        self.heard_from(now_ms, header.src, from, direct);
+        let Some(&verb_byte) = packet.get(PACKET_HEADER_LEN_BYTES) else {
+            self.counters.dropped_bad_payload += 1;
+            return;
+        };
+        let Ok(verb) = Verb::try_from(verb_byte) else {
+            self.counters.dropped_bad_payload += 1;
+            return;
+        };
+        let payload = packet[PACKET_MIN_LEN_BYTES..].to_vec();
+        if direct {
+            self.send_due_worlds(now_ms, header.src, from, out);
+        }
+        self.dispatch(now_ms, from, &header, verb, &payload, out);
+    }
+
+    fn heard_from(&mut self, now_ms: u64, src: Address, from: SocketAddr, direct: bool) {
+        let Some(peer) = self.peers.get_mut(&src) else {
+            return;
+        };
+        peer.last_receive_ms = Some(now_ms);
+        if direct {
+            let active = peer.is_active(now_ms);
+            peer.paths.received(now_ms, from, active);
+        } else if !peer.is_root() {
+            peer.relayed_since_ms.get_or_insert(now_ms);
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddr,
+        header: &PacketHeader,
+        verb: Verb,
+        payload: &[u8],
+        out: &mut Outbox,
+    ) {
+        let src = header.src;
+        let result: Result<(), message::MessageError> = match verb {
+            Verb::Nop => Ok(()),
+            Verb::Echo => message::check_echo(payload).map(|()| {
+                // A user's ping makes the peer "in use" on this side too, so a
+                // dead direct path is noticed in seconds, not minutes.
+                if payload.first() == Some(&ECHO_KIND_PING)
+                    && let Some(peer) = self.peers.get_mut(&src)
+                {
+                    peer.last_active_ms = Some(now_ms);
+                }
+                let mut reply = Vec::with_capacity(9 + payload.len());
+                encode_in_re(
+                    InRe {
+                        verb: Verb::Echo,
+                        counter: header.counter,
+                    },
+                    &mut reply,
+                );
+                reply.extend_from_slice(payload);
+                // Answer on the path the ECHO came by, so probes measure that path.
+                let to = (header.hops == 0).then_some(from);
+                self.send_session(now_ms, src, to, Verb::Ok, &reply, out);
+            }),
+            Verb::Ok => decode_ok(payload)
+                .map(|(in_re, body)| self.handle_ok(now_ms, from, header, in_re, body, out)),
+            Verb::Error => decode_error(payload).map(|(in_re, code, _)| {
+                if in_re.verb == Verb::Whois && code == ERROR_OBJECT_NOT_FOUND {
+                    // Roots answer one WHOIS at a time; the address is in the data.
+                }
+            }),
+            Verb::Whois => decode_whois(payload)
+                .map(|addrs| self.answer_whois(now_ms, src, header.counter, &addrs, out)),
+            Verb::Rendezvous => {
+                Rendezvous::decode(payload).map(|r| self.handle_rendezvous(now_ms, src, r, out))
+            }
+            Verb::PushDirectPaths => decode_push_direct_paths(payload).map(|paths| {
+                if let Some(peer) = self.peers.get_mut(&src) {
+                    for p in paths.into_iter().take(MAX_PATHS_PER_PEER) {
+                        if p.port() != 0 {
+                            peer.paths.learn(now_ms, p);
+                        }
+                    }
+                }
+                self.probe_candidates(now_ms, src, out);
+            }),
+            Verb::WorldUpdate => {
+                self.handle_world_update(now_ms, src, payload);
+                Ok(())
+            }
+            // Frames and network verbs belong to virtual networks.
+            _ => Ok(()),
+        };
+        if result.is_err() {
+            self.counters.dropped_bad_payload += 1;
+        }
+    }
+
+    // --------------------------------------------------------------- HELLO
+
+    fn hello_allowed(&mut self, now_ms: u64, from: SocketAddr) -> bool {
+        // Token bucket per source IP: HELLO_RATE_PER_SECOND, burst HELLO_BURST.
+        let bucket = self
+            .hello_buckets
+            .entry(from.ip())
+            .or_insert((now_ms, HELLO_BURST));
+        let refill = (now_ms.saturating_sub(bucket.0) * HELLO_RATE_PER_SECOND / 1000) as u32;
+        if refill > 0 {
+            bucket.1 = (bucket.1 + refill).min(HELLO_BURST);
+            bucket.0 = now_ms;
+        }
+        if bucket.1 == 0 {
+            return false;
+        }
+        bucket.1 -= 1;
+        true
+    }
+
+    fn handle_hello(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddr,
+        header: &PacketHeader,
+        packet: &mut [u8],
+        out: &mut Outbox,
+    ) {
+        if !self.hello_allowed(now_ms, from) {
+            self.counters.dropped_rate_limited += 1;
+            return;
+        }
+        if packet.get(PACKET_HEADER_LEN_BYTES) != Some(&(Verb::Hello as u8)) {
+            self.counters.dropped_bad_payload += 1;
+            return;
+        }
+        let Ok(hello) = Hello::decode(&packet[PACKET_MIN_LEN_BYTES..]) else {
+            self.counters.dropped_bad_payload += 1;
+            return;
+        };
+        if hello.identity.address != header.src || header.src == self.address {
+            self.counters.dropped_bad_payload += 1;
+            return;
+        }
+        if hello.versions.protocol != PROTOCOL_VERSION {
+            self.counters.dropped_bad_payload += 1;
+            return;
+        }
+        // Known peer: the key must be the one we know. Unknown: MAC first
+        // (cheap), then the memory-hard identity check.
+        let known = self
+            .peers
+            .get(&header.src)
+            .map(|p| *p.identity.public_key());
+        if let Some(key) = known {
+            if key != hello.identity.public {
+                self.counters.dropped_bad_mac += 1;
+                return;
+            }
+            let peer = self.peers.get(&header.src).expect("known");
+            if dearmor(&peer.static_key, packet, false).is_err() {
+                self.counters.dropped_bad_mac += 1;
+                return;
+            }
+        } else {
+            let Ok(agreement) = self.key_pair.agree(&hello.identity.public) else {
+                self.counters.dropped_bad_mac += 1;
+                return;
+            };
+            let key = crate::core::armor::PacketKey::from_bytes(
+                agreement.as_bytes()[..32].try_into().expect("32"),
+            );
+            if dearmor(&key, packet, false).is_err() {
+                self.counters.dropped_bad_mac += 1;
+                return;
+            }
+            let unchecked = crate::core::identity::UncheckedIdentity {
+                address: hello.identity.address,
+                public: hello.identity.public,
+                secret: None,
+            };
+            let Ok(identity) = unchecked.check(&mut self.scratch) else {
+                self.counters.dropped_bad_payload += 1;
+                return;
+            };
+            self.peers
+                .insert(header.src, Peer::new(identity, agreement, PeerRole::Leaf));
+            self.whois_resolved(now_ms, header.src, out);
+        }
+        let direct = header.hops == 0;
+        let my_address = self.address;
+        let peer = self.peers.get_mut(&header.src).expect("peer exists");
+        // Respond: a fresh ephemeral, a session, and OK(HELLO) under the static
+        // key; a HELLO with an ephemeral already answered gets the same answer.
+        let eph_public = match peer.answered {
+            Some((theirs, ours)) if theirs == hello.ephemeral => ours,
+            _ => {
+                let ephemeral = Ephemeral::generate();
+                let eph_public = *ephemeral.public();
+                let Some(session) = derive_session(
+                    now_ms,
+                    Role::Responder,
+                    &peer.static_agreement,
+                    ephemeral,
+                    &hello.ephemeral,
+                    my_address,
+                    header.src,
+                ) else {
+                    self.counters.dropped_bad_payload += 1;
+                    return;
+                };
+                peer.sessions.install(now_ms, session);
+                peer.answered = Some((hello.ephemeral, eph_public));
+                eph_public
+            }
+        };
+        peer.versions = Some(hello.versions);
+        peer.last_receive_ms = Some(now_ms);
+        if direct {
+            let active = peer.is_active(now_ms);
+            peer.paths.received(now_ms, from, active);
+        }
+        // Worlds the peer holds older copies of, or wants: due once a
+        // session packet arrives straight from it.
+        let mut due = Vec::new();
+        if hello.planet.0 == self.planet.id() && hello.planet.1 < self.planet.timestamp_ms() {
+            due.push(self.planet.id());
+        }
+        for (id, ts) in &hello.moons {
+            if let Some(m) = self.moons.iter().find(|m| m.id() == *id)
+                && *ts < m.timestamp_ms()
+            {
+                due.push(*id);
+            }
+        }
+        let peer = self.peers.get_mut(&header.src).expect("peer exists");
+        for id in due {
+            if !peer.worlds_due.contains(&id) {
+                peer.worlds_due.push(id);
+            }
+        }
+        let ok = HelloOk {
+            echoed_timestamp_ms: hello.timestamp_ms,
+            versions: self.versions,
+            ephemeral: eph_public,
+            reflected: direct.then_some(from),
+        };
+        let mut body = Vec::with_capacity(64);
+        encode_in_re(
+            InRe {
+                verb: Verb::Hello,
+                counter: header.counter,
+            },
+            &mut body,
+        );
+        ok.encode(&mut body);
+        let to = if direct { Some(from) } else { None };
+        self.send_static(now_ms, header.src, to, Verb::Ok, &body, out);
+        self.flush_queued(now_ms, header.src, out);
+    }
+
+    /// A static-key packet that is not HELLO: OK(HELLO) or ERROR(HELLO).
+    fn handle_static(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddr,
+        header: &PacketHeader,
+        packet: &mut [u8],
+        out: &mut Outbox,
+    ) {
+        let Some(peer) = self.peers.get_mut(&header.src) else {
+            self.counters.dropped_unknown_peer += 1;
+            return;
+        };
+        if dearmor(&peer.static_key, packet, true).is_err() {
+            self.counters.dropped_bad_mac += 1;
+            return;
+        }
+        let verb = packet.get(PACKET_HEADER_LEN_BYTES).copied();
+        if verb != Some(Verb::Ok as u8) {
+            // ERROR(HELLO) carries nothing we act on yet.
+            return;
+        }
+        let Ok((in_re, OkBody::Hello(ok))) = decode_ok(&packet[PACKET_MIN_LEN_BYTES..]) else {
+            self.counters.dropped_bad_payload += 1;
+            return;
+        };
+        let Some(pending) = peer
+            .handshake
+            .take_if(|h| h.counters.contains(&in_re.counter))
+        else {
+            // Not the HELLO we are waiting for (late or replayed): ignore.
+            self.counters.dropped_replay += 1;
+            return;
+        };
+        let my_address = self.address;
+        let Some(session) = derive_session(
+            now_ms,
+            Role::Initiator,
+            &peer.static_agreement,
+            pending.ephemeral,
+            &ok.ephemeral,
+            my_address,
+            header.src,
+        ) else {
+            self.counters.dropped_bad_payload += 1;
+            return;
+        };
+        peer.sessions.install(now_ms, session);
+        peer.versions = Some(ok.versions);
+        peer.last_receive_ms = Some(now_ms);
+        let rtt = now_ms.saturating_sub(ok.echoed_timestamp_ms);
+        peer.measured(rtt);
+        if header.hops == 0 {
+            let active = peer.is_active(now_ms);
+            peer.paths.received(now_ms, from, active);
+            peer.paths.measured(from, rtt);
+        }
+        let is_root = peer.is_root();
+        if let Some(reflected) = ok.reflected
+            && is_root
+        {
+            self.reflected.insert(header.src, reflected);
+        }
+        self.flush_queued(now_ms, header.src, out);
+        if !is_root {
+            self.push_direct_paths(now_ms, header.src, out);
+        }
+    }
+
+    fn handle_ok(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddr,
+        header: &PacketHeader,
+        _in_re: InRe,
+        body: OkBody,
+        out: &mut Outbox,
+    ) {
+        match body {
+            OkBody::Echo(bytes) if bytes.len() == 17 => {
+                let kind = bytes[0];
+                let id = u64::from_be_bytes(bytes[1..9].try_into().expect("8"));
+                let sent = u64::from_be_bytes(bytes[9..17].try_into().expect("8"));
+                let rtt = now_ms.saturating_sub(sent);
+                let direct = header.hops == 0;
+                let root_via = if direct { None } else { self.root_at(from) };
+                if let Some(peer) = self.peers.get_mut(&header.src) {
+                    peer.measured(rtt);
+                    if direct {
+                        peer.paths.measured(from, rtt);
+                    }
+                }
+                if kind == ECHO_KIND_PING {
+                    let route = match root_via {
+                        None => Route::Direct(from),
+                        Some(root) => Route::Relayed { root, via: from },
+                    };
+                    self.events.push_back(Event::EchoReply {
+                        peer: header.src,
+                        id,
+                        rtt_ms: rtt,
+                        route,
+                    });
+                }
+            }
+            OkBody::Whois(bytes) => {
+                let mut at = 0;
+                while at < bytes.len() {
+                    let Ok((unchecked, used)) =
+                        crate::core::identity::UncheckedIdentity::decode(&bytes[at..])
+                    else {
+                        self.counters.dropped_bad_payload += 1;
+                        return;
+                    };
+                    at += used;
+                    let addr = unchecked.address;
+                    if !self.whois.contains_key(&addr) || self.peers.contains_key(&addr) {
+                        continue;
+                    }
+                    let Ok(identity) = unchecked.check(&mut self.scratch) else {
+                        self.counters.dropped_bad_payload += 1;
+                        continue;
+                    };
+                    let Ok(agreement) = self.key_pair.agree(identity.public_key()) else {
+                        continue;
+                    };
+                    self.peers
+                        .insert(addr, Peer::new(identity, agreement, PeerRole::Leaf));
+                    self.whois_resolved(now_ms, addr, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The root reached at `addr`, if any.
+    fn root_at(&self, addr: SocketAddr) -> Option<Address> {
+        self.peers
+            .iter()
+            .find(|(_, p)| {
+                p.is_root()
+                    && (p.paths.iter().any(|x| x.addr == addr)
+                        || p.stable_endpoints.contains(&addr))
+            })
+            .map(|(a, _)| *a)
+    }
+
+    // ------------------------------------------------------- WHOIS and roots
+
+    fn answer_whois(
+        &mut self,
+        now_ms: u64,
+        asker: Address,
+        counter: u64,
+        addrs: &[Address],
+        out: &mut Outbox,
+    ) {
+        let mut found = Vec::with_capacity(16);
+        encode_in_re(
+            InRe {
+                verb: Verb::Whois,
+                counter,
+            },
+            &mut found,
+        );
+        let mut any = false;
+        for a in addrs {
+            if let Some(p) = self.peers.get(a) {
+                p.identity.encode_into(&mut found, false);
+                any = true;
+            }
+        }
+        if any {
+            self.send_session(now_ms, asker, None, Verb::Ok, &found, out);
+        }
+        let unknown: Vec<Address> = addrs
+            .iter()
+            .copied()
+            .filter(|a| !self.peers.contains_key(a))
+            .collect();
+        for a in unknown {
+            let mut err = Vec::with_capacity(15);
+            encode_in_re(
+                InRe {
+                    verb: Verb::Whois,
+                    counter,
+                },
+                &mut err,
+            );
+            err.push(ERROR_OBJECT_NOT_FOUND);
+            err.extend_from_slice(&a.to_bytes());
+            self.send_session(now_ms, asker, None, Verb::Error, &err, out);
+        }
+    }
+
+    /// Queues `message` for `addr` and asks the roots who it is.
+    fn want_identity(
+        &mut self,
+        now_ms: u64,
+        addr: Address,
+        message: Option<(Verb, Vec<u8>)>,
+        out: &mut Outbox,
+    ) {
+        let entry = self.whois.entry(addr).or_insert(WhoisPending {
+            first_ms: now_ms,
+            last_sent_ms: None,
+            queued: Vec::new(),
+        });
+        if let Some(m) = message
+            && entry.queued.len() < MAX_QUEUED_PER_PEER
+        {
+            entry.queued.push(m);
+        }
+        self.send_whois_if_due(now_ms, addr, out);
+    }
+
+    fn send_whois_if_due(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
+        let root = self.best_root(now_ms);
+        let Some(entry) = self.whois.get_mut(&addr) else {
+            return;
+        };
+        if entry
+            .last_sent_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) < WHOIS_RETRY_INTERVAL_MS)
+        {
+            return;
+        }
+        let Some(root) = root else {
+            return;
+        };
+        entry.last_sent_ms = Some(now_ms);
+        self.send_session(now_ms, root, None, Verb::Whois, &addr.to_bytes(), out);
+    }
+
+    fn whois_resolved(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
+        if let Some(pending) = self.whois.remove(&addr) {
+            if let Some(peer) = self.peers.get_mut(&addr) {
+                peer.queued.extend(pending.queued);
+            }
+            if self.peers.get(&addr).is_some_and(|p| !p.queued.is_empty()) {
+                self.ensure_handshake(now_ms, addr, out);
+            }
+        }
+    }
+
+    /// The root with a live session and the lowest latency.
+    fn best_root(&self, now_ms: u64) -> Option<Address> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.is_root() && p.sessions.is_established())
+            .filter(|(_, p)| p.paths.preferred(now_ms, false).is_some())
+            .min_by_key(|(a, p)| (p.latency_ms.unwrap_or(u64::MAX / 2), **a))
+            .map(|(a, _)| *a)
+    }
+
+    fn handle_rendezvous(&mut self, now_ms: u64, src: Address, r: Rendezvous, out: &mut Outbox) {
+        // Only roots introduce peers.
+        if !self.peers.get(&src).is_some_and(|p| p.is_root()) {
+            self.counters.dropped_bad_payload += 1;
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&r.peer) else {
+            return;
+        };
+        peer.paths.learn(now_ms, r.endpoint);
+        self.probe_candidates(now_ms, r.peer, out);
+    }
+
+    /// Probes, at once, candidate paths to `addr` never heard from.
+    fn probe_candidates(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
+        let Some(peer) = self.peers.get(&addr) else {
+            return;
+        };
+        let candidates: Vec<SocketAddr> = peer
+            .paths
+            .iter()
+            .filter(|p| {
+                p.last_receive_ms
+                    .is_none_or(|t| now_ms.saturating_sub(t) > PATH_PROBE_INTERVAL_ACTIVE_MS)
+            })
+            .map(|p| p.addr)
+            .collect();
+        for to in candidates {
+            self.probe(now_ms, addr, to, out);
+        }
+    }
+
+    /// One probe on one path: an ECHO if a session exists, else a HELLO.
+    fn probe(&mut self, now_ms: u64, addr: Address, to: SocketAddr, out: &mut Outbox) {
+        let established = self
+            .peers
+            .get(&addr)
+            .is_some_and(|p| p.sessions.is_established());
+        if established {
+            let payload = echo_payload(ECHO_KIND_PROBE, 0, now_ms);
+            self.send_session(now_ms, addr, Some(to), Verb::Echo, &payload, out);
+        } else {
+            self.send_hello(now_ms, addr, &[to], out);
+        }
+    }
+
+    fn push_direct_paths(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
+        let mut paths: Vec<SocketAddr> = self.local_endpoints.clone();
+        for r in self.reflected.values() {
+            if !paths.contains(r) {
+                paths.push(*r);
+            }
+        }
+        paths.truncate(MAX_PATHS_PER_PEER);
+        if paths.is_empty() {
+            return;
+        }
+        let mut payload = Vec::with_capacity(2 + paths.len() * 20);
+        encode_push_direct_paths(&paths, &mut payload);
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            peer.last_paths_pushed_ms = Some(now_ms);
+        }
+        self.send_session(now_ms, addr, None, Verb::PushDirectPaths, &payload, out);
+    }
+
+    // --------------------------------------------------------------- relay
+
+    fn relay(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddr,
+        datagram: &mut [u8],
+        dest: Address,
+        src: Option<Address>,
+        out: &mut Outbox,
+    ) {
+        if !self.is_root() {
+            self.counters.dropped_unroutable += 1;
+            return;
+        }
+        let Some(to) = self
+            .peers
+            .get(&dest)
+            .and_then(|p| p.paths.preferred(now_ms, false))
+            .map(|p| p.addr)
+        else {
+            self.counters.dropped_unroutable += 1;
+            return;
+        };
+        if to == from || increment_hops(datagram).is_err() {
+            self.counters.dropped_unroutable += 1;
+            return;
+        }
+        out.push(to, datagram);
+        self.counters.relayed += 1;
+        // Introduce the two so they can try a direct path.
+        if let Some(src) = src
+            && self
+                .peers
+                .get(&src)
+                .is_some_and(|p| p.paths.iter().any(|x| x.addr == from))
+        {
+            self.rendezvous(now_ms, src, from, dest, to, out);
+        }
+    }
+
+    fn rendezvous(
+        &mut self,
+        now_ms: u64,
+        a: Address,
+        a_at: SocketAddr,
+        b: Address,
+        b_at: SocketAddr,
+        out: &mut Outbox,
+    ) {
+        let key = if a < b { (a, b) } else { (b, a) };
+        if self
+            .rendezvous_sent
+            .get(&key)
+            .is_some_and(|t| now_ms.saturating_sub(*t) < RENDEZVOUS_INTERVAL_MS)
+        {
+            return;
+        }
+        self.rendezvous_sent.insert(key, now_ms);
+        for (to, peer, endpoint) in [(a, b, b_at), (b, a, a_at)] {
+            let mut payload = Vec::with_capacity(32);
+            Rendezvous { peer, endpoint }.encode(&mut payload);
+            self.send_session(now_ms, to, None, Verb::Rendezvous, &payload, out);
+        }
+    }
+
+    // --------------------------------------------------------------- worlds
+
+    /// Asks `seed` (a root of moon `world_id`) for the moon.
+    pub fn orbit(&mut self, now_ms: u64, world_id: u64, seed: Address, out: &mut Outbox) {
+        if self.moons.iter().any(|m| m.id() == world_id)
+            || self.wanted_moons.iter().any(|m| m.id == world_id)
+        {
+            return;
+        }
+        self.wanted_moons.push(WantedMoon { id: world_id, seed });
+        // A HELLO names the moons we want; the seed answers with a WORLD_UPDATE.
+        match self.peers.contains_key(&seed) {
+            true => {
+                if let Some(p) = self.peers.get_mut(&seed) {
+                    p.handshake = None;
+                }
+                self.ensure_handshake(now_ms, seed, out)
+            }
+            false => self.want_identity(now_ms, seed, Some((Verb::Nop, Vec::new())), out),
+        }
+    }
+
+    /// Stops orbiting a moon; returns whether it was held or wanted.
+    pub fn deorbit(&mut self, world_id: u64) -> bool {
+        let before = self.moons.len() + self.wanted_moons.len();
+        self.moons.retain(|m| m.id() != world_id);
+        self.wanted_moons.retain(|m| m.id != world_id);
+        let held: Vec<Address> = self
+            .worlds()
+            .flat_map(|w| w.roots().iter().map(|r| r.identity.address()))
+            .collect();
+        for (addr, peer) in self.peers.iter_mut() {
+            if peer.role == PeerRole::Moon && !held.contains(addr) {
+                peer.role = PeerRole::Leaf;
+                peer.stable_endpoints.clear();
+            }
+        }
+        before != self.moons.len() + self.wanted_moons.len()
+    }
+
+    fn send_due_worlds(&mut self, now_ms: u64, addr: Address, from: SocketAddr, out: &mut Outbox) {
+        let due = match self.peers.get_mut(&addr) {
+            Some(p) if !p.worlds_due.is_empty() => std::mem::take(&mut p.worlds_due),
+            _ => return,
+        };
+        for id in due {
+            let Some(bytes) = self.worlds().find(|w| w.id() == id).map(World::encode) else {
+                continue;
+            };
+            self.send_session(now_ms, addr, Some(from), Verb::WorldUpdate, &bytes, out);
+        }
+    }
+
+    fn handle_world_update(&mut self, _now_ms: u64, src: Address, bytes: &[u8]) {
+        let id = bytes
+            .get(1..9)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8")));
+        let Some(id) = id else {
+            self.counters.refused_world_updates += 1;
+            return;
+        };
+        if id == self.planet.id() {
+            match self.planet.decode_update(bytes, &mut self.scratch) {
+                Ok(world) => {
+                    self.planet = world.clone();
+                    self.add_world_roots(&world);
+                    self.events.push_back(Event::WorldUpdated(world));
+                }
+                Err(_) => self.counters.refused_world_updates += 1,
+            }
+            return;
+        }
+        if let Some(i) = self.moons.iter().position(|m| m.id() == id) {
+            match self.moons[i].decode_update(bytes, &mut self.scratch) {
+                Ok(world) => {
+                    self.moons[i] = world.clone();
+                    self.add_world_roots(&world);
+                    self.events.push_back(Event::WorldUpdated(world));
+                }
+                Err(_) => self.counters.refused_world_updates += 1,
+            }
+            return;
+        }
+        if let Some(i) = self
+            .wanted_moons
+            .iter()
+            .position(|m| m.id == id && m.seed == src)
+        {
+            // First contact: trust the seed we were told to orbit, as ZeroTier does,
+            // but only a self-signed moon whose roots include that seed.
+            match World::decode_with(bytes, &mut self.scratch) {
+                Ok(world)
+                    if world.kind() == WorldKind::Moon
+                        && world.is_self_signed()
+                        && world.roots().iter().any(|r| r.identity.address() == src) =>
+                {
+                    self.wanted_moons.remove(i);
+                    self.add_world_roots(&world);
+                    self.moons.push(world.clone());
+                    self.events.push_back(Event::WorldUpdated(world));
+                }
+                _ => self.counters.refused_world_updates += 1,
+            }
+            return;
+        }
+        self.counters.refused_world_updates += 1;
+    }
+
+    // ---------------------------------------------------------------- output
+
+    /// Sends an ECHO to `addr` (for `vnet-cli ping`); the reply comes as
+    /// [`Event::EchoReply`] with `id`.
+    pub fn ping(&mut self, now_ms: u64, addr: Address, id: u64, out: &mut Outbox) {
+        let payload = echo_payload(ECHO_KIND_PING, id, now_ms);
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            peer.last_active_ms = Some(now_ms);
+        }
+        self.send(now_ms, addr, Verb::Echo, &payload, out);
+    }
+
+    /// Sends a message to a peer over its session, asking who it is and
+    /// handshaking first if needed (the message waits meanwhile).
+    pub fn send(
+        &mut self,
+        now_ms: u64,
+        addr: Address,
+        verb: Verb,
+        payload: &[u8],
+        out: &mut Outbox,
+    ) {
+        if addr == self.address {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            self.want_identity(now_ms, addr, Some((verb, payload.to_vec())), out);
+            return;
+        };
+        if !peer.sessions.is_established() {
+            if peer.queued.len() < MAX_QUEUED_PER_PEER {
+                peer.queued.push((verb, payload.to_vec()));
+            }
+            self.ensure_handshake(now_ms, addr, out);
+            return;
+        }
+        self.send_session(now_ms, addr, None, verb, payload, out);
+    }
+
+    fn flush_queued(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
+        let queued = match self.peers.get_mut(&addr) {
+            Some(p) if p.sessions.is_established() => std::mem::take(&mut p.queued),
+            _ => return,
+        };
+        for (verb, payload) in queued {
+            if verb != Verb::Nop || payload.is_empty() {
+                self.send_session(now_ms, addr, None, verb, &payload, out);
+            }
+        }
+    }
+
+    /// Sends a HELLO unless one is already in flight and not yet due a retry.
+    fn ensure_handshake(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
+        let Some(peer) = self.peers.get(&addr) else {
+            return;
+        };
+        if peer
+            .handshake
+            .as_ref()
+            .is_some_and(|h| now_ms.saturating_sub(h.sent_ms) < HELLO_RETRY_INTERVAL_MS)
+        {
+            return;
+        }
+        let mut targets: Vec<SocketAddr> = peer.stable_endpoints.clone();
+        if let Some(p) = peer.paths.preferred(now_ms, false)
+            && !targets.contains(&p.addr)
+        {
+            targets.push(p.addr);
+        }
+        if targets.is_empty() {
+            // No known path: send through a root.
+            match self.route(now_ms, addr) {
+                Some(Route::Relayed { via, .. }) => targets.push(via),
+                Some(Route::Direct(to)) => targets.push(to),
+                None => return,
+            }
+        }
+        self.send_hello(now_ms, addr, &targets, out);
+    }
+
+    fn send_hello(&mut self, now_ms: u64, addr: Address, targets: &[SocketAddr], out: &mut Outbox) {
+        let planet = (self.planet.id(), self.planet.timestamp_ms());
+        let mut moons: Vec<(u64, u64)> = self
+            .moons
+            .iter()
+            .map(|m| (m.id(), m.timestamp_ms()))
+            .collect();
+        moons.extend(
+            self.wanted_moons
+                .iter()
+                .filter(|m| m.seed == addr)
+                .map(|m| (m.id, 0)),
+        );
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        // One HELLO (one ephemeral, one counter) to every target; a retry
+        // replaces it, wiping the previous ephemeral.
+        let (ephemeral, mut counters, sent_ms) = match peer.handshake.take() {
+            Some(h) if now_ms.saturating_sub(h.sent_ms) < HELLO_RETRY_INTERVAL_MS => {
+                (h.ephemeral, h.counters, h.sent_ms)
+            }
+            _ => (Ephemeral::generate(), Vec::new(), now_ms),
+        };
+        for to in targets {
+            let counter = random_counter();
+            if counters.len() >= MAX_HELLO_TARGETS {
+                break;
+            }
+            counters.push(counter);
+            self.tx.clear();
+            self.tx.resize(PACKET_HEADER_LEN_BYTES, 0);
+            self.tx.push(Verb::Hello as u8);
+            Hello::encode(
+                &self.versions,
+                now_ms,
+                &self.identity,
+                ephemeral.public(),
+                Some(to),
+                planet,
+                &moons,
+                &mut self.tx,
+            );
+            let header = PacketHeader {
+                counter,
+                dest: addr,
+                src: self.address,
+                hops: 0,
+                key_slot: 0,
+                clear: true,
+                more_fragments: false,
+            };
+            header.encode_into(&mut self.tx);
+            armor(&peer.static_key, &mut self.tx, false);
+            out.push(*to, &self.tx);
+            peer.paths.sent(now_ms, *to);
+        }
+        peer.handshake = Some(PendingHandshake {
+            ephemeral,
+            counters,
+            sent_ms,
+        });
+    }
+
+    /// Sends a static-key packet (OK(HELLO)) to `to`, or along the route.
+    fn send_static(
+        &mut self,
+        now_ms: u64,
+        addr: Address,
+        to: Option<SocketAddr>,
+        verb: Verb,
+        payload: &[u8],
+        out: &mut Outbox,
+    ) {
+        let Some(to) = to.or_else(|| self.route(now_ms, addr).map(route_addr)) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        self.tx.clear();
+        self.tx.resize(PACKET_HEADER_LEN_BYTES, 0);
+        self.tx.push(verb as u8);
+        self.tx.extend_from_slice(payload);
+        PacketHeader {
+            counter: random_counter(),
+            dest: addr,
+            src: self.address,
+            hops: 0,
+            key_slot: 0,
+            clear: false,
+            more_fragments: false,
+        }
+        .encode_into(&mut self.tx);
+        armor(&peer.static_key, &mut self.tx, true);
+        out.push(to, &self.tx);
+        peer.paths.sent(now_ms, to);
+    }
+
+    /// Sends a session packet to `to`, or along the route.
+    fn send_session(
+        &mut self,
+        now_ms: u64,
+        addr: Address,
+        to: Option<SocketAddr>,
+        verb: Verb,
+        payload: &[u8],
+        out: &mut Outbox,
+    ) {
+        let route = match to {
+            Some(to) => Route::Direct(to),
+            None => match self.route(now_ms, addr) {
+                Some(route) => route,
+                None => return,
+            },
+        };
+        let to = route_addr(route);
+        let mtu = self.mtu;
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let Some((counter, slot)) = peer.sessions.next_send() else {
+            return;
+        };
+        if matches!(route, Route::Relayed { .. }) {
+            peer.relayed_since_ms.get_or_insert(now_ms);
+        }
+        self.tx.clear();
+        self.tx.resize(PACKET_HEADER_LEN_BYTES, 0);
+        self.tx.push(verb as u8);
+        self.tx.extend_from_slice(payload);
+        let fragmented = crate::core::fragment::fragment_count(self.tx.len(), mtu) > 1;
+        PacketHeader {
+            counter,
+            dest: addr,
+            src: self.address,
+            hops: 0,
+            key_slot: slot,
+            clear: false,
+            more_fragments: fragmented,
+        }
+        .encode_into(&mut self.tx);
+        peer.sessions.seal(&mut self.tx);
+        if fragmented {
+            // The flag was set from the same length and MTU, so this cannot fail.
+            let _ = write_fragments(&self.tx, mtu, |piece| out.push(to, piece));
+        } else {
+            out.push(to, &self.tx);
+        }
+        peer.paths.sent(now_ms, to);
+    }
+
+    /// How packets to `addr` travel now.
+    pub fn route(&self, now_ms: u64, addr: Address) -> Option<Route> {
+        let peer = self.peers.get(&addr)?;
+        if let Some(p) = peer.paths.preferred(now_ms, peer.is_active(now_ms)) {
+            return Some(Route::Direct(p.addr));
+        }
+        if peer.is_root() {
+            return peer.stable_endpoints.first().map(|a| Route::Direct(*a));
+        }
+        let root = self.best_root(now_ms)?;
+        let via = self.peers.get(&root)?.paths.preferred(now_ms, false)?.addr;
+        Some(Route::Relayed { root, via })
+    }
+
+    // ---------------------------------------------------------------- timer
+
+    /// When the driver should next call [`Node::handle_timeout`] at the latest (ms).
+    pub fn next_timeout(&self, now_ms: u64) -> u64 {
+        now_ms + TIMER_TICK_MS
+    }
+
+    /// Periodic work: handshakes with roots, rekeying, keepalives and path
+    /// probes, WHOIS retries, expiry.
+    pub fn handle_timeout(&mut self, now_ms: u64, out: &mut Outbox) {
+        let addrs: Vec<Address> = self.peers.keys().copied().collect();
+        for addr in addrs {
+            self.tick_peer(now_ms, addr, out);
+        }
+        // WHOIS retries and give-ups.
+        let pending: Vec<Address> = self.whois.keys().copied().collect();
+        for addr in pending {
+            let expired = self
+                .whois
+                .get(&addr)
+                .is_some_and(|w| now_ms.saturating_sub(w.first_ms) > WHOIS_TIMEOUT_MS);
+            if expired {
+                self.whois.remove(&addr);
+                self.events.push_back(Event::WhoisFailed(addr));
+            } else {
+                self.send_whois_if_due(now_ms, addr, out);
+            }
+        }
+        self.rendezvous_sent
+            .retain(|_, t| now_ms.saturating_sub(*t) < RENDEZVOUS_INTERVAL_MS);
+        self.hello_buckets
+            .retain(|_, (t, _)| now_ms.saturating_sub(*t) < 10_000);
+        self.reassembler.expire(now_ms);
+    }
+
+    fn tick_peer(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        peer.sessions.expire(now_ms);
+        peer.paths.expire(now_ms);
+        if peer
+            .handshake
+            .as_ref()
+            .is_some_and(|h| now_ms.saturating_sub(h.sent_ms) > HANDSHAKE_TIMEOUT_MS)
+        {
+            // Give up on this attempt; the ephemeral secret is wiped on drop.
+            peer.handshake = None;
+        }
+        let is_root = peer.is_root();
+        let active = peer.is_active(now_ms);
+        let recently_used = peer
+            .last_receive_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) < PEER_IDLE_TIMEOUT_MS);
+        let wants_session = is_root || recently_used || !peer.queued.is_empty();
+        if wants_session && peer.sessions.needs_rekey(now_ms) {
+            self.ensure_handshake(now_ms, addr, out);
+        }
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        // Keepalives and probes on every path (candidates included).
+        let probes = if peer.sessions.is_established() && (is_root || recently_used) {
+            peer.paths.due_probes(now_ms, active)
+        } else {
+            Vec::new()
+        };
+        let push_due = !is_root
+            && peer.sessions.is_established()
+            && recently_used
+            && peer
+                .last_paths_pushed_ms
+                .is_none_or(|t| now_ms.saturating_sub(t) >= PUSH_DIRECT_PATHS_INTERVAL_MS);
+        for to in probes {
+            self.probe(now_ms, addr, to, out);
+        }
+        if push_due {
+            self.push_direct_paths(now_ms, addr, out);
+        }
+        // Route changes: relayed -> direct is an upgrade.
+        let route = self.route(now_ms, addr);
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if is_root {
+            return;
+        }
+        match route {
+            Some(Route::Direct(path)) if peer.direct_since_ms.is_none() => {
+                peer.direct_since_ms = Some(now_ms);
+                if peer.relayed_since_ms.take().is_some() {
+                    peer.last_upgrade_ms = Some(now_ms);
+                    self.events
+                        .push_back(Event::PathUpgraded { peer: addr, path });
+                }
+            }
+            Some(Route::Direct(_)) => {}
+            _ if peer.direct_since_ms.take().is_some() => {
+                peer.relayed_since_ms = Some(now_ms);
+                self.events.push_back(Event::PathLost { peer: addr });
+            }
+            _ => {}
+        }
+    }
+}
+
+fn route_addr(route: Route) -> SocketAddr {
+    match route {
+        Route::Direct(a) => a,
+        Route::Relayed { via, .. } => via,
+    }
+}
+
+fn echo_payload(kind: u8, id: u64, now_ms: u64) -> Vec<u8> {
+    let mut p = Vec::with_capacity(17);
+    p.push(kind);
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&now_ms.to_be_bytes());
+    p
+}
+
+fn random_counter() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("operating system random source");
+    u64::from_be_bytes(b) | 1
+}

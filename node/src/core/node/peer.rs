@@ -1,0 +1,131 @@
+//! What a node knows about one peer.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::core::armor::PacketKey;
+use crate::core::c25519::SharedKey;
+use crate::core::identity::Identity;
+use crate::core::message::Versions;
+use crate::core::path::PathSet;
+use crate::core::session::{Ephemeral, SessionSet};
+use crate::core::verb::Verb;
+
+/// Whether a peer is a root, and of which kind of world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PeerRole {
+    /// An ordinary node.
+    Leaf,
+    /// A root of a moon we orbit.
+    Moon,
+    /// A root of our planet.
+    Planet,
+}
+
+/// How packets to a peer travel right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Straight to the peer at this address.
+    Direct(SocketAddr),
+    /// Through this root, reached at this address.
+    Relayed {
+        /// The relaying root.
+        root: crate::core::address::Address,
+        /// Where the root is reached.
+        via: SocketAddr,
+    },
+}
+
+/// A HELLO we sent and await the OK for.
+pub(crate) struct PendingHandshake {
+    pub ephemeral: Ephemeral,
+    /// Counters of the HELLOs sent with this ephemeral (one per target:
+    /// a counter never MACs two different messages).
+    pub counters: Vec<u64>,
+    pub sent_ms: u64,
+}
+
+/// Everything known about one peer.
+pub(crate) struct Peer {
+    pub identity: Identity,
+    pub static_agreement: SharedKey,
+    pub static_key: PacketKey,
+    pub sessions: SessionSet,
+    pub handshake: Option<PendingHandshake>,
+    /// The last HELLO ephemeral answered and our ephemeral public key in the
+    /// answer: a HELLO repeated to another path gets the same answer, not a
+    /// second session.
+    pub answered: Option<([u8; 32], [u8; 32])>,
+    pub paths: PathSet,
+    pub role: PeerRole,
+    /// A root's stable endpoints from its world.
+    pub stable_endpoints: Vec<SocketAddr>,
+    pub versions: Option<Versions>,
+    pub latency_ms: Option<u64>,
+    pub last_receive_ms: Option<u64>,
+    /// Last time traffic that matters to the user went either way.
+    pub last_active_ms: Option<u64>,
+    /// Messages waiting for a session.
+    pub queued: Vec<(Verb, Vec<u8>)>,
+    pub last_paths_pushed_ms: Option<u64>,
+    /// World ids this peer holds an older copy of (or wants); sent once a
+    /// session packet arrives straight from it (no amplification).
+    pub worlds_due: Vec<u64>,
+    /// Whether the last route computed was direct, and since when.
+    pub direct_since_ms: Option<u64>,
+    /// When the route last went from relayed to direct.
+    pub last_upgrade_ms: Option<u64>,
+    /// When relayed traffic to/from this peer was first seen in the current relayed stretch.
+    pub relayed_since_ms: Option<u64>,
+}
+
+impl Peer {
+    pub fn new(identity: Identity, static_agreement: SharedKey, role: PeerRole) -> Self {
+        let static_key = PacketKey::from_bytes(
+            static_agreement.as_bytes()[..32]
+                .try_into()
+                .expect("32 bytes"),
+        );
+        Self {
+            identity,
+            static_agreement,
+            static_key,
+            sessions: SessionSet::default(),
+            handshake: None,
+            answered: None,
+            paths: PathSet::default(),
+            role,
+            stable_endpoints: Vec::new(),
+            versions: None,
+            latency_ms: None,
+            last_receive_ms: None,
+            last_active_ms: None,
+            queued: Vec::new(),
+            last_paths_pushed_ms: None,
+            worlds_due: Vec::new(),
+            direct_since_ms: None,
+            last_upgrade_ms: None,
+            relayed_since_ms: None,
+        }
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.role != PeerRole::Leaf
+    }
+
+    /// Whether user traffic flowed recently (its paths are then probed often).
+    pub fn is_active(&self, now_ms: u64) -> bool {
+        self.last_active_ms.is_some_and(|t| {
+            now_ms.saturating_sub(t) < crate::core::constants::PEER_ACTIVE_WINDOW_MS
+        })
+    }
+
+    pub fn measured(&mut self, rtt_ms: u64) {
+        self.latency_ms = Some(match self.latency_ms {
+            Some(old) => (old * 3 + rtt_ms) / 4,
+            None => rtt_ms,
+        });
+    }
+}

@@ -1,0 +1,359 @@
+//! Forward-secret sessions between two nodes (PROTOCOL.md §3.4): the static
+//! agreement authenticates a HELLO/OK exchange of ephemeral X25519 keys;
+//! traffic keys come from both, one per direction.
+
+use sha2::{Digest, Sha512};
+use zeroize::Zeroize;
+
+use crate::core::address::Address;
+use crate::core::armor::{MacError, PacketKey, armor, dearmor};
+use crate::core::c25519::SharedKey;
+use crate::core::constants::{
+    KEY_OVERLAP_MS, MAX_SESSIONS_PER_PEER, REKEY_AFTER_PACKETS, REKEY_INTERVAL_MS,
+};
+use crate::core::replay::ReplayWindow;
+
+/// Domain separation for session key derivation.
+const SESSION_KDF_LABEL: &[u8] = b"vnet session v1";
+
+/// An ephemeral X25519 key pair, wiped on drop.
+pub struct Ephemeral {
+    secret: x25519_dalek::StaticSecret,
+    public: [u8; 32],
+}
+
+impl Ephemeral {
+    /// Draws a fresh ephemeral key pair.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("operating system random source");
+        let secret = x25519_dalek::StaticSecret::from(bytes);
+        bytes.zeroize();
+        let public = *x25519_dalek::PublicKey::from(&secret).as_bytes();
+        Self { secret, public }
+    }
+
+    /// The public half, sent in HELLO or OK(HELLO).
+    pub fn public(&self) -> &[u8; 32] {
+        &self.public
+    }
+
+    /// X25519 with the peer's ephemeral; `None` for a low-order peer key.
+    /// Consumes the key pair, so the secret is wiped as soon as it is used.
+    fn agree(self, peer: &[u8; 32]) -> Option<[u8; 32]> {
+        let shared = self
+            .secret
+            .diffie_hellman(&x25519_dalek::PublicKey::from(*peer));
+        shared.was_contributory().then(|| *shared.as_bytes())
+    }
+}
+
+/// Which side of a handshake this node was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sent the HELLO.
+    Initiator,
+    /// Answered it.
+    Responder,
+}
+
+/// Derives a session from a completed handshake. `None` if the peer's
+/// ephemeral key is of low order.
+#[allow(clippy::too_many_arguments)]
+pub fn derive_session(
+    now_ms: u64,
+    role: Role,
+    static_agreement: &SharedKey,
+    mine: Ephemeral,
+    theirs: &[u8; 32],
+    my_address: Address,
+    their_address: Address,
+) -> Option<Session> {
+    let my_public = *mine.public();
+    let mut dh = mine.agree(theirs)?;
+    let (e_init, e_resp, a_init, a_resp) = match role {
+        Role::Initiator => (&my_public, theirs, my_address, their_address),
+        Role::Responder => (theirs, &my_public, their_address, my_address),
+    };
+    let mut h = Sha512::new();
+    h.update(SESSION_KDF_LABEL);
+    h.update(static_agreement.as_bytes());
+    h.update(dh);
+    h.update(e_init);
+    h.update(e_resp);
+    h.update(a_init.to_bytes());
+    h.update(a_resp.to_bytes());
+    let mut t: [u8; 64] = h.finalize().into();
+    dh.zeroize();
+    let init_to_resp = PacketKey::from_bytes(t[..32].try_into().expect("32"));
+    let resp_to_init = PacketKey::from_bytes(t[32..].try_into().expect("32"));
+    let slot = 1 + t[0] % 3;
+    t.zeroize();
+    let (send, recv) = match role {
+        Role::Initiator => (init_to_resp, resp_to_init),
+        Role::Responder => (resp_to_init, init_to_resp),
+    };
+    Some(Session {
+        slot,
+        send,
+        recv,
+        next_counter: 1,
+        replay: ReplayWindow::default(),
+        established_ms: now_ms,
+        superseded_ms: None,
+        last_receive_ms: None,
+    })
+}
+
+/// One session's keys and counters.
+pub struct Session {
+    slot: u8,
+    send: PacketKey,
+    recv: PacketKey,
+    next_counter: u64,
+    replay: ReplayWindow,
+    established_ms: u64,
+    superseded_ms: Option<u64>,
+    last_receive_ms: Option<u64>,
+}
+
+impl Session {
+    /// The key slot packets of this session carry.
+    pub fn slot(&self) -> u8 {
+        self.slot
+    }
+}
+
+/// Why a session packet was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    /// No live session has that key slot (or there is no session).
+    NoSession,
+    /// No session's key authenticates it.
+    BadMac,
+    /// Counter already seen, or too old.
+    Replay,
+}
+
+/// The live sessions with one peer: the newest sends; older ones still
+/// receive until `KEY_OVERLAP_MS` after they were superseded.
+#[derive(Default)]
+pub struct SessionSet {
+    sessions: Vec<Session>,
+}
+
+impl SessionSet {
+    /// Installs a newly established session; it becomes the one that sends.
+    pub fn install(&mut self, now_ms: u64, session: Session) {
+        for old in &mut self.sessions {
+            old.superseded_ms.get_or_insert(now_ms);
+        }
+        self.sessions.push(session);
+        self.expire(now_ms);
+        while self.sessions.len() > MAX_SESSIONS_PER_PEER {
+            self.sessions.remove(0);
+        }
+    }
+
+    /// Drops sessions superseded and unused for `KEY_OVERLAP_MS`. A session
+    /// the peer still sends on stays (after simultaneous handshakes the two
+    /// sides may each send on a different one until the next rekey).
+    pub fn expire(&mut self, now_ms: u64) {
+        self.sessions.retain(|s| {
+            s.superseded_ms.is_none_or(|t| {
+                let last_use = t.max(s.last_receive_ms.unwrap_or(0));
+                now_ms.saturating_sub(last_use) < KEY_OVERLAP_MS
+            })
+        });
+    }
+
+    /// Whether any session can send.
+    pub fn is_established(&self) -> bool {
+        !self.sessions.is_empty()
+    }
+
+    /// Whether a new handshake is due: no session, or the newest is old or
+    /// has used too many counters.
+    pub fn needs_rekey(&self, now_ms: u64) -> bool {
+        match self.sessions.last() {
+            None => true,
+            Some(s) => {
+                now_ms.saturating_sub(s.established_ms) >= REKEY_INTERVAL_MS
+                    || s.next_counter >= REKEY_AFTER_PACKETS
+            }
+        }
+    }
+
+    /// Milliseconds since the newest session was established.
+    pub fn age_ms(&self, now_ms: u64) -> Option<u64> {
+        self.sessions
+            .last()
+            .map(|s| now_ms.saturating_sub(s.established_ms))
+    }
+
+    /// Takes the next counter and key slot of the sending session.
+    pub fn next_send(&mut self) -> Option<(u64, u8)> {
+        let s = self.sessions.last_mut()?;
+        // Hard stop before a counter could ever repeat under this key.
+        if s.next_counter == u64::MAX {
+            return None;
+        }
+        let counter = s.next_counter;
+        s.next_counter += 1;
+        Some((counter, s.slot))
+    }
+
+    /// Armors a packet (header written, counter from `next_send`) with the sending key.
+    pub fn seal(&self, packet: &mut [u8]) {
+        if let Some(s) = self.sessions.last() {
+            armor(&s.send, packet, true);
+        }
+    }
+
+    /// Authenticates, replay-checks and decrypts a session packet in place.
+    pub fn open(
+        &mut self,
+        now_ms: u64,
+        slot: u8,
+        counter: u64,
+        packet: &mut [u8],
+    ) -> Result<(), OpenError> {
+        self.expire(now_ms);
+        let mut any = false;
+        // Newest first: that is almost always the one.
+        for s in self.sessions.iter_mut().rev().filter(|s| s.slot == slot) {
+            any = true;
+            if counter == 0 || !s.replay.check(counter) {
+                // Could be another session with the same slot; keep looking,
+                // but remember that this one saw it.
+                continue;
+            }
+            match dearmor(&s.recv, packet, true) {
+                Ok(()) => {
+                    s.replay.accept(counter);
+                    s.last_receive_ms = Some(now_ms);
+                    return Ok(());
+                }
+                Err(MacError) => continue,
+            }
+        }
+        if !any {
+            return Err(OpenError::NoSession);
+        }
+        // Distinguish a replay of a genuine packet from garbage: a replayed
+        // packet still authenticates under some session's key.
+        let replayed = self
+            .sessions
+            .iter()
+            .filter(|s| s.slot == slot)
+            .any(|s| dearmor_check_only(&s.recv, packet));
+        Err(if replayed {
+            OpenError::Replay
+        } else {
+            OpenError::BadMac
+        })
+    }
+}
+
+/// MAC check without decrypting (on a copy): used only to classify a drop.
+fn dearmor_check_only(key: &PacketKey, packet: &[u8]) -> bool {
+    let mut copy = packet.to_vec();
+    dearmor(key, &mut copy, false).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::c25519::KeyPair;
+
+    fn pair() -> (Address, Address, SharedKey) {
+        let a = KeyPair::generate();
+        let b = KeyPair::generate();
+        let shared = a.agree(b.public()).unwrap();
+        (
+            Address::from_u64(0x1111111111).unwrap(),
+            Address::from_u64(0x2222222222).unwrap(),
+            shared,
+        )
+    }
+
+    fn handshake(now: u64, a: Address, b: Address, s: &SharedKey) -> (Session, Session) {
+        let ea = Ephemeral::generate();
+        let eb = Ephemeral::generate();
+        let (pa, pb) = (*ea.public(), *eb.public());
+        let sa = derive_session(now, Role::Initiator, s, ea, &pb, a, b).unwrap();
+        let sb = derive_session(now, Role::Responder, s, eb, &pa, b, a).unwrap();
+        (sa, sb)
+    }
+
+    fn packet(counter: u64, slot: u8, body: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; 35];
+        p[..8].copy_from_slice(&counter.to_be_bytes());
+        p[18] = slot << 3;
+        p.extend_from_slice(body);
+        p
+    }
+
+    #[test]
+    fn both_sides_derive_matching_directional_keys() {
+        let (a, b, s) = pair();
+        let (sa, sb) = handshake(0, a, b, &s);
+        assert_eq!(sa.slot, sb.slot);
+        let (mut set_a, mut set_b) = (SessionSet::default(), SessionSet::default());
+        set_a.install(0, sa);
+        set_b.install(0, sb);
+        let (counter, slot) = set_a.next_send().unwrap();
+        let mut p = packet(counter, slot, b"hello there");
+        set_a.seal(&mut p);
+        assert_ne!(&p[35..], b"hello there");
+        let sealed = p.clone();
+        assert_eq!(set_b.open(1, slot, counter, &mut p), Ok(()));
+        assert_eq!(&p[35..], b"hello there");
+        // The same packet again is a replay.
+        let mut again = sealed.clone();
+        assert_eq!(
+            set_b.open(1, slot, counter, &mut again),
+            Err(OpenError::Replay)
+        );
+        // A's own key does not open what A sent (directional keys).
+        let mut own = sealed;
+        assert!(set_a.open(1, slot, counter, &mut own).is_err());
+    }
+
+    #[test]
+    fn old_session_is_accepted_only_during_the_overlap() {
+        let (a, b, s) = pair();
+        let (a1, b1) = handshake(0, a, b, &s);
+        let (a2, b2) = handshake(1000, a, b, &s);
+        let (mut set_a, mut set_b) = (SessionSet::default(), SessionSet::default());
+        set_a.install(0, a1);
+        set_b.install(0, b1);
+        // A sends under session 1, then both move to session 2.
+        let (c, slot1) = set_a.next_send().unwrap();
+        let mut late = packet(c, slot1, b"late");
+        set_a.seal(&mut late);
+        let late_copy = late.clone();
+        set_a.install(1000, a2);
+        set_b.install(1000, b2);
+        assert_eq!(
+            set_b.open(1000 + KEY_OVERLAP_MS - 1, slot1, c, &mut late),
+            Ok(())
+        );
+        let mut too_late = late_copy;
+        too_late[..8].copy_from_slice(&c.to_be_bytes());
+        assert!(
+            set_b
+                .open(1000 + KEY_OVERLAP_MS, slot1, c, &mut too_late)
+                .is_err()
+        );
+        assert!(!set_b.needs_rekey(1000 + REKEY_INTERVAL_MS - 1));
+        assert!(set_b.needs_rekey(1000 + REKEY_INTERVAL_MS));
+    }
+
+    #[test]
+    fn low_order_ephemeral_is_refused() {
+        let (a, b, s) = pair();
+        let e = Ephemeral::generate();
+        assert!(derive_session(0, Role::Initiator, &s, e, &[0u8; 32], a, b).is_none());
+    }
+}

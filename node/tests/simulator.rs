@@ -1,0 +1,581 @@
+//! Deterministic simulator tests of the protocol core: nodes and roots
+//! exchanging datagrams in memory, a simulated clock, simulated NATs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::OnceLock;
+
+use vnet_node::core::address::Address;
+use vnet_node::core::c25519::KeyPair;
+use vnet_node::core::identity::Identity;
+use vnet_node::core::message::Versions;
+use vnet_node::core::node::{Event, Node, NodeConfig, Outbox, Route};
+use vnet_node::core::world::{Root, World, WorldKind};
+
+const LINK_DELAY_MS: u64 = 5;
+const PORT: u16 = 9993;
+
+/// Identities are costly to generate: make a handful once.
+fn identity(i: usize) -> Identity {
+    static IDS: OnceLock<Vec<Identity>> = OnceLock::new();
+    IDS.get_or_init(|| (0..8).map(|_| Identity::generate()).collect())[i].clone()
+}
+
+fn versions() -> Versions {
+    Versions {
+        protocol: 1,
+        major: 0,
+        minor: 1,
+        revision: 0,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum NatKind {
+    /// Endpoint-independent mapping, port-restricted filtering ("easy").
+    Easy,
+    /// A new port per destination ("hard", MASQUERADE --random-fully).
+    Hard,
+}
+
+struct Nat {
+    public_ip: IpAddr,
+    kind: NatKind,
+    next_port: u16,
+    /// (inside, destination if hard) -> public port
+    out_map: HashMap<(SocketAddr, Option<SocketAddr>), u16>,
+    /// public port -> (inside, remotes allowed to answer)
+    in_map: HashMap<u16, (SocketAddr, HashSet<SocketAddr>)>,
+}
+
+struct Host {
+    node: Node,
+    local: SocketAddr,
+    nat: Option<usize>,
+    down: bool,
+}
+
+struct Packet {
+    from: SocketAddr,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+struct Sim {
+    now: u64,
+    hosts: Vec<Host>,
+    nats: Vec<Nat>,
+    queue: BTreeMap<(u64, u64), Packet>,
+    seq: u64,
+    events: Vec<(usize, Event)>,
+    /// Drop datagrams between these two public/local addresses (both ways).
+    cut: Vec<(IpAddr, IpAddr)>,
+    /// Every datagram delivered, for replay tests.
+    delivered: Vec<(usize, SocketAddr, Vec<u8>)>,
+}
+
+impl Sim {
+    fn new() -> Self {
+        Self {
+            now: 1_000_000,
+            hosts: Vec::new(),
+            nats: Vec::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            events: Vec::new(),
+            cut: Vec::new(),
+            delivered: Vec::new(),
+        }
+    }
+
+    fn add_nat(&mut self, public: [u8; 4], kind: NatKind) -> usize {
+        self.nats.push(Nat {
+            public_ip: IpAddr::V4(Ipv4Addr::from(public)),
+            kind,
+            next_port: 20000,
+            out_map: HashMap::new(),
+            in_map: HashMap::new(),
+        });
+        self.nats.len() - 1
+    }
+
+    fn add_host(&mut self, node: Node, ip: [u8; 4], nat: Option<usize>) -> usize {
+        let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), PORT);
+        let mut node = node;
+        node.set_local_endpoints(vec![local]);
+        self.hosts.push(Host {
+            node,
+            local,
+            nat,
+            down: false,
+        });
+        self.hosts.len() - 1
+    }
+
+    fn send_all(&mut self, h: usize, out: &mut Outbox) {
+        let from_local = self.hosts[h].local;
+        let nat = self.hosts[h].nat;
+        let sends: Vec<(SocketAddr, Vec<u8>)> =
+            out.iter().map(|(to, b)| (to, b.to_vec())).collect();
+        out.clear();
+        if self.hosts[h].down {
+            return;
+        }
+        for (to, bytes) in sends {
+            let from = match nat {
+                None => from_local,
+                Some(n) => {
+                    // Same private network: no translation.
+                    if self.hosts.iter().any(|x| x.local == to && x.nat == Some(n)) {
+                        from_local
+                    } else {
+                        let nat = &mut self.nats[n];
+                        let key = (from_local, (nat.kind == NatKind::Hard).then_some(to));
+                        let port = match nat.out_map.get(&key) {
+                            Some(p) => *p,
+                            None => {
+                                nat.next_port += 7;
+                                let p = nat.next_port;
+                                nat.out_map.insert(key, p);
+                                p
+                            }
+                        };
+                        nat.in_map
+                            .entry(port)
+                            .or_insert((from_local, HashSet::new()))
+                            .1
+                            .insert(to);
+                        SocketAddr::new(nat.public_ip, port)
+                    }
+                }
+            };
+            self.seq += 1;
+            self.queue.insert(
+                (self.now + LINK_DELAY_MS, self.seq),
+                Packet { from, to, bytes },
+            );
+        }
+    }
+
+    /// Where a datagram addressed to `to` from `from` lands, if anywhere.
+    fn deliver_to(&self, from: SocketAddr, to: SocketAddr) -> Option<usize> {
+        if self
+            .cut
+            .iter()
+            .any(|&(a, b)| (a == from.ip() && b == to.ip()) || (b == from.ip() && a == to.ip()))
+        {
+            return None;
+        }
+        if let Some(n) = self.nats.iter().position(|n| n.public_ip == to.ip()) {
+            let (inside, allowed) = self.nats[n].in_map.get(&to.port())?;
+            if !allowed.contains(&from) {
+                return None;
+            }
+            return self.hosts.iter().position(|h| h.local == *inside);
+        }
+        let h = self.hosts.iter().position(|h| h.local == to)?;
+        // A private address is reachable only from behind the same NAT.
+        match self.hosts[h].nat {
+            None => Some(h),
+            Some(n) => self
+                .hosts
+                .iter()
+                .any(|x| x.local == from && x.nat == Some(n))
+                .then_some(h),
+        }
+    }
+
+    fn step_to(&mut self, until: u64) {
+        let mut out = Outbox::new();
+        while self.now < until {
+            let next_tick = self.now - self.now % 250 + 250;
+            let next_packet = self.queue.keys().next().map(|k| k.0).unwrap_or(u64::MAX);
+            let t = next_tick.min(next_packet).min(until);
+            self.now = t;
+            while let Some(entry) = self.queue.first_entry() {
+                if entry.key().0 > self.now {
+                    break;
+                }
+                let p = entry.remove();
+                if let Some(h) = self.deliver_to(p.from, p.to) {
+                    if self.hosts[h].down {
+                        continue;
+                    }
+                    let mut bytes = p.bytes.clone();
+                    self.delivered.push((h, p.from, p.bytes));
+                    self.hosts[h]
+                        .node
+                        .handle_datagram(self.now, p.from, &mut bytes, &mut out);
+                    self.send_all(h, &mut out);
+                    self.collect(h);
+                }
+            }
+            if self.now == next_tick {
+                for h in 0..self.hosts.len() {
+                    if self.hosts[h].down {
+                        continue;
+                    }
+                    self.hosts[h].node.handle_timeout(self.now, &mut out);
+                    self.send_all(h, &mut out);
+                    self.collect(h);
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, ms: u64) {
+        let until = self.now + ms;
+        self.step_to(until);
+    }
+
+    fn collect(&mut self, h: usize) {
+        while let Some(e) = self.hosts[h].node.poll_event() {
+            self.events.push((h, e));
+        }
+    }
+
+    fn ping(&mut self, h: usize, to: Address, id: u64) {
+        let mut out = Outbox::new();
+        let now = self.now;
+        self.hosts[h].node.ping(now, to, id, &mut out);
+        self.send_all(h, &mut out);
+    }
+
+    fn echo_route(&self, h: usize, id: u64) -> Option<Route> {
+        self.events.iter().find_map(|(x, e)| match e {
+            Event::EchoReply { id: i, route, .. } if *x == h && *i == id => Some(*route),
+            _ => None,
+        })
+    }
+
+    fn route(&self, h: usize, to: Address) -> Option<Route> {
+        self.hosts[h].node.route(self.now, to)
+    }
+}
+
+fn planet_with_roots(roots: &[(usize, [u8; 4])], key: &KeyPair) -> World {
+    let roots = roots
+        .iter()
+        .map(|(i, ip)| Root {
+            identity: identity(*i).to_public(),
+            endpoints: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::from(*ip)), PORT)],
+        })
+        .collect();
+    World::make(WorldKind::Planet, 42, 1, *key.public(), roots, key).unwrap()
+}
+
+fn node(i: usize, planet: &World) -> Node {
+    Node::new(NodeConfig {
+        identity: identity(i),
+        planet: planet.clone(),
+        moons: Vec::new(),
+        versions: versions(),
+    })
+    .unwrap()
+}
+
+const ROOT_IP: [u8; 4] = [198, 51, 100, 1];
+
+/// A root on the "internet" plus nodes 1 and 2 placed by `place`.
+fn world_of_two(
+    nat_a: Option<NatKind>,
+    nat_b: Option<NatKind>,
+) -> (Sim, usize, usize, Address, Address) {
+    let key = KeyPair::generate();
+    let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
+    let mut sim = Sim::new();
+    sim.add_host(node(0, &planet), ROOT_IP, None);
+    let mut place = |i: usize, nat: Option<NatKind>, public: [u8; 4], private: [u8; 4]| match nat {
+        None => sim.add_host(node(i, &planet), public, None),
+        Some(kind) => {
+            let n = sim.add_nat(public, kind);
+            sim.add_host(node(i, &planet), private, Some(n))
+        }
+    };
+    let a = place(1, nat_a, [203, 0, 113, 1], [10, 0, 1, 2]);
+    let b = place(2, nat_b, [203, 0, 113, 2], [10, 0, 2, 2]);
+    // Let everyone handshake with the root.
+    sim.run(2_000);
+    (sim, a, b, identity(1).address(), identity(2).address())
+}
+
+#[test]
+fn nodes_come_online_with_the_root() {
+    let (sim, a, b, _, _) = world_of_two(None, Some(NatKind::Hard));
+    for h in [a, b] {
+        let status = sim.hosts[h].node.status(sim.now);
+        assert!(status.online, "node {h} online");
+        assert_eq!(status.reflected_addresses.len(), 1);
+    }
+    // Behind NAT, the reflected address is the NAT's.
+    let reflected = &sim.hosts[b].node.status(sim.now).reflected_addresses[0];
+    assert!(reflected.starts_with("203.0.113.2/"), "{reflected}");
+    assert!(sim.hosts[0].node.status(sim.now).root);
+}
+
+#[test]
+fn public_nodes_find_each_other_by_whois_and_go_direct() {
+    let (mut sim, a, _b, _, addr_b) = world_of_two(None, None);
+    sim.ping(a, addr_b, 1);
+    sim.run(2_000);
+    assert!(sim.echo_route(a, 1).is_some(), "first ping answered");
+    assert!(
+        matches!(sim.route(a, addr_b), Some(Route::Direct(_))),
+        "{:?}",
+        sim.route(a, addr_b)
+    );
+    sim.ping(a, addr_b, 2);
+    sim.run(200);
+    assert!(matches!(sim.echo_route(a, 2), Some(Route::Direct(_))));
+}
+
+#[test]
+fn easy_nats_upgrade_from_relay_to_direct_within_two_seconds() {
+    let (mut sim, a, b, addr_a, addr_b) = world_of_two(Some(NatKind::Easy), Some(NatKind::Easy));
+    sim.ping(a, addr_b, 1);
+    // The first exchange is relayed; the root introduces the two.
+    sim.run(2_000);
+    assert!(sim.echo_route(a, 1).is_some(), "first ping answered");
+    match sim.route(a, addr_b) {
+        Some(Route::Direct(p)) => assert!(p.ip().to_string().starts_with("203.0.113.2"), "{p}"),
+        other => panic!("not direct after 2 s: {other:?}"),
+    }
+    assert!(matches!(sim.route(b, addr_a), Some(Route::Direct(_))));
+    assert!(
+        sim.hosts[0].node.counters().relayed > 0,
+        "the root relayed at first"
+    );
+    assert!(
+        sim.events
+            .iter()
+            .any(|(h, e)| *h == a && matches!(e, Event::PathUpgraded { .. }))
+    );
+}
+
+#[test]
+fn hard_nats_on_both_sides_stay_relayed_and_still_talk() {
+    let (mut sim, a, _b, _, addr_b) = world_of_two(Some(NatKind::Hard), Some(NatKind::Hard));
+    for id in 1..=5 {
+        sim.ping(a, addr_b, id);
+        sim.run(1_000);
+    }
+    for id in 1..=5 {
+        assert!(
+            matches!(sim.echo_route(a, id), Some(Route::Relayed { .. })),
+            "ping {id}: {:?}",
+            sim.echo_route(a, id)
+        );
+    }
+}
+
+#[test]
+fn dead_direct_path_falls_back_to_relay_within_ten_seconds_and_recovers() {
+    let (mut sim, a, _b, _, addr_b) = world_of_two(None, None);
+    sim.ping(a, addr_b, 1);
+    sim.run(2_000);
+    assert!(matches!(sim.route(a, addr_b), Some(Route::Direct(_))));
+    // Cut the direct link between the two (the root still reaches both).
+    let (ip_a, ip_b) = (sim.hosts[a].local.ip(), sim.hosts[2].local.ip());
+    sim.cut.push((ip_a, ip_b));
+    let cut_at = sim.now;
+    let mut id = 10;
+    while sim.now < cut_at + 10_000 && !matches!(sim.route(a, addr_b), Some(Route::Relayed { .. }))
+    {
+        sim.ping(a, addr_b, id);
+        id += 1;
+        sim.run(500);
+    }
+    assert!(
+        matches!(sim.route(a, addr_b), Some(Route::Relayed { .. })),
+        "relayed within 10 s of the cut"
+    );
+    sim.ping(a, addr_b, 100);
+    sim.run(500);
+    assert!(
+        matches!(sim.echo_route(a, 100), Some(Route::Relayed { .. })),
+        "pings still answered"
+    );
+    // The link comes back: direct again.
+    sim.cut.clear();
+    for i in 0..10 {
+        sim.ping(a, addr_b, 200 + i);
+        sim.run(1_000);
+    }
+    assert!(matches!(sim.route(a, addr_b), Some(Route::Direct(_))));
+}
+
+#[test]
+fn sessions_rekey_without_interrupting_traffic() {
+    let (mut sim, a, b, _, addr_b) = world_of_two(None, None);
+    let mut answered = 0;
+    for id in 0..200u64 {
+        sim.ping(a, addr_b, id);
+        sim.run(1_000);
+        if sim.echo_route(a, id).is_some() {
+            answered += 1;
+        }
+    }
+    // 200 s: at least one rekey happened, and every ping after the first was answered.
+    assert!(answered >= 199, "answered {answered}/200");
+    let age = sim.hosts[b]
+        .node
+        .peer_status(sim.now, identity(1).address())
+        .unwrap()
+        .session_age
+        .unwrap();
+    assert!(age < 130_000, "session renewed (age {age} ms)");
+    assert_eq!(sim.hosts[b].node.counters().dropped_bad_mac, 0);
+}
+
+#[test]
+fn replayed_and_tampered_packets_are_dropped_and_counted() {
+    let (mut sim, a, b, _, addr_b) = world_of_two(None, None);
+    sim.ping(a, addr_b, 1);
+    sim.run(2_000);
+    let events_before = sim.events.len();
+    let (h, from, bytes) = sim
+        .delivered
+        .iter()
+        .rev()
+        .find(|(h, _, bytes)| *h == b && bytes.len() > 36 && bytes[18] & 0x18 != 0)
+        .cloned()
+        .expect("a session packet delivered to b");
+    let mut out = Outbox::new();
+    let now = sim.now;
+    let before = sim.hosts[h].node.counters().clone();
+    let mut replay = bytes.clone();
+    sim.hosts[h]
+        .node
+        .handle_datagram(now, from, &mut replay, &mut out);
+    assert_eq!(
+        sim.hosts[h].node.counters().dropped_replay,
+        before.dropped_replay + 1
+    );
+    assert!(out.is_empty(), "nothing answers a replay");
+    let mut tampered = bytes.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x40;
+    tampered[..8].copy_from_slice(&u64::MAX.to_be_bytes());
+    sim.hosts[h]
+        .node
+        .handle_datagram(now, from, &mut tampered, &mut out);
+    assert_eq!(
+        sim.hosts[h].node.counters().dropped_bad_mac,
+        before.dropped_bad_mac + 1
+    );
+    let mut garbage = vec![0xab; 7];
+    sim.hosts[h]
+        .node
+        .handle_datagram(now, from, &mut garbage, &mut out);
+    assert_eq!(
+        sim.hosts[h].node.counters().dropped_malformed,
+        before.dropped_malformed + 1
+    );
+    assert!(out.is_empty());
+    sim.collect(h);
+    assert_eq!(sim.events.len(), events_before);
+}
+
+#[test]
+fn whois_for_an_unknown_address_fails_cleanly() {
+    let (mut sim, a, _b, _, _) = world_of_two(None, None);
+    let nobody = Address::from_u64(0x0102030405).unwrap();
+    sim.ping(a, nobody, 1);
+    sim.run(6_000);
+    assert!(
+        sim.events
+            .iter()
+            .any(|(h, e)| *h == a && matches!(e, Event::WhoisFailed(x) if *x == nobody))
+    );
+}
+
+#[test]
+fn orbit_fetches_a_moon_from_its_seed() {
+    let (mut sim, a, b, _, addr_b) = world_of_two(None, None);
+    // Node b becomes a moon's root: it holds the moon (made with its own key).
+    let moon_key = KeyPair::generate();
+    let moon = World::make(
+        WorldKind::Moon,
+        addr_b.to_u64(),
+        5,
+        *moon_key.public(),
+        vec![Root {
+            identity: identity(2).to_public(),
+            endpoints: vec![sim.hosts[b].local],
+        }],
+        &moon_key,
+    )
+    .unwrap();
+    let planet = planet_with_roots(&[(0, ROOT_IP)], &KeyPair::generate());
+    let _ = planet;
+    let b_node = Node::new(NodeConfig {
+        identity: identity(2),
+        planet: sim.hosts[0].node.worlds().next().unwrap().clone(),
+        moons: vec![moon.clone()],
+        versions: versions(),
+    })
+    .unwrap();
+    sim.hosts[b].node = b_node;
+    sim.run(2_000);
+    let mut out = Outbox::new();
+    let now = sim.now;
+    sim.hosts[a]
+        .node
+        .orbit(now, addr_b.to_u64(), addr_b, &mut out);
+    sim.send_all(a, &mut out);
+    sim.run(3_000);
+    assert!(
+        sim.events
+            .iter()
+            .any(|(h, e)| *h == a
+                && matches!(e, Event::WorldUpdated(w) if w.id() == addr_b.to_u64()))
+    );
+    assert_eq!(sim.hosts[a].node.moons().len(), 1);
+    let role = sim.hosts[a].node.peer_status(sim.now, addr_b).unwrap().role;
+    assert_eq!(format!("{role:?}"), "Moon");
+    assert!(sim.hosts[b].node.is_root());
+}
+
+#[test]
+fn a_newer_planet_reaches_nodes_through_the_root() {
+    let key = KeyPair::generate();
+    let v1 = planet_with_roots(&[(0, ROOT_IP)], &key);
+    let roots = v1.roots().to_vec();
+    let v2 = World::make(
+        WorldKind::Planet,
+        v1.id(),
+        v1.timestamp_ms() + 1,
+        *key.public(),
+        roots.clone(),
+        &key,
+    )
+    .unwrap();
+    let forged = World::make(
+        WorldKind::Planet,
+        v1.id(),
+        v1.timestamp_ms() + 2,
+        *key.public(),
+        roots,
+        &KeyPair::generate(),
+    )
+    .unwrap();
+    let mut sim = Sim::new();
+    sim.add_host(node(0, &v2), ROOT_IP, None);
+    let a = sim.add_host(node(1, &v1), [203, 0, 113, 1], None);
+    sim.run(3_000);
+    assert!(sim.events.iter().any(|(h, e)| *h == a
+        && matches!(e, Event::WorldUpdated(w) if w.timestamp_ms() == v2.timestamp_ms())));
+    assert_eq!(
+        sim.hosts[a].node.status(sim.now).planet_world_timestamp,
+        v2.timestamp_ms()
+    );
+    // A root (or anyone) offering a world signed with another key is refused.
+    let b = sim.add_host(node(2, &v1), [203, 0, 113, 2], None);
+    sim.hosts[0].node = node(0, &forged);
+    sim.run(3_000);
+    assert_eq!(
+        sim.hosts[b].node.status(sim.now).planet_world_timestamp,
+        v1.timestamp_ms()
+    );
+    assert!(sim.hosts[b].node.counters().refused_world_updates > 0);
+}
