@@ -21,6 +21,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a root server: answers WHOIS, relays and introduces the nodes of its
+    /// worlds. Needs no TAP and no root privileges.
+    Serve {
+        /// Home directory (identity, planet, moons.d, authtoken.secret).
+        #[arg(short = 'd', long, default_value = "/var/lib/vnet-planet")]
+        home: PathBuf,
+        /// UDP port, and the local API's TCP port on 127.0.0.1.
+        #[arg(short = 'p', long)]
+        port: Option<u16>,
+    },
     /// Print a new planet JSON for these roots, with a new signing key.
     Initplanet {
         /// Public identities (literals or files) of the roots, at most 4.
@@ -46,6 +56,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve { home, port } => serve(home, port),
         Command::Initplanet { identities, id } => initplanet(&identities, id.as_deref()),
         Command::Mkworld {
             json,
@@ -60,6 +71,18 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn serve(home: PathBuf, port: Option<u16>) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    vnet_node::service::runtime::run(vnet_node::service::runtime::ServiceOptions { home, port })?;
+    Ok(())
 }
 
 fn initplanet(identities: &[String], id: Option<&str>) -> anyhow::Result<()> {

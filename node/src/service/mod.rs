@@ -1,4 +1,7 @@
 //! The service: drivers that feed the protocol core from the operating system.
 
+pub mod api;
 pub mod atomic_file;
+pub mod home;
 pub mod identity_file;
+pub mod runtime;

@@ -185,6 +185,11 @@ impl Node {
         &self.moons
     }
 
+    /// Moons asked for with orbit and not yet received: id and seed.
+    pub fn wanted_moons(&self) -> Vec<(u64, Address)> {
+        self.wanted_moons.iter().map(|m| (m.id, m.seed)).collect()
+    }
+
     /// Drop and relay counters.
     pub fn counters(&self) -> &Counters {
         &self.counters

@@ -1,0 +1,40 @@
+//! `vnet-node`: the vnet daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use vnet_node::service::runtime::{ServiceOptions, run};
+
+/// vnet node daemon.
+#[derive(Parser)]
+#[command(name = "vnet-node", version, about)]
+struct Cli {
+    /// Home directory (identity, planet, moons.d, authtoken.secret).
+    #[arg(short = 'd', long, default_value = "/var/lib/vnet")]
+    home: PathBuf,
+    /// UDP port, and the local API's TCP port on 127.0.0.1.
+    #[arg(short = 'p', long)]
+    port: Option<u16>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(ServiceOptions {
+        home: cli.home,
+        port: cli.port,
+    }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vnet-node: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

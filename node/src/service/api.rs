@@ -1,0 +1,242 @@
+//! The local JSON API on 127.0.0.1 (docs/API.md), guarded by the auth token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::core::address::Address;
+use crate::core::endpoint::format_endpoint;
+use crate::core::node::Route;
+use crate::service::runtime::Shared;
+
+/// Longest a ping request waits.
+const PING_TIMEOUT_MAX: Duration = Duration::from_secs(30);
+/// Default ping wait.
+const PING_TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
+
+type AppState = Arc<Shared>;
+
+/// An API error: status and message, sent as `{"error": message}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad_request(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn not_found(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, msg.into())
+}
+
+/// The API's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/peer", get(peers))
+        .route("/peer/{addr}", get(peer))
+        .route("/moon", get(moons))
+        .route("/moon/{id}", post(orbit).delete(deorbit))
+        .route("/ping/{addr}", post(ping))
+        .fallback(|| async { not_found("no such API endpoint") })
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct AuthQuery {
+    auth: Option<String>,
+}
+
+async fn require_token(
+    State(state): State<AppState>,
+    Query(q): Query<AuthQuery>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get("x-vnet-auth")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let given = header.or(q.auth);
+    let ok = given.is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes()));
+    if !ok {
+        return ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong auth token (X-VNet-Auth header or ?auth=; see authtoken.secret)"
+                .into(),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_address(text: &str) -> Result<Address, ApiError> {
+    text.parse()
+        .map_err(|e| bad_request(format!("bad address {text:?}: {e}")))
+}
+
+fn parse_world_id(text: &str) -> Result<u64, ApiError> {
+    if text.is_empty() || text.len() > 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad_request(format!(
+            "bad world id {text:?}: 10 or 16 hex digits"
+        )));
+    }
+    u64::from_str_radix(text, 16)
+        .ok()
+        .filter(|&id| id != 0)
+        .ok_or_else(|| bad_request(format!("bad world id {text:?}")))
+}
+
+async fn status(State(s): State<AppState>) -> Json<Value> {
+    let now = s.now_ms();
+    let node = s.node();
+    let status = node.status(now);
+    let mut v = serde_json::to_value(&status).unwrap_or(Value::Null);
+    v["version"] = json!(env!("CARGO_PKG_VERSION"));
+    v["counters"] = serde_json::to_value(node.counters()).unwrap_or(Value::Null);
+    v["config"] = json!({ "settings": { "primaryPort": s.port } });
+    Json(v)
+}
+
+async fn peers(State(s): State<AppState>) -> Json<Value> {
+    let now = s.now_ms();
+    Json(serde_json::to_value(s.node().peer_statuses(now)).unwrap_or(Value::Null))
+}
+
+async fn peer(
+    State(s): State<AppState>,
+    Path(addr): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let addr = parse_address(&addr)?;
+    let now = s.now_ms();
+    let status = s
+        .node()
+        .peer_status(now, addr)
+        .ok_or_else(|| not_found(format!("peer {addr} not known")))?;
+    Ok(Json(serde_json::to_value(status).unwrap_or(Value::Null)))
+}
+
+async fn moons(State(s): State<AppState>) -> Json<Value> {
+    let node = s.node();
+    let mut out: Vec<Value> = node
+        .moons()
+        .iter()
+        .map(|m| {
+            json!({
+                "id": format!("{:016x}", m.id()),
+                "timestamp": m.timestamp_ms(),
+                "waiting": false,
+                "seed": null,
+                "roots": m.roots().iter().map(|r| json!({
+                    "identity": r.identity.to_text(false),
+                    "stableEndpoints": r.endpoints.iter().map(format_endpoint).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    for (id, seed) in node.wanted_moons() {
+        out.push(json!({
+            "id": format!("{id:016x}"),
+            "timestamp": 0,
+            "waiting": true,
+            "seed": seed.to_string(),
+            "roots": [],
+        }));
+    }
+    Json(Value::Array(out))
+}
+
+#[derive(Deserialize)]
+struct OrbitBody {
+    seed: String,
+}
+
+async fn orbit(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Option<Json<OrbitBody>>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_world_id(&id)?;
+    let Some(Json(body)) = body else {
+        return Err(bad_request("body must be JSON {\"seed\": \"<address>\"}"));
+    };
+    let seed = parse_address(&body.seed)?;
+    s.with_node(|node, now, out| node.orbit(now, id, seed, out));
+    Ok(Json(
+        json!({ "id": format!("{id:016x}"), "seed": seed.to_string(), "waiting": true }),
+    ))
+}
+
+async fn deorbit(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_world_id(&id)?;
+    let was = s.node().deorbit(id);
+    let removed = s
+        .home
+        .remove_moon(id)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if !was && !removed {
+        return Err(not_found(format!("not orbiting {id:016x}")));
+    }
+    Ok(Json(
+        json!({ "id": format!("{id:016x}"), "deorbited": true }),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PingBody {
+    timeout_ms: Option<u64>,
+}
+
+async fn ping(
+    State(s): State<AppState>,
+    Path(addr): Path<String>,
+    body: Option<Json<PingBody>>,
+) -> Result<Json<Value>, ApiError> {
+    let addr = parse_address(&addr)?;
+    let timeout = body
+        .and_then(|Json(b)| b.timeout_ms)
+        .map(Duration::from_millis)
+        .unwrap_or(PING_TIMEOUT_DEFAULT)
+        .min(PING_TIMEOUT_MAX);
+    match s.ping(addr, timeout).await {
+        Some(reply) => {
+            let (route, path, root) = match reply.route {
+                Route::Direct(p) => ("DIRECT", format_endpoint(&p), Value::Null),
+                Route::Relayed { root, via } => {
+                    ("RELAY", format_endpoint(&via), json!(root.to_string()))
+                }
+            };
+            Ok(Json(json!({
+                "peer": addr.to_string(),
+                "rttMs": reply.rtt_ms,
+                "route": route,
+                "path": path,
+                "root": root,
+            })))
+        }
+        None => Err(ApiError(StatusCode::GATEWAY_TIMEOUT, "timeout".into())),
+    }
+}

@@ -1,0 +1,366 @@
+//! The running service: a dedicated thread drives the node with datagrams
+//! and timer ticks (the packet path), tokio serves the control plane.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+
+use crate::core::address::Address;
+use crate::core::constants::{PACKET_MAX_LEN_BYTES, TIMER_TICK_MS};
+use crate::core::message::Versions;
+use crate::core::node::{Event, Node, NodeConfig, Outbox, Route};
+use crate::core::world::WorldKind;
+use crate::service::home::{Home, HomeError};
+
+/// Default UDP and API port.
+pub const DEFAULT_PORT: u16 = 9993;
+/// How often interface addresses are re-read for PUSH_DIRECT_PATHS.
+const LOCAL_ENDPOINTS_REFRESH: Duration = Duration::from_secs(60);
+
+/// Why the service stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The home directory or a file in it.
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    /// A socket could not be opened.
+    #[error("{what} {addr}: {error}")]
+    Bind {
+        /// UDP or API.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// Anything else from the operating system.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How to run the service.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// Home directory.
+    pub home: PathBuf,
+    /// Port from the command line (else local.conf, else 9993).
+    pub port: Option<u16>,
+}
+
+/// The result of one ECHO.
+#[derive(Debug, Clone)]
+pub struct PingReply {
+    /// Round-trip time.
+    pub rtt_ms: u64,
+    /// How the reply came.
+    pub route: Route,
+}
+
+/// State shared by the packet thread and the control plane.
+pub struct Shared {
+    node: Mutex<Node>,
+    socket: UdpSocket,
+    start: Instant,
+    /// The home directory.
+    pub home: Home,
+    /// The API token.
+    pub token: String,
+    /// The port.
+    pub port: u16,
+    pings: Mutex<HashMap<u64, oneshot::Sender<PingReply>>>,
+    next_ping: AtomicU64,
+    events: mpsc::UnboundedSender<Event>,
+    shutdown: AtomicBool,
+}
+
+impl Shared {
+    /// Milliseconds on the service's monotonic clock.
+    pub fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Locks the node. A poisoned lock means a panic on the packet path;
+    /// the node's state is still consistent enough to report on.
+    pub fn node(&self) -> MutexGuard<'_, Node> {
+        self.node.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the node with an outbox, then sends what it queued.
+    pub fn with_node<R>(&self, f: impl FnOnce(&mut Node, u64, &mut Outbox) -> R) -> R {
+        let mut out = Outbox::new();
+        let result = {
+            let mut node = self.node();
+            let now = self.now_ms();
+            let r = f(&mut node, now, &mut out);
+            while let Some(e) = node.poll_event() {
+                let _ = self.events.send(e);
+            }
+            r
+        };
+        send_all(&self.socket, &out);
+        result
+    }
+
+    /// Sends one ECHO and waits for the reply.
+    pub async fn ping(&self, addr: Address, timeout: Duration) -> Option<PingReply> {
+        let id = self.next_ping.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        self.with_node(|node, now, out| node.ping(now, addr, id, out));
+        let reply = tokio::time::timeout(timeout, rx)
+            .await
+            .ok()
+            .and_then(Result::ok);
+        self.pings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        reply
+    }
+}
+
+fn send_all(socket: &UdpSocket, out: &Outbox) {
+    for (to, bytes) in out.iter() {
+        if let Err(e) = socket.send_to(bytes, to) {
+            debug!(%to, error = %e, "send failed");
+        }
+    }
+}
+
+/// Runs the service until SIGTERM or SIGINT.
+pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
+    let home = Home::open(&options.home)?;
+    let conf = home.local_conf()?;
+    let port = options
+        .port
+        .or(conf.settings.primary_port)
+        .unwrap_or(DEFAULT_PORT);
+    let (identity, created) = home.load_or_create_identity()?;
+    if created {
+        info!(address = %identity.address(), "created a new identity");
+    }
+    let token = home.load_or_create_token()?;
+    let planet = home.load_planet()?;
+    let (moons, bad_moons) = home.load_moons();
+    for e in bad_moons {
+        error!("refused moon: {e}");
+    }
+    let mut node = Node::new(NodeConfig {
+        identity,
+        planet,
+        moons,
+        versions: software_versions(),
+    })
+    .map_err(|e| HomeError::Invalid {
+        path: home.path("identity.secret"),
+        problem: e.to_string(),
+    })?;
+    let udp_addr = SocketAddr::from(([0, 0, 0, 0], port));
+    let socket = UdpSocket::bind(udp_addr).map_err(|error| ServiceError::Bind {
+        what: "UDP",
+        addr: udp_addr,
+        error,
+    })?;
+    node.set_local_endpoints(local_endpoints(port));
+    info!(
+        address = %node.address(),
+        port,
+        root = node.is_root(),
+        "vnet node starting"
+    );
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        node: Mutex::new(node),
+        socket,
+        start: Instant::now(),
+        home: home.clone(),
+        token,
+        port,
+        pings: Mutex::new(HashMap::new()),
+        next_ping: AtomicU64::new(1),
+        events: events_tx,
+        shutdown: AtomicBool::new(false),
+    });
+
+    let packet_thread = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("vnet-udp".into())
+            .spawn(move || packet_loop(&shared))?
+    };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(control_plane(shared.clone(), events_rx));
+    shared.shutdown.store(true, Ordering::Relaxed);
+    let _ = packet_thread.join();
+    info!("vnet node stopped");
+    result
+}
+
+async fn control_plane(
+    shared: Arc<Shared>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+) -> Result<(), ServiceError> {
+    let api_addr = SocketAddr::from(([127, 0, 0, 1], shared.port));
+    let listener = tokio::net::TcpListener::bind(api_addr)
+        .await
+        .map_err(|error| ServiceError::Bind {
+            what: "API",
+            addr: api_addr,
+            error,
+        })?;
+    shared.home.write_port(shared.port)?;
+    let app = crate::service::api::router(shared.clone());
+    let server = axum::serve(listener, app);
+
+    let events_task = {
+        let shared = shared.clone();
+        async move {
+            while let Some(event) = events.recv().await {
+                handle_event(&shared, event);
+            }
+        }
+    };
+    let refresh_task = {
+        let shared = shared.clone();
+        async move {
+            let mut tick = tokio::time::interval(LOCAL_ENDPOINTS_REFRESH);
+            loop {
+                tick.tick().await;
+                let endpoints = local_endpoints(shared.port);
+                shared.node().set_local_endpoints(endpoints);
+            }
+        }
+    };
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = server => r.map_err(ServiceError::Io),
+        _ = events_task => Ok(()),
+        _ = refresh_task => Ok(()),
+        _ = sigterm.recv() => { info!("SIGTERM: shutting down"); Ok(()) }
+        _ = tokio::signal::ctrl_c() => { info!("SIGINT: shutting down"); Ok(()) }
+    }
+}
+
+fn handle_event(shared: &Shared, event: Event) {
+    match event {
+        Event::EchoReply {
+            id, rtt_ms, route, ..
+        } => {
+            let waiter = shared
+                .pings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            if let Some(tx) = waiter {
+                let _ = tx.send(PingReply { rtt_ms, route });
+            }
+        }
+        Event::PathUpgraded { peer, path } => info!(%peer, %path, "direct path up"),
+        Event::PathLost { peer } => info!(%peer, "direct path lost; relaying"),
+        Event::WorldUpdated(world) => {
+            let saved = match world.kind() {
+                WorldKind::Planet => shared.home.save_planet(&world),
+                WorldKind::Moon => shared.home.save_moon(&world),
+            };
+            match saved {
+                Ok(()) => info!(
+                    id = format!("{:016x}", world.id()),
+                    ts = world.timestamp_ms(),
+                    kind = world.kind().name(),
+                    "world saved"
+                ),
+                Err(e) => error!("cannot save world: {e}"),
+            }
+        }
+        Event::WhoisFailed(addr) => debug!(%addr, "no root knows this address"),
+    }
+}
+
+/// The packet path: receive, hand to the node, send what it queued; tick the timer.
+fn packet_loop(shared: &Shared) {
+    let mut buf = vec![0u8; PACKET_MAX_LEN_BYTES];
+    let mut out = Outbox::new();
+    let tick = Duration::from_millis(TIMER_TICK_MS);
+    let mut next_tick = Instant::now();
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= next_tick {
+            let mut node = shared.node();
+            node.handle_timeout(shared.now_ms(), &mut out);
+            drain_events(&mut node, shared);
+            drop(node);
+            send_all(&shared.socket, &out);
+            out.clear();
+            next_tick = now + tick;
+        }
+        let wait = next_tick
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        if let Err(e) = shared.socket.set_read_timeout(Some(wait)) {
+            warn!(error = %e, "set_read_timeout");
+        }
+        match shared.socket.recv_from(&mut buf) {
+            Ok((len, from)) => {
+                let mut node = shared.node();
+                node.handle_datagram(shared.now_ms(), from, &mut buf[..len], &mut out);
+                drain_events(&mut node, shared);
+                drop(node);
+                send_all(&shared.socket, &out);
+                out.clear();
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => debug!(error = %e, "recv failed"),
+        }
+    }
+}
+
+fn drain_events(node: &mut Node, shared: &Shared) {
+    while let Some(e) = node.poll_event() {
+        let _ = shared.events.send(e);
+    }
+}
+
+/// Interface addresses (not loopback, not IPv6 link-local) with our port.
+fn local_endpoints(port: u16) -> Vec<SocketAddr> {
+    let Ok(ifaces) = if_addrs::get_if_addrs() else {
+        return Vec::new();
+    };
+    ifaces
+        .into_iter()
+        .filter(|i| !i.is_loopback())
+        .map(|i| i.ip())
+        .filter(|ip| match ip {
+            std::net::IpAddr::V4(_) => true,
+            std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+        })
+        .filter(|ip| ip.is_ipv4())
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect()
+}
+
+/// This build's versions, as announced to peers.
+pub fn software_versions() -> Versions {
+    let v = |s: &str| s.parse::<u16>().unwrap_or(0);
+    Versions {
+        protocol: crate::core::constants::PROTOCOL_VERSION,
+        major: v(env!("CARGO_PKG_VERSION_MAJOR")) as u8,
+        minor: v(env!("CARGO_PKG_VERSION_MINOR")) as u8,
+        revision: v(env!("CARGO_PKG_VERSION_PATCH")),
+    }
+}
