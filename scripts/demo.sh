@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what vnet needs, builds it, and runs the demo: a fresh identity, a
-# moon with that identity as its root, signed and shown back with showworld.
-# (The live virtual network joins this demo as the node daemon lands.)
+# moon with that identity as its root, signed and shown back with showworld;
+# then a live network on loopback: a root and two nodes that find each other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +10,7 @@ scripts/install-deps.sh
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 
 echo "== building (release)"
-cargo build --release --locked --bins
+cargo build --release --locked -p vnet_node -p vnet-idtool -p vnet-planet --bins
 bin="$PWD/target/release"
 
 work=$(mktemp -d -t vnet-demo.XXXXXX)
@@ -33,5 +33,32 @@ say vnet-idtool genmoon moon.json
 moon=$(ls ./*.moon)
 say vnet-idtool showworld "${moon#./}"
 "$bin/vnet-idtool" showworld "$moon"
+
+# ---- A live network: a root and two nodes (on loopback, ports 19990-19992).
+say "A private planet whose root is reached at 127.0.0.1/19990"
+mkdir -p root a b
+"$bin/vnet-idtool" generate root/identity.secret root/identity.public >/dev/null
+"$bin/vnet-planet" initplanet root/identity.public > planet.json
+sed -i 's|"stableEndpoints": \[\]|"stableEndpoints": ["127.0.0.1/19990"]|' planet.json
+"$bin/vnet-planet" mkworld planet.json -o planet
+for d in root a b; do cp planet "$d/"; done
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+"$bin/vnet-planet" serve -d root -p 19990 2>root.log & pids+=($!)
+"$bin/vnet-node" -d a -p 19991 2>a.log & pids+=($!)
+"$bin/vnet-node" -d b -p 19992 2>b.log & pids+=($!)
+for _ in $(seq 50); do
+  "$bin/vnet-cli" -D a info 2>/dev/null | grep -q ONLINE && "$bin/vnet-cli" -D b info 2>/dev/null | grep -q ONLINE && break
+  sleep 0.2
+done
+say vnet-cli -D a info
+"$bin/vnet-cli" -D a info
+addr_b=$(cut -c1-10 b/identity.public)
+say vnet-cli -D a ping "$addr_b" -c 3
+"$bin/vnet-cli" -D a ping "$addr_b" -c 3
+say vnet-cli -D a peers
+"$bin/vnet-cli" -D a peers
 echo
-echo "The moon file verifies; a node would place it in HOME/moons.d/."
+echo "Node a found node b through the root (WHOIS), shook hands (forward-secret"
+echo "session) and talks to it directly. Virtual networks (TAP) come next."
