@@ -82,7 +82,12 @@ enum Command {
         #[arg(short = 'c', long, default_value_t = 4)]
         count: u32,
         /// Seconds between echoes (fractions allowed).
-        #[arg(short = 'i', long, default_value_t = 1.0)]
+        #[arg(
+            short = 'i',
+            long,
+            default_value_t = 1.0,
+            allow_negative_numbers = true
+        )]
         interval: f64,
     },
 }
