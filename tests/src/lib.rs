@@ -1,5 +1,7 @@
 //! Helpers for the end-to-end tests: find and run the workspace's binaries.
 
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1170,7 +1170,12 @@ impl Node {
         if targets.is_empty() {
             // No known path: send through a root.
             match self.route(now_ms, addr) {
-                Some(Route::Relayed { via, .. }) => targets.push(via),
+                Some(Route::Relayed { via, .. }) => {
+                    if let Some(peer) = self.peers.get_mut(&addr) {
+                        peer.relayed_since_ms.get_or_insert(now_ms);
+                    }
+                    targets.push(via)
+                }
                 Some(Route::Direct(to)) => targets.push(to),
                 None => return,
             }

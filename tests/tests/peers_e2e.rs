@@ -1,0 +1,386 @@
+//! vnet-node and vnet-planet end to end, in network namespaces: real
+//! daemons, real sockets, real NAT routers (iptables MASQUERADE).
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use vnet_tests::netns::{Lab, NatKind, Netns, Node, Proc, wait_until};
+use vnet_tests::{Run, binary, run_in};
+
+const PORT: &str = "9993";
+
+/// A running vnet daemon in a lab host.
+struct Daemon<'a> {
+    lab: &'a Lab,
+    host: &'a Node,
+    home: PathBuf,
+    proc: Proc,
+}
+
+impl Daemon<'_> {
+    fn cli(&self, args: &[&str]) -> Run {
+        let home = self.home.to_str().unwrap();
+        let mut all = vec!["-D", home];
+        all.extend_from_slice(args);
+        self.lab.exec(self.host, binary("vnet-cli"), &all)
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["-j"];
+        all.extend_from_slice(args);
+        let run = self.cli(&all);
+        assert!(run.ok, "vnet-cli {args:?}: {run:?}");
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+    }
+
+    fn address(&self) -> String {
+        fs::read_to_string(self.home.join("identity.public")).unwrap()[..10].to_string()
+    }
+
+    fn wait_online(&self) {
+        let online = wait_until(Duration::from_secs(15), || {
+            self.cli(&["info"]).stdout.contains("ONLINE")
+        });
+        assert!(
+            online,
+            "{} not ONLINE; log:\n{}",
+            self.host.name(),
+            self.proc.stderr_text()
+        );
+    }
+
+    /// The `route` field of `GET /peer/<addr>`.
+    fn route_to(&self, addr: &str) -> String {
+        let peers = self.json(&["listpeers"]);
+        peers
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["address"] == addr))
+            .map(|p| p["route"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// A planet whose one root is `root`, in every home given, and the root's identity.
+fn make_planet(lab: &Lab, root: &Node, homes: &[PathBuf]) {
+    let root_home = lab.home(root);
+    fs::create_dir_all(&root_home).unwrap();
+    let run = run_in(
+        &root_home,
+        "vnet-idtool",
+        &["generate", "identity.secret", "identity.public"],
+    );
+    assert!(run.ok, "{run:?}");
+    let run = run_in(
+        &root_home,
+        "vnet-planet",
+        &["initplanet", "identity.public"],
+    );
+    assert!(run.ok, "{run:?}");
+    let mut json: Value = serde_json::from_str(&run.stdout).unwrap();
+    json["roots"][0]["stableEndpoints"] = serde_json::json!([format!("{}/{PORT}", root.ip())]);
+    fs::write(root_home.join("planet.json"), json.to_string()).unwrap();
+    let run = run_in(
+        &root_home,
+        "vnet-planet",
+        &["mkworld", "planet.json", "-o", "planet"],
+    );
+    assert!(run.ok, "{run:?}");
+    for home in homes {
+        fs::create_dir_all(home).unwrap();
+        fs::copy(root_home.join("planet"), home.join("planet")).unwrap();
+    }
+}
+
+fn start<'a>(lab: &'a Lab, host: &'a Node, program: &str) -> Daemon<'a> {
+    let home = lab.home(host);
+    fs::create_dir_all(&home).unwrap();
+    let args: Vec<&str> = match program {
+        "vnet-planet" => vec!["serve", "-d", home.to_str().unwrap(), "-p", PORT],
+        _ => vec!["-d", home.to_str().unwrap(), "-p", PORT],
+    };
+    let proc = lab.spawn(host, binary(program), &args, &[("RUST_LOG", "info")]);
+    Daemon {
+        lab,
+        host,
+        home,
+        proc,
+    }
+}
+
+/// Pings `to` from `from` until a reply says `want` (DIRECT or RELAY), up to `limit`.
+fn ping_until(from: &Daemon, to: &str, want: &str, limit: Duration) -> Option<Value> {
+    let mut last = None;
+    let ok = wait_until(limit, || {
+        let run = from.cli(&["-j", "ping", to, "-c", "1"]);
+        if !run.ok {
+            return false;
+        }
+        let reply: Value = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+        let hit = reply["route"] == want;
+        last = Some(reply);
+        hit
+    });
+    if ok { last } else { None }
+}
+
+#[test]
+fn root_and_three_nodes_go_direct_and_show_it() {
+    let lab = Lab::new();
+    let root_host = lab.host("root");
+    let hosts: Vec<Node> = (1..=3).map(|i| lab.host(&format!("n{i}"))).collect();
+    let homes: Vec<PathBuf> = hosts.iter().map(|h| lab.home(h)).collect();
+    make_planet(&lab, &root_host, &homes);
+    let root = start(&lab, &root_host, "vnet-planet");
+    let nodes: Vec<Daemon> = hosts.iter().map(|h| start(&lab, h, "vnet-node")).collect();
+    for n in &nodes {
+        n.wait_online();
+    }
+    let info = nodes[0].cli(&["info"]);
+    assert!(
+        info.stdout
+            .starts_with(&format!("200 info {} ", nodes[0].address())),
+        "{info:?}"
+    );
+    for target in &nodes[1..] {
+        let reply = ping_until(
+            &nodes[0],
+            &target.address(),
+            "DIRECT",
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("no DIRECT reply from {}", target.address()));
+        assert_eq!(reply["path"], format!("{}/{PORT}", target.host.ip()));
+    }
+    let peers = nodes[0].cli(&["peers"]);
+    assert!(peers.ok, "{peers:?}");
+    for target in &nodes[1..] {
+        let line = peers
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&target.address()))
+            .unwrap_or_else(|| {
+                panic!("{} missing from peers:\n{}", target.address(), peers.stdout)
+            });
+        assert!(line.contains("DIRECT") && line.contains("LEAF"), "{line}");
+    }
+    let root_line = nodes[0].cli(&["listpeers"]);
+    assert!(
+        root_line
+            .stdout
+            .lines()
+            .any(|l| l.contains(&root.address()) && l.ends_with("PLANET")),
+        "{root_line:?}"
+    );
+    let status = root.json(&["info"]);
+    assert_eq!(status["root"], true);
+}
+
+#[test]
+fn easy_nats_on_both_sides_upgrade_from_relay_to_direct() {
+    let lab = Lab::new();
+    let root_host = lab.host("root");
+    let nat_a = lab.nat_router("nata", NatKind::Easy);
+    let nat_b = lab.nat_router("natb", NatKind::Easy);
+    let a_host = lab.host_behind("a", &nat_a);
+    let b_host = lab.host_behind("b", &nat_b);
+    make_planet(&lab, &root_host, &[lab.home(&a_host), lab.home(&b_host)]);
+    let root = start(&lab, &root_host, "vnet-planet");
+    let a = start(&lab, &a_host, "vnet-node");
+    let b = start(&lab, &b_host, "vnet-node");
+    a.wait_online();
+    b.wait_online();
+    // The first exchange goes through the root; then the two punch through.
+    let reply = ping_until(&a, &b.address(), "DIRECT", Duration::from_secs(5))
+        .expect("a DIRECT reply through two easy NATs");
+    assert_eq!(
+        reply["path"].as_str().unwrap().split('/').next().unwrap(),
+        nat_b.wan_ip().to_string()
+    );
+    let relayed = root.json(&["info"])["counters"]["relayed"]
+        .as_u64()
+        .unwrap();
+    assert!(relayed > 0, "the root relayed the first packets");
+    let peer = a.json(&["listpeers"]);
+    let b_entry = peer
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["address"] == b.address())
+        .unwrap()
+        .clone();
+    assert!(
+        b_entry["upgradedAgo"].is_u64(),
+        "the API says when the path was upgraded: {b_entry}"
+    );
+}
+
+#[test]
+fn easy_and_hard_nat_pair_still_reach_each_other() {
+    let lab = Lab::new();
+    let root_host = lab.host("root");
+    let nat_a = lab.nat_router("nata", NatKind::Easy);
+    let nat_b = lab.nat_router("natb", NatKind::Hard);
+    let a_host = lab.host_behind("a", &nat_a);
+    let b_host = lab.host_behind("b", &nat_b);
+    make_planet(&lab, &root_host, &[lab.home(&a_host), lab.home(&b_host)]);
+    let _root = start(&lab, &root_host, "vnet-planet");
+    let a = start(&lab, &a_host, "vnet-node");
+    let b = start(&lab, &b_host, "vnet-node");
+    a.wait_online();
+    b.wait_online();
+    let ok = wait_until(Duration::from_secs(10), || {
+        a.cli(&["ping", &b.address(), "-c", "1"]).ok
+    });
+    assert!(ok, "a reaches b (relayed if nothing better)");
+    let route = a.route_to(&b.address());
+    assert!(route == "RELAY" || route == "DIRECT", "{route}");
+    let back = b.cli(&["ping", &a.address(), "-c", "2"]);
+    assert!(back.ok, "{back:?}");
+}
+
+#[test]
+fn a_moon_made_with_idtool_is_orbited_by_seed_and_listed() {
+    let lab = Lab::new();
+    let root_host = lab.host("root");
+    let moon_host = lab.host("moon");
+    let leaf_host = lab.host("leaf");
+    make_planet(
+        &lab,
+        &root_host,
+        &[lab.home(&moon_host), lab.home(&leaf_host)],
+    );
+    // The moon's root is an ordinary vnet-node with its own identity.
+    let moon_home = lab.home(&moon_host);
+    assert!(
+        run_in(
+            &moon_home,
+            "vnet-idtool",
+            &["generate", "identity.secret", "identity.public"]
+        )
+        .ok
+    );
+    let run = run_in(&moon_home, "vnet-idtool", &["initmoon", "identity.public"]);
+    let mut moon: Value = serde_json::from_str(&run.stdout).unwrap();
+    moon["roots"][0]["stableEndpoints"] = serde_json::json!([format!("{}/{PORT}", moon_host.ip())]);
+    fs::write(moon_home.join("moon.json"), moon.to_string()).unwrap();
+    fs::create_dir_all(moon_home.join("moons.d")).unwrap();
+    let run = run_in(
+        &moon_home,
+        "vnet-idtool",
+        &["genmoon", "moon.json", "-o", "moons.d"],
+    );
+    assert!(run.ok, "{run:?}");
+    let moon_id = moon["id"].as_str().unwrap().to_string();
+
+    let _root = start(&lab, &root_host, "vnet-planet");
+    let moon_node = start(&lab, &moon_host, "vnet-node");
+    let leaf = start(&lab, &leaf_host, "vnet-node");
+    moon_node.wait_online();
+    leaf.wait_online();
+    assert_eq!(
+        moon_node.json(&["info"])["root"],
+        true,
+        "the moon's node acts as a root"
+    );
+
+    let run = leaf.cli(&["orbit", &moon_id, &moon_id]);
+    assert_eq!(run.stdout.trim(), "200 orbit OK", "{run:?}");
+    let fetched = wait_until(Duration::from_secs(10), || {
+        let moons = leaf.json(&["listmoons"]);
+        moons.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|m| m["id"] == format!("000000{moon_id}") && m["waiting"] == false)
+        })
+    });
+    assert!(
+        fetched,
+        "moon fetched from its seed: {}",
+        leaf.cli(&["listmoons"]).stdout
+    );
+    assert!(
+        leaf.home
+            .join(format!("moons.d/000000{moon_id}.moon"))
+            .is_file(),
+        "moon stored"
+    );
+    let listpeers = leaf.cli(&["listpeers"]);
+    assert!(
+        listpeers
+            .stdout
+            .lines()
+            .any(|l| l.contains(&moon_id) && l.ends_with("MOON")),
+        "{listpeers:?}"
+    );
+    let run = leaf.cli(&["deorbit", &moon_id]);
+    assert_eq!(run.stdout.trim(), "200 deorbit OK", "{run:?}");
+    assert!(
+        !leaf
+            .home
+            .join(format!("moons.d/000000{moon_id}.moon"))
+            .exists()
+    );
+}
+
+#[test]
+fn garbage_datagrams_are_counted_and_the_node_keeps_working_then_stops_cleanly() {
+    let lab = Lab::new();
+    let root_host = lab.host("root");
+    let a_host = lab.host("a");
+    let b_host = lab.host("b");
+    make_planet(&lab, &root_host, &[lab.home(&a_host), lab.home(&b_host)]);
+    let _root = start(&lab, &root_host, "vnet-planet");
+    let a = start(&lab, &a_host, "vnet-node");
+    let b = start(&lab, &b_host, "vnet-node");
+    a.wait_online();
+    b.wait_online();
+    // a knows b (and holds a session with it) first, so a forged packet
+    // "from b" reaches the MAC check.
+    assert!(a.cli(&["ping", &b.address(), "-c", "1"]).ok);
+    // Junk, a truncated header, and a forged packet with a valid-looking header.
+    let target = format!("/dev/udp/{}/{PORT}", a_host.ip());
+    let b_addr = b.address();
+    let a_addr = a.address();
+    let forged = format!(
+        "printf '\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x07{}{}\\x08{}\\x0c' > {target}",
+        hex_escape(&a_addr),
+        hex_escape(&b_addr),
+        "\\x55".repeat(16)
+    );
+    for script in [
+        format!("head -c 3000 /dev/urandom > {target}"),
+        format!("printf 'hello' > {target}"),
+        forged,
+    ] {
+        let run = lab.exec(&b_host, "bash", &["-c", &script]);
+        assert!(run.ok, "{run:?}");
+    }
+    let counted = wait_until(Duration::from_secs(5), || {
+        let c = &a.json(&["info"])["counters"];
+        c["droppedMalformed"].as_u64().unwrap_or(0) >= 2
+            && c["droppedBadMac"].as_u64().unwrap_or(0) >= 1
+    });
+    assert!(counted, "{}", a.json(&["info"])["counters"]);
+    assert!(a.cli(&["ping", &b_addr, "-c", "1"]).ok, "still works");
+    let status = a.proc.stop();
+    assert!(
+        status.success(),
+        "SIGTERM is a clean exit: {status:?}\n{}",
+        a.proc.stderr_text()
+    );
+    assert!(a.proc.stderr_text().contains("stopped"));
+}
+
+fn hex_escape(address: &str) -> String {
+    address
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| format!("\\x{}", std::str::from_utf8(pair).unwrap()))
+        .collect()
+}
+
+#[allow(dead_code)]
+fn label(n: &impl Netns) -> &str {
+    n.label()
+}
