@@ -356,11 +356,18 @@ impl Node {
             self.counters.dropped_bad_payload += 1;
             return;
         };
-        let payload = packet[PACKET_MIN_LEN_BYTES..].to_vec();
         if direct {
             self.send_due_worlds(now_ms, header.src, from, out);
         }
-        self.dispatch(now_ms, from, &header, verb, &payload, out);
+        // The payload is decrypted in place in the caller's buffer: no copy.
+        self.dispatch(
+            now_ms,
+            from,
+            &header,
+            verb,
+            &packet[PACKET_MIN_LEN_BYTES..],
+            out,
+        );
     }
 
     fn heard_from(&mut self, now_ms: u64, src: Address, from: SocketAddr, direct: bool) {
@@ -370,7 +377,9 @@ impl Node {
         peer.last_receive_ms = Some(now_ms);
         if direct {
             let active = peer.is_active(now_ms);
-            peer.paths.received(now_ms, from, active);
+            if peer.paths.received(now_ms, from, active) {
+                self.note_route(now_ms, src);
+            }
         } else if !peer.is_root() {
             peer.relayed_since_ms.get_or_insert(now_ms);
         }
@@ -528,8 +537,11 @@ impl Node {
                 self.counters.dropped_bad_payload += 1;
                 return;
             };
-            self.peers
-                .insert(header.src, Peer::new(identity, agreement, PeerRole::Leaf));
+            let mut peer = Peer::new(identity, agreement, PeerRole::Leaf);
+            if header.hops > 0 {
+                peer.relayed_since_ms = Some(now_ms);
+            }
+            self.peers.insert(header.src, peer);
             self.whois_resolved(now_ms, header.src, out);
         }
         let direct = header.hops == 0;
@@ -662,6 +674,7 @@ impl Node {
             peer.paths.measured(from, rtt);
         }
         let is_root = peer.is_root();
+        self.note_route(now_ms, header.src);
         if let Some(reflected) = ok.reflected
             && is_root
         {
@@ -730,8 +743,10 @@ impl Node {
                     let Ok(agreement) = self.key_pair.agree(identity.public_key()) else {
                         continue;
                     };
-                    self.peers
-                        .insert(addr, Peer::new(identity, agreement, PeerRole::Leaf));
+                    let mut peer = Peer::new(identity, agreement, PeerRole::Leaf);
+                    // Learned through a root: reached through it until a direct path opens.
+                    peer.relayed_since_ms = Some(now_ms);
+                    self.peers.insert(addr, peer);
                     self.whois_resolved(now_ms, addr, out);
                 }
             }
@@ -1428,12 +1443,17 @@ impl Node {
         if push_due {
             self.push_direct_paths(now_ms, addr, out);
         }
-        // Route changes: relayed -> direct is an upgrade.
+        self.note_route(now_ms, addr);
+    }
+
+    /// Notices route changes: relayed -> direct is an upgrade, direct ->
+    /// relayed a loss. Called on every tick and whenever a path comes alive.
+    fn note_route(&mut self, now_ms: u64, addr: Address) {
         let route = self.route(now_ms, addr);
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
-        if is_root {
+        if peer.is_root() {
             return;
         }
         match route {
