@@ -579,3 +579,30 @@ fn a_newer_planet_reaches_nodes_through_the_root() {
     );
     assert!(sim.hosts[b].node.counters().refused_world_updates > 0);
 }
+
+#[test]
+fn hello_floods_are_rate_limited_per_source() {
+    let (mut sim, a, b, _, addr_b) = world_of_two(None, None);
+    sim.ping(a, addr_b, 1);
+    sim.run(2_000);
+    // Take a HELLO that reached b and replay it 100 times at once.
+    let (h, from, hello) = sim
+        .delivered
+        .iter()
+        .find(|(h, _, bytes)| *h == b && bytes.len() > 36 && bytes[18] & 0x20 != 0)
+        .cloned()
+        .expect("a HELLO delivered to b");
+    let mut out = Outbox::new();
+    let now = sim.now;
+    let before = sim.hosts[h].node.counters().clone();
+    for _ in 0..100 {
+        let mut copy = hello.clone();
+        sim.hosts[h]
+            .node
+            .handle_datagram(now, from, &mut copy, &mut out);
+    }
+    let limited = sim.hosts[h].node.counters().dropped_rate_limited - before.dropped_rate_limited;
+    assert!(limited >= 75, "only {limited} of 100 rate-limited");
+    // Whatever was answered is never larger than the HELLO it answers.
+    assert!(out.iter().all(|(_, bytes)| bytes.len() <= hello.len()));
+}
