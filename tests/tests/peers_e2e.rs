@@ -413,3 +413,78 @@ fn hex_escape(address: &str) -> String {
 fn label(n: &impl Netns) -> &str {
     n.label()
 }
+
+#[test]
+fn ipv6_roots_work_and_the_api_wants_its_token() {
+    let lab = Lab::new();
+    let host = lab.host("h");
+    let root_home = lab.home(&host).join("root");
+    let node_home = lab.home(&host).join("node");
+    fs::create_dir_all(&root_home).unwrap();
+    fs::create_dir_all(&node_home).unwrap();
+    assert!(
+        run_in(
+            &root_home,
+            "vnet-idtool",
+            &["generate", "identity.secret", "identity.public"]
+        )
+        .ok
+    );
+    let run = run_in(
+        &root_home,
+        "vnet-planet",
+        &["initplanet", "identity.public"],
+    );
+    let mut json: Value = serde_json::from_str(&run.stdout).unwrap();
+    json["roots"][0]["stableEndpoints"] = serde_json::json!(["::1/9993"]);
+    fs::write(root_home.join("planet.json"), json.to_string()).unwrap();
+    assert!(
+        run_in(
+            &root_home,
+            "vnet-planet",
+            &["mkworld", "planet.json", "-o", "planet"]
+        )
+        .ok
+    );
+    fs::copy(root_home.join("planet"), node_home.join("planet")).unwrap();
+    let root_str = root_home.to_str().unwrap();
+    let node_str = node_home.to_str().unwrap();
+    let _root = lab.spawn(
+        &host,
+        binary("vnet-planet"),
+        &["serve", "-d", root_str, "-p", "9993"],
+        &[],
+    );
+    let node = lab.spawn(
+        &host,
+        binary("vnet-node"),
+        &["-d", node_str, "-p", "9994"],
+        &[],
+    );
+    let cli = |args: &[&str]| {
+        let mut all = vec!["-D", node_str];
+        all.extend_from_slice(args);
+        lab.exec(&host, binary("vnet-cli"), &all)
+    };
+    let online = wait_until(Duration::from_secs(10), || {
+        cli(&["info"]).stdout.contains("ONLINE")
+    });
+    assert!(
+        online,
+        "online through an IPv6 root: {}",
+        node.stderr_text()
+    );
+    let peers = cli(&["listpeers"]).stdout;
+    assert!(peers.contains("::1/9993"), "{peers}");
+    // The API: no token, 401; token as ?auth=, 200.
+    let token = fs::read_to_string(node_home.join("authtoken.secret")).unwrap();
+    let http = |path: &str| {
+        let script = format!(
+            "exec 3<>/dev/tcp/127.0.0.1/9994; printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3; head -n 1 <&3"
+        );
+        lab.exec(&host, "bash", &["-c", &script]).stdout
+    };
+    assert!(http("/status").contains(" 401 "), "{}", http("/status"));
+    assert!(http(&format!("/status?auth={}", token.trim())).contains(" 200 "));
+    assert!(http("/status?auth=wrong").contains(" 401 "));
+}

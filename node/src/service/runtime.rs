@@ -65,7 +65,7 @@ pub struct PingReply {
 /// State shared by the packet thread and the control plane.
 pub struct Shared {
     node: Mutex<Node>,
-    socket: UdpSocket,
+    sockets: UdpSockets,
     start: Instant,
     /// The home directory.
     pub home: Home,
@@ -103,7 +103,7 @@ impl Shared {
             }
             r
         };
-        send_all(&self.socket, &out);
+        self.sockets.send_all(&out);
         result
     }
 
@@ -128,10 +128,49 @@ impl Shared {
     }
 }
 
-fn send_all(socket: &UdpSocket, out: &Outbox) {
-    for (to, bytes) in out.iter() {
-        if let Err(e) = socket.send_to(bytes, to) {
-            debug!(%to, error = %e, "send failed");
+/// The UDP sockets: IPv4 on all interfaces, and IPv6 (v6-only) on the same
+/// port where the system has IPv6.
+struct UdpSockets {
+    v4: UdpSocket,
+    v6: Option<UdpSocket>,
+}
+
+impl UdpSockets {
+    fn bind(port: u16) -> Result<Self, ServiceError> {
+        let v4_addr = SocketAddr::from(([0, 0, 0, 0], port));
+        let v4 = UdpSocket::bind(v4_addr).map_err(|error| ServiceError::Bind {
+            what: "UDP",
+            addr: v4_addr,
+            error,
+        })?;
+        let v6_addr = SocketAddr::from(([0u16; 8], port));
+        let v6 = (|| -> std::io::Result<UdpSocket> {
+            use socket2::{Domain, Protocol, Socket, Type};
+            let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+            // v6-only, so it can share the port with the IPv4 socket.
+            s.set_only_v6(true)?;
+            s.bind(&v6_addr.into())?;
+            Ok(s.into())
+        })();
+        let v6 = match v6 {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(error = %e, "no IPv6 socket; IPv4 only");
+                None
+            }
+        };
+        Ok(Self { v4, v6 })
+    }
+
+    fn send_all(&self, out: &Outbox) {
+        for (to, bytes) in out.iter() {
+            let socket = match (to, &self.v6) {
+                (SocketAddr::V6(_), Some(v6)) => v6,
+                _ => &self.v4,
+            };
+            if let Err(e) = socket.send_to(bytes, to) {
+                debug!(%to, error = %e, "send failed");
+            }
         }
     }
 }
@@ -164,13 +203,9 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         path: home.path("identity.secret"),
         problem: e.to_string(),
     })?;
-    let udp_addr = SocketAddr::from(([0, 0, 0, 0], port));
-    let socket = UdpSocket::bind(udp_addr).map_err(|error| ServiceError::Bind {
-        what: "UDP",
-        addr: udp_addr,
-        error,
-    })?;
-    node.set_local_endpoints(local_endpoints(port));
+    let sockets = UdpSockets::bind(port)?;
+    let with_v6 = sockets.v6.is_some();
+    node.set_local_endpoints(local_endpoints(port, with_v6));
     info!(
         address = %node.address(),
         port,
@@ -180,7 +215,7 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         node: Mutex::new(node),
-        socket,
+        sockets,
         start: Instant::now(),
         home: home.clone(),
         token,
@@ -194,8 +229,18 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     let packet_thread = {
         let shared = shared.clone();
         std::thread::Builder::new()
-            .name("vnet-udp".into())
-            .spawn(move || packet_loop(&shared))?
+            .name("vnet-udp4".into())
+            .spawn(move || packet_loop(&shared, false))?
+    };
+    let packet_thread_v6 = if with_v6 {
+        let shared = shared.clone();
+        Some(
+            std::thread::Builder::new()
+                .name("vnet-udp6".into())
+                .spawn(move || packet_loop(&shared, true))?,
+        )
+    } else {
+        None
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -204,6 +249,9 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     let result = runtime.block_on(control_plane(shared.clone(), events_rx));
     shared.shutdown.store(true, Ordering::Relaxed);
     let _ = packet_thread.join();
+    if let Some(t) = packet_thread_v6 {
+        let _ = t.join();
+    }
     info!("vnet node stopped");
     result
 }
@@ -238,7 +286,7 @@ async fn control_plane(
             let mut tick = tokio::time::interval(LOCAL_ENDPOINTS_REFRESH);
             loop {
                 tick.tick().await;
-                let endpoints = local_endpoints(shared.port);
+                let endpoints = local_endpoints(shared.port, shared.sockets.v6.is_some());
                 shared.node().set_local_endpoints(endpoints);
             }
         }
@@ -288,36 +336,45 @@ fn handle_event(shared: &Shared, event: Event) {
     }
 }
 
-/// The packet path: receive, hand to the node, send what it queued; tick the timer.
-fn packet_loop(shared: &Shared) {
+/// The packet path: receive, hand to the node, send what it queued; the
+/// IPv4 thread also ticks the timer.
+fn packet_loop(shared: &Shared, v6: bool) {
+    let socket = match (v6, &shared.sockets.v6) {
+        (true, Some(s)) => s,
+        _ => &shared.sockets.v4,
+    };
     let mut buf = vec![0u8; PACKET_MAX_LEN_BYTES];
     let mut out = Outbox::new();
     let tick = Duration::from_millis(TIMER_TICK_MS);
     let mut next_tick = Instant::now();
     while !shared.shutdown.load(Ordering::Relaxed) {
         let now = Instant::now();
-        if now >= next_tick {
+        if !v6 && now >= next_tick {
             let mut node = shared.node();
             node.handle_timeout(shared.now_ms(), &mut out);
             drain_events(&mut node, shared);
             drop(node);
-            send_all(&shared.socket, &out);
+            shared.sockets.send_all(&out);
             out.clear();
             next_tick = now + tick;
         }
-        let wait = next_tick
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
-        if let Err(e) = shared.socket.set_read_timeout(Some(wait)) {
+        let wait = if v6 {
+            tick
+        } else {
+            next_tick
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        };
+        if let Err(e) = socket.set_read_timeout(Some(wait)) {
             warn!(error = %e, "set_read_timeout");
         }
-        match shared.socket.recv_from(&mut buf) {
+        match socket.recv_from(&mut buf) {
             Ok((len, from)) => {
                 let mut node = shared.node();
                 node.handle_datagram(shared.now_ms(), from, &mut buf[..len], &mut out);
                 drain_events(&mut node, shared);
                 drop(node);
-                send_all(&shared.socket, &out);
+                shared.sockets.send_all(&out);
                 out.clear();
             }
             Err(e)
@@ -336,8 +393,9 @@ fn drain_events(node: &mut Node, shared: &Shared) {
     }
 }
 
-/// Interface addresses (not loopback, not IPv6 link-local) with our port.
-fn local_endpoints(port: u16) -> Vec<SocketAddr> {
+/// Interface addresses (not loopback, not IPv6 link-local; IPv6 only with
+/// an IPv6 socket) with our port.
+fn local_endpoints(port: u16, with_v6: bool) -> Vec<SocketAddr> {
     let Ok(ifaces) = if_addrs::get_if_addrs() else {
         return Vec::new();
     };
@@ -349,7 +407,7 @@ fn local_endpoints(port: u16) -> Vec<SocketAddr> {
             std::net::IpAddr::V4(_) => true,
             std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
         })
-        .filter(|ip| ip.is_ipv4())
+        .filter(|ip| ip.is_ipv4() || with_v6)
         .map(|ip| SocketAddr::new(ip, port))
         .collect()
 }
