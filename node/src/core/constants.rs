@@ -115,3 +115,21 @@ pub const PUSH_DIRECT_PATHS_INTERVAL_MS: u64 = 120_000;
 pub const RENDEZVOUS_INTERVAL_MS: u64 = 5_000;
 /// The driver calls the timer at least this often.
 pub const TIMER_TICK_MS: u64 = 250;
+
+// ---- Virtual networks: configs and certificates (PROTOCOL.md §4) ----
+
+/// Two certificates of membership agree when issued at most this far apart;
+/// a member no longer refreshed is cut off within this plus the refresh interval.
+pub const CERTIFICATE_MAX_DELTA_MS: u64 = 20_000;
+/// The controller re-issues certificates to authorized members this often.
+pub const CERTIFICATE_REFRESH_INTERVAL_MS: u64 = 5_000;
+/// Largest encoded network config.
+pub const NETWORK_CONFIG_MAX_BYTES: usize = 64 * 1024;
+/// Config bytes per signed NETWORK_CONFIG chunk (one datagram each).
+pub const NETWORK_CONFIG_CHUNK_MAX_BYTES: usize = 1024;
+/// Smallest virtual MTU.
+pub const NETWORK_MTU_MIN_BYTES: u16 = 1280;
+/// Largest virtual MTU.
+pub const NETWORK_MTU_MAX_BYTES: u16 = 10_000;
+/// Default virtual MTU (ZeroTier's).
+pub const NETWORK_MTU_DEFAULT_BYTES: u16 = 2800;

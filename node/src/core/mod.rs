@@ -12,6 +12,7 @@ pub mod fragment;
 pub mod identity;
 pub mod identity_hash;
 pub mod message;
+pub mod netconf;
 pub mod network_id;
 pub mod node;
 pub mod path;
