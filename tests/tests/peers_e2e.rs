@@ -488,3 +488,57 @@ fn ipv6_roots_work_and_the_api_wants_its_token() {
     assert!(http(&format!("/status?auth={}", token.trim())).contains(" 200 "));
     assert!(http("/status?auth=wrong").contains(" 401 "));
 }
+
+#[test]
+fn tap_device_is_created_and_configured_over_netlink() {
+    let lab = Lab::new();
+    let host = lab.host("h");
+    let nwid = "5b51b6c335000001";
+    let member = "0a0b0c0d0e";
+    let probe = lab.spawn(
+        &host,
+        binary("tap-probe"),
+        &[nwid, member, "10.147.17.5/24", "2800"],
+        &[],
+    );
+    let ready = wait_until(Duration::from_secs(10), || {
+        probe.stdout_text().contains("READY")
+    });
+    assert!(ready, "tap-probe: {}", probe.stderr_text());
+    let line = probe.stdout_text();
+    let mut words = line.split_whitespace().skip(1);
+    let (device, mac) = (
+        words.next().unwrap().to_string(),
+        words.next().unwrap().to_string(),
+    );
+    // "vn" and the network id's last 10 hex digits.
+    assert_eq!(device, "vnc335000001");
+    let show = lab.exec(&host, "ip", &["-j", "addr", "show", "dev", &device]);
+    let info: Value = serde_json::from_str(&show.stdout).unwrap();
+    let link = &info[0];
+    assert_eq!(link["address"], mac);
+    assert_eq!(link["mtu"], 2800);
+    assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+    let v4: Vec<String> = link["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["family"] == "inet")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect();
+    assert_eq!(
+        v4,
+        vec!["10.147.17.5/24"],
+        "exactly one IPv4 address after applying twice"
+    );
+    // The kernel's ARP request for a neighbour comes out of the TAP.
+    let _ = lab.exec(&host, "ping", &["-c", "1", "-W", "1", "10.147.17.9"]);
+    let arp = wait_until(Duration::from_secs(5), || {
+        probe.stdout_text().contains("FRAME 42 0806")
+    });
+    assert!(
+        arp,
+        "ARP request read from the TAP: {}",
+        probe.stdout_text()
+    );
+}

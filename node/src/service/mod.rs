@@ -4,4 +4,6 @@ pub mod api;
 pub mod atomic_file;
 pub mod home;
 pub mod identity_file;
+pub mod netlink;
 pub mod runtime;
+pub mod tap;

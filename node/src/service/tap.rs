@@ -1,0 +1,46 @@
+//! The TAP device of a joined network: Ethernet frames in and out, read and
+//! written on the data-path threads (blocking, one frame per call).
+
+use std::io;
+use std::sync::Arc;
+
+use tun_tap::{Iface, Mode};
+
+use crate::core::network_id::NetworkId;
+
+/// A TAP device.
+#[derive(Clone)]
+pub struct TapDevice {
+    iface: Arc<Iface>,
+}
+
+impl TapDevice {
+    /// Creates the TAP device named `name` (needs CAP_NET_ADMIN).
+    pub fn create(name: &str) -> io::Result<Self> {
+        let iface = Iface::without_packet_info(name, Mode::Tap)?;
+        Ok(Self {
+            iface: Arc::new(iface),
+        })
+    }
+
+    /// The device name the kernel gave it.
+    pub fn name(&self) -> &str {
+        self.iface.name()
+    }
+
+    /// Reads one frame (blocks).
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.iface.recv(buf)
+    }
+
+    /// Writes one frame.
+    pub fn write(&self, frame: &[u8]) -> io::Result<usize> {
+        self.iface.send(frame)
+    }
+}
+
+/// The device name for a network: `vn` and the network id's last 10 hex
+/// digits (interface names are at most 15 characters).
+pub fn device_name(nwid: NetworkId) -> String {
+    format!("vn{:010x}", nwid.to_u64() & 0xff_ffff_ffff)
+}
