@@ -606,3 +606,141 @@ fn hello_floods_are_rate_limited_per_source() {
     // Whatever was answered is never larger than the HELLO it answers.
     assert!(out.iter().all(|(_, bytes)| bytes.len() <= hello.len()));
 }
+
+mod membership {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use vnet_node::core::netconf::{
+        AssignedIp, ConfigDenied, NetworkConfigData, NetworkController,
+    };
+    use vnet_node::core::network_id::NetworkId;
+    use vnet_node::core::node::NetworkStatus;
+
+    /// A controller with one network, whose authorized set the test changes.
+    #[derive(Clone, Default)]
+    struct TestController {
+        authorized: Arc<Mutex<Vec<Address>>>,
+        changed: Arc<Mutex<Vec<(NetworkId, Address)>>>,
+        nwid: Option<NetworkId>,
+        clock: Arc<Mutex<u64>>,
+    }
+
+    impl NetworkController for TestController {
+        fn request(
+            &mut self,
+            nwid: NetworkId,
+            member: Address,
+        ) -> Result<NetworkConfigData, ConfigDenied> {
+            if Some(nwid) != self.nwid {
+                return Err(ConfigDenied::NotFound);
+            }
+            if !self.authorized.lock().unwrap().contains(&member) {
+                return Err(ConfigDenied::AccessDenied);
+            }
+            let mut clock = self.clock.lock().unwrap();
+            *clock += 1000;
+            Ok(NetworkConfigData {
+                name: "lab".into(),
+                revision: 1,
+                timestamp_ms: *clock,
+                private: true,
+                mtu: 2800,
+                multicast_limit: 32,
+                enable_broadcast: true,
+                active_bridge: false,
+                assigned: vec![AssignedIp {
+                    ip: "10.147.17.5".parse().unwrap(),
+                    prefix_len: 24,
+                }],
+                routes: vec![],
+                bridges: vec![],
+            })
+        }
+
+        fn take_changed(&mut self) -> Vec<(NetworkId, Address)> {
+            std::mem::take(&mut *self.changed.lock().unwrap())
+        }
+    }
+
+    fn status(sim: &Sim, h: usize, nwid: NetworkId) -> NetworkStatus {
+        sim.hosts[h].node.network(nwid).unwrap().status
+    }
+
+    #[test]
+    fn join_is_denied_until_authorized_then_configured_then_cut_off() {
+        let (mut sim, ctl, member, addr_ctl, addr_member) = world_of_two(None, None);
+        let nwid = NetworkId::new(addr_ctl, 1);
+        let controller = TestController {
+            nwid: Some(nwid),
+            ..Default::default()
+        };
+        sim.hosts[ctl]
+            .node
+            .set_controller(Box::new(controller.clone()));
+        let mut out = Outbox::new();
+        let now = sim.now;
+        sim.hosts[member].node.join(now, nwid, &mut out);
+        sim.send_all(member, &mut out);
+        assert_eq!(
+            status(&sim, member, nwid),
+            NetworkStatus::RequestingConfiguration
+        );
+        sim.run(1_000);
+        assert_eq!(status(&sim, member, nwid), NetworkStatus::AccessDenied);
+        assert!(sim.hosts[member].node.network_config(nwid).is_none());
+        // Authorize: the member's next request (every 2 s) or the push brings the config.
+        controller.authorized.lock().unwrap().push(addr_member);
+        controller.changed.lock().unwrap().push((nwid, addr_member));
+        let authorized_at = sim.now;
+        while status(&sim, member, nwid) != NetworkStatus::Ok && sim.now < authorized_at + 2_000 {
+            sim.run(100);
+        }
+        assert_eq!(
+            status(&sim, member, nwid),
+            NetworkStatus::Ok,
+            "OK within 2 s of authorization"
+        );
+        let view = sim.hosts[member].node.network(nwid).unwrap();
+        assert_eq!(view.assigned_addresses, vec!["10.147.17.5/24"]);
+        assert_eq!(view.name.as_deref(), Some("lab"));
+        // Certificates keep being refreshed while authorized.
+        let first = sim.hosts[member]
+            .node
+            .network_config(nwid)
+            .unwrap()
+            .certificate
+            .timestamp_ms;
+        sim.run(6_000);
+        let later = sim.hosts[member]
+            .node
+            .network_config(nwid)
+            .unwrap()
+            .certificate
+            .timestamp_ms;
+        assert!(later > first, "certificate refreshed");
+        // Deauthorize: the next refresh is a denial and the config is withdrawn.
+        controller.authorized.lock().unwrap().clear();
+        sim.run(6_000);
+        assert_eq!(status(&sim, member, nwid), NetworkStatus::AccessDenied);
+        assert!(sim.hosts[member].node.network_config(nwid).is_none());
+    }
+
+    #[test]
+    fn unknown_network_is_not_found_and_leave_forgets_it() {
+        let (mut sim, ctl, member, addr_ctl, _) = world_of_two(None, None);
+        let served = NetworkId::new(addr_ctl, 1);
+        sim.hosts[ctl].node.set_controller(Box::new(TestController {
+            nwid: Some(served),
+            ..Default::default()
+        }));
+        let other = NetworkId::new(addr_ctl, 2);
+        let mut out = Outbox::new();
+        let now = sim.now;
+        sim.hosts[member].node.join(now, other, &mut out);
+        sim.send_all(member, &mut out);
+        sim.run(1_000);
+        assert_eq!(status(&sim, member, other), NetworkStatus::NotFound);
+        sim.hosts[member].node.leave(other);
+        assert!(sim.hosts[member].node.network(other).is_none());
+    }
+}

@@ -333,6 +333,7 @@ fn handle_event(shared: &Shared, event: Event) {
             }
         }
         Event::WhoisFailed(addr) => debug!(%addr, "no root knows this address"),
+        Event::NetworkChanged(nwid) => info!(%nwid, "network changed"),
     }
 }
 

@@ -3,6 +3,7 @@
 //! [`Outbox`]) and [`Event`]s. It never reads a clock or touches a socket.
 
 mod counters;
+mod network;
 mod outbox;
 mod peer;
 mod status;
@@ -11,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 pub use counters::Counters;
+pub use network::{NetworkStatus, NetworkView};
 pub use outbox::{Outbox, Transmit};
 pub use peer::{PeerRole, Route};
 pub use status::{NodeStatus, PathStatus, PeerStatus};
@@ -81,6 +83,8 @@ pub enum Event {
     WorldUpdated(World),
     /// No root knew this address.
     WhoisFailed(Address),
+    /// A joined network's status or settings changed: (re)configure its device.
+    NetworkChanged(crate::core::network_id::NetworkId),
 }
 
 /// An address whose identity we are asking the roots for.
@@ -121,6 +125,8 @@ pub struct Node {
     scratch: IdentityHashScratch,
     tx: Vec<u8>,
     mtu: usize,
+    networks: HashMap<crate::core::network_id::NetworkId, network::Membership>,
+    controller: network::ControllerState,
 }
 
 impl Node {
@@ -147,6 +153,8 @@ impl Node {
             scratch: IdentityHashScratch::new(),
             tx: Vec::with_capacity(PACKET_MAX_LEN_BYTES),
             mtu: UDP_PAYLOAD_MTU_BYTES,
+            networks: HashMap::new(),
+            controller: network::ControllerState::default(),
         };
         node.add_world_roots(&node.planet.clone());
         for moon in config.moons {
@@ -420,11 +428,25 @@ impl Node {
             }),
             Verb::Ok => decode_ok(payload)
                 .map(|(in_re, body)| self.handle_ok(now_ms, from, header, in_re, body, out)),
-            Verb::Error => decode_error(payload).map(|(in_re, code, _)| {
-                if in_re.verb == Verb::Whois && code == ERROR_OBJECT_NOT_FOUND {
-                    // Roots answer one WHOIS at a time; the address is in the data.
+            Verb::Error => decode_error(payload).map(|(in_re, code, data)| {
+                if in_re.verb == Verb::NetworkConfigRequest {
+                    self.handle_config_error(src, code, data);
                 }
             }),
+            Verb::NetworkConfigRequest => {
+                if self.handle_config_request(now_ms, src, header.counter, payload, out) {
+                    Ok(())
+                } else {
+                    Err(message::MessageError::BadField("NETWORK_CONFIG_REQUEST"))
+                }
+            }
+            Verb::NetworkConfig => {
+                if self.handle_config_chunk(now_ms, src, payload) {
+                    Ok(())
+                } else {
+                    Err(message::MessageError::BadField("NETWORK_CONFIG"))
+                }
+            }
             Verb::Whois => decode_whois(payload)
                 .map(|addrs| self.answer_whois(now_ms, src, header.counter, &addrs, out)),
             Verb::Rendezvous => {
@@ -1397,6 +1419,7 @@ impl Node {
         self.hello_buckets
             .retain(|_, (t, _)| now_ms.saturating_sub(*t) < 10_000);
         self.reassembler.expire(now_ms);
+        self.tick_networks(now_ms, out);
     }
 
     fn tick_peer(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {

@@ -1,0 +1,443 @@
+//! Network membership (PROTOCOL.md §4.4): joining, asking the controller for
+//! a config, assembling and checking signed config chunks; and, on a
+//! controller, answering requests through the [`NetworkController`] plugin.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::{Event, Node, Outbox};
+use crate::core::address::Address;
+use crate::core::constants::{
+    CERTIFICATE_MAX_DELTA_MS, CERTIFICATE_REFRESH_INTERVAL_MS, ERROR_NETWORK_ACCESS_DENIED,
+    ERROR_OBJECT_NOT_FOUND, NETWORK_CONFIG_PULL_INTERVAL_MS, NETWORK_CONFIG_REQUEST_INTERVAL_MS,
+    PEER_IDLE_TIMEOUT_MS,
+};
+use crate::core::message::{InRe, encode_in_re};
+use crate::core::netconf::{
+    Certificate, ConfigDenied, NetworkConfig, NetworkController, decode_chunk, encode_chunks,
+};
+use crate::core::network_id::{Mac, NetworkId};
+use crate::core::verb::Verb;
+
+/// A joined network's status, as `listnetworks` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NetworkStatus {
+    /// Waiting for the controller.
+    RequestingConfiguration,
+    /// Configured.
+    Ok,
+    /// The controller refuses us (private network, not authorized).
+    AccessDenied,
+    /// The controller has no such network.
+    NotFound,
+}
+
+/// A config being received in chunks.
+struct Assembly {
+    update_id: u64,
+    bytes: Vec<u8>,
+    received: Vec<bool>,
+}
+
+/// One joined network.
+pub(crate) struct Membership {
+    pub status: NetworkStatus,
+    pub config: Option<NetworkConfig>,
+    last_request_ms: Option<u64>,
+    /// When the current config arrived.
+    received_ms: Option<u64>,
+    assembly: Option<Assembly>,
+}
+
+/// A joined network's state for the API.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkView {
+    /// 16 hex digits.
+    pub id: String,
+    /// Status.
+    pub status: NetworkStatus,
+    /// Our MAC on it.
+    pub mac: String,
+    /// Name, once configured.
+    pub name: Option<String>,
+    /// PRIVATE or PUBLIC, once configured.
+    pub r#type: Option<&'static str>,
+    /// Assigned addresses as `ip/prefix`.
+    pub assigned_addresses: Vec<String>,
+    /// Virtual MTU, once configured.
+    pub mtu: Option<u16>,
+    /// Config revision, once configured.
+    pub revision: Option<u64>,
+}
+
+/// What a controller keeps about members that asked.
+#[derive(Default)]
+pub(crate) struct ControllerState {
+    pub plugin: Option<Box<dyn NetworkController>>,
+    /// (network, member) -> last request time.
+    pub members: HashMap<(NetworkId, Address), u64>,
+    pub last_refresh_ms: u64,
+    pub next_update_id: u64,
+}
+
+impl Node {
+    /// Installs the controller plugin: this node then serves configs for
+    /// networks whose id begins with its address.
+    pub fn set_controller(&mut self, plugin: Box<dyn NetworkController>) {
+        self.controller.plugin = Some(plugin);
+    }
+
+    /// Joins a network (asks its controller for a config at once).
+    pub fn join(&mut self, now_ms: u64, nwid: NetworkId, out: &mut Outbox) {
+        self.networks.entry(nwid).or_insert_with(|| Membership {
+            status: NetworkStatus::RequestingConfiguration,
+            config: None,
+            last_request_ms: None,
+            received_ms: None,
+            assembly: None,
+        });
+        self.request_config(now_ms, nwid, out);
+    }
+
+    /// Leaves a network; true if it was joined.
+    pub fn leave(&mut self, nwid: NetworkId) -> bool {
+        self.networks.remove(&nwid).is_some()
+    }
+
+    /// The joined networks.
+    pub fn networks(&self) -> Vec<NetworkView> {
+        let mut ids: Vec<NetworkId> = self.networks.keys().copied().collect();
+        ids.sort();
+        ids.into_iter().filter_map(|n| self.network(n)).collect()
+    }
+
+    /// One joined network.
+    pub fn network(&self, nwid: NetworkId) -> Option<NetworkView> {
+        let m = self.networks.get(&nwid)?;
+        let data = m.config.as_ref().map(|c| &c.data);
+        Some(NetworkView {
+            id: nwid.to_string(),
+            status: m.status,
+            mac: Mac::for_member(self.address, nwid).to_string(),
+            name: data.map(|d| d.name.clone()),
+            r#type: data.map(|d| if d.private { "PRIVATE" } else { "PUBLIC" }),
+            assigned_addresses: data
+                .map(|d| {
+                    d.assigned
+                        .iter()
+                        .map(|a| format!("{}/{}", a.ip, a.prefix_len))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            mtu: data.map(|d| d.mtu),
+            revision: data.map(|d| d.revision),
+        })
+    }
+
+    /// The config of a joined network, once received.
+    pub fn network_config(&self, nwid: NetworkId) -> Option<&NetworkConfig> {
+        self.networks.get(&nwid)?.config.as_ref()
+    }
+
+    fn request_config(&mut self, now_ms: u64, nwid: NetworkId, out: &mut Outbox) {
+        let Some(m) = self.networks.get_mut(&nwid) else {
+            return;
+        };
+        m.last_request_ms = Some(now_ms);
+        let revision = m.config.as_ref().map_or(0, |c| c.data.revision);
+        let mut payload = Vec::with_capacity(16);
+        payload.extend_from_slice(&nwid.to_u64().to_be_bytes());
+        payload.extend_from_slice(&revision.to_be_bytes());
+        let controller = nwid.controller();
+        if controller == self.address {
+            // We are the controller: answer ourselves without the network.
+            self.answer_own_request(now_ms, nwid);
+            return;
+        }
+        self.send(
+            now_ms,
+            controller,
+            Verb::NetworkConfigRequest,
+            &payload,
+            out,
+        );
+    }
+
+    /// Periodic work for networks: re-requests while unconfigured or when
+    /// the certificate grows old; on a controller, certificate refreshes.
+    pub(crate) fn tick_networks(&mut self, now_ms: u64, out: &mut Outbox) {
+        let since = |t: Option<u64>| t.map_or(u64::MAX, |t| now_ms.saturating_sub(t));
+        let due: Vec<NetworkId> = self
+            .networks
+            .iter()
+            .filter(|(_, m)| {
+                let waited = since(m.last_request_ms) >= NETWORK_CONFIG_REQUEST_INTERVAL_MS;
+                match m.status {
+                    // Ask every 2 s until the controller answers (ACCESS_DENIED
+                    // keeps asking too: authorization may come any moment).
+                    NetworkStatus::Ok => {
+                        // The controller pushes fresh certificates every 5 s;
+                        // pull if they stopped, and now and then regardless so
+                        // the controller keeps us on its list.
+                        (since(m.received_ms) >= CERTIFICATE_MAX_DELTA_MS / 2 && waited)
+                            || since(m.last_request_ms) >= NETWORK_CONFIG_PULL_INTERVAL_MS
+                    }
+                    _ => waited,
+                }
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        for nwid in due {
+            self.request_config(now_ms, nwid, out);
+        }
+        if self.controller.plugin.is_some() {
+            let changed = self
+                .controller
+                .plugin
+                .as_mut()
+                .map(|p| p.take_changed())
+                .unwrap_or_default();
+            let refresh = now_ms.saturating_sub(self.controller.last_refresh_ms)
+                >= CERTIFICATE_REFRESH_INTERVAL_MS;
+            let mut targets: Vec<(NetworkId, Address)> = changed;
+            if refresh {
+                self.controller.last_refresh_ms = now_ms;
+                self.controller
+                    .members
+                    .retain(|_, t| now_ms.saturating_sub(*t) < PEER_IDLE_TIMEOUT_MS);
+                targets.extend(self.controller.members.keys().copied());
+            }
+            targets.sort();
+            targets.dedup();
+            for (nwid, member) in targets {
+                if member == self.address {
+                    self.answer_own_request(now_ms, nwid);
+                } else if self.controller.members.contains_key(&(nwid, member)) {
+                    self.serve_config(now_ms, nwid, member, None, out);
+                }
+            }
+        }
+    }
+
+    /// NETWORK_CONFIG_REQUEST from `member` (controller side).
+    pub(crate) fn handle_config_request(
+        &mut self,
+        now_ms: u64,
+        member: Address,
+        counter: u64,
+        payload: &[u8],
+        out: &mut Outbox,
+    ) -> bool {
+        let Some(nwid) = payload
+            .get(..8)
+            .and_then(|b| NetworkId::from_u64(u64::from_be_bytes(b.try_into().expect("8"))).ok())
+        else {
+            return false;
+        };
+        if self.controller.plugin.is_none() || nwid.controller() != self.address {
+            self.send_config_error(now_ms, member, counter, nwid, ERROR_OBJECT_NOT_FOUND, out);
+            return true;
+        }
+        self.controller.members.insert((nwid, member), now_ms);
+        self.serve_config(now_ms, nwid, member, Some(counter), out);
+        true
+    }
+
+    fn serve_config(
+        &mut self,
+        now_ms: u64,
+        nwid: NetworkId,
+        member: Address,
+        counter: Option<u64>,
+        out: &mut Outbox,
+    ) {
+        let Some(plugin) = self.controller.plugin.as_mut() else {
+            return;
+        };
+        match plugin.request(nwid, member) {
+            Ok(data) => {
+                let certificate =
+                    Certificate::issue(&self.key_pair, nwid, member, data.timestamp_ms);
+                let config = NetworkConfig {
+                    network: nwid,
+                    issued_to: member,
+                    data,
+                    certificate,
+                };
+                self.controller.next_update_id += 1;
+                let update_id = self.controller.next_update_id;
+                for chunk in encode_chunks(&self.key_pair, nwid, update_id, &config.encode()) {
+                    self.send(now_ms, member, Verb::NetworkConfig, &chunk, out);
+                }
+            }
+            Err(denied) => {
+                let code = match denied {
+                    ConfigDenied::NotFound => ERROR_OBJECT_NOT_FOUND,
+                    ConfigDenied::AccessDenied => ERROR_NETWORK_ACCESS_DENIED,
+                };
+                if denied == ConfigDenied::AccessDenied {
+                    // Stop pushing to a member that is no longer authorized.
+                    self.controller.members.remove(&(nwid, member));
+                }
+                self.send_config_error(now_ms, member, counter.unwrap_or(0), nwid, code, out);
+            }
+        }
+    }
+
+    fn send_config_error(
+        &mut self,
+        now_ms: u64,
+        member: Address,
+        counter: u64,
+        nwid: NetworkId,
+        code: u8,
+        out: &mut Outbox,
+    ) {
+        let mut p = Vec::with_capacity(18);
+        encode_in_re(
+            InRe {
+                verb: Verb::NetworkConfigRequest,
+                counter,
+            },
+            &mut p,
+        );
+        p.push(code);
+        p.extend_from_slice(&nwid.to_u64().to_be_bytes());
+        self.send(now_ms, member, Verb::Error, &p, out);
+    }
+
+    /// A controller that is also a member of its own network.
+    fn answer_own_request(&mut self, now_ms: u64, nwid: NetworkId) {
+        let me = self.address;
+        let answer = self.controller.plugin.as_mut().map(|p| p.request(nwid, me));
+        match answer {
+            Some(Ok(data)) => {
+                let certificate = Certificate::issue(&self.key_pair, nwid, me, data.timestamp_ms);
+                self.install_config(
+                    now_ms,
+                    NetworkConfig {
+                        network: nwid,
+                        issued_to: me,
+                        data,
+                        certificate,
+                    },
+                );
+            }
+            Some(Err(ConfigDenied::AccessDenied)) => {
+                self.set_status(nwid, NetworkStatus::AccessDenied)
+            }
+            _ => self.set_status(nwid, NetworkStatus::NotFound),
+        }
+    }
+
+    /// ERROR(NETWORK_CONFIG_REQUEST) from a controller (member side).
+    pub(crate) fn handle_config_error(&mut self, src: Address, code: u8, data: &[u8]) {
+        let Some(nwid) = data
+            .get(..8)
+            .and_then(|b| NetworkId::from_u64(u64::from_be_bytes(b.try_into().expect("8"))).ok())
+        else {
+            return;
+        };
+        if nwid.controller() != src {
+            return;
+        }
+        let status = match code {
+            ERROR_NETWORK_ACCESS_DENIED => NetworkStatus::AccessDenied,
+            _ => NetworkStatus::NotFound,
+        };
+        if let Some(m) = self.networks.get_mut(&nwid) {
+            // A denial also withdraws the config we held: no more frames.
+            m.config = None;
+        }
+        self.set_status(nwid, status);
+    }
+
+    fn set_status(&mut self, nwid: NetworkId, status: NetworkStatus) {
+        if let Some(m) = self.networks.get_mut(&nwid)
+            && m.status != status
+        {
+            m.status = status;
+            self.events.push_back(Event::NetworkChanged(nwid));
+        }
+    }
+
+    /// NETWORK_CONFIG chunk from a controller (member side). Returns false
+    /// when the payload is refused (counted by the caller).
+    pub(crate) fn handle_config_chunk(
+        &mut self,
+        now_ms: u64,
+        src: Address,
+        payload: &[u8],
+    ) -> bool {
+        let Some(key) = self.peers.get(&src).map(|p| *p.identity.public_key()) else {
+            return false;
+        };
+        let Ok(chunk) = decode_chunk(payload, &key) else {
+            return false;
+        };
+        let nwid = chunk.network;
+        if nwid.controller() != src {
+            return false;
+        }
+        let Some(m) = self.networks.get_mut(&nwid) else {
+            return true; // not joined (left meanwhile): ignore
+        };
+        let total = chunk.total_len as usize;
+        let fresh = m
+            .assembly
+            .as_ref()
+            .is_none_or(|a| a.update_id != chunk.update_id || a.bytes.len() != total);
+        if fresh {
+            m.assembly = Some(Assembly {
+                update_id: chunk.update_id,
+                bytes: vec![0; total],
+                received: vec![false; total],
+            });
+        }
+        let a = m.assembly.as_mut().expect("set above");
+        let range = chunk.offset as usize..chunk.offset as usize + chunk.data.len();
+        a.bytes[range.clone()].copy_from_slice(chunk.data);
+        a.received[range].iter_mut().for_each(|r| *r = true);
+        if !a.received.iter().all(|r| *r) {
+            return true;
+        }
+        let bytes = m.assembly.take().expect("complete").bytes;
+        match NetworkConfig::decode(&bytes, nwid, self.address, &key) {
+            Ok(config) => {
+                self.install_config(now_ms, config);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn install_config(&mut self, now_ms: u64, config: NetworkConfig) {
+        let nwid = config.network;
+        let Some(m) = self.networks.get_mut(&nwid) else {
+            return;
+        };
+        // Never go back to an older config (a reordered or replayed push).
+        if m.config
+            .as_ref()
+            .is_some_and(|old| old.certificate.timestamp_ms > config.certificate.timestamp_ms)
+        {
+            return;
+        }
+        m.received_ms = Some(now_ms);
+        // Certificates refresh every few seconds; only a change of settings is news.
+        let changed = m.config.as_ref().map(|c| {
+            let mut old = c.data.clone();
+            old.timestamp_ms = config.data.timestamp_ms;
+            old
+        }) != Some(config.data.clone())
+            || m.status != NetworkStatus::Ok;
+        m.config = Some(config);
+        m.status = NetworkStatus::Ok;
+        if changed {
+            self.events.push_back(Event::NetworkChanged(nwid));
+        }
+    }
+}
