@@ -81,7 +81,11 @@ fn serve(home: PathBuf, port: Option<u16>) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    vnet_node::service::runtime::run(vnet_node::service::runtime::ServiceOptions { home, port })?;
+    vnet_node::service::runtime::run(vnet_node::service::runtime::ServiceOptions {
+        home,
+        port,
+        controller: None,
+    })?;
     Ok(())
 }
 

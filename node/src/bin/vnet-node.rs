@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     match run(ServiceOptions {
         home: cli.home,
         port: cli.port,
+        controller: None,
     }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

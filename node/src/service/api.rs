@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::core::address::Address;
 use crate::core::endpoint::format_endpoint;
+use crate::core::network_id::NetworkId;
 use crate::core::node::Route;
 use crate::service::runtime::Shared;
 
@@ -42,18 +43,24 @@ fn not_found(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, msg.into())
 }
 
-/// The API's routes.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The API's routes, plus `extra` (a controller's), all behind the token.
+pub fn router(state: AppState, extra: Option<Router>) -> Router {
+    let app = Router::new()
         .route("/status", get(status))
         .route("/peer", get(peers))
         .route("/peer/{addr}", get(peer))
         .route("/moon", get(moons))
         .route("/moon/{id}", post(orbit).delete(deorbit))
         .route("/ping/{addr}", post(ping))
-        .fallback(|| async { not_found("no such API endpoint") })
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .route("/network", get(networks))
+        .route("/network/{nwid}", get(network).post(join).delete(leave))
+        .with_state(state.clone());
+    let app = match extra {
+        Some(extra) => app.merge(extra),
+        None => app,
+    };
+    app.fallback(|| async { not_found("no such API endpoint") })
+        .layer(middleware::from_fn_with_state(state, require_token))
 }
 
 #[derive(Deserialize)]
@@ -202,6 +209,67 @@ async fn deorbit(
     Ok(Json(
         json!({ "id": format!("{id:016x}"), "deorbited": true }),
     ))
+}
+
+fn parse_network_id(text: &str) -> Result<NetworkId, ApiError> {
+    text.parse()
+        .map_err(|e| bad_request(format!("bad network id {text:?}: {e}")))
+}
+
+async fn networks(State(s): State<AppState>) -> Json<Value> {
+    Json(serde_json::to_value(s.node().networks()).unwrap_or(Value::Null))
+}
+
+async fn network(
+    State(s): State<AppState>,
+    Path(nwid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let nwid = parse_network_id(&nwid)?;
+    let view = s
+        .node()
+        .network(nwid)
+        .ok_or_else(|| not_found(format!("not a member of {nwid}")))?;
+    Ok(Json(network_json(&view)))
+}
+
+fn network_json(view: &crate::core::node::NetworkView) -> Value {
+    let mut v = serde_json::to_value(view).unwrap_or(Value::Null);
+    // ZeroTier's field names for what tools read most.
+    v["nwid"] = json!(view.id);
+    v["portDeviceName"] = json!(crate::service::tap::device_name(
+        view.id.parse().expect("a network id we formatted")
+    ));
+    v
+}
+
+async fn join(
+    State(s): State<AppState>,
+    Path(nwid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let nwid = parse_network_id(&nwid)?;
+    s.home
+        .save_network(nwid)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    s.with_node(|node, now, out| node.join(now, nwid, out));
+    let view = s.node().network(nwid).expect("just joined");
+    Ok(Json(network_json(&view)))
+}
+
+async fn leave(
+    State(s): State<AppState>,
+    Path(nwid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let nwid = parse_network_id(&nwid)?;
+    let was = s.node().leave(nwid);
+    let recorded = s
+        .home
+        .remove_network(nwid)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if !was && !recorded {
+        return Err(not_found(format!("not a member of {nwid}")));
+    }
+    crate::service::runtime::configure_network(&s, None, nwid).await;
+    Ok(Json(json!({ "id": nwid.to_string(), "left": true })))
 }
 
 #[derive(Deserialize, Default)]

@@ -228,6 +228,44 @@ impl Home {
         (moons, errors)
     }
 
+    /// The networks joined: `networks.d/<nwid>.conf`.
+    pub fn joined_networks(&self) -> Vec<crate::core::network_id::NetworkId> {
+        let Ok(entries) = fs::read_dir(self.path("networks.d")) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<_> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".conf")?.parse().ok()
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Records a joined network (survives restarts).
+    pub fn save_network(&self, nwid: crate::core::network_id::NetworkId) -> Result<(), HomeError> {
+        let dir = self.path("networks.d");
+        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let path = dir.join(format!("{nwid}.conf"));
+        let body = serde_json::json!({ "id": nwid.to_string() }).to_string();
+        write_atomic(&path, body.as_bytes(), PUBLIC_FILE_MODE).map_err(io_error(&path))
+    }
+
+    /// Forgets a joined network; true if it was recorded.
+    pub fn remove_network(
+        &self,
+        nwid: crate::core::network_id::NetworkId,
+    ) -> Result<bool, HomeError> {
+        let path = self.path("networks.d").join(format!("{nwid}.conf"));
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_error(&path)(e)),
+        }
+    }
+
     /// Saves a moon as `moons.d/<id>.moon`.
     pub fn save_moon(&self, world: &World) -> Result<(), HomeError> {
         let dir = self.moons_dir();

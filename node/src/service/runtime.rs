@@ -14,9 +14,13 @@ use tracing::{debug, error, info, warn};
 use crate::core::address::Address;
 use crate::core::constants::{PACKET_MAX_LEN_BYTES, TIMER_TICK_MS};
 use crate::core::message::Versions;
+use crate::core::network_id::{Mac, NetworkId};
+use crate::core::node::NetworkStatus;
 use crate::core::node::{Event, Node, NodeConfig, Outbox, Route};
 use crate::core::world::WorldKind;
 use crate::service::home::{Home, HomeError};
+use crate::service::netlink::{LinkSettings, Netlink};
+use crate::service::tap::{TapDevice, device_name};
 
 /// Default UDP and API port.
 pub const DEFAULT_PORT: u16 = 9993;
@@ -44,13 +48,35 @@ pub enum ServiceError {
     Io(#[from] std::io::Error),
 }
 
+/// Makes a network controller for the node at `address` with home `dir`:
+/// the plugin the core asks, and the REST routes it adds to the local API.
+pub type ControllerFactory = Box<
+    dyn FnOnce(
+            Address,
+            &std::path::Path,
+        ) -> Result<
+            (
+                Box<dyn crate::core::netconf::NetworkController>,
+                axum::Router,
+            ),
+            String,
+        > + Send,
+>;
+
 /// How to run the service.
-#[derive(Debug, Clone)]
 pub struct ServiceOptions {
     /// Home directory.
     pub home: PathBuf,
     /// Port from the command line (else local.conf, else 9993).
     pub port: Option<u16>,
+    /// Run as a network controller too (`vnet-controller`).
+    pub controller: Option<ControllerFactory>,
+}
+
+/// Wall-clock milliseconds, for what controllers stamp (certificates must
+/// keep increasing across restarts, which a monotonic clock would not).
+pub fn wall_clock_ms() -> u64 {
+    crate::service::identity_file::now_ms()
 }
 
 /// The result of one ECHO.
@@ -77,6 +103,8 @@ pub struct Shared {
     next_ping: AtomicU64,
     events: mpsc::UnboundedSender<Event>,
     shutdown: AtomicBool,
+    /// TAP devices of configured networks.
+    devices: Mutex<HashMap<NetworkId, TapDevice>>,
 }
 
 impl Shared {
@@ -203,6 +231,19 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         path: home.path("identity.secret"),
         problem: e.to_string(),
     })?;
+    let controller_routes = match options.controller {
+        Some(factory) => {
+            let (plugin, routes) =
+                factory(node.address(), home.dir()).map_err(|problem| HomeError::Invalid {
+                    path: home.path("controller.d"),
+                    problem,
+                })?;
+            node.set_controller(plugin);
+            info!("serving networks {}______", node.address());
+            Some(routes)
+        }
+        None => None,
+    };
     let sockets = UdpSockets::bind(port)?;
     let with_v6 = sockets.v6.is_some();
     node.set_local_endpoints(local_endpoints(port, with_v6));
@@ -224,7 +265,13 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         next_ping: AtomicU64::new(1),
         events: events_tx,
         shutdown: AtomicBool::new(false),
+        devices: Mutex::new(HashMap::new()),
     });
+    // Networks joined before the restart: join again.
+    for nwid in home.joined_networks() {
+        info!(%nwid, "rejoining");
+        shared.with_node(|node, now, out| node.join(now, nwid, out));
+    }
 
     let packet_thread = {
         let shared = shared.clone();
@@ -246,7 +293,7 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(control_plane(shared.clone(), events_rx));
+    let result = runtime.block_on(control_plane(shared.clone(), events_rx, controller_routes));
     shared.shutdown.store(true, Ordering::Relaxed);
     let _ = packet_thread.join();
     if let Some(t) = packet_thread_v6 {
@@ -259,6 +306,7 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
 async fn control_plane(
     shared: Arc<Shared>,
     mut events: mpsc::UnboundedReceiver<Event>,
+    extra_routes: Option<axum::Router>,
 ) -> Result<(), ServiceError> {
     let api_addr = SocketAddr::from(([127, 0, 0, 1], shared.port));
     let listener = tokio::net::TcpListener::bind(api_addr)
@@ -269,14 +317,27 @@ async fn control_plane(
             error,
         })?;
     shared.home.write_port(shared.port)?;
-    let app = crate::service::api::router(shared.clone());
+    let app = crate::service::api::router(shared.clone(), extra_routes);
     let server = axum::serve(listener, app);
 
+    // Netlink is needed only to configure TAP devices; a root running
+    // unprivileged never joins a network.
+    let netlink = match Netlink::connect() {
+        Ok(n) => Some(Arc::new(n)),
+        Err(e) => {
+            warn!("netlink unavailable, networks cannot be configured: {e}");
+            None
+        }
+    };
     let events_task = {
         let shared = shared.clone();
         async move {
             while let Some(event) = events.recv().await {
-                handle_event(&shared, event);
+                if let Event::NetworkChanged(nwid) = event {
+                    configure_network(&shared, netlink.as_deref(), nwid).await;
+                } else {
+                    handle_event(&shared, event);
+                }
             }
         }
     };
@@ -298,6 +359,60 @@ async fn control_plane(
         _ = refresh_task => Ok(()),
         _ = sigterm.recv() => { info!("SIGTERM: shutting down"); Ok(()) }
         _ = tokio::signal::ctrl_c() => { info!("SIGINT: shutting down"); Ok(()) }
+    }
+}
+
+/// Brings a network's TAP device in line with its status and config:
+/// created and configured (MAC, MTU, addresses) when OK, removed otherwise.
+pub async fn configure_network(shared: &Shared, netlink: Option<&Netlink>, nwid: NetworkId) {
+    let (status, settings) = {
+        let node = shared.node();
+        let status = node.network(nwid).map(|v| v.status);
+        let settings = node.network_config(nwid).map(|c| LinkSettings {
+            device: device_name(nwid),
+            mac: Mac::for_member(node.address(), nwid),
+            mtu: u32::from(c.data.mtu),
+            addresses: c
+                .data
+                .assigned
+                .iter()
+                .map(|a| (a.ip, a.prefix_len))
+                .collect(),
+        });
+        (status, settings)
+    };
+    let lock_devices = || shared.devices.lock().unwrap_or_else(|p| p.into_inner());
+    match (status, settings) {
+        (Some(NetworkStatus::Ok), Some(settings)) => {
+            let created = {
+                let mut devices = lock_devices();
+                if devices.contains_key(&nwid) {
+                    Ok(())
+                } else {
+                    TapDevice::create(&settings.device).map(|tap| {
+                        devices.insert(nwid, tap);
+                    })
+                }
+            };
+            if let Err(e) = created {
+                error!(%nwid, device = settings.device, "cannot create TAP device: {e}");
+                return;
+            }
+            match netlink {
+                Some(n) => match n.apply(&settings).await {
+                    Ok(()) => {
+                        info!(%nwid, device = settings.device, addresses = ?settings.addresses, "network configured")
+                    }
+                    Err(e) => error!(%nwid, "cannot configure {}: {e}", settings.device),
+                },
+                None => error!(%nwid, "no netlink: {} left unconfigured", settings.device),
+            }
+        }
+        (status, _) => {
+            if lock_devices().remove(&nwid).is_some() {
+                info!(%nwid, ?status, "network device removed");
+            }
+        }
     }
 }
 
