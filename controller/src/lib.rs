@@ -1,4 +1,32 @@
-//! vnet network controller: networks, members, IP pools, routes and signed
-//! network configs, plugged into the node through a trait its core defines.
+//! vnet network controller: networks and members, IP pools and routes, the
+//! config each member gets, a crash-safe store under the node's home, and a
+//! ZeroTier-compatible REST API (`/controller/...`).
 //!
-//! Empty until the virtual-networks work lands; nothing uses it yet.
+//! - [`model`]: [`Network`] and [`Member`] and their JSON form;
+//! - [`update`]: partial updates from JSON, checked whole ([`FieldError`]);
+//! - [`assign`]: automatic IPv4 assignment from the pools;
+//! - [`store`]: `HOME/controller.d/network/<nwid>.json` and
+//!   `HOME/controller.d/network/<nwid>/member/<addr>.json`;
+//! - [`controller`]: [`Controller`], which ties them together and answers
+//!   members' config requests ([`MemberConfig`], [`ConfigDenied`]);
+//! - [`glue`]: [`NodeController`], the controller as the node core's
+//!   `NetworkController`, and [`plugin`] / [`factory`], which the service's
+//!   `ServiceOptions::controller` takes;
+//! - [`api`]: the REST routes (no auth of their own; the node's API adds it).
+
+pub mod api;
+pub mod assign;
+pub mod controller;
+pub mod glue;
+pub mod ip;
+pub mod model;
+pub mod store;
+pub mod update;
+
+pub use assign::AssignError;
+pub use controller::{ConfigDenied, Controller, ControllerError, DirectoryEntry, MemberConfig};
+pub use glue::{NodeController, factory, plugin};
+pub use ip::Cidr;
+pub use model::{IpPool, Member, Network, Route};
+pub use store::{Store, StoreError};
+pub use update::FieldError;

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::thread;
@@ -90,6 +91,127 @@ enum Command {
         )]
         interval: f64,
     },
+    /// Join a network.
+    Join {
+        /// The network id (16 hex digits).
+        nwid: String,
+    },
+    /// Leave a network.
+    Leave {
+        /// The network id (16 hex digits).
+        nwid: String,
+    },
+    /// List joined networks, one line each (zerotier-cli format).
+    Listnetworks,
+    /// Print one field of a joined network (e.g. status, name, mac, assignedAddresses).
+    Get {
+        /// The network id (16 hex digits).
+        nwid: String,
+        /// The field, as in `GET /network/<nwid>`.
+        field: String,
+    },
+    /// Manage the networks of this node's controller.
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
+    /// Manage the members of this node's controller networks.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NetworkCommand {
+    /// Create a network on this node's controller; prints its id.
+    Create {
+        /// The network's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Whether members need authorization [default: true].
+        #[arg(long, value_name = "true|false")]
+        private: Option<String>,
+        /// An address pool for automatic assignment (repeatable).
+        #[arg(long = "pool", value_name = "START-END")]
+        pools: Vec<String>,
+        /// A managed route, with an optional gateway (repeatable).
+        #[arg(long = "route", value_name = "CIDR[,VIA]")]
+        routes: Vec<String>,
+    },
+    /// List the controller's networks.
+    List,
+    /// Show a network as JSON.
+    Show {
+        /// The network id (16 hex digits).
+        nwid: String,
+    },
+    /// Change a network's settings.
+    Set {
+        /// The network id (16 hex digits).
+        nwid: String,
+        /// key=value with key one of name, private, mtu, multicastLimit, enableBroadcast.
+        #[arg(value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+        /// Replace the address pools with these (repeatable).
+        #[arg(long = "pool", value_name = "START-END")]
+        pools: Vec<String>,
+        /// Replace the routes with these (repeatable).
+        #[arg(long = "route", value_name = "CIDR[,VIA]")]
+        routes: Vec<String>,
+        /// Remove every address pool.
+        #[arg(long, conflicts_with = "pools")]
+        clear_pools: bool,
+        /// Remove every route.
+        #[arg(long, conflicts_with = "routes")]
+        clear_routes: bool,
+    },
+    /// Delete a network and its members.
+    Delete {
+        /// The network id (16 hex digits).
+        nwid: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MemberCommand {
+    /// List a network's members, one line each.
+    List {
+        /// The network id (16 hex digits).
+        nwid: String,
+    },
+    /// Show a member as JSON.
+    Show {
+        /// The network id (16 hex digits).
+        nwid: String,
+        /// The member's address (10 hex digits).
+        addr: String,
+    },
+    /// Authorize a member (it gets an address from the pools if due one).
+    Authorize {
+        /// The network id (16 hex digits).
+        nwid: String,
+        /// The member's address (10 hex digits).
+        addr: String,
+    },
+    /// Deauthorize a member.
+    Deauthorize {
+        /// The network id (16 hex digits).
+        nwid: String,
+        /// The member's address (10 hex digits).
+        addr: String,
+    },
+    /// Change a member's settings.
+    Set {
+        /// The network id (16 hex digits).
+        nwid: String,
+        /// The member's address (10 hex digits).
+        addr: String,
+        /// key=value with key one of authorized, activeBridge, noAutoAssignIps,
+        /// ipAssignments (comma-separated addresses, empty for none).
+        #[arg(value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
 }
 
 impl Command {
@@ -102,6 +224,24 @@ impl Command {
             Command::Orbit { .. } => "orbit",
             Command::Deorbit { .. } => "deorbit",
             Command::Ping { .. } => "ping",
+            Command::Join { .. } => "join",
+            Command::Leave { .. } => "leave",
+            Command::Listnetworks => "listnetworks",
+            Command::Get { .. } => "get",
+            Command::Network { command } => match command {
+                NetworkCommand::Create { .. } => "network create",
+                NetworkCommand::List => "network list",
+                NetworkCommand::Show { .. } => "network show",
+                NetworkCommand::Set { .. } => "network set",
+                NetworkCommand::Delete { .. } => "network delete",
+            },
+            Command::Member { command } => match command {
+                MemberCommand::List { .. } => "member list",
+                MemberCommand::Show { .. } => "member show",
+                MemberCommand::Authorize { .. } => "member authorize",
+                MemberCommand::Deauthorize { .. } => "member deauthorize",
+                MemberCommand::Set { .. } => "member set",
+            },
         }
     }
 }
@@ -182,6 +322,44 @@ enum Action {
         count: u32,
         interval: Duration,
     },
+    /// `network create`: the controller's address from `/status`, then the POST.
+    NetworkCreate {
+        body: Value,
+    },
+    /// `join` / `leave`: one request, `200 <command> OK`.
+    Membership {
+        method: Method,
+        path: String,
+    },
+    /// `get <nwid> <field>`.
+    GetField {
+        path: String,
+        field: String,
+    },
+    /// `network list`: the ids, then each network.
+    NetworkList,
+    /// `member list`: the addresses, then each member.
+    MemberList {
+        nwid: String,
+    },
+    /// One request to the controller API, its answer printed as `shown` says.
+    Controller {
+        method: Method,
+        path: String,
+        body: Option<Value>,
+        shown: Shown,
+    },
+}
+
+/// How a controller command prints its answer (without `-j`); each holds the
+/// subject after the command name (`<nwid>` or `<nwid> <addr>`).
+enum Shown {
+    /// `200 <command> <subject>`, then the JSON.
+    Json(String),
+    /// `200 <command> <subject> OK`
+    Ok(String),
+    /// `200 <command> <subject> <ips>` (and why there is no IP, if the API says).
+    Ips(String),
 }
 
 fn check_arguments(command: &Command) -> Result<Action, Failure> {
@@ -191,6 +369,19 @@ fn check_arguments(command: &Command) -> Result<Action, Failure> {
         Command::Info => Action::Get("/status"),
         Command::Listpeers | Command::Peers => Action::Get("/peer"),
         Command::Listmoons => Action::Get("/moon"),
+        Command::Listnetworks => Action::Get("/network"),
+        Command::Join { nwid } => Action::Membership {
+            method: Method::Post,
+            path: format!("/network/{}", normalize_network_id(nwid).map_err(bad)?),
+        },
+        Command::Leave { nwid } => Action::Membership {
+            method: Method::Delete,
+            path: format!("/network/{}", normalize_network_id(nwid).map_err(bad)?),
+        },
+        Command::Get { nwid, field } => Action::GetField {
+            path: format!("/network/{}", normalize_network_id(nwid).map_err(bad)?),
+            field: field.clone(),
+        },
         Command::Orbit { world_id, seed } => Action::Orbit {
             world_id: normalize_world_id(world_id).map_err(bad)?,
             seed: normalize_address(seed).map_err(bad)?,
@@ -207,6 +398,149 @@ fn check_arguments(command: &Command) -> Result<Action, Failure> {
             count: check_count(*count).map_err(bad)?,
             interval: check_interval(*interval).map_err(bad)?,
         },
+        Command::Network { command } => check_network_arguments(command).map_err(bad)?,
+        Command::Member { command } => check_member_arguments(command).map_err(bad)?,
+    })
+}
+
+fn network_path(nwid: &str) -> String {
+    format!("/controller/network/{nwid}")
+}
+
+fn member_path(nwid: &str, addr: &str) -> String {
+    format!("/controller/network/{nwid}/member/{addr}")
+}
+
+fn check_network_arguments(command: &NetworkCommand) -> Result<Action, String> {
+    Ok(match command {
+        NetworkCommand::Create {
+            name,
+            private,
+            pools,
+            routes,
+        } => {
+            let mut body = serde_json::Map::new();
+            if let Some(name) = name {
+                body.insert("name".into(), json!(name));
+            }
+            if let Some(private) = private {
+                body.insert("private".into(), json!(parse_bool("--private", private)?));
+            }
+            if !pools.is_empty() {
+                body.insert("ipAssignmentPools".into(), parse_pools(pools)?);
+            }
+            if !routes.is_empty() {
+                body.insert("routes".into(), parse_routes(routes)?);
+            }
+            Action::NetworkCreate {
+                body: Value::Object(body),
+            }
+        }
+        NetworkCommand::List => Action::NetworkList,
+        NetworkCommand::Show { nwid } => {
+            let nwid = normalize_network_id(nwid)?;
+            Action::Controller {
+                method: Method::Get,
+                path: network_path(&nwid),
+                body: None,
+                shown: Shown::Json(nwid),
+            }
+        }
+        NetworkCommand::Set {
+            nwid,
+            settings,
+            pools,
+            routes,
+            clear_pools,
+            clear_routes,
+        } => {
+            let nwid = normalize_network_id(nwid)?;
+            let mut body = network_settings(settings)?;
+            if !pools.is_empty() || *clear_pools {
+                body.insert("ipAssignmentPools".into(), parse_pools(pools)?);
+            }
+            if !routes.is_empty() || *clear_routes {
+                body.insert("routes".into(), parse_routes(routes)?);
+            }
+            if body.is_empty() {
+                return Err("nothing to set: give KEY=VALUE settings, --pool, --route, \
+                     --clear-pools or --clear-routes"
+                    .into());
+            }
+            Action::Controller {
+                method: Method::Post,
+                path: network_path(&nwid),
+                body: Some(Value::Object(body)),
+                shown: Shown::Ok(nwid),
+            }
+        }
+        NetworkCommand::Delete { nwid } => {
+            let nwid = normalize_network_id(nwid)?;
+            Action::Controller {
+                method: Method::Delete,
+                path: network_path(&nwid),
+                body: None,
+                shown: Shown::Ok(nwid),
+            }
+        }
+    })
+}
+
+fn check_member_arguments(command: &MemberCommand) -> Result<Action, String> {
+    // The member's API path and the subject of the output line.
+    let ids = |nwid: &str, addr: &str| -> Result<(String, String), String> {
+        let nwid = normalize_network_id(nwid)?;
+        let addr = normalize_address(addr)?;
+        Ok((member_path(&nwid, &addr), format!("{nwid} {addr}")))
+    };
+    Ok(match command {
+        MemberCommand::List { nwid } => Action::MemberList {
+            nwid: normalize_network_id(nwid)?,
+        },
+        MemberCommand::Show { nwid, addr } => {
+            let (path, subject) = ids(nwid, addr)?;
+            Action::Controller {
+                method: Method::Get,
+                path,
+                body: None,
+                shown: Shown::Json(subject),
+            }
+        }
+        MemberCommand::Authorize { nwid, addr } => {
+            let (path, subject) = ids(nwid, addr)?;
+            Action::Controller {
+                method: Method::Post,
+                path,
+                body: Some(json!({ "authorized": true })),
+                shown: Shown::Ips(subject),
+            }
+        }
+        MemberCommand::Deauthorize { nwid, addr } => {
+            let (path, subject) = ids(nwid, addr)?;
+            Action::Controller {
+                method: Method::Post,
+                path,
+                body: Some(json!({ "authorized": false })),
+                shown: Shown::Ok(subject),
+            }
+        }
+        MemberCommand::Set {
+            nwid,
+            addr,
+            settings,
+        } => {
+            let (path, subject) = ids(nwid, addr)?;
+            let body = member_settings(settings)?;
+            if body.is_empty() {
+                return Err("nothing to set: give KEY=VALUE settings".into());
+            }
+            Action::Controller {
+                method: Method::Post,
+                path,
+                body: Some(Value::Object(body)),
+                shown: Shown::Ok(subject),
+            }
+        }
     })
 }
 
@@ -227,10 +561,31 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
                     Command::Info => format_info(&answer),
                     Command::Listpeers => format_listpeers(&answer),
                     Command::Peers => format_peers(&answer),
+                    Command::Listnetworks => format_listnetworks(&answer),
                     _ => format_listmoons(&answer),
                 }
             };
             out.write_all(text.as_bytes())?;
+        }
+        Action::Membership { method, path } => {
+            let answer = api.call(name, method, &path, None)?;
+            write_ok(out, name, json, &answer)?;
+        }
+        Action::GetField { path, field } => {
+            let answer = api.call(name, Method::Get, &path, None)?;
+            let value = answer.get(&field).ok_or_else(|| {
+                Failure::bad_argument(name, &format!("no field {field:?} in the network"))
+            })?;
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Array(items) => items
+                    .iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            writeln!(out, "{text}")?;
         }
         Action::Orbit { world_id, seed } => {
             let path = format!("/moon/{world_id}");
@@ -247,8 +602,124 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
             count,
             interval,
         } => ping(&api, out, json, &addr, count, interval)?,
+        Action::NetworkCreate { body } => {
+            let status = api.call(name, Method::Get, "/status", None)?;
+            let controller = status
+                .get("address")
+                .and_then(Value::as_str)
+                .and_then(|a| normalize_address(a).ok())
+                .ok_or_else(|| {
+                    Failure::local(format_args!(
+                        "{name}: vnet-node's /status has no valid \"address\""
+                    ))
+                })?;
+            let path = network_path(&format!("{controller}______"));
+            let answer = api.call(name, Method::Post, &path, Some(&body))?;
+            let text = if json {
+                pretty(&answer)
+            } else {
+                format_network_created(&answer)
+            };
+            out.write_all(text.as_bytes())?;
+        }
+        Action::NetworkList => {
+            let ids = api.call(name, Method::Get, "/controller/network", None)?;
+            let text = if json {
+                pretty(&ids)
+            } else {
+                let mut networks = Vec::new();
+                for id in items(&ids) {
+                    let Some(nwid) = id.as_str().and_then(|i| normalize_network_id(i).ok()) else {
+                        continue;
+                    };
+                    if let Some(network) = api.get_unless_gone(name, &network_path(&nwid))? {
+                        networks.push(network);
+                    }
+                }
+                format_network_list(&networks)
+            };
+            out.write_all(text.as_bytes())?;
+        }
+        Action::MemberList { nwid } => {
+            let path = format!("{}/member", network_path(&nwid));
+            let list = api.call(name, Method::Get, &path, None)?;
+            let text = if json {
+                pretty(&list)
+            } else {
+                let mut addrs: Vec<String> = list
+                    .as_object()
+                    .map(|m| m.keys().filter_map(|a| normalize_address(a).ok()).collect())
+                    .unwrap_or_default();
+                addrs.sort();
+                let mut members = Vec::new();
+                for addr in addrs {
+                    if let Some(member) = api.get_unless_gone(name, &member_path(&nwid, &addr))? {
+                        members.push(member);
+                    }
+                }
+                format_member_list(&nwid, &members)
+            };
+            out.write_all(text.as_bytes())?;
+        }
+        Action::Controller {
+            method,
+            path,
+            body,
+            shown,
+        } => {
+            let answer = api.call(name, method, &path, body.as_ref())?;
+            let text = if json {
+                pretty(&answer)
+            } else {
+                match shown {
+                    Shown::Json(subject) => format!("200 {name} {subject}\n{}", pretty(&answer)),
+                    Shown::Ok(subject) => format!("200 {name} {subject} OK\n"),
+                    Shown::Ips(subject) => format_member_ips(name, &subject, &answer),
+                }
+            };
+            out.write_all(text.as_bytes())?;
+        }
     }
     Ok(())
+}
+
+/// zerotier-cli's listnetworks lines, header first.
+fn format_listnetworks(answer: &Value) -> String {
+    let mut out = String::from(
+        "200 listnetworks <nwid> <name> <mac> <status> <type> <dev> <ZT assigned ips>\n",
+    );
+    for n in answer.as_array().into_iter().flatten() {
+        let s = |k: &str| n.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+        let ips: Vec<String> = n
+            .get("assignedAddresses")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let name = n
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or("-");
+        out.push_str(&format!(
+            "200 listnetworks {} {} {} {} {} {} {}\n",
+            s("id"),
+            name,
+            s("mac"),
+            s("status"),
+            s("type"),
+            s("portDeviceName"),
+            if ips.is_empty() {
+                "-".to_string()
+            } else {
+                ips.join(",")
+            }
+        ));
+    }
+    out
 }
 
 fn write_ok(out: &mut dyn Write, name: &str, json: bool, answer: &Value) -> io::Result<()> {
@@ -343,6 +814,141 @@ fn normalize_world_id(text: &str) -> Result<String, String> {
             "bad world id {text:?}: expected 10 or 16 hex digits"
         ))
     }
+}
+
+/// A network id: exactly 16 hex digits; returned in lower case.
+fn normalize_network_id(text: &str) -> Result<String, String> {
+    if text.len() == 16 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(format!("bad network id {text:?}: expected 16 hex digits"))
+    }
+}
+
+fn parse_bool(what: &str, text: &str) -> Result<bool, String> {
+    match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("bad {what} {text:?}: expected true or false")),
+    }
+}
+
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    text.trim().parse().ok()
+}
+
+/// `--pool START-END`s as `ipAssignmentPools`.
+fn parse_pools(pools: &[String]) -> Result<Value, String> {
+    let mut out = Vec::with_capacity(pools.len());
+    for pool in pools {
+        let range = pool
+            .split_once('-')
+            .and_then(|(s, e)| Some((parse_ip(s)?, parse_ip(e)?)))
+            .filter(|(s, e)| s.is_ipv4() == e.is_ipv4());
+        let Some((start, end)) = range else {
+            return Err(format!(
+                "bad --pool {pool:?}: expected START-END, two addresses of one family \
+                 (e.g. 10.0.0.10-10.0.0.250)"
+            ));
+        };
+        out.push(json!({ "ipRangeStart": start.to_string(), "ipRangeEnd": end.to_string() }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// `--route CIDR[,VIA]`s as `routes` (the node checks host bits and families).
+fn parse_routes(routes: &[String]) -> Result<Value, String> {
+    let mut out = Vec::with_capacity(routes.len());
+    for route in routes {
+        let (target, via) = match route.split_once(',') {
+            Some((t, v)) => (t.trim(), Some(v)),
+            None => (route.trim(), None),
+        };
+        let target_ok = target.split_once('/').is_some_and(|(a, len)| {
+            parse_ip(a).is_some()
+                && !len.is_empty()
+                && len.len() <= 3
+                && len.bytes().all(|b| b.is_ascii_digit())
+        });
+        let via = match via {
+            None => Some(Value::Null),
+            Some(v) => parse_ip(v).map(|ip| json!(ip.to_string())),
+        };
+        match via {
+            Some(via) if target_ok => out.push(json!({ "target": target, "via": via })),
+            _ => {
+                return Err(format!(
+                    "bad --route {route:?}: expected CIDR[,VIA] (e.g. 10.0.0.0/24 or \
+                     0.0.0.0/0,10.0.0.1)"
+                ));
+            }
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+/// `KEY=VALUE` split at the first `=`.
+fn split_setting(setting: &str) -> Result<(&str, &str), String> {
+    setting
+        .split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("bad setting {setting:?}: expected KEY=VALUE"))
+}
+
+fn whole_number(key: &str, value: &str) -> Result<u64, String> {
+    value
+        .parse::<u64>()
+        .map_err(|_| format!("bad {key} {value:?}: expected a whole number"))
+}
+
+/// `network set`'s KEY=VALUE settings as an update body.
+fn network_settings(settings: &[String]) -> Result<serde_json::Map<String, Value>, String> {
+    let mut body = serde_json::Map::new();
+    for setting in settings {
+        let (key, value) = split_setting(setting)?;
+        let value = match key {
+            "name" => json!(value),
+            "private" | "enableBroadcast" => json!(parse_bool(key, value)?),
+            "mtu" | "multicastLimit" => json!(whole_number(key, value)?),
+            _ => {
+                return Err(format!(
+                    "unknown setting {key:?}: expected name, private, mtu, multicastLimit or \
+                     enableBroadcast"
+                ));
+            }
+        };
+        body.insert(key.to_string(), value);
+    }
+    Ok(body)
+}
+
+/// `member set`'s KEY=VALUE settings as an update body.
+fn member_settings(settings: &[String]) -> Result<serde_json::Map<String, Value>, String> {
+    let mut body = serde_json::Map::new();
+    for setting in settings {
+        let (key, value) = split_setting(setting)?;
+        let value = match key {
+            "authorized" | "activeBridge" | "noAutoAssignIps" => json!(parse_bool(key, value)?),
+            "ipAssignments" => {
+                let mut ips = Vec::new();
+                for ip in value.split(',').filter(|i| !i.trim().is_empty()) {
+                    let parsed = parse_ip(ip).ok_or_else(|| {
+                        format!("bad ipAssignments {value:?}: {ip:?} is not an IP address")
+                    })?;
+                    ips.push(json!(parsed.to_string()));
+                }
+                Value::Array(ips)
+            }
+            _ => {
+                return Err(format!(
+                    "unknown setting {key:?}: expected authorized, activeBridge, \
+                     noAutoAssignIps or ipAssignments"
+                ));
+            }
+        };
+        body.insert(key.to_string(), value);
+    }
+    Ok(body)
 }
 
 fn check_count(count: u32) -> Result<u32, String> {
@@ -536,6 +1142,14 @@ impl Api {
             ));
         }
         parse_answer(command, &reply.body)
+    }
+
+    /// A GET whose 404 means "gone meanwhile" (None); other errors fail.
+    fn get_unless_gone(&self, command: &str, path: &str) -> Result<Option<Value>, Failure> {
+        match self.call(command, Method::Get, path, None) {
+            Err(Failure::Line(line)) if line.starts_with(&format!("404 {command} ")) => Ok(None),
+            other => other.map(Some),
+        }
     }
 }
 
@@ -806,6 +1420,75 @@ fn format_ping_reply(addr: &str, n: u32, reply: &Value) -> String {
     )
 }
 
+/// `200 network create <nwid>`
+fn format_network_created(network: &Value) -> String {
+    format!("200 network create {}\n", text(network, "id"))
+}
+
+/// `200 network list <nwid> <name> PRIVATE|PUBLIC` per network (`-` for no name).
+fn format_network_list(networks: &[Value]) -> String {
+    let mut out = String::new();
+    for n in networks {
+        let private = n.get("private").and_then(Value::as_bool).unwrap_or(true);
+        out.push_str(&format!(
+            "200 network list {} {} {}\n",
+            text(n, "id"),
+            text(n, "name"),
+            if private { "PRIVATE" } else { "PUBLIC" }
+        ));
+    }
+    out
+}
+
+/// A member's addresses joined by `,`, or `-`.
+fn member_ips(member: &Value) -> String {
+    let ips: Vec<&str> = member
+        .get("ipAssignments")
+        .map(items)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    if ips.is_empty() {
+        "-".to_string()
+    } else {
+        ips.join(",")
+    }
+}
+
+/// `200 member list <nwid> <addr> AUTHORIZED|UNAUTHORIZED <ips>` per member,
+/// with ` BRIDGE` after active bridges.
+fn format_member_list(nwid: &str, members: &[Value]) -> String {
+    let mut out = String::new();
+    for m in members {
+        let auth = if flag(m, "authorized") {
+            "AUTHORIZED"
+        } else {
+            "UNAUTHORIZED"
+        };
+        let bridge = if flag(m, "activeBridge") {
+            " BRIDGE"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "200 member list {nwid} {} {auth} {}{bridge}\n",
+            text(m, "address"),
+            member_ips(m)
+        ));
+    }
+    out
+}
+
+/// `200 <command> <subject> <ips>`, then ` (<why no IP>)` if the API says.
+fn format_member_ips(command: &str, subject: &str, member: &Value) -> String {
+    let why = match member.get("ipAssignmentError") {
+        Some(Value::String(e)) if !e.is_empty() => format!(" ({})", one_line(e)),
+        _ => String::new(),
+    };
+    format!("200 {command} {subject} {}{why}\n", member_ips(member))
+}
+
 /// `ping <addr> seq=<n> timeout`
 fn format_ping_timeout(addr: &str, n: u32) -> String {
     format!("ping {addr} seq={n} timeout\n")
@@ -813,6 +1496,26 @@ fn format_ping_timeout(addr: &str, n: u32) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn listnetworks_lines_are_zerotier_cli_s() {
+        let answer = serde_json::json!([{
+            "id": "5b51b6c335000001", "name": "office", "mac": "32:0f:2a:e4:54:40",
+            "status": "OK", "type": "PRIVATE", "portDeviceName": "vnc335000001",
+            "assignedAddresses": ["10.147.17.5/24"]
+        }, {
+            "id": "5b51b6c335000002", "name": null, "mac": "32:0f:2a:e4:54:41",
+            "status": "ACCESS_DENIED", "type": null, "portDeviceName": "vnc335000002",
+            "assignedAddresses": []
+        }]);
+        assert_eq!(
+            format_listnetworks(&answer),
+            "200 listnetworks <nwid> <name> <mac> <status> <type> <dev> <ZT assigned ips>\n\
+             200 listnetworks 5b51b6c335000001 office 32:0f:2a:e4:54:40 OK PRIVATE vnc335000001 10.147.17.5/24\n\
+             200 listnetworks 5b51b6c335000002 - 32:0f:2a:e4:54:41 ACCESS_DENIED - vnc335000002 -\n"
+        );
+    }
+
     use super::*;
     use std::io::Read;
     use std::net::TcpListener;
@@ -1261,5 +1964,486 @@ mod tests {
         assert_eq!(cli.port, Some(5));
         assert_eq!(cli.token.as_deref(), Some("x"));
         assert!(Cli::try_parse_from(["vnet-cli", "-p", "0", "info"]).is_err());
+    }
+
+    // -----------------------------------------------------------------------
+    // Controller commands.
+
+    const NWID: &str = "8056c2e21c000001";
+
+    fn request_body(request: &str) -> Value {
+        serde_json::from_str(request.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn network_ids_bools_pools_and_routes() {
+        assert_eq!(normalize_network_id("8056C2E21C000001").unwrap(), NWID);
+        assert!(normalize_network_id("8056c2e21c00000").is_err());
+        assert!(normalize_network_id("8056c2e21c00000g").is_err());
+        assert_eq!(parse_bool("--private", "false"), Ok(false));
+        assert_eq!(
+            parse_bool("--private", "no").unwrap_err(),
+            "bad --private \"no\": expected true or false"
+        );
+        assert_eq!(
+            parse_pools(&["10.0.0.10-10.0.0.250".into(), "fd00::1-fd00::ff".into()]).unwrap(),
+            json!([{"ipRangeStart": "10.0.0.10", "ipRangeEnd": "10.0.0.250"},
+                   {"ipRangeStart": "fd00::1", "ipRangeEnd": "fd00::ff"}])
+        );
+        assert_eq!(parse_pools(&[]).unwrap(), json!([]));
+        for bad in ["10.0.0.1", "10.0.0.1-", "10.0.0.1-fd00::1", "a-b"] {
+            let e = parse_pools(&[bad.to_string()]).unwrap_err();
+            assert!(e.starts_with(&format!("bad --pool {bad:?}: ")), "{e}");
+        }
+        assert_eq!(
+            parse_routes(&["10.0.0.0/24".into(), "0.0.0.0/0,10.0.0.1".into()]).unwrap(),
+            json!([{"target": "10.0.0.0/24", "via": null},
+                   {"target": "0.0.0.0/0", "via": "10.0.0.1"}])
+        );
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.0/x",
+            "10.0.0.0/24,gw",
+            "nope/8",
+            "10.0.0.0/24,",
+        ] {
+            let e = parse_routes(&[bad.to_string()]).unwrap_err();
+            assert!(e.starts_with(&format!("bad --route {bad:?}: ")), "{e}");
+        }
+    }
+
+    #[test]
+    fn settings_become_typed_json() {
+        let body = network_settings(&[
+            "name=my net".into(),
+            "private=false".into(),
+            "mtu=1400".into(),
+            "multicastLimit=0".into(),
+            "enableBroadcast=true".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            Value::Object(body),
+            json!({"name": "my net", "private": false, "mtu": 1400, "multicastLimit": 0,
+                   "enableBroadcast": true})
+        );
+        assert_eq!(
+            network_settings(&["name=a=b".into()]).unwrap()["name"],
+            "a=b"
+        );
+        assert_eq!(
+            network_settings(&["mtu=big".into()]).unwrap_err(),
+            "bad mtu \"big\": expected a whole number"
+        );
+        assert!(
+            network_settings(&["colour=red".into()])
+                .unwrap_err()
+                .starts_with("unknown setting \"colour\"")
+        );
+        assert_eq!(
+            network_settings(&["name".into()]).unwrap_err(),
+            "bad setting \"name\": expected KEY=VALUE"
+        );
+        let body = member_settings(&[
+            "activeBridge=true".into(),
+            "noAutoAssignIps=false".into(),
+            "ipAssignments=10.0.0.5, fd00::5".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            Value::Object(body),
+            json!({"activeBridge": true, "noAutoAssignIps": false,
+                   "ipAssignments": ["10.0.0.5", "fd00::5"]})
+        );
+        assert_eq!(
+            member_settings(&["ipAssignments=".into()]).unwrap()["ipAssignments"],
+            json!([])
+        );
+        assert_eq!(
+            member_settings(&["ipAssignments=10.0.0.5,x".into()]).unwrap_err(),
+            "bad ipAssignments \"10.0.0.5,x\": \"x\" is not an IP address"
+        );
+        assert!(
+            member_settings(&["mtu=1".into()])
+                .unwrap_err()
+                .starts_with("unknown setting \"mtu\"")
+        );
+    }
+
+    #[test]
+    fn controller_output_lines() {
+        assert_eq!(
+            format_network_created(&json!({"id": NWID})),
+            "200 network create 8056c2e21c000001\n"
+        );
+        let nets = [
+            json!({"id": NWID, "name": "office", "private": true}),
+            json!({"id": "8056c2e21c000002", "name": "", "private": false}),
+        ];
+        assert_eq!(
+            format_network_list(&nets),
+            "200 network list 8056c2e21c000001 office PRIVATE\n\
+             200 network list 8056c2e21c000002 - PUBLIC\n"
+        );
+        let members = [
+            json!({"address": "a1b2c3d4e5", "authorized": true, "activeBridge": true,
+                   "ipAssignments": ["10.0.0.1", "fd00::1"]}),
+            json!({"address": "0102030405", "authorized": false, "ipAssignments": []}),
+        ];
+        assert_eq!(
+            format_member_list(NWID, &members),
+            "200 member list 8056c2e21c000001 a1b2c3d4e5 AUTHORIZED 10.0.0.1,fd00::1 BRIDGE\n\
+             200 member list 8056c2e21c000001 0102030405 UNAUTHORIZED -\n"
+        );
+        assert_eq!(
+            format_member_ips(
+                "member authorize",
+                "n a",
+                &json!({"ipAssignments": ["10.0.0.1"], "ipAssignmentError": null})
+            ),
+            "200 member authorize n a 10.0.0.1\n"
+        );
+        assert_eq!(
+            format_member_ips(
+                "member authorize",
+                "n a",
+                &json!({"ipAssignments": [], "ipAssignmentError": "pools used up"})
+            ),
+            "200 member authorize n a - (pools used up)\n"
+        );
+    }
+
+    #[test]
+    fn network_create_asks_for_the_address_then_posts() {
+        let (port, requests) = fake_server(vec![
+            http_response("200 OK", r#"{"address": "8056c2e21c", "online": true}"#),
+            http_response("200 OK", &json!({"id": NWID, "name": "lab"}).to_string()),
+        ]);
+        let port = port.to_string();
+        let (result, out) = run_args(&[
+            "-T",
+            "t",
+            "-p",
+            &port,
+            "network",
+            "create",
+            "--name",
+            "lab",
+            "--private",
+            "false",
+            "--pool",
+            "10.0.0.10-10.0.0.20",
+            "--route",
+            "10.0.0.0/24",
+            "--route",
+            "0.0.0.0/0,10.0.0.1",
+        ]);
+        assert_eq!(result, Ok(()));
+        assert_eq!(out, "200 network create 8056c2e21c000001\n");
+        assert!(
+            requests
+                .recv()
+                .unwrap()
+                .starts_with("GET /status HTTP/1.1\r\n")
+        );
+        let post = requests.recv().unwrap();
+        assert!(
+            post.starts_with("POST /controller/network/8056c2e21c______ HTTP/1.1\r\n"),
+            "{post}"
+        );
+        assert!(post.to_ascii_lowercase().contains("\r\nx-vnet-auth: t\r\n"));
+        assert_eq!(
+            request_body(&post),
+            json!({"name": "lab", "private": false,
+                   "ipAssignmentPools": [{"ipRangeStart": "10.0.0.10", "ipRangeEnd": "10.0.0.20"}],
+                   "routes": [{"target": "10.0.0.0/24", "via": null},
+                              {"target": "0.0.0.0/0", "via": "10.0.0.1"}]})
+        );
+    }
+
+    #[test]
+    fn network_create_with_json_and_without_options() {
+        let answer = json!({"id": NWID, "private": true});
+        let (port, requests) = fake_server(vec![
+            http_response("200 OK", r#"{"address": "8056c2e21c"}"#),
+            http_response("200 OK", &answer.to_string()),
+        ]);
+        let port = port.to_string();
+        let (result, out) = run_args(&["-j", "-T", "t", "-p", &port, "network", "create"]);
+        assert_eq!(result, Ok(()));
+        assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), answer);
+        requests.recv().unwrap();
+        assert_eq!(request_body(&requests.recv().unwrap()), json!({}));
+    }
+
+    #[test]
+    fn network_list_shows_each_network_and_skips_vanished_ones() {
+        let (port, requests) = fake_server(vec![
+            http_response("200 OK", r#"["8056c2e21c000001", "8056c2e21c000002"]"#),
+            http_response(
+                "200 OK",
+                r#"{"id": "8056c2e21c000001", "name": "a b", "private": false}"#,
+            ),
+            http_response(
+                "404 Not Found",
+                r#"{"error": "network 8056c2e21c000002 not found"}"#,
+            ),
+        ]);
+        let port = port.to_string();
+        let (result, out) = run_args(&["-T", "t", "-p", &port, "network", "list"]);
+        assert_eq!(result, Ok(()));
+        assert_eq!(out, "200 network list 8056c2e21c000001 a b PUBLIC\n");
+        assert!(
+            requests
+                .recv()
+                .unwrap()
+                .starts_with("GET /controller/network HTTP/1.1")
+        );
+        assert!(
+            requests
+                .recv()
+                .unwrap()
+                .starts_with("GET /controller/network/8056c2e21c000001 HTTP/1.1")
+        );
+        assert!(
+            requests
+                .recv()
+                .unwrap()
+                .starts_with("GET /controller/network/8056c2e21c000002 HTTP/1.1")
+        );
+    }
+
+    #[test]
+    fn network_show_set_delete() {
+        let net = json!({"id": NWID, "name": "lab", "mtu": 2800});
+        let (port, requests) = fake_server(vec![
+            http_response("200 OK", &net.to_string()),
+            http_response("200 OK", &net.to_string()),
+            http_response(
+                "400 Bad Request",
+                r#"{"error": "mtu: expected an integer from 1280 to 10000, got 99"}"#,
+            ),
+            http_response("200 OK", &net.to_string()),
+        ]);
+        let port = port.to_string();
+        let (result, out) = run_args(&["-T", "t", "-p", &port, "network", "show", NWID]);
+        assert_eq!(result, Ok(()));
+        let json_part = out
+            .strip_prefix("200 network show 8056c2e21c000001\n")
+            .unwrap();
+        assert_eq!(serde_json::from_str::<Value>(json_part).unwrap(), net);
+        requests.recv().unwrap();
+
+        let (result, out) = run_args(&[
+            "-T",
+            "t",
+            "-p",
+            &port,
+            "network",
+            "set",
+            "8056C2E21C000001",
+            "name=new",
+            "mtu=1400",
+            "--clear-pools",
+            "--route",
+            "10.1.0.0/16",
+        ]);
+        assert_eq!(result, Ok(()));
+        assert_eq!(out, "200 network set 8056c2e21c000001 OK\n");
+        let post = requests.recv().unwrap();
+        assert!(
+            post.starts_with("POST /controller/network/8056c2e21c000001 HTTP/1.1"),
+            "{post}"
+        );
+        assert_eq!(
+            request_body(&post),
+            json!({"name": "new", "mtu": 1400, "ipAssignmentPools": [],
+                   "routes": [{"target": "10.1.0.0/16", "via": null}]})
+        );
+
+        let (result, _) = run_args(&["-T", "t", "-p", &port, "network", "set", NWID, "mtu=99"]);
+        assert_eq!(
+            line(result),
+            "400 network set mtu: expected an integer from 1280 to 10000, got 99"
+        );
+        requests.recv().unwrap();
+
+        let (result, out) = run_args(&["-T", "t", "-p", &port, "network", "delete", NWID]);
+        assert_eq!(result, Ok(()));
+        assert_eq!(out, "200 network delete 8056c2e21c000001 OK\n");
+        assert!(
+            requests
+                .recv()
+                .unwrap()
+                .starts_with("DELETE /controller/network/8056c2e21c000001 HTTP/1.1")
+        );
+    }
+
+    #[test]
+    fn member_list_show_authorize_deauthorize_set() {
+        let m = json!({"address": "a1b2c3d4e5", "authorized": true, "ipAssignments": ["10.0.0.1"],
+                       "ipAssignmentError": null});
+        let (port, requests) = fake_server(vec![
+            http_response("200 OK", r#"{"a1b2c3d4e5": 2}"#),
+            http_response("200 OK", &m.to_string()),
+            http_response("200 OK", &m.to_string()),
+            http_response("200 OK", &m.to_string()),
+            http_response("200 OK", &m.to_string()),
+            http_response("200 OK", &m.to_string()),
+            http_response("200 OK", r#"{"a1b2c3d4e5": 2}"#),
+            http_response(
+                "404 Not Found",
+                r#"{"error": "network 8056c2e21c000001 not found"}"#,
+            ),
+        ]);
+        let port = port.to_string();
+        let base = ["-T", "t", "-p", port.as_str(), "member"];
+        fn join<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<&'a str> {
+            a.iter().chain(b).copied().collect()
+        }
+
+        let (result, out) = run_args(&join(&base, &["list", NWID]));
+        assert_eq!(result, Ok(()));
+        assert_eq!(
+            out,
+            "200 member list 8056c2e21c000001 a1b2c3d4e5 AUTHORIZED 10.0.0.1\n"
+        );
+        assert!(
+            requests
+                .recv()
+                .unwrap()
+                .starts_with("GET /controller/network/8056c2e21c000001/member HTTP/1.1")
+        );
+        assert!(
+            requests
+                .recv()
+                .unwrap()
+                .starts_with("GET /controller/network/8056c2e21c000001/member/a1b2c3d4e5 HTTP/1.1")
+        );
+
+        let (result, out) = run_args(&join(&base, &["show", NWID, "A1B2C3D4E5"]));
+        assert_eq!(result, Ok(()));
+        assert!(
+            out.starts_with("200 member show 8056c2e21c000001 a1b2c3d4e5\n{\n"),
+            "{out}"
+        );
+        requests.recv().unwrap();
+
+        let (result, out) = run_args(&join(&base, &["authorize", NWID, "a1b2c3d4e5"]));
+        assert_eq!(result, Ok(()));
+        assert_eq!(
+            out,
+            "200 member authorize 8056c2e21c000001 a1b2c3d4e5 10.0.0.1\n"
+        );
+        let post = requests.recv().unwrap();
+        assert!(
+            post.starts_with(
+                "POST /controller/network/8056c2e21c000001/member/a1b2c3d4e5 HTTP/1.1"
+            )
+        );
+        assert_eq!(request_body(&post), json!({"authorized": true}));
+
+        let (result, out) = run_args(&join(&base, &["deauthorize", NWID, "a1b2c3d4e5"]));
+        assert_eq!(result, Ok(()));
+        assert_eq!(
+            out,
+            "200 member deauthorize 8056c2e21c000001 a1b2c3d4e5 OK\n"
+        );
+        assert_eq!(
+            request_body(&requests.recv().unwrap()),
+            json!({"authorized": false})
+        );
+
+        let (result, out) = run_args(&join(
+            &base,
+            &[
+                "set",
+                NWID,
+                "a1b2c3d4e5",
+                "activeBridge=true",
+                "ipAssignments=10.0.0.9",
+            ],
+        ));
+        assert_eq!(result, Ok(()));
+        assert_eq!(out, "200 member set 8056c2e21c000001 a1b2c3d4e5 OK\n");
+        assert_eq!(
+            request_body(&requests.recv().unwrap()),
+            json!({"activeBridge": true, "ipAssignments": ["10.0.0.9"]})
+        );
+
+        let (result, out) = run_args(&["-j", "-T", "t", "-p", &port, "member", "list", NWID]);
+        assert_eq!(result, Ok(()));
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).unwrap(),
+            json!({"a1b2c3d4e5": 2}),
+            "-j prints the list's JSON"
+        );
+        requests.recv().unwrap();
+
+        let (result, _) = run_args(&join(&base, &["list", NWID]));
+        assert_eq!(
+            line(result),
+            "404 member list network 8056c2e21c000001 not found"
+        );
+    }
+
+    #[test]
+    fn controller_arguments_are_checked_before_any_request() {
+        let cases: [(&[&str], &str); 8] = [
+            (
+                &["network", "show", "123"],
+                "400 network show bad network id \"123\": expected 16 hex digits",
+            ),
+            (
+                &["network", "create", "--private", "maybe"],
+                "400 network create bad --private \"maybe\": expected true or false",
+            ),
+            (
+                &["network", "create", "--pool", "10.0.0.1"],
+                "400 network create bad --pool \"10.0.0.1\": ",
+            ),
+            (
+                &["network", "set", NWID],
+                "400 network set nothing to set: ",
+            ),
+            (
+                &["network", "set", NWID, "speed=9"],
+                "400 network set unknown setting \"speed\"",
+            ),
+            (
+                &["member", "authorize", NWID, "xyz"],
+                "400 member authorize bad address \"xyz\": expected 10 hex digits",
+            ),
+            (
+                &["member", "set", NWID, "a1b2c3d4e5"],
+                "400 member set nothing to set: give KEY=VALUE settings",
+            ),
+            (
+                &["member", "set", NWID, "a1b2c3d4e5", "authorized=yes"],
+                "400 member set bad authorized \"yes\": expected true or false",
+            ),
+        ];
+        for (rest, expected) in cases {
+            let mut args = vec!["-T", "t", "-p", "1"];
+            args.extend_from_slice(rest);
+            let (r, _) = run_args(&args);
+            let got = line(r);
+            assert!(
+                got.starts_with(expected),
+                "{got:?} should start with {expected:?}"
+            );
+        }
+        assert!(
+            Cli::try_parse_from([
+                "vnet-cli",
+                "network",
+                "set",
+                NWID,
+                "--pool",
+                "a-b",
+                "--clear-pools"
+            ])
+            .is_err()
+        );
     }
 }

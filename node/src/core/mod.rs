@@ -18,6 +18,7 @@ pub mod node;
 pub mod path;
 pub mod replay;
 pub mod session;
+pub mod switch;
 pub mod verb;
 pub mod wire;
 pub mod world;

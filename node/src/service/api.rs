@@ -217,7 +217,9 @@ fn parse_network_id(text: &str) -> Result<NetworkId, ApiError> {
 }
 
 async fn networks(State(s): State<AppState>) -> Json<Value> {
-    Json(serde_json::to_value(s.node().networks()).unwrap_or(Value::Null))
+    Json(Value::Array(
+        s.node().networks().iter().map(network_json).collect(),
+    ))
 }
 
 async fn network(

@@ -384,13 +384,11 @@ pub async fn configure_network(shared: &Shared, netlink: Option<&Netlink>, nwid:
     let lock_devices = || shared.devices.lock().unwrap_or_else(|p| p.into_inner());
     match (status, settings) {
         (Some(NetworkStatus::Ok), Some(settings)) => {
-            let created = {
-                let mut devices = lock_devices();
-                if devices.contains_key(&nwid) {
-                    Ok(())
-                } else {
+            let created = match lock_devices().entry(nwid) {
+                std::collections::hash_map::Entry::Occupied(_) => Ok(()),
+                std::collections::hash_map::Entry::Vacant(slot) => {
                     TapDevice::create(&settings.device).map(|tap| {
-                        devices.insert(nwid, tap);
+                        slot.insert(tap);
                     })
                 }
             };

@@ -1,0 +1,253 @@
+//! The controller's REST API (ZeroTier's `/controller` paths). It has no
+//! authentication of its own: the node merges it under its token check.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /controller` | `{"controller": true, "apiVersion": 4, "clock": ms}` |
+//! | `GET /controller/network` | `["<nwid>", ...]` |
+//! | `POST /controller/network/<controller addr>______` | creates a network with a random free number; body: initial fields |
+//! | `GET`, `POST`, `DELETE /controller/network/<nwid>` | the network; `POST` updates (or creates that id) |
+//! | `GET /controller/network/<nwid>/member` | `{"<addr>": revision, ...}` |
+//! | `GET`, `POST`, `DELETE /controller/network/<nwid>/member/<addr>` | the member; `POST` updates (or records it) |
+//!
+//! Errors are `{"error": "..."}`: 400 for a bad id or field (the message
+//! names the field), 404 for an unknown network or member, 405 for an
+//! unsupported method, 409 for creating an existing id, 500 when a change
+//! cannot be saved (nothing changed then).
+
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+use vnet_node::core::address::Address;
+use vnet_node::core::network_id::NetworkId;
+
+use crate::controller::{Controller, ControllerError};
+use crate::glue::lock;
+use crate::model::Member;
+
+/// The version `GET /controller` reports (ZeroTier's controller API version).
+pub const API_VERSION: u32 = 4;
+/// The suffix of a network id that asks for a new random number.
+const NEW_NETWORK_SUFFIX: &str = "______";
+
+type Shared = Arc<Mutex<Controller>>;
+
+/// An error answer: status and `{"error": message}`.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ControllerError> for ApiError {
+    fn from(e: ControllerError) -> Self {
+        let status = match &e {
+            ControllerError::Invalid(_) | ControllerError::ForeignNetwork { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            ControllerError::NetworkNotFound(_) | ControllerError::MemberNotFound(..) => {
+                StatusCode::NOT_FOUND
+            }
+            ControllerError::NetworkExists(_) => StatusCode::CONFLICT,
+            ControllerError::NoFreeNetworkNumber | ControllerError::Store(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+fn bad_request(message: String) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message)
+}
+
+/// The controller's routes, with their state applied; the result fits any
+/// router state, so the node can merge it into its own router before its
+/// token check is layered on.
+pub fn router<S>(state: Shared) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/controller", get(status))
+        .route("/controller/network", get(list_networks))
+        .route(
+            "/controller/network/{nwid}",
+            get(show_network).post(post_network).delete(delete_network),
+        )
+        .route("/controller/network/{nwid}/member", get(list_members))
+        .route(
+            "/controller/network/{nwid}/member/{addr}",
+            get(show_member).post(post_member).delete(delete_member),
+        )
+        .method_not_allowed_fallback(|| async {
+            ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())
+        })
+        .with_state(state)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn parse_nwid(text: &str) -> Result<NetworkId, ApiError> {
+    text.parse()
+        .map_err(|e| bad_request(format!("bad network id {text:?}: {e}")))
+}
+
+fn parse_address(text: &str) -> Result<Address, ApiError> {
+    text.parse()
+        .map_err(|e| bad_request(format!("bad member address {text:?}: {e}")))
+}
+
+/// A request body as JSON; an empty body is `{}`.
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Map::new()));
+    }
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("body is not JSON: {e}")))
+}
+
+fn member_json(c: &Controller, member: &Member) -> Value {
+    let mut j = member.to_json();
+    j["ipAssignmentError"] = match c.ip_assignment_problem(member.network_id, member.address) {
+        Some(problem) => json!(problem.to_string()),
+        None => Value::Null,
+    };
+    j
+}
+
+async fn status() -> Json<Value> {
+    Json(json!({ "controller": true, "apiVersion": API_VERSION, "clock": now_ms() }))
+}
+
+async fn list_networks(State(s): State<Shared>) -> Json<Value> {
+    let ids: Vec<String> = lock(&s)
+        .network_ids()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    Json(json!(ids))
+}
+
+async fn show_network(
+    State(s): State<Shared>,
+    Path(nwid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let nwid = parse_nwid(&nwid)?;
+    let c = lock(&s);
+    let network = c
+        .network(nwid)
+        .ok_or(ControllerError::NetworkNotFound(nwid))?;
+    Ok(Json(network.to_json()))
+}
+
+async fn post_network(
+    State(s): State<Shared>,
+    Path(nwid): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body = parse_body(&body)?;
+    let now = now_ms();
+    let mut c = lock(&s);
+    if let Some(controller) = nwid.strip_suffix(NEW_NETWORK_SUFFIX)
+        && nwid.len() == 16
+    {
+        let controller = controller.parse::<Address>().map_err(|e| {
+            bad_request(format!(
+                "bad network id {nwid:?}: its first 10 digits are not a controller address: {e}"
+            ))
+        })?;
+        if controller != c.address() {
+            return Err(bad_request(format!(
+                "cannot create networks for controller {controller}: this one is {}",
+                c.address()
+            )));
+        }
+        return Ok(Json(c.create_network(now, &body)?.to_json()));
+    }
+    let nwid = parse_nwid(&nwid)?;
+    let network = if c.network(nwid).is_some() {
+        c.update_network(nwid, &body)?
+    } else {
+        c.create_network_with_id(now, nwid, &body)?
+    };
+    Ok(Json(network.to_json()))
+}
+
+async fn delete_network(
+    State(s): State<Shared>,
+    Path(nwid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let nwid = parse_nwid(&nwid)?;
+    let network = lock(&s).delete_network(nwid)?;
+    Ok(Json(network.to_json()))
+}
+
+async fn list_members(
+    State(s): State<Shared>,
+    Path(nwid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let nwid = parse_nwid(&nwid)?;
+    let c = lock(&s);
+    let members = c
+        .members(nwid)
+        .ok_or(ControllerError::NetworkNotFound(nwid))?;
+    let map: Map<String, Value> = members
+        .iter()
+        .map(|m| (m.address.to_string(), json!(m.revision)))
+        .collect();
+    Ok(Json(Value::Object(map)))
+}
+
+async fn show_member(
+    State(s): State<Shared>,
+    Path((nwid, addr)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let nwid = parse_nwid(&nwid)?;
+    let addr = parse_address(&addr)?;
+    let c = lock(&s);
+    if c.network(nwid).is_none() {
+        return Err(ControllerError::NetworkNotFound(nwid).into());
+    }
+    let member = c
+        .member(nwid, addr)
+        .ok_or(ControllerError::MemberNotFound(nwid, addr))?;
+    Ok(Json(member_json(&c, member)))
+}
+
+async fn post_member(
+    State(s): State<Shared>,
+    Path((nwid, addr)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let nwid = parse_nwid(&nwid)?;
+    let addr = parse_address(&addr)?;
+    let body = parse_body(&body)?;
+    let mut c = lock(&s);
+    let member = c.update_member(now_ms(), nwid, addr, &body)?.clone();
+    Ok(Json(member_json(&c, &member)))
+}
+
+async fn delete_member(
+    State(s): State<Shared>,
+    Path((nwid, addr)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let nwid = parse_nwid(&nwid)?;
+    let addr = parse_address(&addr)?;
+    let member = lock(&s).delete_member(nwid, addr)?;
+    Ok(Json(member.to_json()))
+}

@@ -1,0 +1,1223 @@
+//! The controller: networks and members in memory, mirrored in the store,
+//! and the configs members get.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde_json::Value;
+use vnet_node::core::address::Address;
+use vnet_node::core::netconf::{AssignedIp, ManagedRoute, NetworkConfigData};
+use vnet_node::core::network_id::NetworkId;
+
+pub use vnet_node::core::netconf::ConfigDenied;
+
+use crate::assign::{AssignError, lowest_free_ipv4, wants_ipv4};
+use crate::model::{Member, Network};
+use crate::store::{Store, StoreError};
+use crate::update::{FieldError, member_update, network_update};
+
+/// How many removed members [`Controller::changed_members`] remembers.
+const MAX_REMOVED: usize = 10_000;
+/// Random tries for a free network number before counting up.
+const RANDOM_NUMBER_TRIES: usize = 32;
+
+/// Why a controller operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// A field of the update is wrong (HTTP 400).
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// No such network (HTTP 404).
+    #[error("network {0} not found")]
+    NetworkNotFound(NetworkId),
+    /// No such member (HTTP 404).
+    #[error("member {1} of network {0} not found")]
+    MemberNotFound(NetworkId, Address),
+    /// Creating a network whose id is taken (HTTP 409).
+    #[error("network {0} already exists")]
+    NetworkExists(NetworkId),
+    /// A network id of another controller (HTTP 400).
+    #[error("network {nwid} belongs to controller {}, not to this one ({ours})", nwid.controller())]
+    ForeignNetwork {
+        /// The id asked for.
+        nwid: NetworkId,
+        /// This controller's address.
+        ours: Address,
+    },
+    /// All 2^24 network numbers are taken (HTTP 500).
+    #[error("no free network number left on this controller")]
+    NoFreeNetworkNumber,
+    /// The change could not be made durable (HTTP 500); nothing changed.
+    #[error("cannot save: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// One authorized member in a config's directory: its address and IPs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    /// The member.
+    pub address: Address,
+    /// Its assigned addresses.
+    pub ips: Vec<IpAddr>,
+}
+
+/// What one member of a network is told (unsigned; the node signs it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberConfig {
+    /// The network.
+    pub nwid: NetworkId,
+    /// The member it is for.
+    pub member: Address,
+    /// Network name.
+    pub name: String,
+    /// The network's revision plus the member's: grows with every change
+    /// of what this config says.
+    pub revision: u64,
+    /// When issued (the `now_ms` of the request).
+    pub timestamp_ms: u64,
+    /// Whether the network is private.
+    pub private: bool,
+    /// Virtual MTU.
+    pub mtu: u16,
+    /// Most recipients of one multicast.
+    pub multicast_limit: u32,
+    /// Whether Ethernet broadcast is carried.
+    pub enable_broadcast: bool,
+    /// Whether this member may bridge.
+    pub active_bridge: bool,
+    /// This member's addresses with their prefix lengths.
+    pub assigned: Vec<AssignedIp>,
+    /// The network's managed routes.
+    pub routes: Vec<ManagedRoute>,
+    /// The network's authorized active bridges.
+    pub bridges: Vec<Address>,
+    /// Every authorized member and its IPs (PROTOCOL.md §4.6).
+    pub directory: Vec<DirectoryEntry>,
+}
+
+impl From<MemberConfig> for NetworkConfigData {
+    fn from(c: MemberConfig) -> Self {
+        NetworkConfigData {
+            name: c.name,
+            revision: c.revision,
+            timestamp_ms: c.timestamp_ms,
+            private: c.private,
+            mtu: c.mtu,
+            multicast_limit: c.multicast_limit,
+            enable_broadcast: c.enable_broadcast,
+            active_bridge: c.active_bridge,
+            assigned: c.assigned,
+            routes: c.routes,
+            bridges: c.bridges.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct MemberEntry {
+    member: Member,
+    /// Sequence number of its last change.
+    changed_at: u64,
+}
+
+#[derive(Debug)]
+struct NetworkEntry {
+    network: Network,
+    members: BTreeMap<Address, MemberEntry>,
+    /// Sequence number of the last change of what every member is told.
+    changed_at: u64,
+}
+
+impl NetworkEntry {
+    fn taken_ips(&self) -> HashSet<IpAddr> {
+        self.members
+            .values()
+            .flat_map(|e| e.member.ip_assignments.iter().copied())
+            .collect()
+    }
+
+    /// The member holding `ip`, if any.
+    fn holder(&self, ip: IpAddr) -> Option<Address> {
+        self.members
+            .values()
+            .find(|e| e.member.ip_assignments.contains(&ip))
+            .map(|e| e.member.address)
+    }
+}
+
+/// What of a member every other member's config shows (directory and bridges).
+fn shown_to_others(member: Option<&Member>) -> Option<(bool, &[IpAddr])> {
+    member
+        .filter(|m| m.authorized)
+        .map(|m| (m.active_bridge, m.ip_assignments.as_slice()))
+}
+
+/// A network controller: its networks and members, kept in memory and
+/// (unless made with [`Controller::in_memory`]) in a [`Store`]. Every change
+/// is written, durably, before it is made in memory and before the call
+/// returns; a refused or failed change changes nothing.
+///
+/// Each change also takes a number from a sequence, so a caller can ask
+/// which members' configs changed since it last looked
+/// ([`Controller::changed_members`]).
+#[derive(Debug)]
+pub struct Controller {
+    address: Address,
+    store: Option<Store>,
+    networks: BTreeMap<NetworkId, NetworkEntry>,
+    sequence: u64,
+    /// Members removed (alone or with their network): (sequence, network, member).
+    removed: VecDeque<(u64, NetworkId, Address)>,
+}
+
+impl Controller {
+    /// A controller with address `address` that keeps nothing on disk.
+    pub fn in_memory(address: Address) -> Self {
+        Self {
+            address,
+            store: None,
+            networks: BTreeMap::new(),
+            sequence: 1,
+            removed: VecDeque::new(),
+        }
+    }
+
+    /// A controller with address `address` whose state lives under `home`
+    /// (`home/controller.d`); loads what is there (an error names a
+    /// malformed file).
+    pub fn open(address: Address, home: &Path) -> Result<Self, StoreError> {
+        let store = Store::new(home);
+        let loaded = store.load()?;
+        let mut c = Self::in_memory(address);
+        for (network, members) in loaded {
+            let members = members
+                .into_iter()
+                .map(|m| {
+                    (
+                        m.address,
+                        MemberEntry {
+                            member: m,
+                            changed_at: 1,
+                        },
+                    )
+                })
+                .collect();
+            c.networks.insert(
+                network.id,
+                NetworkEntry {
+                    network,
+                    members,
+                    changed_at: 1,
+                },
+            );
+        }
+        c.store = Some(store);
+        Ok(c)
+    }
+
+    /// This controller's address (the first 10 digits of its network ids).
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    /// The ids of all networks, in order.
+    pub fn network_ids(&self) -> Vec<NetworkId> {
+        self.networks.keys().copied().collect()
+    }
+
+    /// One network.
+    pub fn network(&self, nwid: NetworkId) -> Option<&Network> {
+        self.networks.get(&nwid).map(|e| &e.network)
+    }
+
+    /// The members of a network, by address; none if there is no such network.
+    pub fn members(&self, nwid: NetworkId) -> Option<Vec<&Member>> {
+        self.networks
+            .get(&nwid)
+            .map(|e| e.members.values().map(|m| &m.member).collect())
+    }
+
+    /// One member.
+    pub fn member(&self, nwid: NetworkId, addr: Address) -> Option<&Member> {
+        self.networks
+            .get(&nwid)?
+            .members
+            .get(&addr)
+            .map(|e| &e.member)
+    }
+
+    /// Creates a network with a random free number and the fields of `body`
+    /// (an update, as for [`Controller::update_network`]).
+    pub fn create_network(
+        &mut self,
+        now_ms: u64,
+        body: &Value,
+    ) -> Result<&Network, ControllerError> {
+        let nwid = self.free_network_id()?;
+        self.create_network_with_id(now_ms, nwid, body)
+    }
+
+    /// Creates network `nwid` (which must be this controller's and unused).
+    pub fn create_network_with_id(
+        &mut self,
+        now_ms: u64,
+        nwid: NetworkId,
+        body: &Value,
+    ) -> Result<&Network, ControllerError> {
+        if nwid.controller() != self.address {
+            return Err(ControllerError::ForeignNetwork {
+                nwid,
+                ours: self.address,
+            });
+        }
+        if self.networks.contains_key(&nwid) {
+            return Err(ControllerError::NetworkExists(nwid));
+        }
+        let mut network = network_update(&Network::new(nwid, now_ms), body)?;
+        network.revision = 1;
+        if let Some(store) = &self.store {
+            store.save_network(&network)?;
+        }
+        let changed_at = self.next_sequence();
+        let entry = self.networks.entry(nwid).or_insert(NetworkEntry {
+            network,
+            members: BTreeMap::new(),
+            changed_at,
+        });
+        Ok(&entry.network)
+    }
+
+    fn free_network_id(&self) -> Result<NetworkId, ControllerError> {
+        let free = |n: u32| {
+            let id = NetworkId::new(self.address, n);
+            (!self.networks.contains_key(&id)).then_some(id)
+        };
+        for _ in 0..RANDOM_NUMBER_TRIES {
+            let Ok(n) = getrandom::u32() else { break };
+            if let Some(id) = free(n & 0xff_ffff) {
+                return Ok(id);
+            }
+        }
+        (0..=0xff_ffff)
+            .find_map(free)
+            .ok_or(ControllerError::NoFreeNetworkNumber)
+    }
+
+    /// Applies a partial update to a network. Members that become due an
+    /// IPv4 address (pools added, `v4AssignMode.zt` on) get one.
+    pub fn update_network(
+        &mut self,
+        nwid: NetworkId,
+        body: &Value,
+    ) -> Result<&Network, ControllerError> {
+        let entry = self
+            .networks
+            .get(&nwid)
+            .ok_or(ControllerError::NetworkNotFound(nwid))?;
+        let network = network_update(&entry.network, body)?;
+        let mut taken = entry.taken_ips();
+        let mut assigned = Vec::new();
+        for e in entry.members.values() {
+            if wants_ipv4(&network, &e.member)
+                && let Ok(ip) = lowest_free_ipv4(&network, &taken)
+            {
+                taken.insert(IpAddr::V4(ip));
+                let mut m = e.member.clone();
+                m.ip_assignments.push(IpAddr::V4(ip));
+                assigned.push(m);
+            }
+        }
+        self.apply(nwid, Some(network), assigned)?;
+        Ok(&self.networks[&nwid].network)
+    }
+
+    /// Deletes a network and its members; the network as it was.
+    pub fn delete_network(&mut self, nwid: NetworkId) -> Result<Network, ControllerError> {
+        if !self.networks.contains_key(&nwid) {
+            return Err(ControllerError::NetworkNotFound(nwid));
+        }
+        if let Some(store) = &self.store {
+            store.delete_network(nwid)?;
+        }
+        let entry = self.networks.remove(&nwid).expect("checked");
+        for addr in entry.members.keys() {
+            let seq = self.next_sequence();
+            self.note_removed(seq, nwid, *addr);
+        }
+        Ok(entry.network)
+    }
+
+    /// Applies a partial update to a member, recording it first if it is new.
+    /// Its addresses must not be held by another member. An authorized
+    /// member due an IPv4 address gets one if a pool has room (else see
+    /// [`Controller::ip_assignment_problem`]).
+    pub fn update_member(
+        &mut self,
+        now_ms: u64,
+        nwid: NetworkId,
+        addr: Address,
+        body: &Value,
+    ) -> Result<&Member, ControllerError> {
+        let entry = self
+            .networks
+            .get(&nwid)
+            .ok_or(ControllerError::NetworkNotFound(nwid))?;
+        let before = entry
+            .members
+            .get(&addr)
+            .map(|e| e.member.clone())
+            .unwrap_or_else(|| Member::new(nwid, addr, now_ms));
+        let mut member = member_update(&before, body, now_ms)?;
+        for (i, ip) in member.ip_assignments.iter().enumerate() {
+            if let Some(holder) = entry.holder(*ip).filter(|&h| h != addr) {
+                return Err(FieldError::new(
+                    format!("ipAssignments[{i}]"),
+                    format!("{ip} is already assigned to member {holder}"),
+                )
+                .into());
+            }
+        }
+        if wants_ipv4(&entry.network, &member)
+            && let Ok(ip) = lowest_free_ipv4(&entry.network, &entry.taken_ips())
+        {
+            member.ip_assignments.push(IpAddr::V4(ip));
+        }
+        let is_new = !entry.members.contains_key(&addr);
+        if is_new || member != before {
+            self.apply(nwid, None, vec![member])?;
+        }
+        Ok(&self.networks[&nwid].members[&addr].member)
+    }
+
+    /// Deletes a member (its addresses become free); the member as it was.
+    pub fn delete_member(
+        &mut self,
+        nwid: NetworkId,
+        addr: Address,
+    ) -> Result<Member, ControllerError> {
+        let entry = self
+            .networks
+            .get(&nwid)
+            .ok_or(ControllerError::NetworkNotFound(nwid))?;
+        let member = entry
+            .members
+            .get(&addr)
+            .ok_or(ControllerError::MemberNotFound(nwid, addr))?
+            .member
+            .clone();
+        // What others are told changes if it was authorized.
+        let others_change = shown_to_others(Some(&member)).is_some();
+        let mut network = entry.network.clone();
+        if others_change {
+            network.revision += 1;
+        }
+        if let Some(store) = &self.store {
+            store.delete_member(nwid, addr)?;
+            if others_change && let Err(e) = store.save_network(&network) {
+                tracing::warn!("controller: network {nwid}: revision not saved: {e}");
+                network.revision -= 1;
+            }
+        }
+        let seq = self.next_sequence();
+        let entry = self.networks.get_mut(&nwid).expect("checked");
+        entry.members.remove(&addr);
+        if others_change {
+            entry.network = network;
+            entry.changed_at = seq;
+        }
+        self.note_removed(seq, nwid, addr);
+        Ok(member)
+    }
+
+    /// Why an authorized member that should have an IPv4 address has none:
+    /// the network has no IPv4 pool, or its pools are used up. None when it
+    /// has one, is not due one, or will get one at its next config request.
+    pub fn ip_assignment_problem(&self, nwid: NetworkId, addr: Address) -> Option<AssignError> {
+        let entry = self.networks.get(&nwid)?;
+        let member = &entry.members.get(&addr)?.member;
+        if !wants_ipv4(&entry.network, member) {
+            return None;
+        }
+        lowest_free_ipv4(&entry.network, &entry.taken_ips()).err()
+    }
+
+    /// A member asks for its config at `now_ms`. A member new to a private
+    /// network is recorded, unauthorized, and denied; on a public network
+    /// every member is recorded as authorized. An authorized member due an
+    /// IPv4 address gets one. Only state that is durable is handed out: if
+    /// saving fails, the answer is what was saved before.
+    pub fn request_config(
+        &mut self,
+        now_ms: u64,
+        nwid: NetworkId,
+        addr: Address,
+    ) -> Result<MemberConfig, ConfigDenied> {
+        let entry = self.networks.get(&nwid).ok_or(ConfigDenied::NotFound)?;
+        let private = entry.network.private;
+        let current = entry.members.get(&addr).map(|e| e.member.clone());
+        let mut member = current
+            .clone()
+            .unwrap_or_else(|| Member::new(nwid, addr, now_ms));
+        if !private {
+            member.set_authorized(true, now_ms);
+        }
+        if wants_ipv4(&entry.network, &member)
+            && let Ok(ip) = lowest_free_ipv4(&entry.network, &entry.taken_ips())
+        {
+            member.ip_assignments.push(IpAddr::V4(ip));
+        }
+        let served = if current.as_ref() == Some(&member) {
+            member
+        } else {
+            match self.apply(nwid, None, vec![member]) {
+                Ok(()) => self.networks[&nwid].members[&addr].member.clone(),
+                Err(e) => {
+                    tracing::warn!("controller: network {nwid}: member {addr} not saved: {e}");
+                    let mut m = current.unwrap_or_else(|| Member::new(nwid, addr, now_ms));
+                    // A public network lets anyone in, saved or not.
+                    m.authorized |= !private;
+                    m
+                }
+            }
+        };
+        if !served.authorized {
+            return Err(ConfigDenied::AccessDenied);
+        }
+        Ok(self.config_for(now_ms, nwid, &served))
+    }
+
+    fn config_for(&self, now_ms: u64, nwid: NetworkId, member: &Member) -> MemberConfig {
+        let entry = &self.networks[&nwid];
+        let n = &entry.network;
+        let authorized = || {
+            entry
+                .members
+                .values()
+                .map(|e| &e.member)
+                .filter(|m| m.authorized)
+        };
+        MemberConfig {
+            nwid,
+            member: member.address,
+            name: n.name.clone(),
+            revision: n.revision + member.revision,
+            timestamp_ms: now_ms,
+            private: n.private,
+            mtu: n.mtu,
+            multicast_limit: n.multicast_limit,
+            enable_broadcast: n.enable_broadcast,
+            active_bridge: member.active_bridge,
+            assigned: member
+                .ip_assignments
+                .iter()
+                .map(|&ip| AssignedIp {
+                    ip,
+                    prefix_len: n.prefix_len_for(ip),
+                })
+                .collect(),
+            routes: n
+                .routes
+                .iter()
+                .map(|r| ManagedRoute {
+                    target: r.target.addr(),
+                    prefix_len: r.target.prefix_len(),
+                    via: r.via,
+                })
+                .collect(),
+            bridges: authorized()
+                .filter(|m| m.active_bridge)
+                .map(|m| m.address)
+                .collect(),
+            directory: authorized()
+                .map(|m| DirectoryEntry {
+                    address: m.address,
+                    ips: m.ip_assignments.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The authorized members of a network (empty if there is no such network).
+    pub fn authorized_members(&self, nwid: NetworkId) -> Vec<Address> {
+        self.networks
+            .get(&nwid)
+            .map(|e| {
+                e.members
+                    .values()
+                    .filter(|m| m.member.authorized)
+                    .map(|m| m.member.address)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The current change sequence number: pass it to
+    /// [`Controller::changed_members`] later to learn what changed after now.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Members of `nwid` whose config (or access) changed after sequence
+    /// number `since`: members changed themselves, every member when
+    /// something all are told changed (network settings, the directory,
+    /// bridges), and members removed since (alone or with the network; the
+    /// last 10,000 removals are remembered). Sorted, without repeats.
+    pub fn changed_members(&self, nwid: NetworkId, since: u64) -> Vec<Address> {
+        let mut out = BTreeSet::new();
+        if let Some(entry) = self.networks.get(&nwid) {
+            let all = entry.changed_at > since;
+            out.extend(
+                entry
+                    .members
+                    .values()
+                    .filter(|e| all || e.changed_at > since)
+                    .map(|e| e.member.address),
+            );
+        }
+        out.extend(
+            self.removed
+                .iter()
+                .filter(|(seq, n, _)| *seq > since && *n == nwid)
+                .map(|(_, _, a)| *a),
+        );
+        out.into_iter().collect()
+    }
+
+    /// [`Controller::changed_members`] over all networks, including
+    /// networks deleted since.
+    pub fn changes_since(&self, since: u64) -> Vec<(NetworkId, Address)> {
+        let mut nwids: BTreeSet<NetworkId> = self.networks.keys().copied().collect();
+        nwids.extend(
+            self.removed
+                .iter()
+                .filter(|(seq, _, _)| *seq > since)
+                .map(|(_, n, _)| *n),
+        );
+        nwids
+            .into_iter()
+            .flat_map(|n| {
+                self.changed_members(n, since)
+                    .into_iter()
+                    .map(move |a| (n, a))
+            })
+            .collect()
+    }
+
+    fn next_sequence(&mut self) -> u64 {
+        self.sequence += 1;
+        self.sequence
+    }
+
+    fn note_removed(&mut self, seq: u64, nwid: NetworkId, addr: Address) {
+        if self.removed.len() == MAX_REMOVED {
+            self.removed.pop_front();
+        }
+        self.removed.push_back((seq, nwid, addr));
+    }
+
+    /// Saves and then commits a change of network `nwid`: its new settings
+    /// (if any) and new member states (checked already; revisions are set
+    /// here). The network's revision grows if its settings changed or if
+    /// what every member is told about the others did (directory, bridges).
+    /// The network is written first, then each member; memory follows each
+    /// write, so it never holds what the disk does not.
+    fn apply(
+        &mut self,
+        nwid: NetworkId,
+        network: Option<Network>,
+        members: Vec<Member>,
+    ) -> Result<(), StoreError> {
+        let entry = &self.networks[&nwid];
+        let mut others_change = false;
+        let mut changed = Vec::with_capacity(members.len());
+        for mut m in members {
+            let before = entry.members.get(&m.address).map(|e| &e.member);
+            if before == Some(&m) {
+                continue;
+            }
+            others_change |= shown_to_others(before) != shown_to_others(Some(&m));
+            m.revision = before.map_or(0, |b| b.revision) + 1;
+            changed.push(m);
+        }
+        let settings_change = network.as_ref().is_some_and(|n| *n != entry.network);
+        if settings_change || others_change {
+            let mut n = network.unwrap_or_else(|| entry.network.clone());
+            n.revision = entry.network.revision + 1;
+            if let Some(store) = &self.store {
+                store.save_network(&n)?;
+            }
+            let seq = self.next_sequence();
+            let entry = self.networks.get_mut(&nwid).expect("checked");
+            entry.network = n;
+            entry.changed_at = seq;
+        }
+        for m in changed {
+            if let Some(store) = &self.store {
+                store.save_member(&m)?;
+            }
+            let seq = self.next_sequence();
+            let entry = self.networks.get_mut(&nwid).expect("checked");
+            entry.members.insert(
+                m.address,
+                MemberEntry {
+                    member: m,
+                    changed_at: seq,
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn ctl() -> Address {
+        "8056c2e21c".parse().unwrap()
+    }
+
+    fn addr(n: u64) -> Address {
+        Address::from_u64(0x01_0000_0000 + n).unwrap()
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    /// A private network with pool 10.0.0.1-10.0.0.20 and route 10.0.0.0/24.
+    fn with_network(c: &mut Controller) -> NetworkId {
+        c.create_network(
+            NOW,
+            &json!({"name": "lab",
+                    "ipAssignmentPools": [{"ipRangeStart": "10.0.0.1", "ipRangeEnd": "10.0.0.20"}],
+                    "routes": [{"target": "10.0.0.0/24", "via": null}]}),
+        )
+        .unwrap()
+        .id
+    }
+
+    fn authorize(c: &mut Controller, nwid: NetworkId, a: Address) -> Member {
+        c.update_member(NOW, nwid, a, &json!({"authorized": true}))
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn create_uses_a_free_number_of_this_controller() {
+        let mut c = Controller::in_memory(ctl());
+        let a = with_network(&mut c);
+        let b = with_network(&mut c);
+        assert_ne!(a, b);
+        assert_eq!(a.controller(), ctl());
+        assert_eq!(c.network_ids().len(), 2);
+        let n = c.network(a).unwrap();
+        assert_eq!(
+            (n.revision, n.creation_time, n.name.as_str()),
+            (1, NOW, "lab")
+        );
+        assert!(matches!(
+            c.create_network_with_id(NOW, a, &json!({})),
+            Err(ControllerError::NetworkExists(_))
+        ));
+        let foreign = NetworkId::new("0102030405".parse().unwrap(), 1);
+        assert!(matches!(
+            c.create_network_with_id(NOW, foreign, &json!({})),
+            Err(ControllerError::ForeignNetwork { .. })
+        ));
+        // A refused body creates nothing.
+        assert!(matches!(
+            c.create_network(NOW, &json!({"mtu": 1})),
+            Err(ControllerError::Invalid(_))
+        ));
+        assert_eq!(c.network_ids().len(), 2);
+    }
+
+    #[test]
+    fn revisions_grow_only_on_change() {
+        let mut c = Controller::in_memory(ctl());
+        let nwid = with_network(&mut c);
+        assert_eq!(
+            c.update_network(nwid, &json!({"name": "lab"}))
+                .unwrap()
+                .revision,
+            1
+        );
+        assert_eq!(
+            c.update_network(nwid, &json!({"mtu": 1500}))
+                .unwrap()
+                .revision,
+            2
+        );
+        let m = c.update_member(NOW, nwid, addr(1), &json!({})).unwrap();
+        assert_eq!(m.revision, 1);
+        assert_eq!(
+            c.update_member(NOW, nwid, addr(1), &json!({"activeBridge": false}))
+                .unwrap()
+                .revision,
+            1
+        );
+        assert_eq!(
+            c.update_member(NOW, nwid, addr(1), &json!({"noAutoAssignIps": true}))
+                .unwrap()
+                .revision,
+            2
+        );
+    }
+
+    #[test]
+    fn authorizing_assigns_the_lowest_free_address() {
+        let mut c = Controller::in_memory(ctl());
+        let nwid = with_network(&mut c);
+        let m = authorize(&mut c, nwid, addr(1));
+        assert_eq!(m.ip_assignments, vec![ip("10.0.0.1")]);
+        assert_eq!(m.last_authorized_time, NOW);
+        // An address set by hand is skipped by later assignments.
+        c.update_member(NOW, nwid, addr(2), &json!({"ipAssignments": ["10.0.0.2"]}))
+            .unwrap();
+        assert_eq!(
+            authorize(&mut c, nwid, addr(3)).ip_assignments,
+            vec![ip("10.0.0.3")]
+        );
+        // Authorizing the member holding 10.0.0.2 keeps it, adds nothing.
+        assert_eq!(
+            authorize(&mut c, nwid, addr(2)).ip_assignments,
+            vec![ip("10.0.0.2")]
+        );
+        // An IPv6 address does not count as an IPv4 one.
+        let m = c
+            .update_member(
+                NOW,
+                nwid,
+                addr(4),
+                &json!({"authorized": true, "ipAssignments": ["2001:db8::4"]}),
+            )
+            .unwrap();
+        assert_eq!(m.ip_assignments, vec![ip("2001:db8::4"), ip("10.0.0.4")]);
+        // Opted out, or the network does not assign IPv4: nothing.
+        let m = c
+            .update_member(
+                NOW,
+                nwid,
+                addr(5),
+                &json!({"authorized": true, "noAutoAssignIps": true}),
+            )
+            .unwrap();
+        assert!(m.ip_assignments.is_empty());
+        assert_eq!(c.ip_assignment_problem(nwid, addr(5)), None);
+        // Turning the opt-out off assigns at once.
+        let m = c
+            .update_member(NOW, nwid, addr(5), &json!({"noAutoAssignIps": false}))
+            .unwrap();
+        assert_eq!(m.ip_assignments, vec![ip("10.0.0.5")]);
+        // Deauthorizing keeps the address; it stays taken.
+        let m = c
+            .update_member(NOW + 1, nwid, addr(1), &json!({"authorized": false}))
+            .unwrap();
+        assert_eq!(
+            (m.ip_assignments.clone(), m.last_deauthorized_time),
+            (vec![ip("10.0.0.1")], NOW + 1)
+        );
+        assert_eq!(
+            authorize(&mut c, nwid, addr(6)).ip_assignments,
+            vec![ip("10.0.0.6")]
+        );
+        // Deleting a member frees its addresses.
+        c.delete_member(nwid, addr(1)).unwrap();
+        assert_eq!(
+            authorize(&mut c, nwid, addr(7)).ip_assignments,
+            vec![ip("10.0.0.1")]
+        );
+    }
+
+    #[test]
+    fn many_members_never_share_an_address_and_exhaustion_is_explained() {
+        let mut c = Controller::in_memory(ctl());
+        let nwid = c
+            .create_network(
+                NOW,
+                &json!({"ipAssignmentPools": [
+                    {"ipRangeStart": "10.1.0.250", "ipRangeEnd": "10.1.1.5"},
+                    {"ipRangeStart": "10.2.0.0", "ipRangeEnd": "10.2.0.99"}],
+                    "routes": [{"target": "10.1.0.0/16"}]}),
+            )
+            .unwrap()
+            .id;
+        // Some by hand inside the pools, then many authorized at once.
+        c.update_member(
+            NOW,
+            nwid,
+            addr(1000),
+            &json!({"ipAssignments": ["10.2.0.50", "10.1.0.252"]}),
+        )
+        .unwrap();
+        // Usable: 10.1.0.250..=10.1.1.5 is 12 addresses (the /16 has no
+        // boundary inside); 10.2.0.1..=10.2.0.99 (its /24 network address
+        // skipped) is 99; two are taken by hand.
+        let usable: u64 = 12 + 99 - 2;
+        let mut seen = HashSet::new();
+        for i in 0..usable + 5 {
+            let m = authorize(&mut c, nwid, addr(i));
+            let v4: Vec<IpAddr> = m
+                .ip_assignments
+                .iter()
+                .copied()
+                .filter(IpAddr::is_ipv4)
+                .collect();
+            if i < usable {
+                assert_eq!(v4.len(), 1, "member {i}");
+                let a = v4[0];
+                assert!(seen.insert(a), "{a} given twice");
+                assert!(a != ip("10.2.0.50") && a != ip("10.1.0.252") && a != ip("10.2.0.0"));
+                assert!(
+                    c.network(nwid)
+                        .unwrap()
+                        .ip_assignment_pools
+                        .iter()
+                        .any(|p| p.contains(a))
+                );
+            } else {
+                assert!(v4.is_empty(), "member {i} got {v4:?}");
+                assert_eq!(
+                    c.ip_assignment_problem(nwid, addr(i)),
+                    Some(AssignError::Exhausted)
+                );
+            }
+        }
+        // Lowest first: the first member got the pool's first address.
+        assert_eq!(
+            c.member(nwid, addr(0)).unwrap().ip_assignments,
+            vec![ip("10.1.0.250")]
+        );
+        // Adding a pool gives the waiting members addresses at once.
+        let rev = c.network(nwid).unwrap().revision;
+        c.update_network(
+            nwid,
+            &json!({"ipAssignmentPools": [
+                {"ipRangeStart": "10.1.0.250", "ipRangeEnd": "10.1.1.5"},
+                {"ipRangeStart": "10.2.0.0", "ipRangeEnd": "10.2.0.99"},
+                {"ipRangeStart": "10.3.0.1", "ipRangeEnd": "10.3.0.9"}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            c.network(nwid).unwrap().revision,
+            rev + 1,
+            "one revision for the whole update"
+        );
+        for i in usable..usable + 5 {
+            let m = c.member(nwid, addr(i)).unwrap();
+            assert_eq!(m.ip_assignments.len(), 1);
+            assert!(seen.insert(m.ip_assignments[0]));
+            assert_eq!(c.ip_assignment_problem(nwid, addr(i)), None);
+        }
+        // A network without IPv4 pools says so.
+        let bare = c.create_network(NOW, &json!({})).unwrap().id;
+        authorize(&mut c, bare, addr(1));
+        assert_eq!(
+            c.ip_assignment_problem(bare, addr(1)),
+            Some(AssignError::NoPools)
+        );
+    }
+
+    #[test]
+    fn an_address_held_by_another_member_is_refused_whole() {
+        let mut c = Controller::in_memory(ctl());
+        let nwid = with_network(&mut c);
+        authorize(&mut c, nwid, addr(1));
+        let before = c
+            .update_member(NOW, nwid, addr(2), &json!({}))
+            .unwrap()
+            .clone();
+        let e = c
+            .update_member(
+                NOW,
+                nwid,
+                addr(2),
+                &json!({"authorized": true, "ipAssignments": ["10.0.0.9", "10.0.0.1"]}),
+            )
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ipAssignments[1]: 10.0.0.1 is already assigned to member 0100000001"
+        );
+        assert_eq!(c.member(nwid, addr(2)), Some(&before));
+        // A refused update of an unknown member records nothing.
+        assert!(
+            c.update_member(NOW, nwid, addr(3), &json!({"authorized": 1}))
+                .is_err()
+        );
+        assert_eq!(c.member(nwid, addr(3)), None);
+        // Keeping one's own address is fine.
+        c.update_member(
+            NOW,
+            nwid,
+            addr(1),
+            &json!({"ipAssignments": ["10.0.0.1", "10.0.0.19"]}),
+        )
+        .unwrap();
+        // Unknown network or member.
+        let other = NetworkId::new(ctl(), 0xabcdef);
+        assert!(matches!(
+            c.update_member(NOW, other, addr(1), &json!({})),
+            Err(ControllerError::NetworkNotFound(_))
+        ));
+        assert!(matches!(
+            c.delete_member(nwid, addr(9)),
+            Err(ControllerError::MemberNotFound(..))
+        ));
+    }
+
+    #[test]
+    fn config_requests_private_and_public() {
+        let mut c = Controller::in_memory(ctl());
+        let nwid = with_network(&mut c);
+        let unknown = NetworkId::new(ctl(), 0xabcdef);
+        assert_eq!(
+            c.request_config(NOW, unknown, addr(1)),
+            Err(ConfigDenied::NotFound)
+        );
+        // Private: a stranger is recorded, unauthorized, and denied.
+        assert_eq!(
+            c.request_config(NOW, nwid, addr(1)),
+            Err(ConfigDenied::AccessDenied)
+        );
+        let m = c.member(nwid, addr(1)).unwrap();
+        assert!(!m.authorized && m.ip_assignments.is_empty());
+        assert_eq!(m.creation_time, NOW);
+        assert!(c.authorized_members(nwid).is_empty());
+        // Once authorized it gets its config.
+        authorize(&mut c, nwid, addr(1));
+        c.update_member(
+            NOW,
+            nwid,
+            addr(2),
+            &json!({"authorized": true, "activeBridge": true}),
+        )
+        .unwrap();
+        let cfg = c.request_config(NOW + 5, nwid, addr(1)).unwrap();
+        let n = c.network(nwid).unwrap();
+        let m = c.member(nwid, addr(1)).unwrap();
+        assert_eq!(cfg.revision, n.revision + m.revision);
+        assert_eq!(
+            (cfg.nwid, cfg.member, cfg.name.as_str()),
+            (nwid, addr(1), "lab")
+        );
+        assert_eq!(
+            (
+                cfg.private,
+                cfg.mtu,
+                cfg.multicast_limit,
+                cfg.enable_broadcast
+            ),
+            (true, 2800, 32, true)
+        );
+        assert_eq!(cfg.timestamp_ms, NOW + 5);
+        assert!(!cfg.active_bridge);
+        assert_eq!(
+            cfg.assigned,
+            vec![AssignedIp {
+                ip: ip("10.0.0.1"),
+                prefix_len: 24
+            }]
+        );
+        assert_eq!(
+            cfg.routes,
+            vec![ManagedRoute {
+                target: ip("10.0.0.0"),
+                prefix_len: 24,
+                via: None
+            }]
+        );
+        assert_eq!(cfg.bridges, vec![addr(2)]);
+        assert_eq!(
+            cfg.directory,
+            vec![
+                DirectoryEntry {
+                    address: addr(1),
+                    ips: vec![ip("10.0.0.1")]
+                },
+                DirectoryEntry {
+                    address: addr(2),
+                    ips: vec![ip("10.0.0.2")]
+                },
+            ]
+        );
+        assert_eq!(c.authorized_members(nwid), vec![addr(1), addr(2)]);
+        let data: NetworkConfigData = cfg.into();
+        assert_eq!(data.bridges, vec![addr(2).to_string()]);
+        // Deauthorized: denied again.
+        c.update_member(NOW, nwid, addr(1), &json!({"authorized": false}))
+            .unwrap();
+        assert_eq!(
+            c.request_config(NOW, nwid, addr(1)),
+            Err(ConfigDenied::AccessDenied)
+        );
+        // Public: anyone is recorded as authorized and gets an address.
+        c.update_network(nwid, &json!({"private": false})).unwrap();
+        let cfg = c.request_config(NOW + 9, nwid, addr(3)).unwrap();
+        assert!(!cfg.private);
+        assert_eq!(
+            cfg.assigned,
+            vec![AssignedIp {
+                ip: ip("10.0.0.3"),
+                prefix_len: 24
+            }]
+        );
+        let m = c.member(nwid, addr(3)).unwrap();
+        assert!(m.authorized);
+        assert_eq!(m.last_authorized_time, NOW + 9);
+        // A request that changes nothing saves nothing.
+        let rev = m.revision;
+        c.request_config(NOW + 10, nwid, addr(3)).unwrap();
+        assert_eq!(c.member(nwid, addr(3)).unwrap().revision, rev);
+    }
+
+    #[test]
+    fn config_revision_grows_with_every_change_a_member_sees() {
+        let mut c = Controller::in_memory(ctl());
+        let nwid = with_network(&mut c);
+        authorize(&mut c, nwid, addr(1));
+        let r1 = c.request_config(NOW, nwid, addr(1)).unwrap().revision;
+        // Another member joining the directory changes what member 1 is told.
+        authorize(&mut c, nwid, addr(2));
+        let r2 = c.request_config(NOW, nwid, addr(1)).unwrap().revision;
+        assert!(r2 > r1);
+        c.update_network(nwid, &json!({"mtu": 1400})).unwrap();
+        let r3 = c.request_config(NOW, nwid, addr(1)).unwrap().revision;
+        assert!(r3 > r2);
+        c.delete_member(nwid, addr(2)).unwrap();
+        assert!(c.request_config(NOW, nwid, addr(1)).unwrap().revision > r3);
+    }
+
+    #[test]
+    fn changed_members_since_a_sequence_number() {
+        let mut c = Controller::in_memory(ctl());
+        let nwid = with_network(&mut c);
+        for i in 1..=3 {
+            c.update_member(NOW, nwid, addr(i), &json!({})).unwrap();
+        }
+        let s0 = c.sequence();
+        assert!(c.changed_members(nwid, s0).is_empty());
+        // An unauthorized member changing only touches itself.
+        c.update_member(NOW, nwid, addr(2), &json!({"activeBridge": true}))
+            .unwrap();
+        assert_eq!(c.changed_members(nwid, s0), vec![addr(2)]);
+        // Authorizing puts a member in everyone's directory: all changed.
+        let s1 = c.sequence();
+        authorize(&mut c, nwid, addr(3));
+        assert_eq!(c.changed_members(nwid, s1), vec![addr(1), addr(2), addr(3)]);
+        // Network settings: all.
+        let s2 = c.sequence();
+        c.update_network(nwid, &json!({"name": "new"})).unwrap();
+        assert_eq!(c.changed_members(nwid, s2).len(), 3);
+        // Removed members are reported too, alone or with their network.
+        let s3 = c.sequence();
+        c.delete_member(nwid, addr(1)).unwrap();
+        assert_eq!(c.changed_members(nwid, s3), vec![addr(1)]);
+        let s4 = c.sequence();
+        c.delete_network(nwid).unwrap();
+        assert_eq!(c.changed_members(nwid, s4), vec![addr(2), addr(3)]);
+        assert_eq!(c.changes_since(s4), vec![(nwid, addr(2)), (nwid, addr(3))]);
+        assert!(c.changes_since(c.sequence()).is_empty());
+        assert_eq!(
+            c.request_config(NOW, nwid, addr(2)),
+            Err(ConfigDenied::NotFound)
+        );
+    }
+
+    #[test]
+    fn the_store_holds_what_was_acknowledged() {
+        let home = tempfile::tempdir().unwrap();
+        let mut c = Controller::open(ctl(), home.path()).unwrap();
+        let nwid = with_network(&mut c);
+        authorize(&mut c, nwid, addr(1));
+        assert_eq!(
+            c.request_config(NOW, nwid, addr(2)),
+            Err(ConfigDenied::AccessDenied)
+        );
+        let gone = with_network(&mut c);
+        c.update_member(NOW, gone, addr(1), &json!({})).unwrap();
+        c.delete_network(gone).unwrap();
+        // A refused update writes nothing.
+        assert!(
+            c.update_network(nwid, &json!({"name": "x", "mtu": 0}))
+                .is_err()
+        );
+
+        let again = Controller::open(ctl(), home.path()).unwrap();
+        assert_eq!(again.network_ids(), vec![nwid]);
+        assert_eq!(again.network(nwid), c.network(nwid));
+        assert_eq!(again.members(nwid), c.members(nwid));
+        assert_eq!(again.members(nwid).unwrap().len(), 2);
+        // No temp files anywhere, and the deleted network left nothing.
+        let net_dir = home.path().join("controller.d/network");
+        let mut names: Vec<String> = std::fs::read_dir(&net_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![nwid.to_string(), format!("{nwid}.json")]);
+        for e in std::fs::read_dir(net_dir.join(nwid.to_string()).join("member")).unwrap() {
+            assert!(!e.unwrap().file_name().to_string_lossy().starts_with('.'));
+        }
+    }
+
+    #[test]
+    fn a_failed_save_changes_nothing() {
+        let home = tempfile::tempdir().unwrap();
+        let mut c = Controller::open(ctl(), home.path()).unwrap();
+        let nwid = with_network(&mut c);
+        authorize(&mut c, nwid, addr(1));
+        // Break the store (even for root): the member directory becomes a
+        // file and the network file a directory, so every write fails.
+        let net_file = home
+            .path()
+            .join(format!("controller.d/network/{nwid}.json"));
+        let member_dir = home
+            .path()
+            .join(format!("controller.d/network/{nwid}/member"));
+        let saved_net = std::fs::read(&net_file).unwrap();
+        let aside = home.path().join("aside");
+        std::fs::rename(&member_dir, &aside).unwrap();
+        std::fs::write(&member_dir, b"").unwrap();
+        std::fs::remove_file(&net_file).unwrap();
+        std::fs::create_dir(&net_file).unwrap();
+
+        let net_before = c.network(nwid).unwrap().clone();
+        let before = c.member(nwid, addr(1)).unwrap().clone();
+        let e = c.update_member(NOW, nwid, addr(1), &json!({"activeBridge": true}));
+        assert!(matches!(e, Err(ControllerError::Store(_))), "{e:?}");
+        assert_eq!(c.member(nwid, addr(1)), Some(&before));
+        let e = c.update_network(nwid, &json!({"mtu": 1500}));
+        assert!(matches!(e, Err(ControllerError::Store(_))), "{e:?}");
+        assert_eq!(c.network(nwid), Some(&net_before));
+        // Config requests serve what was saved, and record nothing unsaved.
+        assert_eq!(
+            c.request_config(NOW, nwid, addr(1)).unwrap().assigned.len(),
+            1
+        );
+        assert_eq!(
+            c.request_config(NOW, nwid, addr(2)),
+            Err(ConfigDenied::AccessDenied)
+        );
+        assert_eq!(c.member(nwid, addr(2)), None);
+        assert!(matches!(
+            c.delete_network(nwid),
+            Err(ControllerError::Store(_))
+        ));
+        assert!(c.network(nwid).is_some());
+
+        // Repaired, a reload gives the acknowledged state.
+        std::fs::remove_dir(&net_file).unwrap();
+        std::fs::write(&net_file, saved_net).unwrap();
+        std::fs::remove_file(&member_dir).unwrap();
+        std::fs::rename(&aside, &member_dir).unwrap();
+        let again = Controller::open(ctl(), home.path()).unwrap();
+        assert_eq!(again.network(nwid), Some(&net_before));
+        assert_eq!(again.members(nwid).unwrap(), vec![&before]);
+    }
+}

@@ -1,0 +1,674 @@
+//! Partial updates from JSON, checked whole before anything changes.
+//!
+//! A body names only the fields it changes. Unknown field names are ignored
+//! (as ZeroTier does); a known field with a wrong type or an impossible value
+//! refuses the whole update with a [`FieldError`] naming the field, e.g.
+//! `ipAssignmentPools[1].ipRangeEnd: 10.0.0.5 is before ipRangeStart 10.0.0.9`.
+//! The functions here work on a copy and return it, so a refused update
+//! leaves the original untouched.
+
+use std::net::IpAddr;
+
+use serde_json::{Map, Value};
+use vnet_node::core::constants::{NETWORK_MTU_MAX_BYTES, NETWORK_MTU_MIN_BYTES};
+use vnet_node::core::network_id::NetworkId;
+
+use crate::ip::{Cidr, is_assignable, to_u128};
+use crate::model::{IpPool, Member, Network, Route};
+use vnet_node::core::address::Address;
+
+/// Longest network name, in bytes.
+pub const MAX_NAME_LEN: usize = 127;
+/// Most address pools per network.
+pub const MAX_POOLS: usize = 256;
+/// Most managed routes per network (ZeroTier's `ZT_MAX_NETWORK_ROUTES`).
+pub const MAX_ROUTES: usize = 64;
+/// Most addresses per member (ZeroTier's `ZT_MAX_ZT_ASSIGNED_ADDRESSES`).
+pub const MAX_MEMBER_IPS: usize = 32;
+
+/// A refused update: the field (a JSON path such as `routes[0].target`) and
+/// what is wrong with it. Displays as `field: message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// The field's path.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A refusal of `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `value` as short JSON text for a message.
+fn describe(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 60 {
+        let cut: String = text.chars().take(60).collect();
+        format!("{cut}...")
+    } else {
+        text
+    }
+}
+
+fn object<'a>(body: &'a Value, field: &str) -> Result<&'a Map<String, Value>, FieldError> {
+    body.as_object().ok_or_else(|| {
+        FieldError::new(
+            field,
+            format!("expected a JSON object, got {}", describe(body)),
+        )
+    })
+}
+
+fn boolean(value: &Value, field: &str) -> Result<bool, FieldError> {
+    value.as_bool().ok_or_else(|| {
+        FieldError::new(
+            field,
+            format!("expected true or false, got {}", describe(value)),
+        )
+    })
+}
+
+fn integer(value: &Value, field: &str, min: u64, max: u64) -> Result<u64, FieldError> {
+    match value.as_u64() {
+        Some(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(FieldError::new(
+            field,
+            format!(
+                "expected an integer from {min} to {max}, got {}",
+                describe(value)
+            ),
+        )),
+    }
+}
+
+fn ip(value: &Value, field: &str) -> Result<IpAddr, FieldError> {
+    let text = value.as_str().ok_or_else(|| {
+        FieldError::new(
+            field,
+            format!("expected an IP address string, got {}", describe(value)),
+        )
+    })?;
+    text.parse()
+        .map_err(|_| FieldError::new(field, format!("{text:?} is not an IPv4 or IPv6 address")))
+}
+
+fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// Applies `body` to a copy of `network`; the copy, or why not.
+pub fn network_update(network: &Network, body: &Value) -> Result<Network, FieldError> {
+    let body = object(body, "body")?;
+    let mut n = network.clone();
+    for (key, value) in body {
+        match key.as_str() {
+            "name" => n.name = name(value)?,
+            "private" => n.private = boolean(value, key)?,
+            "mtu" => {
+                n.mtu = integer(
+                    value,
+                    key,
+                    NETWORK_MTU_MIN_BYTES.into(),
+                    NETWORK_MTU_MAX_BYTES.into(),
+                )? as u16
+            }
+            "multicastLimit" => n.multicast_limit = integer(value, key, 0, u32::MAX.into())? as u32,
+            "enableBroadcast" => n.enable_broadcast = boolean(value, key)?,
+            "v4AssignMode" => {
+                let mode = object(value, key)?;
+                if let Some(zt) = mode.get("zt") {
+                    n.v4_assign_zt = boolean(zt, "v4AssignMode.zt")?;
+                }
+            }
+            "ipAssignmentPools" => n.ip_assignment_pools = pools(value)?,
+            "routes" => n.routes = routes(value)?,
+            _ => {}
+        }
+    }
+    Ok(n)
+}
+
+fn name(value: &Value) -> Result<String, FieldError> {
+    let text = value.as_str().ok_or_else(|| {
+        FieldError::new(
+            "name",
+            format!("expected a string, got {}", describe(value)),
+        )
+    })?;
+    if text.len() > MAX_NAME_LEN {
+        return Err(FieldError::new(
+            "name",
+            format!("longer than {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    Ok(text.to_string())
+}
+
+fn array<'a>(value: &'a Value, field: &str, what: &str) -> Result<&'a Vec<Value>, FieldError> {
+    value.as_array().ok_or_else(|| {
+        FieldError::new(
+            field,
+            format!("expected an array of {what}, got {}", describe(value)),
+        )
+    })
+}
+
+fn pools(value: &Value) -> Result<Vec<IpPool>, FieldError> {
+    const WHAT: &str = "{ipRangeStart, ipRangeEnd}";
+    let items = array(value, "ipAssignmentPools", WHAT)?;
+    if items.len() > MAX_POOLS {
+        return Err(FieldError::new(
+            "ipAssignmentPools",
+            format!("at most {MAX_POOLS} pools"),
+        ));
+    }
+    let mut out: Vec<IpPool> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("ipAssignmentPools[{i}]");
+        let obj = item.as_object().ok_or_else(|| {
+            FieldError::new(
+                &field,
+                format!("expected an object {WHAT}, got {}", describe(item)),
+            )
+        })?;
+        let end_of = |key: &str| -> Result<IpAddr, FieldError> {
+            let f = format!("{field}.{key}");
+            let v = obj.get(key).ok_or_else(|| FieldError::new(&f, "missing"))?;
+            ip(v, &f)
+        };
+        let start = end_of("ipRangeStart")?;
+        let end = end_of("ipRangeEnd")?;
+        let end_field = format!("{field}.ipRangeEnd");
+        if start.is_ipv4() != end.is_ipv4() {
+            return Err(FieldError::new(
+                end_field,
+                format!(
+                    "{end} is {} but ipRangeStart {start} is {}",
+                    family(end),
+                    family(start)
+                ),
+            ));
+        }
+        if to_u128(end) < to_u128(start) {
+            return Err(FieldError::new(
+                end_field,
+                format!("{end} is before ipRangeStart {start}"),
+            ));
+        }
+        let pool = IpPool { start, end };
+        if let Some(j) = out.iter().position(|p| p.overlaps(&pool)) {
+            let other = out[j];
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "{start}-{end} overlaps ipAssignmentPools[{j}] ({}-{})",
+                    other.start, other.end
+                ),
+            ));
+        }
+        out.push(pool);
+    }
+    Ok(out)
+}
+
+fn routes(value: &Value) -> Result<Vec<Route>, FieldError> {
+    const WHAT: &str = "{target, via}";
+    let items = array(value, "routes", WHAT)?;
+    if items.len() > MAX_ROUTES {
+        return Err(FieldError::new(
+            "routes",
+            format!("at most {MAX_ROUTES} routes"),
+        ));
+    }
+    let mut out: Vec<Route> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("routes[{i}]");
+        let obj = item.as_object().ok_or_else(|| {
+            FieldError::new(
+                &field,
+                format!("expected an object {WHAT}, got {}", describe(item)),
+            )
+        })?;
+        let target_field = format!("{field}.target");
+        let target = obj
+            .get("target")
+            .ok_or_else(|| FieldError::new(&target_field, "missing"))?;
+        let target: Cidr = target
+            .as_str()
+            .ok_or_else(|| {
+                FieldError::new(
+                    &target_field,
+                    format!(
+                        "expected a string like \"10.0.0.0/24\", got {}",
+                        describe(target)
+                    ),
+                )
+            })?
+            .parse()
+            .map_err(|e: crate::ip::CidrError| FieldError::new(&target_field, e.to_string()))?;
+        let via_field = format!("{field}.via");
+        let via = match obj.get("via") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let via = ip(v, &via_field)?;
+                if via.is_ipv4() != target.addr().is_ipv4() {
+                    return Err(FieldError::new(
+                        via_field,
+                        format!(
+                            "{via} is {} but target {target} is {}",
+                            family(via),
+                            family(target.addr())
+                        ),
+                    ));
+                }
+                Some(via)
+            }
+        };
+        let route = Route { target, via };
+        if let Some(j) = out.iter().position(|r| *r == route) {
+            return Err(FieldError::new(field, format!("duplicates routes[{j}]")));
+        }
+        out.push(route);
+    }
+    Ok(out)
+}
+
+/// Applies `body` to a copy of `member` at `now_ms`; the copy, or why not.
+/// Whether its addresses are free in the network is the controller's check.
+pub fn member_update(member: &Member, body: &Value, now_ms: u64) -> Result<Member, FieldError> {
+    let body = object(body, "body")?;
+    let mut m = member.clone();
+    for (key, value) in body {
+        match key.as_str() {
+            "authorized" => m.set_authorized(boolean(value, key)?, now_ms),
+            "activeBridge" => m.active_bridge = boolean(value, key)?,
+            "noAutoAssignIps" => m.no_auto_assign_ips = boolean(value, key)?,
+            "ipAssignments" => m.ip_assignments = member_ips(value)?,
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn member_ips(value: &Value) -> Result<Vec<IpAddr>, FieldError> {
+    let items = array(value, "ipAssignments", "IP address strings")?;
+    if items.len() > MAX_MEMBER_IPS {
+        return Err(FieldError::new(
+            "ipAssignments",
+            format!("at most {MAX_MEMBER_IPS} addresses"),
+        ));
+    }
+    let mut out: Vec<IpAddr> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("ipAssignments[{i}]");
+        let addr = ip(item, &field)?;
+        if !is_assignable(addr) {
+            return Err(FieldError::new(
+                field,
+                format!("{addr} is not a unicast address a member can hold"),
+            ));
+        }
+        if let Some(j) = out.iter().position(|&a| a == addr) {
+            return Err(FieldError::new(
+                field,
+                format!("{addr} is listed twice (also ipAssignments[{j}])"),
+            ));
+        }
+        out.push(addr);
+    }
+    Ok(out)
+}
+
+fn stored_u64(body: &Map<String, Value>, key: &str) -> Result<u64, FieldError> {
+    match body.get(key) {
+        None => Ok(0),
+        Some(v) => integer(v, key, 0, u64::MAX),
+    }
+}
+
+fn check_id(body: &Map<String, Value>, keys: &[&str], expected: &str) -> Result<(), FieldError> {
+    for &key in keys {
+        if let Some(v) = body.get(key)
+            && v.as_str() != Some(expected)
+        {
+            return Err(FieldError::new(
+                key,
+                format!("is {} but the file is for {expected}", describe(v)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A network from its stored JSON (the file for `id`): every field checked
+/// as in an update, plus `creationTime` and `revision`.
+pub fn network_from_stored(id: NetworkId, body: &Value) -> Result<Network, FieldError> {
+    let obj = object(body, "file")?;
+    check_id(obj, &["id", "nwid"], &id.to_string())?;
+    let mut n = network_update(&Network::new(id, 0), body)?;
+    n.creation_time = stored_u64(obj, "creationTime")?;
+    n.revision = stored_u64(obj, "revision")?;
+    Ok(n)
+}
+
+/// A member from its stored JSON (the file for `address` on `nwid`).
+pub fn member_from_stored(
+    nwid: NetworkId,
+    address: Address,
+    body: &Value,
+) -> Result<Member, FieldError> {
+    let obj = object(body, "file")?;
+    check_id(obj, &["id", "address"], &address.to_string())?;
+    check_id(obj, &["nwid"], &nwid.to_string())?;
+    let mut m = member_update(&Member::new(nwid, address, 0), body, 0)?;
+    m.creation_time = stored_u64(obj, "creationTime")?;
+    m.revision = stored_u64(obj, "revision")?;
+    m.last_authorized_time = stored_u64(obj, "lastAuthorizedTime")?;
+    m.last_deauthorized_time = stored_u64(obj, "lastDeauthorizedTime")?;
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn network() -> Network {
+        Network::new("8056c2e21c000001".parse().unwrap(), 1)
+    }
+
+    fn member() -> Member {
+        Member::new(
+            "8056c2e21c000001".parse().unwrap(),
+            "a1b2c3d4e5".parse().unwrap(),
+            1,
+        )
+    }
+
+    fn refused(body: Value) -> String {
+        let before = network();
+        let e = network_update(&before, &body).expect_err("refused");
+        e.to_string()
+    }
+
+    #[test]
+    fn network_fields_apply() {
+        let n = network_update(
+            &network(),
+            &json!({
+                "name": "office", "private": false, "mtu": 1400, "multicastLimit": 0,
+                "enableBroadcast": false, "v4AssignMode": {"zt": false},
+                "ipAssignmentPools": [
+                    {"ipRangeStart": "10.0.0.10", "ipRangeEnd": "10.0.0.20"},
+                    {"ipRangeStart": "2001:db8::1", "ipRangeEnd": "2001:db8::ff"}
+                ],
+                "routes": [{"target": "10.0.0.0/24", "via": null},
+                           {"target": "0.0.0.0/0", "via": "10.0.0.1"},
+                           {"target": "2001:db8::/64"}],
+                "unknownField": [1, 2, 3], "id": "ignored", "revision": 99, "creationTime": 7,
+            }),
+        )
+        .unwrap();
+        assert_eq!(n.name, "office");
+        assert!(!n.private && !n.enable_broadcast && !n.v4_assign_zt);
+        assert_eq!((n.mtu, n.multicast_limit), (1400, 0));
+        assert_eq!(n.ip_assignment_pools.len(), 2);
+        assert_eq!(n.routes.len(), 3);
+        assert_eq!(n.routes[1].via, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(n.routes[2].via, None);
+        // Read-only fields are not taken from an update.
+        assert_eq!((n.revision, n.creation_time), (0, 1));
+        // An empty update and v4AssignMode without zt change nothing.
+        assert_eq!(network_update(&n, &json!({})).unwrap(), n);
+        assert_eq!(network_update(&n, &json!({"v4AssignMode": {}})).unwrap(), n);
+    }
+
+    #[test]
+    fn every_refusal_names_its_field() {
+        let cases = [
+            (json!([]), "body: expected a JSON object, got []"),
+            (json!({"name": 5}), "name: expected a string, got 5"),
+            (
+                json!({"name": "x".repeat(128)}),
+                "name: longer than 127 bytes",
+            ),
+            (
+                json!({"private": "yes"}),
+                "private: expected true or false, got \"yes\"",
+            ),
+            (
+                json!({"private": null}),
+                "private: expected true or false, got null",
+            ),
+            (
+                json!({"mtu": 1279}),
+                "mtu: expected an integer from 1280 to 10000, got 1279",
+            ),
+            (
+                json!({"mtu": 10001}),
+                "mtu: expected an integer from 1280 to 10000, got 10001",
+            ),
+            (
+                json!({"mtu": 1500.5}),
+                "mtu: expected an integer from 1280 to 10000, got 1500.5",
+            ),
+            (
+                json!({"mtu": "1500"}),
+                "mtu: expected an integer from 1280 to 10000, got \"1500\"",
+            ),
+            (
+                json!({"multicastLimit": -1}),
+                "multicastLimit: expected an integer from 0 to 4294967295, got -1",
+            ),
+            (
+                json!({"enableBroadcast": 1}),
+                "enableBroadcast: expected true or false, got 1",
+            ),
+            (
+                json!({"v4AssignMode": true}),
+                "v4AssignMode: expected a JSON object, got true",
+            ),
+            (
+                json!({"v4AssignMode": {"zt": "on"}}),
+                "v4AssignMode.zt: expected true or false, got \"on\"",
+            ),
+            (
+                json!({"ipAssignmentPools": {}}),
+                "ipAssignmentPools: expected an array of {ipRangeStart, ipRangeEnd}, got {}",
+            ),
+            (
+                json!({"ipAssignmentPools": ["10.0.0.1"]}),
+                "ipAssignmentPools[0]: expected an object {ipRangeStart, ipRangeEnd}, got \"10.0.0.1\"",
+            ),
+            (
+                json!({"ipAssignmentPools": [{"ipRangeEnd": "10.0.0.1"}]}),
+                "ipAssignmentPools[0].ipRangeStart: missing",
+            ),
+            (
+                json!({"ipAssignmentPools": [{"ipRangeStart": "10.0.0.1"}]}),
+                "ipAssignmentPools[0].ipRangeEnd: missing",
+            ),
+            (
+                json!({"ipAssignmentPools": [{"ipRangeStart": "10.0.0", "ipRangeEnd": "10.0.0.1"}]}),
+                "ipAssignmentPools[0].ipRangeStart: \"10.0.0\" is not an IPv4 or IPv6 address",
+            ),
+            (
+                json!({"ipAssignmentPools": [{"ipRangeStart": "10.0.0.1", "ipRangeEnd": 7}]}),
+                "ipAssignmentPools[0].ipRangeEnd: expected an IP address string, got 7",
+            ),
+            (
+                json!({"ipAssignmentPools": [
+                {"ipRangeStart": "10.0.0.1", "ipRangeEnd": "10.0.0.2"},
+                {"ipRangeStart": "10.0.0.9", "ipRangeEnd": "10.0.0.5"}]}),
+                "ipAssignmentPools[1].ipRangeEnd: 10.0.0.5 is before ipRangeStart 10.0.0.9",
+            ),
+            (
+                json!({"ipAssignmentPools": [{"ipRangeStart": "10.0.0.1", "ipRangeEnd": "::1"}]}),
+                "ipAssignmentPools[0].ipRangeEnd: ::1 is IPv6 but ipRangeStart 10.0.0.1 is IPv4",
+            ),
+            (
+                json!({"ipAssignmentPools": [
+                {"ipRangeStart": "10.0.0.1", "ipRangeEnd": "10.0.0.9"},
+                {"ipRangeStart": "10.0.1.0", "ipRangeEnd": "10.0.1.9"},
+                {"ipRangeStart": "10.0.0.5", "ipRangeEnd": "10.0.0.20"}]}),
+                "ipAssignmentPools[2]: 10.0.0.5-10.0.0.20 overlaps ipAssignmentPools[0] (10.0.0.1-10.0.0.9)",
+            ),
+            (
+                json!({"routes": "10.0.0.0/24"}),
+                "routes: expected an array of {target, via}, got \"10.0.0.0/24\"",
+            ),
+            (
+                json!({"routes": [5]}),
+                "routes[0]: expected an object {target, via}, got 5",
+            ),
+            (
+                json!({"routes": [{"via": null}]}),
+                "routes[0].target: missing",
+            ),
+            (
+                json!({"routes": [{"target": 10}]}),
+                "routes[0].target: expected a string like \"10.0.0.0/24\", got 10",
+            ),
+            (
+                json!({"routes": [{"target": "10.0.0.1/24"}]}),
+                "routes[0].target: 10.0.0.1/24 has host bits set (the network is 10.0.0.0/24)",
+            ),
+            (
+                json!({"routes": [{"target": "10.0.0.0/33"}]}),
+                "routes[0].target: prefix length \"33\" is not 0 to 32",
+            ),
+            (
+                json!({"routes": [{"target": "10.0.0.0"}]}),
+                "routes[0].target: \"10.0.0.0\" is not in CIDR form ADDRESS/PREFIXLEN",
+            ),
+            (
+                json!({"routes": [{"target": "10.0.0.0/8", "via": "fe80::1"}]}),
+                "routes[0].via: fe80::1 is IPv6 but target 10.0.0.0/8 is IPv4",
+            ),
+            (
+                json!({"routes": [{"target": "10.0.0.0/8", "via": "gw"}]}),
+                "routes[0].via: \"gw\" is not an IPv4 or IPv6 address",
+            ),
+            (
+                json!({"routes": [{"target": "10.0.0.0/8", "via": false}]}),
+                "routes[0].via: expected an IP address string, got false",
+            ),
+            (
+                json!({"routes": [{"target": "10.0.0.0/8"}, {"target": "10.0.0.0/8", "via": null}]}),
+                "routes[1]: duplicates routes[0]",
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(refused(body.clone()), expected, "{body}");
+        }
+        let many: Vec<Value> = (0..65)
+            .map(|i| json!({"target": format!("10.{i}.0.0/16")}))
+            .collect();
+        assert_eq!(
+            refused(json!({"routes": many})),
+            "routes: at most 64 routes"
+        );
+    }
+
+    #[test]
+    fn a_refused_update_changes_nothing() {
+        let before = network();
+        // Valid fields before and after the bad one: none of them is applied.
+        let body = json!({"name": "changed", "mtu": 99999, "private": false});
+        let e = network_update(&before, &body).unwrap_err();
+        assert_eq!(e.field, "mtu");
+        assert_eq!(before, network());
+    }
+
+    #[test]
+    fn member_fields_apply_and_refusals_name_fields() {
+        let m = member_update(
+            &member(),
+            &json!({"authorized": true, "activeBridge": true, "noAutoAssignIps": true,
+                    "ipAssignments": ["10.0.0.7", "2001:db8::7"], "address": "ignored"}),
+            50,
+        )
+        .unwrap();
+        assert!(m.authorized && m.active_bridge && m.no_auto_assign_ips);
+        assert_eq!(m.last_authorized_time, 50);
+        assert_eq!(m.ip_assignments.len(), 2);
+        let cases = [
+            (
+                json!({"authorized": "true"}),
+                "authorized: expected true or false, got \"true\"",
+            ),
+            (
+                json!({"activeBridge": 0}),
+                "activeBridge: expected true or false, got 0",
+            ),
+            (
+                json!({"noAutoAssignIps": null}),
+                "noAutoAssignIps: expected true or false, got null",
+            ),
+            (
+                json!({"ipAssignments": "10.0.0.1"}),
+                "ipAssignments: expected an array of IP address strings, got \"10.0.0.1\"",
+            ),
+            (
+                json!({"ipAssignments": ["10.0.0.300"]}),
+                "ipAssignments[0]: \"10.0.0.300\" is not an IPv4 or IPv6 address",
+            ),
+            (
+                json!({"ipAssignments": ["10.0.0.1", "10.0.0.1"]}),
+                "ipAssignments[1]: 10.0.0.1 is listed twice (also ipAssignments[0])",
+            ),
+            (
+                json!({"ipAssignments": ["224.0.0.1"]}),
+                "ipAssignments[0]: 224.0.0.1 is not a unicast address a member can hold",
+            ),
+        ];
+        for (body, expected) in cases {
+            let e = member_update(&member(), &body, 1).unwrap_err();
+            assert_eq!(e.to_string(), expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn stored_forms_round_trip_and_must_match_their_file() {
+        let mut n = network_update(
+            &network(),
+            &json!({"name": "x", "routes": [{"target": "10.0.0.0/24"}],
+                    "ipAssignmentPools": [{"ipRangeStart": "10.0.0.1", "ipRangeEnd": "10.0.0.9"}]}),
+        )
+        .unwrap();
+        n.revision = 7;
+        assert_eq!(network_from_stored(n.id, &n.to_json()).unwrap(), n);
+        let other: NetworkId = "8056c2e21c000002".parse().unwrap();
+        assert_eq!(
+            network_from_stored(other, &n.to_json()).unwrap_err().field,
+            "id"
+        );
+        let mut m = member_update(
+            &member(),
+            &json!({"authorized": true, "ipAssignments": ["10.0.0.1"]}),
+            9,
+        )
+        .unwrap();
+        m.revision = 3;
+        m.last_deauthorized_time = 4;
+        assert_eq!(
+            member_from_stored(m.network_id, m.address, &m.to_json()).unwrap(),
+            m
+        );
+        let e = member_from_stored(m.network_id, "0102030405".parse().unwrap(), &m.to_json())
+            .unwrap_err();
+        assert_eq!(e.field, "id");
+        let e = member_from_stored(other, m.address, &m.to_json()).unwrap_err();
+        assert_eq!(e.field, "nwid");
+        let e = network_from_stored(n.id, &json!({"revision": "x"})).unwrap_err();
+        assert_eq!(e.field, "revision");
+    }
+}

@@ -1,0 +1,240 @@
+//! Virtual networks end to end, in network namespaces: a root, a
+//! vnet-controller and members, driven through vnet-cli.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vnet_tests::netns::{Lab, Node, Proc, wait_until};
+use vnet_tests::{Run, binary, run_in};
+
+const PORT: &str = "9993";
+
+struct Daemon<'a> {
+    lab: &'a Lab,
+    host: &'a Node,
+    home: PathBuf,
+    program: &'static str,
+    proc: Option<Proc>,
+}
+
+impl<'a> Daemon<'a> {
+    fn start(lab: &'a Lab, host: &'a Node, program: &'static str) -> Self {
+        let home = lab.home(host);
+        let mut d = Self {
+            lab,
+            host,
+            home,
+            program,
+            proc: None,
+        };
+        d.restart();
+        d
+    }
+
+    fn restart(&mut self) {
+        if let Some(p) = self.proc.take() {
+            assert!(p.stop().success(), "clean stop");
+        }
+        let home = self.home.to_str().unwrap().to_string();
+        let args: Vec<&str> = match self.program {
+            "vnet-planet" => vec!["serve", "-d", &home, "-p", PORT],
+            _ => vec!["-d", &home, "-p", PORT],
+        };
+        self.proc = Some(self.lab.spawn(self.host, binary(self.program), &args, &[]));
+    }
+
+    fn cli(&self, args: &[&str]) -> Run {
+        let home = self.home.to_str().unwrap();
+        let mut all = vec!["-D", home];
+        all.extend_from_slice(args);
+        self.lab.exec(self.host, binary("vnet-cli"), &all)
+    }
+
+    fn address(&self) -> String {
+        fs::read_to_string(self.home.join("identity.public")).unwrap()[..10].to_string()
+    }
+
+    fn wait_online(&self) {
+        let ok = wait_until(Duration::from_secs(15), || {
+            self.cli(&["info"]).stdout.contains("ONLINE")
+        });
+        assert!(
+            ok,
+            "{} not ONLINE: {}",
+            self.host.name(),
+            self.proc.as_ref().unwrap().stderr_text()
+        );
+    }
+
+    /// The `listnetworks` line of `nwid`, split into fields.
+    fn network_line(&self, nwid: &str) -> Vec<String> {
+        self.cli(&["listnetworks"])
+            .stdout
+            .lines()
+            .find(|l| l.contains(nwid))
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    fn status(&self, nwid: &str) -> String {
+        self.network_line(nwid).get(5).cloned().unwrap_or_default()
+    }
+}
+
+fn make_planet(lab: &Lab, root: &Node, homes: &[PathBuf]) {
+    let root_home = lab.home(root);
+    assert!(
+        run_in(
+            &root_home,
+            "vnet-idtool",
+            &["generate", "identity.secret", "identity.public"]
+        )
+        .ok
+    );
+    let run = run_in(
+        &root_home,
+        "vnet-planet",
+        &["initplanet", "identity.public"],
+    );
+    let mut json: Value = serde_json::from_str(&run.stdout).unwrap();
+    json["roots"][0]["stableEndpoints"] = serde_json::json!([format!("{}/{PORT}", root.ip())]);
+    fs::write(root_home.join("planet.json"), json.to_string()).unwrap();
+    assert!(
+        run_in(
+            &root_home,
+            "vnet-planet",
+            &["mkworld", "planet.json", "-o", "planet"]
+        )
+        .ok
+    );
+    for home in homes {
+        fs::copy(root_home.join("planet"), home.join("planet")).unwrap();
+    }
+}
+
+#[test]
+fn join_is_denied_until_authorized_then_configured_cut_off_and_restored_after_restart() {
+    let lab = Lab::new();
+    let root_host = lab.host("root");
+    let ctl_host = lab.host("ctl");
+    let member_host = lab.host("m1");
+    make_planet(
+        &lab,
+        &root_host,
+        &[lab.home(&ctl_host), lab.home(&member_host)],
+    );
+    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
+    let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
+    let mut member = Daemon::start(&lab, &member_host, "vnet-node");
+    ctl.wait_online();
+    member.wait_online();
+
+    let run = ctl.cli(&[
+        "network",
+        "create",
+        "--name",
+        "lab",
+        "--pool",
+        "10.147.17.10-10.147.17.50",
+        "--route",
+        "10.147.17.0/24",
+    ]);
+    assert!(run.ok, "{run:?}");
+    let nwid = run
+        .stdout
+        .split_whitespace()
+        .nth(3)
+        .expect("network id")
+        .to_string();
+    assert!(nwid.starts_with(&ctl.address()), "{nwid}");
+
+    let run = member.cli(&["join", &nwid]);
+    assert_eq!(run.stdout.trim(), "200 join OK", "{run:?}");
+    assert!(
+        wait_until(Duration::from_secs(5), || member.status(&nwid)
+            == "ACCESS_DENIED"),
+        "ACCESS_DENIED while unauthorized: {:?}",
+        member.network_line(&nwid)
+    );
+    let device = member.network_line(&nwid)[7].clone();
+    let link = |d: &str| lab.exec(&member_host, "ip", &["-j", "addr", "show", "dev", d]);
+    assert!(!link(&device).ok, "no TAP device while unauthorized");
+    let listed = ctl.cli(&["member", "list", &nwid]);
+    assert!(
+        listed.stdout.contains(&member.address()),
+        "the member asked and is listed: {listed:?}"
+    );
+
+    let run = ctl.cli(&["member", "authorize", &nwid, &member.address()]);
+    assert!(run.ok, "{run:?}");
+    let authorized_at = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(5), || member.status(&nwid) == "OK"),
+        "{:?}",
+        member.network_line(&nwid)
+    );
+    let took = authorized_at.elapsed();
+    assert!(
+        took < Duration::from_secs(2) + Duration::from_millis(500),
+        "OK {took:?} after authorization"
+    );
+    let line = member.network_line(&nwid);
+    assert_eq!(line[3], "lab");
+    assert_eq!(line[6], "PRIVATE");
+    assert_eq!(
+        line[8], "10.147.17.10/24",
+        "first address of the pool: {line:?}"
+    );
+    let configured = wait_until(Duration::from_secs(5), || {
+        let run = link(&device);
+        run.ok && run.stdout.contains("10.147.17.10")
+    });
+    assert!(
+        configured,
+        "TAP {device} carries the address: {}",
+        link(&device).stdout
+    );
+    let info: Value = serde_json::from_str(&link(&device).stdout).unwrap();
+    assert_eq!(info[0]["address"], line[4], "the TAP has the member MAC");
+    assert_eq!(info[0]["mtu"], 2800);
+    assert_eq!(member.cli(&["get", &nwid, "status"]).stdout.trim(), "OK");
+
+    // Deauthorize: the controller's next refresh is a denial; the device goes away.
+    assert!(
+        ctl.cli(&["member", "deauthorize", &nwid, &member.address()])
+            .ok
+    );
+    assert!(
+        wait_until(Duration::from_secs(12), || member.status(&nwid)
+            == "ACCESS_DENIED"),
+        "{:?}",
+        member.network_line(&nwid)
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || !link(&device).ok),
+        "TAP removed"
+    );
+
+    // Authorized again, and the daemon restarted: the network comes back by itself.
+    assert!(
+        ctl.cli(&["member", "authorize", &nwid, &member.address()])
+            .ok
+    );
+    assert!(wait_until(Duration::from_secs(5), || member.status(&nwid) == "OK"));
+    member.restart();
+    member.wait_online();
+    assert!(
+        wait_until(Duration::from_secs(8), || member.status(&nwid) == "OK"),
+        "rejoined after restart"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || link(&device).ok),
+        "TAP back after restart"
+    );
+    // Leave: gone, and not rejoined on the next start.
+    assert_eq!(member.cli(&["leave", &nwid]).stdout.trim(), "200 leave OK");
+    assert!(wait_until(Duration::from_secs(3), || !link(&device).ok));
+    assert!(member.network_line(&nwid).is_empty());
+}
