@@ -3,8 +3,9 @@
 # it installs only what is missing, so re-running it is cheap.
 set -euo pipefail
 
-# Debian packages the build and the end-to-end tests use.
-PACKAGES=(ca-certificates curl gcc libc6-dev pkg-config iproute2 iptables iputils-ping)
+# Debian packages the build, the end-to-end tests and scripts/demo.sh use
+# (iproute2: `ip netns`, veths, bridges; iperf3: throughput over the virtual network).
+PACKAGES=(ca-certificates curl gcc libc6-dev pkg-config iproute2 iptables iputils-ping iperf3)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -110,6 +110,14 @@ impl From<MemberConfig> for NetworkConfigData {
             assigned: c.assigned,
             routes: c.routes,
             bridges: c.bridges.iter().map(ToString::to_string).collect(),
+            directory: c
+                .directory
+                .into_iter()
+                .map(|e| vnet_node::core::netconf::DirectoryEntry {
+                    address: e.address.to_string(),
+                    ips: e.ips,
+                })
+                .collect(),
         }
     }
 }

@@ -654,6 +654,7 @@ mod membership {
                 }],
                 routes: vec![],
                 bridges: vec![],
+                directory: vec![],
             })
         }
 

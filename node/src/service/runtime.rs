@@ -103,8 +103,8 @@ pub struct Shared {
     next_ping: AtomicU64,
     events: mpsc::UnboundedSender<Event>,
     shutdown: AtomicBool,
-    /// TAP devices of configured networks.
-    devices: Mutex<HashMap<NetworkId, TapDevice>>,
+    /// TAP devices of configured networks, with their reader thread's run flag.
+    devices: Mutex<HashMap<NetworkId, (TapDevice, Arc<AtomicBool>)>>,
 }
 
 impl Shared {
@@ -131,8 +131,24 @@ impl Shared {
             }
             r
         };
-        self.sockets.send_all(&out);
+        self.flush(&out);
         result
+    }
+
+    /// Sends the outbox's datagrams and writes its frames to their TAP devices.
+    fn flush(&self, out: &Outbox) {
+        self.sockets.send_all(out);
+        if out.frames().next().is_none() {
+            return;
+        }
+        let devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        for (nwid, frame) in out.frames() {
+            if let Some((tap, _)) = devices.get(&nwid)
+                && let Err(e) = tap.write(frame)
+            {
+                debug!(%nwid, error = %e, "TAP write failed");
+            }
+        }
     }
 
     /// Sends one ECHO and waits for the reply.
@@ -364,7 +380,7 @@ async fn control_plane(
 
 /// Brings a network's TAP device in line with its status and config:
 /// created and configured (MAC, MTU, addresses) when OK, removed otherwise.
-pub async fn configure_network(shared: &Shared, netlink: Option<&Netlink>, nwid: NetworkId) {
+pub async fn configure_network(shared: &Arc<Shared>, netlink: Option<&Netlink>, nwid: NetworkId) {
     let (status, settings) = {
         let node = shared.node();
         let status = node.network(nwid).map(|v| v.status);
@@ -385,12 +401,25 @@ pub async fn configure_network(shared: &Shared, netlink: Option<&Netlink>, nwid:
     match (status, settings) {
         (Some(NetworkStatus::Ok), Some(settings)) => {
             let created = match lock_devices().entry(nwid) {
-                std::collections::hash_map::Entry::Occupied(_) => Ok(()),
+                std::collections::hash_map::Entry::Occupied(_) => Ok(None),
                 std::collections::hash_map::Entry::Vacant(slot) => {
                     TapDevice::create(&settings.device).map(|tap| {
-                        slot.insert(tap);
+                        let run = Arc::new(AtomicBool::new(true));
+                        slot.insert((tap.clone(), run.clone()));
+                        Some((tap, run))
                     })
                 }
+            };
+            let created = match created {
+                Ok(Some((tap, run))) => {
+                    let reader = Arc::clone(shared);
+                    std::thread::Builder::new()
+                        .name(format!("vnet-tap-{}", settings.device))
+                        .spawn(move || tap_loop(&reader, nwid, &tap, &run))
+                        .map(|_| ())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
             };
             if let Err(e) = created {
                 error!(%nwid, device = settings.device, "cannot create TAP device: {e}");
@@ -407,8 +436,41 @@ pub async fn configure_network(shared: &Shared, netlink: Option<&Netlink>, nwid:
             }
         }
         (status, _) => {
-            if lock_devices().remove(&nwid).is_some() {
+            if let Some((_, run)) = lock_devices().remove(&nwid) {
+                // The reader thread stops within a poll interval and drops the
+                // last handle, which removes the device.
+                run.store(false, Ordering::Relaxed);
                 info!(%nwid, ?status, "network device removed");
+            }
+        }
+    }
+}
+
+/// A TAP device's reader: frames from the kernel into the node.
+fn tap_loop(shared: &Shared, nwid: NetworkId, tap: &TapDevice, run: &AtomicBool) {
+    let mut buf = vec![0u8; PACKET_MAX_LEN_BYTES];
+    let mut out = Outbox::new();
+    while run.load(Ordering::Relaxed) && !shared.shutdown.load(Ordering::Relaxed) {
+        match tap.wait_readable(Duration::from_millis(TIMER_TICK_MS)) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                warn!(%nwid, error = %e, "TAP poll failed");
+                return;
+            }
+        }
+        match tap.read(&mut buf) {
+            Ok(len) => {
+                let mut node = shared.node();
+                node.handle_tap_frame(shared.now_ms(), nwid, &buf[..len], &mut out);
+                drain_events(&mut node, shared);
+                drop(node);
+                shared.flush(&out);
+                out.clear();
+            }
+            Err(e) => {
+                warn!(%nwid, error = %e, "TAP read failed");
+                return;
             }
         }
     }
@@ -468,7 +530,7 @@ fn packet_loop(shared: &Shared, v6: bool) {
             node.handle_timeout(shared.now_ms(), &mut out);
             drain_events(&mut node, shared);
             drop(node);
-            shared.sockets.send_all(&out);
+            shared.flush(&out);
             out.clear();
             next_tick = now + tick;
         }
@@ -488,7 +550,7 @@ fn packet_loop(shared: &Shared, v6: bool) {
                 node.handle_datagram(shared.now_ms(), from, &mut buf[..len], &mut out);
                 drain_events(&mut node, shared);
                 drop(node);
-                shared.sockets.send_all(&out);
+                shared.flush(&out);
                 out.clear();
             }
             Err(e)

@@ -37,6 +37,27 @@ impl TapDevice {
     pub fn write(&self, frame: &[u8]) -> io::Result<usize> {
         self.iface.send(frame)
     }
+
+    /// Waits up to `timeout` for a frame to read; true if one is there.
+    pub fn wait_readable(&self, timeout: std::time::Duration) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let mut fds = libc::pollfd {
+            fd: self.iface.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut fds, 1, timeout.as_millis() as libc::c_int) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(n > 0 && fds.revents & libc::POLLIN != 0)
+    }
 }
 
 /// The device name for a network: `vn` and the network id's last 10 hex

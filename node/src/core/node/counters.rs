@@ -27,4 +27,8 @@ pub struct Counters {
     pub relayed: u64,
     /// World updates refused.
     pub refused_world_updates: u64,
+    /// Frames dropped: not joined, not configured, or refused by the switch.
+    pub dropped_frames: u64,
+    /// Frames from members without a valid certificate of membership.
+    pub dropped_frames_unauthorized: u64,
 }

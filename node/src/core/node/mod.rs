@@ -3,6 +3,7 @@
 //! [`Outbox`]) and [`Event`]s. It never reads a clock or touches a socket.
 
 mod counters;
+pub(crate) mod frames;
 mod network;
 mod outbox;
 mod peer;
@@ -127,6 +128,9 @@ pub struct Node {
     mtu: usize,
     networks: HashMap<crate::core::network_id::NetworkId, network::Membership>,
     controller: network::ControllerState,
+    /// Reused buffers of the frame path.
+    frame_buf: Vec<u8>,
+    frame_targets: Vec<Address>,
 }
 
 impl Node {
@@ -155,6 +159,8 @@ impl Node {
             mtu: UDP_PAYLOAD_MTU_BYTES,
             networks: HashMap::new(),
             controller: network::ControllerState::default(),
+            frame_buf: Vec::with_capacity(PACKET_MAX_LEN_BYTES),
+            frame_targets: Vec::new(),
         };
         node.add_world_roots(&node.planet.clone());
         for moon in config.moons {
@@ -462,6 +468,14 @@ impl Node {
                 }
                 self.probe_candidates(now_ms, src, out);
             }),
+            Verb::ExtFrame => {
+                self.handle_ext_frame(now_ms, src, payload, out);
+                Ok(())
+            }
+            Verb::NetworkCredentials => {
+                self.handle_credentials(src, payload);
+                Ok(())
+            }
             Verb::WorldUpdate => {
                 self.handle_world_update(now_ms, src, payload);
                 Ok(())

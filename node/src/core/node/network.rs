@@ -49,6 +49,12 @@ pub(crate) struct Membership {
     /// When the current config arrived.
     received_ms: Option<u64>,
     assembly: Option<Assembly>,
+    /// The virtual switch, once configured.
+    pub switch: Option<crate::core::switch::Switch>,
+    /// Peers' latest certificates on this network.
+    pub peer_certificates: HashMap<Address, Certificate>,
+    /// The timestamp of our certificate last sent to each peer.
+    pub credentials_sent: HashMap<Address, u64>,
 }
 
 /// A joined network's state for the API.
@@ -98,6 +104,9 @@ impl Node {
             last_request_ms: None,
             received_ms: None,
             assembly: None,
+            switch: None,
+            peer_certificates: HashMap::new(),
+            credentials_sent: HashMap::new(),
         });
         self.request_config(now_ms, nwid, out);
     }
@@ -192,6 +201,11 @@ impl Node {
             .collect();
         for nwid in due {
             self.request_config(now_ms, nwid, out);
+        }
+        for m in self.networks.values_mut() {
+            if let Some(switch) = m.switch.as_mut() {
+                switch.expire(now_ms);
+            }
         }
         if self.controller.plugin.is_some() {
             let changed = self
@@ -351,6 +365,7 @@ impl Node {
         if let Some(m) = self.networks.get_mut(&nwid) {
             // A denial also withdraws the config we held: no more frames.
             m.config = None;
+            m.switch = None;
         }
         self.set_status(nwid, status);
     }
@@ -434,6 +449,7 @@ impl Node {
             old
         }) != Some(config.data.clone())
             || m.status != NetworkStatus::Ok;
+        crate::core::node::frames::configure_switch(m, self.address, now_ms, &config);
         m.config = Some(config);
         m.status = NetworkStatus::Ok;
         if changed {

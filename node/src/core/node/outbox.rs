@@ -12,11 +12,13 @@ pub struct Transmit {
     range: Range<usize>,
 }
 
-/// Outgoing datagrams; cleared by the driver after sending.
+/// Outgoing datagrams, and Ethernet frames for the TAP devices of joined
+/// networks; cleared by the driver after sending and writing them.
 #[derive(Debug, Default)]
 pub struct Outbox {
     buffer: Vec<u8>,
     transmits: Vec<Transmit>,
+    frames: Vec<(crate::core::network_id::NetworkId, Range<usize>)>,
 }
 
 impl Outbox {
@@ -42,6 +44,20 @@ impl Outbox {
             .map(|t| (t.to, &self.buffer[t.range.clone()]))
     }
 
+    /// Queues a frame for the TAP device of network `nwid`.
+    pub fn push_frame(&mut self, nwid: crate::core::network_id::NetworkId, frame: &[u8]) {
+        let start = self.buffer.len();
+        self.buffer.extend_from_slice(frame);
+        self.frames.push((nwid, start..self.buffer.len()));
+    }
+
+    /// The queued frames for TAP devices, in order.
+    pub fn frames(&self) -> impl Iterator<Item = (crate::core::network_id::NetworkId, &[u8])> {
+        self.frames
+            .iter()
+            .map(|(n, r)| (*n, &self.buffer[r.clone()]))
+    }
+
     /// Number of queued datagrams.
     pub fn len(&self) -> usize {
         self.transmits.len()
@@ -56,5 +72,6 @@ impl Outbox {
     pub fn clear(&mut self) {
         self.buffer.clear();
         self.transmits.clear();
+        self.frames.clear();
     }
 }
