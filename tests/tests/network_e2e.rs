@@ -343,3 +343,111 @@ fn two_members_ping_and_transfer_over_the_virtual_network() {
         bps / 1e6
     );
 }
+
+/// The IPv6 link-local address the kernel gave a member's TAP.
+fn link_local(lab: &Lab, host: &Node, device: &str) -> String {
+    let run = lab.exec(host, "ip", &["-j", "-6", "addr", "show", "dev", device]);
+    let info: Value = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+    info[0]["addr_info"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["scope"] == "link")
+        .and_then(|a| a["local"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn pre_authorized_member_joins_fast_ipv6_works_and_deauthorized_member_is_cut_off() {
+    let lab = Lab::new();
+    let hosts = [
+        lab.host("root"),
+        lab.host("ctl"),
+        lab.host("a"),
+        lab.host("b"),
+    ];
+    let c_host = lab.host("c");
+    let (daemons, nwid) = two_members(&lab, &hosts);
+    fs::copy(
+        lab.home(&hosts[0]).join("planet"),
+        lab.home(&c_host).join("planet"),
+    )
+    .unwrap();
+    let (ctl, a, b) = (&daemons[1], &daemons[2], &daemons[3]);
+    let mut c = Daemon::start(&lab, &c_host, "vnet-node");
+    c.wait_online();
+    let ip_a = virtual_ip(a, &nwid);
+    let device = a.network_line(&nwid)[7].clone();
+
+    // Join speed: c is authorized before it asks; from `join` to its first ping of a.
+    assert!(ctl.cli(&["member", "authorize", &nwid, &c.address()]).ok);
+    let start = Instant::now();
+    assert_eq!(c.cli(&["join", &nwid]).stdout.trim(), "200 join OK");
+    let pinged = wait_until(Duration::from_secs(10), || {
+        lab.exec(&c_host, "ping", &["-n", "-c", "1", "-W", "1", &ip_a])
+            .ok
+    });
+    assert!(pinged, "pre-authorized member reaches a");
+    eprintln!(
+        "join speed (vnet-cli join -> first ping): {} ms",
+        start.elapsed().as_millis()
+    );
+    // Cold start with the network already joined.
+    c.restart();
+    let start = Instant::now();
+    let pinged = wait_until(Duration::from_secs(15), || {
+        lab.exec(&c_host, "ping", &["-n", "-c", "1", "-W", "1", &ip_a])
+            .ok
+    });
+    assert!(pinged, "after a cold start");
+    eprintln!(
+        "cold start (daemon start -> first ping): {} ms",
+        start.elapsed().as_millis()
+    );
+
+    // IPv6: neighbour discovery between link-local addresses works.
+    let ll_a = link_local(&lab, &hosts[2], &device);
+    assert!(
+        ll_a.starts_with("fe80"),
+        "a has a link-local address: {ll_a:?}"
+    );
+    let target = format!("{ll_a}%{device}");
+    let pinged6 = wait_until(Duration::from_secs(10), || {
+        lab.exec(
+            &c_host,
+            "ping",
+            &["-6", "-n", "-c", "1", "-W", "1", &target],
+        )
+        .ok
+    });
+    assert!(
+        pinged6,
+        "IPv6 ping over the virtual network (neighbour discovery)"
+    );
+
+    // Deauthorized: b is cut off (its device goes, and a no longer reaches it) well within 30 s.
+    let ip_b = virtual_ip(b, &nwid);
+    assert!(
+        lab.exec(&hosts[2], "ping", &["-n", "-c", "1", "-W", "1", &ip_b])
+            .ok
+    );
+    assert!(ctl.cli(&["member", "deauthorize", &nwid, &b.address()]).ok);
+    let start = Instant::now();
+    let cut = wait_until(Duration::from_secs(30), || {
+        !lab.exec(&hosts[2], "ping", &["-n", "-c", "1", "-W", "1", &ip_b])
+            .ok
+    });
+    assert!(cut, "b cut off within 30 s");
+    eprintln!(
+        "deauthorized member cut off after {} ms",
+        start.elapsed().as_millis()
+    );
+    assert!(wait_until(Duration::from_secs(5), || b.status(&nwid)
+        == "ACCESS_DENIED"));
+    // The others still talk.
+    assert!(
+        lab.exec(&c_host, "ping", &["-n", "-c", "1", "-W", "1", &ip_a])
+            .ok
+    );
+}

@@ -131,6 +131,8 @@ pub struct Node {
     /// Reused buffers of the frame path.
     frame_buf: Vec<u8>,
     frame_targets: Vec<Address>,
+    /// Whether a root session was ever established.
+    online_once: bool,
 }
 
 impl Node {
@@ -161,6 +163,7 @@ impl Node {
             controller: network::ControllerState::default(),
             frame_buf: Vec::with_capacity(PACKET_MAX_LEN_BYTES),
             frame_targets: Vec::new(),
+            online_once: false,
         };
         node.add_world_roots(&node.planet.clone());
         for moon in config.moons {
@@ -710,7 +713,21 @@ impl Node {
             peer.paths.measured(from, rtt);
         }
         let is_root = peer.is_root();
+        let first_root_session = is_root && !self.online_once;
         self.note_route(now_ms, header.src);
+        if first_root_session {
+            // Just came online: whatever waited for a root goes out now,
+            // not at its next retry.
+            self.online_once = true;
+            let pending: Vec<Address> = self.whois.keys().copied().collect();
+            for addr in pending {
+                if let Some(w) = self.whois.get_mut(&addr) {
+                    w.last_sent_ms = None;
+                }
+                self.send_whois_if_due(now_ms, addr, out);
+            }
+            self.request_unconfigured(now_ms, out);
+        }
         if let Some(reflected) = ok.reflected
             && is_root
         {

@@ -175,6 +175,19 @@ impl Node {
         );
     }
 
+    /// Asks again, at once, for every network not yet configured.
+    pub(crate) fn request_unconfigured(&mut self, now_ms: u64, out: &mut Outbox) {
+        let waiting: Vec<NetworkId> = self
+            .networks
+            .iter()
+            .filter(|(_, m)| m.status != NetworkStatus::Ok)
+            .map(|(n, _)| *n)
+            .collect();
+        for nwid in waiting {
+            self.request_config(now_ms, nwid, out);
+        }
+    }
+
     /// Periodic work for networks: re-requests while unconfigured or when
     /// the certificate grows old; on a controller, certificate refreshes.
     pub(crate) fn tick_networks(&mut self, now_ms: u64, out: &mut Outbox) {
