@@ -321,6 +321,12 @@ fn two_members_ping_and_transfer_over_the_virtual_network() {
     );
     let run = lab.exec(&hosts[3], "ping", &["-n", "-c", "3", "-i", "0.2", &ip_a]);
     assert!(run.ok, "b pings a: {run:?}");
+    // The switch's counters (drops by reason included) are in the API.
+    let nets: Value = serde_json::from_str(&a.cli(&["-j", "listnetworks"]).stdout).unwrap();
+    let counters = &nets[0]["counters"];
+    assert!(counters["sentUnicast"].as_u64().unwrap() > 0, "{counters}");
+    assert!(counters["delivered"].as_u64().unwrap() > 0, "{counters}");
+    assert!(counters["drops"].is_object(), "{counters}");
     // A TCP transfer, MTU-sized frames fragmented over UDP.
     let _server = lab.spawn(&hosts[3], "iperf3", &["-s", "-B", &ip_b], &[]);
     let mut last = None;

@@ -77,6 +77,8 @@ pub struct NetworkView {
     pub mtu: Option<u16>,
     /// Config revision, once configured.
     pub revision: Option<u64>,
+    /// The virtual switch's frame counters, drops by reason included.
+    pub counters: Option<crate::core::switch::SwitchCounters>,
 }
 
 /// What a controller keeps about members that asked.
@@ -143,6 +145,7 @@ impl Node {
                 .unwrap_or_default(),
             mtu: data.map(|d| d.mtu),
             revision: data.map(|d| d.revision),
+            counters: m.switch.as_ref().map(|s| s.counters().clone()),
         })
     }
 
