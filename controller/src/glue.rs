@@ -54,6 +54,19 @@ impl NetworkController for NodeController {
             .map(Into::into)
     }
 
+    fn known_members(&self) -> Vec<(NetworkId, Address)> {
+        let c = lock(&self.shared);
+        c.network_ids()
+            .into_iter()
+            .flat_map(|nwid| {
+                c.members(nwid)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |m| (nwid, m.address))
+            })
+            .collect()
+    }
+
     fn take_changed(&mut self) -> Vec<(NetworkId, Address)> {
         let c = lock(&self.shared);
         let changed = c.changes_since(self.seen);

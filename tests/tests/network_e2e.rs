@@ -457,3 +457,54 @@ fn pre_authorized_member_joins_fast_ipv6_works_and_deauthorized_member_is_cut_of
             .ok
     );
 }
+
+#[test]
+fn controller_killed_mid_flight_loses_no_acknowledged_change() {
+    let lab = Lab::new();
+    let hosts = [
+        lab.host("root"),
+        lab.host("ctl"),
+        lab.host("a"),
+        lab.host("b"),
+    ];
+    let (mut daemons, nwid) = two_members(&lab, &hosts);
+    // Acknowledged changes, then kill -9 at once.
+    assert!(
+        daemons[1]
+            .cli(&["network", "set", &nwid, "name=renamed"])
+            .ok
+    );
+    let b = daemons[3].address();
+    assert!(daemons[1].cli(&["member", "deauthorize", &nwid, &b]).ok);
+    daemons[1].proc.as_ref().unwrap().signal(9);
+    assert!(
+        daemons[1]
+            .proc
+            .as_ref()
+            .unwrap()
+            .wait_timeout(Duration::from_secs(5))
+            .is_some()
+    );
+    daemons[1].proc = None;
+    daemons[1].restart();
+    daemons[1].wait_online();
+    let ctl = &daemons[1];
+    let shown = ctl.cli(&["-j", "network", "show", &nwid]);
+    let network: Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(network["name"], "renamed", "{shown:?}");
+    let member: Value =
+        serde_json::from_str(&ctl.cli(&["-j", "member", "show", &nwid, &b]).stdout).unwrap();
+    assert_eq!(member["authorized"], false);
+    let a = daemons[2].address();
+    let member: Value =
+        serde_json::from_str(&ctl.cli(&["-j", "member", "show", &nwid, &a]).stdout).unwrap();
+    assert_eq!(member["authorized"], true);
+    assert_eq!(member["ipAssignments"][0], "10.147.17.10");
+    // The members see the restarted controller's answers.
+    assert!(wait_until(Duration::from_secs(10), || daemons[3]
+        .status(&nwid)
+        == "ACCESS_DENIED"));
+    assert!(wait_until(Duration::from_secs(10), || {
+        daemons[2].network_line(&nwid).get(3).map(String::as_str) == Some("renamed")
+    }));
+}

@@ -420,6 +420,12 @@ pub trait NetworkController: Send {
     /// Members whose config changed since the last call (to be pushed), and
     /// members deauthorized or removed (who simply stop getting fresh certificates).
     fn take_changed(&mut self) -> Vec<(NetworkId, Address)>;
+
+    /// Every member the controller knows (authorized or not), so a restarted
+    /// controller pushes configs and denials without waiting to be asked.
+    fn known_members(&self) -> Vec<(NetworkId, Address)> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

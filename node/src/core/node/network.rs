@@ -89,6 +89,8 @@ pub(crate) struct ControllerState {
     pub members: HashMap<(NetworkId, Address), u64>,
     pub last_refresh_ms: u64,
     pub next_update_id: u64,
+    /// Whether the known members were loaded into `members` yet.
+    pub seeded: bool,
 }
 
 impl Node {
@@ -221,6 +223,14 @@ impl Node {
         for m in self.networks.values_mut() {
             if let Some(switch) = m.switch.as_mut() {
                 switch.expire(now_ms);
+            }
+        }
+        if !self.controller.seeded
+            && let Some(plugin) = self.controller.plugin.as_ref()
+        {
+            self.controller.seeded = true;
+            for key in plugin.known_members() {
+                self.controller.members.entry(key).or_insert(now_ms);
             }
         }
         if self.controller.plugin.is_some() {

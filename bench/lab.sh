@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Measures vnet beside the underlay and a reference overlay (tinc) in the
+# shared namespace lab, with ../shared/lab/bench-ref.sh's helpers, so every
+# figure is taken the same way and in the same run. Run as root, alone (no
+# build or other benchmark at the same time: 2-core machine).
+#   bench/lab.sh                 release build, then: raw, tinc, vnet
+#   ONLY="raw vnet" bench/lab.sh a subset; T=10 PINGS=20 as in bench-ref.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+LAB=${LAB:-$REPO/../shared/lab}
+ONLY=${ONLY:-raw tinc vnet}
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+# shellcheck disable=SC1091
+. "$LAB/bench-ref.sh"
+NL=$LAB/netlab.sh
+
+for pkg in iperf3 jq $(want tinc && echo tinc); do
+  command -v "${pkg/tinc/tincd}" >/dev/null || apt-get install -y -qq "$pkg" >/dev/null
+done
+cargo build --release --locked -p vnet_node -p vnet-idtool -p vnet-planet -p vnet-controller --bins >/dev/null
+BIN=$REPO/target/release
+rm -rf "$RUN"; mkdir -p "$RUN"
+cleanup() { stop_all; "$NL" down >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+"$NL" down >/dev/null 2>&1 || true
+"$NL" up 3 >/dev/null
+
+echo "date: $(date -Is); kernel $(uname -r); iperf3 TCP 1 stream h1->h2 ${T}s; ping ${PINGS}x @0.05s"
+echo "idle check: host $(host_busy 3)% busy before the run"
+header
+if want raw; then
+  measure "underlay (veth+bridge)" h1 h2 10.99.0.2 "" eth0 "kernel only"
+fi
+if want tinc; then
+  tinc_cfg
+  for i in 1 2; do bg "h$i" "tinc$i" tincd -c "$RUN/tinc/h$i" -D --pidfile="$RUN/tinc/h$i/pid"; done
+  measure "tinc 1.0 switch" h1 h2 10.98.1.2 "$(pidof_bg tinc1) $(pidof_bg tinc2)" tinc0 "blowfish-cbc+sha1 (default)"
+  stop_all
+fi
+if want vnet; then
+  # Root and controller on h3, members on h1 and h2; a private network, both authorized.
+  d=$RUN/vnet; mkdir -p "$d"/{root,ctl,m1,m2}
+  (cd "$d/root" && "$BIN/vnet-idtool" generate identity.secret identity.public >/dev/null)
+  "$BIN/vnet-planet" initplanet "$d/root/identity.public" >"$d/planet.json"
+  sed -i 's|"stableEndpoints": \[\]|"stableEndpoints": ["10.99.0.3/9993"]|' "$d/planet.json"
+  "$BIN/vnet-planet" mkworld "$d/planet.json" -o "$d/planet" >/dev/null
+  for h in root ctl m1 m2; do cp "$d/planet" "$d/$h/"; done
+  bg h3 vnet-root "$BIN/vnet-planet" serve -d "$d/root" -p 9993
+  bg h3 vnet-ctl "$BIN/vnet-controller" -d "$d/ctl" -p 9994
+  bg h1 vnet-m1 "$BIN/vnet-node" -d "$d/m1" -p 9993
+  bg h2 vnet-m2 "$BIN/vnet-node" -d "$d/m2" -p 9993
+  cli() { local ns=$1; shift; ip netns exec "$ns" "$BIN/vnet-cli" "$@"; }
+  for _ in $(seq 100); do
+    cli h3 -D "$d/ctl" info 2>/dev/null | grep -q ONLINE && cli h1 -D "$d/m1" info 2>/dev/null | grep -q ONLINE \
+      && cli h2 -D "$d/m2" info 2>/dev/null | grep -q ONLINE && break
+    sleep 0.1
+  done
+  nwid=$(cli h3 -D "$d/ctl" network create --name bench --pool 10.98.9.1-10.98.9.50 --route 10.98.9.0/24 | awk '{print $4}')
+  for m in m1 m2; do
+    cli h3 -D "$d/ctl" member authorize "$nwid" "$(cut -c1-10 "$d/$m/identity.public")" >/dev/null
+  done
+  cli h1 -D "$d/m1" join "$nwid" >/dev/null
+  cli h2 -D "$d/m2" join "$nwid" >/dev/null
+  for _ in $(seq 100); do
+    ip2=$(cli h2 -D "$d/m2" listnetworks | awk -v n="$nwid" '$3==n{print $9}' | cut -d/ -f1)
+    [ -n "$ip2" ] && [ "$ip2" != "-" ] && break
+    sleep 0.1
+  done
+  dev=$(cli h1 -D "$d/m1" listnetworks | awk -v n="$nwid" '$3==n{print $8}')
+  measure "vnet (this tree)" h1 h2 "$ip2" "$(pidof_bg vnet-m1) $(pidof_bg vnet-m2)" "$dev" \
+    "salsa20/12+poly1305, forward-secret sessions"
+  for p in vnet-m1 vnet-root; do
+    echo "   idle VmRSS $p: $(awk '/VmRSS/{print $2" "$3}' "/proc/$(pidof_bg $p)/status")"
+  done
+  stop_all
+fi
