@@ -607,6 +607,10 @@ impl Node {
                 };
                 peer.sessions.install(now_ms, session);
                 peer.answered = Some((hello.ephemeral, eph_public));
+                // A new session may be a restarted peer that lost our certificates.
+                for m in self.networks.values_mut() {
+                    m.credentials_sent.remove(&header.src);
+                }
                 eph_public
             }
         };
@@ -704,6 +708,9 @@ impl Node {
         };
         peer.sessions.install(now_ms, session);
         peer.versions = Some(ok.versions);
+        for m in self.networks.values_mut() {
+            m.credentials_sent.remove(&header.src);
+        }
         peer.last_receive_ms = Some(now_ms);
         let rtt = now_ms.saturating_sub(ok.echoed_timestamp_ms);
         peer.measured(rtt);
