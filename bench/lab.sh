@@ -68,10 +68,11 @@ if want vnet; then
     sleep 0.1
   done
   dev=$(cli h1 -D "$d/m1" listnetworks | awk -v n="$nwid" '$3==n{print $8}')
+  sleep 2
+  for p in vnet-m1 vnet-root vnet-ctl; do
+    echo "   idle VmRSS $p (network joined, before traffic): $(awk '/VmRSS/{print $2" "$3}' "/proc/$(pidof_bg $p)/status")"
+  done
   measure "vnet (this tree)" h1 h2 "$ip2" "$(pidof_bg vnet-m1) $(pidof_bg vnet-m2)" "$dev" \
     "salsa20/12+poly1305, forward-secret sessions"
-  for p in vnet-m1 vnet-root; do
-    echo "   idle VmRSS $p: $(awk '/VmRSS/{print $2" "$3}' "/proc/$(pidof_bg $p)/status")"
-  done
   stop_all
 fi
