@@ -74,13 +74,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(home: PathBuf, port: Option<u16>) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    vnet_node::service::runtime::init_logging();
     vnet_node::service::runtime::run(vnet_node::service::runtime::ServiceOptions {
         home,
         port,

@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end tests: find and run the workspace's binaries.
 
+pub mod daemon;
 pub mod netns;
 
 use std::path::{Path, PathBuf};

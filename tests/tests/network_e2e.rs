@@ -2,117 +2,11 @@
 //! vnet-controller and members, driven through vnet-cli.
 
 use std::fs;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vnet_tests::netns::{Lab, Node, Proc, wait_until};
-use vnet_tests::{Run, binary, run_in};
-
-const PORT: &str = "9993";
-
-struct Daemon<'a> {
-    lab: &'a Lab,
-    host: &'a Node,
-    home: PathBuf,
-    program: &'static str,
-    proc: Option<Proc>,
-}
-
-impl<'a> Daemon<'a> {
-    fn start(lab: &'a Lab, host: &'a Node, program: &'static str) -> Self {
-        let home = lab.home(host);
-        let mut d = Self {
-            lab,
-            host,
-            home,
-            program,
-            proc: None,
-        };
-        d.restart();
-        d
-    }
-
-    fn restart(&mut self) {
-        if let Some(p) = self.proc.take() {
-            assert!(p.stop().success(), "clean stop");
-        }
-        let home = self.home.to_str().unwrap().to_string();
-        let args: Vec<&str> = match self.program {
-            "vnet-planet" => vec!["serve", "-d", &home, "-p", PORT],
-            _ => vec!["-d", &home, "-p", PORT],
-        };
-        self.proc = Some(self.lab.spawn(self.host, binary(self.program), &args, &[]));
-    }
-
-    fn cli(&self, args: &[&str]) -> Run {
-        let home = self.home.to_str().unwrap();
-        let mut all = vec!["-D", home];
-        all.extend_from_slice(args);
-        self.lab.exec(self.host, binary("vnet-cli"), &all)
-    }
-
-    fn address(&self) -> String {
-        fs::read_to_string(self.home.join("identity.public")).unwrap()[..10].to_string()
-    }
-
-    fn wait_online(&self) {
-        let ok = wait_until(Duration::from_secs(15), || {
-            self.cli(&["info"]).stdout.contains("ONLINE")
-        });
-        assert!(
-            ok,
-            "{} not ONLINE: {}",
-            self.host.name(),
-            self.proc.as_ref().unwrap().stderr_text()
-        );
-    }
-
-    /// The `listnetworks` line of `nwid`, split into fields.
-    fn network_line(&self, nwid: &str) -> Vec<String> {
-        self.cli(&["listnetworks"])
-            .stdout
-            .lines()
-            .find(|l| l.contains(nwid))
-            .map(|l| l.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_default()
-    }
-
-    fn status(&self, nwid: &str) -> String {
-        self.network_line(nwid).get(5).cloned().unwrap_or_default()
-    }
-}
-
-fn make_planet(lab: &Lab, root: &Node, homes: &[PathBuf]) {
-    let root_home = lab.home(root);
-    assert!(
-        run_in(
-            &root_home,
-            "vnet-idtool",
-            &["generate", "identity.secret", "identity.public"]
-        )
-        .ok
-    );
-    let run = run_in(
-        &root_home,
-        "vnet-planet",
-        &["initplanet", "identity.public"],
-    );
-    let mut json: Value = serde_json::from_str(&run.stdout).unwrap();
-    json["roots"][0]["stableEndpoints"] = serde_json::json!([format!("{}/{PORT}", root.ip())]);
-    fs::write(root_home.join("planet.json"), json.to_string()).unwrap();
-    assert!(
-        run_in(
-            &root_home,
-            "vnet-planet",
-            &["mkworld", "planet.json", "-o", "planet"]
-        )
-        .ok
-    );
-    for home in homes {
-        fs::copy(root_home.join("planet"), home.join("planet")).unwrap();
-    }
-}
+use vnet_tests::daemon::{Daemon, make_planet};
+use vnet_tests::netns::{Lab, Node, wait_until};
 
 #[test]
 fn join_is_denied_until_authorized_then_configured_cut_off_and_restored_after_restart() {
@@ -317,7 +211,7 @@ fn two_members_ping_and_transfer_over_the_virtual_network() {
     assert!(
         pinged,
         "a pings b over the virtual network; a's log:\n{}",
-        a.proc.as_ref().unwrap().stderr_text()
+        a.proc().stderr_text()
     );
     let run = lab.exec(&hosts[3], "ping", &["-n", "-c", "3", "-i", "0.2", &ip_a]);
     assert!(run.ok, "b pings a: {run:?}");
@@ -476,16 +370,14 @@ fn controller_killed_mid_flight_loses_no_acknowledged_change() {
     );
     let b = daemons[3].address();
     assert!(daemons[1].cli(&["member", "deauthorize", &nwid, &b]).ok);
-    daemons[1].proc.as_ref().unwrap().signal(9);
+    daemons[1].proc().signal(9);
     assert!(
         daemons[1]
-            .proc
-            .as_ref()
-            .unwrap()
+            .proc()
             .wait_timeout(Duration::from_secs(5))
             .is_some()
     );
-    daemons[1].proc = None;
+    daemons[1].forget_proc();
     daemons[1].restart();
     daemons[1].wait_online();
     let ctl = &daemons[1];

@@ -6,136 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use vnet_tests::netns::{Lab, NatKind, Netns, Node, Proc, wait_until};
-use vnet_tests::{Run, binary, run_in};
-
-const PORT: &str = "9993";
-
-/// A running vnet daemon in a lab host.
-struct Daemon<'a> {
-    lab: &'a Lab,
-    host: &'a Node,
-    home: PathBuf,
-    proc: Proc,
-}
-
-impl Daemon<'_> {
-    fn cli(&self, args: &[&str]) -> Run {
-        let home = self.home.to_str().unwrap();
-        let mut all = vec!["-D", home];
-        all.extend_from_slice(args);
-        self.lab.exec(self.host, binary("vnet-cli"), &all)
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["-j"];
-        all.extend_from_slice(args);
-        let run = self.cli(&all);
-        assert!(run.ok, "vnet-cli {args:?}: {run:?}");
-        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
-    }
-
-    fn address(&self) -> String {
-        fs::read_to_string(self.home.join("identity.public")).unwrap()[..10].to_string()
-    }
-
-    fn wait_online(&self) {
-        let online = wait_until(Duration::from_secs(15), || {
-            self.cli(&["info"]).stdout.contains("ONLINE")
-        });
-        assert!(
-            online,
-            "{} not ONLINE; log:\n{}",
-            self.host.name(),
-            self.proc.stderr_text()
-        );
-    }
-
-    /// The `route` field of `GET /peer/<addr>`.
-    fn route_to(&self, addr: &str) -> String {
-        let peers = self.json(&["listpeers"]);
-        peers
-            .as_array()
-            .and_then(|a| a.iter().find(|p| p["address"] == addr))
-            .map(|p| p["route"].as_str().unwrap_or("").to_string())
-            .unwrap_or_default()
-    }
-}
-
-/// A planet whose one root is `root`, in every home given, and the root's identity.
-fn make_planet(lab: &Lab, root: &Node, homes: &[PathBuf]) {
-    let root_home = lab.home(root);
-    fs::create_dir_all(&root_home).unwrap();
-    let run = run_in(
-        &root_home,
-        "vnet-idtool",
-        &["generate", "identity.secret", "identity.public"],
-    );
-    assert!(run.ok, "{run:?}");
-    let run = run_in(
-        &root_home,
-        "vnet-planet",
-        &["initplanet", "identity.public"],
-    );
-    assert!(run.ok, "{run:?}");
-    let mut json: Value = serde_json::from_str(&run.stdout).unwrap();
-    json["roots"][0]["stableEndpoints"] = serde_json::json!([format!("{}/{PORT}", root.ip())]);
-    fs::write(root_home.join("planet.json"), json.to_string()).unwrap();
-    let run = run_in(
-        &root_home,
-        "vnet-planet",
-        &["mkworld", "planet.json", "-o", "planet"],
-    );
-    assert!(run.ok, "{run:?}");
-    for home in homes {
-        fs::create_dir_all(home).unwrap();
-        fs::copy(root_home.join("planet"), home.join("planet")).unwrap();
-    }
-}
-
-fn start<'a>(lab: &'a Lab, host: &'a Node, program: &str) -> Daemon<'a> {
-    let home = lab.home(host);
-    fs::create_dir_all(&home).unwrap();
-    let bin = binary(program);
-    let home_str = home.to_str().unwrap();
-    let proc = match program {
-        // A root needs no privileges: run it as nobody, in a home it owns.
-        "vnet-planet" => {
-            // The lab's directory is private (0700): let nobody through to its home.
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(lab.dir(), fs::Permissions::from_mode(0o711)).unwrap();
-            let chown = std::process::Command::new("chown")
-                .args(["-R", "nobody", home_str])
-                .status()
-                .unwrap();
-            assert!(chown.success());
-            let args = [
-                "--reuid=nobody",
-                "--regid=nogroup",
-                "--clear-groups",
-                bin.to_str().unwrap(),
-                "serve",
-                "-d",
-                home_str,
-                "-p",
-                PORT,
-            ];
-            lab.spawn(host, "setpriv", &args, &[("RUST_LOG", "info")])
-        }
-        _ => lab.spawn(
-            host,
-            &bin,
-            &["-d", home_str, "-p", PORT],
-            &[("RUST_LOG", "info")],
-        ),
-    };
-    Daemon {
-        lab,
-        host,
-        home,
-        proc,
-    }
-}
+use vnet_tests::daemon::{Daemon, PORT, make_planet};
+use vnet_tests::netns::{Lab, NatKind, Node, wait_until};
+use vnet_tests::{binary, run_in};
 
 /// Pings `to` from `from` until a reply says `want` (DIRECT or RELAY), up to `limit`.
 fn ping_until(from: &Daemon, to: &str, want: &str, limit: Duration) -> Option<Value> {
@@ -160,8 +33,11 @@ fn root_and_three_nodes_go_direct_and_show_it() {
     let hosts: Vec<Node> = (1..=3).map(|i| lab.host(&format!("n{i}"))).collect();
     let homes: Vec<PathBuf> = hosts.iter().map(|h| lab.home(h)).collect();
     make_planet(&lab, &root_host, &homes);
-    let root = start(&lab, &root_host, "vnet-planet");
-    let nodes: Vec<Daemon> = hosts.iter().map(|h| start(&lab, h, "vnet-node")).collect();
+    let root = Daemon::start(&lab, &root_host, "vnet-planet");
+    let nodes: Vec<Daemon> = hosts
+        .iter()
+        .map(|h| Daemon::start(&lab, h, "vnet-node"))
+        .collect();
     for n in &nodes {
         n.wait_online();
     }
@@ -214,9 +90,9 @@ fn easy_nats_on_both_sides_upgrade_from_relay_to_direct() {
     let a_host = lab.host_behind("a", &nat_a);
     let b_host = lab.host_behind("b", &nat_b);
     make_planet(&lab, &root_host, &[lab.home(&a_host), lab.home(&b_host)]);
-    let root = start(&lab, &root_host, "vnet-planet");
-    let a = start(&lab, &a_host, "vnet-node");
-    let b = start(&lab, &b_host, "vnet-node");
+    let root = Daemon::start(&lab, &root_host, "vnet-planet");
+    let a = Daemon::start(&lab, &a_host, "vnet-node");
+    let b = Daemon::start(&lab, &b_host, "vnet-node");
     a.wait_online();
     b.wait_online();
     // The first exchange goes through the root; then the two punch through.
@@ -253,9 +129,9 @@ fn easy_and_hard_nat_pair_still_reach_each_other() {
     let a_host = lab.host_behind("a", &nat_a);
     let b_host = lab.host_behind("b", &nat_b);
     make_planet(&lab, &root_host, &[lab.home(&a_host), lab.home(&b_host)]);
-    let _root = start(&lab, &root_host, "vnet-planet");
-    let a = start(&lab, &a_host, "vnet-node");
-    let b = start(&lab, &b_host, "vnet-node");
+    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
+    let a = Daemon::start(&lab, &a_host, "vnet-node");
+    let b = Daemon::start(&lab, &b_host, "vnet-node");
     a.wait_online();
     b.wait_online();
     let ok = wait_until(Duration::from_secs(10), || {
@@ -302,9 +178,9 @@ fn a_moon_made_with_idtool_is_orbited_by_seed_and_listed() {
     assert!(run.ok, "{run:?}");
     let moon_id = moon["id"].as_str().unwrap().to_string();
 
-    let _root = start(&lab, &root_host, "vnet-planet");
-    let moon_node = start(&lab, &moon_host, "vnet-node");
-    let leaf = start(&lab, &leaf_host, "vnet-node");
+    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
+    let moon_node = Daemon::start(&lab, &moon_host, "vnet-node");
+    let leaf = Daemon::start(&lab, &leaf_host, "vnet-node");
     moon_node.wait_online();
     leaf.wait_online();
     assert_eq!(
@@ -358,9 +234,9 @@ fn garbage_datagrams_are_counted_and_the_node_keeps_working_then_stops_cleanly()
     let a_host = lab.host("a");
     let b_host = lab.host("b");
     make_planet(&lab, &root_host, &[lab.home(&a_host), lab.home(&b_host)]);
-    let _root = start(&lab, &root_host, "vnet-planet");
-    let a = start(&lab, &a_host, "vnet-node");
-    let b = start(&lab, &b_host, "vnet-node");
+    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
+    let a = Daemon::start(&lab, &a_host, "vnet-node");
+    let b = Daemon::start(&lab, &b_host, "vnet-node");
     a.wait_online();
     b.wait_online();
     // a knows b (and holds a session with it) first, so a forged packet
@@ -392,13 +268,13 @@ fn garbage_datagrams_are_counted_and_the_node_keeps_working_then_stops_cleanly()
     });
     assert!(counted, "{}", a.json(&["info"])["counters"]);
     assert!(a.cli(&["ping", &b_addr, "-c", "1"]).ok, "still works");
-    let status = a.proc.stop();
+    let status = a.proc().stop();
     assert!(
         status.success(),
         "SIGTERM is a clean exit: {status:?}\n{}",
-        a.proc.stderr_text()
+        a.proc().stderr_text()
     );
-    assert!(a.proc.stderr_text().contains("stopped"));
+    assert!(a.proc().stderr_text().contains("stopped"));
 }
 
 fn hex_escape(address: &str) -> String {
@@ -407,11 +283,6 @@ fn hex_escape(address: &str) -> String {
         .chunks(2)
         .map(|pair| format!("\\x{}", std::str::from_utf8(pair).unwrap()))
         .collect()
-}
-
-#[allow(dead_code)]
-fn label(n: &impl Netns) -> &str {
-    n.label()
 }
 
 #[test]

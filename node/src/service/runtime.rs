@@ -73,6 +73,17 @@ pub struct ServiceOptions {
     pub controller: Option<ControllerFactory>,
 }
 
+/// Logs to stderr through `tracing`; `RUST_LOG` sets the level (default `info`).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Wall-clock milliseconds, for what controllers stamp (certificates must
 /// keep increasing across restarts, which a monotonic clock would not).
 pub fn wall_clock_ms() -> u64 {

@@ -1,0 +1,180 @@
+//! vnet daemons in lab namespaces: start, restart, drive with vnet-cli.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::netns::{Lab, Node, Proc, wait_until};
+use crate::{Run, binary, run_in};
+
+/// The port every daemon uses in its own namespace.
+pub const PORT: &str = "9993";
+
+/// A vnet daemon (`vnet-node`, `vnet-controller` or `vnet-planet serve`) in a lab host.
+pub struct Daemon<'a> {
+    /// The lab.
+    pub lab: &'a Lab,
+    /// The host it runs in.
+    pub host: &'a Node,
+    /// Its home directory.
+    pub home: PathBuf,
+    program: &'static str,
+    proc: Option<Proc>,
+}
+
+impl<'a> Daemon<'a> {
+    /// Starts `program` in `host`. A root (`vnet-planet`) runs as `nobody`: it
+    /// needs no privileges.
+    pub fn start(lab: &'a Lab, host: &'a Node, program: &'static str) -> Self {
+        let home = lab.home(host);
+        let mut d = Self {
+            lab,
+            host,
+            home,
+            program,
+            proc: None,
+        };
+        d.restart();
+        d
+    }
+
+    /// Stops it cleanly (if running) and starts it again.
+    pub fn restart(&mut self) {
+        if let Some(p) = self.proc.take() {
+            assert!(p.stop().success(), "clean stop");
+        }
+        let bin = binary(self.program);
+        let home = self.home.to_str().expect("UTF-8 home").to_string();
+        let env = [("RUST_LOG", "info")];
+        self.proc = Some(if self.program == "vnet-planet" {
+            // The lab's directory is private (0700): let nobody through to its home.
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(self.lab.dir(), fs::Permissions::from_mode(0o711))
+                .expect("chmod lab dir");
+            let chown = std::process::Command::new("chown")
+                .args(["-R", "nobody", &home])
+                .status()
+                .expect("chown");
+            assert!(chown.success());
+            let args = [
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                bin.to_str().expect("UTF-8 path"),
+                "serve",
+                "-d",
+                &home,
+                "-p",
+                PORT,
+            ];
+            self.lab.spawn(self.host, "setpriv", &args, &env)
+        } else {
+            self.lab
+                .spawn(self.host, &bin, &["-d", &home, "-p", PORT], &env)
+        });
+    }
+
+    /// The running process.
+    pub fn proc(&self) -> &Proc {
+        self.proc.as_ref().expect("daemon started")
+    }
+
+    /// Forgets the process (after the test killed it).
+    pub fn forget_proc(&mut self) {
+        self.proc = None;
+    }
+
+    /// Runs vnet-cli against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Run {
+        let home = self.home.to_str().expect("UTF-8 home");
+        let mut all = vec!["-D", home];
+        all.extend_from_slice(args);
+        self.lab.exec(self.host, binary("vnet-cli"), &all)
+    }
+
+    /// Runs `vnet-cli -j` and parses the JSON.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["-j"];
+        all.extend_from_slice(args);
+        let run = self.cli(&all);
+        assert!(run.ok, "vnet-cli {args:?}: {run:?}");
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+    }
+
+    /// Its 10-digit address.
+    pub fn address(&self) -> String {
+        fs::read_to_string(self.home.join("identity.public")).expect("identity.public")[..10]
+            .to_string()
+    }
+
+    /// Waits until `info` says ONLINE.
+    pub fn wait_online(&self) {
+        let online = wait_until(Duration::from_secs(15), || {
+            self.cli(&["info"]).stdout.contains("ONLINE")
+        });
+        assert!(
+            online,
+            "{} not ONLINE; log:\n{}",
+            self.host.name(),
+            self.proc().stderr_text()
+        );
+    }
+
+    /// The `route` field of a peer in `GET /peer`.
+    pub fn route_to(&self, addr: &str) -> String {
+        let peers = self.json(&["listpeers"]);
+        peers
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["address"] == addr))
+            .map(|p| p["route"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    }
+
+    /// The `listnetworks` line of `nwid`, split into fields.
+    pub fn network_line(&self, nwid: &str) -> Vec<String> {
+        self.cli(&["listnetworks"])
+            .stdout
+            .lines()
+            .find(|l| l.contains(nwid))
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// The status column of `nwid` in `listnetworks`.
+    pub fn status(&self, nwid: &str) -> String {
+        self.network_line(nwid).get(5).cloned().unwrap_or_default()
+    }
+}
+
+/// Makes a planet whose one root is `root` (identity generated in its home)
+/// and copies it into every home given.
+pub fn make_planet(lab: &Lab, root: &Node, homes: &[PathBuf]) {
+    let root_home = lab.home(root);
+    let run = run_in(
+        &root_home,
+        "vnet-idtool",
+        &["generate", "identity.secret", "identity.public"],
+    );
+    assert!(run.ok, "{run:?}");
+    let run = run_in(
+        &root_home,
+        "vnet-planet",
+        &["initplanet", "identity.public"],
+    );
+    assert!(run.ok, "{run:?}");
+    let mut json: Value = serde_json::from_str(&run.stdout).expect("planet JSON");
+    json["roots"][0]["stableEndpoints"] = serde_json::json!([format!("{}/{PORT}", root.ip())]);
+    fs::write(root_home.join("planet.json"), json.to_string()).expect("write planet.json");
+    let run = run_in(
+        &root_home,
+        "vnet-planet",
+        &["mkworld", "planet.json", "-o", "planet"],
+    );
+    assert!(run.ok, "{run:?}");
+    for home in homes {
+        fs::create_dir_all(home).expect("home dir");
+        fs::copy(root_home.join("planet"), home.join("planet")).expect("copy planet");
+    }
+}
