@@ -2,6 +2,7 @@
 //! the virtual switch to members, and from members through the certificate
 //! check and the switch to the TAP.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::network::Membership;
@@ -62,6 +63,17 @@ pub(crate) fn configure_switch(
             groups.push(MulticastGroup::BROADCAST);
         }
         switch.replace_subscriptions(now_ms, member, &groups);
+    }
+}
+
+/// A new session with `peer` may mean it restarted and lost the
+/// certificates we sent it: ours go again with the next frame.
+pub(crate) fn forget_credentials_sent(
+    networks: &mut HashMap<NetworkId, Membership>,
+    peer: Address,
+) {
+    for m in networks.values_mut() {
+        m.credentials_sent.remove(&peer);
     }
 }
 

@@ -607,10 +607,7 @@ impl Node {
                 };
                 peer.sessions.install(now_ms, session);
                 peer.answered = Some((hello.ephemeral, eph_public));
-                // A new session may be a restarted peer that lost our certificates.
-                for m in self.networks.values_mut() {
-                    m.credentials_sent.remove(&header.src);
-                }
+                frames::forget_credentials_sent(&mut self.networks, header.src);
                 eph_public
             }
         };
@@ -708,9 +705,7 @@ impl Node {
         };
         peer.sessions.install(now_ms, session);
         peer.versions = Some(ok.versions);
-        for m in self.networks.values_mut() {
-            m.credentials_sent.remove(&header.src);
-        }
+        frames::forget_credentials_sent(&mut self.networks, header.src);
         peer.last_receive_ms = Some(now_ms);
         let rtt = now_ms.saturating_sub(ok.echoed_timestamp_ms);
         peer.measured(rtt);
