@@ -8,12 +8,34 @@ use std::sync::OnceLock;
 use vnet_node::core::address::Address;
 use vnet_node::core::c25519::KeyPair;
 use vnet_node::core::identity::Identity;
+use vnet_node::core::local_socket::LocalSocket;
 use vnet_node::core::message::Versions;
 use vnet_node::core::node::{Event, Node, NodeConfig, Outbox, Route};
 use vnet_node::core::world::{Root, World, WorldKind};
 
 const LINK_DELAY_MS: u64 = 5;
 const PORT: u16 = 9993;
+/// Punch socket n of a host is bound at this port plus n.
+const PUNCH_PORT_BASE: u16 = 10_000;
+
+/// The local address of a host's socket.
+fn socket_addr(primary: SocketAddr, socket: LocalSocket) -> SocketAddr {
+    match socket {
+        LocalSocket::Punch(n) => SocketAddr::new(primary.ip(), PUNCH_PORT_BASE + n as u16),
+        _ => primary,
+    }
+}
+
+/// Which of a host's sockets a local address is, if any.
+fn socket_at(local: SocketAddr) -> Option<LocalSocket> {
+    match local.port() {
+        PORT => Some(LocalSocket::Primary),
+        p if (PUNCH_PORT_BASE..PUNCH_PORT_BASE + 20_000).contains(&p) => {
+            Some(LocalSocket::Punch(u32::from(p - PUNCH_PORT_BASE)))
+        }
+        _ => None,
+    }
+}
 
 /// Identities are costly to generate: make a handful once.
 fn identity(i: usize) -> Identity {
@@ -113,20 +135,26 @@ impl Sim {
     }
 
     fn send_all(&mut self, h: usize, out: &mut Outbox) {
-        let from_local = self.hosts[h].local;
+        let primary = self.hosts[h].local;
         let nat = self.hosts[h].nat;
-        let sends: Vec<(SocketAddr, Vec<u8>)> =
-            out.iter().map(|(to, b)| (to, b.to_vec())).collect();
+        let sends: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = out
+            .iter()
+            .map(|(socket, to, b)| (socket_addr(primary, socket), to, b.to_vec()))
+            .collect();
         out.clear();
         if self.hosts[h].down {
             return;
         }
-        for (to, bytes) in sends {
+        for (from_local, to, bytes) in sends {
             let from = match nat {
                 None => from_local,
                 Some(n) => {
                     // Same private network: no translation.
-                    if self.hosts.iter().any(|x| x.local == to && x.nat == Some(n)) {
+                    if self
+                        .hosts
+                        .iter()
+                        .any(|x| x.local.ip() == to.ip() && x.nat == Some(n))
+                    {
                         from_local
                     } else {
                         let nat = &mut self.nats[n];
@@ -157,8 +185,9 @@ impl Sim {
         }
     }
 
-    /// Where a datagram addressed to `to` from `from` lands, if anywhere.
-    fn deliver_to(&self, from: SocketAddr, to: SocketAddr) -> Option<usize> {
+    /// Where a datagram addressed to `to` from `from` lands, if anywhere:
+    /// the host and its local address.
+    fn deliver_to(&self, from: SocketAddr, to: SocketAddr) -> Option<(usize, SocketAddr)> {
         if self
             .cut
             .iter()
@@ -171,17 +200,21 @@ impl Sim {
             if !allowed.contains(&from) {
                 return None;
             }
-            return self.hosts.iter().position(|h| h.local == *inside);
+            let h = self
+                .hosts
+                .iter()
+                .position(|h| h.local.ip() == inside.ip())?;
+            return Some((h, *inside));
         }
-        let h = self.hosts.iter().position(|h| h.local == to)?;
+        let h = self.hosts.iter().position(|h| h.local.ip() == to.ip())?;
         // A private address is reachable only from behind the same NAT.
         match self.hosts[h].nat {
-            None => Some(h),
+            None => Some((h, to)),
             Some(n) => self
                 .hosts
                 .iter()
-                .any(|x| x.local == from && x.nat == Some(n))
-                .then_some(h),
+                .any(|x| x.local.ip() == from.ip() && x.nat == Some(n))
+                .then_some((h, to)),
         }
     }
 
@@ -197,7 +230,10 @@ impl Sim {
                     break;
                 }
                 let p = entry.remove();
-                if let Some(h) = self.deliver_to(p.from, p.to) {
+                if let Some((h, socket)) = self
+                    .deliver_to(p.from, p.to)
+                    .and_then(|(h, local)| Some((h, socket_at(local)?)))
+                {
                     if self.hosts[h].down {
                         continue;
                     }
@@ -205,7 +241,7 @@ impl Sim {
                     self.delivered.push((h, p.from, p.bytes));
                     self.hosts[h]
                         .node
-                        .handle_datagram(self.now, p.from, &mut bytes, &mut out);
+                        .handle_datagram(self.now, socket, p.from, &mut bytes, &mut out);
                     self.send_all(h, &mut out);
                     self.collect(h);
                 }
@@ -275,16 +311,31 @@ fn node(i: usize, planet: &World) -> Node {
 }
 
 const ROOT_IP: [u8; 4] = [198, 51, 100, 1];
+/// A second root (identity 5), so nodes can tell how their NAT maps ports.
+const ROOT2_IP: [u8; 4] = [198, 51, 100, 9];
 
 /// A root on the "internet" plus nodes 1 and 2 placed by `place`.
 fn world_of_two(
     nat_a: Option<NatKind>,
     nat_b: Option<NatKind>,
 ) -> (Sim, usize, usize, Address, Address) {
+    world_of_two_with_roots(nat_a, nat_b, 1)
+}
+
+/// One or two roots on the "internet" plus nodes 1 and 2 placed by `place`
+/// (hosts 0 and, with two roots, 1 are the roots).
+fn world_of_two_with_roots(
+    nat_a: Option<NatKind>,
+    nat_b: Option<NatKind>,
+    roots: usize,
+) -> (Sim, usize, usize, Address, Address) {
     let key = KeyPair::generate();
-    let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
+    let root_list: Vec<(usize, [u8; 4])> = [(0, ROOT_IP), (5, ROOT2_IP)][..roots].to_vec();
+    let planet = planet_with_roots(&root_list, &key);
     let mut sim = Sim::new();
-    sim.add_host(node(0, &planet), ROOT_IP, None);
+    for (i, ip) in &root_list {
+        sim.add_host(node(*i, &planet), *ip, None);
+    }
     let mut place = |i: usize, nat: Option<NatKind>, public: [u8; 4], private: [u8; 4]| match nat {
         None => sim.add_host(node(i, &planet), public, None),
         Some(kind) => {
@@ -405,6 +456,119 @@ fn dead_direct_path_falls_back_to_relay_within_ten_seconds_and_recovers() {
 }
 
 #[test]
+fn a_silent_direct_path_is_abandoned_and_traffic_relayed_within_two_seconds() {
+    let (mut sim, a, b, _, addr_b) = world_of_two(Some(NatKind::Easy), Some(NatKind::Easy));
+    sim.ping(a, addr_b, 1);
+    sim.run(3_000);
+    assert!(matches!(sim.route(a, addr_b), Some(Route::Direct(_))));
+    // The NATs forget their mappings between the two (as `conntrack -F`
+    // would): the direct path goes silent; the root still reaches both.
+    let (ip_a, ip_b) = (
+        sim.nats[sim.hosts[a].nat.unwrap()].public_ip,
+        sim.nats[sim.hosts[b].nat.unwrap()].public_ip,
+    );
+    sim.cut.push((ip_a, ip_b));
+    let cut_at = sim.now;
+    let mut first_answer_after_cut = None;
+    for id in 10..40u64 {
+        sim.ping(a, addr_b, id);
+        let sent = sim.now;
+        sim.run(100);
+        if let Some(route) = sim.echo_route(a, id)
+            && sent > cut_at
+            && first_answer_after_cut.is_none()
+        {
+            first_answer_after_cut = Some((sent - cut_at, route));
+        }
+        // Never reported DIRECT once the path stopped answering.
+        if sim.now >= cut_at + 1_250 {
+            let status = sim.hosts[a].node.peer_status(sim.now, addr_b).unwrap();
+            assert_ne!(
+                status.route,
+                "DIRECT",
+                "silent path reported DIRECT at +{} ms",
+                sim.now - cut_at
+            );
+        }
+    }
+    let (after, route) = first_answer_after_cut.expect("traffic flows again after the cut");
+    assert!(after <= 2_000, "answered again {after} ms after the cut");
+    assert!(matches!(route, Route::Relayed { .. }), "{route:?}");
+}
+
+#[test]
+fn nodes_tell_easy_from_hard_nat_with_two_roots() {
+    let (sim, a, b, _, _) = world_of_two_with_roots(Some(NatKind::Hard), Some(NatKind::Easy), 2);
+    use vnet_node::core::nat_mapping::NatMapping;
+    assert_eq!(
+        sim.hosts[a].node.nat_mapping(),
+        NatMapping::EndpointDependent
+    );
+    assert_eq!(
+        sim.hosts[b].node.nat_mapping(),
+        NatMapping::EndpointIndependent
+    );
+    let report = sim.hosts[a].node.netcheck(sim.now);
+    assert_eq!(report.roots.len(), 2);
+    assert!(report.roots.iter().all(|r| r.udp && r.reflected.is_some()));
+    assert!(!report.udp_blocked);
+}
+
+#[test]
+fn hard_and_easy_nats_go_direct_by_birthday_punch() {
+    let (mut sim, a, b, addr_a, addr_b) =
+        world_of_two_with_roots(Some(NatKind::Hard), Some(NatKind::Easy), 2);
+    let start = sim.now;
+    let mut id = 1;
+    while sim.now < start + 45_000 && !matches!(sim.route(a, addr_b), Some(Route::Direct(_))) {
+        sim.ping(a, addr_b, id);
+        id += 1;
+        sim.run(250);
+    }
+    let took = sim.now - start;
+    assert!(
+        matches!(sim.route(a, addr_b), Some(Route::Direct(_))),
+        "hard side not direct after {took} ms"
+    );
+    sim.ping(a, addr_b, 1000);
+    sim.run(300);
+    assert!(matches!(sim.echo_route(a, 1000), Some(Route::Direct(_))));
+    assert!(matches!(sim.route(b, addr_a), Some(Route::Direct(_))));
+    let status = sim.hosts[a].node.peer_status(sim.now, addr_b).unwrap();
+    assert!(
+        status
+            .paths
+            .iter()
+            .any(|p| p.socket == "punch" && p.preferred),
+        "{status:?}"
+    );
+    // After the window, only the punch socket in use stays open.
+    sim.run(4_000);
+    let live = sim.hosts[a].node.live_punch_sockets();
+    assert!(
+        !live.is_empty() && live.len() <= 2,
+        "{} punch sockets live",
+        live.len()
+    );
+    eprintln!("birthday punch: direct {took} ms after the first ping");
+}
+
+#[test]
+fn hard_nats_on_both_sides_do_not_punch_and_stay_relayed() {
+    let (mut sim, a, b, _, addr_b) =
+        world_of_two_with_roots(Some(NatKind::Hard), Some(NatKind::Hard), 2);
+    for id in 1..=8 {
+        sim.ping(a, addr_b, id);
+        sim.run(1_000);
+    }
+    assert!(matches!(sim.echo_route(a, 8), Some(Route::Relayed { .. })));
+    assert!(sim.hosts[a].node.live_punch_sockets().is_empty());
+    assert!(sim.hosts[b].node.live_punch_sockets().is_empty());
+    let status = sim.hosts[a].node.peer_status(sim.now, addr_b).unwrap();
+    assert_eq!(status.route, "RELAY");
+}
+
+#[test]
 fn sessions_rekey_without_interrupting_traffic() {
     let (mut sim, a, b, _, addr_b) = world_of_two(None, None);
     let mut answered = 0;
@@ -446,7 +610,7 @@ fn replayed_and_tampered_packets_are_dropped_and_counted() {
     let mut replay = bytes.clone();
     sim.hosts[h]
         .node
-        .handle_datagram(now, from, &mut replay, &mut out);
+        .handle_datagram(now, LocalSocket::Primary, from, &mut replay, &mut out);
     assert_eq!(
         sim.hosts[h].node.counters().dropped_replay,
         before.dropped_replay + 1
@@ -458,7 +622,7 @@ fn replayed_and_tampered_packets_are_dropped_and_counted() {
     tampered[..8].copy_from_slice(&u64::MAX.to_be_bytes());
     sim.hosts[h]
         .node
-        .handle_datagram(now, from, &mut tampered, &mut out);
+        .handle_datagram(now, LocalSocket::Primary, from, &mut tampered, &mut out);
     assert_eq!(
         sim.hosts[h].node.counters().dropped_bad_mac,
         before.dropped_bad_mac + 1
@@ -466,7 +630,7 @@ fn replayed_and_tampered_packets_are_dropped_and_counted() {
     let mut garbage = vec![0xab; 7];
     sim.hosts[h]
         .node
-        .handle_datagram(now, from, &mut garbage, &mut out);
+        .handle_datagram(now, LocalSocket::Primary, from, &mut garbage, &mut out);
     assert_eq!(
         sim.hosts[h].node.counters().dropped_malformed,
         before.dropped_malformed + 1
@@ -599,12 +763,12 @@ fn hello_floods_are_rate_limited_per_source() {
         let mut copy = hello.clone();
         sim.hosts[h]
             .node
-            .handle_datagram(now, from, &mut copy, &mut out);
+            .handle_datagram(now, LocalSocket::Primary, from, &mut copy, &mut out);
     }
     let limited = sim.hosts[h].node.counters().dropped_rate_limited - before.dropped_rate_limited;
     assert!(limited >= 75, "only {limited} of 100 rate-limited");
     // Whatever was answered is never larger than the HELLO it answers.
-    assert!(out.iter().all(|(_, bytes)| bytes.len() <= hello.len()));
+    assert!(out.iter().all(|(_, _, bytes)| bytes.len() <= hello.len()));
 }
 
 mod membership {

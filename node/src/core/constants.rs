@@ -103,6 +103,14 @@ pub const PATH_KEEPALIVE_INTERVAL_MS: u64 = 14_000;
 pub const PATH_PROBE_INTERVAL_ACTIVE_MS: u64 = 1_000;
 /// A path of a peer in use is dead after this much silence.
 pub const PATH_ACTIVE_TIMEOUT_MS: u64 = 5_000;
+/// A send not answered on its path this long makes the path suspect: it is
+/// probed every [`PATH_QUICK_PROBE_INTERVAL_MS`] and ranks after paths that answer.
+pub const PATH_QUICK_PROBE_AFTER_MS: u64 = 250;
+/// Interval of those quick probes.
+pub const PATH_QUICK_PROBE_INTERVAL_MS: u64 = 250;
+/// A path whose sends went unanswered this long (3 quick probes included) is
+/// dead at once, and traffic falls back to the relay while it is re-probed.
+pub const PATH_ANSWER_TIMEOUT_MS: u64 = 1_000;
 /// A path of an idle peer is dead (and forgotten) after this much silence.
 pub const PATH_IDLE_TIMEOUT_MS: u64 = 45_000;
 /// A peer is in use if user traffic went either way this recently.
@@ -115,6 +123,31 @@ pub const PUSH_DIRECT_PATHS_INTERVAL_MS: u64 = 120_000;
 pub const RENDEZVOUS_INTERVAL_MS: u64 = 5_000;
 /// The driver calls the timer at least this often.
 pub const TIMER_TICK_MS: u64 = 250;
+
+// ---- Getting through NAT (PROTOCOL.md §3.9, §3.10) ----
+
+/// A node that has heard no UDP from any root this long relays through TCP.
+pub const TCP_FALLBACK_AFTER_MS: u64 = 4_000;
+/// While relaying through TCP, the roots are probed over UDP this often (to go back).
+pub const TCP_RELAY_UDP_RETRY_INTERVAL_MS: u64 = 5_000;
+/// Packets a root relays per second for one source address (token bucket rate)...
+pub const RELAY_RATE_PACKETS_PER_SECOND: u64 = 100_000;
+/// ...and its burst.
+pub const RELAY_BURST_PACKETS: u32 = 20_000;
+/// A peer relayed this long, with an easy NAT facing our hard one, gets a birthday punch.
+pub const PUNCH_AFTER_RELAYED_MS: u64 = 1_000;
+/// Sockets the hard-NAT side opens for a birthday punch (one NAT mapping each).
+pub const PUNCH_SOCKETS: usize = 256;
+/// Random ports the easy side probes, at most, per punch (NAT table entries it makes).
+pub const PUNCH_PROBES_MAX: usize = 2048;
+/// ...sent this many per timer tick (2048 in 1 s).
+pub const PUNCH_PROBES_PER_TICK: usize = 512;
+/// A punch ends this long after it started, hit or not; its sockets are closed.
+pub const PUNCH_WINDOW_MS: u64 = 3_000;
+/// After a failed punch the next waits this long, doubling per failure...
+pub const PUNCH_BACKOFF_BASE_MS: u64 = 30_000;
+/// ...up to this.
+pub const PUNCH_BACKOFF_MAX_MS: u64 = 600_000;
 
 // ---- Virtual networks: configs and certificates (PROTOCOL.md §4) ----
 

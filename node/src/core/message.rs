@@ -7,6 +7,7 @@ use crate::core::address::Address;
 use crate::core::constants::{ADDRESS_LEN_BYTES, ECHO_MAX_LEN_BYTES, WHOIS_MAX_ADDRESSES};
 use crate::core::endpoint::{decode_endpoint, encode_endpoint};
 use crate::core::identity::{IdentityError, UncheckedIdentity};
+use crate::core::nat_mapping::NatMapping;
 use crate::core::verb::Verb;
 
 /// Why a payload was dropped.
@@ -166,6 +167,10 @@ impl<'a> Cursor<'a> {
         let out = &self.bytes[self.at..];
         self.at = self.bytes.len();
         out
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len() - self.at
     }
 
     pub(crate) fn finish(&self) -> Result<(), MessageError> {
@@ -366,17 +371,21 @@ impl Rendezvous {
     }
 }
 
-/// Appends a PUSH_DIRECT_PATHS payload.
-pub fn encode_push_direct_paths(paths: &[SocketAddr], out: &mut Vec<u8>) {
+/// Appends a PUSH_DIRECT_PATHS payload: the paths, then the sender's NAT mapping byte.
+pub fn encode_push_direct_paths(paths: &[SocketAddr], mapping: NatMapping, out: &mut Vec<u8>) {
     out.extend_from_slice(&(paths.len() as u16).to_be_bytes());
     for p in paths {
         out.push(0);
         encode_endpoint(p, out);
     }
+    out.push(mapping.to_byte());
 }
 
-/// Decodes a PUSH_DIRECT_PATHS payload.
-pub fn decode_push_direct_paths(bytes: &[u8]) -> Result<Vec<SocketAddr>, MessageError> {
+/// Decodes a PUSH_DIRECT_PATHS payload: the paths, and the sender's NAT
+/// mapping if it sent one (the byte is optional).
+pub fn decode_push_direct_paths(
+    bytes: &[u8],
+) -> Result<(Vec<SocketAddr>, Option<NatMapping>), MessageError> {
     let mut c = Cursor::new(bytes, "PUSH_DIRECT_PATHS");
     let n = c.u16()? as usize;
     let mut out = Vec::with_capacity(n.min(32));
@@ -387,8 +396,36 @@ pub fn decode_push_direct_paths(bytes: &[u8]) -> Result<Vec<SocketAddr>, Message
             _ => return Err(MessageError::BadField("PUSH_DIRECT_PATHS endpoint")),
         }
     }
+    let mapping = if c.remaining() > 0 {
+        Some(NatMapping::from_byte(c.u8()?))
+    } else {
+        None
+    };
     c.finish()?;
-    Ok(out)
+    Ok((out, mapping))
+}
+
+/// A PUNCH payload: how many sockets the (hard-NAT) sender opened toward us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PunchMessage {
+    /// Sockets opened.
+    pub sockets: u16,
+}
+
+/// Appends a PUNCH payload.
+pub fn encode_punch(p: PunchMessage, out: &mut Vec<u8>) {
+    out.extend_from_slice(&p.sockets.to_be_bytes());
+}
+
+/// Decodes a PUNCH payload.
+pub fn decode_punch(bytes: &[u8]) -> Result<PunchMessage, MessageError> {
+    let mut c = Cursor::new(bytes, "PUNCH");
+    let sockets = c.u16()?;
+    c.finish()?;
+    if sockets == 0 {
+        return Err(MessageError::BadField("PUNCH sockets"));
+    }
+    Ok(PunchMessage { sockets })
 }
 
 /// Checks an ECHO payload's size.

@@ -4,15 +4,20 @@
 use std::net::SocketAddr;
 
 use crate::core::constants::{
-    MAX_PATHS_PER_PEER, PATH_ACTIVE_TIMEOUT_MS, PATH_IDLE_TIMEOUT_MS, PATH_KEEPALIVE_INTERVAL_MS,
-    PATH_PROBE_INTERVAL_ACTIVE_MS,
+    MAX_PATHS_PER_PEER, PATH_ACTIVE_TIMEOUT_MS, PATH_ANSWER_TIMEOUT_MS, PATH_IDLE_TIMEOUT_MS,
+    PATH_KEEPALIVE_INTERVAL_MS, PATH_PROBE_INTERVAL_ACTIVE_MS, PATH_QUICK_PROBE_AFTER_MS,
+    PATH_QUICK_PROBE_INTERVAL_MS,
 };
+use crate::core::local_socket::LocalSocket;
 
 /// One physical path to a peer.
 #[derive(Debug, Clone)]
 pub struct Path {
     /// The peer's address and port on this path.
     pub addr: SocketAddr,
+    /// Our socket it was last heard on (sends go out by the same one, so
+    /// NAT mappings and TCP connections line up).
+    pub socket: LocalSocket,
     /// When we last sent on it (ms), if ever.
     pub last_send_ms: Option<u64>,
     /// When an authenticated packet last arrived on it (ms), if ever.
@@ -23,6 +28,10 @@ pub struct Path {
     pub latency_ms: Option<u64>,
     /// When the last probe was sent on it.
     last_probe_ms: Option<u64>,
+    /// The first send not followed by any receive yet: a path that stops
+    /// answering is dead within [`PATH_ANSWER_TIMEOUT_MS`], whatever its
+    /// last receive.
+    unanswered_since_ms: Option<u64>,
 }
 
 impl Path {
@@ -36,6 +45,21 @@ impl Path {
         };
         self.last_receive_ms
             .is_some_and(|t| now_ms.saturating_sub(t) < timeout)
+            && !self.stopped_answering(now_ms)
+    }
+
+    /// Whether sends on it went unanswered for [`PATH_ANSWER_TIMEOUT_MS`]
+    /// (quick probes were sent meanwhile): the path is silent, whatever
+    /// it did before.
+    pub fn stopped_answering(&self, now_ms: u64) -> bool {
+        self.unanswered_since_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) >= PATH_ANSWER_TIMEOUT_MS)
+    }
+
+    /// Whether a send has waited long enough for an answer to be suspicious.
+    fn answer_overdue(&self, now_ms: u64) -> bool {
+        self.unanswered_since_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) >= PATH_QUICK_PROBE_AFTER_MS)
     }
 
     /// Whether it has never been confirmed and is older than the idle timeout.
@@ -60,6 +84,11 @@ impl PathSet {
     /// Learns a candidate path (from PUSH_DIRECT_PATHS, RENDEZVOUS or a world).
     /// Returns true if it is new.
     pub fn learn(&mut self, now_ms: u64, addr: SocketAddr) -> bool {
+        self.learn_on(now_ms, addr, LocalSocket::Primary)
+    }
+
+    /// Learns a candidate path reached through our socket `socket`.
+    pub fn learn_on(&mut self, now_ms: u64, addr: SocketAddr, socket: LocalSocket) -> bool {
         if self.paths.iter().any(|p| p.addr == addr) {
             return false;
         }
@@ -73,24 +102,34 @@ impl PathSet {
         }
         self.paths.push(Path {
             addr,
+            socket,
             last_send_ms: None,
             last_receive_ms: None,
             learned_ms: now_ms,
             latency_ms: None,
             last_probe_ms: None,
+            unanswered_since_ms: None,
         });
         true
     }
 
     /// Records an authenticated packet from `addr`. Returns true when this
     /// made a path alive that was not (new or revived).
-    pub fn received(&mut self, now_ms: u64, addr: SocketAddr, active: bool) -> bool {
-        self.learn(now_ms, addr);
+    pub fn received(
+        &mut self,
+        now_ms: u64,
+        addr: SocketAddr,
+        socket: LocalSocket,
+        active: bool,
+    ) -> bool {
+        self.learn_on(now_ms, addr, socket);
         let Some(p) = self.paths.iter_mut().find(|p| p.addr == addr) else {
             return false;
         };
         let was_alive = p.is_alive(now_ms, active);
         p.last_receive_ms = Some(now_ms);
+        p.unanswered_since_ms = None;
+        p.socket = socket;
         !was_alive
     }
 
@@ -98,7 +137,18 @@ impl PathSet {
     pub fn sent(&mut self, now_ms: u64, addr: SocketAddr) {
         if let Some(p) = self.paths.iter_mut().find(|p| p.addr == addr) {
             p.last_send_ms = Some(now_ms);
+            p.unanswered_since_ms.get_or_insert(now_ms);
         }
+    }
+
+    /// Our socket for sending to `addr`, if it is a known path.
+    pub fn socket_of(&self, addr: SocketAddr) -> Option<LocalSocket> {
+        self.paths.iter().find(|p| p.addr == addr).map(|p| p.socket)
+    }
+
+    /// Forgets every path through our socket `socket` (it was closed).
+    pub fn forget_socket(&mut self, socket: LocalSocket) {
+        self.paths.retain(|p| p.socket != socket);
     }
 
     /// Records a round-trip time measured on `addr`.
@@ -119,6 +169,8 @@ impl PathSet {
             .filter(|p| p.is_alive(now_ms, active))
             .min_by_key(|p| {
                 (
+                    // A path whose answers are overdue ranks after those that answer.
+                    p.answer_overdue(now_ms),
                     p.latency_ms.unwrap_or(u64::MAX / 2),
                     u64::MAX - p.last_receive_ms.unwrap_or(0),
                 )
@@ -126,7 +178,9 @@ impl PathSet {
     }
 
     /// Paths due a probe now: alive ones for keepalive (often when the peer
-    /// is active), and candidates not yet confirmed (to open NAT mappings).
+    /// is active), candidates not yet confirmed or silent (to open or reopen
+    /// NAT mappings), and, every tick, paths whose answer is overdue (so a
+    /// dead path is told from a lost packet within a second).
     pub fn due_probes(&mut self, now_ms: u64, active: bool) -> Vec<SocketAddr> {
         let interval = if active {
             PATH_PROBE_INTERVAL_ACTIVE_MS
@@ -135,8 +189,10 @@ impl PathSet {
         };
         let mut due = Vec::new();
         for p in &mut self.paths {
-            let candidate = p.last_receive_ms.is_none();
-            let wait = if candidate {
+            let candidate = p.last_receive_ms.is_none() || p.stopped_answering(now_ms);
+            let wait = if p.answer_overdue(now_ms) && !p.stopped_answering(now_ms) {
+                PATH_QUICK_PROBE_INTERVAL_MS
+            } else if candidate {
                 PATH_PROBE_INTERVAL_ACTIVE_MS
             } else {
                 interval
@@ -173,8 +229,9 @@ mod tests {
             set.preferred(0, false).is_none(),
             "unconfirmed is not preferred"
         );
-        assert!(set.received(10, addr(1), false));
-        assert!(set.received(10, addr(2), false));
+        assert!(set.received(10, addr(1), LocalSocket::Primary, false));
+        assert!(set.received(10, addr(2), LocalSocket::Mapped, false));
+        assert_eq!(set.socket_of(addr(2)), Some(LocalSocket::Mapped));
         set.measured(addr(1), 50);
         set.measured(addr(2), 5);
         assert_eq!(set.preferred(20, false).unwrap().addr, addr(2));
@@ -183,5 +240,49 @@ mod tests {
         assert!(set.preferred(10 + PATH_ACTIVE_TIMEOUT_MS, false).is_some());
         set.expire(10 + PATH_IDLE_TIMEOUT_MS);
         assert_eq!(set.iter().count(), 0);
+    }
+
+    #[test]
+    fn a_path_that_stops_answering_dies_within_the_answer_timeout() {
+        let mut set = PathSet::default();
+        set.received(0, addr(1), LocalSocket::Primary, true);
+        set.received(0, addr(2), LocalSocket::Primary, true);
+        set.measured(addr(1), 1);
+        set.measured(addr(2), 50);
+        // Sends on path 1 at 100 ms; no answer.
+        set.sent(100, addr(1));
+        assert_eq!(set.preferred(200, true).unwrap().addr, addr(1));
+        // Overdue: path 2 (answering) is preferred, path 1 gets quick probes.
+        let t = 100 + PATH_QUICK_PROBE_AFTER_MS;
+        assert_eq!(set.preferred(t, true).unwrap().addr, addr(2));
+        let _ = set.due_probes(t - 1, true);
+        assert!(
+            set.due_probes(t + PATH_QUICK_PROBE_INTERVAL_MS, true)
+                .contains(&addr(1))
+        );
+        // Silent for the answer timeout: dead, even though heard 1.1 s ago.
+        let dead = 100 + PATH_ANSWER_TIMEOUT_MS;
+        assert!(
+            !set.iter()
+                .find(|p| p.addr == addr(1))
+                .unwrap()
+                .is_alive(dead, true)
+        );
+        // An answer revives it at once.
+        assert!(set.received(dead + 10, addr(1), LocalSocket::Primary, true));
+        assert_eq!(set.preferred(dead + 10, true).unwrap().addr, addr(1));
+    }
+
+    #[test]
+    fn sockets_follow_the_last_receive_and_closed_sockets_forget_their_paths() {
+        let mut set = PathSet::default();
+        set.learn(0, addr(1));
+        assert_eq!(set.socket_of(addr(1)), Some(LocalSocket::Primary));
+        set.received(1, addr(1), LocalSocket::Punch(7), false);
+        assert_eq!(set.socket_of(addr(1)), Some(LocalSocket::Punch(7)));
+        set.received(1, addr(2), LocalSocket::TcpFromNode(3), false);
+        set.forget_socket(LocalSocket::TcpFromNode(3));
+        assert_eq!(set.socket_of(addr(2)), None);
+        assert_eq!(set.iter().count(), 1);
     }
 }

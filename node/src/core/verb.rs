@@ -39,11 +39,13 @@ pub enum Verb {
     PushDirectPaths = 0x0d,
     /// A newer world file, sent only on confirmed paths.
     WorldUpdate = 0x0e,
+    /// Birthday hole punch: the hard-NAT side opened its sockets; spray now.
+    Punch = 0x0f,
 }
 
 impl Verb {
     /// Every verb, in code order.
-    pub const ALL: [Verb; 15] = [
+    pub const ALL: [Verb; 16] = [
         Verb::Nop,
         Verb::Hello,
         Verb::Error,
@@ -59,6 +61,7 @@ impl Verb {
         Verb::Echo,
         Verb::PushDirectPaths,
         Verb::WorldUpdate,
+        Verb::Punch,
     ];
 
     /// The verb's code byte.
@@ -102,7 +105,7 @@ mod tests {
 
     #[test]
     fn unknown_codes_are_refused() {
-        for code in 0x0f..=0xff {
+        for code in 0x10..=0xff {
             assert_eq!(Verb::try_from(code), Err(UnknownVerb(code)));
         }
     }

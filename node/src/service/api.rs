@@ -52,6 +52,7 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
         .route("/moon", get(moons))
         .route("/moon/{id}", post(orbit).delete(deorbit))
         .route("/ping/{addr}", post(ping))
+        .route("/netcheck", get(netcheck))
         .route("/network", get(networks))
         .route("/network/{nwid}", get(network).post(join).delete(leave))
         .with_state(state.clone());
@@ -120,7 +121,20 @@ async fn status(State(s): State<AppState>) -> Json<Value> {
     let mut v = serde_json::to_value(&status).unwrap_or(Value::Null);
     v["version"] = json!(env!("CARGO_PKG_VERSION"));
     v["counters"] = serde_json::to_value(node.counters()).unwrap_or(Value::Null);
-    v["config"] = json!({ "settings": { "primaryPort": s.port } });
+    v["config"] = json!({ "settings": {
+        "primaryPort": s.port,
+        "portMappingEnabled": s.port_mapping_enabled,
+        "forceTcpRelay": s.force_tcp_relay,
+    } });
+    v["portMapping"] = s.port_mapping_json();
+    Json(v)
+}
+
+async fn netcheck(State(s): State<AppState>) -> Json<Value> {
+    let now = s.now_ms();
+    let report = s.node().netcheck(now);
+    let mut v = serde_json::to_value(report).unwrap_or(Value::Null);
+    v["portMapping"] = s.port_mapping_json();
     Json(v)
 }
 
@@ -294,7 +308,11 @@ async fn ping(
     match s.ping(addr, timeout).await {
         Some(reply) => {
             let (route, path, root) = match reply.route {
+                Route::Direct(p) if reply.tcp => ("TCP_RELAY", format_endpoint(&p), Value::Null),
                 Route::Direct(p) => ("DIRECT", format_endpoint(&p), Value::Null),
+                Route::Relayed { root, via } if reply.tcp => {
+                    ("TCP_RELAY", format_endpoint(&via), json!(root.to_string()))
+                }
                 Route::Relayed { root, via } => {
                     ("RELAY", format_endpoint(&via), json!(root.to_string()))
                 }

@@ -58,6 +58,10 @@ pub struct LocalConf {
 pub struct LocalSettings {
     /// UDP and API port, unless given on the command line.
     pub primary_port: Option<u16>,
+    /// Ask the LAN's gateway (UPnP IGD, NAT-PMP) to forward a port to us (default on).
+    pub port_mapping_enabled: Option<bool>,
+    /// Relay through a root over TCP at once, whatever UDP does (default off).
+    pub force_tcp_relay: Option<bool>,
 }
 
 /// A node's home directory.

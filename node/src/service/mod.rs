@@ -5,5 +5,6 @@ pub mod atomic_file;
 pub mod home;
 pub mod identity_file;
 pub mod netlink;
+pub mod punch_sockets;
 pub mod runtime;
 pub mod tap;

@@ -13,6 +13,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::core::address::Address;
 use crate::core::constants::{PACKET_MAX_LEN_BYTES, TIMER_TICK_MS};
+use crate::core::local_socket::LocalSocket;
 use crate::core::message::Versions;
 use crate::core::network_id::{Mac, NetworkId};
 use crate::core::node::NetworkStatus;
@@ -20,6 +21,7 @@ use crate::core::node::{Event, Node, NodeConfig, Outbox, Route};
 use crate::core::world::WorldKind;
 use crate::service::home::{Home, HomeError};
 use crate::service::netlink::{LinkSettings, Netlink};
+use crate::service::punch_sockets::PunchSockets;
 use crate::service::tap::{TapDevice, device_name};
 
 /// Default UDP and API port.
@@ -97,12 +99,14 @@ pub struct PingReply {
     pub rtt_ms: u64,
     /// How the reply came.
     pub route: Route,
+    /// Whether it came through our TCP relay connection.
+    pub tcp: bool,
 }
 
 /// State shared by the packet thread and the control plane.
 pub struct Shared {
     node: Mutex<Node>,
-    sockets: UdpSockets,
+    sockets: Sockets,
     start: Instant,
     /// The home directory.
     pub home: Home,
@@ -110,6 +114,10 @@ pub struct Shared {
     pub token: String,
     /// The port.
     pub port: u16,
+    /// `portMappingEnabled` from local.conf.
+    pub port_mapping_enabled: bool,
+    /// `forceTcpRelay` from local.conf.
+    pub force_tcp_relay: bool,
     pings: Mutex<HashMap<u64, oneshot::Sender<PingReply>>>,
     next_ping: AtomicU64,
     events: mpsc::UnboundedSender<Event>,
@@ -162,6 +170,11 @@ impl Shared {
         }
     }
 
+    /// The port mapper's state, as `GET /status` and `/netcheck` show it.
+    pub fn port_mapping_json(&self) -> serde_json::Value {
+        serde_json::json!({ "enabled": self.port_mapping_enabled })
+    }
+
     /// Sends one ECHO and waits for the reply.
     pub async fn ping(&self, addr: Address, timeout: Duration) -> Option<PingReply> {
         let id = self.next_ping.fetch_add(1, Ordering::Relaxed);
@@ -183,15 +196,18 @@ impl Shared {
     }
 }
 
-/// The UDP sockets: IPv4 on all interfaces, and IPv6 (v6-only) on the same
-/// port where the system has IPv6.
-struct UdpSockets {
+/// The node's sockets: the primary UDP port (IPv4 on all interfaces, and
+/// IPv6 v6-only on the same port where the system has IPv6), the port the
+/// gateway maps, and the birthday-punch sockets.
+struct Sockets {
     v4: UdpSocket,
     v6: Option<UdpSocket>,
+    mapped: Option<UdpSocket>,
+    punch: PunchSockets,
 }
 
-impl UdpSockets {
-    fn bind(port: u16) -> Result<Self, ServiceError> {
+impl Sockets {
+    fn bind(port: u16, mapped_port: Option<u16>) -> Result<Self, ServiceError> {
         let v4_addr = SocketAddr::from(([0, 0, 0, 0], port));
         let v4 = UdpSocket::bind(v4_addr).map_err(|error| ServiceError::Bind {
             what: "UDP",
@@ -214,20 +230,52 @@ impl UdpSockets {
                 None
             }
         };
-        Ok(Self { v4, v6 })
+        let mapped = mapped_port.and_then(|p| {
+            // The preferred port may be taken; any port will do.
+            let s = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], p)))
+                .or_else(|_| UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0))));
+            match s {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warn!(error = %e, "no socket for port mapping");
+                    None
+                }
+            }
+        });
+        Ok(Self {
+            v4,
+            v6,
+            mapped,
+            punch: PunchSockets::default(),
+        })
     }
 
     fn send_all(&self, out: &Outbox) {
-        for (to, bytes) in out.iter() {
-            let socket = match (to, &self.v6) {
-                (SocketAddr::V6(_), Some(v6)) => v6,
-                _ => &self.v4,
+        for (socket, to, bytes) in out.iter() {
+            let udp = match (socket, to, &self.v6, &self.mapped) {
+                (LocalSocket::Primary, SocketAddr::V6(_), Some(v6), _) => v6,
+                (LocalSocket::Primary, _, _, _) => &self.v4,
+                (LocalSocket::Mapped, SocketAddr::V4(_), _, Some(m)) => m,
+                (LocalSocket::Punch(id), _, _, _) => {
+                    self.punch.send(id, to, bytes);
+                    continue;
+                }
+                (socket, _, _, _) => {
+                    debug!(?socket, %to, "no such socket; datagram dropped");
+                    continue;
+                }
             };
-            if let Err(e) = socket.send_to(bytes, to) {
+            if let Err(e) = udp.send_to(bytes, to) {
                 debug!(%to, error = %e, "send failed");
             }
         }
     }
+}
+
+/// The port the mapped socket prefers: spread over 20000-59999 by address,
+/// so nodes behind one gateway rarely ask for the same one.
+fn mapped_port_for(address: Address) -> u16 {
+    20_000 + (address.to_u64() % 40_000) as u16
 }
 
 /// Runs the service until SIGTERM or SIGINT.
@@ -271,7 +319,9 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         }
         None => None,
     };
-    let sockets = UdpSockets::bind(port)?;
+    let port_mapping = conf.settings.port_mapping_enabled.unwrap_or(true) && !node.is_root();
+    node.set_force_tcp_relay(conf.settings.force_tcp_relay.unwrap_or(false));
+    let sockets = Sockets::bind(port, port_mapping.then(|| mapped_port_for(node.address())))?;
     let with_v6 = sockets.v6.is_some();
     node.set_local_endpoints(local_endpoints(port, with_v6));
     info!(
@@ -288,6 +338,8 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         home: home.clone(),
         token,
         port,
+        port_mapping_enabled: port_mapping,
+        force_tcp_relay: conf.settings.force_tcp_relay.unwrap_or(false),
         pings: Mutex::new(HashMap::new()),
         next_ping: AtomicU64::new(1),
         events: events_tx,
@@ -300,30 +352,32 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         shared.with_node(|node, now, out| node.join(now, nwid, out));
     }
 
-    let packet_thread = {
+    let mut packet_threads = Vec::new();
+    let mut spawn = |name: &str, kind: UdpThread| -> Result<(), ServiceError> {
         let shared = shared.clone();
-        std::thread::Builder::new()
-            .name("vnet-udp4".into())
-            .spawn(move || packet_loop(&shared, false))?
+        packet_threads.push(std::thread::Builder::new().name(name.into()).spawn(
+            move || match kind {
+                UdpThread::Punch => punch_loop(&shared),
+                kind => packet_loop(&shared, kind),
+            },
+        )?);
+        Ok(())
     };
-    let packet_thread_v6 = if with_v6 {
-        let shared = shared.clone();
-        Some(
-            std::thread::Builder::new()
-                .name("vnet-udp6".into())
-                .spawn(move || packet_loop(&shared, true))?,
-        )
-    } else {
-        None
-    };
+    spawn("vnet-udp4", UdpThread::V4)?;
+    if with_v6 {
+        spawn("vnet-udp6", UdpThread::V6)?;
+    }
+    if shared.sockets.mapped.is_some() {
+        spawn("vnet-mapped", UdpThread::Mapped)?;
+    }
+    spawn("vnet-punch", UdpThread::Punch)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let result = runtime.block_on(control_plane(shared.clone(), events_rx, controller_routes));
     shared.shutdown.store(true, Ordering::Relaxed);
-    let _ = packet_thread.join();
-    if let Some(t) = packet_thread_v6 {
+    for t in packet_threads {
         let _ = t.join();
     }
     info!("vnet node stopped");
@@ -490,7 +544,11 @@ fn tap_loop(shared: &Shared, nwid: NetworkId, tap: &TapDevice, run: &AtomicBool)
 fn handle_event(shared: &Shared, event: Event) {
     match event {
         Event::EchoReply {
-            id, rtt_ms, route, ..
+            id,
+            rtt_ms,
+            route,
+            tcp,
+            ..
         } => {
             let waiter = shared
                 .pings
@@ -498,7 +556,7 @@ fn handle_event(shared: &Shared, event: Event) {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
             if let Some(tx) = waiter {
-                let _ = tx.send(PingReply { rtt_ms, route });
+                let _ = tx.send(PingReply { rtt_ms, route, tcp });
             }
         }
         Event::PathUpgraded { peer, path } => info!(%peer, %path, "direct path up"),
@@ -523,13 +581,28 @@ fn handle_event(shared: &Shared, event: Event) {
     }
 }
 
+/// Which socket a packet thread reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum UdpThread {
+    /// The primary IPv4 socket; this thread also ticks the timer.
+    V4,
+    /// The primary IPv6 socket.
+    V6,
+    /// The socket the gateway maps.
+    Mapped,
+    /// The birthday-punch sockets.
+    Punch,
+}
+
 /// The packet path: receive, hand to the node, send what it queued; the
 /// IPv4 thread also ticks the timer.
-fn packet_loop(shared: &Shared, v6: bool) {
-    let socket = match (v6, &shared.sockets.v6) {
-        (true, Some(s)) => s,
-        _ => &shared.sockets.v4,
+fn packet_loop(shared: &Shared, kind: UdpThread) {
+    let (socket, local) = match (kind, &shared.sockets.v6, &shared.sockets.mapped) {
+        (UdpThread::V6, Some(s), _) => (s, LocalSocket::Primary),
+        (UdpThread::Mapped, _, Some(s)) => (s, LocalSocket::Mapped),
+        _ => (&shared.sockets.v4, LocalSocket::Primary),
     };
+    let v6 = kind != UdpThread::V4;
     let mut buf = vec![0u8; PACKET_MAX_LEN_BYTES];
     let mut out = Outbox::new();
     let tick = Duration::from_millis(TIMER_TICK_MS);
@@ -539,6 +612,12 @@ fn packet_loop(shared: &Shared, v6: bool) {
         if !v6 && now >= next_tick {
             let mut node = shared.node();
             node.handle_timeout(shared.now_ms(), &mut out);
+            // Punch sockets the core no longer needs are closed.
+            if !shared.sockets.punch.is_empty() {
+                for id in shared.sockets.punch.retain(&node.live_punch_sockets()) {
+                    node.socket_closed(LocalSocket::Punch(id));
+                }
+            }
             drain_events(&mut node, shared);
             drop(node);
             shared.flush(&out);
@@ -558,7 +637,7 @@ fn packet_loop(shared: &Shared, v6: bool) {
         match socket.recv_from(&mut buf) {
             Ok((len, from)) => {
                 let mut node = shared.node();
-                node.handle_datagram(shared.now_ms(), from, &mut buf[..len], &mut out);
+                node.handle_datagram(shared.now_ms(), local, from, &mut buf[..len], &mut out);
                 drain_events(&mut node, shared);
                 drop(node);
                 shared.flush(&out);
@@ -571,6 +650,32 @@ fn packet_loop(shared: &Shared, v6: bool) {
                 ) => {}
             Err(e) => debug!(error = %e, "recv failed"),
         }
+    }
+}
+
+/// The birthday-punch sockets' reader.
+fn punch_loop(shared: &Shared) {
+    let mut buf = vec![0u8; PACKET_MAX_LEN_BYTES];
+    let mut out = Outbox::new();
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        shared.sockets.punch.poll_once(
+            Duration::from_millis(TIMER_TICK_MS),
+            &mut buf,
+            |id, from, bytes| {
+                let mut node = shared.node();
+                node.handle_datagram(
+                    shared.now_ms(),
+                    LocalSocket::Punch(id),
+                    from,
+                    bytes,
+                    &mut out,
+                );
+                drain_events(&mut node, shared);
+                drop(node);
+                shared.flush(&out);
+                out.clear();
+            },
+        );
     }
 }
 

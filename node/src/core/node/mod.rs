@@ -8,6 +8,7 @@ mod network;
 mod outbox;
 mod peer;
 mod status;
+mod traversal;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ pub use network::{NetworkStatus, NetworkView};
 pub use outbox::{Outbox, Transmit};
 pub use peer::{PeerRole, Route};
 pub use status::{NodeStatus, PathStatus, PeerStatus};
+pub use traversal::{NatMapping, NetcheckRoot, NetcheckStatus};
 
 use crate::core::address::Address;
 use crate::core::armor::{armor, dearmor};
@@ -24,6 +26,7 @@ use crate::core::constants::*;
 use crate::core::fragment::{Reassembler, write_fragments};
 use crate::core::identity::Identity;
 use crate::core::identity_hash::IdentityHashScratch;
+use crate::core::local_socket::LocalSocket;
 use crate::core::message::{
     self, Hello, HelloOk, InRe, OkBody, Rendezvous, Versions, decode_error, decode_ok,
     decode_push_direct_paths, decode_whois, encode_in_re, encode_push_direct_paths,
@@ -67,6 +70,8 @@ pub enum Event {
         rtt_ms: u64,
         /// How the reply came.
         route: Route,
+        /// Whether it came over our TCP relay connection.
+        tcp: bool,
     },
     /// Packets to a peer now go straight to it instead of through a root.
     PathUpgraded {
@@ -133,6 +138,10 @@ pub struct Node {
     frame_targets: Vec<Address>,
     /// Whether a root session was ever established.
     online_once: bool,
+    /// The socket the datagram being handled arrived on.
+    rx_socket: LocalSocket,
+    /// NAT traversal: TCP fallback, port mapping, birthday punching.
+    traversal: traversal::TraversalState,
 }
 
 impl Node {
@@ -164,6 +173,8 @@ impl Node {
             frame_buf: Vec::with_capacity(PACKET_MAX_LEN_BYTES),
             frame_targets: Vec::new(),
             online_once: false,
+            rx_socket: LocalSocket::Primary,
+            traversal: traversal::TraversalState::default(),
         };
         node.add_world_roots(&node.planet.clone());
         for moon in config.moons {
@@ -263,16 +274,19 @@ impl Node {
 
     // ---------------------------------------------------------------- input
 
-    /// Handles one received datagram. `datagram` is modified in place
-    /// (decrypted, or its hop count raised when relayed).
+    /// Handles one datagram received on our socket `socket` from `from`.
+    /// `datagram` is modified in place (decrypted, or its hop count raised
+    /// when relayed).
     pub fn handle_datagram(
         &mut self,
         now_ms: u64,
+        socket: LocalSocket,
         from: SocketAddr,
         datagram: &mut [u8],
         out: &mut Outbox,
     ) {
         self.counters.received += 1;
+        self.rx_socket = socket;
         let kind = match classify(datagram) {
             Ok(Datagram::Packet { header, .. }) => Ok((true, header.dest, Some(header))),
             Ok(Datagram::Fragment { header, .. }) => Ok((false, header.dest, None)),
@@ -394,7 +408,10 @@ impl Node {
         peer.last_receive_ms = Some(now_ms);
         if direct {
             let active = peer.is_active(now_ms);
-            if peer.paths.received(now_ms, from, active) {
+            if peer.is_root() && !self.rx_socket.is_tcp() {
+                self.traversal.udp_from_root_ms = Some(now_ms);
+            }
+            if peer.paths.received(now_ms, from, self.rx_socket, active) {
                 self.note_route(now_ms, src);
             }
         } else if !peer.is_root() {
@@ -461,8 +478,11 @@ impl Node {
             Verb::Rendezvous => {
                 Rendezvous::decode(payload).map(|r| self.handle_rendezvous(now_ms, src, r, out))
             }
-            Verb::PushDirectPaths => decode_push_direct_paths(payload).map(|paths| {
+            Verb::PushDirectPaths => decode_push_direct_paths(payload).map(|(paths, mapping)| {
                 if let Some(peer) = self.peers.get_mut(&src) {
+                    if mapping.is_some() {
+                        peer.nat_mapping = mapping;
+                    }
                     for p in paths.into_iter().take(MAX_PATHS_PER_PEER) {
                         if p.port() != 0 {
                             peer.paths.learn(now_ms, p);
@@ -482,6 +502,9 @@ impl Node {
             Verb::WorldUpdate => {
                 self.handle_world_update(now_ms, src, payload);
                 Ok(())
+            }
+            Verb::Punch => {
+                message::decode_punch(payload).map(|p| self.handle_punch(now_ms, src, p, out))
             }
             // Frames and network verbs belong to virtual networks.
             _ => Ok(()),
@@ -615,7 +638,10 @@ impl Node {
         peer.last_receive_ms = Some(now_ms);
         if direct {
             let active = peer.is_active(now_ms);
-            peer.paths.received(now_ms, from, active);
+            peer.paths.received(now_ms, from, self.rx_socket, active);
+            if peer.is_root() && !self.rx_socket.is_tcp() {
+                self.traversal.udp_from_root_ms = Some(now_ms);
+            }
         }
         // Worlds the peer holds older copies of, or wants: due once a
         // session packet arrives straight from it.
@@ -640,7 +666,8 @@ impl Node {
             echoed_timestamp_ms: hello.timestamp_ms,
             versions: self.versions,
             ephemeral: eph_public,
-            reflected: direct.then_some(from),
+            // An address seen over TCP says nothing about UDP mappings.
+            reflected: (direct && !self.rx_socket.is_tcp()).then_some(from),
         };
         let mut body = Vec::with_capacity(64);
         encode_in_re(
@@ -711,8 +738,11 @@ impl Node {
         peer.measured(rtt);
         if header.hops == 0 {
             let active = peer.is_active(now_ms);
-            peer.paths.received(now_ms, from, active);
+            peer.paths.received(now_ms, from, self.rx_socket, active);
             peer.paths.measured(from, rtt);
+            if peer.is_root() && !self.rx_socket.is_tcp() {
+                self.traversal.udp_from_root_ms = Some(now_ms);
+            }
         }
         let is_root = peer.is_root();
         let first_root_session = is_root && !self.online_once;
@@ -732,6 +762,8 @@ impl Node {
         }
         if let Some(reflected) = ok.reflected
             && is_root
+            && !self.rx_socket.is_tcp()
+            && self.rx_socket != LocalSocket::Mapped
         {
             self.reflected.insert(header.src, reflected);
         }
@@ -757,6 +789,7 @@ impl Node {
                 let sent = u64::from_be_bytes(bytes[9..17].try_into().expect("8"));
                 let rtt = now_ms.saturating_sub(sent);
                 let direct = header.hops == 0;
+                let tcp = self.rx_socket.is_tcp();
                 let root_via = if direct { None } else { self.root_at(from) };
                 if let Some(peer) = self.peers.get_mut(&header.src) {
                     peer.measured(rtt);
@@ -774,6 +807,7 @@ impl Node {
                         id,
                         rtt_ms: rtt,
                         route,
+                        tcp,
                     });
                 }
             }
@@ -939,6 +973,9 @@ impl Node {
             return;
         };
         peer.paths.learn(now_ms, r.endpoint);
+        if !(r.endpoint.ip().is_loopback() || r.endpoint.ip().is_unspecified()) {
+            peer.root_observed = Some(r.endpoint);
+        }
         self.probe_candidates(now_ms, r.peer, out);
     }
 
@@ -976,18 +1013,20 @@ impl Node {
     }
 
     fn push_direct_paths(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
-        let mut paths: Vec<SocketAddr> = self.local_endpoints.clone();
-        for r in self.reflected.values() {
-            if !paths.contains(r) {
-                paths.push(*r);
+        let mut paths: Vec<SocketAddr> = Vec::new();
+        // The gateway-mapped endpoint first: it takes unsolicited packets.
+        paths.extend(self.mapped_endpoint());
+        for p in self.local_endpoints.iter().chain(self.reflected.values()) {
+            if !paths.contains(p) {
+                paths.push(*p);
             }
         }
         paths.truncate(MAX_PATHS_PER_PEER);
         if paths.is_empty() {
             return;
         }
-        let mut payload = Vec::with_capacity(2 + paths.len() * 20);
-        encode_push_direct_paths(&paths, &mut payload);
+        let mut payload = Vec::with_capacity(3 + paths.len() * 20);
+        encode_push_direct_paths(&paths, self.nat_mapping(), &mut payload);
         if let Some(peer) = self.peers.get_mut(&addr) {
             peer.last_paths_pushed_ms = Some(now_ms);
         }
@@ -1009,11 +1048,26 @@ impl Node {
             self.counters.dropped_unroutable += 1;
             return;
         }
-        let Some(to) = self
+        // Only for nodes that said HELLO to us from where this came (no open
+        // relay for strangers), and within each source's rate.
+        if let Some(src) = src
+            && !self
+                .peers
+                .get(&src)
+                .is_some_and(|p| p.paths.iter().any(|x| x.addr == from))
+        {
+            self.counters.dropped_relay_refused += 1;
+            return;
+        }
+        if !self.traversal.relay_allowed(now_ms, from) {
+            self.counters.dropped_rate_limited += 1;
+            return;
+        }
+        let Some((to, socket)) = self
             .peers
             .get(&dest)
             .and_then(|p| p.paths.preferred(now_ms, false))
-            .map(|p| p.addr)
+            .map(|p| (p.addr, p.socket))
         else {
             self.counters.dropped_unroutable += 1;
             return;
@@ -1022,7 +1076,7 @@ impl Node {
             self.counters.dropped_unroutable += 1;
             return;
         }
-        out.push(to, datagram);
+        out.push(socket, to, datagram);
         self.counters.relayed += 1;
         // Introduce the two so they can try a direct path.
         if let Some(src) = src
@@ -1254,6 +1308,22 @@ impl Node {
     }
 
     fn send_hello(&mut self, now_ms: u64, addr: Address, targets: &[SocketAddr], out: &mut Outbox) {
+        let sockets: Vec<LocalSocket> = targets
+            .iter()
+            .map(|t| self.socket_for(now_ms, addr, *t))
+            .collect();
+        self.send_hello_via(now_ms, addr, targets, &sockets, out);
+    }
+
+    /// Sends HELLO to each target by the matching socket.
+    fn send_hello_via(
+        &mut self,
+        now_ms: u64,
+        addr: Address,
+        targets: &[SocketAddr],
+        sockets: &[LocalSocket],
+        out: &mut Outbox,
+    ) {
         let planet = (self.planet.id(), self.planet.timestamp_ms());
         let mut moons: Vec<(u64, u64)> = self
             .moons
@@ -1277,7 +1347,7 @@ impl Node {
             }
             _ => (Ephemeral::generate(), Vec::new(), now_ms),
         };
-        for to in targets {
+        for (to, socket) in targets.iter().zip(sockets) {
             let counter = random_counter();
             if counters.len() >= MAX_HELLO_TARGETS {
                 break;
@@ -1307,7 +1377,7 @@ impl Node {
             };
             header.encode_into(&mut self.tx);
             armor(&peer.static_key, &mut self.tx, false);
-            out.push(*to, &self.tx);
+            out.push(*socket, *to, &self.tx);
             peer.paths.sent(now_ms, *to);
         }
         peer.handshake = Some(PendingHandshake {
@@ -1327,9 +1397,11 @@ impl Node {
         payload: &[u8],
         out: &mut Outbox,
     ) {
-        let Some(to) = to.or_else(|| self.route(now_ms, addr).map(route_addr)) else {
+        let Some(route) = to.map(Route::Direct).or_else(|| self.route(now_ms, addr)) else {
             return;
         };
+        let to = route_addr(route);
+        let socket = self.route_socket(now_ms, addr, route);
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
@@ -1348,7 +1420,7 @@ impl Node {
         }
         .encode_into(&mut self.tx);
         armor(&peer.static_key, &mut self.tx, true);
-        out.push(to, &self.tx);
+        out.push(socket, to, &self.tx);
         peer.paths.sent(now_ms, to);
     }
 
@@ -1362,6 +1434,22 @@ impl Node {
         payload: &[u8],
         out: &mut Outbox,
     ) {
+        self.send_session_via(now_ms, addr, to, None, verb, payload, out);
+    }
+
+    /// Sends a session packet to `to` (or along the route) by `socket`
+    /// (or the one the path was last heard on).
+    #[allow(clippy::too_many_arguments)]
+    fn send_session_via(
+        &mut self,
+        now_ms: u64,
+        addr: Address,
+        to: Option<SocketAddr>,
+        socket: Option<LocalSocket>,
+        verb: Verb,
+        payload: &[u8],
+        out: &mut Outbox,
+    ) {
         let route = match to {
             Some(to) => Route::Direct(to),
             None => match self.route(now_ms, addr) {
@@ -1370,6 +1458,7 @@ impl Node {
             },
         };
         let to = route_addr(route);
+        let socket = socket.unwrap_or_else(|| self.route_socket(now_ms, addr, route));
         let mtu = self.mtu;
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
@@ -1398,9 +1487,9 @@ impl Node {
         peer.sessions.seal(&mut self.tx);
         if fragmented {
             // The flag was set from the same length and MTU, so this cannot fail.
-            let _ = write_fragments(&self.tx, mtu, |piece| out.push(to, piece));
+            let _ = write_fragments(&self.tx, mtu, |piece| out.push(socket, to, piece));
         } else {
-            out.push(to, &self.tx);
+            out.push(socket, to, &self.tx);
         }
         peer.paths.sent(now_ms, to);
     }
@@ -1452,6 +1541,7 @@ impl Node {
         self.hello_buckets
             .retain(|_, (t, _)| now_ms.saturating_sub(*t) < 10_000);
         self.reassembler.expire(now_ms);
+        self.tick_traversal(now_ms, out);
         self.tick_networks(now_ms, out);
     }
 
@@ -1496,6 +1586,7 @@ impl Node {
         for to in probes {
             self.probe(now_ms, addr, to, out);
         }
+        self.tick_punch(now_ms, addr, out);
         if push_due {
             self.push_direct_paths(now_ms, addr, out);
         }

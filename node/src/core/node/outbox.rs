@@ -4,9 +4,13 @@
 use std::net::SocketAddr;
 use std::ops::Range;
 
+use crate::core::local_socket::LocalSocket;
+
 /// One datagram to send.
 #[derive(Debug, Clone)]
 pub struct Transmit {
+    /// By which of our sockets.
+    pub socket: LocalSocket,
     /// Where to.
     pub to: SocketAddr,
     range: Range<usize>,
@@ -27,21 +31,22 @@ impl Outbox {
         Self::default()
     }
 
-    /// Queues a datagram.
-    pub fn push(&mut self, to: SocketAddr, bytes: &[u8]) {
+    /// Queues a datagram to go out by `socket`.
+    pub fn push(&mut self, socket: LocalSocket, to: SocketAddr, bytes: &[u8]) {
         let start = self.buffer.len();
         self.buffer.extend_from_slice(bytes);
         self.transmits.push(Transmit {
+            socket,
             to,
             range: start..self.buffer.len(),
         });
     }
 
-    /// The queued datagrams, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+    /// The queued datagrams, in order: socket, destination, bytes.
+    pub fn iter(&self) -> impl Iterator<Item = (LocalSocket, SocketAddr, &[u8])> {
         self.transmits
             .iter()
-            .map(|t| (t.to, &self.buffer[t.range.clone()]))
+            .map(|t| (t.socket, t.to, &self.buffer[t.range.clone()]))
     }
 
     /// Queues a frame for the TAP device of network `nwid`.

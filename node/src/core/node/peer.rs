@@ -79,6 +79,15 @@ pub(crate) struct Peer {
     pub last_upgrade_ms: Option<u64>,
     /// When relayed traffic to/from this peer was first seen in the current relayed stretch.
     pub relayed_since_ms: Option<u64>,
+    /// How the peer's NAT maps ports, as it told us in PUSH_DIRECT_PATHS.
+    pub nat_mapping: Option<crate::core::node::NatMapping>,
+    /// Where a root sees the peer (from RENDEZVOUS): the target of a birthday punch.
+    pub root_observed: Option<SocketAddr>,
+    /// A birthday hole punch in progress with this peer.
+    pub punch: Option<crate::core::node::traversal::Punch>,
+    /// Failed punches in a row, and no new one before this time.
+    pub punch_failures: u32,
+    pub punch_not_before_ms: u64,
 }
 
 impl Peer {
@@ -108,6 +117,11 @@ impl Peer {
             direct_since_ms: None,
             last_upgrade_ms: None,
             relayed_since_ms: None,
+            nat_mapping: None,
+            root_observed: None,
+            punch: None,
+            punch_failures: 0,
+            punch_not_before_ms: 0,
         }
     }
 

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::{Node, PeerRole, Route};
 use crate::core::endpoint::format_endpoint;
+use crate::core::local_socket::LocalSocket;
 
 /// One path of a peer, as `GET /peer` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -23,6 +24,9 @@ pub struct PathStatus {
     pub preferred: bool,
     /// Round-trip time on it.
     pub latency: Option<u64>,
+    /// Our socket on it: `udp`, `mapped` (the gateway-mapped port), `punch`
+    /// (a birthday-punch socket) or `tcp` (a TCP relay connection).
+    pub socket: &'static str,
 }
 
 /// One peer, as `GET /peer/<addr>` shows it.
@@ -37,8 +41,11 @@ pub struct PeerStatus {
     pub role: PeerRole,
     /// `major.minor.revision`, or "-" before a handshake.
     pub version: String,
-    /// DIRECT, RELAY, or NONE.
+    /// DIRECT, RELAY (through a root over UDP), TCP_RELAY (through a root
+    /// over our TCP relay connection), or NONE.
     pub route: &'static str,
+    /// How the peer's NAT maps ports, as it told us (null before it did).
+    pub nat_mapping: Option<crate::core::nat_mapping::NatMapping>,
     /// The relaying root, when relayed.
     pub relay: Option<String>,
     /// Whether a session (forward-secret keys) is established.
@@ -69,6 +76,12 @@ pub struct NodeStatus {
     pub planet_world_timestamp: u64,
     /// Addresses the roots see us at.
     pub reflected_addresses: Vec<String>,
+    /// How our NAT maps ports (from the roots' reflections).
+    pub nat_mapping: crate::core::nat_mapping::NatMapping,
+    /// Whether packets go through a TCP relay connection to a root.
+    pub tcp_relay: bool,
+    /// The gateway-mapped endpoint advertised to peers (`ip/port`), if any.
+    pub mapped_endpoint: Option<String>,
 }
 
 impl Node {
@@ -85,6 +98,9 @@ impl Node {
             planet_world_id: self.planet.id(),
             planet_world_timestamp: self.planet.timestamp_ms(),
             reflected_addresses: reflected,
+            nat_mapping: self.nat_mapping(),
+            tcp_relay: self.tcp_relay_wanted(now_ms),
+            mapped_endpoint: self.mapped_endpoint().map(|a| format_endpoint(&a)),
         }
     }
 
@@ -108,8 +124,11 @@ impl Node {
         let active = peer.is_active(now_ms);
         let preferred = peer.paths.preferred(now_ms, active).map(|p| p.addr);
         let route = self.route(now_ms, addr);
+        let tcp = self.is_tcp_relayed(now_ms, addr);
         let (route_name, relay) = match route {
+            Some(Route::Direct(_)) if tcp => ("TCP_RELAY", None),
             Some(Route::Direct(_)) => ("DIRECT", None),
+            Some(Route::Relayed { root, .. }) if tcp => ("TCP_RELAY", Some(root.to_string())),
             Some(Route::Relayed { root, .. }) => ("RELAY", Some(root.to_string())),
             None => ("NONE", None),
         };
@@ -122,6 +141,7 @@ impl Node {
                 |v| format!("{}.{}.{}", v.major, v.minor, v.revision),
             ),
             route: route_name,
+            nat_mapping: peer.nat_mapping,
             relay,
             session: peer.sessions.is_established(),
             session_age: peer.sessions.age_ms(now_ms),
@@ -139,6 +159,12 @@ impl Node {
                         expired: !alive,
                         preferred: Some(p.addr) == preferred,
                         latency: p.latency_ms,
+                        socket: match p.socket {
+                            LocalSocket::Primary => "udp",
+                            LocalSocket::Mapped => "mapped",
+                            LocalSocket::Punch(_) => "punch",
+                            LocalSocket::TcpToRoot | LocalSocket::TcpFromNode(_) => "tcp",
+                        },
                     }
                 })
                 .collect(),
