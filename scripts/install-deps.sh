@@ -4,8 +4,11 @@
 set -euo pipefail
 
 # Debian packages the build, the end-to-end tests and scripts/demo.sh use
-# (iproute2: `ip netns`, veths, bridges; iperf3: throughput over the virtual network).
-PACKAGES=(ca-certificates curl gcc libc6-dev pkg-config iproute2 iptables iputils-ping iperf3)
+# (iproute2: `ip netns`, veths, bridges; iperf3: throughput over the virtual network;
+# miniupnpd-nftables + nftables: a real UPnP/NAT-PMP gateway in the NAT tests;
+# conntrack: flushing NAT mappings mid-transfer).
+PACKAGES=(ca-certificates curl gcc libc6-dev pkg-config iproute2 iptables iputils-ping iperf3
+  nftables miniupnpd-nftables conntrack)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

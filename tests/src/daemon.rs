@@ -47,7 +47,9 @@ impl<'a> Daemon<'a> {
         }
         let bin = binary(self.program);
         let home = self.home.to_str().expect("UTF-8 home").to_string();
-        let env = [("RUST_LOG", "info")];
+        // VNET_LOG sets the daemons' log filter (default info), for debugging a test.
+        let level = std::env::var("VNET_LOG").unwrap_or_else(|_| "info".to_string());
+        let env = [("RUST_LOG", level.as_str())];
         self.proc = Some(if self.program == "vnet-planet" {
             // The lab's directory is private (0700): let nobody through to its home.
             use std::os::unix::fs::PermissionsExt;
@@ -151,30 +153,49 @@ impl<'a> Daemon<'a> {
 /// Makes a planet whose one root is `root` (identity generated in its home)
 /// and copies it into every home given.
 pub fn make_planet(lab: &Lab, root: &Node, homes: &[PathBuf]) {
-    let root_home = lab.home(root);
+    make_planet_with_roots(lab, &[root], homes);
+}
+
+/// Makes a planet whose roots are `roots` (identities generated in their
+/// homes; the first one signs) and copies it into every root's home and every
+/// home given.
+pub fn make_planet_with_roots(lab: &Lab, roots: &[&Node], homes: &[PathBuf]) {
+    let mut entries = Vec::new();
+    for root in roots {
+        let home = lab.home(*root);
+        fs::create_dir_all(&home).expect("root home");
+        let run = run_in(
+            &home,
+            "vnet-idtool",
+            &["generate", "identity.secret", "identity.public"],
+        );
+        assert!(run.ok, "{run:?}");
+        let public = fs::read_to_string(home.join("identity.public")).expect("identity.public");
+        entries.push(serde_json::json!({
+            "identity": public.trim(),
+            "stableEndpoints": [format!("{}/{PORT}", root.ip())],
+        }));
+    }
+    let first_home = lab.home(roots[0]);
     let run = run_in(
-        &root_home,
-        "vnet-idtool",
-        &["generate", "identity.secret", "identity.public"],
-    );
-    assert!(run.ok, "{run:?}");
-    let run = run_in(
-        &root_home,
+        &first_home,
         "vnet-planet",
         &["initplanet", "identity.public"],
     );
     assert!(run.ok, "{run:?}");
     let mut json: Value = serde_json::from_str(&run.stdout).expect("planet JSON");
-    json["roots"][0]["stableEndpoints"] = serde_json::json!([format!("{}/{PORT}", root.ip())]);
-    fs::write(root_home.join("planet.json"), json.to_string()).expect("write planet.json");
+    json["roots"] = Value::Array(entries);
+    fs::write(first_home.join("planet.json"), json.to_string()).expect("write planet.json");
     let run = run_in(
-        &root_home,
+        &first_home,
         "vnet-planet",
         &["mkworld", "planet.json", "-o", "planet"],
     );
     assert!(run.ok, "{run:?}");
-    for home in homes {
-        fs::create_dir_all(home).expect("home dir");
-        fs::copy(root_home.join("planet"), home.join("planet")).expect("copy planet");
+    let mut all: Vec<PathBuf> = roots.iter().skip(1).map(|r| lab.home(*r)).collect();
+    all.extend(homes.iter().cloned());
+    for home in all {
+        fs::create_dir_all(&home).expect("home dir");
+        fs::copy(first_home.join("planet"), home.join("planet")).expect("copy planet");
     }
 }

@@ -385,6 +385,129 @@ impl Lab {
         }
     }
 
+    /// A [`NatKind::Easy`] router ([`Lab::nat_router`]) that is also a port-mapping gateway:
+    /// miniupnpd (nftables backend) answers UPnP IGD (SSDP + SOAP on port 5000) if `upnp` and
+    /// NAT-PMP (port 5351) if `natpmp`, on the LAN only. Returns the router and miniupnpd's
+    /// [`Proc`] (ended by PID like any other), once it listens.
+    ///
+    /// miniupnpd adds its DNAT rules to `table inet filter`, chain `prerouting_miniupnpd`
+    /// (list it with `nft list chain inet filter prerouting_miniupnpd` in the router), and its
+    /// accept rules to chain `miniupnpd` (the forward path is open anyway: the iptables of
+    /// [`Lab::nat_router`] filter only INPUT). miniupnpd 2.3.1 refuses a private WAN address, so
+    /// the config declares the placeholder `ext_ip=100.128.0.1` (reported to clients, never a
+    /// destination); packets to the router's real WAN address on a mapped port are forwarded,
+    /// as the DNAT rules match only interface, protocol and port.
+    pub fn upnp_router(&self, name: &str, upnp: bool, natpmp: bool) -> (Router, Proc) {
+        assert!(
+            upnp || natpmp,
+            "netns lab: upnp_router with neither UPnP nor NAT-PMP"
+        );
+        let router = self.nat_router(name, NatKind::Easy);
+        let ns = router.ns.clone();
+        // SSDP is multicast: do not let IGMP snooping on the LAN bridge decide its delivery.
+        ip(&format!(
+            "-n {ns} link set {} type bridge mcast_snooping 0",
+            router.lan_bridge
+        ));
+        // The chains miniupnpd-nftables expects (Debian's nft_init.sh is broken). A separate
+        // `inet` table: iptables-nft's tables are family `ip`, so both coexist.
+        let ruleset = r#"table inet filter {
+  chain forward { type filter hook forward priority 0; policy accept; jump miniupnpd; }
+  chain miniupnpd { }
+  chain prerouting { type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd; }
+  chain postrouting { type nat hook postrouting priority 100; policy accept; jump postrouting_miniupnpd; }
+  chain prerouting_miniupnpd { }
+  chain postrouting_miniupnpd { }
+}
+"#;
+        let nft_file = self.dir_path.join(format!("{name}.router.nft"));
+        fs::write(&nft_file, ruleset).expect("write router.nft");
+        must(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns,
+                "nft",
+                "-f",
+                &nft_file.to_string_lossy(),
+            ],
+        );
+        let [a, b, c, _] = router.lan_ip.octets();
+        let yes_no = |on: bool| if on { "yes" } else { "no" };
+        let conf = format!(
+            "ext_ifname={wan}\n\
+             # placeholder: 2.3.1 refuses private WAN IPs; only reported, never a destination\n\
+             ext_ip=100.128.0.1\n\
+             listening_ip={lan}\n\
+             http_port=5000\n\
+             enable_upnp={upnp}\n\
+             enable_natpmp={natpmp}\n\
+             secure_mode=yes\n\
+             system_uptime=yes\n\
+             notify_interval=60\n\
+             clean_ruleset_interval=600\n\
+             upnp_table_name=filter\n\
+             upnp_nat_table_name=filter\n\
+             upnp_forward_chain=miniupnpd\n\
+             upnp_nat_chain=prerouting_miniupnpd\n\
+             upnp_nat_postrouting_chain=postrouting_miniupnpd\n\
+             uuid=3e1f0a8c-7b2d-4c55-9a0e-5e7a11c0ffee\n\
+             allow 1024-65535 {a}.{b}.{c}.0/{PREFIX_LEN} 1024-65535\n\
+             deny 0-65535 0.0.0.0/0 0-65535\n",
+            wan = router.wan_iface,
+            lan = router.lan_bridge,
+            upnp = yes_no(upnp),
+            natpmp = yes_no(natpmp),
+        );
+        let conf_file = self.dir_path.join(format!("{name}.miniupnpd.conf"));
+        fs::write(&conf_file, conf).expect("write miniupnpd.conf");
+        // A private pid file: the default one in /run is shared by every namespace.
+        let pid_file = self.dir_path.join(format!("{name}.miniupnpd.pid"));
+        let program = if Path::new("/usr/sbin/miniupnpd").is_file() {
+            PathBuf::from("/usr/sbin/miniupnpd")
+        } else {
+            PathBuf::from("miniupnpd")
+        };
+        let daemon = self.spawn(
+            &router,
+            program,
+            &[
+                "-d",
+                "-f",
+                &conf_file.to_string_lossy(),
+                "-P",
+                &pid_file.to_string_lossy(),
+            ],
+            &[],
+        );
+        let listening = |proto: &str, port: u16| {
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "ss",
+                    "-Hln",
+                    proto,
+                    &format!("sport = :{port}"),
+                ],
+            )
+            .is_ok_and(|out| !out.trim().is_empty())
+        };
+        let up = wait_until(Duration::from_secs(10), || {
+            (!upnp || listening("-t", 5000)) && (!natpmp || listening("-u", 5351))
+        });
+        assert!(
+            up,
+            "netns lab: miniupnpd in {name} is not listening (running: {}); stderr:\n{}",
+            daemon.is_running(),
+            daemon.stderr_text()
+        );
+        (router, daemon)
+    }
+
     /// A host on `router`'s LAN: `10.R.0.K/24`, default route via the router.
     pub fn host_behind(&self, name: &str, router: &Router) -> Node {
         let (ns, i, k) = {
@@ -452,6 +575,12 @@ impl Lab {
     pub fn cut(&self, a: &Node, b: &Node) {
         self.block(a, b);
         self.block(b, a);
+    }
+
+    /// Makes `router` a firewall that forwards no UDP at all (TCP still passes,
+    /// NATed): what a node meets on some corporate or hotel networks.
+    pub fn block_udp(&self, router: &Router) {
+        iptables(&router.ns, "-I FORWARD -p udp -j DROP");
     }
 
     /// Restores a path cut with [`Lab::cut`].

@@ -63,6 +63,9 @@ enum Command {
     Peers,
     /// List the moons this node orbits (or waits for).
     Listmoons,
+    /// Show where this node stands behind its NAT: reflected addresses per
+    /// root, mapping kind, UDP blocked or not, port mapping, root latency.
+    Netcheck,
     /// Start orbiting a moon, fetching it from a seed root.
     Orbit {
         /// The moon's world id (10 or 16 hex digits).
@@ -220,6 +223,7 @@ impl Command {
             Command::Info => "info",
             Command::Listpeers => "listpeers",
             Command::Peers => "peers",
+            Command::Netcheck => "netcheck",
             Command::Listmoons => "listmoons",
             Command::Orbit { .. } => "orbit",
             Command::Deorbit { .. } => "deorbit",
@@ -369,6 +373,7 @@ fn check_arguments(command: &Command) -> Result<Action, Failure> {
         Command::Info => Action::Get("/status"),
         Command::Listpeers | Command::Peers => Action::Get("/peer"),
         Command::Listmoons => Action::Get("/moon"),
+        Command::Netcheck => Action::Get("/netcheck"),
         Command::Listnetworks => Action::Get("/network"),
         Command::Join { nwid } => Action::Membership {
             method: Method::Post,
@@ -561,6 +566,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
                     Command::Info => format_info(&answer),
                     Command::Listpeers => format_listpeers(&answer),
                     Command::Peers => format_peers(&answer),
+                    Command::Netcheck => format_netcheck(&answer),
                     Command::Listnetworks => format_listnetworks(&answer),
                     _ => format_listmoons(&answer),
                 }
@@ -1342,10 +1348,10 @@ fn format_peers(peers: &Value) -> String {
     const RIGHT: [bool; 8] = [false, false, false, true, false, true, true, false];
     let mut rows: Vec<[String; 8]> = vec![HEADER.map(String::from)];
     for peer in items(peers) {
-        let link = if peer.get("route").and_then(Value::as_str) == Some("DIRECT") {
-            "DIRECT"
-        } else {
-            "RELAY"
+        let link = match peer.get("route").and_then(Value::as_str) {
+            Some("DIRECT") => "DIRECT",
+            Some("TCP_RELAY") => "TCP_RELAY",
+            _ => "RELAY",
         };
         let (tx, rx, path) = match best_path(peer) {
             Some(p) => (
@@ -1393,6 +1399,87 @@ fn format_peers(peers: &Value) -> String {
     out
 }
 
+/// `200 netcheck`, then one `key: value` line per finding and one line per root.
+fn format_netcheck(report: &Value) -> String {
+    let mapping = match report.get("mapping").and_then(Value::as_str) {
+        Some("none") => "none (no NAT: the roots see an interface address)",
+        Some("endpointIndependent") => "endpoint-independent (easy NAT: hole punching works)",
+        Some("endpointDependent") => {
+            "endpoint-dependent (hard NAT: a new port per destination; birthday punch or relay)"
+        }
+        _ => "unknown (fewer than two roots answered over UDP)",
+    };
+    let udp = if flag(report, "udp") {
+        "works"
+    } else if flag(report, "forceTcpRelay") {
+        "not used (forceTcpRelay)"
+    } else if flag(report, "udpBlocked") {
+        "BLOCKED (no root answers over UDP)"
+    } else {
+        "no answer yet"
+    };
+    let relay = if flag(report, "tcpRelay") {
+        "TCP (packets go through a root over TCP)"
+    } else {
+        "UDP"
+    };
+    let pm = report.get("portMapping").unwrap_or(&Value::Null);
+    let mapping_line = if !flag(pm, "enabled") {
+        "off (portMappingEnabled=false)".to_string()
+    } else {
+        match pm.get("protocol").and_then(Value::as_str) {
+            Some(protocol) => format!(
+                "{} {} (advertised as {})",
+                protocol.to_uppercase(),
+                match (
+                    pm.get("externalIp").and_then(Value::as_str),
+                    pm.get("externalPort")
+                ) {
+                    (Some(ip), Some(Value::Number(p))) => format!("{ip}/{p}"),
+                    (None, Some(Value::Number(p))) => format!("?/{p}"),
+                    _ => "-".to_string(),
+                },
+                report
+                    .get("mappedEndpoint")
+                    .and_then(Value::as_str)
+                    .unwrap_or("-"),
+            ),
+            None => match pm.get("error").and_then(Value::as_str) {
+                Some(e) => format!("none ({e})"),
+                None => "searching".to_string(),
+            },
+        }
+    };
+    let mut out = format!(
+        "200 netcheck
+udp: {udp}
+mapping: {mapping}
+relay: {relay}
+portmap: {mapping_line}
+"
+    );
+    for root in items(report.get("roots").unwrap_or(&Value::Null)) {
+        let latency = match root.get("latency") {
+            Some(Value::Number(n)) => format!("{} ms", number(n)),
+            _ => "-".to_string(),
+        };
+        let via = match (flag(root, "udp"), flag(root, "tcp")) {
+            (true, _) => "udp",
+            (false, true) => "tcp",
+            _ => "unreachable",
+        };
+        out.push_str(&format!(
+            "root {} {} reflected={} latency={} via={}\n",
+            text(root, "address"),
+            text(root, "role"),
+            root.get("reflected").and_then(Value::as_str).unwrap_or("-"),
+            latency,
+            via
+        ));
+    }
+    out
+}
+
 /// `200 listmoons`, then the JSON array of `GET /moon`.
 fn format_listmoons(moons: &Value) -> String {
     format!("200 listmoons\n{}", pretty(moons))
@@ -1409,10 +1496,13 @@ fn format_ping_reply(addr: &str, n: u32, reply: &Value) -> String {
         Some(Value::Number(s)) => number(s),
         _ => n.to_string(),
     };
-    let how = if reply.get("route").and_then(Value::as_str) == Some("RELAY") {
-        format!("RELAY via {}", text(reply, "root"))
-    } else {
-        format!("DIRECT {}", text(reply, "path"))
+    let how = match reply.get("route").and_then(Value::as_str) {
+        Some("RELAY") => format!("RELAY via {}", text(reply, "root")),
+        Some("TCP_RELAY") if reply.get("root").is_some_and(|r| !r.is_null()) => {
+            format!("TCP_RELAY via {}", text(reply, "root"))
+        }
+        Some("TCP_RELAY") => format!("TCP_RELAY {}", text(reply, "path")),
+        _ => format!("DIRECT {}", text(reply, "path")),
     };
     format!(
         "200 ping {peer} seq={seq} time={} ms {how}\n",
@@ -1592,6 +1682,44 @@ mod tests {
                 .unwrap()
                 .ends_with(" 1        2 192.0.2.1/9993"),
             "{table}"
+        );
+    }
+
+    #[test]
+    fn netcheck_lines() {
+        let report = json!({
+            "mapping": "endpointDependent",
+            "udp": true,
+            "udpBlocked": false,
+            "tcpRelay": false,
+            "forceTcpRelay": false,
+            "mappedEndpoint": "198.51.100.7/20100",
+            "portMapping": { "enabled": true, "protocol": "upnp", "externalIp": null, "externalPort": 20100 },
+            "roots": [
+                { "address": "1111111111", "role": "PLANET", "reflected": "198.51.100.7/41000", "latency": 3, "udp": true, "tcp": false },
+                { "address": "2222222222", "role": "MOON", "reflected": null, "latency": null, "udp": false, "tcp": true }
+            ]
+        });
+        let text = format_netcheck(&report);
+        assert_eq!(
+            text,
+            "200 netcheck\n\
+             udp: works\n\
+             mapping: endpoint-dependent (hard NAT: a new port per destination; birthday punch or relay)\n\
+             relay: UDP\n\
+             portmap: UPNP ?/20100 (advertised as 198.51.100.7/20100)\n\
+             root 1111111111 PLANET reflected=198.51.100.7/41000 latency=3 ms via=udp\n\
+             root 2222222222 MOON reflected=- latency=- via=tcp\n"
+        );
+        let blocked = json!({ "udp": false, "udpBlocked": true, "tcpRelay": true, "portMapping": { "enabled": false } });
+        let text = format_netcheck(&blocked);
+        assert!(text.contains("udp: BLOCKED"), "{text}");
+        assert!(text.contains("relay: TCP"), "{text}");
+        assert!(text.contains("portmap: off"), "{text}");
+        let tcp_ping = json!({ "peer": "1111111111", "rttMs": 4, "route": "TCP_RELAY", "root": "2222222222", "path": "198.51.100.1/9993" });
+        assert_eq!(
+            format_ping_reply("1111111111", 1, &tcp_ping),
+            "200 ping 1111111111 seq=1 time=4 ms TCP_RELAY via 2222222222\n"
         );
     }
 

@@ -113,6 +113,8 @@ pub const PATH_QUICK_PROBE_INTERVAL_MS: u64 = 250;
 pub const PATH_ANSWER_TIMEOUT_MS: u64 = 1_000;
 /// A path of an idle peer is dead (and forgotten) after this much silence.
 pub const PATH_IDLE_TIMEOUT_MS: u64 = 45_000;
+/// A root or busy peer silent this long on every path gets a new HELLO (it may have restarted).
+pub const SILENT_PEER_HELLO_AFTER_MS: u64 = 2_000;
 /// A peer is in use if user traffic went either way this recently.
 pub const PEER_ACTIVE_WINDOW_MS: u64 = 10_000;
 /// Sessions with a peer not heard from for this long are not renewed.
@@ -128,6 +130,8 @@ pub const TIMER_TICK_MS: u64 = 250;
 
 /// A node that has heard no UDP from any root this long relays through TCP.
 pub const TCP_FALLBACK_AFTER_MS: u64 = 4_000;
+/// Over TCP, a root whose connection does not answer is left for the next after this.
+pub const TCP_RELAY_ROOT_TRY_MS: u64 = 10_000;
 /// While relaying through TCP, the roots are probed over UDP this often (to go back).
 pub const TCP_RELAY_UDP_RETRY_INTERVAL_MS: u64 = 5_000;
 /// Packets a root relays per second for one source address (token bucket rate)...
@@ -193,3 +197,31 @@ pub const ERROR_NETWORK_ACCESS_DENIED: u8 = 0x06;
 pub const NETWORK_CONFIG_REQUEST_INTERVAL_MS: u64 = 2_000;
 /// A configured member asks again this often (the controller also pushes).
 pub const NETWORK_CONFIG_PULL_INTERVAL_MS: u64 = 60_000;
+
+// ---- TCP relay (datagrams over TCP to a root when UDP is blocked) ----
+
+/// Bytes before each relayed datagram: content type, version, length (a TLS 1.2 record header).
+pub const TLS_RECORD_HEADER_LEN_BYTES: usize = 5;
+/// Content type byte of every record: TLS application data.
+pub const TLS_RECORD_CONTENT_TYPE: u8 = 0x17;
+/// Version bytes of every record: TLS 1.2.
+pub const TLS_RECORD_VERSION: [u8; 2] = [0x03, 0x03];
+/// Longest datagram one record carries: TLS 1.2's ciphertext limit (2^14 + 2048),
+/// so records stay plausible TLS; datagrams are at most a path MTU long anyway.
+pub const TLS_RECORD_MAX_PAYLOAD_BYTES: usize = 16384 + 2048;
+/// Most relay connections a root holds at once; more are closed as they come.
+pub const TCP_RELAY_MAX_CONNECTIONS: usize = 4096;
+/// A relay connection that brings no record for this long is closed.
+pub const TCP_RELAY_IDLE_TIMEOUT_MS: u64 = 120_000;
+/// A connection that accepts no bytes for this long while we write is closed.
+pub const TCP_RELAY_WRITE_TIMEOUT_MS: u64 = 10_000;
+/// Records queued for sending per connection; more are dropped, like UDP under load.
+pub const TCP_RELAY_QUEUE_RECORDS: usize = 1024;
+/// Records held while a client connection is being made; more are dropped.
+pub const TCP_RELAY_CONNECTING_QUEUE_RECORDS: usize = 16;
+/// A client gives up connecting after this.
+pub const TCP_RELAY_CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// A client waits this long before connecting again after a failure, doubling each time...
+pub const TCP_RELAY_RETRY_MIN_MS: u64 = 1_000;
+/// ...up to this.
+pub const TCP_RELAY_RETRY_MAX_MS: u64 = 30_000;

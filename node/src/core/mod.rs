@@ -21,6 +21,7 @@ pub mod path;
 pub mod replay;
 pub mod session;
 pub mod switch;
+pub mod tls_record;
 pub mod verb;
 pub mod wire;
 pub mod world;

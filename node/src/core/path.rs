@@ -127,15 +127,27 @@ impl PathSet {
             return false;
         };
         let was_alive = p.is_alive(now_ms, active);
+        // A birthday punch can land on several of our sockets: the first
+        // that works keeps the path (the others are closed after the punch),
+        // so both sides settle on one mapping.
+        let other_punch = matches!((p.socket, socket),
+            (LocalSocket::Punch(a), LocalSocket::Punch(b)) if a != b);
+        if !(other_punch && was_alive) {
+            p.socket = socket;
+        }
         p.last_receive_ms = Some(now_ms);
         p.unanswered_since_ms = None;
-        p.socket = socket;
         !was_alive
     }
 
-    /// Records a send on `addr`.
-    pub fn sent(&mut self, now_ms: u64, addr: SocketAddr) {
-        if let Some(p) = self.paths.iter_mut().find(|p| p.addr == addr) {
+    /// Records a send on `addr` by `socket` (a send by another socket, such
+    /// as a UDP probe to a root reached over TCP, is not this path's).
+    pub fn sent(&mut self, now_ms: u64, addr: SocketAddr, socket: LocalSocket) {
+        if let Some(p) = self
+            .paths
+            .iter_mut()
+            .find(|p| p.addr == addr && p.socket == socket)
+        {
             p.last_send_ms = Some(now_ms);
             p.unanswered_since_ms.get_or_insert(now_ms);
         }
@@ -250,7 +262,7 @@ mod tests {
         set.measured(addr(1), 1);
         set.measured(addr(2), 50);
         // Sends on path 1 at 100 ms; no answer.
-        set.sent(100, addr(1));
+        set.sent(100, addr(1), LocalSocket::Primary);
         assert_eq!(set.preferred(200, true).unwrap().addr, addr(1));
         // Overdue: path 2 (answering) is preferred, path 1 gets quick probes.
         let t = 100 + PATH_QUICK_PROBE_AFTER_MS;
@@ -279,6 +291,9 @@ mod tests {
         set.learn(0, addr(1));
         assert_eq!(set.socket_of(addr(1)), Some(LocalSocket::Primary));
         set.received(1, addr(1), LocalSocket::Punch(7), false);
+        assert_eq!(set.socket_of(addr(1)), Some(LocalSocket::Punch(7)));
+        // A second punch socket hit later does not take the live path over.
+        set.received(2, addr(1), LocalSocket::Punch(9), false);
         assert_eq!(set.socket_of(addr(1)), Some(LocalSocket::Punch(7)));
         set.received(1, addr(2), LocalSocket::TcpFromNode(3), false);
         set.forget_socket(LocalSocket::TcpFromNode(3));

@@ -5,6 +5,8 @@ pub mod atomic_file;
 pub mod home;
 pub mod identity_file;
 pub mod netlink;
+pub mod port_mapping;
 pub mod punch_sockets;
 pub mod runtime;
 pub mod tap;
+pub mod tcp_relay;

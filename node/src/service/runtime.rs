@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -21,8 +21,12 @@ use crate::core::node::{Event, Node, NodeConfig, Outbox, Route};
 use crate::core::world::WorldKind;
 use crate::service::home::{Home, HomeError};
 use crate::service::netlink::{LinkSettings, Netlink};
+use crate::service::port_mapping::{PortMappingState, run_port_mapper};
 use crate::service::punch_sockets::PunchSockets;
 use crate::service::tap::{TapDevice, device_name};
+use crate::service::tcp_relay::{
+    TcpRelayClient, TcpRelayClientHandler, TcpRelayConfig, TcpRelayHandler, TcpRelayServer,
+};
 
 /// Default UDP and API port.
 pub const DEFAULT_PORT: u16 = 9993;
@@ -124,6 +128,15 @@ pub struct Shared {
     shutdown: AtomicBool,
     /// TAP devices of configured networks, with their reader thread's run flag.
     devices: Mutex<HashMap<NetworkId, (TapDevice, Arc<AtomicBool>)>>,
+    /// A root's listener for nodes that relay over TCP.
+    tcp_server: OnceLock<TcpRelayServer>,
+    /// Our TCP relay connection to a root (made on first use, when UDP fails).
+    tcp_client: OnceLock<TcpRelayClient>,
+    /// The root the core relays through over TCP (set every tick): every
+    /// datagram for TCP goes there, whatever root it is for.
+    tcp_target: Mutex<Option<SocketAddr>>,
+    /// The port mapper's latest state.
+    port_mapping_state: Mutex<PortMappingState>,
 }
 
 impl Shared {
@@ -154,9 +167,35 @@ impl Shared {
         result
     }
 
+    /// Handles a datagram that came over TCP (or any socket without its own thread).
+    fn handle_datagram(&self, socket: LocalSocket, from: SocketAddr, bytes: &mut [u8]) {
+        let mut out = Outbox::new();
+        let mut node = self.node();
+        node.handle_datagram(self.now_ms(), socket, from, bytes, &mut out);
+        drain_events(&mut node, self);
+        drop(node);
+        self.flush(&out);
+    }
+
     /// Sends the outbox's datagrams and writes its frames to their TAP devices.
     fn flush(&self, out: &Outbox) {
         self.sockets.send_all(out);
+        for (socket, to, bytes) in out.iter() {
+            match socket {
+                LocalSocket::TcpToRoot => {
+                    let target = *self.tcp_target.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(c) = self.tcp_client.get() {
+                        c.send(target.unwrap_or(to), bytes);
+                    }
+                }
+                LocalSocket::TcpFromNode(conn) => {
+                    if let Some(s) = self.tcp_server.get() {
+                        s.send(conn, bytes);
+                    }
+                }
+                _ => {}
+            }
+        }
         if out.frames().next().is_none() {
             return;
         }
@@ -172,7 +211,14 @@ impl Shared {
 
     /// The port mapper's state, as `GET /status` and `/netcheck` show it.
     pub fn port_mapping_json(&self) -> serde_json::Value {
-        serde_json::json!({ "enabled": self.port_mapping_enabled })
+        let state = self
+            .port_mapping_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut v = serde_json::to_value(state).unwrap_or(serde_json::Value::Null);
+        v["enabled"] = serde_json::json!(self.port_mapping_enabled);
+        v
     }
 
     /// Sends one ECHO and waits for the reply.
@@ -260,6 +306,8 @@ impl Sockets {
                     self.punch.send(id, to, bytes);
                     continue;
                 }
+                // Shared::flush hands these to the TCP relay.
+                (LocalSocket::TcpToRoot | LocalSocket::TcpFromNode(_), _, _, _) => continue,
                 (socket, _, _, _) => {
                     debug!(?socket, %to, "no such socket; datagram dropped");
                     continue;
@@ -345,7 +393,12 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         events: events_tx,
         shutdown: AtomicBool::new(false),
         devices: Mutex::new(HashMap::new()),
+        tcp_server: OnceLock::new(),
+        tcp_client: OnceLock::new(),
+        tcp_target: Mutex::new(None),
+        port_mapping_state: Mutex::new(PortMappingState::default()),
     });
+    start_tcp_relay(&shared, with_v6);
     // Networks joined before the restart: join again.
     for nwid in home.joined_networks() {
         info!(%nwid, "rejoining");
@@ -433,14 +486,50 @@ async fn control_plane(
             }
         }
     };
+    // The gateway maps a port to our mapped socket; the core hears of it.
+    let (mapper_stop, mapper_stopped) = tokio::sync::watch::channel(false);
+    let mapper = shared
+        .sockets
+        .mapped
+        .as_ref()
+        .and_then(|s| s.local_addr().ok())
+        .map(|local| {
+            let (state_tx, mut state_rx) = tokio::sync::watch::channel(PortMappingState::default());
+            let watcher = {
+                let shared = shared.clone();
+                async move {
+                    while state_rx.changed().await.is_ok() {
+                        let state = state_rx.borrow_and_update().clone();
+                        let mapping = state.external_port.map(|p| (state.external_ip, p));
+                        if let Some((ip, port)) = mapping {
+                            info!(protocol = ?state.protocol, external_ip = ?ip, port, "gateway maps a port to us");
+                        }
+                        shared.node().set_port_mapping(mapping);
+                        *shared
+                            .port_mapping_state
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = state;
+                    }
+                }
+            };
+            tokio::spawn(watcher);
+            tokio::spawn(run_port_mapper(local.port(), state_tx, mapper_stopped))
+        });
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
+    let result = tokio::select! {
         r = server => r.map_err(ServiceError::Io),
         _ = events_task => Ok(()),
         _ = refresh_task => Ok(()),
         _ = sigterm.recv() => { info!("SIGTERM: shutting down"); Ok(()) }
         _ = tokio::signal::ctrl_c() => { info!("SIGINT: shutting down"); Ok(()) }
+    };
+    // A clean stop removes the gateway's mapping (bounded: a dead gateway
+    // must not hold the shutdown).
+    if let Some(mapper) = mapper {
+        let _ = mapper_stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), mapper).await;
     }
+    result
 }
 
 /// Brings a network's TAP device in line with its status and config:
@@ -581,6 +670,59 @@ fn handle_event(shared: &Shared, event: Event) {
     }
 }
 
+/// Datagrams from the TCP relay into the node. Holds the service weakly:
+/// the relay's threads must not keep it alive.
+struct RelayInbound(Weak<Shared>);
+
+impl TcpRelayHandler for RelayInbound {
+    fn datagram(&self, conn: u32, from: SocketAddr, bytes: &mut [u8]) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.handle_datagram(LocalSocket::TcpFromNode(conn), from, bytes);
+        }
+    }
+
+    fn closed(&self, conn: u32) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.node().socket_closed(LocalSocket::TcpFromNode(conn));
+        }
+    }
+}
+
+impl TcpRelayClientHandler for RelayInbound {
+    fn datagram(&self, from: SocketAddr, bytes: &mut [u8]) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.handle_datagram(LocalSocket::TcpToRoot, from, bytes);
+        }
+    }
+
+    fn disconnected(&self, from: SocketAddr) {
+        if let Some(shared) = self.0.upgrade() {
+            info!(%from, "TCP relay connection closed");
+            shared.node().socket_closed(LocalSocket::TcpToRoot);
+        }
+    }
+}
+
+/// A root listens for TCP relay connections on its interface addresses and
+/// port; every other node gets a client, connected when UDP fails.
+fn start_tcp_relay(shared: &Arc<Shared>, with_v6: bool) {
+    let handler = Arc::new(RelayInbound(Arc::downgrade(shared)));
+    if shared.node().is_root() {
+        let addrs = local_endpoints(shared.port, with_v6);
+        match TcpRelayServer::start_on(&addrs, TcpRelayConfig::default(), handler) {
+            Ok(server) => {
+                info!(port = shared.port, "accepting TCP relay connections");
+                let _ = shared.tcp_server.set(server);
+            }
+            Err(e) => {
+                warn!(error = %e, "no TCP relay listener; nodes behind UDP-blocking firewalls cannot use this root")
+            }
+        }
+    } else {
+        let _ = shared.tcp_client.set(TcpRelayClient::new(handler));
+    }
+}
+
 /// Which socket a packet thread reads.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum UdpThread {
@@ -617,6 +759,17 @@ fn packet_loop(shared: &Shared, kind: UdpThread) {
                 for id in shared.sockets.punch.retain(&node.live_punch_sockets()) {
                     node.socket_closed(LocalSocket::Punch(id));
                 }
+            }
+            let now_ms = shared.now_ms();
+            *shared.tcp_target.lock().unwrap_or_else(|p| p.into_inner()) =
+                node.tcp_relay_target(now_ms);
+            // Back on UDP: the TCP relay connection goes.
+            if let Some(client) = shared.tcp_client.get()
+                && client.connected_to().is_some()
+                && !node.tcp_relay_wanted(now_ms)
+            {
+                info!("UDP works again; leaving the TCP relay");
+                client.close();
             }
             drain_events(&mut node, shared);
             drop(node);

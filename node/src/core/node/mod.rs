@@ -416,6 +416,7 @@ impl Node {
             }
         } else if !peer.is_root() {
             peer.relayed_since_ms.get_or_insert(now_ms);
+            self.note_relayed_via(src, from);
         }
     }
 
@@ -605,6 +606,9 @@ impl Node {
             }
             self.peers.insert(header.src, peer);
             self.whois_resolved(now_ms, header.src, out);
+        }
+        if header.hops > 0 {
+            self.note_relayed_via(header.src, from);
         }
         let direct = header.hops == 0;
         let my_address = self.address;
@@ -843,6 +847,20 @@ impl Node {
         }
     }
 
+    /// On a root: remembers which root relayed `src`'s packets to us, so
+    /// what we cannot deliver straight goes there.
+    fn note_relayed_via(&mut self, src: Address, from: SocketAddr) {
+        if !self.is_root() {
+            return;
+        }
+        let via = self.root_at(from);
+        if let Some(peer) = self.peers.get_mut(&src)
+            && via.is_some()
+        {
+            peer.relayed_via = via;
+        }
+    }
+
     /// The root reached at `addr`, if any.
     fn root_at(&self, addr: SocketAddr) -> Option<Address> {
         self.peers
@@ -1048,14 +1066,15 @@ impl Node {
             self.counters.dropped_unroutable += 1;
             return;
         }
-        // Only for nodes that said HELLO to us from where this came (no open
-        // relay for strangers), and within each source's rate.
-        if let Some(src) = src
-            && !self
-                .peers
+        // Only for nodes that said HELLO to us from where this came, or
+        // what another root passes on (no open relay for strangers), and
+        // within each source's rate.
+        let src_here = src.is_some_and(|src| {
+            self.peers
                 .get(&src)
                 .is_some_and(|p| p.paths.iter().any(|x| x.addr == from))
-        {
+        });
+        if src.is_some() && !src_here && self.root_at(from).is_none() {
             self.counters.dropped_relay_refused += 1;
             return;
         }
@@ -1063,12 +1082,17 @@ impl Node {
             self.counters.dropped_rate_limited += 1;
             return;
         }
-        let Some((to, socket)) = self
-            .peers
-            .get(&dest)
+        // Straight to the destination, else to the root it is reached
+        // through (a node relaying over TCP holds a path to one root only).
+        let dest_peer = self.peers.get(&dest);
+        let direct = dest_peer
             .and_then(|p| p.paths.preferred(now_ms, false))
-            .map(|p| (p.addr, p.socket))
-        else {
+            .map(|p| (p.addr, p.socket, true));
+        let Some((to, socket, to_dest)) = direct.or_else(|| {
+            let root = dest_peer?.relayed_via?;
+            let p = self.peers.get(&root)?.paths.preferred(now_ms, false)?;
+            Some((p.addr, p.socket, false))
+        }) else {
             self.counters.dropped_unroutable += 1;
             return;
         };
@@ -1078,12 +1102,13 @@ impl Node {
         }
         out.push(socket, to, datagram);
         self.counters.relayed += 1;
-        // Introduce the two so they can try a direct path.
+        // Introduce the two so they can try a direct path: only where both
+        // are reached straight, over UDP (a TCP peer address takes no UDP).
         if let Some(src) = src
-            && self
-                .peers
-                .get(&src)
-                .is_some_and(|p| p.paths.iter().any(|x| x.addr == from))
+            && src_here
+            && to_dest
+            && !socket.is_tcp()
+            && !self.rx_socket.is_tcp()
         {
             self.rendezvous(now_ms, src, from, dest, to, out);
         }
@@ -1291,20 +1316,37 @@ impl Node {
         {
             targets.push(p.addr);
         }
-        if targets.is_empty() {
-            // No known path: send through a root.
-            match self.route(now_ms, addr) {
-                Some(Route::Relayed { via, .. }) => {
-                    if let Some(peer) = self.peers.get_mut(&addr) {
-                        peer.relayed_since_ms.get_or_insert(now_ms);
-                    }
-                    targets.push(via)
-                }
-                Some(Route::Direct(to)) => targets.push(to),
-                None => return,
-            }
+        let mut sockets: Vec<LocalSocket> = targets
+            .iter()
+            .map(|t| self.socket_for(now_ms, addr, *t))
+            .collect();
+        let via_route = |node: &Self| {
+            node.route(now_ms, addr)
+                .map(|r| (route_addr(r), node.route_socket(now_ms, addr, r), r))
+        };
+        if peer.is_root()
+            && self.tcp_relay_wanted(now_ms)
+            && let Some((to, socket, _)) = via_route(self)
+        {
+            // Through the TCP relay connection only.
+            targets = vec![to];
+            sockets = vec![socket];
         }
-        self.send_hello(now_ms, addr, &targets, out);
+        if targets.is_empty() {
+            // No known path: along the route (through a root), by the
+            // root's socket.
+            let Some((to, socket, route)) = via_route(self) else {
+                return;
+            };
+            if matches!(route, Route::Relayed { .. })
+                && let Some(peer) = self.peers.get_mut(&addr)
+            {
+                peer.relayed_since_ms.get_or_insert(now_ms);
+            }
+            targets.push(to);
+            sockets.push(socket);
+        }
+        self.send_hello_via(now_ms, addr, &targets, &sockets, out);
     }
 
     fn send_hello(&mut self, now_ms: u64, addr: Address, targets: &[SocketAddr], out: &mut Outbox) {
@@ -1378,7 +1420,7 @@ impl Node {
             header.encode_into(&mut self.tx);
             armor(&peer.static_key, &mut self.tx, false);
             out.push(*socket, *to, &self.tx);
-            peer.paths.sent(now_ms, *to);
+            peer.paths.sent(now_ms, *to, *socket);
         }
         peer.handshake = Some(PendingHandshake {
             ephemeral,
@@ -1421,7 +1463,7 @@ impl Node {
         .encode_into(&mut self.tx);
         armor(&peer.static_key, &mut self.tx, true);
         out.push(socket, to, &self.tx);
-        peer.paths.sent(now_ms, to);
+        peer.paths.sent(now_ms, to, socket);
     }
 
     /// Sends a session packet to `to`, or along the route.
@@ -1491,7 +1533,7 @@ impl Node {
         } else {
             out.push(socket, to, &self.tx);
         }
-        peer.paths.sent(now_ms, to);
+        peer.paths.sent(now_ms, to, socket);
     }
 
     /// How packets to `addr` travel now.
@@ -1501,6 +1543,20 @@ impl Node {
             return Some(Route::Direct(p.addr));
         }
         if peer.is_root() {
+            // Over TCP, one connection to one root carries everything; the
+            // other roots are reached through it.
+            if self.tcp_relay_wanted(now_ms)
+                && let Some((tcp_root, via)) = self.tcp_root(now_ms)
+            {
+                return Some(if tcp_root == addr {
+                    Route::Direct(via)
+                } else {
+                    Route::Relayed {
+                        root: tcp_root,
+                        via,
+                    }
+                });
+            }
             return peer.stable_endpoints.first().map(|a| Route::Direct(*a));
         }
         let root = self.best_root(now_ms)?;
@@ -1565,7 +1621,16 @@ impl Node {
             .last_receive_ms
             .is_some_and(|t| now_ms.saturating_sub(t) < PEER_IDLE_TIMEOUT_MS);
         let wants_session = is_root || recently_used || !peer.queued.is_empty();
-        if wants_session && peer.sessions.needs_rekey(now_ms) {
+        // A root or busy peer whose every path stopped answering may have
+        // restarted and lost our session: say HELLO again (once a second at
+        // most) rather than wait for the rekey.
+        let silent = peer.sessions.is_established()
+            && (is_root || active)
+            && peer
+                .last_receive_ms
+                .is_none_or(|t| now_ms.saturating_sub(t) >= SILENT_PEER_HELLO_AFTER_MS)
+            && peer.paths.iter().all(|p| !p.is_alive(now_ms, active));
+        if wants_session && (peer.sessions.needs_rekey(now_ms) || silent) {
             self.ensure_handshake(now_ms, addr, out);
         }
         let Some(peer) = self.peers.get_mut(&addr) else {

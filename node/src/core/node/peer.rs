@@ -83,6 +83,9 @@ pub(crate) struct Peer {
     pub nat_mapping: Option<crate::core::node::NatMapping>,
     /// Where a root sees the peer (from RENDEZVOUS): the target of a birthday punch.
     pub root_observed: Option<SocketAddr>,
+    /// On a root: the root this peer's packets last came through (a node
+    /// relaying over TCP is reached only through its TCP root).
+    pub relayed_via: Option<crate::core::address::Address>,
     /// A birthday hole punch in progress with this peer.
     pub punch: Option<crate::core::node::traversal::Punch>,
     /// Failed punches in a row, and no new one before this time.
@@ -119,6 +122,7 @@ impl Peer {
             relayed_since_ms: None,
             nat_mapping: None,
             root_observed: None,
+            relayed_via: None,
             punch: None,
             punch_failures: 0,
             punch_not_before_ms: 0,

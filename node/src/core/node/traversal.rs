@@ -164,6 +164,42 @@ impl Node {
         started && !self.udp_to_roots_works(now_ms)
     }
 
+    /// The root our TCP relay connection goes to, and its endpoint: the one
+    /// whose TCP path answers, else each root in turn (by address) for
+    /// [`TCP_RELAY_ROOT_TRY_MS`], so an unreachable one is left.
+    pub(crate) fn tcp_root(&self, now_ms: u64) -> Option<(Address, SocketAddr)> {
+        let alive = self.peers.iter().find_map(|(a, p)| {
+            p.paths
+                .iter()
+                .find(|x| x.socket == LocalSocket::TcpToRoot && x.is_alive(now_ms, false))
+                .filter(|_| p.is_root())
+                .map(|x| (*a, x.addr))
+        });
+        if alive.is_some() {
+            return alive;
+        }
+        let mut roots: Vec<(Address, SocketAddr)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.is_root())
+            .filter_map(|(a, p)| p.stable_endpoints.first().map(|e| (*a, *e)))
+            .collect();
+        if roots.is_empty() {
+            return None;
+        }
+        roots.sort();
+        let turn = (now_ms / TCP_RELAY_ROOT_TRY_MS) as usize % roots.len();
+        Some(roots[turn])
+    }
+
+    /// Where our TCP relay connection should go now (None when UDP works).
+    pub fn tcp_relay_target(&self, now_ms: u64) -> Option<SocketAddr> {
+        if !self.tcp_relay_wanted(now_ms) {
+            return None;
+        }
+        self.tcp_root(now_ms).map(|(_, at)| at)
+    }
+
     /// Tells the node about the gateway's mapping of our mapped socket:
     /// the external IP the gateway reports (if any) and the external port.
     pub fn set_port_mapping(&mut self, mapping: Option<(Option<IpAddr>, u16)>) {
