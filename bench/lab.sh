@@ -5,6 +5,8 @@
 # build or other benchmark at the same time: 2-core machine).
 #   bench/lab.sh                 release build, then: raw, tinc, vnet
 #   ONLY="raw vnet" bench/lab.sh a subset; T=10 PINGS=20 as in bench-ref.sh
+#   ONLY="vnet-easy-hard vnet-hard-hard" bench/lab.sh   members behind NATs (netlab.sh nat),
+#     two roots: easy-hard goes direct by a birthday punch, hard-hard stays relayed by a root
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -22,6 +24,54 @@ cargo build --release --locked -p vnet_node -p vnet-idtool -p vnet-planet -p vne
 BIN=$REPO/target/release
 rm -rf "$RUN"; mkdir -p "$RUN"
 cleanup() { stop_all; "$NL" down >/dev/null 2>&1 || true; }
+# vnet_members NAME M1_KIND M2_KIND: a fresh lab of 5 hosts; roots on h3 and h4, controller on h5,
+# members on h1 (behind M1_KIND NAT, or none) and h2 (behind M2_KIND); measure h1 -> h2.
+vnet_members() {
+  local name=$1 k1=$2 k2=$3 d=$RUN/vnet-$1
+  stop_all; "$NL" down >/dev/null 2>&1 || true; "$NL" up 5 >/dev/null
+  [ "$k1" != none ] && "$NL" nat "$k1" 1 >/dev/null
+  [ "$k2" != none ] && "$NL" nat "$k2" 2 >/dev/null
+  mkdir -p "$d"/{r1,r2,ctl,m1,m2}
+  for r in r1 r2; do (cd "$d/$r" && "$BIN/vnet-idtool" generate identity.secret identity.public >/dev/null); done
+  "$BIN/vnet-planet" initplanet "$d/r1/identity.public" >"$d/planet.json"
+  jq --arg a "$(cat "$d/r1/identity.public")" --arg b "$(cat "$d/r2/identity.public")" \
+    '.roots = [{identity: $a, stableEndpoints: ["10.99.0.3/9993"]}, {identity: $b, stableEndpoints: ["10.99.0.4/9993"]}]' \
+    "$d/planet.json" >"$d/planet2.json"
+  "$BIN/vnet-planet" mkworld "$d/planet2.json" -o "$d/planet" >/dev/null
+  for h in r1 r2 ctl m1 m2; do cp "$d/planet" "$d/$h/"; done
+  bg h3 vnet-r1 "$BIN/vnet-planet" serve -d "$d/r1" -p 9993
+  bg h4 vnet-r2 "$BIN/vnet-planet" serve -d "$d/r2" -p 9993
+  bg h5 vnet-ctl "$BIN/vnet-controller" -d "$d/ctl" -p 9993
+  bg h1 vnet-m1 "$BIN/vnet-node" -d "$d/m1" -p 9993
+  bg h2 vnet-m2 "$BIN/vnet-node" -d "$d/m2" -p 9993
+  cli() { local ns=$1; shift; ip netns exec "$ns" "$BIN/vnet-cli" "$@"; }
+  for _ in $(seq 100); do
+    cli h5 -D "$d/ctl" info 2>/dev/null | grep -q ONLINE && cli h1 -D "$d/m1" info 2>/dev/null | grep -q ONLINE \
+      && cli h2 -D "$d/m2" info 2>/dev/null | grep -q ONLINE && break
+    sleep 0.1
+  done
+  local nwid ip2 dev
+  nwid=$(cli h5 -D "$d/ctl" network create --name bench --pool 10.98.9.1-10.98.9.50 --route 10.98.9.0/24 | awk '{print $4}')
+  for m in m1 m2; do
+    cli h5 -D "$d/ctl" member authorize "$nwid" "$(cut -c1-10 "$d/$m/identity.public")" >/dev/null
+  done
+  cli h1 -D "$d/m1" join "$nwid" >/dev/null
+  cli h2 -D "$d/m2" join "$nwid" >/dev/null
+  for _ in $(seq 100); do
+    ip2=$(cli h2 -D "$d/m2" listnetworks | awk -v n="$nwid" '$3==n{print $9}' | cut -d/ -f1)
+    [ -n "$ip2" ] && [ "$ip2" != "-" ] && break
+    sleep 0.1
+  done
+  dev=$(cli h1 -D "$d/m1" listnetworks | awk -v n="$nwid" '$3==n{print $8}')
+  # Let the pair settle on its path (a birthday punch takes about 1.5 s of traffic).
+  ip netns exec h1 ping -q -c 30 -i 0.1 "$ip2" >/dev/null 2>&1 || true
+  local m2addr link
+  m2addr=$(cut -c1-10 "$d/m2/identity.public")
+  link=$(cli h1 -D "$d/m1" -j listpeers | jq -r --arg a "$m2addr" '.[] | select(.address == $a) | .route')
+  measure "vnet $k1 NAT -> $k2 NAT" h1 h2 "$ip2" \
+    "$(pidof_bg vnet-m1) $(pidof_bg vnet-m2) $(pidof_bg vnet-r1) $(pidof_bg vnet-r2)" "$dev" "path $link"
+  stop_all
+}
 trap cleanup EXIT
 "$NL" down >/dev/null 2>&1 || true
 "$NL" up 3 >/dev/null
@@ -91,3 +141,5 @@ if want vnet; then
     "salsa20/12+poly1305, forward-secret sessions"
   stop_all
 fi
+if want vnet-easy-hard; then vnet_members easy-hard easy hard; fi
+if want vnet-hard-hard; then vnet_members hard-hard hard hard; fi

@@ -404,6 +404,47 @@ fn easy_nats_upgrade_from_relay_to_direct_within_two_seconds() {
 }
 
 #[test]
+fn roots_relay_only_for_nodes_that_said_hello_from_there() {
+    let (mut sim, a, _b, addr_a, addr_b) = world_of_two(Some(NatKind::Hard), Some(NatKind::Hard));
+    sim.ping(a, addr_b, 1);
+    sim.run(1_000);
+    // A packet from a to b that the root relayed.
+    let (from, bytes) = sim
+        .delivered
+        .iter()
+        .find(|(h, _, bytes)| {
+            *h == 0
+                && bytes.len() > 36
+                && bytes[8..13] == addr_b.to_bytes()
+                && bytes[13..18] == addr_a.to_bytes()
+        })
+        .map(|(_, from, bytes)| (*from, bytes.clone()))
+        .expect("a packet relayed by the root");
+    let before = sim.hosts[0].node.counters().clone();
+    // The same bytes from an address a never said HELLO from: refused.
+    let stranger: SocketAddr = "192.0.2.99:4444".parse().unwrap();
+    let mut out = Outbox::new();
+    let now = sim.now;
+    let mut copy = bytes.clone();
+    sim.hosts[0]
+        .node
+        .handle_datagram(now, LocalSocket::Primary, stranger, &mut copy, &mut out);
+    assert!(out.is_empty(), "nothing relayed for a stranger");
+    let after = sim.hosts[0].node.counters().clone();
+    assert_eq!(
+        after.dropped_relay_refused,
+        before.dropped_relay_refused + 1
+    );
+    assert_eq!(after.relayed, before.relayed);
+    // From where a said HELLO, it is relayed (a replay the receiver drops).
+    let mut copy = bytes;
+    sim.hosts[0]
+        .node
+        .handle_datagram(now, LocalSocket::Primary, from, &mut copy, &mut out);
+    assert_eq!(out.len(), 1, "relayed from a's own address");
+}
+
+#[test]
 fn hard_nats_on_both_sides_stay_relayed_and_still_talk() {
     let (mut sim, a, _b, _, addr_b) = world_of_two(Some(NatKind::Hard), Some(NatKind::Hard));
     for id in 1..=5 {
