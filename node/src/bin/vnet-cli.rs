@@ -113,6 +113,15 @@ enum Command {
         /// The field, as in `GET /network/<nwid>`.
         field: String,
     },
+    /// Change a joined network's local setting: allowManaged, allowGlobal,
+    /// allowDefault or allowDNS, to 1/0 (or true/false). Applies at once and
+    /// survives restarts.
+    Set {
+        /// The network id (16 hex digits).
+        nwid: String,
+        /// `<setting>=<value>`, e.g. `allowDefault=1`.
+        setting: String,
+    },
     /// Manage the networks of this node's controller.
     Network {
         #[command(subcommand)]
@@ -232,6 +241,7 @@ impl Command {
             Command::Leave { .. } => "leave",
             Command::Listnetworks => "listnetworks",
             Command::Get { .. } => "get",
+            Command::Set { .. } => "set",
             Command::Network { command } => match command {
                 NetworkCommand::Create { .. } => "network create",
                 NetworkCommand::List => "network list",
@@ -340,6 +350,11 @@ enum Action {
         path: String,
         field: String,
     },
+    /// `set <nwid> <setting>=<value>`: a POST with the setting, `200 set OK`.
+    SetField {
+        path: String,
+        body: Value,
+    },
     /// `network list`: the ids, then each network.
     NetworkList,
     /// `member list`: the addresses, then each member.
@@ -382,6 +397,10 @@ fn check_arguments(command: &Command) -> Result<Action, Failure> {
         Command::Leave { nwid } => Action::Membership {
             method: Method::Delete,
             path: format!("/network/{}", normalize_network_id(nwid).map_err(bad)?),
+        },
+        Command::Set { nwid, setting } => Action::SetField {
+            path: format!("/network/{}", normalize_network_id(nwid).map_err(bad)?),
+            body: network_local_setting(setting).map_err(bad)?,
         },
         Command::Get { nwid, field } => Action::GetField {
             path: format!("/network/{}", normalize_network_id(nwid).map_err(bad)?),
@@ -567,7 +586,12 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
                     Command::Listpeers => format_listpeers(&answer),
                     Command::Peers => format_peers(&answer),
                     Command::Netcheck => format_netcheck(&answer),
-                    Command::Listnetworks => format_listnetworks(&answer),
+                    Command::Listnetworks => {
+                        for n in items(&answer) {
+                            warn_gateway_without_forwarding(n);
+                        }
+                        format_listnetworks(&answer)
+                    }
                     _ => format_listmoons(&answer),
                 }
             };
@@ -576,6 +600,13 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
         Action::Membership { method, path } => {
             let answer = api.call(name, method, &path, None)?;
             write_ok(out, name, json, &answer)?;
+        }
+        Action::SetField { path, body } => {
+            let answer = api.call(name, Method::Post, &path, Some(&body))?;
+            write_ok(out, name, json, &answer)?;
+            if !json {
+                warn_gateway_without_forwarding(&answer);
+            }
         }
         Action::GetField { path, field } => {
             let answer = api.call(name, Method::Get, &path, None)?;
@@ -690,6 +721,39 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
 }
 
 /// zerotier-cli's listnetworks lines, header first.
+/// `allowDefault=1` → `{"allowDefault": true}`; only the four local settings.
+fn network_local_setting(setting: &str) -> Result<Value, String> {
+    let (key, value) = split_setting(setting)?;
+    if !["allowManaged", "allowGlobal", "allowDefault", "allowDNS"].contains(&key) {
+        return Err(format!(
+            "unknown setting {key:?} (allowManaged, allowGlobal, allowDefault, allowDNS)"
+        ));
+    }
+    let on = match value {
+        "1" | "true" => true,
+        "0" | "false" => false,
+        other => return Err(format!("{key}={other}: expected 1 or 0")),
+    };
+    Ok(json!({ key: on }))
+}
+
+/// On stderr: a member that is the gateway of a managed route must forward.
+fn warn_gateway_without_forwarding(network: &Value) {
+    let gateway_for: Vec<&str> = network
+        .get("gatewayFor")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !gateway_for.is_empty() && network.get("ipForwarding") == Some(&Value::Bool(false)) {
+        eprintln!(
+            "warning: {}: this member is the gateway for {} but IP forwarding is off on this host \
+             (sysctl -w net.ipv4.ip_forward=1; see docs/gateway.md)",
+            text(network, "id"),
+            gateway_for.join(", ")
+        );
+    }
+}
+
 fn format_listnetworks(answer: &Value) -> String {
     let mut out = String::from(
         "200 listnetworks <nwid> <name> <mac> <status> <type> <dev> <ZT assigned ips>\n",
@@ -1721,6 +1785,29 @@ mod tests {
             format_ping_reply("1111111111", 1, &tcp_ping),
             "200 ping 1111111111 seq=1 time=4 ms TCP_RELAY via 2222222222\n"
         );
+    }
+
+    #[test]
+    fn local_settings_parse() {
+        assert_eq!(
+            network_local_setting("allowDefault=1").unwrap(),
+            json!({ "allowDefault": true })
+        );
+        assert_eq!(
+            network_local_setting("allowManaged=false").unwrap(),
+            json!({ "allowManaged": false })
+        );
+        assert!(
+            network_local_setting("allowDefault=yes")
+                .unwrap_err()
+                .contains("expected 1 or 0")
+        );
+        assert!(
+            network_local_setting("mtu=1500")
+                .unwrap_err()
+                .contains("unknown setting")
+        );
+        assert!(network_local_setting("allowDefault").is_err());
     }
 
     #[test]

@@ -231,8 +231,9 @@ fn parse_network_id(text: &str) -> Result<NetworkId, ApiError> {
 }
 
 async fn networks(State(s): State<AppState>) -> Json<Value> {
+    let views = s.node().networks();
     Json(Value::Array(
-        s.node().networks().iter().map(network_json).collect(),
+        views.iter().map(|v| network_json(&s, v)).collect(),
     ))
 }
 
@@ -245,30 +246,73 @@ async fn network(
         .node()
         .network(nwid)
         .ok_or_else(|| not_found(format!("not a member of {nwid}")))?;
-    Ok(Json(network_json(&view)))
+    Ok(Json(network_json(&s, &view)))
 }
 
-fn network_json(view: &crate::core::node::NetworkView) -> Value {
+fn network_json(s: &AppState, view: &crate::core::node::NetworkView) -> Value {
     let mut v = serde_json::to_value(view).unwrap_or(Value::Null);
+    let nwid: NetworkId = view.id.parse().expect("a network id we formatted");
     // ZeroTier's field names for what tools read most.
     v["nwid"] = json!(view.id);
-    v["portDeviceName"] = json!(crate::service::tap::device_name(
-        view.id.parse().expect("a network id we formatted")
-    ));
+    v["portDeviceName"] = json!(crate::service::tap::device_name(nwid));
+    let settings = s.network_settings(nwid);
+    v["allowManaged"] = json!(settings.allow_managed);
+    v["allowGlobal"] = json!(settings.allow_global);
+    v["allowDefault"] = json!(settings.allow_default);
+    v["allowDNS"] = json!(settings.allow_dns);
+    // A gateway member must forward; say whether this host does.
+    v["ipForwarding"] = json!(ip_forwarding());
     v
 }
 
+/// Whether the host forwards IPv4 (`/proc/sys/net/ipv4/ip_forward`).
+fn ip_forwarding() -> Option<bool> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+        .ok()
+        .map(|t| t.trim() == "1")
+}
+
+/// `POST /network/<nwid>`: joins, and sets any of `allowManaged`,
+/// `allowGlobal`, `allowDefault`, `allowDNS` given (booleans or 0/1), as
+/// ZeroTier's API does.
 async fn join(
     State(s): State<AppState>,
     Path(nwid): Path<String>,
+    body: Option<Json<Value>>,
 ) -> Result<Json<Value>, ApiError> {
     let nwid = parse_network_id(&nwid)?;
+    let mut settings = s.network_settings(nwid);
+    let mut changed = false;
+    if let Some(Json(body)) = body {
+        let Some(fields) = body.as_object() else {
+            return Err(bad_request("body must be a JSON object"));
+        };
+        for (key, value) in fields {
+            let on = match value {
+                Value::Bool(b) => *b,
+                Value::Number(n) if n.as_u64() == Some(1) => true,
+                Value::Number(n) if n.as_u64() == Some(0) => false,
+                other => {
+                    return Err(bad_request(format!(
+                        "{key}: expected true/false or 1/0, got {other}"
+                    )));
+                }
+            };
+            settings.set(key, on).map_err(bad_request)?;
+            changed = true;
+        }
+    }
     s.home
         .save_network(nwid)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     s.with_node(|node, now, out| node.join(now, nwid, out));
+    if changed {
+        s.set_network_settings(nwid, settings)
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    }
     let view = s.node().network(nwid).expect("just joined");
-    Ok(Json(network_json(&view)))
+    Ok(Json(network_json(&s, &view)))
 }
 
 async fn leave(
@@ -284,7 +328,8 @@ async fn leave(
     if !was && !recorded {
         return Err(not_found(format!("not a member of {nwid}")));
     }
-    crate::service::runtime::configure_network(&s, None, nwid).await;
+    s.forget_network_settings(nwid);
+    crate::service::runtime::configure_network(&s, nwid).await;
     Ok(Json(json!({ "id": nwid.to_string(), "left": true })))
 }
 

@@ -263,11 +263,42 @@ impl Home {
         nwid: crate::core::network_id::NetworkId,
     ) -> Result<bool, HomeError> {
         let path = self.path("networks.d").join(format!("{nwid}.conf"));
+        let _ = fs::remove_file(self.path("networks.d").join(format!("{nwid}.local.conf")));
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(io_error(&path)(e)),
         }
+    }
+
+    /// A joined network's local settings (`networks.d/<nwid>.local.conf`,
+    /// JSON); ZeroTier's defaults when the file is missing.
+    pub fn network_settings(
+        &self,
+        nwid: crate::core::network_id::NetworkId,
+    ) -> Result<crate::service::managed_routes::NetworkSettings, HomeError> {
+        let path = self.path("networks.d").join(format!("{nwid}.local.conf"));
+        match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| HomeError::Invalid {
+                path,
+                problem: format!("not valid network settings JSON: {e}"),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Default::default()),
+            Err(e) => Err(io_error(&path)(e)),
+        }
+    }
+
+    /// Saves a joined network's local settings (atomically).
+    pub fn save_network_settings(
+        &self,
+        nwid: crate::core::network_id::NetworkId,
+        settings: &crate::service::managed_routes::NetworkSettings,
+    ) -> Result<(), HomeError> {
+        let dir = self.path("networks.d");
+        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let path = dir.join(format!("{nwid}.local.conf"));
+        let body = serde_json::to_string_pretty(settings).unwrap_or_default();
+        write_atomic(&path, body.as_bytes(), PUBLIC_FILE_MODE).map_err(io_error(&path))
     }
 
     /// Saves a moon as `moons.d/<id>.moon`.

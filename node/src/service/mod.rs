@@ -4,6 +4,7 @@ pub mod api;
 pub mod atomic_file;
 pub mod home;
 pub mod identity_file;
+pub mod managed_routes;
 pub mod netlink;
 pub mod port_mapping;
 pub mod punch_sockets;

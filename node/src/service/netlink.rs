@@ -55,6 +55,29 @@ impl Netlink {
         Ok(Self { handle })
     }
 
+    /// The connection's handle, for requests this module does not wrap.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Every link: index and name.
+    pub async fn links(&self) -> Result<Vec<(u32, String)>, NetlinkError> {
+        let mut out = Vec::new();
+        let mut links = self.handle.link().get().execute();
+        while let Some(link) = links.try_next().await.map_err(|e| NetlinkError::Request {
+            what: "dump links",
+            device: "*".into(),
+            error: e,
+        })? {
+            for a in &link.attributes {
+                if let rtnetlink::packet_route::link::LinkAttribute::IfName(name) = a {
+                    out.push((link.header.index, name.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn index(&self, device: &str) -> Result<u32, NetlinkError> {
         let mut links = self
             .handle

@@ -20,6 +20,10 @@ use crate::core::node::NetworkStatus;
 use crate::core::node::{Event, Node, NodeConfig, Outbox, Route};
 use crate::core::world::WorldKind;
 use crate::service::home::{Home, HomeError};
+use crate::service::managed_routes::{
+    KernelRoute, NetworkSettings, allowed_addresses, plan_pins, plan_routes, read_table,
+    sync_routes,
+};
 use crate::service::netlink::{LinkSettings, Netlink};
 use crate::service::port_mapping::{PortMappingState, run_port_mapper};
 use crate::service::punch_sockets::PunchSockets;
@@ -30,6 +34,8 @@ use crate::service::tcp_relay::{
 
 /// Default UDP and API port.
 pub const DEFAULT_PORT: u16 = 9993;
+/// How often the kernel's routes are brought back in line with the plan.
+const ROUTE_SYNC_INTERVAL: Duration = Duration::from_secs(10);
 /// How often interface addresses are re-read for PUSH_DIRECT_PATHS.
 const LOCAL_ENDPOINTS_REFRESH: Duration = Duration::from_secs(60);
 
@@ -137,6 +143,12 @@ pub struct Shared {
     tcp_target: Mutex<Option<SocketAddr>>,
     /// The port mapper's latest state.
     port_mapping_state: Mutex<PortMappingState>,
+    /// Netlink, once connected (TAP devices, addresses, routes).
+    netlink: OnceLock<Arc<Netlink>>,
+    /// Joined networks' local settings (allowManaged, ...).
+    network_settings: Mutex<HashMap<NetworkId, NetworkSettings>>,
+    /// Serializes route syncs (one netlink dump-and-fix at a time).
+    route_sync: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -207,6 +219,37 @@ impl Shared {
                 debug!(%nwid, error = %e, "TAP write failed");
             }
         }
+    }
+
+    fn lock_network_settings(&self) -> MutexGuard<'_, HashMap<NetworkId, NetworkSettings>> {
+        self.network_settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A joined network's local settings.
+    pub fn network_settings(&self, nwid: NetworkId) -> NetworkSettings {
+        self.lock_network_settings()
+            .get(&nwid)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Changes a network's local settings: saved, then applied at once.
+    pub async fn set_network_settings(
+        self: &Arc<Self>,
+        nwid: NetworkId,
+        settings: NetworkSettings,
+    ) -> Result<(), HomeError> {
+        self.home.save_network_settings(nwid, &settings)?;
+        self.lock_network_settings().insert(nwid, settings);
+        configure_network(self, nwid).await;
+        Ok(())
+    }
+
+    /// Forgets a left network's settings.
+    pub fn forget_network_settings(&self, nwid: NetworkId) {
+        self.lock_network_settings().remove(&nwid);
     }
 
     /// The port mapper's state, as `GET /status` and `/netcheck` show it.
@@ -397,11 +440,20 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         tcp_client: OnceLock::new(),
         tcp_target: Mutex::new(None),
         port_mapping_state: Mutex::new(PortMappingState::default()),
+        netlink: OnceLock::new(),
+        network_settings: Mutex::new(HashMap::new()),
+        route_sync: tokio::sync::Mutex::new(()),
     });
     start_tcp_relay(&shared, with_v6);
-    // Networks joined before the restart: join again.
+    // Networks joined before the restart: join again, with their settings.
     for nwid in home.joined_networks() {
         info!(%nwid, "rejoining");
+        match home.network_settings(nwid) {
+            Ok(settings) => {
+                shared.lock_network_settings().insert(nwid, settings);
+            }
+            Err(e) => error!("{e}; using the defaults"),
+        }
         shared.with_node(|node, now, out| node.join(now, nwid, out));
     }
 
@@ -456,19 +508,18 @@ async fn control_plane(
 
     // Netlink is needed only to configure TAP devices; a root running
     // unprivileged never joins a network.
-    let netlink = match Netlink::connect() {
-        Ok(n) => Some(Arc::new(n)),
-        Err(e) => {
-            warn!("netlink unavailable, networks cannot be configured: {e}");
-            None
+    match Netlink::connect() {
+        Ok(n) => {
+            let _ = shared.netlink.set(Arc::new(n));
         }
-    };
+        Err(e) => warn!("netlink unavailable, networks cannot be configured: {e}"),
+    }
     let events_task = {
         let shared = shared.clone();
         async move {
             while let Some(event) = events.recv().await {
                 if let Event::NetworkChanged(nwid) = event {
-                    configure_network(&shared, netlink.as_deref(), nwid).await;
+                    configure_network(&shared, nwid).await;
                 } else {
                     handle_event(&shared, event);
                 }
@@ -483,6 +534,18 @@ async fn control_plane(
                 tick.tick().await;
                 let endpoints = local_endpoints(shared.port, shared.sockets.v6.is_some());
                 shared.node().set_local_endpoints(endpoints);
+            }
+        }
+    };
+    // Routes follow new peers' addresses (an exit node pins them to the
+    // physical network) and repair what someone removed by hand.
+    let routes_task = {
+        let shared = shared.clone();
+        async move {
+            let mut tick = tokio::time::interval(ROUTE_SYNC_INTERVAL);
+            loop {
+                tick.tick().await;
+                sync_all_routes(&shared).await;
             }
         }
     };
@@ -520,6 +583,7 @@ async fn control_plane(
         r = server => r.map_err(ServiceError::Io),
         _ = events_task => Ok(()),
         _ = refresh_task => Ok(()),
+        _ = routes_task => Ok(()),
         _ = sigterm.recv() => { info!("SIGTERM: shutting down"); Ok(()) }
         _ = tokio::signal::ctrl_c() => { info!("SIGINT: shutting down"); Ok(()) }
     };
@@ -529,12 +593,17 @@ async fn control_plane(
         let _ = mapper_stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), mapper).await;
     }
+    // Our routes go with us (the TAP devices' own routes vanish with them;
+    // host routes pinned to the physical network would not).
+    remove_all_routes(&shared).await;
     result
 }
 
 /// Brings a network's TAP device in line with its status and config:
 /// created and configured (MAC, MTU, addresses) when OK, removed otherwise.
-pub async fn configure_network(shared: &Arc<Shared>, netlink: Option<&Netlink>, nwid: NetworkId) {
+pub async fn configure_network(shared: &Arc<Shared>, nwid: NetworkId) {
+    let netlink = shared.netlink.get().map(|n| n.as_ref());
+    let local = shared.network_settings(nwid);
     let (status, settings) = {
         let node = shared.node();
         let status = node.network(nwid).map(|v| v.status);
@@ -542,12 +611,7 @@ pub async fn configure_network(shared: &Arc<Shared>, netlink: Option<&Netlink>, 
             device: device_name(nwid),
             mac: Mac::for_member(node.address(), nwid),
             mtu: u32::from(c.data.mtu),
-            addresses: c
-                .data
-                .assigned
-                .iter()
-                .map(|a| (a.ip, a.prefix_len))
-                .collect(),
+            addresses: allowed_addresses(&c.data, &local),
         });
         (status, settings)
     };
@@ -588,6 +652,7 @@ pub async fn configure_network(shared: &Arc<Shared>, netlink: Option<&Netlink>, 
                 },
                 None => error!(%nwid, "no netlink: {} left unconfigured", settings.device),
             }
+            sync_all_routes(shared).await;
         }
         (status, _) => {
             if let Some((_, run)) = lock_devices().remove(&nwid) {
@@ -596,6 +661,83 @@ pub async fn configure_network(shared: &Arc<Shared>, netlink: Option<&Netlink>, 
                 run.store(false, Ordering::Relaxed);
                 info!(%nwid, ?status, "network device removed");
             }
+            sync_all_routes(shared).await;
+        }
+    }
+}
+
+/// Brings the kernel's routes in line with every configured network's
+/// managed routes (as its settings allow) and pins the tunnel's own
+/// physical addresses to their current route wherever a managed route
+/// would capture them.
+pub async fn sync_all_routes(shared: &Arc<Shared>) {
+    let Some(netlink) = shared.netlink.get() else {
+        return;
+    };
+    let _one_at_a_time = shared.route_sync.lock().await;
+    let networks: Vec<NetworkId> = shared
+        .devices
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .keys()
+        .copied()
+        .collect();
+    let (planned, protected) = {
+        let node = shared.node();
+        let mut planned: Vec<KernelRoute> = Vec::new();
+        for nwid in &networks {
+            if let Some(c) = node.network_config(*nwid) {
+                let local = shared.network_settings(*nwid);
+                planned.extend(plan_routes(&device_name(*nwid), &c.data, &local));
+            }
+        }
+        (planned, node.physical_addresses())
+    };
+    let links = match netlink.links().await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!("cannot read links: {e}");
+            return;
+        }
+    };
+    let table = match read_table(netlink.handle()).await {
+        Ok(t) => t,
+        Err(e) => {
+            warn!("cannot read routes: {e}");
+            return;
+        }
+    };
+    let vnet_devices: std::collections::HashSet<u32> = links
+        .iter()
+        .filter(|(_, name)| networks.iter().any(|n| device_name(*n) == *name))
+        .map(|(i, _)| *i)
+        .collect();
+    let name_of = |i: u32| links.iter().find(|(x, _)| *x == i).map(|(_, n)| n.clone());
+    let mut desired = planned.clone();
+    desired.extend(plan_pins(
+        &planned,
+        &protected,
+        &table,
+        &vnet_devices,
+        name_of,
+    ));
+    let index_of = |name: &str| links.iter().find(|(_, n)| n == name).map(|(i, _)| *i);
+    let metric = u32::from(shared.port);
+    for e in sync_routes(netlink.handle(), &table, &desired, metric, index_of).await {
+        warn!("route: {e}");
+    }
+}
+
+/// Removes every route vnet installed (on shutdown).
+async fn remove_all_routes(shared: &Arc<Shared>) {
+    let Some(netlink) = shared.netlink.get() else {
+        return;
+    };
+    let _one_at_a_time = shared.route_sync.lock().await;
+    if let Ok(table) = read_table(netlink.handle()).await {
+        let metric = u32::from(shared.port);
+        for e in sync_routes(netlink.handle(), &table, &[], metric, |_| None).await {
+            debug!("route cleanup: {e}");
         }
     }
 }

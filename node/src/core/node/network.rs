@@ -79,6 +79,11 @@ pub struct NetworkView {
     pub revision: Option<u64>,
     /// The virtual switch's frame counters, drops by reason included.
     pub counters: Option<crate::core::switch::SwitchCounters>,
+    /// Managed routes as `{"target": "ip/prefix", "via": ip|null}` (ZeroTier's form).
+    pub routes: Vec<serde_json::Value>,
+    /// Targets of the managed routes whose gateway is this member (`ip/prefix`):
+    /// it must forward for them.
+    pub gateway_for: Vec<String>,
 }
 
 /// What a controller keeps about members that asked.
@@ -148,6 +153,28 @@ impl Node {
             mtu: data.map(|d| d.mtu),
             revision: data.map(|d| d.revision),
             counters: m.switch.as_ref().map(|s| s.counters().clone()),
+            routes: data
+                .map(|d| {
+                    d.routes
+                        .iter()
+                        .map(|r| {
+                            serde_json::json!({
+                                "target": format!("{}/{}", r.target, r.prefix_len),
+                                "via": r.via.map(|v| v.to_string()),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            gateway_for: data
+                .map(|d| {
+                    d.routes
+                        .iter()
+                        .filter(|r| r.via.is_some_and(|v| d.assigned.iter().any(|a| a.ip == v)))
+                        .map(|r| format!("{}/{}", r.target, r.prefix_len))
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 

@@ -192,6 +192,28 @@ impl Node {
         Some(roots[turn])
     }
 
+    /// The physical addresses the tunnel itself talks to: every root's
+    /// stable endpoints and every peer's UDP paths. A managed route must not
+    /// capture them (an exit node would swallow its own tunnel).
+    pub fn physical_addresses(&self) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = self
+            .peers
+            .values()
+            .flat_map(|p| {
+                p.stable_endpoints.iter().map(|e| e.ip()).chain(
+                    p.paths
+                        .iter()
+                        .filter(|x| !x.socket.is_tcp())
+                        .map(|x| x.addr.ip()),
+                )
+            })
+            .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+            .collect();
+        ips.sort();
+        ips.dedup();
+        ips
+    }
+
     /// Where our TCP relay connection should go now (None when UDP works).
     pub fn tcp_relay_target(&self, now_ms: u64) -> Option<SocketAddr> {
         if !self.tcp_relay_wanted(now_ms) {
