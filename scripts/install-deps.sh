@@ -6,9 +6,10 @@ set -euo pipefail
 # Debian packages the build, the end-to-end tests and scripts/demo.sh use
 # (iproute2: `ip netns`, veths, bridges; iperf3: throughput over the virtual network;
 # miniupnpd-nftables + nftables: a real UPnP/NAT-PMP gateway in the NAT tests;
-# conntrack: flushing NAT mappings mid-transfer).
+# conntrack: flushing NAT mappings mid-transfer; dnsmasq-base + udhcpc: a LAN's DHCP server and a
+# client across an L2 bridge; python3: raw frames and broadcasts in the bridge tests).
 PACKAGES=(ca-certificates curl gcc libc6-dev pkg-config iproute2 iptables iputils-ping iperf3
-  nftables miniupnpd-nftables conntrack)
+  nftables miniupnpd-nftables conntrack dnsmasq-base udhcpc python3)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -553,6 +553,41 @@ impl Lab {
         }
     }
 
+    /// A host on a LAN that lives inside `on`'s namespace: one veth whose peer is a port of the
+    /// bridge `bridge` there (made by the caller), address `ip/PREFIX_LEN`, no route beyond its
+    /// subnet and no link to the underlay (e.g. a LAN bridged to a vnet TAP). Removed with the
+    /// Lab like any other host.
+    pub fn host_on_bridge(&self, name: &str, on: &Node, bridge: &str, ip_addr: Ipv4Addr) -> Node {
+        let (ns, i) = {
+            let mut inner = self.inner();
+            let ns = self.claim_name(&mut inner, name);
+            let i = take(&mut inner.next_if);
+            (ns, i)
+        };
+        self.add_ns(&ns);
+        let iface = format!("{}h{i}", self.prefix);
+        let port = format!("{}v{i}", self.prefix);
+        ip(&format!(
+            "-n {ns} link add {iface} type veth peer name {port} netns {}",
+            on.ns
+        ));
+        ip(&format!("-n {} link set {port} master {bridge} up", on.ns));
+        ip(&format!(
+            "-n {ns} addr add {ip_addr}/{PREFIX_LEN} dev {iface}"
+        ));
+        ip(&format!("-n {ns} link set {iface} up"));
+        Node {
+            name: name.to_string(),
+            edge_ns: ns.clone(),
+            edge_iface: iface.clone(),
+            ns,
+            iface,
+            ip: ip_addr,
+            public_ip: ip_addr,
+            router: None,
+        }
+    }
+
     /// Drops, from now on, every packet from `from`'s public address arriving at `to`'s public
     /// address (at `to`'s WAN edge: its own interface, or its router's WAN, so it affects every
     /// host behind that router). Silent loss: the sender's sends still succeed. Idempotent.

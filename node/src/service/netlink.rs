@@ -92,8 +92,15 @@ impl Netlink {
         }
     }
 
-    /// Brings the device to `settings`: MAC, MTU, up, and exactly its addresses.
-    pub async fn apply(&self, settings: &LinkSettings) -> Result<(), NetlinkError> {
+    /// Brings the device to `settings`: MAC, MTU, up, and its managed
+    /// addresses: those of `settings` added, those of `managed_before` no
+    /// longer wanted removed. Addresses someone else put there (a DHCP lease
+    /// on a bridged network, an address added by hand) stay.
+    pub async fn apply(
+        &self,
+        settings: &LinkSettings,
+        managed_before: &[(IpAddr, u8)],
+    ) -> Result<(), NetlinkError> {
         let device = settings.device.clone();
         let index = self.index(&device).await?;
         let req = |what, error| NetlinkError::Request {
@@ -134,8 +141,9 @@ impl Netlink {
             }
         }
         for (msg, ip, prefix) in &current {
-            let link_local = matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
-            if !link_local && !settings.addresses.contains(&(*ip, *prefix)) {
+            let stale = managed_before.contains(&(*ip, *prefix))
+                && !settings.addresses.contains(&(*ip, *prefix));
+            if stale {
                 self.handle
                     .address()
                     .del(msg.clone())

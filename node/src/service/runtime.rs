@@ -149,6 +149,8 @@ pub struct Shared {
     network_settings: Mutex<HashMap<NetworkId, NetworkSettings>>,
     /// Serializes route syncs (one netlink dump-and-fix at a time).
     route_sync: tokio::sync::Mutex<()>,
+    /// Addresses we put on each network's device (only these are ever removed).
+    managed_addresses: Mutex<HashMap<NetworkId, Vec<(std::net::IpAddr, u8)>>>,
 }
 
 impl Shared {
@@ -443,6 +445,7 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         netlink: OnceLock::new(),
         network_settings: Mutex::new(HashMap::new()),
         route_sync: tokio::sync::Mutex::new(()),
+        managed_addresses: Mutex::new(HashMap::new()),
     });
     start_tcp_relay(&shared, with_v6);
     // Networks joined before the restart: join again, with their settings.
@@ -643,9 +646,21 @@ pub async fn configure_network(shared: &Arc<Shared>, nwid: NetworkId) {
                 error!(%nwid, device = settings.device, "cannot create TAP device: {e}");
                 return;
             }
+            let before = shared
+                .managed_addresses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&nwid)
+                .cloned()
+                .unwrap_or_default();
             match netlink {
-                Some(n) => match n.apply(&settings).await {
+                Some(n) => match n.apply(&settings, &before).await {
                     Ok(()) => {
+                        shared
+                            .managed_addresses
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(nwid, settings.addresses.clone());
                         info!(%nwid, device = settings.device, addresses = ?settings.addresses, "network configured")
                     }
                     Err(e) => error!(%nwid, "cannot configure {}: {e}", settings.device),
@@ -659,6 +674,11 @@ pub async fn configure_network(shared: &Arc<Shared>, nwid: NetworkId) {
                 // The reader thread stops within a poll interval and drops the
                 // last handle, which removes the device.
                 run.store(false, Ordering::Relaxed);
+                shared
+                    .managed_addresses
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&nwid);
                 info!(%nwid, ?status, "network device removed");
             }
             sync_all_routes(shared).await;

@@ -51,9 +51,9 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let applied = runtime.block_on(async {
         let netlink = Netlink::connect()?;
-        netlink.apply(&settings).await?;
+        netlink.apply(&settings, &[]).await?;
         // Applying twice changes nothing (addresses are synced, not appended).
-        netlink.apply(&settings).await
+        netlink.apply(&settings, &[]).await
     });
     if let Err(e) = applied {
         eprintln!("tap-probe: {e}");

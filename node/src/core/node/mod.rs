@@ -449,8 +449,9 @@ impl Node {
                     &mut reply,
                 );
                 reply.extend_from_slice(payload);
-                // Answer on the path the ECHO came by, so probes measure that path.
-                let to = (header.hops == 0).then_some(from);
+                // Answer on the path the ECHO came by, so probes measure that
+                // path (not to peers under forceTcpRelay: no UDP to them).
+                let to = (header.hops == 0 && !self.no_udp_to(src)).then_some(from);
                 self.send_session(now_ms, src, to, Verb::Ok, &reply, out);
             }),
             Verb::Ok => decode_ok(payload)
@@ -682,7 +683,11 @@ impl Node {
             &mut body,
         );
         ok.encode(&mut body);
-        let to = if direct { Some(from) } else { None };
+        let to = if direct && !self.no_udp_to(header.src) {
+            Some(from)
+        } else {
+            None
+        };
         self.send_static(now_ms, header.src, to, Verb::Ok, &body, out);
         self.flush_queued(now_ms, header.src, out);
     }
@@ -764,8 +769,9 @@ impl Node {
             }
             self.request_unconfigured(now_ms, out);
         }
+        // Kept for every peer (a seed becomes a root once its moon
+        // arrives); only roots' count (see `root_reflections`).
         if let Some(reflected) = ok.reflected
-            && is_root
             && !self.rx_socket.is_tcp()
             && self.rx_socket != LocalSocket::Mapped
         {
@@ -1002,6 +1008,9 @@ impl Node {
         let Some(peer) = self.peers.get(&addr) else {
             return;
         };
+        if self.traversal.force_tcp && !peer.is_root() {
+            return;
+        }
         let candidates: Vec<SocketAddr> = peer
             .paths
             .iter()
@@ -1034,7 +1043,8 @@ impl Node {
         let mut paths: Vec<SocketAddr> = Vec::new();
         // The gateway-mapped endpoint first: it takes unsolicited packets.
         paths.extend(self.mapped_endpoint());
-        for p in self.local_endpoints.iter().chain(self.reflected.values()) {
+        let reflected: Vec<SocketAddr> = self.root_reflections().map(|(_, r)| r).collect();
+        for p in self.local_endpoints.iter().chain(reflected.iter()) {
             if !paths.contains(p) {
                 paths.push(*p);
             }
@@ -1534,12 +1544,21 @@ impl Node {
             out.push(socket, to, &self.tx);
         }
         peer.paths.sent(now_ms, to, socket);
+        // Relayed: the root's path carried it, and must answer for it (a
+        // dead root is left within a second, like any silent path).
+        if let Route::Relayed { root, via } = route
+            && let Some(r) = self.peers.get_mut(&root)
+        {
+            r.paths.sent(now_ms, via, socket);
+        }
     }
 
     /// How packets to `addr` travel now.
     pub fn route(&self, now_ms: u64, addr: Address) -> Option<Route> {
         let peer = self.peers.get(&addr)?;
-        if let Some(p) = peer.paths.preferred(now_ms, peer.is_active(now_ms)) {
+        // forceTcpRelay: no UDP to peers at all, everything through the root.
+        let udp_to_peers = !self.traversal.force_tcp || peer.is_root();
+        if udp_to_peers && let Some(p) = peer.paths.preferred(now_ms, peer.is_active(now_ms)) {
             return Some(Route::Direct(p.addr));
         }
         if peer.is_root() {
@@ -1637,12 +1656,17 @@ impl Node {
             return;
         };
         // Keepalives and probes on every path (candidates included).
-        let probes = if peer.sessions.is_established() && (is_root || recently_used) {
+        let force_tcp = self.traversal.force_tcp;
+        let probes = if peer.sessions.is_established()
+            && (is_root || recently_used)
+            && (!force_tcp || is_root)
+        {
             peer.paths.due_probes(now_ms, active)
         } else {
             Vec::new()
         };
         let push_due = !is_root
+            && !force_tcp
             && peer.sessions.is_established()
             && recently_used
             && peer

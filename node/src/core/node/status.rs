@@ -87,7 +87,10 @@ pub struct NodeStatus {
 impl Node {
     /// The node's status.
     pub fn status(&self, now_ms: u64) -> NodeStatus {
-        let mut reflected: Vec<String> = self.reflected.values().map(format_endpoint).collect();
+        let mut reflected: Vec<String> = self
+            .root_reflections()
+            .map(|(_, r)| format_endpoint(&r))
+            .collect();
         reflected.sort();
         reflected.dedup();
         NodeStatus {
@@ -122,8 +125,12 @@ impl Node {
     ) -> Option<PeerStatus> {
         let peer = self.peers.get(&addr)?;
         let active = peer.is_active(now_ms);
-        let preferred = peer.paths.preferred(now_ms, active).map(|p| p.addr);
         let route = self.route(now_ms, addr);
+        // The path packets go out on: the direct route's, if any.
+        let preferred = match route {
+            Some(Route::Direct(a)) => Some(a),
+            _ => None,
+        };
         let tcp = self.is_tcp_relayed(now_ms, addr);
         let (route_name, relay) = match route {
             Some(Route::Direct(_)) if tcp => ("TCP_RELAY", None),

@@ -35,7 +35,7 @@ pub(crate) struct TraversalState {
     /// The first timer tick (the node's start, on its clock).
     first_tick_ms: Option<u64>,
     /// Relay through TCP at once, whatever UDP does (`forceTcpRelay`).
-    force_tcp: bool,
+    pub force_tcp: bool,
     /// Last UDP probe to the roots while relaying over TCP.
     last_udp_retry_ms: Option<u64>,
     /// The gateway's port mapping: the external IP it reports, if any, and the external port.
@@ -128,7 +128,23 @@ pub struct NetcheckStatus {
 }
 
 impl Node {
-    /// Relays through TCP whatever UDP does (`forceTcpRelay` in local.conf).
+    /// Whether nothing may go to `peer` over UDP (forceTcpRelay, and it is
+    /// not a root: roots are reached through the TCP connection anyway).
+    pub(crate) fn no_udp_to(&self, peer: Address) -> bool {
+        self.traversal.force_tcp && !self.peers.get(&peer).is_some_and(|p| p.is_root())
+    }
+
+    /// Where the roots see us: (root, reflected address) for every current
+    /// root that told us over UDP.
+    pub(crate) fn root_reflections(&self) -> impl Iterator<Item = (Address, SocketAddr)> + '_ {
+        self.reflected
+            .iter()
+            .filter(|(a, _)| self.peers.get(a).is_some_and(|p| p.is_root()))
+            .map(|(a, r)| (*a, *r))
+    }
+
+    /// Relays through TCP whatever UDP does (`forceTcpRelay` in local.conf):
+    /// no UDP to peers or roots at all.
     pub fn set_force_tcp_relay(&mut self, force: bool) {
         self.traversal.force_tcp = force;
     }
@@ -241,8 +257,8 @@ impl Node {
     pub fn mapped_endpoint(&self) -> Option<SocketAddr> {
         let (gateway_ip, port) = self.traversal.port_mapping?;
         let mut observed: Vec<IpAddr> = self
-            .reflected
-            .values()
+            .root_reflections()
+            .map(|(_, r)| r)
             .filter(|a| a.is_ipv4())
             .map(|a| a.ip())
             .collect();
@@ -257,7 +273,7 @@ impl Node {
 
     /// How our NAT maps ports, from the roots' reflections.
     pub fn nat_mapping(&self) -> NatMapping {
-        let reflected: Vec<SocketAddr> = self.reflected.values().copied().collect();
+        let reflected: Vec<SocketAddr> = self.root_reflections().map(|(_, r)| r).collect();
         NatMapping::classify(&reflected, &self.local_endpoints)
     }
 

@@ -14,6 +14,9 @@
 //!   ARP request goes to the group of its target address (ADI = the IPv4
 //!   address), which only that address's owner announces; IPv6 neighbour
 //!   solicitations go to solicited-node MACs that only their owners announce.
+//!   On a network with active bridges, an ARP request whose target no member
+//!   announces also goes to the broadcast group: there, members may hold
+//!   addresses from the bridged LAN (its DHCP server) that no directory lists.
 //! - Inbound frames need a sender with a fresh certificate (private networks),
 //!   an honest source MAC, and a destination that is us, or a group we announce.
 //!
@@ -220,6 +223,19 @@ impl Switch {
         self.bridges.contains(&member)
     }
 
+    /// Whether a broadcast ARP request to `group` is also carried as plain
+    /// broadcast when no member owns its target: on a network with active
+    /// bridges (and broadcast enabled), where members may hold addresses the
+    /// controller's directory does not list, e.g. leased from the DHCP server
+    /// of a bridged LAN. Such a request goes to the bridges and the broadcast
+    /// group's members, and every member takes it in.
+    fn unowned_arp_is_broadcast(&self, group: MulticastGroup) -> bool {
+        group.mac == Mac::BROADCAST
+            && group.adi != 0
+            && self.policy.enable_broadcast
+            && !self.bridges.is_empty()
+    }
+
     /// Sets the IP addresses of our TAP (their address-resolution groups are ours).
     pub fn set_local_ips(&mut self, ips: &[IpAddr]) {
         self.local_ips = ips.to_vec();
@@ -379,12 +395,22 @@ impl Switch {
             self.recipients
                 .extend(bridges.iter().copied().filter(|b| *b != me).take(limit));
             let room = limit - self.recipients.len();
+            let only_bridges = self.recipients.len();
             self.recipients.extend(
                 self.subscriptions
                     .members(now_ms, group)
                     .filter(|m| *m != me && !bridges.contains(m))
                     .take(room),
             );
+            if self.recipients.len() == only_bridges && self.unowned_arp_is_broadcast(group) {
+                let room = limit - self.recipients.len();
+                self.recipients.extend(
+                    self.subscriptions
+                        .members(now_ms, MulticastGroup::BROADCAST)
+                        .filter(|m| *m != me && !bridges.contains(m))
+                        .take(room),
+                );
+            }
             return if self.recipients.is_empty() {
                 Route::Drop(DropReason::NoRecipients)
             } else {
@@ -458,7 +484,10 @@ impl Switch {
             if group == MulticastGroup::BROADCAST && !self.policy.enable_broadcast {
                 return Err(DropReason::BroadcastDisabled);
             }
-            if !self.policy.active_bridge && !self.local_groups.contains(&group) {
+            if !self.policy.active_bridge
+                && !self.local_groups.contains(&group)
+                && !self.unowned_arp_is_broadcast(group)
+            {
                 return Err(DropReason::NotSubscribed);
             }
             return Ok(());

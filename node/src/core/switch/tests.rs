@@ -232,6 +232,89 @@ fn arp_requests_go_to_the_owner_of_the_target_address_only() {
 }
 
 #[test]
+fn arp_for_an_address_no_member_owns_is_broadcast_on_a_bridged_network_only() {
+    let sorted = |r: Result<(Option<MulticastGroup>, Vec<Address>), DropReason>| {
+        r.map(|(g, mut m)| {
+            m.sort();
+            (g, m)
+        })
+    };
+    let mut s = switch(SwitchPolicy::default());
+    let owned: Ipv4Addr = "10.0.0.5".parse().unwrap();
+    // Leased from the bridged LAN's DHCP server: in no directory.
+    let leased: Ipv4Addr = "192.168.77.120".parse().unwrap();
+    s.subscribe(0, addr(5), MulticastGroup::arp(owned));
+    for n in [5, 6, 7] {
+        s.subscribe(0, addr(n), MulticastGroup::BROADCAST);
+    }
+    let unowned = arp_request(mac_of(ME), leased);
+    // No bridge: nobody owns it, nobody gets it (as before).
+    assert_eq!(
+        s.outbound(0, &unowned),
+        Outbound::Drop(DropReason::NoRecipients)
+    );
+    s.set_bridges(&[addr(9)]);
+    assert_eq!(
+        sorted(out(&mut s, 0, &unowned)),
+        Ok((
+            Some(MulticastGroup::arp(leased)),
+            vec![addr(5), addr(6), addr(7), addr(9)]
+        )),
+        "the bridge and every broadcast listener"
+    );
+    // An owned address still goes to its owner (and the bridge) only.
+    let f = arp_request(mac_of(ME), owned);
+    assert_eq!(
+        out(&mut s, 0, &f),
+        Ok((Some(MulticastGroup::arp(owned)), vec![addr(9), addr(5)]))
+    );
+    // With broadcast disabled, only the bridges.
+    s.set_policy(SwitchPolicy {
+        enable_broadcast: false,
+        ..SwitchPolicy::default()
+    });
+    assert_eq!(
+        out(&mut s, 0, &unowned),
+        Ok((Some(MulticastGroup::arp(leased)), vec![addr(9)]))
+    );
+
+    // The bridge itself, asking for a remote member's leased address on
+    // behalf of a LAN host: every broadcast listener but itself.
+    let mut b = switch(bridge_policy());
+    b.set_bridges(&[addr(ME)]);
+    for n in [2, 3] {
+        b.subscribe(0, addr(n), MulticastGroup::BROADCAST);
+    }
+    assert_eq!(
+        sorted(out(&mut b, 0, &arp_request(HOST, leased))),
+        Ok((Some(MulticastGroup::arp(leased)), vec![addr(2), addr(3)]))
+    );
+
+    // Receiving: a member takes such a request in on a bridged network only.
+    let mut r = switch(SwitchPolicy::default());
+    r.set_local_ips(&["10.0.0.1".parse().unwrap()]);
+    let from_bridge = arp_request(HOST, leased);
+    assert_eq!(
+        r.inbound(0, addr(2), &arp_request(mac_of(2), leased)),
+        Inbound::Drop(DropReason::NotSubscribed)
+    );
+    r.set_bridges(&[addr(2)]);
+    assert_eq!(r.inbound(0, addr(2), &from_bridge), Inbound::Deliver);
+    assert_eq!(
+        r.inbound(0, addr(3), &arp_request(mac_of(3), leased)),
+        Inbound::Deliver
+    );
+    r.set_policy(SwitchPolicy {
+        enable_broadcast: false,
+        ..SwitchPolicy::default()
+    });
+    assert_eq!(
+        r.inbound(0, addr(2), &from_bridge),
+        Inbound::Drop(DropReason::NotSubscribed)
+    );
+}
+
+#[test]
 fn inbound_needs_a_fresh_certificate_on_private_networks_only() {
     let mut s = switch(SwitchPolicy::default());
     let f = raw(mac_of(ME), mac_of(20), 0x0800);
