@@ -174,3 +174,55 @@ fn no_gateway_reports_error_quickly() {
         t.elapsed()
     );
 }
+
+/// The mapping is renewed before its lease ends, with either protocol, and
+/// still forwards after the first lease would have run out.
+fn renewed_before_the_lease_ends(upnp: bool, natpmp: bool) {
+    const LEASE_S: u32 = 4;
+    let lab = Lab::new();
+    let (router, _miniupnpd) = lab.upnp_router("gw", upnp, natpmp);
+    let leaf = lab.host_behind("leaf", &router);
+    let outside = lab.host("outside");
+    let probe = lab.spawn(
+        &leaf,
+        PROBE,
+        &[&PORT.to_string(), &LEASE_S.to_string()],
+        &[],
+    );
+    let mapped_at = Instant::now();
+    let state = wait_for(Duration::from_secs(15), || line_json(&probe, "MAPPED"))
+        .unwrap_or_else(|| panic!("not mapped: {}", probe.stderr_text()));
+    assert_eq!(state["leaseSeconds"], LEASE_S, "{state}");
+    // Renewed at half the lease: two renewals within about 2 leases.
+    let renewed = wait_until(Duration::from_secs(u64::from(LEASE_S) * 3), || {
+        probe
+            .stdout_text()
+            .lines()
+            .filter_map(|l| l.strip_prefix("STATE "))
+            .filter_map(|j| serde_json::from_str::<Value>(j).ok())
+            .any(|s| s["renewals"].as_u64().is_some_and(|n| n >= 2))
+    });
+    assert!(
+        renewed,
+        "no two renewals: {}\n{}",
+        probe.stdout_text(),
+        probe.stderr_text()
+    );
+    assert!(mapped_at.elapsed() > Duration::from_secs(u64::from(LEASE_S)));
+    // Past the first lease, the gateway still forwards.
+    assert!(
+        deliver(&lab, &outside, router.wan_ip(), PORT, &probe),
+        "not forwarded after the first lease: {}",
+        probe.stderr_text()
+    );
+}
+
+#[test]
+fn upnp_mapping_is_renewed_before_its_lease_ends() {
+    renewed_before_the_lease_ends(true, false);
+}
+
+#[test]
+fn natpmp_mapping_is_renewed_before_its_lease_ends() {
+    renewed_before_the_lease_ends(false, true);
+}

@@ -74,6 +74,8 @@ pub struct PortMappingState {
     pub internal: Option<SocketAddr>,
     /// Lease granted by the gateway, in seconds (0: permanent).
     pub lease_seconds: Option<u32>,
+    /// Renewals of the current mapping so far.
+    pub renewals: u32,
     /// Last failure, human-readable (e.g. "no UPnP or NAT-PMP gateway found").
     pub error: Option<String>,
 }
@@ -119,6 +121,9 @@ struct Mapping {
     external_ip: Option<IpAddr>,
     external_port: u16,
     lease: u32,
+    /// The lease asked for (again at each NAT-PMP renewal).
+    requested_lease: u32,
+    renewals: u32,
 }
 
 /// The gateway a mapping was made with.
@@ -141,6 +146,7 @@ impl Mapping {
             external_port: Some(self.external_port),
             internal: Some(SocketAddr::V4(self.internal)),
             lease_seconds: Some(self.lease),
+            renewals: self.renewals,
             error: None,
         }
     }
@@ -174,7 +180,7 @@ impl Mapping {
                     client,
                     self.internal.port(),
                     self.external_port,
-                    REQUESTED_LEASE,
+                    self.requested_lease,
                 )
                 .await?;
                 // The gateway may have rebooted and handed out another port: report it.
@@ -182,6 +188,7 @@ impl Mapping {
                 self.lease = lease;
             }
         }
+        self.renewals += 1;
         Ok(())
     }
 
@@ -212,6 +219,16 @@ impl Mapping {
 pub async fn run_port_mapper(
     internal_port: u16,
     state: watch::Sender<PortMappingState>,
+    shutdown: watch::Receiver<bool>,
+) {
+    run_port_mapper_with_lease(internal_port, REQUESTED_LEASE, state, shutdown).await;
+}
+
+/// [`run_port_mapper`] asking for `lease` seconds (tests renew in seconds).
+pub async fn run_port_mapper_with_lease(
+    internal_port: u16,
+    lease: u32,
+    state: watch::Sender<PortMappingState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let idle = PortMappingState {
@@ -222,7 +239,7 @@ pub async fn run_port_mapper(
     let mut backoff = RETRY_MIN;
     loop {
         let attempt = tokio::select! {
-            r = map_port(internal_port) => r,
+            r = map_port(internal_port, lease) => r,
             // Dropping the attempt may leave a just-made mapping behind; its lease ends it.
             () = shutdown_requested(&mut shutdown) => break,
         };
@@ -251,8 +268,9 @@ pub async fn run_port_mapper(
                     }
                     match mapping.renew().await {
                         Ok(()) => {
-                            tracing::debug!(
+                            tracing::info!(
                                 external_port = mapping.external_port,
+                                renewals = mapping.renewals,
                                 "port mapping renewed"
                             );
                             state.send_if_modified(|s| {
@@ -308,14 +326,14 @@ fn publish_error(state: &watch::Sender<PortMappingState>, e: &MapError) {
 }
 
 /// One full attempt: UPnP, then NAT-PMP.
-async fn map_port(internal_port: u16) -> Result<Mapping, MapError> {
-    let upnp_err = match map_upnp(internal_port).await {
+async fn map_port(internal_port: u16, lease: u32) -> Result<Mapping, MapError> {
+    let upnp_err = match map_upnp(internal_port, lease).await {
         Ok(m) => return Ok(m),
         // Even a UPnP gateway that refused may take NAT-PMP (some routers differ by protocol).
         Err(e) => e,
     };
     tracing::debug!("{upnp_err}");
-    let natpmp_err = match map_natpmp(internal_port).await {
+    let natpmp_err = match map_natpmp(internal_port, lease).await {
         Ok(m) => return Ok(m),
         Err(e) => e,
     };
@@ -336,7 +354,7 @@ async fn upnp_call<T>(call: impl Future<Output = T>) -> Result<T, MapError> {
         .map_err(|_| MapError::Timeout("UPnP request"))
 }
 
-async fn map_upnp(internal_port: u16) -> Result<Mapping, MapError> {
+async fn map_upnp(internal_port: u16, requested_lease: u32) -> Result<Mapping, MapError> {
     // SearchOptions is non-exhaustive: start from Default.
     let mut options = SearchOptions::default();
     options.timeout = Some(UPNP_DISCOVERY_TIMEOUT);
@@ -352,7 +370,7 @@ async fn map_upnp(internal_port: u16) -> Result<Mapping, MapError> {
     };
     let internal = SocketAddrV4::new(local_ip_toward(gateway_ip).await?, internal_port);
     tracing::debug!(gateway = %gateway.addr, %internal, "UPnP gateway found");
-    let (external_port, lease) = upnp_add(&gateway, internal).await?;
+    let (external_port, lease) = upnp_add(&gateway, internal, requested_lease).await?;
     // Advisory only (see the module docs); an empty or unspecified answer means unknown.
     let external_ip = match upnp_call(gateway.get_external_ip()).await {
         Ok(Ok(ip)) if !ip.is_unspecified() => Some(ip),
@@ -372,6 +390,8 @@ async fn map_upnp(internal_port: u16) -> Result<Mapping, MapError> {
         external_ip,
         external_port,
         lease,
+        requested_lease,
+        renewals: 0,
     })
 }
 
@@ -380,10 +400,11 @@ async fn map_upnp(internal_port: u16) -> Result<Mapping, MapError> {
 async fn upnp_add(
     gateway: &IgdGateway<Tokio>,
     internal: SocketAddrV4,
+    requested_lease: u32,
 ) -> Result<(u16, u32), MapError> {
     let local = SocketAddr::V4(internal);
     let udp = PortMappingProtocol::UDP;
-    let mut lease = REQUESTED_LEASE;
+    let mut lease = requested_lease;
     for _ in 0..2 {
         let same =
             upnp_call(gateway.add_port(udp, internal.port(), local, lease, DESCRIPTION)).await?;
@@ -406,7 +427,7 @@ async fn upnp_add(
     Err(MapError::Upnp("gateway rejects every lease".into()))
 }
 
-async fn map_natpmp(internal_port: u16) -> Result<Mapping, MapError> {
+async fn map_natpmp(internal_port: u16, requested_lease: u32) -> Result<Mapping, MapError> {
     // NAT-PMP has no discovery: the server is the default gateway (RFC 6886 §3).
     let gateway_ip = default_gateway()
         .await?
@@ -420,7 +441,7 @@ async fn map_natpmp(internal_port: u16) -> Result<Mapping, MapError> {
         MapError::NatpmpNotFound(format!("no answer from {gateway_ip}: {}", e.detail()))
     })?;
     let (external_port, lease) =
-        natpmp_map(&mut client, internal_port, internal_port, REQUESTED_LEASE).await?;
+        natpmp_map(&mut client, internal_port, internal_port, requested_lease).await?;
     tracing::debug!(gateway = %gateway_ip, %internal, "NAT-PMP gateway found");
     Ok(Mapping {
         gateway: GatewayClient::Natpmp(client, gateway_ip),
@@ -428,6 +449,8 @@ async fn map_natpmp(internal_port: u16) -> Result<Mapping, MapError> {
         external_ip: (!external_ip.is_unspecified()).then_some(IpAddr::V4(external_ip)),
         external_port,
         lease,
+        requested_lease,
+        renewals: 0,
     })
 }
 

@@ -17,7 +17,9 @@ use std::process::ExitCode;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
-use vnet_node::service::port_mapping::{PortMappingState, run_port_mapper};
+use vnet_node::service::port_mapping::{
+    PortMappingState, REQUESTED_LEASE, run_port_mapper_with_lease,
+};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -28,14 +30,19 @@ fn main() -> ExitCode {
         )
         .init();
     let Some(port) = std::env::args().nth(1).and_then(|p| p.parse::<u16>().ok()) else {
-        eprintln!("usage: port-map-probe PORT");
+        eprintln!("usage: port-map-probe PORT [LEASE_SECONDS]");
         return ExitCode::FAILURE;
     };
+    // A short lease makes renewals happen within a test.
+    let lease = std::env::args()
+        .nth(2)
+        .and_then(|l| l.parse::<u32>().ok())
+        .unwrap_or(REQUESTED_LEASE);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match rt.block_on(probe(port)) {
+    match rt.block_on(probe(port, lease)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("port-map-probe: {e}");
@@ -44,7 +51,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn probe(port: u16) -> Result<(), String> {
+async fn probe(port: u16, lease: u32) -> Result<(), String> {
     let sock = UdpSocket::bind(("0.0.0.0", port))
         .await
         .map_err(|e| format!("bind: {e}"))?;
@@ -52,7 +59,7 @@ async fn probe(port: u16) -> Result<(), String> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
     let (state_tx, mut state_rx) = watch::channel(PortMappingState::default());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mapper = tokio::spawn(run_port_mapper(port, state_tx, stop_rx));
+    let mapper = tokio::spawn(run_port_mapper_with_lease(port, lease, state_tx, stop_rx));
     let mut mapped = false;
     let mut got = false;
     let mut buf = [0u8; 1500];
