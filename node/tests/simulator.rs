@@ -595,6 +595,42 @@ fn hard_and_easy_nats_go_direct_by_birthday_punch() {
 }
 
 #[test]
+fn a_failed_birthday_punch_is_bounded_and_backed_off() {
+    let (mut sim, a, b, _, addr_b) =
+        world_of_two_with_roots(Some(NatKind::Hard), Some(NatKind::Easy), 2);
+    // Nothing gets through between the two NATs: every punch fails.
+    let ip_a = sim.nats[sim.hosts[a].nat.unwrap()].public_ip;
+    let ip_b = sim.nats[sim.hosts[b].nat.unwrap()].public_ip;
+    sim.cut.push((ip_a, ip_b));
+    let start = sim.now;
+    let mut punch_starts = Vec::new();
+    let mut punching = false;
+    let mut most_sockets = 0;
+    let mut id = 1;
+    while sim.now < start + 100_000 {
+        sim.ping(a, addr_b, id);
+        id += 1;
+        sim.run(250);
+        let live = sim.hosts[a].node.live_punch_sockets().len();
+        most_sockets = most_sockets.max(live);
+        if live > 0 && !punching {
+            punch_starts.push(sim.now - start);
+        }
+        punching = live > 0;
+    }
+    assert!(most_sockets <= 256, "{most_sockets} sockets at once");
+    // 100 s: a punch at about 1 s, the next 30 s after it ended, the next 60 s after that.
+    assert!(
+        punch_starts.len() == 3,
+        "punches started at {punch_starts:?} ms"
+    );
+    let gaps: Vec<u64> = punch_starts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[0] >= 30_000 && gaps[0] < 35_000, "{gaps:?}");
+    assert!(gaps[1] >= 60_000 && gaps[1] < 65_000, "{gaps:?}");
+    assert!(matches!(sim.route(a, addr_b), Some(Route::Relayed { .. })));
+}
+
+#[test]
 fn hard_nats_on_both_sides_do_not_punch_and_stay_relayed() {
     let (mut sim, a, b, _, addr_b) =
         world_of_two_with_roots(Some(NatKind::Hard), Some(NatKind::Hard), 2);
