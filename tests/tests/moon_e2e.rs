@@ -159,6 +159,14 @@ fn moon_relays_for_natted_orbiters_and_planet_takes_over_when_it_dies() {
         true,
         "with its own moon in moons.d, vnet-node acts as a root"
     );
+    // As every root, it takes TCP relay connections on its port.
+    let listening = lab.exec(&moon_host, "ss", &["-Hltn", &format!("sport = :{PORT}")]);
+    assert!(
+        listening
+            .stdout
+            .contains(&format!("{}:{PORT}", moon_host.ip())),
+        "the moon listens for TCP relay connections: {listening:?}"
+    );
 
     let a = Daemon::start(&lab, &a_host, "vnet-node");
     let b = Daemon::start(&lab, &b_host, "vnet-node");
