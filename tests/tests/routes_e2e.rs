@@ -200,6 +200,34 @@ fn a_gateway_member_routes_a_remote_member_into_its_lan_and_allow_managed_turns_
         )),
         "reachable again with allowManaged=1"
     );
+    // The controller drops the route: it goes from the member's table; back, it comes back.
+    let with_lan = format!("{lan_net},{GATEWAY_IP}");
+    let run = ctl.cli(&["network", "set", &nwid, "--route", "10.147.17.0/24"]);
+    assert!(run.ok, "{run:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || !routes(&lab, &remote_host)
+            .iter()
+            .any(|r| r.starts_with(&want))),
+        "route removed with the config: {:?}",
+        routes(&lab, &remote_host)
+    );
+    let run = ctl.cli(&[
+        "network",
+        "set",
+        &nwid,
+        "--route",
+        "10.147.17.0/24",
+        "--route",
+        &with_lan,
+    ]);
+    assert!(run.ok, "{run:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || routes(&lab, &remote_host)
+            .iter()
+            .any(|r| r.starts_with(&want))),
+        "route back with the config: {:?}",
+        routes(&lab, &remote_host)
+    );
     // Leaving takes the routes away.
     let run = remote.cli(&["leave", &nwid]);
     assert!(run.ok, "{run:?}");
