@@ -300,6 +300,13 @@ fn every_pair_of_placements_gets_the_path_the_network_allows() {
             want_ab,
             want_ba
         );
+        assert!(
+            !o.a_path.starts_with("10.147.17."),
+            "{} – {}: a path through the virtual network itself: {}\n{table}",
+            o.a.name(),
+            o.b.name(),
+            o.a_path
+        );
         if o.b == Kind::Upnp && o.a == Kind::Hard {
             // From a hard NAT only the gateway's mapping gets through at
             // once (no birthday punch needed): it is advertised and used.

@@ -11,6 +11,7 @@ pub mod endpoint;
 pub mod fragment;
 pub mod identity;
 pub mod identity_hash;
+pub mod ip_prefix;
 pub mod local_socket;
 pub mod message;
 pub mod nat_mapping;

@@ -13,6 +13,7 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::{Handle, RouteMessageBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::core::ip_prefix::contains;
 use crate::core::netconf::NetworkConfigData;
 
 /// Routing protocol number on every route vnet installs, so a restart finds
@@ -127,29 +128,6 @@ fn last_address(target: IpAddr, prefix_len: u8) -> IpAddr {
             };
             IpAddr::V6(Ipv6Addr::from(u128::from(v6) | host))
         }
-    }
-}
-
-/// Whether `ip` is inside `target/prefix_len`.
-pub fn contains(target: IpAddr, prefix_len: u8, ip: IpAddr) -> bool {
-    match (target, ip) {
-        (IpAddr::V4(t), IpAddr::V4(i)) => {
-            let mask = if prefix_len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(prefix_len.min(32)))
-            };
-            u32::from(t) & mask == u32::from(i) & mask
-        }
-        (IpAddr::V6(t), IpAddr::V6(i)) => {
-            let mask = if prefix_len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(prefix_len.min(128)))
-            };
-            u128::from(t) & mask == u128::from(i) & mask
-        }
-        _ => false,
     }
 }
 

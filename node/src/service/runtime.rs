@@ -1009,6 +1009,8 @@ fn local_endpoints(port: u16, with_v6: bool) -> Vec<SocketAddr> {
     ifaces
         .into_iter()
         .filter(|i| !i.is_loopback())
+        // Our own TAP devices: a path there runs the tunnel through itself.
+        .filter(|i| !crate::service::tap::is_vnet_device(&i.name))
         .map(|i| i.ip())
         .filter(|ip| match ip {
             std::net::IpAddr::V4(_) => true,

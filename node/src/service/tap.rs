@@ -65,3 +65,21 @@ impl TapDevice {
 pub fn device_name(nwid: NetworkId) -> String {
     format!("vn{:010x}", nwid.to_u64() & 0xff_ffff_ffff)
 }
+
+/// Whether an interface name is one of vnet's TAP devices (`vn` + 10 hex digits).
+pub fn is_vnet_device(name: &str) -> bool {
+    name.len() == 12 && name.starts_with("vn") && name[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vnet_devices_are_told_by_name() {
+        assert!(is_vnet_device("vn0ccf88193a"));
+        assert!(!is_vnet_device("vn0ccf88193"));
+        assert!(!is_vnet_device("eth0"));
+        assert!(!is_vnet_device("vnXccf88193a"));
+    }
+}

@@ -23,6 +23,8 @@ pub struct Counters {
     pub dropped_rate_limited: u64,
     /// Packets not for us that we could not or would not relay.
     pub dropped_unroutable: u64,
+    /// Datagrams from an address inside one of our virtual networks (never a path).
+    pub dropped_virtual_source: u64,
     /// Packets a root would not relay: their source never said HELLO from there.
     pub dropped_relay_refused: u64,
     /// Packets relayed for others.

@@ -287,6 +287,12 @@ impl Node {
     ) {
         self.counters.received += 1;
         self.rx_socket = socket;
+        // From inside one of our virtual networks: the tunnel running through
+        // itself (a peer probed our virtual address). Never a path.
+        if self.in_virtual_network(from.ip()) {
+            self.counters.dropped_virtual_source += 1;
+            return;
+        }
         let kind = match classify(datagram) {
             Ok(Datagram::Packet { header, .. }) => Ok((true, header.dest, Some(header))),
             Ok(Datagram::Fragment { header, .. }) => Ok((false, header.dest, None)),
@@ -481,11 +487,21 @@ impl Node {
                 Rendezvous::decode(payload).map(|r| self.handle_rendezvous(now_ms, src, r, out))
             }
             Verb::PushDirectPaths => decode_push_direct_paths(payload).map(|(paths, mapping)| {
+                // Addresses inside our virtual networks would run the tunnel through itself.
+                let virtual_ips: Vec<bool> = paths
+                    .iter()
+                    .map(|p| self.in_virtual_network(p.ip()))
+                    .collect();
                 if let Some(peer) = self.peers.get_mut(&src) {
                     if mapping.is_some() {
                         peer.nat_mapping = mapping;
                     }
-                    for p in paths.into_iter().take(MAX_PATHS_PER_PEER) {
+                    for (p, _) in paths
+                        .into_iter()
+                        .zip(virtual_ips)
+                        .filter(|(_, v)| !v)
+                        .take(MAX_PATHS_PER_PEER)
+                    {
                         if p.port() != 0 {
                             peer.paths.learn(now_ms, p);
                         }
@@ -993,6 +1009,9 @@ impl Node {
             self.counters.dropped_bad_payload += 1;
             return;
         }
+        if self.in_virtual_network(r.endpoint.ip()) {
+            return;
+        }
         let Some(peer) = self.peers.get_mut(&r.peer) else {
             return;
         };
@@ -1045,7 +1064,7 @@ impl Node {
         paths.extend(self.mapped_endpoint());
         let reflected: Vec<SocketAddr> = self.root_reflections().map(|(_, r)| r).collect();
         for p in self.local_endpoints.iter().chain(reflected.iter()) {
-            if !paths.contains(p) {
+            if !paths.contains(p) && !self.in_virtual_network(p.ip()) {
                 paths.push(*p);
             }
         }

@@ -178,6 +178,26 @@ impl Node {
         })
     }
 
+    /// Whether `ip` lies inside one of our virtual networks (an assigned
+    /// subnet, or a managed route's target other than the default route):
+    /// a path there would run the tunnel through itself.
+    pub(crate) fn in_virtual_network(&self, ip: std::net::IpAddr) -> bool {
+        use crate::core::ip_prefix::contains;
+        self.networks
+            .values()
+            .filter_map(|m| m.config.as_ref())
+            .any(|c| {
+                c.data
+                    .assigned
+                    .iter()
+                    .any(|a| contains(a.ip, a.prefix_len, ip))
+                    || c.data
+                        .routes
+                        .iter()
+                        .any(|r| r.prefix_len > 0 && contains(r.target, r.prefix_len, ip))
+            })
+    }
+
     /// The config of a joined network, once received.
     pub fn network_config(&self, nwid: NetworkId) -> Option<&NetworkConfig> {
         self.networks.get(&nwid)?.config.as_ref()
