@@ -199,3 +199,47 @@ pub fn make_planet_with_roots(lab: &Lab, roots: &[&Node], homes: &[PathBuf]) {
         fs::copy(first_home.join("planet"), home.join("planet")).expect("copy planet");
     }
 }
+
+/// Creates a private network named `name` on the controller `ctl` (pool
+/// 10.147.17.10-250, route 10.147.17.0/24), authorizes every member and has
+/// it join; waits until each is OK and returns the network id and each
+/// member's assigned IPv4 address.
+pub fn network_of(ctl: &Daemon, members: &[&Daemon], name: &str) -> (String, Vec<String>) {
+    let run = ctl.cli(&[
+        "network",
+        "create",
+        "--name",
+        name,
+        "--pool",
+        "10.147.17.10-10.147.17.250",
+        "--route",
+        "10.147.17.0/24",
+    ]);
+    assert!(run.ok, "{run:?}");
+    let nwid = run
+        .stdout
+        .split_whitespace()
+        .nth(3)
+        .expect("network id")
+        .to_string();
+    for m in members {
+        let run = ctl.cli(&["member", "authorize", &nwid, &m.address()]);
+        assert!(run.ok, "{run:?}");
+        let run = m.cli(&["join", &nwid]);
+        assert!(run.ok, "{run:?}");
+    }
+    let mut ips = Vec::new();
+    for m in members {
+        let ok = wait_until(Duration::from_secs(20), || m.status(&nwid) == "OK");
+        assert!(
+            ok,
+            "{} not OK: {:?}\n{}",
+            m.host.name(),
+            m.network_line(&nwid),
+            m.proc().stderr_text()
+        );
+        let line = m.network_line(&nwid);
+        ips.push(line[8].split('/').next().expect("assigned IP").to_string());
+    }
+    (nwid, ips)
+}

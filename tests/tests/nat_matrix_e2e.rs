@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use vnet_tests::daemon::{Daemon, make_planet_with_roots};
-use vnet_tests::netns::{Lab, NatKind, Node, Proc, Router, wait_until};
+use vnet_tests::daemon::{Daemon, make_planet_with_roots, network_of};
+use vnet_tests::netns::{Lab, NatKind, Node, Proc, Router};
 
 /// Where a member sits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -84,49 +84,6 @@ fn place(lab: &Lab, kind: Kind, i: usize) -> Placed {
 /// The route `from` reports to the peer `to` (DIRECT, RELAY, TCP_RELAY, NONE).
 fn route(from: &Daemon, to: &str) -> String {
     from.route_to(to)
-}
-
-/// Creates a network on `ctl`, authorizes every member and has them join;
-/// returns the network id and each member's virtual IP.
-fn network(ctl: &Daemon, members: &[Daemon]) -> (String, Vec<String>) {
-    let run = ctl.cli(&[
-        "network",
-        "create",
-        "--name",
-        "matrix",
-        "--pool",
-        "10.147.17.10-10.147.17.250",
-        "--route",
-        "10.147.17.0/24",
-    ]);
-    assert!(run.ok, "{run:?}");
-    let nwid = run
-        .stdout
-        .split_whitespace()
-        .nth(3)
-        .expect("network id")
-        .to_string();
-    for m in members {
-        let run = ctl.cli(&["member", "authorize", &nwid, &m.address()]);
-        assert!(run.ok, "{run:?}");
-        let run = m.cli(&["join", &nwid]);
-        assert!(run.ok, "{run:?}");
-    }
-    let mut ips = Vec::new();
-    for m in members {
-        let ok = wait_until(Duration::from_secs(20), || m.status(&nwid) == "OK");
-        assert!(
-            ok,
-            "{} not OK: {:?}\n{}",
-            m.host.name(),
-            m.network_line(&nwid),
-            m.proc().stderr_text()
-        );
-        let line = m.network_line(&nwid);
-        let ip = line[8].split('/').next().expect("assigned IP").to_string();
-        ips.push(ip);
-    }
-    (nwid, ips)
 }
 
 /// One pair's outcome.
@@ -261,7 +218,8 @@ fn every_pair_of_placements_gets_the_path_the_network_allows() {
     for m in &members {
         m.wait_online();
     }
-    let (_nwid, ips) = network(&ctl, &members);
+    let refs: Vec<&Daemon> = members.iter().collect();
+    let (_nwid, ips) = network_of(&ctl, &refs, "matrix");
     let index: HashMap<(Kind, usize), usize> = placed
         .iter()
         .enumerate()

@@ -8,7 +8,7 @@ use std::fs;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use vnet_tests::daemon::{Daemon, make_planet_with_roots};
+use vnet_tests::daemon::{Daemon, make_planet_with_roots, network_of};
 use vnet_tests::netns::{Lab, NatKind, Node, Router, wait_for, wait_until};
 
 /// Seconds since the epoch: the clock `ping -D` stamps its replies with.
@@ -46,49 +46,6 @@ fn boot<'a>(
         d.wait_online();
     }
     (root_daemons, daemons)
-}
-
-/// Creates a network on `ctl`, authorizes every member and has them join; returns the
-/// network id and each member's virtual IP.
-fn network(ctl: &Daemon, members: &[&Daemon]) -> (String, Vec<String>) {
-    let run = ctl.cli(&[
-        "network",
-        "create",
-        "--name",
-        "resilience",
-        "--pool",
-        "10.147.17.10-10.147.17.250",
-        "--route",
-        "10.147.17.0/24",
-    ]);
-    assert!(run.ok, "{run:?}");
-    let nwid = run
-        .stdout
-        .split_whitespace()
-        .nth(3)
-        .expect("network id")
-        .to_string();
-    for m in members {
-        let run = ctl.cli(&["member", "authorize", &nwid, &m.address()]);
-        assert!(run.ok, "{run:?}");
-        let run = m.cli(&["join", &nwid]);
-        assert!(run.ok, "{run:?}");
-    }
-    let mut ips = Vec::new();
-    for m in members {
-        let ok = wait_until(Duration::from_secs(20), || m.status(&nwid) == "OK");
-        assert!(
-            ok,
-            "{} not OK: {:?}\n{}",
-            m.host.name(),
-            m.network_line(&nwid),
-            m.proc().stderr_text()
-        );
-        let line = m.network_line(&nwid);
-        let ip = line[8].split('/').next().expect("assigned IP").to_string();
-        ips.push(ip);
-    }
-    (nwid, ips)
 }
 
 /// Pings `ip` from `from` (every 200 ms, in the background) until `from`'s route to `to`
@@ -182,7 +139,7 @@ fn conntrack_flush_mid_transfer_recovers_within_two_seconds() {
         ],
     );
     let (ctl, a, b) = (&d[0], &d[1], &d[2]);
-    let (_nwid, ips) = network(ctl, &[a, b]);
+    let (_nwid, ips) = network_of(ctl, &[a, b], "resilience");
     let ip_b = &ips[1];
     let (a_addr, b_addr) = (a.address(), b.address());
     assert!(
@@ -314,7 +271,7 @@ fn restarted_root_is_rekeyed_and_nodes_recover() {
         ],
     );
     let (ctl, e1, e2, h1, h2) = (&d[0], &d[1], &d[2], &d[3], &d[4]);
-    let (_nwid, ips) = network(ctl, &[e1, e2, h1, h2]);
+    let (_nwid, ips) = network_of(ctl, &[e1, e2, h1, h2], "resilience");
     let (ip_e2, ip_h2) = (&ips[1], &ips[3]);
     assert!(
         settle(
@@ -463,7 +420,7 @@ fn ten_percent_loss_stays_connected() {
         ],
     );
     let (ctl, a, b) = (&d[0], &d[1], &d[2]);
-    let (_nwid, ips) = network(ctl, &[a, b]);
+    let (_nwid, ips) = network_of(ctl, &[a, b], "resilience");
     let ip_b = &ips[1];
     let b_addr = b.address();
     assert!(
@@ -547,7 +504,7 @@ fn udp_blocked_node_relays_over_tcp_then_returns_to_udp() {
         ],
     );
     let (ctl, a, b) = (&d[0], &d[1], &d[2]);
-    let (_nwid, ips) = network(ctl, &[a, b]);
+    let (_nwid, ips) = network_of(ctl, &[a, b], "resilience");
     let ip_b = &ips[1];
     let b_addr = b.address();
 
@@ -657,7 +614,7 @@ fn force_tcp_relay_setting_is_honoured() {
     let info = a.json(&["info"]);
     assert_eq!(info["config"]["settings"]["forceTcpRelay"], true, "{info}");
     assert_eq!(info["tcpRelay"], true, "{info}");
-    let (_nwid, ips) = network(ctl, &[a, b]);
+    let (_nwid, ips) = network_of(ctl, &[a, b], "resilience");
     let ip_b = &ips[1];
     let b_addr = b.address();
     // The first route a→b is already through TCP: UDP works, but is not used.
