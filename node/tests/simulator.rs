@@ -242,6 +242,9 @@ impl Sim {
                     self.hosts[h]
                         .node
                         .handle_datagram(self.now, socket, p.from, &mut bytes, &mut out);
+                    // Identity checks run outside the packet path, as the
+                    // service's checker thread does.
+                    self.hosts[h].node.run_identity_checks(self.now, &mut out);
                     self.send_all(h, &mut out);
                     self.collect(h);
                 }
@@ -252,6 +255,7 @@ impl Sim {
                         continue;
                     }
                     self.hosts[h].node.handle_timeout(self.now, &mut out);
+                    self.hosts[h].node.run_identity_checks(self.now, &mut out);
                     self.send_all(h, &mut out);
                     self.collect(h);
                 }

@@ -79,6 +79,12 @@ pub const REKEY_AFTER_PACKETS: u64 = 1 << 48;
 pub const KEY_OVERLAP_MS: u64 = 30_000;
 /// Sessions kept per peer (the newest sends).
 pub const MAX_SESSIONS_PER_PEER: usize = 3;
+/// A session is wiped this long after it was made, used or not: keys never
+/// outlive a few rekey intervals even when rekeys are blocked.
+pub const SESSION_MAX_AGE_MS: u64 = 3 * REKEY_INTERVAL_MS;
+/// A session answered to a HELLO and never confirmed by a packet under it
+/// is dropped after this.
+pub const SESSION_PENDING_TIMEOUT_MS: u64 = 30_000;
 /// A HELLO not answered is sent again after this.
 pub const HELLO_RETRY_INTERVAL_MS: u64 = 1_000;
 /// A handshake not completed is abandoned (its ephemeral wiped) after this.
@@ -93,6 +99,40 @@ pub const HELLO_BURST: u32 = 20;
 pub const WHOIS_RETRY_INTERVAL_MS: u64 = 500;
 /// WHOIS gives up after this.
 pub const WHOIS_TIMEOUT_MS: u64 = 5_000;
+/// Most addresses a node asks the roots about at once (the WHOIS table).
+pub const MAX_PENDING_WHOIS: usize = 1_024;
+/// Most askers a root remembers for one WHOIS it passed on to other roots.
+pub const MAX_WHOIS_ASKERS: usize = 8;
+/// Identity checks (the memory-hard hash) run per second at most, node-wide.
+pub const IDENTITY_CHECKS_PER_SECOND: u64 = 20;
+/// ...and their burst.
+pub const IDENTITY_CHECK_BURST: u32 = 20;
+/// Identity checks waiting for the budget; past this a new one replaces a
+/// random waiting one (a flood cannot keep a legitimate node out for long).
+pub const MAX_PENDING_IDENTITY_CHECKS: usize = 64;
+/// Identities already verified, remembered (address -> public key) so they
+/// are never hashed again.
+pub const MAX_VERIFIED_IDENTITIES: usize = 16_384;
+/// Identities that failed the check, remembered so they are never hashed again.
+pub const MAX_FAILED_IDENTITIES: usize = 4_096;
+/// Most source IPs (IPv6: /64 prefixes) with a HELLO or relay budget tracked.
+pub const MAX_RATE_LIMITED_SOURCES: usize = 16_384;
+/// Most peers a node holds; past this no new peer is admitted until idle
+/// ones are forgotten.
+pub const MAX_PEERS: usize = 65_536;
+/// Most socket addresses remembered as the confirmed path of some peer
+/// (what a root relays from).
+pub const MAX_KNOWN_PATHS: usize = 131_072;
+/// Most destinations a root remembers as reached through another root.
+pub const MAX_RELAY_ROUTES: usize = 65_536;
+/// Idle peers and stale routes are swept this often.
+pub const SWEEP_INTERVAL_MS: u64 = 1_000;
+/// Most peers a root remembers as relaying for others (moons, other roots).
+pub const MAX_RELAYERS: usize = 16;
+/// A HELLO budget of a source idle this long is full again and forgotten.
+pub const HELLO_BUCKET_IDLE_MS: u64 = 10_000;
+/// A route learned from a packet relayed by another root is kept this long.
+pub const RELAY_ROUTE_TTL_MS: u64 = 300_000;
 /// Messages held per peer while waiting for its identity or a session.
 pub const MAX_QUEUED_PER_PEER: usize = 32;
 /// Paths remembered per peer.
@@ -117,8 +157,13 @@ pub const PATH_IDLE_TIMEOUT_MS: u64 = 45_000;
 pub const SILENT_PEER_HELLO_AFTER_MS: u64 = 2_000;
 /// A peer is in use if user traffic went either way this recently.
 pub const PEER_ACTIVE_WINDOW_MS: u64 = 10_000;
-/// Sessions with a peer not heard from for this long are not renewed.
+/// Sessions with a peer not heard from for this long are not renewed, and a
+/// non-root peer idle this long is forgotten (sessions wiped).
 pub const PEER_IDLE_TIMEOUT_MS: u64 = 300_000;
+/// PUSH_DIRECT_PATHS accepted from one peer: one per this interval (burst 2).
+pub const PUSH_DIRECT_PATHS_MIN_INTERVAL_MS: u64 = 5_000;
+/// A pushed candidate path is probed at most this many times without an answer.
+pub const MAX_UNANSWERED_CANDIDATE_PROBES: u32 = 5;
 /// Direct-path candidates are pushed to a peer this often.
 pub const PUSH_DIRECT_PATHS_INTERVAL_MS: u64 = 120_000;
 /// A root introduces the same pair of nodes at most this often.

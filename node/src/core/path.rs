@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 
 use crate::core::constants::{
-    MAX_PATHS_PER_PEER, PATH_ACTIVE_TIMEOUT_MS, PATH_ANSWER_TIMEOUT_MS, PATH_IDLE_TIMEOUT_MS,
-    PATH_KEEPALIVE_INTERVAL_MS, PATH_PROBE_INTERVAL_ACTIVE_MS, PATH_QUICK_PROBE_AFTER_MS,
-    PATH_QUICK_PROBE_INTERVAL_MS,
+    MAX_PATHS_PER_PEER, MAX_UNANSWERED_CANDIDATE_PROBES, PATH_ACTIVE_TIMEOUT_MS,
+    PATH_ANSWER_TIMEOUT_MS, PATH_IDLE_TIMEOUT_MS, PATH_KEEPALIVE_INTERVAL_MS,
+    PATH_PROBE_INTERVAL_ACTIVE_MS, PATH_QUICK_PROBE_AFTER_MS, PATH_QUICK_PROBE_INTERVAL_MS,
 };
 use crate::core::local_socket::LocalSocket;
 
@@ -32,9 +32,17 @@ pub struct Path {
     /// answering is dead within [`PATH_ANSWER_TIMEOUT_MS`], whatever its
     /// last receive.
     unanswered_since_ms: Option<u64>,
+    /// Probes sent on it while it was never heard from: a candidate that
+    /// never answers is given up after a few (it could be anyone's address).
+    candidate_probes: u32,
 }
 
 impl Path {
+    /// Whether it was never heard from and has been probed enough.
+    fn given_up(&self) -> bool {
+        self.last_receive_ms.is_none() && self.candidate_probes >= MAX_UNANSWERED_CANDIDATE_PROBES
+    }
+
     /// Whether the path is alive: heard from recently enough for the peer's
     /// activity (a busy peer is probed often, so silence means more).
     pub fn is_alive(&self, now_ms: u64, active: bool) -> bool {
@@ -109,8 +117,24 @@ impl PathSet {
             latency_ms: None,
             last_probe_ms: None,
             unanswered_since_ms: None,
+            candidate_probes: 0,
         });
         true
+    }
+
+    /// Records a probe sent on `addr`; returns false if it is a candidate
+    /// given up on (the probe must not go).
+    pub fn note_probe(&mut self, addr: SocketAddr) -> bool {
+        match self.paths.iter_mut().find(|p| p.addr == addr) {
+            Some(p) if p.last_receive_ms.is_none() => {
+                if p.given_up() {
+                    return false;
+                }
+                p.candidate_probes += 1;
+                true
+            }
+            _ => true,
+        }
     }
 
     /// Records an authenticated packet from `addr`. Returns true when this
@@ -201,6 +225,9 @@ impl PathSet {
         };
         let mut due = Vec::new();
         for p in &mut self.paths {
+            if p.given_up() {
+                continue;
+            }
             let candidate = p.last_receive_ms.is_none() || p.stopped_answering(now_ms);
             let wait = if p.answer_overdue(now_ms) && !p.stopped_answering(now_ms) {
                 PATH_QUICK_PROBE_INTERVAL_MS
@@ -231,6 +258,29 @@ mod tests {
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([192, 0, 2, 1], port))
+    }
+
+    #[test]
+    fn a_candidate_that_never_answers_is_given_up() {
+        let mut set = PathSet::default();
+        set.learn(0, addr(9));
+        let mut probes = 0;
+        for t in 0..60u64 {
+            for a in set.due_probes(t * 1000, true) {
+                if set.note_probe(a) {
+                    probes += 1;
+                }
+            }
+        }
+        assert_eq!(probes, MAX_UNANSWERED_CANDIDATE_PROBES);
+        // Pushed again, it is not learned anew (no fresh round of probes).
+        assert!(!set.learn(60_000, addr(9)));
+        assert!(!set.note_probe(addr(9)));
+        // A path that answers is never given up.
+        set.received(1, addr(10), LocalSocket::Primary, true);
+        for _ in 0..20 {
+            assert!(set.note_probe(addr(10)));
+        }
     }
 
     #[test]

@@ -10,11 +10,15 @@ use crate::core::armor::{MacError, PacketKey, armor, dearmor};
 use crate::core::c25519::SharedKey;
 use crate::core::constants::{
     KEY_OVERLAP_MS, MAX_SESSIONS_PER_PEER, REKEY_AFTER_PACKETS, REKEY_INTERVAL_MS,
+    SESSION_MAX_AGE_MS, SESSION_PENDING_TIMEOUT_MS,
 };
 use crate::core::replay::ReplayWindow;
 
 /// Domain separation for session key derivation.
 const SESSION_KDF_LABEL: &[u8] = b"vnet session v1";
+/// Domain separation for the key slot, drawn from public values only so
+/// that no bit of key material shows in packet headers.
+const SESSION_SLOT_LABEL: &[u8] = b"vnet session slot v1";
 
 /// An ephemeral X25519 key pair, wiped on drop.
 pub struct Ephemeral {
@@ -87,8 +91,8 @@ pub fn derive_session(
     dh.zeroize();
     let init_to_resp = PacketKey::from_bytes(t[..32].try_into().expect("32"));
     let resp_to_init = PacketKey::from_bytes(t[32..].try_into().expect("32"));
-    let slot = 1 + t[0] % 3;
     t.zeroize();
+    let slot = session_slot(e_init, e_resp);
     let (send, recv) = match role {
         Role::Initiator => (init_to_resp, resp_to_init),
         Role::Responder => (resp_to_init, init_to_resp),
@@ -103,6 +107,16 @@ pub fn derive_session(
         superseded_ms: None,
         last_receive_ms: None,
     })
+}
+
+/// The key slot (1..=3) of a session, from the two public ephemerals.
+fn session_slot(e_init: &[u8; 32], e_resp: &[u8; 32]) -> u8 {
+    let mut h = Sha512::new();
+    h.update(SESSION_SLOT_LABEL);
+    h.update(e_init);
+    h.update(e_resp);
+    let digest: [u8; 64] = h.finalize().into();
+    1 + digest[0] % 3
 }
 
 /// One session's keys and counters.
@@ -135,15 +149,21 @@ pub enum OpenError {
     Replay,
 }
 
-/// The live sessions with one peer: the newest sends; older ones still
-/// receive until `KEY_OVERLAP_MS` after they were superseded.
+/// The live sessions with one peer: the newest confirmed one sends; older
+/// ones still receive until `KEY_OVERLAP_MS` after they were superseded.
+/// A responder's new session is *pending* until a packet under it
+/// authenticates (key confirmation): a replayed HELLO can never make us
+/// send under keys its sender does not hold, nor evict a live session.
 #[derive(Default)]
 pub struct SessionSet {
     sessions: Vec<Session>,
+    pending: Option<Session>,
+    newly_confirmed: bool,
 }
 
 impl SessionSet {
-    /// Installs a newly established session; it becomes the one that sends.
+    /// Installs a session known to be fresh (we initiated it, and the
+    /// answer matched our own ephemeral): it becomes the one that sends.
     pub fn install(&mut self, now_ms: u64, session: Session) {
         for old in &mut self.sessions {
             old.superseded_ms.get_or_insert(now_ms);
@@ -155,16 +175,52 @@ impl SessionSet {
         }
     }
 
-    /// Drops sessions superseded and unused for `KEY_OVERLAP_MS`. A session
-    /// the peer still sends on stays (after simultaneous handshakes the two
-    /// sides may each send on a different one until the next rekey).
+    /// Installs a session answered to a HELLO: it receives at once, and
+    /// sends only once a packet under it has authenticated. Replaces an
+    /// earlier pending one; live sessions are untouched.
+    pub fn install_pending(&mut self, now_ms: u64, session: Session) {
+        self.pending = Some(session);
+        self.expire(now_ms);
+    }
+
+    /// Whether a session answered to a HELLO waits for its first packet.
+    pub fn has_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Whether the last [`SessionSet::open`] confirmed a pending session
+    /// (it now sends); reading clears it.
+    pub fn take_newly_confirmed(&mut self) -> bool {
+        std::mem::take(&mut self.newly_confirmed)
+    }
+
+    /// Drops sessions superseded and unused for `KEY_OVERLAP_MS`, sessions
+    /// older than `SESSION_MAX_AGE_MS` whatever their use (keys never live
+    /// on when rekeys are blocked), and a pending session never confirmed
+    /// within `SESSION_PENDING_TIMEOUT_MS`. A superseded session the peer
+    /// still sends on stays (after simultaneous handshakes the two sides
+    /// may each send on a different one until the next rekey).
     pub fn expire(&mut self, now_ms: u64) {
         self.sessions.retain(|s| {
-            s.superseded_ms.is_none_or(|t| {
-                let last_use = t.max(s.last_receive_ms.unwrap_or(0));
-                now_ms.saturating_sub(last_use) < KEY_OVERLAP_MS
-            })
+            now_ms.saturating_sub(s.established_ms) < SESSION_MAX_AGE_MS
+                && s.superseded_ms.is_none_or(|t| {
+                    let last_use = t.max(s.last_receive_ms.unwrap_or(0));
+                    now_ms.saturating_sub(last_use) < KEY_OVERLAP_MS
+                })
         });
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|s| now_ms.saturating_sub(s.established_ms) >= SESSION_PENDING_TIMEOUT_MS)
+        {
+            self.pending = None;
+        }
+    }
+
+    /// Wipes every session (an idle peer's keys are not kept).
+    pub fn clear(&mut self) {
+        self.sessions.clear();
+        self.pending = None;
     }
 
     /// Whether any session can send.
@@ -211,6 +267,7 @@ impl SessionSet {
     }
 
     /// Authenticates, replay-checks and decrypts a session packet in place.
+    /// Each candidate key's MAC is computed at most once per packet.
     pub fn open(
         &mut self,
         now_ms: u64,
@@ -220,12 +277,15 @@ impl SessionSet {
     ) -> Result<(), OpenError> {
         self.expire(now_ms);
         let mut any = false;
+        let mut replayed = false;
         // Newest first: that is almost always the one.
         for s in self.sessions.iter_mut().rev().filter(|s| s.slot == slot) {
             any = true;
             if counter == 0 || !s.replay.check(counter) {
-                // Could be another session with the same slot; keep looking,
-                // but remember that this one saw it.
+                // Could be another session with the same slot; keep looking.
+                // A replay of a genuine packet still authenticates: check
+                // (without decrypting) only to tell replays from garbage.
+                replayed |= counter != 0 && dearmor_check_only(&s.recv, packet);
                 continue;
             }
             match dearmor(&s.recv, packet, true) {
@@ -237,16 +297,21 @@ impl SessionSet {
                 Err(MacError) => continue,
             }
         }
+        if let Some(p) = self.pending.as_mut().filter(|p| p.slot == slot) {
+            any = true;
+            if counter != 0 && p.replay.check(counter) && dearmor(&p.recv, packet, true).is_ok() {
+                p.replay.accept(counter);
+                p.last_receive_ms = Some(now_ms);
+                // Key confirmed: the peer holds this session; it now sends.
+                let confirmed = self.pending.take().expect("checked above");
+                self.install(now_ms, confirmed);
+                self.newly_confirmed = true;
+                return Ok(());
+            }
+        }
         if !any {
             return Err(OpenError::NoSession);
         }
-        // Distinguish a replay of a genuine packet from garbage: a replayed
-        // packet still authenticates under some session's key.
-        let replayed = self
-            .sessions
-            .iter()
-            .filter(|s| s.slot == slot)
-            .any(|s| dearmor_check_only(&s.recv, packet));
         Err(if replayed {
             OpenError::Replay
         } else {
@@ -255,7 +320,8 @@ impl SessionSet {
     }
 }
 
-/// MAC check without decrypting (on a copy): used only to classify a drop.
+/// MAC check without decrypting (on a copy): used only to classify a drop
+/// whose counter was already seen.
 fn dearmor_check_only(key: &PacketKey, packet: &[u8]) -> bool {
     let mut copy = packet.to_vec();
     dearmor(key, &mut copy, false).is_ok()

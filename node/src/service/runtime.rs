@@ -399,6 +399,7 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         path: home.path("identity.secret"),
         problem: e.to_string(),
     })?;
+    node.set_clock_epoch_ms(wall_clock_ms());
     let controller_routes = match options.controller {
         Some(factory) => {
             let (plugin, routes) =
@@ -479,6 +480,14 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         spawn("vnet-mapped", UdpThread::Mapped)?;
     }
     spawn("vnet-punch", UdpThread::Punch)?;
+    {
+        let shared = shared.clone();
+        packet_threads.push(
+            std::thread::Builder::new()
+                .name("vnet-idcheck".into())
+                .spawn(move || identity_check_loop(&shared))?,
+        );
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -967,6 +976,30 @@ fn packet_loop(shared: &Shared, kind: UdpThread) {
         }
     }
 }
+
+/// Runs the node's identity checks (the memory-hard hash, ~17 ms each)
+/// without holding the node: packets never wait for them.
+fn identity_check_loop(shared: &Shared) {
+    let mut scratch = crate::core::identity_hash::IdentityHashScratch::new();
+    let mut out = Outbox::new();
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        let job = shared.node().next_identity_check(shared.now_ms());
+        let Some(job) = job else {
+            std::thread::sleep(IDENTITY_CHECK_POLL);
+            continue;
+        };
+        let result = job.run(&mut scratch);
+        let mut node = shared.node();
+        node.identity_check_done(shared.now_ms(), result, &mut out);
+        drain_events(&mut node, shared);
+        drop(node);
+        shared.flush(&out);
+        out.clear();
+    }
+}
+
+/// How often the identity checker looks for work when it has none.
+const IDENTITY_CHECK_POLL: Duration = Duration::from_millis(20);
 
 /// The birthday-punch sockets' reader.
 fn punch_loop(shared: &Shared) {

@@ -27,6 +27,26 @@ pub struct Counters {
     pub dropped_virtual_source: u64,
     /// Packets a root would not relay: their source never said HELLO from there.
     pub dropped_relay_refused: u64,
+    /// HELLOs not newer than the last one accepted from that identity (replays).
+    pub dropped_stale_hello: u64,
+    /// HELLOs from identities that failed the identity check before.
+    pub dropped_identity_failed: u64,
+    /// Identity checks pushed out of the waiting queue by newer ones (a flood).
+    pub dropped_identity_budget: u64,
+    /// Identity checks (memory-hard hashes) run.
+    pub identity_checks: u64,
+    /// WHOIS not asked (the WHOIS table is full).
+    pub dropped_whois_table_full: u64,
+    /// WHOIS received by a node that is no root (never answered).
+    pub dropped_whois_not_root: u64,
+    /// WHOIS a root passed on to other roots.
+    pub whois_passed_on: u64,
+    /// PUSH_DIRECT_PATHS ignored (to a root, or over the sender's budget).
+    pub dropped_push_ignored: u64,
+    /// New peers refused: the peer table is full.
+    pub dropped_peer_table_full: u64,
+    /// Idle peers forgotten.
+    pub forgotten_peers: u64,
     /// Packets relayed for others.
     pub relayed: u64,
     /// World updates refused.

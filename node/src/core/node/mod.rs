@@ -4,6 +4,7 @@
 
 mod counters;
 pub(crate) mod frames;
+mod identity_checks;
 mod network;
 mod outbox;
 mod peer;
@@ -14,6 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 pub use counters::Counters;
+pub use identity_checks::{IdentityCheck, IdentityCheckResult};
 pub use network::{NetworkStatus, NetworkView};
 pub use outbox::{Outbox, Transmit};
 pub use peer::{PeerRole, Route};
@@ -98,6 +100,9 @@ struct WhoisPending {
     first_ms: u64,
     last_sent_ms: Option<u64>,
     queued: Vec<(Verb, Vec<u8>)>,
+    /// On a root: who asked us (and the WHOIS packet's counter), to answer
+    /// once another root told us.
+    askers: Vec<(Address, u64)>,
 }
 
 /// A moon asked for with orbit, not yet received.
@@ -124,6 +129,27 @@ pub struct Node {
     reassembler: Reassembler,
     rendezvous_sent: HashMap<(Address, Address), u64>,
     hello_buckets: HashMap<std::net::IpAddr, (u64, u32)>,
+    /// Identity checks waiting for the driver, and what earlier ones found.
+    identity_checks: identity_checks::IdentityChecks,
+    /// Wall-clock ms at the node's time 0: HELLO timestamps are wall-clock,
+    /// so they keep increasing across restarts (freshness, PROTOCOL.md §3.4).
+    clock_epoch_ms: u64,
+    /// On a root: socket addresses that are confirmed paths of a peer (a
+    /// session packet came straight from there) and when last heard.
+    known_paths: HashMap<SocketAddr, (Address, u64)>,
+    /// On a root: destinations whose packets came relayed by another root
+    /// (moons and other planet roots), and when: what we cannot deliver
+    /// straight goes back the same way.
+    relay_routes: HashMap<Address, (Address, u64)>,
+    /// Addresses of the roots of the worlds held (recomputed on every update).
+    root_addrs: Vec<Address>,
+    /// When idle peers and stale routes were last swept.
+    last_sweep_ms: u64,
+    /// Whether this node is a root of a world it holds (recomputed likewise).
+    am_root: bool,
+    /// On a root: peers that relayed packets of others to us (moons, other
+    /// roots), newest last: WHOIS we cannot answer goes to them too.
+    relayers: Vec<(Address, u64)>,
     local_endpoints: Vec<SocketAddr>,
     reflected: HashMap<Address, SocketAddr>,
     events: VecDeque<Event>,
@@ -161,6 +187,14 @@ impl Node {
             reassembler: Reassembler::default(),
             rendezvous_sent: HashMap::new(),
             hello_buckets: HashMap::new(),
+            identity_checks: identity_checks::IdentityChecks::default(),
+            clock_epoch_ms: 0,
+            known_paths: HashMap::new(),
+            relay_routes: HashMap::new(),
+            root_addrs: Vec::new(),
+            last_sweep_ms: 0,
+            am_root: false,
+            relayers: Vec::new(),
             local_endpoints: Vec::new(),
             reflected: HashMap::new(),
             events: VecDeque::new(),
@@ -176,11 +210,8 @@ impl Node {
             rx_socket: LocalSocket::Primary,
             traversal: traversal::TraversalState::default(),
         };
-        node.add_world_roots(&node.planet.clone());
-        for moon in config.moons {
-            node.add_world_roots(&moon);
-            node.moons.push(moon);
-        }
+        node.moons = config.moons;
+        node.recompute_roles();
         Ok(node)
     }
 
@@ -196,11 +227,7 @@ impl Node {
 
     /// Whether this node is a root of a world it holds.
     pub fn is_root(&self) -> bool {
-        self.worlds().any(|w| {
-            w.roots()
-                .iter()
-                .any(|r| r.identity.address() == self.address)
-        })
+        self.am_root
     }
 
     /// The planet and moons held.
@@ -234,12 +261,97 @@ impl Node {
         self.local_endpoints = endpoints;
     }
 
+    /// Sets the wall-clock time (ms since 1970) at the node's time 0. HELLO
+    /// timestamps are wall-clock so that peers can refuse replayed HELLOs
+    /// and still accept ours after we restart.
+    pub fn set_clock_epoch_ms(&mut self, epoch_ms: u64) {
+        self.clock_epoch_ms = epoch_ms;
+    }
+
+    /// The next identity check to run outside the node, if one waits and
+    /// the node-wide budget (`IDENTITY_CHECKS_PER_SECOND`) allows it now.
+    /// The driver runs it ([`IdentityCheck::run`], ~17 ms) without holding
+    /// the node and hands the result to [`Node::identity_check_done`].
+    pub fn next_identity_check(&mut self, now_ms: u64) -> Option<IdentityCheck> {
+        let job = self.identity_checks.next(now_ms, random_u64());
+        if job.is_some() {
+            self.counters.identity_checks += 1;
+        }
+        job
+    }
+
+    /// Whether identity checks wait (the driver's checker should look).
+    pub fn identity_checks_waiting(&self) -> bool {
+        self.identity_checks.has_ready()
+    }
+
+    /// Takes the result of an identity check: a verified sender's HELLO is
+    /// handled now, a WHOIS answer resolves; a failure is remembered so the
+    /// same identity is never hashed again.
+    pub fn identity_check_done(
+        &mut self,
+        now_ms: u64,
+        result: IdentityCheckResult,
+        out: &mut Outbox,
+    ) {
+        let verified = result.verdict.ok();
+        let (from_whois, hello) = self
+            .identity_checks
+            .done(&result.claimed, verified.as_ref());
+        let Some(identity) = verified else {
+            self.counters.dropped_identity_failed += 1;
+            return;
+        };
+        if from_whois && self.whois.contains_key(&identity.address()) {
+            self.whois_identity_verified(now_ms, identity.clone(), out);
+        }
+        if let Some(mut hello) = hello {
+            let saved = self.rx_socket;
+            self.rx_socket = hello.socket;
+            if let Ok(header) = PacketHeader::decode(&hello.datagram) {
+                self.handle_hello(now_ms, hello.from, &header, &mut hello.datagram, out);
+            }
+            self.rx_socket = saved;
+        }
+    }
+
+    /// Runs every identity check the budget allows now, in place: for
+    /// drivers without a thread of their own for them (tests, simulators).
+    pub fn run_identity_checks(&mut self, now_ms: u64, out: &mut Outbox) {
+        while let Some(job) = self.next_identity_check(now_ms) {
+            let result = job.run(&mut self.scratch);
+            self.identity_check_done(now_ms, result, out);
+        }
+    }
+
     /// Sets the largest UDP payload to send.
     pub fn set_mtu(&mut self, mtu: usize) {
         self.mtu = mtu.clamp(
             PACKET_MIN_LEN_BYTES + FRAGMENT_HEADER_LEN_BYTES + 64,
             PACKET_MAX_LEN_BYTES,
         );
+    }
+
+    /// Gives every peer its role from the worlds held now: the roots of the
+    /// planet and of the moons are roots (with their stable endpoints), every
+    /// other peer a leaf. Run at start and after every world change, so a
+    /// root dropped by an update loses its role at once.
+    fn recompute_roles(&mut self) {
+        let worlds: Vec<World> = self.worlds().cloned().collect();
+        for peer in self.peers.values_mut() {
+            if peer.role != PeerRole::Leaf {
+                peer.role = PeerRole::Leaf;
+                peer.stable_endpoints.clear();
+            }
+        }
+        self.root_addrs.clear();
+        for world in &worlds {
+            self.add_world_roots(world);
+        }
+        let me = self.address;
+        self.am_root = worlds
+            .iter()
+            .any(|w| w.roots().iter().any(|r| r.identity.address() == me));
     }
 
     fn add_world_roots(&mut self, world: &World) {
@@ -258,6 +370,9 @@ impl Node {
                 };
                 self.peers
                     .insert(addr, Peer::new(root.identity.clone(), agreement, role));
+            }
+            if !self.root_addrs.contains(&addr) {
+                self.root_addrs.push(addr);
             }
             let peer = self.peers.get_mut(&addr).expect("just inserted");
             // A planet root that is also a moon root stays PLANET.
@@ -384,7 +499,14 @@ impl Node {
                 return;
             }
         }
+        let newly_confirmed = peer.sessions.take_newly_confirmed();
         self.heard_from(now_ms, header.src, from, direct);
+        if newly_confirmed {
+            // A new session with this peer: it may have restarted, so the
+            // certificates it had from us are resent; what waited goes now.
+            frames::forget_credentials_sent(&mut self.networks, header.src);
+            self.flush_queued(now_ms, header.src, out);
+        }
         let Some(&verb_byte) = packet.get(PACKET_HEADER_LEN_BYTES) else {
             self.counters.dropped_bad_payload += 1;
             return;
@@ -417,7 +539,9 @@ impl Node {
             if peer.is_root() && !self.rx_socket.is_tcp() {
                 self.traversal.udp_from_root_ms = Some(now_ms);
             }
-            if peer.paths.received(now_ms, from, self.rx_socket, active) {
+            let new_path = peer.paths.received(now_ms, from, self.rx_socket, active);
+            self.note_known_path(now_ms, from, src);
+            if new_path {
                 self.note_route(now_ms, src);
             }
         } else if !peer.is_root() {
@@ -486,6 +610,20 @@ impl Node {
             Verb::Rendezvous => {
                 Rendezvous::decode(payload).map(|r| self.handle_rendezvous(now_ms, src, r, out))
             }
+            Verb::PushDirectPaths if self.am_root => {
+                // Roots never probe where a stranger tells them to.
+                self.counters.dropped_push_ignored += 1;
+                Ok(())
+            }
+            Verb::PushDirectPaths
+                if !self
+                    .peers
+                    .get_mut(&src)
+                    .is_some_and(|p| p.push_allowed(now_ms)) =>
+            {
+                self.counters.dropped_push_ignored += 1;
+                Ok(())
+            }
             Verb::PushDirectPaths => decode_push_direct_paths(payload).map(|(paths, mapping)| {
                 // Addresses inside our virtual networks would run the tunnel through itself.
                 let virtual_ips: Vec<bool> = paths
@@ -534,11 +672,25 @@ impl Node {
 
     // --------------------------------------------------------------- HELLO
 
+    /// Token bucket per source IP (per /64 for IPv6): HELLO_RATE_PER_SECOND,
+    /// burst HELLO_BURST. Charged only for authenticated HELLOs, so garbage
+    /// sent in a victim's name cannot lock it out.
     fn hello_allowed(&mut self, now_ms: u64, from: SocketAddr) -> bool {
-        // Token bucket per source IP: HELLO_RATE_PER_SECOND, burst HELLO_BURST.
+        let key = rate_key(from.ip());
+        if !self.hello_buckets.contains_key(&key)
+            && self.hello_buckets.len() >= MAX_RATE_LIMITED_SOURCES
+        {
+            // Full: forget sources whose bucket is full again; if none, the
+            // stranger waits (the table never grows past its bound).
+            self.hello_buckets
+                .retain(|_, (t, _)| now_ms.saturating_sub(*t) < HELLO_BUCKET_IDLE_MS);
+            if self.hello_buckets.len() >= MAX_RATE_LIMITED_SOURCES {
+                return false;
+            }
+        }
         let bucket = self
             .hello_buckets
-            .entry(from.ip())
+            .entry(key)
             .or_insert((now_ms, HELLO_BURST));
         let refill = (now_ms.saturating_sub(bucket.0) * HELLO_RATE_PER_SECOND / 1000) as u32;
         if refill > 0 {
@@ -552,6 +704,12 @@ impl Node {
         true
     }
 
+    /// A HELLO (PROTOCOL.md §3.4). Authenticated first (MAC under the static
+    /// key; an unknown sender's identity is checked off the packet path, the
+    /// HELLO kept meanwhile); then it must be newer than the last one
+    /// accepted from that identity, or it changes nothing. The session it
+    /// makes only receives until a packet under it authenticates, and no
+    /// path is learned from a HELLO (only from session packets).
     fn handle_hello(
         &mut self,
         now_ms: u64,
@@ -560,10 +718,6 @@ impl Node {
         packet: &mut [u8],
         out: &mut Outbox,
     ) {
-        if !self.hello_allowed(now_ms, from) {
-            self.counters.dropped_rate_limited += 1;
-            return;
-        }
         if packet.get(PACKET_HEADER_LEN_BYTES) != Some(&(Verb::Hello as u8)) {
             self.counters.dropped_bad_payload += 1;
             return;
@@ -580,61 +734,95 @@ impl Node {
             self.counters.dropped_bad_payload += 1;
             return;
         }
-        // Known peer: the key must be the one we know. Unknown: MAC first
-        // (cheap), then the memory-hard identity check.
-        let known = self
-            .peers
-            .get(&header.src)
-            .map(|p| *p.identity.public_key());
-        if let Some(key) = known {
-            if key != hello.identity.public {
-                self.counters.dropped_bad_mac += 1;
-                return;
-            }
-            let peer = self.peers.get(&header.src).expect("known");
-            if dearmor(&peer.static_key, packet, false).is_err() {
-                self.counters.dropped_bad_mac += 1;
-                return;
-            }
-        } else {
-            let Ok(agreement) = self.key_pair.agree(&hello.identity.public) else {
-                self.counters.dropped_bad_mac += 1;
+        // The key must be the one we know for that address (a peer, or an
+        // identity verified before); else MAC first (cheap), then the check.
+        let known_key = match self.peers.get(&header.src) {
+            Some(p) => Some(*p.identity.public_key()),
+            None => self.identity_checks.verified_key(header.src).copied(),
+        };
+        if known_key.is_some_and(|k| k != hello.identity.public) {
+            self.counters.dropped_bad_mac += 1;
+            return;
+        }
+        if known_key.is_none()
+            && self
+                .identity_checks
+                .known_bad(header.src, &hello.identity.public)
+        {
+            self.counters.dropped_identity_failed += 1;
+            return;
+        }
+        let mac_ok = match self.peers.get(&header.src) {
+            Some(peer) => dearmor(&peer.static_key, packet, false).is_ok(),
+            None => match self.key_pair.agree(&hello.identity.public) {
+                Ok(agreement) => {
+                    let key = crate::core::armor::PacketKey::from_bytes(
+                        agreement.as_bytes()[..32].try_into().expect("32"),
+                    );
+                    dearmor(&key, packet, false).is_ok()
+                }
+                Err(_) => false,
+            },
+        };
+        if !mac_ok {
+            self.counters.dropped_bad_mac += 1;
+            return;
+        }
+        if !self.hello_allowed(now_ms, from) {
+            self.counters.dropped_rate_limited += 1;
+            return;
+        }
+        if !self.peers.contains_key(&header.src) {
+            let Some(identity) = self
+                .identity_checks
+                .verified(header.src, &hello.identity.public)
+                .cloned()
+            else {
+                // Unknown identity: check it off the packet path, then handle
+                // this HELLO again. Known peers never wait for this.
+                let stash = identity_checks::StashedHello {
+                    socket: self.rx_socket,
+                    from,
+                    datagram: packet.to_vec(),
+                };
+                let queued = self.identity_checks.request(
+                    hello.identity.clone(),
+                    false,
+                    Some(stash),
+                    random_u64(),
+                );
+                match queued {
+                    identity_checks::Queued::KnownBad => self.counters.dropped_identity_failed += 1,
+                    identity_checks::Queued::Replaced => self.counters.dropped_identity_budget += 1,
+                    identity_checks::Queued::Waiting => {}
+                }
                 return;
             };
-            let key = crate::core::armor::PacketKey::from_bytes(
-                agreement.as_bytes()[..32].try_into().expect("32"),
-            );
-            if dearmor(&key, packet, false).is_err() {
-                self.counters.dropped_bad_mac += 1;
+            if !self.admit_peer(now_ms, identity, PeerRole::Leaf) {
                 return;
             }
-            let unchecked = crate::core::identity::UncheckedIdentity {
-                address: hello.identity.address,
-                public: hello.identity.public,
-                secret: None,
-            };
-            let Ok(identity) = unchecked.check(&mut self.scratch) else {
-                self.counters.dropped_bad_payload += 1;
-                return;
-            };
-            let mut peer = Peer::new(identity, agreement, PeerRole::Leaf);
-            if header.hops > 0 {
+            if header.hops > 0
+                && let Some(peer) = self.peers.get_mut(&header.src)
+            {
                 peer.relayed_since_ms = Some(now_ms);
             }
-            self.peers.insert(header.src, peer);
             self.whois_resolved(now_ms, header.src, out);
-        }
-        if header.hops > 0 {
-            self.note_relayed_via(header.src, from);
         }
         let direct = header.hops == 0;
         let my_address = self.address;
         let peer = self.peers.get_mut(&header.src).expect("peer exists");
-        // Respond: a fresh ephemeral, a session, and OK(HELLO) under the static
-        // key; a HELLO with an ephemeral already answered gets the same answer.
+        // Respond: a fresh ephemeral, a pending session, and OK(HELLO) under
+        // the static key; a HELLO with an ephemeral already answered (the
+        // same handshake sent to several paths, or a retry) gets the same
+        // answer and changes nothing.
         let eph_public = match peer.answered {
             Some((theirs, ours)) if theirs == hello.ephemeral => ours,
             _ => {
+                if hello.timestamp_ms <= peer.last_hello_timestamp_ms {
+                    // Not newer than the last HELLO accepted: a replay.
+                    self.counters.dropped_stale_hello += 1;
+                    return;
+                }
                 let ephemeral = Ephemeral::generate();
                 let eph_public = *ephemeral.public();
                 let Some(session) = derive_session(
@@ -649,21 +837,16 @@ impl Node {
                     self.counters.dropped_bad_payload += 1;
                     return;
                 };
-                peer.sessions.install(now_ms, session);
+                peer.sessions.install_pending(now_ms, session);
                 peer.answered = Some((hello.ephemeral, eph_public));
-                frames::forget_credentials_sent(&mut self.networks, header.src);
+                peer.last_hello_timestamp_ms = hello.timestamp_ms;
+                self.identity_checks
+                    .note_hello_timestamp(header.src, hello.timestamp_ms);
                 eph_public
             }
         };
+        let peer = self.peers.get_mut(&header.src).expect("peer exists");
         peer.versions = Some(hello.versions);
-        peer.last_receive_ms = Some(now_ms);
-        if direct {
-            let active = peer.is_active(now_ms);
-            peer.paths.received(now_ms, from, self.rx_socket, active);
-            if peer.is_root() && !self.rx_socket.is_tcp() {
-                self.traversal.udp_from_root_ms = Some(now_ms);
-            }
-        }
         // Worlds the peer holds older copies of, or wants: due once a
         // session packet arrives straight from it.
         let mut due = Vec::new();
@@ -706,6 +889,33 @@ impl Node {
         };
         self.send_static(now_ms, header.src, to, Verb::Ok, &body, out);
         self.flush_queued(now_ms, header.src, out);
+    }
+
+    /// Adds a peer whose identity is verified, within the peer table's
+    /// bound; returns whether it is (now) known.
+    fn admit_peer(&mut self, now_ms: u64, identity: Identity, role: PeerRole) -> bool {
+        let addr = identity.address();
+        if self.peers.contains_key(&addr) {
+            return true;
+        }
+        if self.peers.len() >= MAX_PEERS {
+            self.forget_idle_peers(now_ms);
+            if self.peers.len() >= MAX_PEERS {
+                self.counters.dropped_peer_table_full += 1;
+                return false;
+            }
+        }
+        let Ok(agreement) = self.key_pair.agree(identity.public_key()) else {
+            self.counters.dropped_bad_payload += 1;
+            return false;
+        };
+        let last_hello = self.identity_checks.hello_timestamp(addr);
+        self.identity_checks.remember_verified(identity.clone());
+        let mut peer = Peer::new(identity, agreement, role);
+        peer.last_hello_timestamp_ms = last_hello;
+        peer.admitted_ms = now_ms;
+        self.peers.insert(addr, peer);
+        true
     }
 
     /// A static-key packet that is not HELLO: OK(HELLO) or ERROR(HELLO).
@@ -759,7 +969,7 @@ impl Node {
         peer.versions = Some(ok.versions);
         frames::forget_credentials_sent(&mut self.networks, header.src);
         peer.last_receive_ms = Some(now_ms);
-        let rtt = now_ms.saturating_sub(ok.echoed_timestamp_ms);
+        let rtt = (self.clock_epoch_ms + now_ms).saturating_sub(ok.echoed_timestamp_ms);
         peer.measured(rtt);
         if header.hops == 0 {
             let active = peer.is_active(now_ms);
@@ -793,6 +1003,11 @@ impl Node {
         {
             self.reflected.insert(header.src, reflected);
         }
+        // Key confirmation: the responder sends under the new session only
+        // once a packet under it authenticated. A NOP goes first, whatever
+        // else is queued, by the path the answer came on.
+        let to = (header.hops == 0 && !self.no_udp_to(header.src)).then_some(from);
+        self.send_session(now_ms, header.src, to, Verb::Nop, &[], out);
         self.flush_queued(now_ms, header.src, out);
         if !is_root {
             self.push_direct_paths(now_ms, header.src, out);
@@ -851,18 +1066,28 @@ impl Node {
                     if !self.whois.contains_key(&addr) || self.peers.contains_key(&addr) {
                         continue;
                     }
-                    let Ok(identity) = unchecked.check(&mut self.scratch) else {
+                    // Only from a root we asked; the check runs off the packet
+                    // path (first in line), unless this identity is known.
+                    if !self.is_root_or_relayer(header.src) {
                         self.counters.dropped_bad_payload += 1;
-                        continue;
-                    };
-                    let Ok(agreement) = self.key_pair.agree(identity.public_key()) else {
-                        continue;
-                    };
-                    let mut peer = Peer::new(identity, agreement, PeerRole::Leaf);
-                    // Learned through a root: reached through it until a direct path opens.
-                    peer.relayed_since_ms = Some(now_ms);
-                    self.peers.insert(addr, peer);
-                    self.whois_resolved(now_ms, addr, out);
+                        return;
+                    }
+                    match self
+                        .identity_checks
+                        .verified(addr, &unchecked.public)
+                        .cloned()
+                    {
+                        Some(identity) => self.whois_identity_verified(now_ms, identity, out),
+                        None => {
+                            if self
+                                .identity_checks
+                                .request(unchecked, true, None, random_u64())
+                                == identity_checks::Queued::KnownBad
+                            {
+                                self.counters.dropped_identity_failed += 1;
+                            }
+                        }
+                    }
                 }
             }
             _ => {}
@@ -885,18 +1110,98 @@ impl Node {
 
     /// The root reached at `addr`, if any.
     fn root_at(&self, addr: SocketAddr) -> Option<Address> {
-        self.peers
-            .iter()
-            .find(|(_, p)| {
+        self.root_addrs.iter().copied().find(|a| {
+            self.peers.get(a).is_some_and(|p| {
                 p.is_root()
                     && (p.paths.iter().any(|x| x.addr == addr)
                         || p.stable_endpoints.contains(&addr))
             })
+        })
+    }
+
+    /// On a root: records that a session packet came straight from `peer` at
+    /// `from` (what a root relays from). Bounded; stale entries go first.
+    fn note_known_path(&mut self, now_ms: u64, from: SocketAddr, peer: Address) {
+        if !self.am_root {
+            return;
+        }
+        if !self.known_paths.contains_key(&from) && self.known_paths.len() >= MAX_KNOWN_PATHS {
+            self.known_paths
+                .retain(|_, (_, t)| now_ms.saturating_sub(*t) < PATH_IDLE_TIMEOUT_MS);
+            if self.known_paths.len() >= MAX_KNOWN_PATHS {
+                return;
+            }
+        }
+        self.known_paths.insert(from, (peer, now_ms));
+    }
+
+    /// The peer that talks to us from `from` (a confirmed path heard
+    /// recently), if any.
+    fn known_path_owner(&self, now_ms: u64, from: SocketAddr) -> Option<Address> {
+        self.known_paths
+            .get(&from)
+            .filter(|(a, t)| {
+                now_ms.saturating_sub(*t) < PATH_IDLE_TIMEOUT_MS && self.peers.contains_key(a)
+            })
             .map(|(a, _)| *a)
+    }
+
+    /// On a root: `dest` is reached through `relayer` (another root that
+    /// relayed its packets to us). Bounded.
+    fn note_relay_route(&mut self, now_ms: u64, dest: Address, relayer: Address) {
+        if !self.relay_routes.contains_key(&dest) && self.relay_routes.len() >= MAX_RELAY_ROUTES {
+            self.relay_routes
+                .retain(|_, (_, t)| now_ms.saturating_sub(*t) < RELAY_ROUTE_TTL_MS);
+            if self.relay_routes.len() >= MAX_RELAY_ROUTES {
+                return;
+            }
+        }
+        self.relay_routes.insert(dest, (relayer, now_ms));
+        match self.relayers.iter().position(|(a, _)| *a == relayer) {
+            Some(i) => self.relayers[i].1 = now_ms,
+            None => {
+                if self.relayers.len() >= MAX_RELAYERS {
+                    self.relayers.remove(0);
+                }
+                self.relayers.push((relayer, now_ms));
+            }
+        }
+    }
+
+    /// Whether `addr` is a root of ours or a peer that relays for others.
+    fn is_root_or_relayer(&self, addr: Address) -> bool {
+        self.peers.get(&addr).is_some_and(|p| p.is_root())
+            || self.relayers.iter().any(|(a, _)| *a == addr)
+    }
+
+    /// On a root: the other roots (and relaying roots) with a live session,
+    /// which WHOIS we cannot answer is passed on to.
+    fn upstream_roots(&self, now_ms: u64, except: Address) -> Vec<Address> {
+        let mut ups: Vec<Address> = Vec::new();
+        let candidates = self
+            .root_addrs
+            .iter()
+            .copied()
+            .chain(self.relayers.iter().map(|(a, _)| *a));
+        for a in candidates {
+            if a == except || ups.contains(&a) {
+                continue;
+            }
+            if self.peers.get(&a).is_some_and(|p| {
+                p.sessions.is_established() && p.paths.preferred(now_ms, false).is_some()
+            }) {
+                ups.push(a);
+            }
+        }
+        ups
     }
 
     // ------------------------------------------------------- WHOIS and roots
 
+    /// WHOIS: only roots answer (a leaf never tells who its peers are).
+    /// What a root cannot answer itself it passes on to the other roots it
+    /// knows, once, and answers when they do; a WHOIS from a root is never
+    /// passed on (no loops). At most one NOT_FOUND per request.
     fn answer_whois(
         &mut self,
         now_ms: u64,
@@ -905,6 +1210,10 @@ impl Node {
         addrs: &[Address],
         out: &mut Outbox,
     ) {
+        if !self.am_root {
+            self.counters.dropped_whois_not_root += 1;
+            return;
+        }
         let mut found = Vec::with_capacity(16);
         encode_in_re(
             InRe {
@@ -914,33 +1223,72 @@ impl Node {
             &mut found,
         );
         let mut any = false;
+        let mut unknown = Vec::new();
         for a in addrs {
-            if let Some(p) = self.peers.get(a) {
-                p.identity.encode_into(&mut found, false);
-                any = true;
+            match self.peers.get(a) {
+                Some(p) => {
+                    p.identity.encode_into(&mut found, false);
+                    any = true;
+                }
+                None if !unknown.contains(a) => unknown.push(*a),
+                None => {}
             }
         }
         if any {
             self.send_session(now_ms, asker, None, Verb::Ok, &found, out);
         }
-        let unknown: Vec<Address> = addrs
-            .iter()
-            .copied()
-            .filter(|a| !self.peers.contains_key(a))
-            .collect();
-        for a in unknown {
-            let mut err = Vec::with_capacity(15);
-            encode_in_re(
-                InRe {
-                    verb: Verb::Whois,
-                    counter,
-                },
-                &mut err,
-            );
-            err.push(ERROR_OBJECT_NOT_FOUND);
-            err.extend_from_slice(&a.to_bytes());
-            self.send_session(now_ms, asker, None, Verb::Error, &err, out);
+        let Some(&first_unknown) = unknown.first() else {
+            return;
+        };
+        let pass_on =
+            !self.is_root_or_relayer(asker) && !self.upstream_roots(now_ms, asker).is_empty();
+        if pass_on {
+            for a in unknown {
+                self.pass_on_whois(now_ms, a, asker, counter, out);
+            }
+            return;
         }
+        let mut err = Vec::with_capacity(15);
+        encode_in_re(
+            InRe {
+                verb: Verb::Whois,
+                counter,
+            },
+            &mut err,
+        );
+        err.push(ERROR_OBJECT_NOT_FOUND);
+        err.extend_from_slice(&first_unknown.to_bytes());
+        self.send_session(now_ms, asker, None, Verb::Error, &err, out);
+    }
+
+    /// Asks the other roots about `addr` for `asker` (bounded: one pending
+    /// entry per address, a few askers each).
+    fn pass_on_whois(
+        &mut self,
+        now_ms: u64,
+        addr: Address,
+        asker: Address,
+        counter: u64,
+        out: &mut Outbox,
+    ) {
+        if !self.whois.contains_key(&addr) && self.whois.len() >= MAX_PENDING_WHOIS {
+            self.counters.dropped_whois_table_full += 1;
+            return;
+        }
+        let entry = self.whois.entry(addr).or_insert(WhoisPending {
+            first_ms: now_ms,
+            last_sent_ms: None,
+            queued: Vec::new(),
+            askers: Vec::new(),
+        });
+        if !entry.askers.iter().any(|(a, _)| *a == asker) {
+            if entry.askers.len() >= MAX_WHOIS_ASKERS {
+                entry.askers.remove(0);
+            }
+            entry.askers.push((asker, counter));
+        }
+        self.counters.whois_passed_on += 1;
+        self.send_whois_if_due(now_ms, addr, out);
     }
 
     /// Queues `message` for `addr` and asks the roots who it is.
@@ -951,10 +1299,22 @@ impl Node {
         message: Option<(Verb, Vec<u8>)>,
         out: &mut Outbox,
     ) {
+        // Bounded; strangers' packets (no message of ours waits) get half
+        // the table at most, so they never crowd out our own questions.
+        let limit = if message.is_some() {
+            MAX_PENDING_WHOIS
+        } else {
+            MAX_PENDING_WHOIS / 2
+        };
+        if !self.whois.contains_key(&addr) && self.whois.len() >= limit {
+            self.counters.dropped_whois_table_full += 1;
+            return;
+        }
         let entry = self.whois.entry(addr).or_insert(WhoisPending {
             first_ms: now_ms,
             last_sent_ms: None,
             queued: Vec::new(),
+            askers: Vec::new(),
         });
         if let Some(m) = message
             && entry.queued.len() < MAX_QUEUED_PER_PEER
@@ -965,7 +1325,21 @@ impl Node {
     }
 
     fn send_whois_if_due(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
-        let root = self.best_root(now_ms);
+        // A leaf asks its best root; a root asks every other root it knows
+        // (a handful), except those that asked it.
+        let targets: Vec<Address> = if self.am_root {
+            let askers: Vec<Address> = self
+                .whois
+                .get(&addr)
+                .map(|w| w.askers.iter().map(|(a, _)| *a).collect())
+                .unwrap_or_default();
+            self.upstream_roots(now_ms, addr)
+                .into_iter()
+                .filter(|r| !askers.contains(r))
+                .collect()
+        } else {
+            self.best_root(now_ms).into_iter().collect()
+        };
         let Some(entry) = self.whois.get_mut(&addr) else {
             return;
         };
@@ -975,15 +1349,48 @@ impl Node {
         {
             return;
         }
-        let Some(root) = root else {
+        if targets.is_empty() {
             return;
-        };
+        }
         entry.last_sent_ms = Some(now_ms);
-        self.send_session(now_ms, root, None, Verb::Whois, &addr.to_bytes(), out);
+        for root in targets {
+            self.send_session(now_ms, root, None, Verb::Whois, &addr.to_bytes(), out);
+        }
+    }
+
+    /// An identity we asked the roots for, verified: a peer now, reached
+    /// through a root until a direct path opens; askers waiting on a root
+    /// are answered.
+    fn whois_identity_verified(&mut self, now_ms: u64, identity: Identity, out: &mut Outbox) {
+        let addr = identity.address();
+        if !self.admit_peer(now_ms, identity, PeerRole::Leaf) {
+            return;
+        }
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            peer.relayed_since_ms.get_or_insert(now_ms);
+        }
+        self.whois_resolved(now_ms, addr, out);
     }
 
     fn whois_resolved(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
         if let Some(pending) = self.whois.remove(&addr) {
+            // Askers a root passed this WHOIS on for get the answer now.
+            if !pending.askers.is_empty()
+                && let Some(identity) = self.peers.get(&addr).map(|p| p.identity.clone())
+            {
+                for (asker, counter) in &pending.askers {
+                    let mut found = Vec::with_capacity(96);
+                    encode_in_re(
+                        InRe {
+                            verb: Verb::Whois,
+                            counter: *counter,
+                        },
+                        &mut found,
+                    );
+                    identity.encode_into(&mut found, false);
+                    self.send_session(now_ms, *asker, None, Verb::Ok, &found, out);
+                }
+            }
             if let Some(peer) = self.peers.get_mut(&addr) {
                 peer.queued.extend(pending.queued);
             }
@@ -995,8 +1402,9 @@ impl Node {
 
     /// The root with a live session and the lowest latency.
     fn best_root(&self, now_ms: u64) -> Option<Address> {
-        self.peers
+        self.root_addrs
             .iter()
+            .filter_map(|a| self.peers.get(a).map(|p| (a, p)))
             .filter(|(_, p)| p.is_root() && p.sessions.is_established())
             .filter(|(_, p)| p.paths.preferred(now_ms, false).is_some())
             .min_by_key(|(a, p)| (p.latency_ms.unwrap_or(u64::MAX / 2), **a))
@@ -1046,10 +1454,13 @@ impl Node {
 
     /// One probe on one path: an ECHO if a session exists, else a HELLO.
     fn probe(&mut self, now_ms: u64, addr: Address, to: SocketAddr, out: &mut Outbox) {
-        let established = self
-            .peers
-            .get(&addr)
-            .is_some_and(|p| p.sessions.is_established());
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if !peer.paths.note_probe(to) {
+            return;
+        }
+        let established = peer.sessions.is_established();
         if established {
             let payload = echo_payload(ECHO_KIND_PROBE, 0, now_ms);
             self.send_session(now_ms, addr, Some(to), Verb::Echo, &payload, out);
@@ -1082,6 +1493,13 @@ impl Node {
 
     // --------------------------------------------------------------- relay
 
+    /// Relays a packet or fragment not for us (roots only). Only from where
+    /// a peer talks to us (a session packet came straight from there: the
+    /// sender itself, or another root relaying), fragments included, and
+    /// within each source IP's budget. Straight to the destination; else
+    /// back through the root its packets came by; else, for a packet
+    /// straight from its sender, on to another root (a moon passes on to
+    /// its planet). The hop count bounds every chain.
     fn relay(
         &mut self,
         now_ms: u64,
@@ -1091,37 +1509,47 @@ impl Node {
         src: Option<Address>,
         out: &mut Outbox,
     ) {
-        if !self.is_root() {
+        if !self.am_root {
             self.counters.dropped_unroutable += 1;
             return;
         }
-        // Only for nodes that said HELLO to us from where this came, or
-        // what another root passes on (no open relay for strangers), and
-        // within each source's rate.
-        let src_here = src.is_some_and(|src| {
-            self.peers
-                .get(&src)
-                .is_some_and(|p| p.paths.iter().any(|x| x.addr == from))
-        });
-        if src.is_some() && !src_here && self.root_at(from).is_none() {
+        let from_peer = self.known_path_owner(now_ms, from);
+        let from_root = self.root_at(from);
+        if from_peer.is_none() && from_root.is_none() {
             self.counters.dropped_relay_refused += 1;
             return;
         }
+        // Straight from its sender (whole packet whose source is the peer
+        // at `from`, or a fragment from a leaf), or passed on by a relayer.
+        let relayer = from_root.or(from_peer.filter(|p| src.is_some_and(|s| s != *p)));
+        let relayer = relayer.filter(|r| Some(*r) != src);
         if !self.traversal.relay_allowed(now_ms, from) {
             self.counters.dropped_rate_limited += 1;
             return;
         }
-        // Straight to the destination, else to the root it is reached
-        // through (a node relaying over TCP holds a path to one root only).
+        if let (Some(src), Some(r)) = (src, relayer) {
+            self.note_relay_route(now_ms, src, r);
+        }
         let dest_peer = self.peers.get(&dest);
         let direct = dest_peer
             .and_then(|p| p.paths.preferred(now_ms, false))
             .map(|p| (p.addr, p.socket, true));
-        let Some((to, socket, to_dest)) = direct.or_else(|| {
-            let root = dest_peer?.relayed_via?;
+        let via_root = || {
+            let root = dest_peer
+                .and_then(|p| p.relayed_via)
+                .or_else(|| self.relay_routes.get(&dest).map(|(r, _)| *r))?;
             let p = self.peers.get(&root)?.paths.preferred(now_ms, false)?;
             Some((p.addr, p.socket, false))
-        }) else {
+        };
+        let upstream = || {
+            if relayer.is_some() {
+                return None;
+            }
+            let root = self.best_root(now_ms)?;
+            let p = self.peers.get(&root)?.paths.preferred(now_ms, false)?;
+            Some((p.addr, p.socket, false))
+        };
+        let Some((to, socket, to_dest)) = direct.or_else(via_root).or_else(upstream) else {
             self.counters.dropped_unroutable += 1;
             return;
         };
@@ -1134,7 +1562,8 @@ impl Node {
         // Introduce the two so they can try a direct path: only where both
         // are reached straight, over UDP (a TCP peer address takes no UDP).
         if let Some(src) = src
-            && src_here
+            && relayer.is_none()
+            && from_peer == Some(src)
             && to_dest
             && !socket.is_tcp()
             && !self.rx_socket.is_tcp()
@@ -1195,16 +1624,7 @@ impl Node {
         let before = self.moons.len() + self.wanted_moons.len();
         self.moons.retain(|m| m.id() != world_id);
         self.wanted_moons.retain(|m| m.id != world_id);
-        let held: Vec<Address> = self
-            .worlds()
-            .flat_map(|w| w.roots().iter().map(|r| r.identity.address()))
-            .collect();
-        for (addr, peer) in self.peers.iter_mut() {
-            if peer.role == PeerRole::Moon && !held.contains(addr) {
-                peer.role = PeerRole::Leaf;
-                peer.stable_endpoints.clear();
-            }
-        }
+        self.recompute_roles();
         before != self.moons.len() + self.wanted_moons.len()
     }
 
@@ -1233,7 +1653,7 @@ impl Node {
             match self.planet.decode_update(bytes, &mut self.scratch) {
                 Ok(world) => {
                     self.planet = world.clone();
-                    self.add_world_roots(&world);
+                    self.recompute_roles();
                     self.events.push_back(Event::WorldUpdated(world));
                 }
                 Err(_) => self.counters.refused_world_updates += 1,
@@ -1244,7 +1664,7 @@ impl Node {
             match self.moons[i].decode_update(bytes, &mut self.scratch) {
                 Ok(world) => {
                     self.moons[i] = world.clone();
-                    self.add_world_roots(&world);
+                    self.recompute_roles();
                     self.events.push_back(Event::WorldUpdated(world));
                 }
                 Err(_) => self.counters.refused_world_updates += 1,
@@ -1265,8 +1685,8 @@ impl Node {
                         && world.roots().iter().any(|r| r.identity.address() == src) =>
                 {
                     self.wanted_moons.remove(i);
-                    self.add_world_roots(&world);
                     self.moons.push(world.clone());
+                    self.recompute_roles();
                     self.events.push_back(Event::WorldUpdated(world));
                 }
                 _ => self.counters.refused_world_updates += 1,
@@ -1429,7 +1849,7 @@ impl Node {
             self.tx.push(Verb::Hello as u8);
             Hello::encode(
                 &self.versions,
-                now_ms,
+                self.clock_epoch_ms + now_ms,
                 &self.identity,
                 ephemeral.public(),
                 Some(to),
@@ -1633,10 +2053,33 @@ impl Node {
         self.rendezvous_sent
             .retain(|_, t| now_ms.saturating_sub(*t) < RENDEZVOUS_INTERVAL_MS);
         self.hello_buckets
-            .retain(|_, (t, _)| now_ms.saturating_sub(*t) < 10_000);
+            .retain(|_, (t, _)| now_ms.saturating_sub(*t) < HELLO_BUCKET_IDLE_MS);
+        if now_ms.saturating_sub(self.last_sweep_ms) >= SWEEP_INTERVAL_MS {
+            self.last_sweep_ms = now_ms;
+            self.forget_idle_peers(now_ms);
+            self.known_paths
+                .retain(|_, (_, t)| now_ms.saturating_sub(*t) < PATH_IDLE_TIMEOUT_MS);
+            self.relay_routes
+                .retain(|_, (_, t)| now_ms.saturating_sub(*t) < RELAY_ROUTE_TTL_MS);
+            self.relayers
+                .retain(|(_, t)| now_ms.saturating_sub(*t) < RELAY_ROUTE_TTL_MS);
+        }
         self.reassembler.expire(now_ms);
         self.tick_traversal(now_ms, out);
         self.tick_networks(now_ms, out);
+    }
+
+    /// Forgets non-root peers not heard from for `PEER_IDLE_TIMEOUT_MS`
+    /// (their sessions wiped with them); they come back by WHOIS and HELLO,
+    /// their identity remembered as verified.
+    fn forget_idle_peers(&mut self, now_ms: u64) {
+        let before = self.peers.len();
+        self.peers.retain(|_, p| {
+            p.is_root()
+                || p.is_active(now_ms)
+                || now_ms.saturating_sub(p.last_heard_ms()) < PEER_IDLE_TIMEOUT_MS
+        });
+        self.counters.forgotten_peers += (before - self.peers.len()) as u64;
     }
 
     fn tick_peer(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
@@ -1743,6 +2186,26 @@ fn echo_payload(kind: u8, id: u64, now_ms: u64) -> Vec<u8> {
     p.extend_from_slice(&id.to_be_bytes());
     p.extend_from_slice(&now_ms.to_be_bytes());
     p
+}
+
+/// The key of a source's rate budget: its IP, or its /64 for IPv6 (one
+/// host holds a whole /64).
+fn rate_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(octets))
+        }
+        std::net::IpAddr::V6(v6) => std::net::IpAddr::V4(v6.to_ipv4_mapped().expect("mapped")),
+        v4 => v4,
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("operating system random source");
+    u64::from_be_bytes(b)
 }
 
 fn random_counter() -> u64 {

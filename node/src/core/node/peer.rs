@@ -12,6 +12,9 @@ use crate::core::path::PathSet;
 use crate::core::session::{Ephemeral, SessionSet};
 use crate::core::verb::Verb;
 
+/// PUSH_DIRECT_PATHS accepted in a burst from one peer.
+const PUSH_BUDGET_BURST: u32 = 2;
+
 /// Whether a peer is a root, and of which kind of world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -91,6 +94,14 @@ pub(crate) struct Peer {
     /// Failed punches in a row, and no new one before this time.
     pub punch_failures: u32,
     pub punch_not_before_ms: u64,
+    /// The sender's timestamp of the last HELLO accepted: an older or
+    /// equal one (a replay) changes nothing.
+    pub last_hello_timestamp_ms: u64,
+    /// When this peer entry was made (an entry never heard from is
+    /// forgotten like an idle one).
+    pub admitted_ms: u64,
+    /// PUSH_DIRECT_PATHS budget: (last refill ms, tokens).
+    pub push_budget: (u64, u32),
 }
 
 impl Peer {
@@ -126,6 +137,9 @@ impl Peer {
             punch: None,
             punch_failures: 0,
             punch_not_before_ms: 0,
+            last_hello_timestamp_ms: 0,
+            admitted_ms: 0,
+            push_budget: (0, PUSH_BUDGET_BURST),
         }
     }
 
@@ -138,6 +152,28 @@ impl Peer {
         self.last_active_ms.is_some_and(|t| {
             now_ms.saturating_sub(t) < crate::core::constants::PEER_ACTIVE_WINDOW_MS
         })
+    }
+
+    /// Whether a PUSH_DIRECT_PATHS from this peer is within its budget (one
+    /// per `PUSH_DIRECT_PATHS_MIN_INTERVAL_MS`, burst 2); charges it.
+    pub fn push_allowed(&mut self, now_ms: u64) -> bool {
+        use crate::core::constants::PUSH_DIRECT_PATHS_MIN_INTERVAL_MS;
+        let (last, tokens) = &mut self.push_budget;
+        let refill = now_ms.saturating_sub(*last) / PUSH_DIRECT_PATHS_MIN_INTERVAL_MS;
+        if refill > 0 {
+            *tokens = (*tokens as u64 + refill).min(PUSH_BUDGET_BURST as u64) as u32;
+            *last = now_ms;
+        }
+        if *tokens == 0 {
+            return false;
+        }
+        *tokens -= 1;
+        true
+    }
+
+    /// Last time anything authenticated came from this peer, or when it was admitted.
+    pub fn last_heard_ms(&self) -> u64 {
+        self.last_receive_ms.unwrap_or(self.admitted_ms)
     }
 
     pub fn measured(&mut self, rtt_ms: u64) {

@@ -40,19 +40,29 @@ pub(crate) struct TraversalState {
     last_udp_retry_ms: Option<u64>,
     /// The gateway's port mapping: the external IP it reports, if any, and the external port.
     port_mapping: Option<(Option<IpAddr>, u16)>,
-    /// Relay token buckets per source address: (last refill, tokens).
-    relay_buckets: HashMap<SocketAddr, (u64, u32)>,
+    /// Relay token buckets per source IP (per /64 for IPv6): (last refill, tokens).
+    relay_buckets: HashMap<IpAddr, (u64, u32)>,
     /// Next birthday-punch socket id (never reused, so a late datagram on
     /// a closed socket cannot be taken for a new one's).
     next_punch_socket: u32,
 }
 
 impl TraversalState {
-    /// Whether a datagram from `from` may be relayed now (token bucket per source).
+    /// Whether a datagram from `from` may be relayed now (token bucket per
+    /// source IP, or /64; the table is bounded).
     pub fn relay_allowed(&mut self, now_ms: u64, from: SocketAddr) -> bool {
+        let key = super::rate_key(from.ip());
+        if !self.relay_buckets.contains_key(&key)
+            && self.relay_buckets.len() >= crate::core::constants::MAX_RATE_LIMITED_SOURCES
+        {
+            self.expire_relay_buckets(now_ms);
+            if self.relay_buckets.len() >= crate::core::constants::MAX_RATE_LIMITED_SOURCES {
+                return false;
+            }
+        }
         let bucket = self
             .relay_buckets
-            .entry(from)
+            .entry(key)
             .or_insert((now_ms, RELAY_BURST_PACKETS));
         let refill = now_ms.saturating_sub(bucket.0) * RELAY_RATE_PACKETS_PER_SECOND / 1000;
         if refill > 0 {
@@ -64,6 +74,14 @@ impl TraversalState {
         }
         bucket.1 -= 1;
         true
+    }
+
+    /// Forgets buckets that are full again (idle sources).
+    pub fn expire_relay_buckets(&mut self, now_ms: u64) {
+        let full_after_ms =
+            u64::from(RELAY_BURST_PACKETS) * 1000 / RELAY_RATE_PACKETS_PER_SECOND + 1;
+        self.relay_buckets
+            .retain(|_, (t, _)| now_ms.saturating_sub(*t) < full_after_ms);
     }
 }
 
