@@ -94,6 +94,8 @@ struct Sim {
     cut: Vec<(IpAddr, IpAddr)>,
     /// Every datagram delivered, for replay tests.
     delivered: Vec<(usize, SocketAddr, Vec<u8>)>,
+    /// Datagrams sent, by destination (delivered or not).
+    sent_log: HashMap<SocketAddr, usize>,
 }
 
 impl Sim {
@@ -107,6 +109,7 @@ impl Sim {
             events: Vec::new(),
             cut: Vec::new(),
             delivered: Vec::new(),
+            sent_log: HashMap::new(),
         }
     }
 
@@ -177,6 +180,7 @@ impl Sim {
                     }
                 }
             };
+            *self.sent_log.entry(to).or_default() += 1;
             self.seq += 1;
             self.queue.insert(
                 (self.now + LINK_DELAY_MS, self.seq),
@@ -288,12 +292,22 @@ impl Sim {
         })
     }
 
+    /// Datagrams sent so far to any of `targets`.
+    fn sent_to(&self, targets: &[SocketAddr]) -> usize {
+        targets.iter().filter_map(|t| self.sent_log.get(t)).sum()
+    }
+
     fn route(&self, h: usize, to: Address) -> Option<Route> {
         self.hosts[h].node.route(self.now, to)
     }
 }
 
 fn planet_with_roots(roots: &[(usize, [u8; 4])], key: &KeyPair) -> World {
+    planet_with_roots_at(roots, key, 1)
+}
+
+/// A planet signed by `key`, with timestamp `timestamp_ms`.
+fn planet_with_roots_at(roots: &[(usize, [u8; 4])], key: &KeyPair, timestamp_ms: u64) -> World {
     let roots = roots
         .iter()
         .map(|(i, ip)| Root {
@@ -301,7 +315,15 @@ fn planet_with_roots(roots: &[(usize, [u8; 4])], key: &KeyPair) -> World {
             endpoints: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::from(*ip)), PORT)],
         })
         .collect();
-    World::make(WorldKind::Planet, 42, 1, *key.public(), roots, key).unwrap()
+    World::make(
+        WorldKind::Planet,
+        42,
+        timestamp_ms,
+        *key.public(),
+        roots,
+        key,
+    )
+    .unwrap()
 }
 
 fn node(i: usize, planet: &World) -> Node {
@@ -850,6 +872,425 @@ fn hello_floods_are_rate_limited_per_source() {
     assert!(limited >= 75, "only {limited} of 100 rate-limited");
     // Whatever was answered is never larger than the HELLO it answers.
     assert!(out.iter().all(|(_, _, bytes)| bytes.len() <= hello.len()));
+}
+
+/// Attacks by a rogue peer that can send anything (PROTOCOL.md §3.11): each
+/// fails if the defence it checks goes away.
+mod rogue {
+    use super::*;
+    use vnet_node::core::armor::{PacketKey, armor};
+    use vnet_node::core::constants::{
+        IDENTITY_CHECK_BURST, IDENTITY_CHECKS_PER_SECOND, MAX_PENDING_WHOIS,
+        MAX_UNANSWERED_CANDIDATE_PROBES, PEER_IDLE_TIMEOUT_MS, REKEY_INTERVAL_MS,
+    };
+    use vnet_node::core::message::encode_push_direct_paths;
+    use vnet_node::core::nat_mapping::NatMapping;
+    use vnet_node::core::verb::Verb;
+    use vnet_node::core::wire::{FragmentHeader, PacketHeader};
+
+    /// A HELLO from a made-up identity (a fresh key pair claiming `claimed`),
+    /// with a valid MAC under that key: what an attacker can send at will.
+    fn forged_hello(
+        claimed: Address,
+        pair: &KeyPair,
+        to: &Identity,
+        ts: u64,
+        counter: u64,
+    ) -> Vec<u8> {
+        let mut p = vec![0u8; 35];
+        p.push(Verb::Hello as u8);
+        p.extend_from_slice(&[1, 0, 1, 0, 0]); // versions
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&claimed.to_bytes());
+        p.push(0);
+        p.extend_from_slice(pair.public().as_bytes());
+        p.push(0);
+        let mut eph = [0u8; 32];
+        eph[..8].copy_from_slice(&counter.to_be_bytes());
+        eph[31] = 0x42;
+        p.extend_from_slice(&eph);
+        p.push(0); // no sent_to
+        p.extend_from_slice(&[0u8; 16]); // planet id, timestamp
+        p.push(0); // no moons
+        PacketHeader {
+            counter,
+            dest: to.address(),
+            src: claimed,
+            hops: 0,
+            key_slot: 0,
+            clear: true,
+            more_fragments: false,
+        }
+        .encode_into(&mut p);
+        let shared = pair.agree(to.public_key()).unwrap();
+        let key = PacketKey::from_bytes(shared.as_bytes()[..32].try_into().unwrap());
+        armor(&key, &mut p, false);
+        p
+    }
+
+    fn deliver(sim: &mut Sim, h: usize, from: SocketAddr, bytes: &[u8]) -> Outbox {
+        let mut out = Outbox::new();
+        let mut copy = bytes.to_vec();
+        let now = sim.now;
+        sim.hosts[h]
+            .node
+            .handle_datagram(now, LocalSocket::Primary, from, &mut copy, &mut out);
+        out
+    }
+
+    fn pings_answered(sim: &mut Sim, from: usize, to: Address, first_id: u64, n: u64) -> u64 {
+        for id in first_id..first_id + n {
+            sim.ping(from, to, id);
+            sim.run(300);
+        }
+        sim.run(1_000);
+        (first_id..first_id + n)
+            .filter(|id| sim.echo_route(from, *id).is_some())
+            .count() as u64
+    }
+
+    #[test]
+    fn a_replayed_hello_changes_nothing() {
+        let (mut sim, a, b, addr_a, addr_b) = world_of_two(None, None);
+        assert_eq!(pings_answered(&mut sim, a, addr_b, 1, 4), 4);
+        // Every HELLO a sent b so far, captured.
+        let hellos: Vec<(SocketAddr, Vec<u8>)> = sim
+            .delivered
+            .iter()
+            .filter(|(h, _, bytes)| {
+                *h == b
+                    && bytes.len() > 36
+                    && bytes[18] & 0x20 != 0
+                    && bytes[13..18] == addr_a.to_bytes()
+            })
+            .map(|(_, from, bytes)| (*from, bytes.clone()))
+            .collect();
+        assert!(!hellos.is_empty());
+        // Past a rekey, so the captured HELLOs are all older than the last one.
+        sim.run(REKEY_INTERVAL_MS + 5_000);
+        let attacker: SocketAddr = "192.0.2.66:6666".parse().unwrap();
+        let before = sim.hosts[b].node.counters().clone();
+        for (from, hello) in &hellos {
+            for at in [*from, attacker] {
+                let out = deliver(&mut sim, b, at, hello);
+                assert!(out.is_empty(), "a stale HELLO is not answered");
+            }
+        }
+        let after = sim.hosts[b].node.counters().clone();
+        assert_eq!(
+            after.dropped_stale_hello - before.dropped_stale_hello,
+            2 * hellos.len() as u64
+        );
+        // The session and paths are untouched: every ping answered, and the
+        // attacker's address never became a path.
+        assert_eq!(pings_answered(&mut sim, a, addr_b, 100, 12), 12);
+        assert_eq!(pings_answered(&mut sim, b, addr_a, 200, 12), 12);
+        let peer = sim.hosts[b].node.peer_status(sim.now, addr_a).unwrap();
+        let attacker_path = format!("{}/{}", attacker.ip(), attacker.port());
+        assert!(peer.paths.iter().all(|p| p.address != attacker_path));
+    }
+
+    #[test]
+    fn forged_hellos_cost_a_bounded_number_of_identity_checks_and_a_new_node_still_gets_in() {
+        let (mut sim, _a, _b, _, _) = world_of_two(None, None);
+        let root_identity = identity(0);
+        let checks_before = sim.hosts[0].node.counters().identity_checks;
+        // A new node arrives during the flood: 200 forged HELLOs a second from
+        // 1,000 source addresses, for 10 s.
+        let planet = sim.hosts[0].node.worlds().next().unwrap().clone();
+        let newcomer = sim.add_host(node(3, &planet), [203, 0, 113, 3], None);
+        let mut forged = 0u64;
+        let mut online_at = None;
+        let start = sim.now;
+        for step in 0..2_000u64 {
+            let pair = KeyPair::generate();
+            let claimed = Address::from_u64(0x10_0000_0000 + step).unwrap();
+            let ip = [100, 64, (step % 1000 / 250) as u8, (step % 250) as u8 + 1];
+            let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), 40000);
+            let hello = forged_hello(claimed, &pair, &root_identity, sim.now, step * 2 + 1);
+            deliver(&mut sim, 0, from, &hello);
+            let mut out = Outbox::new();
+            let now = sim.now;
+            sim.hosts[0].node.run_identity_checks(now, &mut out);
+            forged += 1;
+            sim.run(5);
+            if online_at.is_none()
+                && sim.hosts[newcomer]
+                    .node
+                    .peer_status(sim.now, identity(0).address())
+                    .is_some_and(|p| p.session)
+                && sim.hosts[0]
+                    .node
+                    .peer_status(sim.now, identity(3).address())
+                    .is_some_and(|p| p.session)
+            {
+                online_at = Some(sim.now - start);
+            }
+        }
+        let seconds = (sim.now - start) / 1000;
+        let checks = sim.hosts[0].node.counters().identity_checks - checks_before;
+        let most = IDENTITY_CHECK_BURST as u64 + (seconds + 1) * IDENTITY_CHECKS_PER_SECOND;
+        assert!(
+            checks <= most,
+            "{checks} identity checks for {forged} forged HELLOs"
+        );
+        assert!(
+            checks * 5 < forged,
+            "{checks} checks for {forged} forged HELLOs"
+        );
+        let online_at = online_at.expect("the new node never came online during the flood");
+        eprintln!("forged={forged} checks={checks} newcomer online after {online_at} ms");
+        // Failed identities are never hashed again.
+        let bad = sim.hosts[0].node.counters().dropped_identity_failed;
+        assert!(bad > 0);
+    }
+
+    #[test]
+    fn garbage_in_a_victims_name_does_not_spend_its_hello_budget() {
+        let (mut sim, _a, _b, _, _) = world_of_two(None, None);
+        let planet = sim.hosts[0].node.worlds().next().unwrap().clone();
+        let victim_ip = [203, 0, 113, 3];
+        let victim_from = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(victim_ip)), PORT);
+        let root_identity = identity(0);
+        // 500 HELLOs with broken MACs "from" the victim's address.
+        let pair = KeyPair::generate();
+        for n in 0..500u64 {
+            let mut hello =
+                forged_hello(identity(3).address(), &pair, &root_identity, n, n * 2 + 1);
+            hello[20] ^= 1; // inside the MAC
+            deliver(&mut sim, 0, victim_from, &hello);
+        }
+        assert!(sim.hosts[0].node.counters().dropped_bad_mac >= 500);
+        let victim = sim.add_host(node(3, &planet), victim_ip, None);
+        sim.run(2_000);
+        assert!(
+            sim.hosts[victim]
+                .node
+                .peer_status(sim.now, identity(0).address())
+                .is_some_and(|p| p.session),
+            "the victim is locked out"
+        );
+    }
+
+    #[test]
+    fn roots_relay_no_fragment_for_a_stranger() {
+        let (mut sim, _a, _b, _addr_a, addr_b) = world_of_two(None, None);
+        // A forged fragment for b, from an address no peer talks from.
+        let mut bytes = vec![0u8; 17];
+        FragmentHeader {
+            counter: 77,
+            dest: addr_b,
+            total: 2,
+            index: 1,
+            hops: 0,
+        }
+        .encode_into(&mut bytes);
+        bytes.extend_from_slice(&[0xab; 300]);
+        let stranger: SocketAddr = "192.0.2.77:7777".parse().unwrap();
+        let before = sim.hosts[0].node.counters().clone();
+        let out = deliver(&mut sim, 0, stranger, &bytes);
+        let after = sim.hosts[0].node.counters().clone();
+        assert!(out.is_empty(), "relayed a fragment for a stranger");
+        assert_eq!(after.relayed, before.relayed);
+        assert_eq!(
+            after.dropped_relay_refused,
+            before.dropped_relay_refused + 1
+        );
+    }
+
+    #[test]
+    fn a_leaf_never_answers_whois_and_whois_tables_are_bounded() {
+        let (mut sim, a, b, _addr_a, addr_b) = world_of_two(None, None);
+        assert_eq!(pings_answered(&mut sim, a, addr_b, 1, 2), 2);
+        // a asks b (a leaf) who the root is: b says nothing.
+        let before = sim.hosts[b].node.counters().clone();
+        let mut out = Outbox::new();
+        let now = sim.now;
+        sim.hosts[a].node.send(
+            now,
+            addr_b,
+            Verb::Whois,
+            &identity(0).address().to_bytes(),
+            &mut out,
+        );
+        sim.send_all(a, &mut out);
+        let sent_before = sim.delivered.iter().filter(|(h, _, _)| *h == a).count();
+        sim.run(500);
+        let after = sim.hosts[b].node.counters().clone();
+        assert_eq!(
+            after.dropped_whois_not_root,
+            before.dropped_whois_not_root + 1
+        );
+        let answers = sim.delivered.iter().filter(|(h, _, _)| *h == a).count() - sent_before;
+        assert!(
+            answers <= 2,
+            "{answers} packets came back to a WHOIS to a leaf"
+        );
+        // Session packets from 5,000 made-up senders: WHOIS entries stay bounded.
+        let from: SocketAddr = "192.0.2.88:8888".parse().unwrap();
+        for n in 0..5_000u64 {
+            let mut p = vec![0u8; 60];
+            p[..8].copy_from_slice(&(n + 1).to_be_bytes());
+            p[8..13].copy_from_slice(&addr_b.to_bytes());
+            p[13..18].copy_from_slice(&Address::from_u64(0x20_0000_0000 + n).unwrap().to_bytes());
+            p[18] = 1 << 3;
+            deliver(&mut sim, b, from, &p);
+        }
+        let full = sim.hosts[b].node.counters().dropped_whois_table_full;
+        assert!(full >= 5_000 - MAX_PENDING_WHOIS as u64 / 2, "{full}");
+    }
+
+    #[test]
+    fn pushed_paths_are_rate_limited_given_up_and_ignored_by_roots() {
+        let (mut sim, a, b, _addr_a, addr_b) = world_of_two(None, None);
+        assert_eq!(pings_answered(&mut sim, a, addr_b, 1, 2), 2);
+        let targets: Vec<SocketAddr> = (0..16)
+            .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100 + i)), 5000))
+            .collect();
+        let mut payload = Vec::new();
+        encode_push_direct_paths(&targets, NatMapping::Unknown, &mut payload);
+        let root = identity(0).address();
+        let before = sim.sent_to(&targets);
+        // a pushes the same 16 victims to b and to the root every 100 ms for 60 s.
+        let mut sent_to_victims = 0usize;
+        for _ in 0..600 {
+            let mut out = Outbox::new();
+            let now = sim.now;
+            sim.hosts[a]
+                .node
+                .send(now, addr_b, Verb::PushDirectPaths, &payload, &mut out);
+            sim.hosts[a]
+                .node
+                .send(now, root, Verb::PushDirectPaths, &payload, &mut out);
+            sim.send_all(a, &mut out);
+            // What b and the root send to the victims goes nowhere; count it.
+            sim.run(100);
+        }
+        // Probes to the victims are never answered (nothing is there).
+        sent_to_victims += sim.sent_to(&targets) - before;
+        let most = targets.len() * MAX_UNANSWERED_CANDIDATE_PROBES as usize;
+        assert!(
+            sent_to_victims <= most,
+            "{sent_to_victims} probes to pushed victims (most {most})"
+        );
+        assert!(sim.hosts[0].node.counters().dropped_push_ignored >= 590);
+        assert!(sim.hosts[b].node.counters().dropped_push_ignored >= 500);
+    }
+
+    #[test]
+    fn idle_peers_are_forgotten_and_come_back() {
+        let (mut sim, a, b, addr_a, addr_b) = world_of_two(None, None);
+        assert_eq!(pings_answered(&mut sim, a, addr_b, 1, 2), 2);
+        assert!(sim.hosts[b].node.peer_status(sim.now, addr_a).is_some());
+        sim.run(PEER_IDLE_TIMEOUT_MS + 60_000);
+        assert!(
+            sim.hosts[b].node.peer_status(sim.now, addr_a).is_none(),
+            "b still holds a"
+        );
+        assert!(
+            sim.hosts[a].node.peer_status(sim.now, addr_b).is_none(),
+            "a still holds b"
+        );
+        assert!(sim.hosts[b].node.counters().forgotten_peers >= 1);
+        // Roots are never forgotten.
+        assert!(
+            sim.hosts[a]
+                .node
+                .peer_status(sim.now, identity(0).address())
+                .is_some()
+        );
+        let checks = sim.hosts[b].node.counters().identity_checks;
+        assert_eq!(pings_answered(&mut sim, a, addr_b, 10, 3), 3);
+        // a's identity was verified once: not hashed again.
+        assert_eq!(sim.hosts[b].node.counters().identity_checks, checks);
+    }
+
+    #[test]
+    fn a_root_dropped_by_a_planet_update_loses_its_role() {
+        let key = KeyPair::generate();
+        let v1 = planet_with_roots(&[(0, ROOT_IP), (5, ROOT2_IP)], &key);
+        let mut sim = Sim::new();
+        sim.add_host(node(0, &v1), ROOT_IP, None);
+        let r2_host = sim.add_host(node(5, &v1), ROOT2_IP, None);
+        let a = sim.add_host(node(1, &v1), [203, 0, 113, 1], None);
+        sim.run(2_000);
+        let r2 = identity(5).address();
+        let role = sim.hosts[a].node.peer_status(sim.now, r2).unwrap().role;
+        assert_eq!(format!("{role:?}"), "Planet");
+        // The planet's owner signs v2 without root 2; root 0 serves it.
+        let v2 = planet_with_roots_at(&[(0, ROOT_IP)], &key, 2);
+        sim.hosts[0].node = node(0, &v2);
+        sim.run(REKEY_INTERVAL_MS + 10_000);
+        assert_eq!(sim.hosts[a].node.worlds().next().unwrap().timestamp_ms(), 2);
+        let role = sim.hosts[a].node.peer_status(sim.now, r2).map(|p| p.role);
+        assert!(
+            role.is_none_or(|r| format!("{r:?}") == "Leaf"),
+            "a dropped root kept its role: {role:?}"
+        );
+        assert!(
+            !sim.hosts[r2_host].node.is_root(),
+            "root 2 still thinks it is a root"
+        );
+    }
+
+    #[test]
+    fn a_member_that_reaches_only_the_moon_reaches_planet_only_members() {
+        let key = KeyPair::generate();
+        let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
+        let mut sim = Sim::new();
+        sim.add_host(node(0, &planet), ROOT_IP, None);
+        let moon_ip = [198, 51, 100, 3];
+        let moon_addr = identity(3).address();
+        let moon_key = KeyPair::generate();
+        let moon = World::make(
+            WorldKind::Moon,
+            moon_addr.to_u64(),
+            1,
+            *moon_key.public(),
+            vec![Root {
+                identity: identity(3).to_public(),
+                endpoints: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::from(moon_ip)), PORT)],
+            }],
+            &moon_key,
+        )
+        .unwrap();
+        let with_moon = |i: usize| {
+            Node::new(NodeConfig {
+                identity: identity(i),
+                planet: planet.clone(),
+                moons: vec![moon.clone()],
+                versions: versions(),
+            })
+            .unwrap()
+        };
+        let m = sim.add_host(with_moon(3), moon_ip, None);
+        let x = sim.add_host(with_moon(4), [203, 0, 113, 4], None);
+        let p = sim.add_host(node(6, &planet), [203, 0, 113, 6], None);
+        let (addr_x, addr_p) = (identity(4).address(), identity(6).address());
+        // x reaches only the moon: the planet root and p are cut off from it.
+        sim.cut.push(([203, 0, 113, 4].into(), ROOT_IP.into()));
+        sim.cut
+            .push(([203, 0, 113, 4].into(), [203, 0, 113, 6].into()));
+        sim.run(3_000);
+        assert!(sim.hosts[m].node.is_root());
+        // x asks for p (unknown to the moon): the moon asks the planet.
+        assert_eq!(
+            pings_answered(&mut sim, x, addr_p, 1, 5),
+            5,
+            "x cannot reach p"
+        );
+        // p (never heard of the moon) asks for x: the planet asks the moon.
+        assert_eq!(
+            pings_answered(&mut sim, p, addr_x, 100, 5),
+            5,
+            "p cannot reach x"
+        );
+        let route = sim.echo_route(p, 104).unwrap();
+        assert!(matches!(route, Route::Relayed { .. }), "{route:?}");
+        assert!(sim.hosts[m].node.counters().whois_passed_on >= 1);
+        assert!(sim.hosts[0].node.counters().relayed >= 5);
+        assert!(sim.hosts[m].node.counters().relayed >= 5);
+    }
 }
 
 mod membership {

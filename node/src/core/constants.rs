@@ -110,6 +110,9 @@ pub const IDENTITY_CHECK_BURST: u32 = 20;
 /// Identity checks waiting for the budget; past this a new one replaces a
 /// random waiting one (a flood cannot keep a legitimate node out for long).
 pub const MAX_PENDING_IDENTITY_CHECKS: usize = 64;
+/// Identities remembered as asked for (to spot a retried HELLO after its
+/// first request was pushed out of a full check queue).
+pub const MAX_ASKED_IDENTITIES: usize = 4_096;
 /// Identities already verified, remembered (address -> public key) so they
 /// are never hashed again.
 pub const MAX_VERIFIED_IDENTITIES: usize = 16_384;

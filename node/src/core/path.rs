@@ -81,7 +81,14 @@ impl Path {
 #[derive(Debug, Default, Clone)]
 pub struct PathSet {
     paths: Vec<Path>,
+    /// Candidates given up on (never answered), and when: not learned
+    /// again for `GIVEN_UP_MEMORY_MS`, so a peer pushing them again and
+    /// again gets no fresh round of probes.
+    given_up: Vec<(SocketAddr, u64)>,
 }
+
+/// How long a candidate given up on stays refused.
+const GIVEN_UP_MEMORY_MS: u64 = 600_000;
 
 impl PathSet {
     /// All paths.
@@ -95,17 +102,42 @@ impl PathSet {
         self.learn_on(now_ms, addr, LocalSocket::Primary)
     }
 
+    /// Learns a candidate a root introduced (RENDEZVOUS): a fresh
+    /// observation, so a candidate given up on earlier gets a new round of
+    /// probes (the network between may have changed). Roots' introductions
+    /// are rate-limited at the root; a peer's own pushes never do this.
+    pub fn learn_introduced(&mut self, now_ms: u64, addr: SocketAddr) -> bool {
+        self.given_up.retain(|(a, _)| *a != addr);
+        if let Some(p) = self.paths.iter_mut().find(|p| p.addr == addr) {
+            p.candidate_probes = 0;
+            return false;
+        }
+        self.learn(now_ms, addr)
+    }
+
     /// Learns a candidate path reached through our socket `socket`.
     pub fn learn_on(&mut self, now_ms: u64, addr: SocketAddr, socket: LocalSocket) -> bool {
         if self.paths.iter().any(|p| p.addr == addr) {
             return false;
         }
+        self.given_up
+            .retain(|(_, t)| now_ms.saturating_sub(*t) < GIVEN_UP_MEMORY_MS);
+        if self.given_up.iter().any(|(a, _)| *a == addr) {
+            return false;
+        }
         if self.paths.len() >= MAX_PATHS_PER_PEER {
-            // Forget the stalest path that was never heard from, if any.
-            if let Some(i) = self.paths.iter().position(|p| p.last_receive_ms.is_none()) {
-                self.paths.remove(i);
-            } else {
-                return false;
+            // Forget a path never heard from: one given up on first, else the stalest.
+            let i = self
+                .paths
+                .iter()
+                .position(|p| p.given_up())
+                .or_else(|| self.paths.iter().position(|p| p.last_receive_ms.is_none()));
+            match i {
+                Some(i) => {
+                    let gone = self.paths.remove(i);
+                    self.remember_given_up(now_ms, &gone);
+                }
+                None => return false,
             }
         }
         self.paths.push(Path {
@@ -248,7 +280,21 @@ impl PathSet {
 
     /// Forgets paths not heard from for the idle timeout.
     pub fn expire(&mut self, now_ms: u64) {
-        self.paths.retain(|p| !p.is_stale(now_ms));
+        let (stale, live): (Vec<Path>, Vec<Path>) =
+            self.paths.drain(..).partition(|p| p.is_stale(now_ms));
+        self.paths = live;
+        for p in &stale {
+            self.remember_given_up(now_ms, p);
+        }
+    }
+
+    fn remember_given_up(&mut self, now_ms: u64, path: &Path) {
+        if path.given_up() && !self.given_up.iter().any(|(a, _)| *a == path.addr) {
+            if self.given_up.len() >= 2 * MAX_PATHS_PER_PEER {
+                self.given_up.remove(0);
+            }
+            self.given_up.push((path.addr, now_ms));
+        }
     }
 }
 

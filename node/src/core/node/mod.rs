@@ -560,6 +560,20 @@ impl Node {
         out: &mut Outbox,
     ) {
         let src = header.src;
+        // Anything but keepalives (NOP, probe ECHOs and their answers) keeps
+        // a peer from being forgotten as idle.
+        let keepalive = match verb {
+            Verb::Nop | Verb::PushDirectPaths | Verb::Rendezvous => true,
+            Verb::Echo => payload.first() == Some(&ECHO_KIND_PROBE),
+            Verb::Ok => {
+                payload.first() == Some(&(Verb::Echo as u8))
+                    && payload.get(9) == Some(&ECHO_KIND_PROBE)
+            }
+            _ => false,
+        };
+        if !keepalive && let Some(peer) = self.peers.get_mut(&src) {
+            peer.last_useful_ms = Some(now_ms);
+        }
         let result: Result<(), message::MessageError> = match verb {
             Verb::Nop => Ok(()),
             Verb::Echo => message::check_echo(payload).map(|()| {
@@ -847,6 +861,13 @@ impl Node {
         };
         let peer = self.peers.get_mut(&header.src).expect("peer exists");
         peer.versions = Some(hello.versions);
+        // A moon's root names its own moon (its id is the root's address,
+        // as `initmoon` makes it): on a root, it is asked what we cannot
+        // answer, like a root that relayed for others.
+        let declares_moon = hello.moons.iter().any(|(id, _)| *id == header.src.to_u64());
+        if self.am_root && declares_moon {
+            self.note_relayer(now_ms, header.src);
+        }
         // Worlds the peer holds older copies of, or wants: due once a
         // session packet arrives straight from it.
         let mut due = Vec::new();
@@ -1031,7 +1052,9 @@ impl Node {
                 let rtt = now_ms.saturating_sub(sent);
                 let direct = header.hops == 0;
                 let tcp = self.rx_socket.is_tcp();
-                let root_via = if direct { None } else { self.root_at(from) };
+                // Relayed: by a root of ours, or by a peer that relays for
+                // others (a moon we do not orbit); never called direct.
+                let root_via = if direct { None } else { self.relayer_at(from) };
                 if let Some(peer) = self.peers.get_mut(&header.src) {
                     peer.measured(rtt);
                     if direct {
@@ -1119,6 +1142,21 @@ impl Node {
         })
     }
 
+    /// The peer that relayed a packet that came from `from`: a root of ours,
+    /// else any peer heard from there (a moon we do not orbit); else `None`.
+    fn relayer_at(&self, from: SocketAddr) -> Option<Address> {
+        self.root_at(from).or_else(|| {
+            self.peers
+                .iter()
+                .find(|(_, p)| {
+                    p.paths
+                        .iter()
+                        .any(|x| x.addr == from && x.last_receive_ms.is_some())
+                })
+                .map(|(a, _)| *a)
+        })
+    }
+
     /// On a root: records that a session packet came straight from `peer` at
     /// `from` (what a root relays from). Bounded; stale entries go first.
     fn note_known_path(&mut self, now_ms: u64, from: SocketAddr, peer: Address) {
@@ -1157,6 +1195,11 @@ impl Node {
             }
         }
         self.relay_routes.insert(dest, (relayer, now_ms));
+        self.note_relayer(now_ms, relayer);
+    }
+
+    /// Remembers a peer that relays for others (bounded, oldest out).
+    fn note_relayer(&mut self, now_ms: u64, relayer: Address) {
         match self.relayers.iter().position(|(a, _)| *a == relayer) {
             Some(i) => self.relayers[i].1 = now_ms,
             None => {
@@ -1423,7 +1466,7 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&r.peer) else {
             return;
         };
-        peer.paths.learn(now_ms, r.endpoint);
+        peer.paths.learn_introduced(now_ms, r.endpoint);
         if !(r.endpoint.ip().is_loopback() || r.endpoint.ip().is_unspecified()) {
             peer.root_observed = Some(r.endpoint);
         }
@@ -2098,9 +2141,7 @@ impl Node {
         }
         let is_root = peer.is_root();
         let active = peer.is_active(now_ms);
-        let recently_used = peer
-            .last_receive_ms
-            .is_some_and(|t| now_ms.saturating_sub(t) < PEER_IDLE_TIMEOUT_MS);
+        let recently_used = now_ms.saturating_sub(peer.last_heard_ms()) < PEER_IDLE_TIMEOUT_MS;
         let wants_session = is_root || recently_used || !peer.queued.is_empty();
         // A root or busy peer whose every path stopped answering may have
         // restarted and lost our session: say HELLO again (once a second at

@@ -100,6 +100,8 @@ pub(crate) struct Peer {
     /// When this peer entry was made (an entry never heard from is
     /// forgotten like an idle one).
     pub admitted_ms: u64,
+    /// Last time something other than a keepalive came from this peer.
+    pub last_useful_ms: Option<u64>,
     /// PUSH_DIRECT_PATHS budget: (last refill ms, tokens).
     pub push_budget: (u64, u32),
 }
@@ -139,6 +141,7 @@ impl Peer {
             punch_not_before_ms: 0,
             last_hello_timestamp_ms: 0,
             admitted_ms: 0,
+            last_useful_ms: None,
             push_budget: (0, PUSH_BUDGET_BURST),
         }
     }
@@ -171,9 +174,12 @@ impl Peer {
         true
     }
 
-    /// Last time anything authenticated came from this peer, or when it was admitted.
+    /// Last time the peer was in use: something other than a keepalive
+    /// came from it, user traffic went to it, or it was admitted.
     pub fn last_heard_ms(&self) -> u64 {
-        self.last_receive_ms.unwrap_or(self.admitted_ms)
+        self.admitted_ms
+            .max(self.last_useful_ms.unwrap_or(0))
+            .max(self.last_active_ms.unwrap_or(0))
     }
 
     pub fn measured(&mut self, rtt_ms: u64) {
