@@ -260,7 +260,7 @@ pub const TCP_RELAY_MAX_CONNECTIONS: usize = 1024;
 pub const TCP_RELAY_IDLE_TIMEOUT_MS: u64 = 120_000;
 /// A connection that accepts no bytes for this long while we write is closed.
 pub const TCP_RELAY_WRITE_TIMEOUT_MS: u64 = 10_000;
-/// Records queued for sending per connection; more are dropped, like UDP under load.
+/// Records a client queues for sending on its connection; more are dropped, like UDP under load.
 pub const TCP_RELAY_QUEUE_RECORDS: usize = 1024;
 /// Records held while a client connection is being made; more are dropped.
 pub const TCP_RELAY_CONNECTING_QUEUE_RECORDS: usize = 16;
