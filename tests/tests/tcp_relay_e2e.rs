@@ -180,7 +180,8 @@ fn a_connection_flood_from_one_address_costs_the_root_no_threads_and_few_fds() {
     });
     assert!(
         online,
-        "node not ONLINE during the flood; log:\n{}",
+        "node not ONLINE during the flood; root: {}\nnode log:\n{}",
+        root.json(&["info"]),
         node.proc().stderr_text()
     );
     let info = node.json(&["info"]);
