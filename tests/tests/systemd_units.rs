@@ -1,12 +1,15 @@
 //! The systemd units in `dist/systemd/`: hardened, with exactly the
 //! capabilities each daemon needs (CAP_NET_ADMIN for vnet-node and
 //! vnet-controller, none for vnet-planet), and accepted by
-//! `systemd-analyze verify` when it is installed.
+//! `systemd-analyze verify` when it is installed; with file descriptor and
+//! thread limits (`LimitNOFILE=`, `TasksMax=`).
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use vnet_node::core::constants::TCP_RELAY_MAX_CONNECTIONS;
 
 /// A unit file: section → key → every value given, in order.
 type Unit = HashMap<String, HashMap<String, Vec<String>>>;
@@ -112,6 +115,27 @@ fn assert_hardened(name: &str, unit: &Unit) {
             .is_some_and(|v| v.iter().any(|x| x == "multi-user.target")),
         "{name}: [Install] WantedBy=multi-user.target"
     );
+    assert_bounded(name, unit);
+}
+
+/// File descriptors enough for a root's TCP relay connections (one socket
+/// each) with room to spare, and a fixed cap on threads.
+fn assert_bounded(name: &str, unit: &Unit) {
+    let nofile: u64 = service(unit, "LimitNOFILE")
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: LimitNOFILE= not one number: {e}"));
+    let relay = TCP_RELAY_MAX_CONNECTIONS as u64;
+    assert!(
+        (4 * relay..=1 << 20).contains(&nofile),
+        "{name}: LimitNOFILE={nofile}, want at least 4 x {relay} relay connections"
+    );
+    let tasks: u64 = service(unit, "TasksMax")
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: TasksMax= not one number: {e}"));
+    assert!(
+        (16..=256).contains(&tasks),
+        "{name}: TasksMax={tasks}, want 16 to 256"
+    );
 }
 
 /// vnet-node and vnet-controller: exactly CAP_NET_ADMIN, /dev/net/tun only,
@@ -182,6 +206,8 @@ fn planet_unit_is_hardened_with_no_capabilities() {
         "{name}: no ambient capabilities"
     );
     assert_eq!(service(&unit, "DynamicUser"), "yes", "{name}");
+    // A root's threads never grow with connections or peers.
+    assert_eq!(service(&unit, "TasksMax"), "64", "{name}");
     assert_eq!(service(&unit, "PrivateDevices"), "yes", "{name}");
     assert_eq!(service(&unit, "StateDirectory"), "vnet-planet", "{name}");
     assert_eq!(

@@ -258,12 +258,12 @@ pub const TLS_RECORD_VERSION: [u8; 2] = [0x03, 0x03];
 /// so records stay plausible TLS; datagrams are at most a path MTU long anyway.
 pub const TLS_RECORD_MAX_PAYLOAD_BYTES: usize = 16384 + 2048;
 /// Most relay connections a root holds at once; more are closed as they come.
-pub const TCP_RELAY_MAX_CONNECTIONS: usize = 4096;
+pub const TCP_RELAY_MAX_CONNECTIONS: usize = 1024;
 /// A relay connection that brings no record for this long is closed.
 pub const TCP_RELAY_IDLE_TIMEOUT_MS: u64 = 120_000;
 /// A connection that accepts no bytes for this long while we write is closed.
 pub const TCP_RELAY_WRITE_TIMEOUT_MS: u64 = 10_000;
-/// Records queued for sending per connection; more are dropped, like UDP under load.
+/// Records a client queues for sending on its connection; more are dropped, like UDP under load.
 pub const TCP_RELAY_QUEUE_RECORDS: usize = 1024;
 /// Records held while a client connection is being made; more are dropped.
 pub const TCP_RELAY_CONNECTING_QUEUE_RECORDS: usize = 16;
@@ -273,3 +273,20 @@ pub const TCP_RELAY_CONNECT_TIMEOUT_MS: u64 = 3_000;
 pub const TCP_RELAY_RETRY_MIN_MS: u64 = 1_000;
 /// ...up to this.
 pub const TCP_RELAY_RETRY_MAX_MS: u64 = 30_000;
+
+// ---- TCP relay: what one stranger can hold on a root (audit A17) ----
+
+/// Most relay connections a root holds from one source IPv4 address or IPv6
+/// /64 ([`TCP_RELAY_IPV6_PREFIX_LEN_BITS`]); more are closed at once.
+pub const TCP_RELAY_MAX_CONNECTIONS_PER_IP: usize = 8;
+/// IPv6 sources are counted per prefix of this length (one subscriber's allocation).
+pub const TCP_RELAY_IPV6_PREFIX_LEN_BITS: u32 = 64;
+/// A relay connection whose first record is not in within this long is closed
+/// (that record must be a HELLO).
+pub const TCP_RELAY_HELLO_TIMEOUT_MS: u64 = 5_000;
+/// A record once begun must be complete within this long, so trickled bytes
+/// never keep a connection open.
+pub const TCP_RELAY_RECORD_TIMEOUT_MS: u64 = 5_000;
+/// Bytes (records with their headers) a root queues for sending per
+/// connection, those being written included; more are dropped, like UDP under load.
+pub const TCP_RELAY_QUEUE_BYTES: usize = 256 * 1024;

@@ -127,6 +127,7 @@ async fn status(State(s): State<AppState>) -> Json<Value> {
         "forceTcpRelay": s.force_tcp_relay,
     } });
     v["portMapping"] = s.port_mapping_json();
+    v["tcpRelayStats"] = serde_json::to_value(s.tcp_relay_stats()).unwrap_or(Value::Null);
     Json(v)
 }
 

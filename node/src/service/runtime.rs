@@ -30,6 +30,7 @@ use crate::service::punch_sockets::PunchSockets;
 use crate::service::tap::{TapDevice, device_name};
 use crate::service::tcp_relay::{
     TcpRelayClient, TcpRelayClientHandler, TcpRelayConfig, TcpRelayHandler, TcpRelayServer,
+    TcpRelayStats,
 };
 
 /// Default UDP and API port.
@@ -252,6 +253,15 @@ impl Shared {
     /// Forgets a left network's settings.
     pub fn forget_network_settings(&self, nwid: NetworkId) {
         self.lock_network_settings().remove(&nwid);
+    }
+
+    /// The TCP relay's counters: a root's server, else the client (`GET /status`).
+    pub fn tcp_relay_stats(&self) -> Option<TcpRelayStats> {
+        match (self.tcp_server.get(), self.tcp_client.get()) {
+            (Some(s), _) => Some(s.stats()),
+            (None, Some(c)) => Some(c.stats()),
+            (None, None) => None,
+        }
     }
 
     /// The port mapper's state, as `GET /status` and `/netcheck` show it.

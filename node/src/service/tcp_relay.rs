@@ -4,31 +4,41 @@
 //! ([`TcpRelayClient`]) and sends its datagrams through the connection; roots
 //! and moons accept such connections on their UDP port number
 //! ([`TcpRelayServer`]). Each datagram is one record framed like TLS 1.2
-//! application data (see [`crate::core::tls_record`]).
+//! application data (see [`crate::core::tls_record`]); the first record of a
+//! connection is a HELLO.
 //!
-//! Blocking sockets and plain threads, like the UDP packet path (an async
-//! runtime costs too much per packet): each connection has a reader thread,
+//! The server faces strangers: one thread serves all its connections (see
+//! [`server`]). The client makes one connection, so it keeps blocking
+//! sockets and plain threads, like the UDP packet path: a reader thread,
 //! which calls the handler for every datagram, and a writer thread, which
 //! drains a bounded queue. Sending never blocks: when a queue is full the
 //! datagram is dropped and counted, as a congested UDP path would drop it.
 
-use std::collections::{HashMap, VecDeque};
+mod server;
+
+pub use server::TcpRelayServer;
+
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use tracing::{debug, warn};
 
 use crate::core::constants::{
-    TCP_RELAY_CONNECT_TIMEOUT_MS, TCP_RELAY_CONNECTING_QUEUE_RECORDS, TCP_RELAY_IDLE_TIMEOUT_MS,
-    TCP_RELAY_MAX_CONNECTIONS, TCP_RELAY_QUEUE_RECORDS, TCP_RELAY_RETRY_MAX_MS,
-    TCP_RELAY_RETRY_MIN_MS, TCP_RELAY_WRITE_TIMEOUT_MS,
+    TCP_RELAY_CONNECT_TIMEOUT_MS, TCP_RELAY_CONNECTING_QUEUE_RECORDS, TCP_RELAY_HELLO_TIMEOUT_MS,
+    TCP_RELAY_IDLE_TIMEOUT_MS, TCP_RELAY_MAX_CONNECTIONS, TCP_RELAY_MAX_CONNECTIONS_PER_IP,
+    TCP_RELAY_QUEUE_BYTES, TCP_RELAY_QUEUE_RECORDS, TCP_RELAY_RECORD_TIMEOUT_MS,
+    TCP_RELAY_RETRY_MAX_MS, TCP_RELAY_RETRY_MIN_MS, TCP_RELAY_WRITE_TIMEOUT_MS,
 };
 use crate::core::tls_record::{RecordDecoder, RecordError, encode_record};
+use crate::core::verb::Verb;
+use crate::core::wire::{Datagram, VERB_OFFSET, classify};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -42,7 +52,7 @@ const WRITER_STACK_BYTES: usize = 128 * 1024;
 const LISTEN_BACKLOG: i32 = 128;
 
 /// What a server does with what its connections bring. Called from the
-/// connections' reader threads, possibly several at once.
+/// server's one relay thread.
 pub trait TcpRelayHandler: Send + Sync {
     /// One datagram from connection `conn`, whose peer is `from`; `bytes` may
     /// be changed in place (decrypted, say).
@@ -68,11 +78,19 @@ pub trait TcpRelayClientHandler: Send + Sync {
 pub struct TcpRelayConfig {
     /// Most connections a server holds; more are closed as they come.
     pub max_connections: usize,
+    /// Most connections a server holds from one IPv4 address or IPv6 /64.
+    pub max_connections_per_ip: usize,
+    /// A server closes a connection whose first record (a HELLO) is not in by then.
+    pub hello_timeout: Duration,
+    /// A server closes a connection whose record, once begun, is not complete by then.
+    pub record_timeout: Duration,
     /// A connection that brings no record for this long is closed.
     pub idle_timeout: Duration,
     /// A connection that accepts no bytes for this long while we write is closed.
     pub write_timeout: Duration,
-    /// Records queued for sending per connection; more are dropped.
+    /// Bytes a server queues for sending per connection; more are dropped.
+    pub queue_bytes: usize,
+    /// Records a client queues for sending; more are dropped.
     pub queue_records: usize,
     /// Records a client holds while connecting; more are dropped.
     pub connecting_queue_records: usize,
@@ -88,8 +106,12 @@ impl Default for TcpRelayConfig {
     fn default() -> Self {
         Self {
             max_connections: TCP_RELAY_MAX_CONNECTIONS,
+            max_connections_per_ip: TCP_RELAY_MAX_CONNECTIONS_PER_IP,
+            hello_timeout: Duration::from_millis(TCP_RELAY_HELLO_TIMEOUT_MS),
+            record_timeout: Duration::from_millis(TCP_RELAY_RECORD_TIMEOUT_MS),
             idle_timeout: Duration::from_millis(TCP_RELAY_IDLE_TIMEOUT_MS),
             write_timeout: Duration::from_millis(TCP_RELAY_WRITE_TIMEOUT_MS),
+            queue_bytes: TCP_RELAY_QUEUE_BYTES,
             queue_records: TCP_RELAY_QUEUE_RECORDS,
             connecting_queue_records: TCP_RELAY_CONNECTING_QUEUE_RECORDS,
             connect_timeout: Duration::from_millis(TCP_RELAY_CONNECT_TIMEOUT_MS),
@@ -100,14 +122,16 @@ impl Default for TcpRelayConfig {
 }
 
 /// Counters of a server or client, as read by [`TcpRelayServer::stats`] and
-/// [`TcpRelayClient::stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// [`TcpRelayClient::stats`] (a root's are in `/status` as `tcpRelayStats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TcpRelayStats {
     /// Records received and handed to the handler.
     pub records_in: u64,
     /// Records written to the socket.
     pub records_out: u64,
-    /// Datagrams not sent: queue full, or (client) no connection to be had now.
+    /// Datagrams not sent: queue full, or (client) no connection to be had
+    /// now or the first datagram of one not a HELLO.
     pub dropped: u64,
     /// Connections closed because a record was malformed.
     pub framing_errors: u64,
@@ -115,6 +139,14 @@ pub struct TcpRelayStats {
     pub connections_open: u64,
     /// Connections refused by a server at its connection limit.
     pub connections_refused: u64,
+    /// Connections refused by a server: their IPv4 address or IPv6 /64 held its limit.
+    pub connections_refused_per_ip: u64,
+    /// Connections a server closed: no HELLO as the first record in time.
+    pub closed_no_hello: u64,
+    /// Connections a server closed: a record begun was not complete in time.
+    pub closed_slow_record: u64,
+    /// Connections a server closed: no record for the idle timeout.
+    pub closed_idle: u64,
 }
 
 #[derive(Debug, Default)]
@@ -125,23 +157,46 @@ struct Counters {
     framing_errors: AtomicU64,
     connections_open: AtomicU64,
     connections_refused: AtomicU64,
+    connections_refused_per_ip: AtomicU64,
+    closed_no_hello: AtomicU64,
+    closed_slow_record: AtomicU64,
+    closed_idle: AtomicU64,
 }
 
 impl Counters {
     fn snapshot(&self) -> TcpRelayStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         TcpRelayStats {
-            records_in: self.records_in.load(Ordering::Relaxed),
-            records_out: self.records_out.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
-            framing_errors: self.framing_errors.load(Ordering::Relaxed),
-            connections_open: self.connections_open.load(Ordering::Relaxed),
-            connections_refused: self.connections_refused.load(Ordering::Relaxed),
+            records_in: get(&self.records_in),
+            records_out: get(&self.records_out),
+            dropped: get(&self.dropped),
+            framing_errors: get(&self.framing_errors),
+            connections_open: get(&self.connections_open),
+            connections_refused: get(&self.connections_refused),
+            connections_refused_per_ip: get(&self.connections_refused_per_ip),
+            closed_no_hello: get(&self.closed_no_hello),
+            closed_slow_record: get(&self.closed_slow_record),
+            closed_idle: get(&self.closed_idle),
         }
     }
 
     fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
+
+    fn sub_open(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether `datagram` is a HELLO as far as its header says (key slot 0, in
+/// clear, verb HELLO): what a relay connection must begin with. Nothing is
+/// authenticated here; the node checks the rest.
+pub(crate) fn is_hello(datagram: &[u8]) -> bool {
+    matches!(
+        classify(datagram),
+        Ok(Datagram::Packet { header, .. }) if header.key_slot == 0 && header.clear
+    ) && datagram.get(VERB_OFFSET) == Some(&Verb::Hello.code())
 }
 
 /// Why a connection's reader stopped.
@@ -265,237 +320,6 @@ fn spawn_writer(
         .spawn(move || write_records(&rx, stream, (*counters).as_ref()))
 }
 
-// ---------------------------------------------------------------- server
-
-/// Accepts relay connections (on a root or moon) on a TCP port, IPv4 and,
-/// where the system has it, IPv6.
-///
-/// Stopped by [`stop`](Self::stop) or when dropped.
-pub struct TcpRelayServer {
-    inner: Arc<ServerInner>,
-    port: u16,
-    /// Clones of the listeners, to shut them down; each accept thread owns one.
-    listeners: Vec<TcpListener>,
-    accept_threads: Mutex<Vec<JoinHandle<()>>>,
-}
-
-struct ServerInner {
-    handler: Arc<dyn TcpRelayHandler>,
-    config: TcpRelayConfig,
-    conns: RwLock<HashMap<u32, ServerConn>>,
-    next_id: AtomicU32,
-    stopping: AtomicBool,
-    counters: Counters,
-}
-
-impl AsRef<Counters> for ServerInner {
-    fn as_ref(&self) -> &Counters {
-        &self.counters
-    }
-}
-
-struct ServerConn {
-    tx: SyncSender<Vec<u8>>,
-    /// A clone of the socket, to shut it down.
-    stream: TcpStream,
-    peer: SocketAddr,
-}
-
-impl TcpRelayServer {
-    /// Listens on `0.0.0.0:port` and `[::]:port` (IPv6 optional: a warning
-    /// if it fails) with the default limits. Port 0 picks a free port (see
-    /// [`local_port`](Self::local_port)).
-    pub fn start(port: u16, handler: Arc<dyn TcpRelayHandler>) -> io::Result<TcpRelayServer> {
-        Self::start_with_config(port, TcpRelayConfig::default(), handler)
-    }
-
-    /// [`start`](Self::start) with other limits and timers.
-    pub fn start_with_config(
-        port: u16,
-        config: TcpRelayConfig,
-        handler: Arc<dyn TcpRelayHandler>,
-    ) -> io::Result<TcpRelayServer> {
-        let v4_addr = SocketAddr::from(([0, 0, 0, 0], port));
-        // std sets SO_REUSEADDR, so a restart does not wait out TIME_WAIT.
-        let v4 = TcpListener::bind(v4_addr)
-            .map_err(|e| io::Error::new(e.kind(), format!("TCP {v4_addr}: {e}")))?;
-        let port = v4.local_addr()?.port();
-        let mut listeners = vec![v4];
-        match bind_v6(port) {
-            Ok(v6) => listeners.push(v6),
-            Err(e) => warn!(port, error = %e, "no IPv6 TCP relay listener; IPv4 only"),
-        }
-        Self::start_listeners(listeners, port, config, handler)
-    }
-
-    /// Listens on each of `addrs` (those that fail are skipped with a
-    /// warning; an error only if none binds). A node's local API holds
-    /// `127.0.0.1:<port>`, so a root's relay listens on its interface
-    /// addresses rather than the wildcard.
-    pub fn start_on(
-        addrs: &[SocketAddr],
-        config: TcpRelayConfig,
-        handler: Arc<dyn TcpRelayHandler>,
-    ) -> io::Result<TcpRelayServer> {
-        let mut listeners = Vec::new();
-        let mut last_error = None;
-        for addr in addrs {
-            match TcpListener::bind(addr) {
-                Ok(l) => listeners.push(l),
-                Err(e) => {
-                    warn!(%addr, error = %e, "no TCP relay listener here");
-                    last_error = Some(io::Error::new(e.kind(), format!("TCP {addr}: {e}")));
-                }
-            }
-        }
-        if listeners.is_empty() {
-            return Err(last_error.unwrap_or_else(|| {
-                io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to listen on")
-            }));
-        }
-        let port = listeners[0].local_addr()?.port();
-        Self::start_listeners(listeners, port, config, handler)
-    }
-
-    fn start_listeners(
-        listeners: Vec<TcpListener>,
-        port: u16,
-        config: TcpRelayConfig,
-        handler: Arc<dyn TcpRelayHandler>,
-    ) -> io::Result<TcpRelayServer> {
-        let inner = Arc::new(ServerInner {
-            handler,
-            config,
-            conns: RwLock::new(HashMap::new()),
-            next_id: AtomicU32::new(1),
-            stopping: AtomicBool::new(false),
-            counters: Counters::default(),
-        });
-        let mut server = TcpRelayServer {
-            inner,
-            port,
-            listeners: Vec::new(),
-            accept_threads: Mutex::new(Vec::new()),
-        };
-        for listener in listeners {
-            let clone = listener.try_clone()?;
-            let inner = server.inner.clone();
-            let name = if clone.local_addr()?.is_ipv4() {
-                "vnet-tcp-accept4"
-            } else {
-                "vnet-tcp-accept6"
-            };
-            let thread = std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || inner.accept_loop(&listener))?;
-            server.listeners.push(clone);
-            server.lock_threads().push(thread);
-        }
-        debug!(port, "TCP relay listening");
-        Ok(server)
-    }
-
-    /// The port listened on.
-    pub fn local_port(&self) -> u16 {
-        self.port
-    }
-
-    /// Queues `datagram` for connection `conn`, without blocking. False if
-    /// it was not queued: the connection is unknown or closed, its queue is
-    /// full (counted in [`TcpRelayStats::dropped`]), or the datagram is empty
-    /// or longer than a record carries.
-    pub fn send(&self, conn: u32, datagram: &[u8]) -> bool {
-        let mut record = Vec::new();
-        if let Err(e) = encode_record(datagram, &mut record) {
-            debug!(conn, error = %e, "TCP relay datagram not sent");
-            return false;
-        }
-        let conns = self.inner.read_conns();
-        let Some(c) = conns.get(&conn) else {
-            return false;
-        };
-        match c.tx.try_send(record) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                Counters::add(&self.inner.counters.dropped, 1);
-                false
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        }
-    }
-
-    /// Whether connection `conn` is open.
-    pub fn is_open(&self, conn: u32) -> bool {
-        self.inner.read_conns().contains_key(&conn)
-    }
-
-    /// The remote address of connection `conn`.
-    pub fn peer_addr(&self, conn: u32) -> Option<SocketAddr> {
-        self.inner.read_conns().get(&conn).map(|c| c.peer)
-    }
-
-    /// Closes connection `conn` (the handler hears `closed` from its reader
-    /// thread). False if it is not open.
-    pub fn close(&self, conn: u32) -> bool {
-        match self.inner.read_conns().get(&conn) {
-            Some(c) => {
-                let _ = c.stream.shutdown(Shutdown::Both);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The counters.
-    pub fn stats(&self) -> TcpRelayStats {
-        self.inner.counters.snapshot()
-    }
-
-    /// Stops listening and closes every connection; returns once the accept
-    /// threads have ended. Connection threads end right after, each calling
-    /// the handler's `closed`.
-    pub fn stop(&self) {
-        if self.inner.stopping.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        for listener in &self.listeners {
-            // On Linux this wakes a thread blocked in accept().
-            if let Err(e) = socket2::SockRef::from(listener).shutdown(Shutdown::Read) {
-                debug!(error = %e, "TCP relay listener shutdown");
-            }
-            // Elsewhere (or should that fail) a connection of our own wakes it.
-            if let Ok(addr) = listener.local_addr() {
-                let wake = if addr.is_ipv4() {
-                    SocketAddr::from(([127, 0, 0, 1], addr.port()))
-                } else {
-                    SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], addr.port()))
-                };
-                let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(200));
-            }
-        }
-        for c in self.inner.write_conns().values() {
-            let _ = c.stream.shutdown(Shutdown::Both);
-        }
-        let threads = std::mem::take(&mut *self.lock_threads());
-        for t in threads {
-            let _ = t.join();
-        }
-        debug!(port = self.port, "TCP relay stopped");
-    }
-
-    fn lock_threads(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
-        self.accept_threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Drop for TcpRelayServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// An IPv6-only listener on `port`, so it can share the port with IPv4.
 fn bind_v6(port: u16) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -506,125 +330,6 @@ fn bind_v6(port: u16) -> io::Result<TcpListener> {
     s.bind(&addr.into())?;
     s.listen(LISTEN_BACKLOG)?;
     Ok(s.into())
-}
-
-impl ServerInner {
-    // A poisoned lock means a panic in a handler; the map is still consistent.
-    fn read_conns(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u32, ServerConn>> {
-        self.conns.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write_conns(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u32, ServerConn>> {
-        self.conns.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn accept_loop(self: &Arc<Self>, listener: &TcpListener) {
-        loop {
-            let accepted = listener.accept();
-            if self.stopping.load(Ordering::SeqCst) {
-                return;
-            }
-            match accepted {
-                Ok((stream, peer)) => self.admit(stream, peer),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
-                Err(e) => {
-                    // Out of file descriptors, say: do not spin.
-                    warn!(error = %e, "TCP relay accept failed");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-    }
-
-    /// Registers an accepted connection and starts its threads; dropping
-    /// `stream` instead closes it.
-    fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) {
-        let clones = prepare_stream(&stream, &self.config)
-            .and_then(|()| Ok((stream.try_clone()?, stream.try_clone()?)));
-        let (for_map, for_writer) = match clones {
-            Ok(c) => c,
-            Err(e) => {
-                debug!(%peer, error = %e, "TCP relay connection setup failed");
-                return;
-            }
-        };
-        let (tx, rx) = sync_channel(self.config.queue_records);
-        let id = {
-            let mut conns = self.write_conns();
-            // Checked under the lock, so stop() sees every connection it must close.
-            if self.stopping.load(Ordering::SeqCst) {
-                return;
-            }
-            if conns.len() >= self.config.max_connections {
-                Counters::add(&self.counters.connections_refused, 1);
-                debug!(%peer, "TCP relay connection refused: too many");
-                return;
-            }
-            let id = self.fresh_id(&conns);
-            conns.insert(
-                id,
-                ServerConn {
-                    tx,
-                    stream: for_map,
-                    peer,
-                },
-            );
-            id
-        };
-        Counters::add(&self.counters.connections_open, 1);
-        debug!(conn = id, %peer, "TCP relay connection");
-        if let Err(e) = spawn_writer(format!("vnet-tcp-w{id}"), rx, for_writer, self.clone()) {
-            warn!(error = %e, "TCP relay writer thread");
-            self.remove(id);
-            return;
-        }
-        let inner = self.clone();
-        let reader = std::thread::Builder::new()
-            .name(format!("vnet-tcp-r{id}"))
-            .spawn(move || {
-                let mut stream = stream;
-                let handler = inner.handler.clone();
-                let end = read_records(
-                    &mut stream,
-                    inner.config.idle_timeout,
-                    &inner.counters,
-                    |payload| handler.datagram(id, peer, payload),
-                );
-                debug!(conn = id, %peer, reason = %end, "TCP relay connection closed");
-                inner.remove(id);
-                handler.closed(id);
-            });
-        if let Err(e) = reader {
-            warn!(error = %e, "TCP relay reader thread");
-            self.remove(id);
-        }
-    }
-
-    /// An id not in use and, in practice, never used before: 4 billion
-    /// connections go by before the counter wraps.
-    fn fresh_id(&self, conns: &HashMap<u32, ServerConn>) -> u32 {
-        loop {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            if id != 0 && !conns.contains_key(&id) {
-                return id;
-            }
-        }
-    }
-
-    /// Forgets connection `id` and shuts its socket down; dropping the
-    /// queue's sender ends the writer thread.
-    fn remove(&self, id: u32) {
-        if let Some(c) = self.write_conns().remove(&id) {
-            let _ = c.stream.shutdown(Shutdown::Both);
-            self.counters
-                .connections_open
-                .fetch_sub(1, Ordering::Relaxed);
-        }
-    }
 }
 
 // ---------------------------------------------------------------- client
@@ -743,9 +448,10 @@ impl TcpRelayClient {
 
     /// Queues `datagram` for the server at `to`, without blocking. Not
     /// connected there (or connected elsewhere, which is then dropped):
-    /// starts connecting unless waiting out a backoff, and holds a few
-    /// datagrams until connected. False if the datagram was not queued
-    /// (queue full, backing off, empty or too long).
+    /// starts connecting if `datagram` is a HELLO, unless waiting out a
+    /// backoff, and holds a few datagrams until connected. False if the
+    /// datagram was not queued (queue full, backing off, not a HELLO while
+    /// not connected, empty or too long).
     pub fn send(&self, to: SocketAddr, datagram: &[u8]) -> bool {
         let mut record = Vec::new();
         if let Err(e) = encode_record(datagram, &mut record) {
@@ -759,7 +465,9 @@ impl TcpRelayClient {
             st.drop_conn();
         }
         let Some(conn) = st.conn.as_mut() else {
-            if st.retry.blocks(to, Instant::now()) {
+            // A server closes a connection that does not begin with a HELLO;
+            // the node says HELLO to a root it does not hear from every second.
+            if st.retry.blocks(to, Instant::now()) || !is_hello(datagram) {
                 Counters::add(&inner.counters.dropped, 1);
                 return false;
             }
@@ -937,7 +645,10 @@ impl ClientInner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::tls_record::TLS_RECORD_MAX_PAYLOAD_BYTES;
+    use crate::core::address::Address;
+    use crate::core::constants::{PACKET_HEADER_LEN_BYTES, TLS_RECORD_MAX_PAYLOAD_BYTES};
+    use crate::core::wire::PacketHeader;
+    use std::net::{IpAddr, Ipv4Addr};
     use std::sync::mpsc::{self, Sender};
     use std::sync::{OnceLock, Weak};
 
@@ -1038,17 +749,52 @@ mod tests {
         out
     }
 
-    /// Connects a plain socket and sends one record, returning the server's id for it.
-    fn raw_peer(port: u16, events: &Receiver<ServerEvent>) -> (TcpStream, u32) {
-        let mut s = TcpStream::connect(loopback(port)).unwrap();
-        s.write_all(&record(b"hello")).unwrap();
+    /// A datagram whose header says HELLO (key slot 0, clear, verb HELLO),
+    /// followed by `tag`: what a relay connection must begin with.
+    fn hello(tag: &[u8]) -> Vec<u8> {
+        let mut d = vec![0u8; PACKET_HEADER_LEN_BYTES];
+        PacketHeader {
+            counter: 1,
+            dest: Address::from_u64(0x11_1111_1111).unwrap(),
+            src: Address::from_u64(0x22_2222_2222).unwrap(),
+            hops: 0,
+            key_slot: 0,
+            more_fragments: false,
+            clear: true,
+        }
+        .encode_into(&mut d);
+        d.push(Verb::Hello.code());
+        d.extend_from_slice(tag);
+        assert!(is_hello(&d));
+        d
+    }
+
+    /// A plain socket from `source` (a loopback address) to the server.
+    fn connect_from(source: Ipv4Addr, port: u16) -> TcpStream {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+        s.connect(&loopback(port).into()).unwrap();
+        s.into()
+    }
+
+    /// Sends a HELLO on `s`; the server's id for the connection.
+    fn say_hello(s: &mut TcpStream, events: &Receiver<ServerEvent>) -> u32 {
+        s.write_all(&record(&hello(b"hi"))).unwrap();
         match events.recv_timeout(WAIT).unwrap() {
             ServerEvent::Datagram(id, bytes) => {
-                assert_eq!(bytes, b"hello");
-                (s, id)
+                assert_eq!(bytes, hello(b"hi"));
+                id
             }
             e => panic!("unexpected {e:?}"),
         }
+    }
+
+    /// Connects a plain socket and sends a HELLO, returning the server's id for it.
+    fn raw_peer(port: u16, events: &Receiver<ServerEvent>) -> (TcpStream, u32) {
+        let mut s = TcpStream::connect(loopback(port)).unwrap();
+        let id = say_hello(&mut s, events);
+        (s, id)
     }
 
     /// Reads until the server closes the connection.
@@ -1075,19 +821,20 @@ mod tests {
         let to = loopback(server.local_port());
         let (client, replies) = client(TcpRelayConfig::default());
         let max = TLS_RECORD_MAX_PAYLOAD_BYTES;
-        let mut sizes = vec![1, 2, 5, 100, 1432, 1500, 9000, max - 1, max];
+        let mut sizes = vec![1, 1, 2, 5, 100, 1432, 1500, 9000, max - 1, max];
         sizes.extend((0..1000).map(|i| (i * 7919) % max + 1));
-        // The first datagram starts the connection.
-        assert!(client.send(to, &payload(0, sizes[0])));
+        // The first datagram, a HELLO, starts the connection.
+        let first = hello(&payload(0, 100));
+        assert!(client.send(to, &first));
         wait_until("connected", || client.is_connected());
         assert_eq!(client.connected_to(), Some(to));
-        let mut expect = vec![payload(0, sizes[0])];
+        let mut expect = vec![first];
         for (i, &len) in sizes.iter().enumerate().skip(1) {
             let p = payload(i, len);
             assert!(client.send(to, &p));
             expect.push(p);
             // Keep within the queues: this test is about content, not drops.
-            if i % 200 == 0 || i == sizes.len() - 1 {
+            if i % 10 == 0 || i == sizes.len() - 1 {
                 for want in expect.drain(..) {
                     match replies.recv_timeout(WAIT).unwrap() {
                         ClientEvent::Datagram(from, got) => {
@@ -1159,10 +906,10 @@ mod tests {
         let port = first.local_port();
         let to = loopback(port);
         let (client, replies) = client(TcpRelayConfig::default());
-        assert!(client.send(to, b"one"));
+        assert!(client.send(to, &hello(b"one")));
         assert_eq!(
             replies.recv_timeout(WAIT).unwrap(),
-            ClientEvent::Datagram(to, b"one".to_vec())
+            ClientEvent::Datagram(to, hello(b"one"))
         );
         first.stop();
         drop(first);
@@ -1175,10 +922,10 @@ mod tests {
         let deadline = Instant::now() + WAIT;
         loop {
             assert!(Instant::now() < deadline, "no reply after restart");
-            client.send(to, b"two");
+            client.send(to, &hello(b"two"));
             match replies.recv_timeout(Duration::from_millis(100)) {
                 Ok(ClientEvent::Datagram(from, bytes)) => {
-                    assert_eq!((from, bytes.as_slice()), (to, &b"two"[..]));
+                    assert_eq!((from, bytes), (to, hello(b"two")));
                     break;
                 }
                 Ok(e) => panic!("unexpected {e:?}"),
@@ -1190,11 +937,7 @@ mod tests {
 
     #[test]
     fn tcp_unread_connection_does_not_block_send() {
-        let config = TcpRelayConfig {
-            queue_records: 64,
-            ..TcpRelayConfig::default()
-        };
-        let (server, events) = server(0, config, false);
+        let (server, events) = server(0, TcpRelayConfig::default(), false);
         let (_s, id) = raw_peer(server.local_port(), &events);
         // The peer never reads: socket buffers fill, then the queue.
         let big = vec![0xab; TLS_RECORD_MAX_PAYLOAD_BYTES];
@@ -1225,7 +968,8 @@ mod tests {
         s.write_all(&[0x17, 0x03]).unwrap();
         expect_closed_by_server(&mut s);
         assert_eq!(events.recv_timeout(WAIT).unwrap(), ServerEvent::Closed(id));
-        assert_eq!(server.stats().framing_errors, 0);
+        let stats = server.stats();
+        assert_eq!((stats.framing_errors, stats.closed_idle), (0, 1));
     }
 
     #[test]
@@ -1269,19 +1013,20 @@ mod tests {
             .port();
         let to = loopback(port);
         let (client, _replies) = client(config);
-        assert!(client.send(to, b"x"));
+        let x = hello(b"x");
+        assert!(client.send(to, &x));
         // Queued while connecting; refused once the attempt fails.
-        wait_until("backoff", || !client.send(to, b"x"));
+        wait_until("backoff", || !client.send(to, &x));
         let failed_at = Instant::now();
         assert!(!client.is_connected());
-        assert!(!client.send(to, b"x"));
+        assert!(!client.send(to, &x));
         // After the backoff the next send tries again.
-        wait_until("retry", || client.send(to, b"x"));
+        wait_until("retry", || client.send(to, &x));
         assert!(failed_at.elapsed() >= Duration::from_millis(400));
         // A second failure waits twice as long.
-        wait_until("backoff again", || !client.send(to, b"x"));
+        wait_until("backoff again", || !client.send(to, &x));
         let failed_again = Instant::now();
-        wait_until("retry again", || client.send(to, b"x"));
+        wait_until("retry again", || client.send(to, &x));
         assert!(failed_again.elapsed() >= Duration::from_millis(900));
         assert!(client.stats().dropped > 0);
     }
@@ -1291,10 +1036,10 @@ mod tests {
         let (server, _events) = server(0, TcpRelayConfig::default(), true);
         let to = loopback(server.local_port());
         let (client, replies) = client(TcpRelayConfig::default());
-        assert!(client.send(to, b"ping"));
+        assert!(client.send(to, &hello(b"ping")));
         assert_eq!(
             replies.recv_timeout(WAIT).unwrap(),
-            ClientEvent::Datagram(to, b"ping".to_vec())
+            ClientEvent::Datagram(to, hello(b"ping"))
         );
         client.close();
         assert_eq!(client.connected_to(), None);
@@ -1304,5 +1049,189 @@ mod tests {
         );
         wait_until("server saw it", || server.stats().connections_open == 0);
         assert_eq!(client.stats().connections_open, 0);
+    }
+
+    #[test]
+    fn tcp_client_connects_only_with_a_hello() {
+        let (server, _events) = server(0, TcpRelayConfig::default(), true);
+        let to = loopback(server.local_port());
+        let (client, replies) = client(TcpRelayConfig::default());
+        // Not a HELLO: the server would close the connection, so none is made.
+        assert!(!client.send(to, b"not a hello"));
+        assert_eq!(client.stats().dropped, 1);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(server.stats().connections_open, 0);
+        assert!(client.send(to, &hello(b"first")));
+        assert_eq!(
+            replies.recv_timeout(WAIT).unwrap(),
+            ClientEvent::Datagram(to, hello(b"first"))
+        );
+        // Connected: anything goes.
+        assert!(client.send(to, b"then this"));
+        assert_eq!(
+            replies.recv_timeout(WAIT).unwrap(),
+            ClientEvent::Datagram(to, b"then this".to_vec())
+        );
+    }
+
+    #[test]
+    fn tcp_per_ip_cap() {
+        let config = TcpRelayConfig {
+            max_connections_per_ip: 2,
+            ..TcpRelayConfig::default()
+        };
+        let (server, events) = server(0, config, false);
+        let port = server.local_port();
+        let one = Ipv4Addr::new(127, 0, 0, 1);
+        let (_a, a) = raw_peer(port, &events);
+        let (b, b_id) = raw_peer(port, &events);
+        // A third from the same address is closed at once, HELLO or not.
+        let mut c = connect_from(one, port);
+        let _ = c.write_all(&record(&hello(b"c")));
+        expect_closed_by_server(&mut c);
+        assert_eq!(server.stats().connections_refused_per_ip, 1);
+        assert_eq!(server.stats().connections_refused, 0);
+        // Another address is let in, and the first ones stay.
+        let mut d = connect_from(Ipv4Addr::new(127, 0, 0, 2), port);
+        let d_id = say_hello(&mut d, &events);
+        assert_eq!(
+            server.peer_addr(d_id).map(|p| p.ip()),
+            Some(IpAddr::from([127, 0, 0, 2]))
+        );
+        assert!(server.send(a, b"still here"));
+        assert_eq!(server.stats().connections_open, 3);
+        // A slot freed is a slot again.
+        drop(b);
+        assert_eq!(
+            events.recv_timeout(WAIT).unwrap(),
+            ServerEvent::Closed(b_id)
+        );
+        let mut e = connect_from(one, port);
+        say_hello(&mut e, &events);
+        assert_eq!(server.stats().connections_refused_per_ip, 1);
+    }
+
+    #[test]
+    fn tcp_total_cap() {
+        let config = TcpRelayConfig {
+            max_connections: 3,
+            ..TcpRelayConfig::default()
+        };
+        let (server, events) = server(0, config, false);
+        let port = server.local_port();
+        let mut held = Vec::new();
+        for i in 1..=3 {
+            let mut s = connect_from(Ipv4Addr::new(127, 0, 0, i), port);
+            say_hello(&mut s, &events);
+            held.push(s);
+        }
+        let mut over = connect_from(Ipv4Addr::new(127, 0, 0, 4), port);
+        expect_closed_by_server(&mut over);
+        let stats = server.stats();
+        assert_eq!(stats.connections_refused, 1);
+        assert_eq!(stats.connections_refused_per_ip, 0);
+        assert_eq!(stats.connections_open, 3);
+    }
+
+    #[test]
+    fn tcp_no_hello_within_the_deadline_is_closed() {
+        let config = TcpRelayConfig {
+            hello_timeout: Duration::from_millis(500),
+            ..TcpRelayConfig::default()
+        };
+        let (server, events) = server(0, config, false);
+        let port = server.local_port();
+        // Silent.
+        let started = Instant::now();
+        let mut silent = TcpStream::connect(loopback(port)).unwrap();
+        expect_closed_by_server(&mut silent);
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        assert!(matches!(
+            events.recv_timeout(WAIT).unwrap(),
+            ServerEvent::Closed(_)
+        ));
+        // Bytes, but no complete record.
+        let mut partial = TcpStream::connect(loopback(port)).unwrap();
+        let hello_record = record(&hello(b"late"));
+        partial.write_all(&hello_record[..10]).unwrap();
+        expect_closed_by_server(&mut partial);
+        // A complete record, not a HELLO: closed at once, never handed on.
+        let started = Instant::now();
+        let mut wrong = TcpStream::connect(loopback(port)).unwrap();
+        wrong.write_all(&record(b"hello")).unwrap();
+        expect_closed_by_server(&mut wrong);
+        assert!(started.elapsed() < Duration::from_millis(400));
+        assert!(matches!(
+            events.recv_timeout(WAIT).unwrap(),
+            ServerEvent::Closed(_)
+        ));
+        assert!(matches!(
+            events.recv_timeout(WAIT).unwrap(),
+            ServerEvent::Closed(_)
+        ));
+        let stats = server.stats();
+        assert_eq!((stats.closed_no_hello, stats.records_in), (3, 0));
+        assert_eq!(stats.connections_open, 0);
+    }
+
+    #[test]
+    fn tcp_trickle_of_one_byte_per_second_is_closed() {
+        let config = TcpRelayConfig {
+            record_timeout: Duration::from_secs(2),
+            ..TcpRelayConfig::default()
+        };
+        let (server, events) = server(0, config, false);
+        let (mut s, id) = raw_peer(server.local_port(), &events);
+        // One record of 100 bytes, a byte a second: it would take 105 s,
+        // within the idle timeout if bytes counted as activity.
+        let slow = record(&[0x5a; 100]);
+        let started = Instant::now();
+        for byte in &slow {
+            if s.write_all(std::slice::from_ref(byte)).is_err()
+                || server.stats().closed_slow_record > 0
+            {
+                break;
+            }
+            assert!(started.elapsed() < WAIT, "trickle not closed");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        assert_eq!(events.recv_timeout(WAIT).unwrap(), ServerEvent::Closed(id));
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(1900) && elapsed < Duration::from_secs(5),
+            "closed after {elapsed:?}"
+        );
+        let stats = server.stats();
+        assert_eq!((stats.closed_slow_record, stats.closed_idle), (1, 0));
+        assert!(!server.is_open(id));
+    }
+
+    #[test]
+    fn tcp_outbound_queue_is_bounded_in_bytes() {
+        let queue_bytes = 64 * 1024;
+        let config = TcpRelayConfig {
+            queue_bytes,
+            ..TcpRelayConfig::default()
+        };
+        let (server, events) = server(0, config, false);
+        let (_s, id) = raw_peer(server.local_port(), &events);
+        // The peer never reads: socket buffers fill, then the queue.
+        let big = vec![0xcd; TLS_RECORD_MAX_PAYLOAD_BYTES];
+        let mut refused = 0;
+        let mut sent = 0u64;
+        while refused < 100 {
+            if server.send(id, &big) {
+                sent += 1;
+            } else {
+                refused += 1;
+            }
+            let queued = server.queued_bytes(id).unwrap();
+            assert!(queued <= queue_bytes, "{queued} bytes queued");
+            assert!(sent < 100_000, "never refused");
+        }
+        // Each refused datagram is counted.
+        assert_eq!(server.stats().dropped, refused);
+        assert!(sent > 0);
+        assert!(server.is_open(id));
     }
 }

@@ -1934,8 +1934,13 @@ impl Node {
         let Some(route) = to.map(Route::Direct).or_else(|| self.route(now_ms, addr)) else {
             return;
         };
+        // A reply to `to` goes back by the socket the packet came in on: a
+        // HELLO teaches no path (a TCP relay connection's would be unknown).
+        let socket = match to {
+            Some(_) => self.rx_socket,
+            None => self.route_socket(now_ms, addr, route),
+        };
         let to = route_addr(route);
-        let socket = self.route_socket(now_ms, addr, route);
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
