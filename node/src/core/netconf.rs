@@ -405,6 +405,10 @@ pub enum ConfigDenied {
     NotFound,
     /// A private network, and the member is not authorized.
     AccessDenied,
+    /// No answer now (the controller is busy, or a join is rate-limited):
+    /// nothing is sent; the member asks again, or gets the config pushed
+    /// when it is ready ([`NetworkController::take_changed`]).
+    Later,
 }
 
 /// What a network controller provides to the node it runs in. The node
