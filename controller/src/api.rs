@@ -144,13 +144,11 @@ async fn status(State(s): State<Shared>) -> Json<Value> {
         "clock": now_ms(),
         "unauthorizedRequesters": c.requester_count(),
         "queuedSaves": c.queued_saves(),
-        "counters": {
-            "requestersEvicted": k.requesters_evicted,
-            "joinsDeferred": k.joins_deferred,
-            "savesDeferred": k.saves_deferred,
-            "savesFailed": k.saves_failed,
-            "requestsDeferredBusy": k.requests_deferred_busy,
-        },
+        "counters": k
+            .named()
+            .into_iter()
+            .map(|(name, n)| (name.to_string(), json!(n)))
+            .collect::<Map<String, Value>>(),
     }))
 }
 

@@ -195,6 +195,53 @@ pub struct ControllerCounters {
     pub requests_deferred_busy: u64,
 }
 
+impl ControllerCounters {
+    /// Each counter with its name in `/status` (camelCase).
+    pub fn named(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("requestersEvicted", self.requesters_evicted),
+            ("joinsDeferred", self.joins_deferred),
+            ("savesDeferred", self.saves_deferred),
+            ("savesFailed", self.saves_failed),
+            ("requestsDeferredBusy", self.requests_deferred_busy),
+        ]
+    }
+}
+
+/// [`ControllerCounters`] as atomics, shared with the node's side so it
+/// counts and reads them without locking the controller.
+#[derive(Debug, Default)]
+pub struct Stats {
+    requesters_evicted: AtomicU64,
+    joins_deferred: AtomicU64,
+    saves_deferred: AtomicU64,
+    saves_failed: AtomicU64,
+    requests_deferred_busy: AtomicU64,
+}
+
+impl Stats {
+    /// The counters now.
+    pub fn snapshot(&self) -> ControllerCounters {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ControllerCounters {
+            requesters_evicted: get(&self.requesters_evicted),
+            joins_deferred: get(&self.joins_deferred),
+            saves_deferred: get(&self.saves_deferred),
+            saves_failed: get(&self.saves_failed),
+            requests_deferred_busy: get(&self.requests_deferred_busy),
+        }
+    }
+
+    /// Counts a request put off because the controller was busy.
+    pub fn count_busy(&self) {
+        self.requests_deferred_busy.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 /// A network controller: its networks and members, kept in memory and
 /// (unless made with [`Controller::in_memory`]) in a [`Store`]. Every change
 /// an admin makes is written, durably, before it is made in memory and
@@ -226,9 +273,7 @@ pub struct Controller {
     saver: Option<SyncSender<()>>,
     /// Public networks' admissions by request: (window start, count).
     joins: HashMap<NetworkId, (u64, u32)>,
-    counters: ControllerCounters,
-    /// Counted by whoever finds the controller busy (it cannot lock it).
-    busy: Arc<AtomicU64>,
+    stats: Arc<Stats>,
 }
 
 impl Controller {
@@ -244,8 +289,7 @@ impl Controller {
             to_save: BTreeSet::new(),
             saver: None,
             joins: HashMap::new(),
-            counters: ControllerCounters::default(),
-            busy: Arc::new(AtomicU64::new(0)),
+            stats: Arc::default(),
         }
     }
 
@@ -262,17 +306,13 @@ impl Controller {
 
     /// What was refused or put off so far.
     pub fn counters(&self) -> ControllerCounters {
-        ControllerCounters {
-            requesters_evicted: self.requesters.evicted(),
-            requests_deferred_busy: self.busy.load(Ordering::Relaxed),
-            ..self.counters
-        }
+        self.stats.snapshot()
     }
 
-    /// The counter of requests deferred because the controller was busy,
-    /// for the node's side to count them without locking it.
-    pub fn busy_counter(&self) -> Arc<AtomicU64> {
-        self.busy.clone()
+    /// The counters, for the node's side to count and read without
+    /// locking the controller.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     /// How many unauthorized requesters are listed (all networks).
@@ -585,13 +625,15 @@ impl Controller {
         let current = entry.members.get(&addr).map(|e| e.member.clone());
         let Some(current) = current else {
             if private {
-                self.requesters.note(now_ms, nwid, addr);
+                if self.requesters.note(now_ms, nwid, addr) {
+                    bump(&self.stats.requesters_evicted);
+                }
                 return Err(ConfigDenied::AccessDenied);
             }
             if !self.to_save.contains(&(nwid, addr)) {
                 if stored_count >= MAX_MEMBERS_ADMITTED_BY_REQUEST || !self.admit_join(now_ms, nwid)
                 {
-                    self.counters.joins_deferred += 1;
+                    bump(&self.stats.joins_deferred);
                     return Err(ConfigDenied::Later);
                 }
                 if !self.queue_save(nwid, addr) {
@@ -653,7 +695,7 @@ impl Controller {
             return true;
         }
         if self.to_save.len() >= MAX_QUEUED_SAVES {
-            self.counters.saves_deferred += 1;
+            bump(&self.stats.saves_deferred);
             return false;
         }
         self.to_save.insert((nwid, addr));
@@ -689,7 +731,7 @@ impl Controller {
             };
             if let Err(e) = self.apply(nwid, None, vec![member]) {
                 tracing::warn!("controller: network {nwid}: member {addr} not saved: {e}");
-                self.counters.saves_failed += 1;
+                bump(&self.stats.saves_failed);
             }
         }
         self.to_save.len()

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 
@@ -14,7 +13,7 @@ use vnet_node::core::network_id::NetworkId;
 use vnet_node::service::runtime::{ControllerFactory, wall_clock_ms};
 
 use crate::api;
-use crate::controller::Controller;
+use crate::controller::{Controller, Stats};
 
 /// Most deferred requests remembered, to be answered by a push once the
 /// controller is free again (beyond it the member simply asks again).
@@ -52,7 +51,7 @@ pub struct NodeController {
     known: Vec<(NetworkId, Address)>,
     /// Requests put off because the controller was busy.
     owed: BTreeSet<(NetworkId, Address)>,
-    busy: Arc<AtomicU64>,
+    stats: Arc<Stats>,
 }
 
 impl NodeController {
@@ -62,7 +61,7 @@ impl NodeController {
     pub fn new(shared: Arc<Mutex<Controller>>, clock: impl Fn() -> u64 + Send + 'static) -> Self {
         let c = lock(&shared);
         let seen = c.sequence();
-        let busy = c.busy_counter();
+        let stats = c.stats();
         let known = c
             .network_ids()
             .into_iter()
@@ -80,7 +79,7 @@ impl NodeController {
             seen,
             known,
             owed: BTreeSet::new(),
-            busy,
+            stats,
         }
     }
 }
@@ -93,7 +92,7 @@ impl NetworkController for NodeController {
     ) -> Result<NetworkConfigData, ConfigDenied> {
         let now = (self.clock)();
         let Some(mut c) = try_lock(&self.shared) else {
-            self.busy.fetch_add(1, Ordering::Relaxed);
+            self.stats.count_busy();
             if self.owed.len() < MAX_OWED_ANSWERS {
                 self.owed.insert((network, member));
             }
@@ -104,6 +103,10 @@ impl NetworkController for NodeController {
 
     fn known_members(&self) -> Vec<(NetworkId, Address)> {
         self.known.clone()
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.stats.snapshot().named()
     }
 
     fn take_changed(&mut self) -> Vec<(NetworkId, Address)> {

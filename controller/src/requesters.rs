@@ -60,8 +60,8 @@ impl Requesters {
     /// `addr` asked for the config of `nwid` at `now_ms`: listed (as an
     /// unauthorized member first seen now) or moved to the most recent end.
     /// The least recent requester of the network, or of all networks, makes
-    /// room if a cap is reached.
-    pub fn note(&mut self, now_ms: u64, nwid: NetworkId, addr: Address) {
+    /// room if a cap is reached; whether one was evicted.
+    pub fn note(&mut self, now_ms: u64, nwid: NetworkId, addr: Address) -> bool {
         let stamp = self.next_stamp;
         self.next_stamp += 1;
         if let Some(net) = self.networks.get_mut(&nwid)
@@ -72,8 +72,9 @@ impl Requesters {
             *old = stamp;
             net.order.insert(stamp, addr);
             self.order.insert(stamp, (nwid, addr));
-            return;
+            return false;
         }
+        let mut evicted = false;
         let full_here = self
             .networks
             .get(&nwid)
@@ -85,19 +86,21 @@ impl Requesters {
                 .map(|(_, a)| *a);
             if let Some(old) = oldest {
                 self.remove(nwid, old);
-                self.evicted += 1;
+                evicted = true;
             }
         } else if self.order.len() >= self.total_cap
             && let Some((_, (n, a))) = self.order.first_key_value().map(|(s, k)| (*s, *k))
         {
             self.remove(n, a);
-            self.evicted += 1;
+            evicted = true;
         }
         let net = self.networks.entry(nwid).or_default();
         net.members
             .insert(addr, (Member::new(nwid, addr, now_ms), stamp));
         net.order.insert(stamp, addr);
         self.order.insert(stamp, (nwid, addr));
+        self.evicted += u64::from(evicted);
+        evicted
     }
 
     /// Takes `addr` off the list of `nwid`; the requester it was.

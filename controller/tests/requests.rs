@@ -287,6 +287,7 @@ fn a_busy_controller_defers_requests_and_answers_them_later() {
         assert!(t.elapsed() < Duration::from_secs(1), "never waits");
     }
     assert_eq!(lock(&shared).counters().requests_deferred_busy, 1);
+    assert!(node.counters().contains(&("requestsDeferredBusy", 1)));
     // Once free, the deferred member is reported, to be pushed to.
     assert_eq!(node.take_changed(), vec![(nwid, addr(1))]);
     assert!(node.request(nwid, addr(1)).is_ok());

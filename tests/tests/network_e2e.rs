@@ -437,7 +437,10 @@ fn requests_for_random_networks_and_unauthorized_requests_leave_controller_d_unc
     let (nwid, _) = vnet_tests::daemon::network_of(&ctl, &[], "private");
     let store = ctl.home.join("controller.d");
     let before = tree(&store);
-    assert!(before.iter().any(|p| p.ends_with(&format!("{nwid}.json"))), "{before:?}");
+    assert!(
+        before.iter().any(|p| p.ends_with(&format!("{nwid}.json"))),
+        "{before:?}"
+    );
 
     // The rogue asks for 100 random network numbers of this controller (each
     // asked again every 2 s), and for the private network it is not in.
@@ -462,7 +465,17 @@ fn requests_for_random_networks_and_unauthorized_requests_leave_controller_d_unc
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(tree(&store), before, "controller.d unchanged");
     let networks = ctl.json(&["network", "list"]);
-    assert_eq!(networks.to_string().matches(&ctl.address()).count(), 1, "{networks}");
+    assert_eq!(
+        networks.to_string().matches(&ctl.address()).count(),
+        1,
+        "{networks}"
+    );
+
+    let status = ctl.json(&["info"]);
+    assert_eq!(
+        status["controllerCounters"]["requestersEvicted"], 0,
+        "controller counters in /status: {status}"
+    );
 
     // The unauthorized requester is listed, like a member, unauthorized.
     let r = rogue.address();

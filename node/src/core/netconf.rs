@@ -430,6 +430,12 @@ pub trait NetworkController: Send {
     fn known_members(&self) -> Vec<(NetworkId, Address)> {
         Vec::new()
     }
+
+    /// The controller's drop/deferral counters by name, for `/status`
+    /// (read without waiting for the controller).
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

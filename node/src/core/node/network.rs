@@ -107,6 +107,11 @@ impl Node {
         self.controller.plugin = Some(plugin);
     }
 
+    /// The controller plugin's counters by name (none without one).
+    pub fn controller_counters(&self) -> Option<Vec<(&'static str, u64)>> {
+        self.controller.plugin.as_ref().map(|p| p.counters())
+    }
+
     /// Joins a network (asks its controller for a config at once).
     pub fn join(&mut self, now_ms: u64, nwid: NetworkId, out: &mut Outbox) {
         self.networks.entry(nwid).or_insert_with(|| Membership {
