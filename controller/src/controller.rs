@@ -252,7 +252,7 @@ fn bump(counter: &AtomicU64) {
 /// request calls for (admitting a member of a public network, an IPv4
 /// address for an authorized member) is queued and made by
 /// [`Controller::save_requested`], which the node's saver thread runs, off
-/// the packet path. A member is only ever told what is on disk.
+/// the packet path. A member is never told an address that is not on disk.
 ///
 /// Each change also takes a number from a sequence, so a caller can ask
 /// which members' configs changed since it last looked
