@@ -504,3 +504,60 @@ fn requests_for_random_networks_and_unauthorized_requests_leave_controller_d_unc
     );
     assert!(wait_until(Duration::from_secs(5), || rogue.status(&nwid) == "OK"));
 }
+
+#[test]
+fn a_public_network_member_is_stored_once_and_gets_its_address_pushed() {
+    let lab = Lab::new();
+    let root_host = lab.host("root");
+    let ctl_host = lab.host("ctl");
+    let member_host = lab.host("m1");
+    make_planet(
+        &lab,
+        &root_host,
+        &[lab.home(&ctl_host), lab.home(&member_host)],
+    );
+    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
+    let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
+    let member = Daemon::start(&lab, &member_host, "vnet-node");
+    ctl.wait_online();
+    member.wait_online();
+    let run = ctl.cli(&[
+        "network",
+        "create",
+        "--name",
+        "open",
+        "--private",
+        "false",
+        "--pool",
+        "10.147.18.10-10.147.18.50",
+        "--route",
+        "10.147.18.0/24",
+    ]);
+    assert!(run.ok, "{run:?}");
+    let nwid = run
+        .stdout
+        .split_whitespace()
+        .nth(3)
+        .expect("id")
+        .to_string();
+    let start = Instant::now();
+    assert_eq!(member.cli(&["join", &nwid]).stdout.trim(), "200 join OK");
+    assert!(
+        wait_until(Duration::from_secs(8), || member
+            .network_line(&nwid)
+            .get(8)
+            .map(String::as_str)
+            == Some("10.147.18.10/24")),
+        "address pushed once stored: {:?}",
+        member.network_line(&nwid)
+    );
+    eprintln!("public join -> address: {} ms", start.elapsed().as_millis());
+    let a = member.address();
+    let file = ctl
+        .home
+        .join(format!("controller.d/network/{nwid}/member/{a}.json"));
+    assert!(file.exists(), "stored");
+    let shown = ctl.json(&["member", "show", &nwid, &a]);
+    assert_eq!(shown["authorized"], true, "{shown}");
+    assert_eq!(shown["ipAssignments"][0], "10.147.18.10", "{shown}");
+}
