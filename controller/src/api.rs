@@ -3,12 +3,17 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /controller` | `{"controller": true, "apiVersion": 4, "clock": ms}` |
+//! | `GET /controller` | `{"controller": true, "apiVersion": 4, "clock": ms, "unauthorizedRequesters": n, "queuedSaves": n, "counters": {...}}` |
 //! | `GET /controller/network` | `["<nwid>", ...]` |
 //! | `POST /controller/network/<controller addr>______` | creates a network with a random free number; body: initial fields |
 //! | `GET`, `POST`, `DELETE /controller/network/<nwid>` | the network; `POST` updates (or creates that id) |
-//! | `GET /controller/network/<nwid>/member` | `{"<addr>": revision, ...}` |
+//! | `GET /controller/network/<nwid>/member` | `{"<addr>": revision, ...}` (unauthorized requesters too) |
 //! | `GET`, `POST`, `DELETE /controller/network/<nwid>/member/<addr>` | the member; `POST` updates (or records it) |
+//!
+//! Unauthorized requesters of a private network (members that asked and
+//! are not stored) are listed and shown like members (`authorized: false`,
+//! revision 0) but live in memory only, in a bounded list; any `POST` to
+//! one stores it, `DELETE` forgets it.
 //!
 //! Errors are `{"error": "..."}`: 400 for a bad id or field (the message
 //! names the field), 404 for an unknown network or member, 405 for an
@@ -130,8 +135,21 @@ fn member_json(c: &Controller, member: &Member) -> Value {
     j
 }
 
-async fn status() -> Json<Value> {
-    Json(json!({ "controller": true, "apiVersion": API_VERSION, "clock": now_ms() }))
+async fn status(State(s): State<Shared>) -> Json<Value> {
+    let c = lock(&s);
+    let k = c.counters();
+    Json(json!({
+        "controller": true,
+        "apiVersion": API_VERSION,
+        "clock": now_ms(),
+        "unauthorizedRequesters": c.requester_count(),
+        "queuedSaves": c.queued_saves(),
+        "counters": k
+            .named()
+            .into_iter()
+            .map(|(name, n)| (name.to_string(), json!(n)))
+            .collect::<Map<String, Value>>(),
+    }))
 }
 
 async fn list_networks(State(s): State<Shared>) -> Json<Value> {

@@ -1,9 +1,12 @@
 //! The controller: networks and members in memory, mirrored in the store,
 //! and the configs members get.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
 
 use serde_json::Value;
 use vnet_node::core::address::Address;
@@ -14,6 +17,7 @@ pub use vnet_node::core::netconf::ConfigDenied;
 
 use crate::assign::{AssignError, lowest_free_ipv4, wants_ipv4};
 use crate::model::{Member, Network};
+use crate::requesters::Requesters;
 use crate::store::{Store, StoreError};
 use crate::update::{FieldError, member_update, network_update};
 
@@ -21,6 +25,20 @@ use crate::update::{FieldError, member_update, network_update};
 const MAX_REMOVED: usize = 10_000;
 /// Random tries for a free network number before counting up.
 const RANDOM_NUMBER_TRIES: usize = 32;
+/// Most newcomers a public network admits (stores) by their own request
+/// per minute; more wait (no answer) until the next minute. Each admission
+/// writes two files and changes every member's config, so a flood of
+/// identities must not turn into a flood of writes and pushes.
+pub const PUBLIC_JOINS_PER_MINUTE: u32 = 60;
+/// A public network with this many stored members admits no more by
+/// request (an admin can still add members), so strangers cannot fill the
+/// disk even slowly.
+pub const MAX_MEMBERS_ADMITTED_BY_REQUEST: usize = 10_000;
+/// Most members waiting for a save decided by a config request; beyond
+/// it, requests that need a save get no answer (they ask again).
+pub const MAX_QUEUED_SAVES: usize = 4_096;
+/// The window of [`PUBLIC_JOINS_PER_MINUTE`].
+const JOIN_WINDOW_MS: u64 = 60_000;
 
 /// Why a controller operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -161,10 +179,80 @@ fn shown_to_others(member: Option<&Member>) -> Option<(bool, &[IpAddr])> {
         .map(|m| (m.active_bridge, m.ip_assignments.as_slice()))
 }
 
+/// What the controller refused or put off, by reason, since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ControllerCounters {
+    /// Unauthorized requesters evicted from the full list.
+    pub requesters_evicted: u64,
+    /// Newcomers of a public network not admitted now (join rate or member cap).
+    pub joins_deferred: u64,
+    /// Requests that needed a save when the save queue was full.
+    pub saves_deferred: u64,
+    /// Saves decided by requests that failed (the member asks again).
+    pub saves_failed: u64,
+    /// Requests not answered because the controller was busy (an admin
+    /// change or a save held it); the member asks again or is pushed to.
+    pub requests_deferred_busy: u64,
+}
+
+impl ControllerCounters {
+    /// Each counter with its name in `/status` (camelCase).
+    pub fn named(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("requestersEvicted", self.requesters_evicted),
+            ("joinsDeferred", self.joins_deferred),
+            ("savesDeferred", self.saves_deferred),
+            ("savesFailed", self.saves_failed),
+            ("requestsDeferredBusy", self.requests_deferred_busy),
+        ]
+    }
+}
+
+/// [`ControllerCounters`] as atomics, shared with the node's side so it
+/// counts and reads them without locking the controller.
+#[derive(Debug, Default)]
+pub struct Stats {
+    requesters_evicted: AtomicU64,
+    joins_deferred: AtomicU64,
+    saves_deferred: AtomicU64,
+    saves_failed: AtomicU64,
+    requests_deferred_busy: AtomicU64,
+}
+
+impl Stats {
+    /// The counters now.
+    pub fn snapshot(&self) -> ControllerCounters {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ControllerCounters {
+            requesters_evicted: get(&self.requesters_evicted),
+            joins_deferred: get(&self.joins_deferred),
+            saves_deferred: get(&self.saves_deferred),
+            saves_failed: get(&self.saves_failed),
+            requests_deferred_busy: get(&self.requests_deferred_busy),
+        }
+    }
+
+    /// Counts a request put off because the controller was busy.
+    pub fn count_busy(&self) {
+        self.requests_deferred_busy.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 /// A network controller: its networks and members, kept in memory and
 /// (unless made with [`Controller::in_memory`]) in a [`Store`]. Every change
-/// is written, durably, before it is made in memory and before the call
-/// returns; a refused or failed change changes nothing.
+/// an admin makes is written, durably, before it is made in memory and
+/// before the call returns; a refused or failed change changes nothing.
+///
+/// Config requests never write: members of private networks that are not
+/// stored are only listed in memory ([`Requesters`], bounded); a change a
+/// request calls for (admitting a member of a public network, an IPv4
+/// address for an authorized member) is queued and made by
+/// [`Controller::save_requested`], which the node's saver thread runs, off
+/// the packet path. A member is never told an address that is not on disk.
 ///
 /// Each change also takes a number from a sequence, so a caller can ask
 /// which members' configs changed since it last looked
@@ -177,6 +265,15 @@ pub struct Controller {
     sequence: u64,
     /// Members removed (alone or with their network): (sequence, network, member).
     removed: VecDeque<(u64, NetworkId, Address)>,
+    /// Unauthorized requesters of private networks (memory only).
+    requesters: Requesters,
+    /// Members whose request called for a save, not yet made.
+    to_save: BTreeSet<(NetworkId, Address)>,
+    /// Wakes the saver thread when `to_save` grows.
+    saver: Option<SyncSender<()>>,
+    /// Public networks' admissions by request: (window start, count).
+    joins: HashMap<NetworkId, (u64, u32)>,
+    stats: Arc<Stats>,
 }
 
 impl Controller {
@@ -188,7 +285,44 @@ impl Controller {
             networks: BTreeMap::new(),
             sequence: 1,
             removed: VecDeque::new(),
+            requesters: Requesters::default(),
+            to_save: BTreeSet::new(),
+            saver: None,
+            joins: HashMap::new(),
+            stats: Arc::default(),
         }
+    }
+
+    /// Replaces the unauthorized requesters' list (to set its caps).
+    pub fn set_requesters(&mut self, requesters: Requesters) {
+        self.requesters = requesters;
+    }
+
+    /// Makes `saver` receive a message whenever a request queued a save
+    /// (its thread then calls [`Controller::save_requested`]).
+    pub fn set_saver(&mut self, saver: SyncSender<()>) {
+        self.saver = Some(saver);
+    }
+
+    /// What was refused or put off so far.
+    pub fn counters(&self) -> ControllerCounters {
+        self.stats.snapshot()
+    }
+
+    /// The counters, for the node's side to count and read without
+    /// locking the controller.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// How many unauthorized requesters are listed (all networks).
+    pub fn requester_count(&self) -> usize {
+        self.requesters.total()
+    }
+
+    /// How many saves decided by requests are waiting.
+    pub fn queued_saves(&self) -> usize {
+        self.to_save.len()
     }
 
     /// A controller with address `address` whose state lives under `home`
@@ -239,20 +373,35 @@ impl Controller {
         self.networks.get(&nwid).map(|e| &e.network)
     }
 
-    /// The members of a network, by address; none if there is no such network.
+    /// The members of a network, by address, unauthorized requesters
+    /// (memory only) included; none if there is no such network.
     pub fn members(&self, nwid: NetworkId) -> Option<Vec<&Member>> {
+        let entry = self.networks.get(&nwid)?;
+        let mut all: Vec<&Member> = entry.members.values().map(|m| &m.member).collect();
+        all.extend(
+            self.requesters
+                .of(nwid)
+                .filter(|m| !entry.members.contains_key(&m.address)),
+        );
+        all.sort_by_key(|m| m.address);
+        Some(all)
+    }
+
+    /// The stored members of a network (requesters not included).
+    pub fn stored_members(&self, nwid: NetworkId) -> Option<Vec<&Member>> {
         self.networks
             .get(&nwid)
             .map(|e| e.members.values().map(|m| &m.member).collect())
     }
 
-    /// One member.
+    /// One member, stored or an unauthorized requester.
     pub fn member(&self, nwid: NetworkId, addr: Address) -> Option<&Member> {
-        self.networks
-            .get(&nwid)?
+        let entry = self.networks.get(&nwid)?;
+        entry
             .members
             .get(&addr)
             .map(|e| &e.member)
+            .or_else(|| self.requesters.get(nwid, addr))
     }
 
     /// Creates a network with a random free number and the fields of `body`
@@ -349,6 +498,9 @@ impl Controller {
             store.delete_network(nwid)?;
         }
         let entry = self.networks.remove(&nwid).expect("checked");
+        self.requesters.remove_network(nwid);
+        self.to_save.retain(|(n, _)| *n != nwid);
+        self.joins.remove(&nwid);
         for addr in entry.members.keys() {
             let seq = self.next_sequence();
             self.note_removed(seq, nwid, *addr);
@@ -375,6 +527,7 @@ impl Controller {
             .members
             .get(&addr)
             .map(|e| e.member.clone())
+            .or_else(|| self.requesters.get(nwid, addr).cloned())
             .unwrap_or_else(|| Member::new(nwid, addr, now_ms));
         let mut member = member_update(&before, body, now_ms)?;
         for (i, ip) in member.ip_assignments.iter().enumerate() {
@@ -408,12 +561,13 @@ impl Controller {
             .networks
             .get(&nwid)
             .ok_or(ControllerError::NetworkNotFound(nwid))?;
-        let member = entry
-            .members
-            .get(&addr)
-            .ok_or(ControllerError::MemberNotFound(nwid, addr))?
-            .member
-            .clone();
+        let Some(member) = entry.members.get(&addr).map(|e| e.member.clone()) else {
+            // An unauthorized requester is only in memory.
+            return self
+                .requesters
+                .remove(nwid, addr)
+                .ok_or(ControllerError::MemberNotFound(nwid, addr));
+        };
         // What others are told changes if it was authorized.
         let others_change = shown_to_others(Some(&member)).is_some();
         let mut network = entry.network.clone();
@@ -450,11 +604,15 @@ impl Controller {
         lowest_free_ipv4(&entry.network, &entry.taken_ips()).err()
     }
 
-    /// A member asks for its config at `now_ms`. A member new to a private
-    /// network is recorded, unauthorized, and denied; on a public network
-    /// every member is recorded as authorized. An authorized member due an
-    /// IPv4 address gets one. Only state that is durable is handed out: if
-    /// saving fails, the answer is what was saved before.
+    /// A member asks for its config at `now_ms`. Nothing is written here
+    /// (see [`Controller::save_requested`]), and an unknown network leaves
+    /// no trace. A member not stored in a private network is listed as an
+    /// unauthorized requester (memory only, bounded) and denied. A newcomer
+    /// to a public network is admitted (within [`PUBLIC_JOINS_PER_MINUTE`]
+    /// and [`MAX_MEMBERS_ADMITTED_BY_REQUEST`]; else [`ConfigDenied::Later`])
+    /// and its save queued; an authorized member due an IPv4 address gets
+    /// one queued. The answer is what is on disk: the queued change is
+    /// pushed once saved (it shows in [`Controller::changed_members`]).
     pub fn request_config(
         &mut self,
         now_ms: u64,
@@ -463,11 +621,48 @@ impl Controller {
     ) -> Result<MemberConfig, ConfigDenied> {
         let entry = self.networks.get(&nwid).ok_or(ConfigDenied::NotFound)?;
         let private = entry.network.private;
+        let stored_count = entry.members.len();
         let current = entry.members.get(&addr).map(|e| e.member.clone());
-        let mut member = current
-            .clone()
-            .unwrap_or_else(|| Member::new(nwid, addr, now_ms));
-        if !private {
+        let Some(current) = current else {
+            if private {
+                if self.requesters.note(now_ms, nwid, addr) {
+                    bump(&self.stats.requesters_evicted);
+                }
+                return Err(ConfigDenied::AccessDenied);
+            }
+            if !self.to_save.contains(&(nwid, addr)) {
+                if stored_count >= MAX_MEMBERS_ADMITTED_BY_REQUEST || !self.admit_join(now_ms, nwid)
+                {
+                    bump(&self.stats.joins_deferred);
+                    return Err(ConfigDenied::Later);
+                }
+                if !self.queue_save(nwid, addr) {
+                    return Err(ConfigDenied::Later);
+                }
+            }
+            // A public network lets anyone in; its address comes once saved.
+            let mut newcomer = Member::new(nwid, addr, now_ms);
+            newcomer.set_authorized(true, now_ms);
+            return Ok(self.config_for(now_ms, nwid, &newcomer));
+        };
+        if self.wanted(now_ms, nwid, &current) != current {
+            self.queue_save(nwid, addr);
+        }
+        let mut served = current;
+        // A public network lets anyone in, saved or not.
+        served.authorized |= !private;
+        if !served.authorized {
+            return Err(ConfigDenied::AccessDenied);
+        }
+        Ok(self.config_for(now_ms, nwid, &served))
+    }
+
+    /// What a request of stored member `current` calls for: authorized on
+    /// a public network, and an IPv4 address if it is due one.
+    fn wanted(&self, now_ms: u64, nwid: NetworkId, current: &Member) -> Member {
+        let entry = &self.networks[&nwid];
+        let mut member = current.clone();
+        if !entry.network.private {
             member.set_authorized(true, now_ms);
         }
         if wants_ipv4(&entry.network, &member)
@@ -475,24 +670,71 @@ impl Controller {
         {
             member.ip_assignments.push(IpAddr::V4(ip));
         }
-        let served = if current.as_ref() == Some(&member) {
-            member
-        } else {
-            match self.apply(nwid, None, vec![member]) {
-                Ok(()) => self.networks[&nwid].members[&addr].member.clone(),
-                Err(e) => {
-                    tracing::warn!("controller: network {nwid}: member {addr} not saved: {e}");
-                    let mut m = current.unwrap_or_else(|| Member::new(nwid, addr, now_ms));
-                    // A public network lets anyone in, saved or not.
-                    m.authorized |= !private;
-                    m
-                }
-            }
-        };
-        if !served.authorized {
-            return Err(ConfigDenied::AccessDenied);
+        member
+    }
+
+    /// Whether public network `nwid` may admit one more newcomer by request
+    /// now (and counts it).
+    fn admit_join(&mut self, now_ms: u64, nwid: NetworkId) -> bool {
+        let (start, count) = self.joins.entry(nwid).or_insert((now_ms, 0));
+        if now_ms.saturating_sub(*start) >= JOIN_WINDOW_MS || now_ms < *start {
+            *start = now_ms;
+            *count = 0;
         }
-        Ok(self.config_for(now_ms, nwid, &served))
+        if *count >= PUBLIC_JOINS_PER_MINUTE {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Queues a save for a request's member and wakes the saver; false
+    /// (counted) if the queue is full.
+    fn queue_save(&mut self, nwid: NetworkId, addr: Address) -> bool {
+        if self.to_save.contains(&(nwid, addr)) {
+            return true;
+        }
+        if self.to_save.len() >= MAX_QUEUED_SAVES {
+            bump(&self.stats.saves_deferred);
+            return false;
+        }
+        self.to_save.insert((nwid, addr));
+        if let Some(saver) = &self.saver {
+            // A full channel already holds a wake-up.
+            let _ = saver.try_send(());
+        }
+        true
+    }
+
+    /// Makes up to `max` of the saves config requests queued (the saver
+    /// thread calls this; never the packet path): each member's state is
+    /// decided again from what is stored now, written durably, then
+    /// committed (so it is pushed). How many are still queued.
+    pub fn save_requested(&mut self, now_ms: u64, max: usize) -> usize {
+        for _ in 0..max {
+            let Some((nwid, addr)) = self.to_save.pop_first() else {
+                break;
+            };
+            let Some(entry) = self.networks.get(&nwid) else {
+                continue;
+            };
+            let member = match entry.members.get(&addr) {
+                Some(e) => self.wanted(now_ms, nwid, &e.member),
+                // Only a public network admits by request (it may have
+                // turned private since).
+                None if entry.network.private => continue,
+                None => {
+                    let mut m = Member::new(nwid, addr, now_ms);
+                    m.set_authorized(true, now_ms);
+                    self.wanted(now_ms, nwid, &m)
+                }
+            };
+            if let Err(e) = self.apply(nwid, None, vec![member]) {
+                tracing::warn!("controller: network {nwid}: member {addr} not saved: {e}");
+                bump(&self.stats.saves_failed);
+            }
+        }
+        self.to_save.len()
     }
 
     fn config_for(&self, now_ms: u64, nwid: NetworkId, member: &Member) -> MemberConfig {
@@ -665,6 +907,7 @@ impl Controller {
                 store.save_member(&m)?;
             }
             let seq = self.next_sequence();
+            self.requesters.remove(nwid, m.address);
             let entry = self.networks.get_mut(&nwid).expect("checked");
             entry.members.insert(
                 m.address,
@@ -988,7 +1231,7 @@ mod tests {
             c.request_config(NOW, unknown, addr(1)),
             Err(ConfigDenied::NotFound)
         );
-        // Private: a stranger is recorded, unauthorized, and denied.
+        // Private: a stranger is listed (in memory), unauthorized, and denied.
         assert_eq!(
             c.request_config(NOW, nwid, addr(1)),
             Err(ConfigDenied::AccessDenied)
@@ -997,6 +1240,8 @@ mod tests {
         assert!(!m.authorized && m.ip_assignments.is_empty());
         assert_eq!(m.creation_time, NOW);
         assert!(c.authorized_members(nwid).is_empty());
+        assert_eq!(c.stored_members(nwid).unwrap().len(), 0);
+        assert_eq!(c.queued_saves(), 0);
         // Once authorized it gets its config.
         authorize(&mut c, nwid, addr(1));
         c.update_member(
@@ -1064,10 +1309,20 @@ mod tests {
             c.request_config(NOW, nwid, addr(1)),
             Err(ConfigDenied::AccessDenied)
         );
-        // Public: anyone is recorded as authorized and gets an address.
+        // Public: anyone is let in at once, and stored as authorized with
+        // an address by the saver (its config then pushed).
         c.update_network(nwid, &json!({"private": false})).unwrap();
         let cfg = c.request_config(NOW + 9, nwid, addr(3)).unwrap();
         assert!(!cfg.private);
+        assert!(cfg.assigned.is_empty(), "no address before it is saved");
+        assert_eq!(c.member(nwid, addr(3)), None);
+        let seq = c.sequence();
+        assert_eq!(c.save_requested(NOW + 9, usize::MAX), 0);
+        assert_eq!(
+            c.changed_members(nwid, seq),
+            vec![addr(1), addr(2), addr(3)]
+        );
+        let cfg = c.request_config(NOW + 9, nwid, addr(3)).unwrap();
         assert_eq!(
             cfg.assigned,
             vec![AssignedIp {
@@ -1159,8 +1414,10 @@ mod tests {
         let again = Controller::open(ctl(), home.path()).unwrap();
         assert_eq!(again.network_ids(), vec![nwid]);
         assert_eq!(again.network(nwid), c.network(nwid));
-        assert_eq!(again.members(nwid), c.members(nwid));
-        assert_eq!(again.members(nwid).unwrap().len(), 2);
+        assert_eq!(again.members(nwid), c.stored_members(nwid));
+        // The unauthorized requester was never stored: forgotten.
+        assert_eq!(again.members(nwid).unwrap().len(), 1);
+        assert_eq!(c.members(nwid).unwrap().len(), 2);
         // No temp files anywhere, and the deleted network left nothing.
         let net_dir = home.path().join("controller.d/network");
         let mut names: Vec<String> = std::fs::read_dir(&net_dir)
@@ -1203,7 +1460,7 @@ mod tests {
         let e = c.update_network(nwid, &json!({"mtu": 1500}));
         assert!(matches!(e, Err(ControllerError::Store(_))), "{e:?}");
         assert_eq!(c.network(nwid), Some(&net_before));
-        // Config requests serve what was saved, and record nothing unsaved.
+        // Config requests serve what was saved, and store nothing.
         assert_eq!(
             c.request_config(NOW, nwid, addr(1)).unwrap().assigned.len(),
             1
@@ -1212,7 +1469,16 @@ mod tests {
             c.request_config(NOW, nwid, addr(2)),
             Err(ConfigDenied::AccessDenied)
         );
-        assert_eq!(c.member(nwid, addr(2)), None);
+        assert_eq!(c.stored_members(nwid).unwrap().len(), 1);
+        // A save a request queued fails, is counted, and changes nothing.
+        c.update_network(nwid, &json!({"private": false}))
+            .unwrap_err();
+        c.networks.get_mut(&nwid).unwrap().network.private = false;
+        assert!(c.request_config(NOW, nwid, addr(3)).is_ok());
+        assert_eq!(c.save_requested(NOW, usize::MAX), 0);
+        assert_eq!(c.counters().saves_failed, 1);
+        assert_eq!(c.member(nwid, addr(3)), None);
+        c.networks.get_mut(&nwid).unwrap().network.private = true;
         assert!(matches!(
             c.delete_network(nwid),
             Err(ControllerError::Store(_))

@@ -1,8 +1,10 @@
 //! The controller as the node sees it: [`NetworkController`] for the core,
 //! and [`plugin`] / [`factory`] for the service's `ServiceOptions::controller`.
 
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 
 use vnet_node::core::address::Address;
 use vnet_node::core::netconf::{ConfigDenied, NetworkConfigData, NetworkController};
@@ -11,7 +13,14 @@ use vnet_node::core::network_id::NetworkId;
 use vnet_node::service::runtime::{ControllerFactory, wall_clock_ms};
 
 use crate::api;
-use crate::controller::Controller;
+use crate::controller::{Controller, Stats};
+
+/// Most deferred requests remembered, to be answered by a push once the
+/// controller is free again (beyond it the member simply asks again).
+const MAX_OWED_ANSWERS: usize = 4_096;
+/// Saves made per lock of the controller by the saver thread, so config
+/// requests (which never wait for the lock) are put off only briefly.
+const SAVES_PER_LOCK: usize = 1;
 
 /// Locks the shared controller, even after a panic elsewhere (every change
 /// is committed in memory in one step after it is saved, so the state is
@@ -20,12 +29,29 @@ pub fn lock(shared: &Mutex<Controller>) -> MutexGuard<'_, Controller> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Locks the shared controller if it is free (see [`lock`]); the packet
+/// path uses this, so an admin change or a save never stalls traffic.
+pub fn try_lock(shared: &Mutex<Controller>) -> Option<MutexGuard<'_, Controller>> {
+    match shared.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
 /// A [`Controller`] shared with the REST API, with a clock, as the node's
-/// [`NetworkController`].
+/// [`NetworkController`]. It never waits for the controller's lock (held
+/// by the API or the saver during disk writes): a request that finds it
+/// busy gets [`ConfigDenied::Later`] and is answered by a push later.
 pub struct NodeController {
     shared: Arc<Mutex<Controller>>,
     clock: Box<dyn Fn() -> u64 + Send>,
     seen: u64,
+    /// Every member known when made, for [`NetworkController::known_members`].
+    known: Vec<(NetworkId, Address)>,
+    /// Requests put off because the controller was busy.
+    owed: BTreeSet<(NetworkId, Address)>,
+    stats: Arc<Stats>,
 }
 
 impl NodeController {
@@ -33,11 +59,27 @@ impl NodeController {
     /// new members). The first [`NetworkController::take_changed`] reports
     /// changes made after this call.
     pub fn new(shared: Arc<Mutex<Controller>>, clock: impl Fn() -> u64 + Send + 'static) -> Self {
-        let seen = lock(&shared).sequence();
+        let c = lock(&shared);
+        let seen = c.sequence();
+        let stats = c.stats();
+        let known = c
+            .network_ids()
+            .into_iter()
+            .flat_map(|nwid| {
+                c.stored_members(nwid)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |m| (nwid, m.address))
+            })
+            .collect();
+        drop(c);
         Self {
             shared,
             clock: Box::new(clock),
             seen,
+            known,
+            owed: BTreeSet::new(),
+            stats,
         }
     }
 }
@@ -49,41 +91,78 @@ impl NetworkController for NodeController {
         member: Address,
     ) -> Result<NetworkConfigData, ConfigDenied> {
         let now = (self.clock)();
-        lock(&self.shared)
-            .request_config(now, network, member)
-            .map(Into::into)
+        let Some(mut c) = try_lock(&self.shared) else {
+            self.stats.count_busy();
+            if self.owed.len() < MAX_OWED_ANSWERS {
+                self.owed.insert((network, member));
+            }
+            return Err(ConfigDenied::Later);
+        };
+        c.request_config(now, network, member).map(Into::into)
     }
 
     fn known_members(&self) -> Vec<(NetworkId, Address)> {
-        let c = lock(&self.shared);
-        c.network_ids()
-            .into_iter()
-            .flat_map(|nwid| {
-                c.members(nwid)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(move |m| (nwid, m.address))
-            })
-            .collect()
+        self.known.clone()
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.stats.snapshot().named()
     }
 
     fn take_changed(&mut self) -> Vec<(NetworkId, Address)> {
-        let c = lock(&self.shared);
-        let changed = c.changes_since(self.seen);
+        let Some(c) = try_lock(&self.shared) else {
+            return Vec::new();
+        };
+        let mut changed = c.changes_since(self.seen);
         self.seen = c.sequence();
+        drop(c);
+        changed.extend(std::mem::take(&mut self.owed));
+        changed.sort();
+        changed.dedup();
         changed
+    }
+}
+
+/// Starts the thread that makes the saves config requests queue (see
+/// [`Controller::save_requested`]); it ends when the controller is dropped.
+pub fn spawn_saver(
+    shared: &Arc<Mutex<Controller>>,
+    clock: impl Fn() -> u64 + Send + 'static,
+) -> std::io::Result<()> {
+    let (wake, woken) = sync_channel(1);
+    lock(shared).set_saver(wake);
+    let weak = Arc::downgrade(shared);
+    std::thread::Builder::new()
+        .name("vnet-ctl-saver".into())
+        .spawn(move || saver_loop(&weak, &woken, &clock))?;
+    Ok(())
+}
+
+fn saver_loop(shared: &Weak<Mutex<Controller>>, woken: &Receiver<()>, clock: &dyn Fn() -> u64) {
+    while woken.recv().is_ok() {
+        loop {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let left = lock(&shared).save_requested(clock(), SAVES_PER_LOCK);
+            if left == 0 {
+                break;
+            }
+        }
     }
 }
 
 /// The controller of the node at `address` with home `home` (loading
 /// `home/controller.d`): the core's plugin (on the wall clock) and the REST
-/// routes, sharing one [`Controller`]. The error names a malformed file.
+/// routes, sharing one [`Controller`], and its saver thread. The error
+/// names a malformed file.
 pub fn plugin(
     address: Address,
     home: &Path,
 ) -> Result<(Box<dyn NetworkController>, axum::Router), String> {
     let controller = Controller::open(address, home).map_err(|e| e.to_string())?;
     let shared = Arc::new(Mutex::new(controller));
+    spawn_saver(&shared, wall_clock_ms).map_err(|e| format!("cannot start the saver: {e}"))?;
     let routes = api::router(shared.clone());
     Ok((Box::new(NodeController::new(shared, wall_clock_ms)), routes))
 }

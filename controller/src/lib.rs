@@ -7,6 +7,8 @@
 //! - [`assign`]: automatic IPv4 assignment from the pools;
 //! - [`store`]: `HOME/controller.d/network/<nwid>.json` and
 //!   `HOME/controller.d/network/<nwid>/member/<addr>.json`;
+//! - [`requesters`]: unauthorized requesters of private networks, in
+//!   memory and bounded, until an admin acts on them;
 //! - [`controller`]: [`Controller`], which ties them together and answers
 //!   members' config requests ([`MemberConfig`], [`ConfigDenied`]);
 //! - [`glue`]: [`NodeController`], the controller as the node core's
@@ -20,13 +22,17 @@ pub mod controller;
 pub mod glue;
 pub mod ip;
 pub mod model;
+pub mod requesters;
 pub mod store;
 pub mod update;
 
 pub use assign::AssignError;
-pub use controller::{ConfigDenied, Controller, ControllerError, DirectoryEntry, MemberConfig};
+pub use controller::{
+    ConfigDenied, Controller, ControllerCounters, ControllerError, DirectoryEntry, MemberConfig,
+};
 pub use glue::{NodeController, factory, plugin};
 pub use ip::Cidr;
 pub use model::{IpPool, Member, Network, Route};
+pub use requesters::Requesters;
 pub use store::{Store, StoreError};
 pub use update::FieldError;

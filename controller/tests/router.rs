@@ -503,3 +503,64 @@ async fn merges_into_a_router_with_its_own_state_and_layers() {
         .unwrap();
     assert_eq!(put.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn unauthorized_requesters_are_shown_like_members_until_an_admin_acts() {
+    let home = tempfile::tempdir().unwrap();
+    let controller = Controller::open(CONTROLLER.parse().unwrap(), home.path()).unwrap();
+    let (app, shared) = app_with(controller);
+    let nwid = create(&app, json!({"name": "lab"})).await;
+    let id = nwid.parse().unwrap();
+    let member_file = home
+        .path()
+        .join(format!("controller.d/network/{nwid}/member/{MEMBER}.json"));
+    for (i, addr) in [MEMBER, "0102030405"].into_iter().enumerate() {
+        let denied =
+            shared
+                .lock()
+                .unwrap()
+                .request_config(1_000 + i as u64, id, addr.parse().unwrap());
+        assert_eq!(denied, Err(vnet_controller::ConfigDenied::AccessDenied));
+    }
+    let (status, list) = get(&app, &format!("/controller/network/{nwid}/member")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list, json!({MEMBER: 0, "0102030405": 0}));
+    let (status, m) = get(&app, &format!("/controller/network/{nwid}/member/{MEMBER}")).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    assert_eq!(
+        (
+            &m["authorized"],
+            &m["creationTime"],
+            &m["ipAssignmentError"]
+        ),
+        (&json!(false), &json!(1_000), &Value::Null)
+    );
+    assert!(!member_file.exists(), "in memory only");
+    let (_, c) = get(&app, "/controller").await;
+    assert_eq!(c["unauthorizedRequesters"], 2, "{c}");
+    assert_eq!(c["counters"]["requestersEvicted"], 0, "{c}");
+
+    // Authorizing stores it; deleting the other forgets it.
+    let (status, m) = post(
+        &app,
+        &format!("/controller/network/{nwid}/member/{MEMBER}"),
+        json!({"authorized": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    assert_eq!(
+        (&m["authorized"], &m["revision"]),
+        (&json!(true), &json!(1))
+    );
+    assert!(member_file.exists());
+    let (status, _) = delete(
+        &app,
+        &format!("/controller/network/{nwid}/member/0102030405"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, list) = get(&app, &format!("/controller/network/{nwid}/member")).await;
+    assert_eq!(list, json!({MEMBER: 1}));
+    let (_, c) = get(&app, "/controller").await;
+    assert_eq!(c["unauthorizedRequesters"], 0, "{c}");
+}

@@ -1309,6 +1309,8 @@ mod membership {
         changed: Arc<Mutex<Vec<(NetworkId, Address)>>>,
         nwid: Option<NetworkId>,
         clock: Arc<Mutex<u64>>,
+        /// Every request the node passed on.
+        calls: Arc<Mutex<u64>>,
     }
 
     impl NetworkController for TestController {
@@ -1317,6 +1319,7 @@ mod membership {
             nwid: NetworkId,
             member: Address,
         ) -> Result<NetworkConfigData, ConfigDenied> {
+            *self.calls.lock().unwrap() += 1;
             if Some(nwid) != self.nwid {
                 return Err(ConfigDenied::NotFound);
             }
@@ -1351,6 +1354,42 @@ mod membership {
 
     fn status(sim: &Sim, h: usize, nwid: NetworkId) -> NetworkStatus {
         sim.hosts[h].node.network(nwid).unwrap().status
+    }
+
+    #[test]
+    fn refused_requests_for_random_networks_leave_nothing_behind() {
+        let (mut sim, ctl, member, addr_ctl, _) = world_of_two(None, None);
+        let controller = TestController {
+            nwid: Some(NetworkId::new(addr_ctl, 1)),
+            ..Default::default()
+        };
+        sim.hosts[ctl]
+            .node
+            .set_controller(Box::new(controller.clone()));
+        // A rogue member asks for 200 random network numbers of the controller.
+        let random: Vec<NetworkId> = (0..200u32)
+            .map(|i| NetworkId::new(addr_ctl, 2 + i * 7_919 % 0xff_fff0))
+            .collect();
+        let mut out = Outbox::new();
+        let now = sim.now;
+        for nwid in &random {
+            sim.hosts[member].node.join(now, *nwid, &mut out);
+        }
+        sim.send_all(member, &mut out);
+        sim.run(3_000);
+        for nwid in &random {
+            assert_eq!(status(&sim, member, *nwid), NetworkStatus::NotFound);
+        }
+        // It stops asking: the controller keeps nothing to push to it, so
+        // its refreshes (every 5 s) ask the plugin about none of them.
+        for nwid in &random {
+            assert!(sim.hosts[member].node.leave(*nwid));
+        }
+        sim.run(500);
+        let calls = *controller.calls.lock().unwrap();
+        assert!(calls >= 200, "{calls}");
+        sim.run(12_000);
+        assert_eq!(*controller.calls.lock().unwrap(), calls);
     }
 
     #[test]

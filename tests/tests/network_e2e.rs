@@ -400,3 +400,164 @@ fn controller_killed_mid_flight_loses_no_acknowledged_change() {
         daemons[2].network_line(&nwid).get(3).map(String::as_str) == Some("renamed")
     }));
 }
+
+/// Every file and directory under `dir`, relative, sorted.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    fn walk(base: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).expect("read_dir") {
+            let p = e.expect("entry").path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if p.is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn requests_for_random_networks_and_unauthorized_requests_leave_controller_d_unchanged() {
+    let lab = Lab::new();
+    let root_host = lab.host("root");
+    let ctl_host = lab.host("ctl");
+    let rogue_host = lab.host("rogue");
+    make_planet(
+        &lab,
+        &root_host,
+        &[lab.home(&ctl_host), lab.home(&rogue_host)],
+    );
+    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
+    let mut ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
+    let rogue = Daemon::start(&lab, &rogue_host, "vnet-node");
+    ctl.wait_online();
+    rogue.wait_online();
+    let (nwid, _) = vnet_tests::daemon::network_of(&ctl, &[], "private");
+    let store = ctl.home.join("controller.d");
+    let before = tree(&store);
+    assert!(
+        before.iter().any(|p| p.ends_with(&format!("{nwid}.json"))),
+        "{before:?}"
+    );
+
+    // The rogue asks for 100 random network numbers of this controller (each
+    // asked again every 2 s), and for the private network it is not in.
+    let random: Vec<String> = (1..=100u32)
+        .map(|i| format!("{}{:06x}", ctl.address(), (i * 7_919 + 12_345) & 0xff_ffff))
+        .filter(|n| *n != nwid)
+        .collect();
+    for n in random.iter().chain(std::iter::once(&nwid)) {
+        let run = rogue.cli(&["join", n]);
+        assert_eq!(run.stdout.trim(), "200 join OK", "{run:?}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || random
+            .iter()
+            .all(|n| rogue.status(n) == "NOT_FOUND")),
+        "every random network is NOT_FOUND: {}",
+        rogue.cli(&["listnetworks"]).stdout
+    );
+    assert!(wait_until(Duration::from_secs(5), || rogue.status(&nwid)
+        == "ACCESS_DENIED"));
+    // Let them ask again a few times.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(tree(&store), before, "controller.d unchanged");
+    let networks = ctl.json(&["network", "list"]);
+    assert_eq!(
+        networks.to_string().matches(&ctl.address()).count(),
+        1,
+        "{networks}"
+    );
+
+    let status = ctl.json(&["info"]);
+    assert_eq!(
+        status["controllerCounters"]["requestersEvicted"], 0,
+        "controller counters in /status: {status}"
+    );
+
+    // The unauthorized requester is listed, like a member, unauthorized.
+    let r = rogue.address();
+    let listed = ctl.cli(&["member", "list", &nwid]);
+    assert!(listed.stdout.contains(&r), "{listed:?}");
+    let shown = ctl.json(&["member", "show", &nwid, &r]);
+    assert_eq!(shown["authorized"], false, "{shown}");
+
+    // A restart forgets it (nothing was stored); it asks again and is listed again.
+    ctl.restart();
+    ctl.wait_online();
+    assert_eq!(tree(&store), before, "controller.d unchanged after restart");
+    assert!(
+        wait_until(Duration::from_secs(10), || ctl
+            .cli(&["member", "list", &nwid])
+            .stdout
+            .contains(&r)),
+        "listed again once it asked"
+    );
+    // Authorized by the admin: stored, and configured.
+    assert!(ctl.cli(&["member", "authorize", &nwid, &r]).ok);
+    assert!(
+        ctl.home
+            .join(format!("controller.d/network/{nwid}/member/{r}.json"))
+            .exists()
+    );
+    assert!(wait_until(Duration::from_secs(5), || rogue.status(&nwid) == "OK"));
+}
+
+#[test]
+fn a_public_network_member_is_stored_once_and_gets_its_address_pushed() {
+    let lab = Lab::new();
+    let root_host = lab.host("root");
+    let ctl_host = lab.host("ctl");
+    let member_host = lab.host("m1");
+    make_planet(
+        &lab,
+        &root_host,
+        &[lab.home(&ctl_host), lab.home(&member_host)],
+    );
+    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
+    let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
+    let member = Daemon::start(&lab, &member_host, "vnet-node");
+    ctl.wait_online();
+    member.wait_online();
+    let run = ctl.cli(&[
+        "network",
+        "create",
+        "--name",
+        "open",
+        "--private",
+        "false",
+        "--pool",
+        "10.147.18.10-10.147.18.50",
+        "--route",
+        "10.147.18.0/24",
+    ]);
+    assert!(run.ok, "{run:?}");
+    let nwid = run
+        .stdout
+        .split_whitespace()
+        .nth(3)
+        .expect("id")
+        .to_string();
+    let start = Instant::now();
+    assert_eq!(member.cli(&["join", &nwid]).stdout.trim(), "200 join OK");
+    assert!(
+        wait_until(Duration::from_secs(8), || member
+            .network_line(&nwid)
+            .get(8)
+            .map(String::as_str)
+            == Some("10.147.18.10/24")),
+        "address pushed once stored: {:?}",
+        member.network_line(&nwid)
+    );
+    eprintln!("public join -> address: {} ms", start.elapsed().as_millis());
+    let a = member.address();
+    let file = ctl
+        .home
+        .join(format!("controller.d/network/{nwid}/member/{a}.json"));
+    assert!(file.exists(), "stored");
+    let shown = ctl.json(&["member", "show", &nwid, &a]);
+    assert_eq!(shown["authorized"], true, "{shown}");
+    assert_eq!(shown["ipAssignments"][0], "10.147.18.10", "{shown}");
+}

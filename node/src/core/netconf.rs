@@ -405,6 +405,10 @@ pub enum ConfigDenied {
     NotFound,
     /// A private network, and the member is not authorized.
     AccessDenied,
+    /// No answer now (the controller is busy, or a join is rate-limited):
+    /// nothing is sent; the member asks again, or gets the config pushed
+    /// when it is ready ([`NetworkController::take_changed`]).
+    Later,
 }
 
 /// What a network controller provides to the node it runs in. The node
@@ -424,6 +428,12 @@ pub trait NetworkController: Send {
     /// Every member the controller knows (authorized or not), so a restarted
     /// controller pushes configs and denials without waiting to be asked.
     fn known_members(&self) -> Vec<(NetworkId, Address)> {
+        Vec::new()
+    }
+
+    /// The controller's drop/deferral counters by name, for `/status`
+    /// (read without waiting for the controller).
+    fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
 }

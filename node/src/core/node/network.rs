@@ -90,7 +90,9 @@ pub struct NetworkView {
 #[derive(Default)]
 pub(crate) struct ControllerState {
     pub plugin: Option<Box<dyn NetworkController>>,
-    /// (network, member) -> last request time.
+    /// (network, member) -> last request time, for members the plugin
+    /// answered with a config (so bounded by the members it admits; a
+    /// refused request leaves nothing here).
     pub members: HashMap<(NetworkId, Address), u64>,
     pub last_refresh_ms: u64,
     pub next_update_id: u64,
@@ -103,6 +105,11 @@ impl Node {
     /// networks whose id begins with its address.
     pub fn set_controller(&mut self, plugin: Box<dyn NetworkController>) {
         self.controller.plugin = Some(plugin);
+    }
+
+    /// The controller plugin's counters by name (none without one).
+    pub fn controller_counters(&self) -> Option<Vec<(&'static str, u64)>> {
+        self.controller.plugin.as_ref().map(|p| p.counters())
     }
 
     /// Joins a network (asks its controller for a config at once).
@@ -328,7 +335,8 @@ impl Node {
             self.send_config_error(now_ms, member, counter, nwid, ERROR_OBJECT_NOT_FOUND, out);
             return true;
         }
-        self.controller.members.insert((nwid, member), now_ms);
+        // Only a member the plugin admits is remembered (in serve_config):
+        // requests for unknown networks or refused ones leave nothing.
         self.serve_config(now_ms, nwid, member, Some(counter), out);
         true
     }
@@ -346,6 +354,10 @@ impl Node {
         };
         match plugin.request(nwid, member) {
             Ok(data) => {
+                if counter.is_some() {
+                    // Asked by the member itself (pushes do not refresh it).
+                    self.controller.members.insert((nwid, member), now_ms);
+                }
                 let certificate =
                     Certificate::issue(&self.key_pair, nwid, member, data.timestamp_ms);
                 let config = NetworkConfig {
@@ -360,15 +372,16 @@ impl Node {
                     self.send(now_ms, member, Verb::NetworkConfig, &chunk, out);
                 }
             }
+            // Nothing to send yet: the member asks again, or is pushed to.
+            Err(ConfigDenied::Later) => {}
             Err(denied) => {
                 let code = match denied {
-                    ConfigDenied::NotFound => ERROR_OBJECT_NOT_FOUND,
                     ConfigDenied::AccessDenied => ERROR_NETWORK_ACCESS_DENIED,
+                    _ => ERROR_OBJECT_NOT_FOUND,
                 };
-                if denied == ConfigDenied::AccessDenied {
-                    // Stop pushing to a member that is no longer authorized.
-                    self.controller.members.remove(&(nwid, member));
-                }
+                // Stop pushing to a member that is no longer authorized (or
+                // whose network is gone).
+                self.controller.members.remove(&(nwid, member));
                 self.send_config_error(now_ms, member, counter.unwrap_or(0), nwid, code, out);
             }
         }
@@ -416,6 +429,8 @@ impl Node {
             Some(Err(ConfigDenied::AccessDenied)) => {
                 self.set_status(nwid, NetworkStatus::AccessDenied)
             }
+            // Asked again at the next tick.
+            Some(Err(ConfigDenied::Later)) => {}
             _ => self.set_status(nwid, NetworkStatus::NotFound),
         }
     }
