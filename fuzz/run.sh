@@ -5,7 +5,7 @@
 #   fuzz/run.sh [SECONDS [RUNS]]
 #
 # RUNS, if given, also ends each target after that many executions (whichever
-# comes first): `fuzz/run.sh 15 50000` is the smoke scripts/test.sh runs.
+# comes first): `fuzz/run.sh 10 50000` is the smoke scripts/test.sh runs.
 # TARGETS="a b" runs only those targets.
 #
 # Works on a stable toolchain: RUSTC_BOOTSTRAP=1 lets cargo-fuzz use the
