@@ -2,7 +2,11 @@
 # Runs every fuzz target for SECONDS (default 60) each, one after another,
 # starting from its seed corpus. Exits non-zero if any target crashes.
 #
-#   fuzz/run.sh [SECONDS]
+#   fuzz/run.sh [SECONDS [RUNS]]
+#
+# RUNS, if given, also ends each target after that many executions (whichever
+# comes first): `fuzz/run.sh 10 50000` is the smoke scripts/test.sh runs.
+# TARGETS="a b" runs only those targets.
 #
 # Works on a stable toolchain: RUSTC_BOOTSTRAP=1 lets cargo-fuzz use the
 # nightly-only flags it needs. SANITIZER=address turns AddressSanitizer on
@@ -10,9 +14,10 @@
 set -euo pipefail
 
 secs="${1:-60}"
-case "$secs" in
+runs="${2:-}"
+case "$secs$runs" in
 '' | *[!0-9]*)
-	echo "usage: $0 [seconds-per-target]" >&2
+	echo "usage: $0 [seconds-per-target [runs-per-target]]" >&2
 	exit 2
 	;;
 esac
@@ -23,14 +28,19 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 sanitizer="${SANITIZER:-none}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
-	echo "cargo-fuzz missing: cargo install cargo-fuzz --locked" >&2
-	exit 2
+	echo "=== cargo-fuzz missing: installing it (cargo install cargo-fuzz --locked)" >&2
+	cargo install cargo-fuzz --locked
 fi
 
 cargo fuzz build --sanitizer "$sanitizer"
 
+limits=(-max_total_time="$secs")
+if [ -n "$runs" ]; then
+	limits+=(-runs="$runs")
+fi
+
 failed=()
-for target in $(cargo fuzz list); do
+for target in ${TARGETS:-$(cargo fuzz list)}; do
 	# A scratch corpus (gitignored) that starts as a copy of the seeds and
 	# keeps what libFuzzer finds between runs.
 	corpus="corpus/$target"
@@ -39,9 +49,9 @@ for target in $(cargo fuzz list); do
 		cp seeds/"$target"/* "$corpus"/
 		chmod u+w "$corpus"/*
 	fi
-	echo "=== $target: ${secs}s from $corpus" >&2
+	echo "=== $target: ${secs}s${runs:+ or $runs runs} from $corpus" >&2
 	if ! cargo fuzz run --sanitizer "$sanitizer" "$target" "$corpus" -- \
-		-max_total_time="$secs" -print_final_stats=1; then
+		"${limits[@]}" -print_final_stats=1; then
 		echo "=== $target: CRASHED (reproducer in fuzz/artifacts/$target/)" >&2
 		failed+=("$target")
 	fi
@@ -51,4 +61,4 @@ if [ "${#failed[@]}" -ne 0 ]; then
 	echo "=== crashed: ${failed[*]}" >&2
 	exit 1
 fi
-echo "=== all targets ran ${secs}s without a crash" >&2
+echo "=== all targets ran ${secs}s${runs:+ or $runs runs} each without a crash" >&2

@@ -7,9 +7,11 @@ set -euo pipefail
 # (iproute2: `ip netns`, veths, bridges; iperf3: throughput over the virtual network;
 # miniupnpd-nftables + nftables: a real UPnP/NAT-PMP gateway in the NAT tests;
 # conntrack: flushing NAT mappings mid-transfer; dnsmasq-base + udhcpc: a LAN's DHCP server and a
-# client across an L2 bridge; python3: raw frames and broadcasts in the bridge tests).
-PACKAGES=(ca-certificates curl gcc libc6-dev pkg-config iproute2 iptables iputils-ping iperf3
-  nftables miniupnpd-nftables conntrack dnsmasq-base udhcpc python3)
+# client across an L2 bridge; python3: raw frames and broadcasts in the bridge tests;
+# systemd: `systemd-analyze verify` of the units in dist/systemd; g++: libFuzzer, which
+# cargo-fuzz builds for the fuzz smoke in scripts/test.sh).
+PACKAGES=(ca-certificates curl gcc g++ libc6-dev pkg-config iproute2 iptables iputils-ping iperf3
+  nftables miniupnpd-nftables conntrack dnsmasq-base udhcpc python3 systemd)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -40,3 +42,9 @@ for component in rustfmt clippy; do
   fi
 done
 cargo --version
+# cargo-fuzz: the fuzz smoke in scripts/test.sh and fuzz/run.sh (stable toolchain,
+# RUSTC_BOOTSTRAP=1; see fuzz/README.md).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "== installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi

@@ -16,3 +16,5 @@ echo "== cargo build (the end-to-end tests run these binaries)"
 cargo build --workspace --bins --locked
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== fuzz smoke: every target 50,000 runs or 10 s from its seeds, failing on a crash"
+fuzz/run.sh 10 50000

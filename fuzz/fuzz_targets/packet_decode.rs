@@ -7,7 +7,7 @@
 //! the clock by 600 ms first" (two of those time out a pending packet). A
 //! short last datagram is taken as it is. Seeds (`seeds/packet_decode/`) are
 //! packets armored with `KEY` and cut into fragments, written by
-//! `node/tests/packet_properties.rs`'s ignored `write_fuzz_seeds` test.
+//! `cargo run -p vnet_node --example write_fuzz_seeds`.
 
 #![no_main]
 

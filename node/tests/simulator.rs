@@ -773,8 +773,6 @@ fn orbit_fetches_a_moon_from_its_seed() {
         &moon_key,
     )
     .unwrap();
-    let planet = planet_with_roots(&[(0, ROOT_IP)], &KeyPair::generate());
-    let _ = planet;
     let b_node = Node::new(NodeConfig {
         identity: identity(2),
         planet: sim.hosts[0].node.worlds().next().unwrap().clone(),

@@ -18,8 +18,6 @@ use vnet_tests::netns::{Lab, Node, wait_until};
 const LAN_HOST_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 20);
 /// The LAN's broadcast address.
 const LAN_BROADCAST: &str = "192.168.77.255";
-/// What the remote member takes when no DHCP server or client is installed.
-const STATIC_REMOTE_IP: &str = "192.168.77.101";
 /// The network MTU: the LAN's, so that every frame fits through the bridge.
 const MTU: u64 = 1500;
 
@@ -69,13 +67,19 @@ const UDHCPC_SCRIPT: &str = "#!/bin/sh\n\
     if [ \"$1\" = bound ]; then echo \"LEASE $ip $subnet\"; fi\n\
     exit 0\n";
 
-/// A program from PATH or the sbin directories, if installed.
-fn tool(name: &str) -> Option<PathBuf> {
+/// A program from PATH or the sbin directories; a missing one fails the test.
+fn required_tool(name: &str) -> PathBuf {
     let path = std::env::var("PATH").unwrap_or_default();
     path.split(':')
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is needed by the bridge test's DHCP half (Debian packages dnsmasq-base \
+                 and udhcpc; scripts/install-deps.sh installs them)"
+            )
+        })
 }
 
 /// The real python3 executable (not a pyenv shim), so that the lab ends it by its PID.
@@ -266,86 +270,75 @@ fn ping(lab: &Lab, from: &Node, to: &str, extra: &[&str]) -> bool {
 }
 
 /// The remote member's LAN address: a lease from dnsmasq on the LAN through
-/// udhcpc if both are installed, else [`STATIC_REMOTE_IP`]. Configured on its TAP.
+/// udhcpc, configured on its TAP. Both tools are required: scripts/install-deps.sh
+/// installs them (a missing one fails the test, it does not skip the DHCP half).
 fn lan_address(lab: &Lab, lan: &Node, remote: &Node, remote_tap: &str) -> String {
-    let (dnsmasq, udhcpc) = (tool("dnsmasq"), tool("udhcpc"));
-    let ip = match (&dnsmasq, &udhcpc) {
-        (Some(dnsmasq), Some(udhcpc)) => {
-            let dir = lab.dir();
-            let leases = dir.join("dnsmasq.leases");
-            let pid = dir.join("dnsmasq.pid");
-            let server = lab.spawn(
-                lan,
-                dnsmasq,
-                &[
-                    "--no-daemon",
-                    "--conf-file=/dev/null",
-                    "--port=0",
-                    "--user=root",
-                    "--bind-interfaces",
-                    &format!("--interface={}", lan.iface()),
-                    "--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,1h",
-                    "--dhcp-authoritative",
-                    "--log-dhcp",
-                    &format!("--dhcp-leasefile={}", leases.display()),
-                    &format!("--pid-file={}", pid.display()),
-                ],
-                &[],
+    let (dnsmasq, udhcpc) = (required_tool("dnsmasq"), required_tool("udhcpc"));
+    let ip = {
+        let dir = lab.dir();
+        let leases = dir.join("dnsmasq.leases");
+        let pid = dir.join("dnsmasq.pid");
+        let server = lab.spawn(
+            lan,
+            dnsmasq,
+            &[
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--user=root",
+                "--bind-interfaces",
+                &format!("--interface={}", lan.iface()),
+                "--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,1h",
+                "--dhcp-authoritative",
+                "--log-dhcp",
+                &format!("--dhcp-leasefile={}", leases.display()),
+                &format!("--pid-file={}", pid.display()),
+            ],
+            &[],
+        );
+        let script = dir.join("udhcpc.script");
+        std::fs::write(&script, UDHCPC_SCRIPT).expect("write udhcpc script");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod udhcpc script");
+        // DISCOVER is a broadcast from the member: the switch sends it to the
+        // bridge; the OFFER comes back unicast to the member's MAC.
+        let run = lab.exec(
+            remote,
+            udhcpc,
+            &[
+                "-f",
+                "-q",
+                "-n",
+                "-t",
+                "10",
+                "-T",
+                "2",
+                "-i",
+                remote_tap,
+                "-s",
+                &script.to_string_lossy(),
+            ],
+        );
+        let lease = run
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("LEASE "))
+            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>());
+        let Some([ip, subnet]) = lease.as_deref() else {
+            panic!(
+                "no DHCP lease over the bridge: {run:?}\ndnsmasq:\n{}",
+                server.stderr_text()
             );
-            let script = dir.join("udhcpc.script");
-            std::fs::write(&script, UDHCPC_SCRIPT).expect("write udhcpc script");
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
-                .expect("chmod udhcpc script");
-            // DISCOVER is a broadcast from the member: the switch sends it to the
-            // bridge; the OFFER comes back unicast to the member's MAC.
-            let run = lab.exec(
-                remote,
-                udhcpc,
-                &[
-                    "-f",
-                    "-q",
-                    "-n",
-                    "-t",
-                    "10",
-                    "-T",
-                    "2",
-                    "-i",
-                    remote_tap,
-                    "-s",
-                    &script.to_string_lossy(),
-                ],
-            );
-            let lease = run
-                .stdout
-                .lines()
-                .find_map(|l| l.strip_prefix("LEASE "))
-                .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>());
-            let Some([ip, subnet]) = lease.as_deref() else {
-                panic!(
-                    "no DHCP lease over the bridge: {run:?}\ndnsmasq:\n{}",
-                    server.stderr_text()
-                );
-            };
-            assert_eq!(subnet, "255.255.255.0");
-            let host: u8 = ip
-                .strip_prefix("192.168.77.")
-                .and_then(|h| h.parse().ok())
-                .unwrap_or_else(|| panic!("lease {ip} is not on the LAN"));
-            assert!((100..=150).contains(&host), "lease {ip} from the range");
-            eprintln!("the remote member leased {ip} from dnsmasq on the LAN");
-            ip.clone()
-        }
-        _ => {
-            eprintln!(
-                "SKIPPED the DHCP part: dnsmasq ({}) and udhcpc ({}) are needed \
-                 (Debian packages dnsmasq-base and udhcpc, see scripts/install-deps.sh); \
-                 the remote member takes {STATIC_REMOTE_IP} statically",
-                dnsmasq.map_or("missing".into(), |p| p.display().to_string()),
-                udhcpc.map_or("missing".into(), |p| p.display().to_string()),
-            );
-            STATIC_REMOTE_IP.to_string()
-        }
+        };
+        assert_eq!(subnet, "255.255.255.0");
+        let host: u8 = ip
+            .strip_prefix("192.168.77.")
+            .and_then(|h| h.parse().ok())
+            .unwrap_or_else(|| panic!("lease {ip} is not on the LAN"));
+        assert!((100..=150).contains(&host), "lease {ip} from the range");
+        eprintln!("the remote member leased {ip} from dnsmasq on the LAN");
+        ip.clone()
     };
     let cidr = format!("{ip}/24");
     let run = lab.exec(remote, "ip", &["addr", "add", &cidr, "dev", remote_tap]);

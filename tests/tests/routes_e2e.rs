@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use vnet_tests::daemon::{Daemon, make_planet};
-use vnet_tests::netns::{Lab, NatKind, Node, wait_until};
+use vnet_tests::netns::{Lab, NatKind, Node, wait_for, wait_until};
 
 /// The gateway member's fixed address on the virtual network.
 const GATEWAY_IP: &str = "10.147.17.10";
@@ -69,6 +69,30 @@ fn routes(lab: &Lab, at: &Node) -> Vec<String> {
     let mut lines: Vec<String> = run.stdout.lines().map(str::to_string).collect();
     lines.sort();
     lines
+}
+
+/// The route targets (`ip/prefix`) in the member's config of `nwid`
+/// (`GET /network`'s `routes`, whatever its allow* settings install).
+fn config_routes(d: &Daemon, nwid: &str) -> Vec<String> {
+    let nets = d.json(&["listnetworks"]);
+    nets.as_array()
+        .and_then(|a| a.iter().find(|n| n["id"] == nwid))
+        .and_then(|n| n["routes"].as_array())
+        .map(|r| {
+            r.iter()
+                .filter_map(|r| r["target"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls `found` for `hold`: fails at once if it ever finds something (an
+/// absence is asserted over a while, after the state that should cause it is
+/// known to be in, not once after a fixed sleep).
+fn assert_never(hold: Duration, what: &str, found: impl FnMut() -> Option<String>) {
+    if let Some(seen) = wait_for(hold, found) {
+        panic!("{what}: found {seen:?}");
+    }
 }
 
 fn pings(lab: &Lab, from: &Node, to: &str) -> bool {
@@ -176,18 +200,26 @@ fn a_gateway_member_routes_a_remote_member_into_its_lan_and_allow_managed_turns_
         routes(&lab, &remote_host)
     );
     assert!(!pings(&lab, &remote_host, &printer));
-    // ...and it survives a restart.
+    // ...and it survives a restart: once the config is back (the route in
+    // it), the route stays out of the table.
     remote.restart();
     remote.wait_online();
     let run = remote.cli(&["get", &nwid, "allowManaged"]);
     assert_eq!(run.stdout.trim(), "false", "{run:?}");
-    std::thread::sleep(Duration::from_secs(3));
     assert!(
-        !routes(&lab, &remote_host)
-            .iter()
-            .any(|r| r.starts_with(&want)),
-        "{:?}",
-        routes(&lab, &remote_host)
+        wait_until(Duration::from_secs(15), || config_routes(&remote, &nwid)
+            .contains(&lan_net)),
+        "the config with the route is back after the restart: {:?}",
+        config_routes(&remote, &nwid)
+    );
+    assert_never(
+        Duration::from_secs(3),
+        "allowManaged=0 after a restart",
+        || {
+            routes(&lab, &remote_host)
+                .into_iter()
+                .find(|r| r.starts_with(&want))
+        },
     );
     // Back on.
     let run = remote.cli(&["set", &nwid, "allowManaged=1"]);
@@ -270,15 +302,32 @@ fn an_exit_node_carries_default_traffic_only_with_allow_default_and_leaves_route
     make_gateway(&lab, &gw_host);
     let (nwid, _) = network(&ctl, &gw, &remote, &[format!("0.0.0.0/0,{GATEWAY_IP}")]);
     let internet = internet_host.ip().to_string();
-    // Joined, default route not allowed: routes as they are, no way out.
-    std::thread::sleep(Duration::from_secs(1));
-    let before = routes(&lab, &remote_host);
+    // Joined, default route not allowed: once the config (with the default
+    // route) is in and the network's own route installed, nothing goes via the
+    // exit node, and stays so.
     assert!(
-        !before
-            .iter()
-            .any(|r| r.contains(&format!("via {GATEWAY_IP}"))),
-        "no default route without allowDefault: {before:?}"
+        wait_until(Duration::from_secs(10), || {
+            config_routes(&remote, &nwid)
+                .iter()
+                .any(|r| r == "0.0.0.0/0")
+                && routes(&lab, &remote_host)
+                    .iter()
+                    .any(|r| r.starts_with("10.147.17.0/24 "))
+        }),
+        "config and network route in: {:?} {:?}",
+        config_routes(&remote, &nwid),
+        routes(&lab, &remote_host)
     );
+    assert_never(
+        Duration::from_secs(2),
+        "no default route without allowDefault",
+        || {
+            routes(&lab, &remote_host)
+                .into_iter()
+                .find(|r| r.contains(&format!("via {GATEWAY_IP}")))
+        },
+    );
+    let before = routes(&lab, &remote_host);
     assert!(!pings(&lab, &remote_host, &internet));
 
     let run = remote.cli(&["set", &nwid, "allowDefault=1"]);

@@ -386,34 +386,81 @@ mod tests {
         assert!(set_a.open(1, slot, counter, &mut own).is_err());
     }
 
+    /// Why a genuine packet of an expired session is refused: no live session
+    /// has its slot, or the live one with that slot has another key. Never
+    /// `Replay`: the tests give such packets a counter never seen.
+    fn expired(live_slot: u8, gone_slot: u8) -> OpenError {
+        if live_slot == gone_slot {
+            OpenError::BadMac
+        } else {
+            OpenError::NoSession
+        }
+    }
+
+    /// Seals `n` packets under `set`'s sending session, each with its own counter.
+    fn seal_n(set: &mut SessionSet, n: usize) -> Vec<(u64, u8, Vec<u8>)> {
+        (0..n)
+            .map(|i| {
+                let (c, slot) = set.next_send().unwrap();
+                let mut p = packet(c, slot, &[i as u8; 4]);
+                set.seal(&mut p);
+                (c, slot, p)
+            })
+            .collect()
+    }
+
     #[test]
     fn old_session_is_accepted_only_during_the_overlap() {
         let (a, b, s) = pair();
         let (a1, b1) = handshake(0, a, b, &s);
         let (a2, b2) = handshake(1000, a, b, &s);
+        let live_slot = b2.slot();
         let (mut set_a, mut set_b) = (SessionSet::default(), SessionSet::default());
         set_a.install(0, a1);
         set_b.install(0, b1);
-        // A sends under session 1, then both move to session 2.
-        let (c, slot1) = set_a.next_send().unwrap();
-        let mut late = packet(c, slot1, b"late");
-        set_a.seal(&mut late);
-        let late_copy = late.clone();
+        // A seals three packets under session 1, then both move to session 2.
+        let mut sealed = seal_n(&mut set_a, 3).into_iter();
+        set_a.install(1000, a2);
+        set_b.install(1000, b2);
+        // Inside the overlap the superseded session still opens.
+        let (c, slot1, mut late) = sealed.next().unwrap();
+        let t = 1000 + KEY_OVERLAP_MS - 1;
+        assert_eq!(set_b.open(t, slot1, c, &mut late), Ok(()));
+        assert_eq!(&late[35..], &[0; 4]);
+        // The peer still sends on it: the overlap runs from that last use.
+        let (c, _, mut still) = sealed.next().unwrap();
+        let t = t + KEY_OVERLAP_MS - 1;
+        assert_eq!(set_b.open(t, slot1, c, &mut still), Ok(()));
+        // A full overlap after its last use it is gone: a packet whose
+        // counter was never seen is refused for expiry, not as a replay.
+        let (c, _, mut too_late) = sealed.next().unwrap();
+        let t = t + KEY_OVERLAP_MS;
+        assert_eq!(
+            set_b.open(t, slot1, c, &mut too_late),
+            Err(expired(live_slot, slot1))
+        );
+        assert_eq!(set_b.sessions.len(), 1, "only session 2 is left");
+        assert!(!set_b.needs_rekey(1000 + REKEY_INTERVAL_MS - 1));
+        assert!(set_b.needs_rekey(1000 + REKEY_INTERVAL_MS));
+    }
+
+    #[test]
+    fn unused_superseded_session_expires_one_overlap_after_the_rekey() {
+        let (a, b, s) = pair();
+        let (a1, b1) = handshake(0, a, b, &s);
+        let (a2, b2) = handshake(1000, a, b, &s);
+        let live_slot = b2.slot();
+        let (mut set_a, mut set_b) = (SessionSet::default(), SessionSet::default());
+        set_a.install(0, a1);
+        set_b.install(0, b1);
+        let (c, slot1, mut p) = seal_n(&mut set_a, 1).remove(0);
         set_a.install(1000, a2);
         set_b.install(1000, b2);
         assert_eq!(
-            set_b.open(1000 + KEY_OVERLAP_MS - 1, slot1, c, &mut late),
-            Ok(())
+            set_b.open(1000 + KEY_OVERLAP_MS, slot1, c, &mut p),
+            Err(expired(live_slot, slot1))
         );
-        let mut too_late = late_copy;
-        too_late[..8].copy_from_slice(&c.to_be_bytes());
-        assert!(
-            set_b
-                .open(1000 + KEY_OVERLAP_MS, slot1, c, &mut too_late)
-                .is_err()
-        );
-        assert!(!set_b.needs_rekey(1000 + REKEY_INTERVAL_MS - 1));
-        assert!(set_b.needs_rekey(1000 + REKEY_INTERVAL_MS));
+        assert_eq!(set_b.sessions.len(), 1, "only session 2 is left");
     }
 
     #[test]

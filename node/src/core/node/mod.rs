@@ -9,6 +9,7 @@ mod network;
 mod outbox;
 mod peer;
 mod status;
+mod test_support;
 mod traversal;
 
 use std::collections::{HashMap, VecDeque};
