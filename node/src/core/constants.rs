@@ -58,8 +58,10 @@ pub const RELAY_MAX_HOPS: u8 = 3;
 pub const FRAGMENT_TIMEOUT_MS: u64 = 1000;
 /// Most incomplete packets held for reassembly at once, per node.
 pub const MAX_PENDING_REASSEMBLIES: usize = 64;
-/// Counters below the highest one seen that a receiving key still accepts once each.
-pub const REPLAY_WINDOW_PACKETS: u64 = 2048;
+/// Size of a receiving key's replay window: counters `highest - (this - 1) ..= highest`
+/// are accepted once each; a counter `this` or more below the highest is refused.
+/// As large as WireGuard's (8,192) so reordering by a busy path is not mistaken for replay.
+pub const REPLAY_WINDOW_PACKETS: u64 = 8192;
 
 // ---- Peers, sessions and paths (PROTOCOL.md §3.4, node behaviour) ----
 
