@@ -58,6 +58,9 @@ pub const RELAY_MAX_HOPS: u8 = 3;
 pub const FRAGMENT_TIMEOUT_MS: u64 = 1000;
 /// Most incomplete packets held for reassembly at once, per node.
 pub const MAX_PENDING_REASSEMBLIES: usize = 64;
+/// Most of those from one source host (IPv4 address or IPv6 /64); a source at
+/// its quota evicts its own oldest, never another source's.
+pub const MAX_PENDING_REASSEMBLIES_PER_SOURCE: usize = 16;
 /// Size of a receiving key's replay window: counters `highest - (this - 1) ..= highest`
 /// are accepted once each; a counter `this` or more below the highest is refused.
 /// As large as WireGuard's (8,192) so reordering by a busy path is not mistaken for replay.
