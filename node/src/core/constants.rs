@@ -210,6 +210,20 @@ pub const PUNCH_BACKOFF_MAX_MS: u64 = 600_000;
 pub const CERTIFICATE_MAX_DELTA_MS: u64 = 20_000;
 /// The controller re-issues certificates to authorized members this often.
 pub const CERTIFICATE_REFRESH_INTERVAL_MS: u64 = 5_000;
+/// A member we want a certificate from gets ours again at most this often.
+pub const CREDENTIALS_RESEND_INTERVAL_MS: u64 = 1_000;
+/// How long a frame waits for its recipient's fresh certificate before it is dropped.
+pub const FRAME_AWAITING_CREDENTIALS_MS: u64 = 2_000;
+/// Most members whose certificate frames wait for, per network.
+pub const MAX_MEMBERS_AWAITING_CREDENTIALS: usize = 32;
+/// Most frames waiting for one member's certificate (the newest are kept).
+pub const MAX_FRAMES_AWAITING_CREDENTIALS_PER_MEMBER: usize = 8;
+/// Most certificate signatures checked per NETWORK_CREDENTIALS packet.
+pub const MAX_CREDENTIAL_CHECKS_PER_PACKET: usize = 4;
+/// Most certificate signatures checked per peer and network per second.
+pub const CREDENTIAL_CHECKS_PER_PEER_PER_SECOND: u32 = 8;
+/// Most peers whose signature budget is tracked per network at once.
+pub const MAX_CREDENTIAL_BUDGETS: usize = 1_024;
 /// Largest encoded network config.
 pub const NETWORK_CONFIG_MAX_BYTES: usize = 64 * 1024;
 /// Config bytes per signed NETWORK_CONFIG chunk (one datagram each).

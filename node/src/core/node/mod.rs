@@ -652,7 +652,7 @@ impl Node {
                 Ok(())
             }
             Verb::NetworkCredentials => {
-                self.handle_credentials(src, payload);
+                self.handle_credentials(now_ms, src, payload, out);
                 Ok(())
             }
             Verb::WorldUpdate => {
