@@ -110,8 +110,9 @@ pub enum ReassemblyError {
     TooLong,
 }
 
-/// Counts of what a [`Reassembler`] did, for statistics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counts of what a [`Reassembler`] did, for statistics (`/status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ReassemblyStats {
     /// Packets put back together and returned.
     pub completed: u64,
@@ -119,7 +120,8 @@ pub struct ReassemblyStats {
     pub malformed: u64,
     /// Pieces refused because they had arrived already.
     pub duplicates: u64,
-    /// Pieces refused for a total or destination that disagrees with earlier pieces.
+    /// Pieces refused for a total, destination or (heads) source that
+    /// disagrees with earlier pieces.
     pub inconsistent: u64,
     /// Incomplete packets dropped for growing beyond the largest packet.
     pub too_long: u64,

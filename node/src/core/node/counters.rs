@@ -66,4 +66,7 @@ pub struct Counters {
     pub dropped_credentials_rate_limited: u64,
     /// Certificate signatures checked (each costs an Ed25519 verification).
     pub credential_signatures_checked: u64,
+    /// What reassembly of fragmented packets did, drops by reason (copied
+    /// every tick).
+    pub reassembly: crate::core::fragment::ReassemblyStats,
 }

@@ -2065,6 +2065,7 @@ impl Node {
                 .retain(|(_, t)| now_ms.saturating_sub(*t) < RELAY_ROUTE_TTL_MS);
         }
         self.reassembler.expire(now_ms);
+        self.counters.reassembly = *self.reassembler.stats();
         self.tick_traversal(now_ms, out);
         self.tick_networks(now_ms, out);
     }
