@@ -274,13 +274,15 @@ impl Node {
             return;
         };
         let theirs = m.peer_certificates.get(&src);
-        match switch.receive(now_ms, src, &config.certificate, theirs, frame) {
-            Inbound::Deliver => {
-                if let Some(peer) = self.peers.get_mut(&src) {
-                    peer.last_active_ms = Some(now_ms);
-                }
-                out.push_frame(nwid, frame);
-            }
+        let verdict = switch.receive(now_ms, src, &config.certificate, theirs, frame);
+        if verdict != Inbound::Drop(DropReason::NotAuthorized)
+            && let Some(peer) = self.peers.get_mut(&src)
+        {
+            // A member's traffic keeps its paths probed, delivered or not.
+            peer.last_active_ms = Some(now_ms);
+        }
+        match verdict {
+            Inbound::Deliver => out.push_frame(nwid, frame),
             Inbound::Drop(DropReason::NotAuthorized) => {
                 // No certificate, one the controller stopped refreshing, or
                 // a member it no longer lists.
