@@ -1354,4 +1354,162 @@ mod rogue_member {
     fn stale_certificates_alone_cut_off_a_member_the_directory_still_lists() {
         rogue_is_cut_off(true);
     }
+
+    /// [`run_recording`] (no one deaf), and right after host `victim` takes
+    /// the head of a fragmented packet, `flood` arrives at it too.
+    fn run_flooding(
+        sim: &mut Sim,
+        ms: u64,
+        victim: usize,
+        flood: &[(SocketAddr, Vec<u8>)],
+        taps: &mut Taps,
+    ) -> usize {
+        use vnet_node::core::wire::{Datagram, classify};
+        let until = sim.now + ms;
+        let mut out = Outbox::new();
+        let mut floods = 0;
+        while sim.now < until {
+            if let Some(c) = CLOCK.with(|c| c.borrow().clone()) {
+                sync_clock(&c, sim);
+            }
+            let next_tick = sim.now - sim.now % 250 + 250;
+            let next_packet = sim.queue.keys().next().map(|k| k.0).unwrap_or(u64::MAX);
+            sim.now = next_tick.min(next_packet).min(until);
+            while let Some(entry) = sim.queue.first_entry() {
+                if entry.key().0 > sim.now {
+                    break;
+                }
+                let p = entry.remove();
+                let Some((h, socket)) = sim
+                    .deliver_to(p.from, p.to)
+                    .and_then(|(h, local)| Some((h, socket_at(local)?)))
+                else {
+                    continue;
+                };
+                let is_head = matches!(
+                    classify(&p.bytes),
+                    Ok(Datagram::Packet { header, .. }) if header.more_fragments
+                );
+                let mut bytes = p.bytes;
+                let now = sim.now;
+                sim.hosts[h]
+                    .node
+                    .handle_datagram(now, socket, p.from, &mut bytes, &mut out);
+                if h == victim && is_head {
+                    floods += 1;
+                    for (from, datagram) in flood {
+                        let mut d = datagram.clone();
+                        sim.hosts[h]
+                            .node
+                            .handle_datagram(now, socket, *from, &mut d, &mut out);
+                    }
+                }
+                taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
+                sim.send_all(h, &mut out);
+                sim.collect(h);
+            }
+            if sim.now == next_tick {
+                for h in 0..sim.hosts.len() {
+                    let now = sim.now;
+                    sim.hosts[h].node.handle_timeout(now, &mut out);
+                    taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
+                    sim.send_all(h, &mut out);
+                    sim.collect(h);
+                }
+            }
+        }
+        floods
+    }
+
+    /// A6: a stranger floods forged heads and fragments (from one IP, many
+    /// ports, many counters) between the pieces of a member's fragmented
+    /// frame: the member's packet is not evicted and arrives.
+    #[test]
+    fn forged_fragments_from_a_stranger_do_not_evict_a_members_reassembly() {
+        use vnet_node::core::wire::{FragmentHeader, PacketHeader};
+
+        let key = KeyPair::generate();
+        let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
+        let mut sim = Sim::new();
+        let ctl = sim.add_host(node(0, &planet), ROOT_IP, None);
+        let a = sim.add_host(node(1, &planet), [203, 0, 113, 1], None);
+        let b = sim.add_host(node(2, &planet), [203, 0, 113, 2], None);
+        let (ma, mb) = ((identity(1).address(), 1), (identity(2).address(), 2));
+        let nwid = NetworkId::new(identity(0).address(), 8);
+        let controller = Controller {
+            nwid: Some(nwid),
+            ..Default::default()
+        };
+        *controller.authorized.lock().unwrap() = vec![ma, mb];
+        *controller.listed.lock().unwrap() = vec![ma, mb];
+        sim.hosts[ctl]
+            .node
+            .set_controller(Box::new(controller.clone()));
+        CLOCK.with(|c| *c.borrow_mut() = Some(controller.clone()));
+        let mut taps = Taps::new();
+        let nobody = (usize::MAX, sim.hosts[ctl].local.ip());
+        run_recording(&mut sim, 2_000, nobody, &mut taps);
+        for h in [a, b] {
+            let mut out = Outbox::new();
+            let now = sim.now;
+            sim.hosts[h].node.join(now, nwid, &mut out);
+            sim.send_all(h, &mut out);
+        }
+        run_recording(&mut sim, 3_000, nobody, &mut taps);
+        // Certificates exchanged with small frames first.
+        tap_send(&mut sim, a, nwid, &frames_to(nwid, ma, mb)[..1]);
+        tap_send(&mut sim, b, nwid, &frames_to(nwid, mb, ma)[..1]);
+        run_recording(&mut sim, 1_000, nobody, &mut taps);
+
+        // The stranger: 192.0.2.66, any port; heads claiming to be from A.
+        let to_b = mb.0;
+        let mut flood = Vec::new();
+        for i in 0..300u64 {
+            let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 66)), 1000 + i as u16);
+            let counter = 0x5eed_0000 + i;
+            let mut head = vec![0x5au8; 1432];
+            PacketHeader {
+                counter,
+                dest: to_b,
+                src: ma.0,
+                hops: 0,
+                key_slot: 1,
+                more_fragments: true,
+                clear: false,
+            }
+            .encode_into(&mut head);
+            let mut fragment = vec![0xa5u8; 600];
+            FragmentHeader {
+                counter: counter + 1_000,
+                dest: to_b,
+                total: 2,
+                index: 1,
+                hops: 0,
+            }
+            .encode_into(&mut fragment);
+            flood.push((from, head));
+            flood.push((from, fragment));
+        }
+
+        let (src, dst) = (Mac::for_member(ma.0, nwid), Mac::for_member(mb.0, nwid));
+        let big = {
+            let b = PacketBuilder::ethernet2(src.0, dst.0)
+                .ipv4(member_ip(1).octets(), member_ip(2).octets(), 64)
+                .udp(5000, 6000);
+            let mut out = Vec::new();
+            b.write(&mut out, &[0x42; 2000]).unwrap();
+            out
+        };
+        let mut taps = Taps::new();
+        tap_send(&mut sim, a, nwid, std::slice::from_ref(&big));
+        let floods = run_flooding(&mut sim, 1_000, b, &flood, &mut taps);
+        assert!(floods >= 1, "the frame went out fragmented");
+        assert!(
+            taps.iter().any(|(h, f)| *h == b && *f == big),
+            "B got A's fragmented frame despite the flood"
+        );
+        let stats = sim.hosts[b].node.counters().reassembly;
+        assert!(stats.evicted_over_quota >= 500, "{stats:?}");
+        assert_eq!(stats.evicted, 0, "{stats:?}");
+    }
 }
