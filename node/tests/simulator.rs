@@ -1116,6 +1116,8 @@ mod rogue_member {
                 sim.hosts[h]
                     .node
                     .handle_datagram(now, socket, p.from, &mut bytes, &mut out);
+                // Identity checks run outside the packet path, as in Sim::step_to.
+                sim.hosts[h].node.run_identity_checks(now, &mut out);
                 taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
                 sim.send_all(h, &mut out);
                 sim.collect(h);
@@ -1124,6 +1126,7 @@ mod rogue_member {
                 for h in 0..sim.hosts.len() {
                     let now = sim.now;
                     sim.hosts[h].node.handle_timeout(now, &mut out);
+                    sim.hosts[h].node.run_identity_checks(now, &mut out);
                     taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
                     sim.send_all(h, &mut out);
                     sim.collect(h);
@@ -1395,6 +1398,8 @@ mod rogue_member {
                 sim.hosts[h]
                     .node
                     .handle_datagram(now, socket, p.from, &mut bytes, &mut out);
+                // Identity checks run outside the packet path, as in Sim::step_to.
+                sim.hosts[h].node.run_identity_checks(now, &mut out);
                 if h == victim && is_head {
                     floods += 1;
                     for (from, datagram) in flood {
@@ -1412,6 +1417,7 @@ mod rogue_member {
                 for h in 0..sim.hosts.len() {
                     let now = sim.now;
                     sim.hosts[h].node.handle_timeout(now, &mut out);
+                    sim.hosts[h].node.run_identity_checks(now, &mut out);
                     taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
                     sim.send_all(h, &mut out);
                     sim.collect(h);

@@ -18,10 +18,9 @@
 //!
 //! Fragments carry no source address (PROTOCOL.md §3.3), so pieces of two
 //! peers relayed by the same root with the same counter at the same time
-//! cannot be told apart. Session counters start at a random point (§3.4), so
-//! that practically never happens and a stranger cannot guess a counter; if
-//! it does, the second head is refused ([`ReassemblyError::SourceMismatch`])
-//! and a packet completed with the wrong pieces fails its MAC.
+//! cannot be told apart: the second head is refused
+//! ([`ReassemblyError::SourceMismatch`]) and a packet completed with the
+//! wrong pieces fails its MAC, so it is lost, never mis-delivered.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -926,7 +925,7 @@ mod tests {
         let (x, y) = (0x0101010101, 0x0202020202);
         let mut r = Reassembler::new();
 
-        // Different counters (sessions start at random counters), pieces
+        // Different counters (two sessions rarely share one), pieces
         // interleaved: each peer gets its own packet back.
         let px = packet_from(x, 700, 0x3a7f_0000_0001, mtu);
         let py = packet_from(y, 700, 0x0c11_0000_0001, mtu);
