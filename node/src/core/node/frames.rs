@@ -64,6 +64,7 @@ pub(crate) fn configure_switch(
         .filter(|a| *a != me)
         .collect();
     switch.set_listed_members(&listed);
+    let listed: std::collections::HashSet<Address> = listed.into_iter().collect();
     m.peer_certificates.retain(|a, _| listed.contains(a));
     m.awaiting_credentials.retain(|a, _| listed.contains(a));
     for entry in &d.directory {

@@ -206,18 +206,19 @@ impl Switch {
     /// subscriptions and the MACs learned behind it at once (whatever the
     /// network's type), and on a private network its frames are refused.
     pub fn set_listed_members(&mut self, members: &[Address]) {
+        let listed: HashSet<Address> = members.iter().copied().collect();
         let gone: Vec<Address> = self
             .valid
             .iter()
             .copied()
-            .filter(|m| !members.contains(m))
+            .filter(|m| !listed.contains(m))
             .collect();
         for member in gone {
             self.valid.remove(&member);
             self.subscriptions.remove_member(member);
             self.macs.forget_bridge(member);
         }
-        self.valid.extend(members.iter().copied());
+        self.valid.extend(listed);
     }
 
     /// Whether frames and subscriptions from `member` are accepted: always on a
