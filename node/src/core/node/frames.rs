@@ -319,7 +319,7 @@ impl Node {
         for _ in 0..count {
             let Ok((cert, used)) = Certificate::decode(rest) else {
                 self.counters.dropped_bad_payload += 1;
-                return;
+                break;
             };
             rest = &rest[used..];
             if cert.issued_to != src {
@@ -345,6 +345,16 @@ impl Node {
             {
                 continue;
             }
+            let controller = cert.network.controller();
+            let key = if controller == self.address {
+                *self.identity.public_key()
+            } else {
+                match self.peers.get(&controller) {
+                    Some(p) => *p.identity.public_key(),
+                    // Unknown controller: nothing to check against.
+                    None => continue,
+                }
+            };
             if checked >= MAX_CREDENTIAL_CHECKS_PER_PACKET
                 || !take_credential_check(&mut m.credential_checks, now_ms, src)
             {
@@ -353,15 +363,6 @@ impl Node {
             }
             checked += 1;
             self.counters.credential_signatures_checked += 1;
-            let controller = cert.network.controller();
-            let key = if controller == self.address {
-                *self.identity.public_key()
-            } else {
-                match self.peers.get(&controller) {
-                    Some(p) => *p.identity.public_key(),
-                    None => continue,
-                }
-            };
             if !cert.verify(&key) {
                 self.counters.dropped_bad_payload += 1;
                 continue;
