@@ -1468,3 +1468,532 @@ mod membership {
         assert!(sim.hosts[member].node.network(other).is_none());
     }
 }
+
+/// A12: a member that is deauthorized but keeps sending (a rogue: it never
+/// hears the controller's ACCESS_DENIED, keeps its config and its last
+/// certificate, and goes on reading frames from its TAP).
+mod rogue_member {
+    use super::*;
+    use std::net::Ipv6Addr;
+    use std::sync::{Arc, Mutex};
+
+    use etherparse::{
+        ArpHardwareId, ArpOperation, ArpPacket, EtherType, Icmpv6Type, PacketBuilder,
+    };
+    use vnet_node::core::constants::{CERTIFICATE_MAX_DELTA_MS, CERTIFICATE_REFRESH_INTERVAL_MS};
+    use vnet_node::core::netconf::{
+        AssignedIp, ConfigDenied, DirectoryEntry, NetworkConfigData, NetworkController,
+    };
+    use vnet_node::core::network_id::{Mac, NetworkId};
+    use vnet_node::core::node::NetworkStatus;
+    use vnet_node::core::switch::{DropReason, eui64_link_local};
+
+    /// Member `i`'s IPv4 address on the network.
+    fn member_ip(i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 147, 17, i as u8)
+    }
+
+    /// A controller whose authorized members and directory the test sets apart.
+    #[derive(Clone, Default)]
+    struct Controller {
+        nwid: Option<NetworkId>,
+        authorized: Arc<Mutex<Vec<(Address, usize)>>>,
+        listed: Arc<Mutex<Vec<(Address, usize)>>>,
+        changed: Arc<Mutex<Vec<(NetworkId, Address)>>>,
+        clock: Arc<Mutex<u64>>,
+    }
+
+    impl NetworkController for Controller {
+        fn request(
+            &mut self,
+            nwid: NetworkId,
+            member: Address,
+        ) -> Result<NetworkConfigData, ConfigDenied> {
+            if Some(nwid) != self.nwid {
+                return Err(ConfigDenied::NotFound);
+            }
+            let authorized = self.authorized.lock().unwrap().clone();
+            let Some(&(_, i)) = authorized.iter().find(|(a, _)| *a == member) else {
+                return Err(ConfigDenied::AccessDenied);
+            };
+            // Certificates carry the controller's clock: the simulated time
+            // (set by the test), kept strictly increasing.
+            let mut clock = self.clock.lock().unwrap();
+            *clock += 1;
+            let directory = self
+                .listed
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(a, j)| DirectoryEntry {
+                    address: a.to_string(),
+                    ips: vec![IpAddr::V4(member_ip(*j))],
+                })
+                .collect();
+            Ok(NetworkConfigData {
+                name: "rogue-lab".into(),
+                revision: 1,
+                timestamp_ms: *clock,
+                private: true,
+                mtu: 2800,
+                multicast_limit: 32,
+                enable_broadcast: true,
+                active_bridge: false,
+                assigned: vec![AssignedIp {
+                    ip: IpAddr::V4(member_ip(i)),
+                    prefix_len: 24,
+                }],
+                routes: vec![],
+                bridges: vec![],
+                directory,
+            })
+        }
+
+        fn take_changed(&mut self) -> Vec<(NetworkId, Address)> {
+            std::mem::take(&mut *self.changed.lock().unwrap())
+        }
+    }
+
+    /// Sets the controller's clock to the simulated time.
+    fn sync_clock(controller: &Controller, sim: &Sim) {
+        let mut clock = controller.clock.lock().unwrap();
+        *clock = (*clock).max(sim.now);
+    }
+
+    /// Frames written to each host's TAP: (host, frame).
+    type Taps = Vec<(usize, Vec<u8>)>;
+
+    /// [`Sim::run`], recording what reaches the TAPs, with host `deaf` hearing
+    /// nothing from `deaf_to` (its link to the controller is gone).
+    fn run_recording(sim: &mut Sim, ms: u64, deaf: (usize, IpAddr), taps: &mut Taps) {
+        let until = sim.now + ms;
+        let mut out = Outbox::new();
+        while sim.now < until {
+            if let Some(c) = CLOCK.with(|c| c.borrow().clone()) {
+                sync_clock(&c, sim);
+            }
+            let next_tick = sim.now - sim.now % 250 + 250;
+            let next_packet = sim.queue.keys().next().map(|k| k.0).unwrap_or(u64::MAX);
+            sim.now = next_tick.min(next_packet).min(until);
+            while let Some(entry) = sim.queue.first_entry() {
+                if entry.key().0 > sim.now {
+                    break;
+                }
+                let p = entry.remove();
+                let Some((h, socket)) = sim
+                    .deliver_to(p.from, p.to)
+                    .and_then(|(h, local)| Some((h, socket_at(local)?)))
+                else {
+                    continue;
+                };
+                if h == deaf.0 && p.from.ip() == deaf.1 {
+                    continue;
+                }
+                let mut bytes = p.bytes;
+                let now = sim.now;
+                sim.hosts[h]
+                    .node
+                    .handle_datagram(now, socket, p.from, &mut bytes, &mut out);
+                // Identity checks run outside the packet path, as in Sim::step_to.
+                sim.hosts[h].node.run_identity_checks(now, &mut out);
+                taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
+                sim.send_all(h, &mut out);
+                sim.collect(h);
+            }
+            if sim.now == next_tick {
+                for h in 0..sim.hosts.len() {
+                    let now = sim.now;
+                    sim.hosts[h].node.handle_timeout(now, &mut out);
+                    sim.hosts[h].node.run_identity_checks(now, &mut out);
+                    taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
+                    sim.send_all(h, &mut out);
+                    sim.collect(h);
+                }
+            }
+        }
+    }
+
+    thread_local! {
+        /// The controller whose clock [`run_recording`] keeps in step.
+        static CLOCK: std::cell::RefCell<Option<Controller>> = const { std::cell::RefCell::new(None) };
+    }
+
+    fn udp4(src: Mac, dst: Mac, from: Ipv4Addr, to: Ipv4Addr) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(src.0, dst.0)
+            .ipv4(from.octets(), to.octets(), 64)
+            .udp(5000, 6000);
+        let mut out = Vec::new();
+        b.write(&mut out, b"rogue-test").unwrap();
+        out
+    }
+
+    fn arp_request(src: Mac, sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+        let pkt = ArpPacket::new(
+            ArpHardwareId::ETHERNET,
+            EtherType::IPV4,
+            ArpOperation::REQUEST,
+            &src.0,
+            &sender.octets(),
+            &[0; 6],
+            &target.octets(),
+        )
+        .unwrap();
+        let b = PacketBuilder::ethernet2(src.0, Mac::BROADCAST.0).arp(pkt);
+        let mut out = Vec::new();
+        b.write(&mut out).unwrap();
+        out
+    }
+
+    fn neighbor_solicitation(src: Mac, target: Ipv6Addr) -> Vec<u8> {
+        let t = target.octets();
+        let group_ip = Ipv6Addr::from([
+            0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, t[13], t[14], t[15],
+        ]);
+        let group_mac = [0x33, 0x33, 0xff, t[13], t[14], t[15]];
+        let b = PacketBuilder::ethernet2(src.0, group_mac)
+            .ipv6(eui64_link_local(src).octets(), group_ip.octets(), 255)
+            .icmpv6(Icmpv6Type::NeighborSolicitation);
+        let mut body = t.to_vec();
+        body.extend_from_slice(&[1, 1]);
+        body.extend_from_slice(&src.0);
+        let mut out = Vec::new();
+        b.write(&mut out, &body).unwrap();
+        out
+    }
+
+    fn all_nodes_multicast(src: Mac) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(src.0, [0x33, 0x33, 0, 0, 0, 1])
+            .ipv6(
+                eui64_link_local(src).octets(),
+                Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets(),
+                1,
+            )
+            .udp(5353, 5353);
+        let mut out = Vec::new();
+        b.write(&mut out, b"rogue-test").unwrap();
+        out
+    }
+
+    /// Every kind of frame member `from` can send member `to`: unicast, ARP,
+    /// ND, broadcast and multicast.
+    fn frames_to(nwid: NetworkId, from: (Address, usize), to: (Address, usize)) -> Vec<Vec<u8>> {
+        let (src, dst) = (Mac::for_member(from.0, nwid), Mac::for_member(to.0, nwid));
+        vec![
+            udp4(src, dst, member_ip(from.1), member_ip(to.1)),
+            arp_request(src, member_ip(from.1), member_ip(to.1)),
+            neighbor_solicitation(src, eui64_link_local(dst)),
+            udp4(
+                src,
+                Mac::BROADCAST,
+                member_ip(from.1),
+                Ipv4Addr::new(10, 147, 17, 255),
+            ),
+            all_nodes_multicast(src),
+        ]
+    }
+
+    fn tap_send(sim: &mut Sim, h: usize, nwid: NetworkId, frames: &[Vec<u8>]) {
+        let mut out = Outbox::new();
+        let now = sim.now;
+        for f in frames {
+            sim.hosts[h].node.handle_tap_frame(now, nwid, f, &mut out);
+        }
+        sim.send_all(h, &mut out);
+    }
+
+    /// Frames at host `h`'s TAP sent from `mac`.
+    fn from_mac(taps: &Taps, h: usize, mac: Mac) -> usize {
+        taps.iter()
+            .filter(|(x, f)| *x == h && f.len() >= 12 && f[6..12] == mac.0)
+            .count()
+    }
+
+    /// Root and controller (host 0), honest members A and B (hosts 1, 2) and
+    /// the rogue R (host 3). With `still_listed`, the controller keeps R in
+    /// the directory after deauthorizing it, so only the certificates cut it off.
+    fn rogue_is_cut_off(still_listed: bool) {
+        let key = KeyPair::generate();
+        let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
+        let mut sim = Sim::new();
+        let ctl = sim.add_host(node(0, &planet), ROOT_IP, None);
+        let hosts: Vec<usize> = (1..=3)
+            .map(|i| sim.add_host(node(i, &planet), [203, 0, 113, i as u8], None))
+            .collect();
+        let (a, b, r) = (hosts[0], hosts[1], hosts[2]);
+        let addr = |i: usize| identity(i).address();
+        let (ma, mb, mr) = ((addr(1), 1), (addr(2), 2), (addr(3), 3));
+        let nwid = NetworkId::new(addr(0), 7);
+        let controller = Controller {
+            nwid: Some(nwid),
+            ..Default::default()
+        };
+        *controller.authorized.lock().unwrap() = vec![ma, mb, mr];
+        *controller.listed.lock().unwrap() = vec![ma, mb, mr];
+        sim.hosts[ctl]
+            .node
+            .set_controller(Box::new(controller.clone()));
+        CLOCK.with(|c| *c.borrow_mut() = Some(controller.clone()));
+        let mut taps = Taps::new();
+        let no_deafness = (usize::MAX, sim.hosts[ctl].local.ip());
+        run_recording(&mut sim, 2_000, no_deafness, &mut taps);
+        for &h in &hosts {
+            let mut out = Outbox::new();
+            let now = sim.now;
+            sim.hosts[h].node.join(now, nwid, &mut out);
+            sim.send_all(h, &mut out);
+        }
+        run_recording(&mut sim, 3_000, no_deafness, &mut taps);
+        for &h in &hosts {
+            let status = sim.hosts[h].node.network(nwid).unwrap().status;
+            assert_eq!(status, NetworkStatus::Ok, "host {h} configured");
+        }
+        let rogue_deaf = (r, sim.hosts[ctl].local.ip());
+        let (mac_a, mac_r) = (Mac::for_member(ma.0, nwid), Mac::for_member(mr.0, nwid));
+
+        // Authorized, every kind of frame goes both ways, certificates and all.
+        let mut taps = Taps::new();
+        tap_send(&mut sim, a, nwid, &frames_to(nwid, ma, mr));
+        tap_send(&mut sim, r, nwid, &frames_to(nwid, mr, ma));
+        run_recording(&mut sim, 1_000, no_deafness, &mut taps);
+        assert_eq!(from_mac(&taps, r, mac_a), 5, "R got all of A's frames");
+        assert!(from_mac(&taps, a, mac_r) >= 4, "A got R's frames");
+
+        // Deauthorize R. R never hears it: its link to the controller is cut,
+        // so it keeps its config and certificate and goes on sending.
+        controller.authorized.lock().unwrap().retain(|m| *m != mr);
+        if !still_listed {
+            controller.listed.lock().unwrap().retain(|m| *m != mr);
+        }
+        controller
+            .changed
+            .lock()
+            .unwrap()
+            .extend([(nwid, ma.0), (nwid, mb.0)]);
+        let window = CERTIFICATE_MAX_DELTA_MS + CERTIFICATE_REFRESH_INTERVAL_MS;
+        let mut taps = Taps::new();
+        let deauthorized_at = sim.now;
+        while sim.now < deauthorized_at + window {
+            tap_send(&mut sim, r, nwid, &frames_to(nwid, mr, ma));
+            tap_send(&mut sim, a, nwid, &frames_to(nwid, ma, mr));
+            run_recording(&mut sim, 500, rogue_deaf, &mut taps);
+        }
+        assert_eq!(
+            sim.hosts[r].node.network(nwid).unwrap().status,
+            NetworkStatus::Ok,
+            "the rogue still believes it is a member"
+        );
+
+        // Past the window: nothing from anyone reaches R, nothing from R is
+        // taken, and the refusals are counted; A and B still talk.
+        let counters = |sim: &Sim, h: usize| sim.hosts[h].node.counters().clone();
+        let switch_drops = |sim: &Sim, h: usize, reason: DropReason| {
+            let view = sim.hosts[h].node.network(nwid).unwrap();
+            view.counters.unwrap().drops.get(reason)
+        };
+        let before_a = counters(&sim, a);
+        let before_b = counters(&sim, b);
+        let unsent_before = switch_drops(&sim, a, DropReason::RecipientNotAuthorized);
+        let mut taps = Taps::new();
+        for _ in 0..20 {
+            tap_send(&mut sim, r, nwid, &frames_to(nwid, mr, ma));
+            tap_send(&mut sim, r, nwid, &frames_to(nwid, mr, mb));
+            tap_send(&mut sim, a, nwid, &frames_to(nwid, ma, mr));
+            tap_send(&mut sim, b, nwid, &frames_to(nwid, mb, mr));
+            tap_send(&mut sim, a, nwid, &frames_to(nwid, ma, mb)[..1]);
+            run_recording(&mut sim, 500, rogue_deaf, &mut taps);
+        }
+        let at_r: Vec<&Vec<u8>> = taps
+            .iter()
+            .filter(|(h, _)| *h == r)
+            .map(|(_, f)| f)
+            .collect();
+        assert!(at_r.is_empty(), "R received {} frames", at_r.len());
+        assert_eq!(from_mac(&taps, a, mac_r), 0, "A took R's frames");
+        assert_eq!(from_mac(&taps, b, mac_r), 0, "B took R's frames");
+        assert!(from_mac(&taps, b, mac_a) >= 20, "A and B still talk");
+        let after_a = counters(&sim, a);
+        let after_b = counters(&sim, b);
+        // R kept sending, and A and B refused it on the real receive path.
+        assert!(
+            after_a.dropped_frames_unauthorized >= before_a.dropped_frames_unauthorized + 20,
+            "A refused {} of R's frames",
+            after_a.dropped_frames_unauthorized - before_a.dropped_frames_unauthorized
+        );
+        assert!(after_b.dropped_frames_unauthorized > before_b.dropped_frames_unauthorized);
+        // A and B would not send to R, and counted it.
+        assert!(after_a.dropped_frames_to_unauthorized > before_a.dropped_frames_to_unauthorized);
+        assert!(after_b.dropped_frames_to_unauthorized > before_b.dropped_frames_to_unauthorized);
+        assert!(switch_drops(&sim, a, DropReason::RecipientNotAuthorized) > unsent_before);
+    }
+
+    #[test]
+    fn a_deauthorized_member_that_keeps_sending_is_cut_off_both_ways() {
+        rogue_is_cut_off(false);
+    }
+
+    #[test]
+    fn stale_certificates_alone_cut_off_a_member_the_directory_still_lists() {
+        rogue_is_cut_off(true);
+    }
+
+    /// [`run_recording`] (no one deaf), and right after host `victim` takes
+    /// the head of a fragmented packet, `flood` arrives at it too.
+    fn run_flooding(
+        sim: &mut Sim,
+        ms: u64,
+        victim: usize,
+        flood: &[(SocketAddr, Vec<u8>)],
+        taps: &mut Taps,
+    ) -> usize {
+        use vnet_node::core::wire::{Datagram, classify};
+        let until = sim.now + ms;
+        let mut out = Outbox::new();
+        let mut floods = 0;
+        while sim.now < until {
+            if let Some(c) = CLOCK.with(|c| c.borrow().clone()) {
+                sync_clock(&c, sim);
+            }
+            let next_tick = sim.now - sim.now % 250 + 250;
+            let next_packet = sim.queue.keys().next().map(|k| k.0).unwrap_or(u64::MAX);
+            sim.now = next_tick.min(next_packet).min(until);
+            while let Some(entry) = sim.queue.first_entry() {
+                if entry.key().0 > sim.now {
+                    break;
+                }
+                let p = entry.remove();
+                let Some((h, socket)) = sim
+                    .deliver_to(p.from, p.to)
+                    .and_then(|(h, local)| Some((h, socket_at(local)?)))
+                else {
+                    continue;
+                };
+                let is_head = matches!(
+                    classify(&p.bytes),
+                    Ok(Datagram::Packet { header, .. }) if header.more_fragments
+                );
+                let mut bytes = p.bytes;
+                let now = sim.now;
+                sim.hosts[h]
+                    .node
+                    .handle_datagram(now, socket, p.from, &mut bytes, &mut out);
+                // Identity checks run outside the packet path, as in Sim::step_to.
+                sim.hosts[h].node.run_identity_checks(now, &mut out);
+                if h == victim && is_head {
+                    floods += 1;
+                    for (from, datagram) in flood {
+                        let mut d = datagram.clone();
+                        sim.hosts[h]
+                            .node
+                            .handle_datagram(now, socket, *from, &mut d, &mut out);
+                    }
+                }
+                taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
+                sim.send_all(h, &mut out);
+                sim.collect(h);
+            }
+            if sim.now == next_tick {
+                for h in 0..sim.hosts.len() {
+                    let now = sim.now;
+                    sim.hosts[h].node.handle_timeout(now, &mut out);
+                    sim.hosts[h].node.run_identity_checks(now, &mut out);
+                    taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
+                    sim.send_all(h, &mut out);
+                    sim.collect(h);
+                }
+            }
+        }
+        floods
+    }
+
+    /// A6: a stranger floods forged heads and fragments (from one IP, many
+    /// ports, many counters) between the pieces of a member's fragmented
+    /// frame: the member's packet is not evicted and arrives.
+    #[test]
+    fn forged_fragments_from_a_stranger_do_not_evict_a_members_reassembly() {
+        use vnet_node::core::wire::{FragmentHeader, PacketHeader};
+
+        let key = KeyPair::generate();
+        let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
+        let mut sim = Sim::new();
+        let ctl = sim.add_host(node(0, &planet), ROOT_IP, None);
+        let a = sim.add_host(node(1, &planet), [203, 0, 113, 1], None);
+        let b = sim.add_host(node(2, &planet), [203, 0, 113, 2], None);
+        let (ma, mb) = ((identity(1).address(), 1), (identity(2).address(), 2));
+        let nwid = NetworkId::new(identity(0).address(), 8);
+        let controller = Controller {
+            nwid: Some(nwid),
+            ..Default::default()
+        };
+        *controller.authorized.lock().unwrap() = vec![ma, mb];
+        *controller.listed.lock().unwrap() = vec![ma, mb];
+        sim.hosts[ctl]
+            .node
+            .set_controller(Box::new(controller.clone()));
+        CLOCK.with(|c| *c.borrow_mut() = Some(controller.clone()));
+        let mut taps = Taps::new();
+        let nobody = (usize::MAX, sim.hosts[ctl].local.ip());
+        run_recording(&mut sim, 2_000, nobody, &mut taps);
+        for h in [a, b] {
+            let mut out = Outbox::new();
+            let now = sim.now;
+            sim.hosts[h].node.join(now, nwid, &mut out);
+            sim.send_all(h, &mut out);
+        }
+        run_recording(&mut sim, 3_000, nobody, &mut taps);
+        // Certificates exchanged with small frames first.
+        tap_send(&mut sim, a, nwid, &frames_to(nwid, ma, mb)[..1]);
+        tap_send(&mut sim, b, nwid, &frames_to(nwid, mb, ma)[..1]);
+        run_recording(&mut sim, 1_000, nobody, &mut taps);
+
+        // The stranger: 192.0.2.66, any port; heads claiming to be from A.
+        let to_b = mb.0;
+        let mut flood = Vec::new();
+        for i in 0..300u64 {
+            let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 66)), 1000 + i as u16);
+            let counter = 0x5eed_0000 + i;
+            let mut head = vec![0x5au8; 1432];
+            PacketHeader {
+                counter,
+                dest: to_b,
+                src: ma.0,
+                hops: 0,
+                key_slot: 1,
+                more_fragments: true,
+                clear: false,
+            }
+            .encode_into(&mut head);
+            let mut fragment = vec![0xa5u8; 600];
+            FragmentHeader {
+                counter: counter + 1_000,
+                dest: to_b,
+                total: 2,
+                index: 1,
+                hops: 0,
+            }
+            .encode_into(&mut fragment);
+            flood.push((from, head));
+            flood.push((from, fragment));
+        }
+
+        let (src, dst) = (Mac::for_member(ma.0, nwid), Mac::for_member(mb.0, nwid));
+        let big = {
+            let b = PacketBuilder::ethernet2(src.0, dst.0)
+                .ipv4(member_ip(1).octets(), member_ip(2).octets(), 64)
+                .udp(5000, 6000);
+            let mut out = Vec::new();
+            b.write(&mut out, &[0x42; 2000]).unwrap();
+            out
+        };
+        let mut taps = Taps::new();
+        tap_send(&mut sim, a, nwid, std::slice::from_ref(&big));
+        let floods = run_flooding(&mut sim, 1_000, b, &flood, &mut taps);
+        assert!(floods >= 1, "the frame went out fragmented");
+        assert!(
+            taps.iter().any(|(h, f)| *h == b && *f == big),
+            "B got A's fragmented frame despite the flood"
+        );
+        let stats = sim.hosts[b].node.counters().reassembly;
+        assert!(stats.evicted_over_quota >= 500, "{stats:?}");
+        assert_eq!(stats.evicted, 0, "{stats:?}");
+    }
+}

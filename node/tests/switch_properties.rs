@@ -10,7 +10,11 @@ use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, Icmpv6Type, 
 use proptest::collection::vec;
 use proptest::prelude::*;
 use vnet_node::core::address::Address;
-use vnet_node::core::constants::{MAC_TABLE_ENTRY_TTL_MS, MULTICAST_SUBSCRIPTION_TTL_MS};
+use vnet_node::core::c25519::KeyPair;
+use vnet_node::core::constants::{
+    CERTIFICATE_MAX_DELTA_MS, MAC_TABLE_ENTRY_TTL_MS, MULTICAST_SUBSCRIPTION_TTL_MS,
+};
+use vnet_node::core::netconf::Certificate;
 use vnet_node::core::network_id::{Mac, NetworkId};
 use vnet_node::core::switch::{
     DropReason, Inbound, MulticastGroup, Outbound, Switch, SwitchPolicy, decode_announcement,
@@ -222,6 +226,12 @@ fn host_mac(low: [u8; 5]) -> Mac {
     Mac([0x00, low[0], low[1], low[2], low[3], low[4]])
 }
 
+/// The network's controller key (one for the whole run: keys are slow to make).
+fn controller_key() -> &'static KeyPair {
+    static KEY: std::sync::OnceLock<KeyPair> = std::sync::OnceLock::new();
+    KEY.get_or_init(KeyPair::generate)
+}
+
 fn policy() -> SwitchPolicy {
     SwitchPolicy::default()
 }
@@ -411,27 +421,59 @@ proptest! {
         prop_assert_eq!(net.send(from, &req), Fate::Delivered(vec![owner]));
     }
 
+    /// The calls the node makes: `Switch::receive` on every EXT_FRAME (with
+    /// the sender's latest verified certificate), `Switch::may_send_to` before
+    /// sending any frame, `Switch::set_listed_members` on every config.
     #[test]
     fn frames_from_members_without_a_fresh_certificate_are_dropped(
         (n, (from, to)) in arb_net_pair(),
         public in any::<bool>(),
+        age in 0u64..3 * CERTIFICATE_MAX_DELTA_MS,
     ) {
         let mut net = Net::new(n, SwitchPolicy { private: !public, ..policy() }, &[]);
-        let revoked = net.members[from].addr;
-        for m in &mut net.members {
-            m.switch.set_member_valid(revoked, false);
-        }
+        let (sender, receiver) = (net.members[from].addr, net.members[to].addr);
+        let issued = 50_000_000;
+        let ours = Certificate::issue(controller_key(), nwid(), receiver, issued);
+        let theirs = Certificate::issue(controller_key(), nwid(), sender, issued - age);
+        let fresh = age <= CERTIFICATE_MAX_DELTA_MS;
+        let admitted = public || fresh;
         let f = udp4(net.members[from].mac(), net.members[to].mac(), b"x");
-        if public {
-            prop_assert_eq!(net.send(from, &f), Fate::Delivered(vec![to]));
-        } else {
-            prop_assert_eq!(net.send(from, &f), Fate::Delivered(vec![]));
-            prop_assert_eq!(net.drops(to, DropReason::NotAuthorized), 1);
-            // Its subscriptions went with its certificate: nobody sends it ARP.
-            let asker = (from + 1) % n;
-            let req = net.arp_request(asker, from);
-            prop_assert_eq!(net.send(asker, &req), Fate::Dropped(DropReason::NoRecipients));
+        let now = net.now;
+        let switch = &mut net.members[to].switch;
+        let verdict = switch.receive(now, sender, &ours, Some(&theirs), &f);
+        prop_assert_eq!(verdict == Inbound::Deliver, admitted, "{:?}", verdict);
+        prop_assert_eq!(
+            switch.receive(now, sender, &ours, None, &f) == Inbound::Deliver,
+            public,
+            "no certificate at all"
+        );
+        prop_assert_eq!(switch.may_send_to(sender, &ours, Some(&theirs)), admitted);
+        prop_assert_eq!(switch.may_send_to(sender, &ours, None), public);
+        let refused = u64::from(!admitted) + u64::from(!public);
+        prop_assert_eq!(net.drops(to, DropReason::NotAuthorized), refused);
+
+        // The controller stops listing the sender: its subscriptions go at
+        // once (nobody sends it ARP), and on a private network even a fresh
+        // certificate no longer gets its frames in or ours out.
+        let others: Vec<Address> = net
+            .members
+            .iter()
+            .map(|m| m.addr)
+            .filter(|a| *a != sender)
+            .collect();
+        for m in &mut net.members {
+            m.switch.set_listed_members(&others);
         }
+        let asker = (from + 1) % n;
+        let req = net.arp_request(asker, from);
+        prop_assert_eq!(net.send(asker, &req), Fate::Dropped(DropReason::NoRecipients));
+        let fresh_cert = Certificate::issue(controller_key(), nwid(), sender, issued);
+        let switch = &mut net.members[to].switch;
+        prop_assert_eq!(
+            switch.receive(now, sender, &ours, Some(&fresh_cert), &f) == Inbound::Deliver,
+            public
+        );
+        prop_assert_eq!(switch.may_send_to(sender, &ours, Some(&fresh_cert)), public);
     }
 
     #[test]

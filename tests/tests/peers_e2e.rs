@@ -349,17 +349,29 @@ fn ipv6_roots_work_and_the_api_wants_its_token() {
     );
     let peers = cli(&["listpeers"]).stdout;
     assert!(peers.contains("::1/9993"), "{peers}");
-    // The API: no token, 401; token as ?auth=, 200.
+    // The API: no token, 401; token in the header, 200; token in the URL
+    // (it would end up in logs), 401; a Host that is not the loopback (DNS
+    // rebinding), 403.
     let token = fs::read_to_string(node_home.join("authtoken.secret")).unwrap();
-    let http = |path: &str| {
+    let token = token.trim();
+    let http = |path: &str, headers: &str| {
         let script = format!(
-            "exec 3<>/dev/tcp/127.0.0.1/9994; printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3; head -n 1 <&3"
+            "exec 3<>/dev/tcp/127.0.0.1/9994; printf 'GET {path} HTTP/1.0\\r\\n{headers}\\r\\n' >&3; head -n 1 <&3"
         );
         lab.exec(&host, "bash", &["-c", &script]).stdout
     };
-    assert!(http("/status").contains(" 401 "), "{}", http("/status"));
-    assert!(http(&format!("/status?auth={}", token.trim())).contains(" 200 "));
-    assert!(http("/status?auth=wrong").contains(" 401 "));
+    let local = "Host: 127.0.0.1:9994\\r\\n";
+    let auth = format!("X-VNet-Auth: {token}\\r\\n");
+    assert!(
+        http("/status", local).contains(" 401 "),
+        "{}",
+        http("/status", local)
+    );
+    assert!(http("/status", &format!("{local}{auth}")).contains(" 200 "));
+    assert!(http(&format!("/status?auth={token}"), local).contains(" 401 "));
+    assert!(http("/status", "X-VNet-Auth: wrong\\r\\n").contains(" 403 "));
+    let rebound = format!("Host: evil.example:9994\\r\\n{auth}");
+    assert!(http("/status", &rebound).contains(" 403 "));
 }
 
 #[test]

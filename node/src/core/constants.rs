@@ -58,8 +58,13 @@ pub const RELAY_MAX_HOPS: u8 = 3;
 pub const FRAGMENT_TIMEOUT_MS: u64 = 1000;
 /// Most incomplete packets held for reassembly at once, per node.
 pub const MAX_PENDING_REASSEMBLIES: usize = 64;
-/// Counters below the highest one seen that a receiving key still accepts once each.
-pub const REPLAY_WINDOW_PACKETS: u64 = 2048;
+/// Most of those from one source host (IPv4 address or IPv6 /64); a source at
+/// its quota evicts its own oldest, never another source's.
+pub const MAX_PENDING_REASSEMBLIES_PER_SOURCE: usize = 16;
+/// Size of a receiving key's replay window: counters `highest - (this - 1) ..= highest`
+/// are accepted once each; a counter `this` or more below the highest is refused.
+/// As large as WireGuard's (8,192) so reordering by a busy path is not mistaken for replay.
+pub const REPLAY_WINDOW_PACKETS: u64 = 8192;
 
 // ---- Peers, sessions and paths (PROTOCOL.md §3.4, node behaviour) ----
 
@@ -208,6 +213,20 @@ pub const PUNCH_BACKOFF_MAX_MS: u64 = 600_000;
 pub const CERTIFICATE_MAX_DELTA_MS: u64 = 20_000;
 /// The controller re-issues certificates to authorized members this often.
 pub const CERTIFICATE_REFRESH_INTERVAL_MS: u64 = 5_000;
+/// A member we want a certificate from gets ours again at most this often.
+pub const CREDENTIALS_RESEND_INTERVAL_MS: u64 = 1_000;
+/// How long a frame waits for its recipient's fresh certificate before it is dropped.
+pub const FRAME_AWAITING_CREDENTIALS_MS: u64 = 2_000;
+/// Most members whose certificate frames wait for, per network.
+pub const MAX_MEMBERS_AWAITING_CREDENTIALS: usize = 32;
+/// Most frames waiting for one member's certificate (the newest are kept).
+pub const MAX_FRAMES_AWAITING_CREDENTIALS_PER_MEMBER: usize = 8;
+/// Most certificate signatures checked per NETWORK_CREDENTIALS packet.
+pub const MAX_CREDENTIAL_CHECKS_PER_PACKET: usize = 4;
+/// Most certificate signatures checked per peer and network per second.
+pub const CREDENTIAL_CHECKS_PER_PEER_PER_SECOND: u32 = 8;
+/// Most peers whose signature budget is tracked per network at once.
+pub const MAX_CREDENTIAL_BUDGETS: usize = 1_024;
 /// Largest encoded network config.
 pub const NETWORK_CONFIG_MAX_BYTES: usize = 64 * 1024;
 /// Config bytes per signed NETWORK_CONFIG chunk (one datagram each).

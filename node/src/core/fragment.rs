@@ -4,22 +4,32 @@
 //! The head is the packet's first `mtu` bytes, unchanged: its flags must
 //! already say *more fragments follow* (bit 6) when it is armored, because the
 //! flags are part of the MAC'd header. So the sender asks [`fragment_count`]
-//! first, sets [`PacketHeader::more_fragments`] when the answer is above one,
+//! first, sets [`crate::core::wire::PacketHeader::more_fragments`] when the answer is above one,
 //! armors, and then calls [`write_fragments`], which only slices.
 //!
-//! [`Reassembler`] collects pieces by (datagram source, counter) and returns
-//! the whole packet, head flags and MAC as sent, ready for dearmoring. It holds
-//! at most [`MAX_PENDING_REASSEMBLIES`] incomplete packets (evicting the
-//! oldest) for at most [`FRAGMENT_TIMEOUT_MS`] each.
+//! [`Reassembler`] collects pieces by (datagram source IP:port, counter,
+//! destination) and returns the whole packet, head flags and MAC as sent,
+//! ready for dearmoring. It holds at most [`MAX_PENDING_REASSEMBLIES`]
+//! incomplete packets for at most [`FRAGMENT_TIMEOUT_MS`] each, and at most
+//! [`MAX_PENDING_REASSEMBLIES_PER_SOURCE`] per source host (IPv4 address or
+//! IPv6 /64): a source over its quota evicts its own oldest, and a full table
+//! evicts from the source holding the most, so one source cannot push out the
+//! partial packets of a source holding fewer.
+//!
+//! Fragments carry no source address (PROTOCOL.md §3.3), so pieces of two
+//! peers relayed by the same root with the same counter at the same time
+//! cannot be told apart: the second head is refused
+//! ([`ReassemblyError::SourceMismatch`]) and a packet completed with the
+//! wrong pieces fails its MAC, so it is lost, never mis-delivered.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::core::address::Address;
 use crate::core::constants::{
     FRAGMENT_HEADER_LEN_BYTES, FRAGMENT_TIMEOUT_MS, MAX_FRAGMENTS, MAX_PENDING_REASSEMBLIES,
-    PACKET_MAX_LEN_BYTES, PACKET_MIN_LEN_BYTES,
+    MAX_PENDING_REASSEMBLIES_PER_SOURCE, PACKET_MAX_LEN_BYTES, PACKET_MIN_LEN_BYTES,
 };
-use crate::core::wire::{Datagram, FragmentHeader, PacketHeader, WireError, classify};
+use crate::core::wire::{Datagram, FragmentHeader, WireError, classify};
 
 /// Smallest MTU packets can be cut for: a head must hold a header and a verb.
 pub const MIN_MTU_BYTES: usize = PACKET_MIN_LEN_BYTES;
@@ -84,14 +94,24 @@ pub enum ReassemblyError {
         /// This piece's destination.
         got: Address,
     },
+    /// A second head for a packet already started by a head from another
+    /// source address (two relayed peers with the same counter).
+    #[error("head from {got}, an earlier head for this counter was from {expected}")]
+    SourceMismatch {
+        /// The earlier head's source address.
+        expected: Address,
+        /// This head's source address.
+        got: Address,
+    },
     /// The pieces add up to more than [`PACKET_MAX_LEN_BYTES`]; the whole
     /// packet is dropped.
     #[error("reassembled packet would exceed {PACKET_MAX_LEN_BYTES} bytes")]
     TooLong,
 }
 
-/// Counts of what a [`Reassembler`] did, for statistics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counts of what a [`Reassembler`] did, for statistics (`/status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ReassemblyStats {
     /// Packets put back together and returned.
     pub completed: u64,
@@ -99,14 +119,17 @@ pub struct ReassemblyStats {
     pub malformed: u64,
     /// Pieces refused because they had arrived already.
     pub duplicates: u64,
-    /// Pieces refused for a total or destination that disagrees with earlier pieces.
+    /// Pieces refused for a total, destination or (heads) source that
+    /// disagrees with earlier pieces.
     pub inconsistent: u64,
     /// Incomplete packets dropped for growing beyond the largest packet.
     pub too_long: u64,
     /// Incomplete packets dropped after `FRAGMENT_TIMEOUT_MS`.
     pub timed_out: u64,
-    /// Incomplete packets dropped to make room for a newer one.
+    /// Incomplete packets dropped to make room for a newer one from another source.
     pub evicted: u64,
+    /// Incomplete packets dropped because their source was at its quota.
+    pub evicted_over_quota: u64,
 }
 
 /// How many datagrams a packet of `packet_len` bytes goes out as at `mtu`:
@@ -195,6 +218,10 @@ pub fn write_fragments_with(
 struct Pending {
     /// Where its pieces come from.
     from: SocketAddr,
+    /// The host `from` counts against for quotas.
+    host: SourceHost,
+    /// The source address its head named, once the head arrived.
+    src: Option<Address>,
     /// Its counter.
     counter: u64,
     /// Its destination, which every piece must agree on.
@@ -234,15 +261,33 @@ fn all_pieces(total: u8) -> u64 {
     }
 }
 
+/// The host a datagram source counts as for quotas: an IPv4 address, or an
+/// IPv6 /64 (one subscriber's prefix, which a stranger can fill with addresses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SourceHost {
+    V4(u32),
+    V6(u64),
+}
+
+impl SourceHost {
+    fn of(from: SocketAddr) -> Self {
+        match from.ip().to_canonical() {
+            IpAddr::V4(ip) => Self::V4(u32::from(ip)),
+            IpAddr::V6(ip) => Self::V6((u128::from(ip) >> 64) as u64),
+        }
+    }
+}
+
 /// Puts fragmented packets back together, in whatever order their pieces
-/// arrive. Bounded: at most `max_pending` incomplete packets (the oldest is
-/// evicted for a new one), each dropped [`FRAGMENT_TIMEOUT_MS`] after its
-/// first piece, each at most [`PACKET_MAX_LEN_BYTES`]. Nothing a peer sends
-/// makes it panic.
+/// arrive. Bounded: at most `max_pending` incomplete packets and at most
+/// `max_per_source` per source host (see the module doc for who is evicted),
+/// each dropped [`FRAGMENT_TIMEOUT_MS`] after its first piece, each at most
+/// [`PACKET_MAX_LEN_BYTES`]. Nothing a peer sends makes it panic.
 #[derive(Debug)]
 pub struct Reassembler {
     pending: Vec<Pending>,
     max_pending: usize,
+    max_per_source: usize,
     spare: Vec<Vec<u8>>,
     stats: ReassemblyStats,
 }
@@ -254,17 +299,29 @@ impl Default for Reassembler {
 }
 
 impl Reassembler {
-    /// A reassembler holding up to [`MAX_PENDING_REASSEMBLIES`] packets.
+    /// A reassembler holding up to [`MAX_PENDING_REASSEMBLIES`] packets,
+    /// [`MAX_PENDING_REASSEMBLIES_PER_SOURCE`] per source host.
     pub fn new() -> Self {
-        Self::with_max_pending(MAX_PENDING_REASSEMBLIES)
+        Self::with_limits(
+            MAX_PENDING_REASSEMBLIES,
+            MAX_PENDING_REASSEMBLIES_PER_SOURCE,
+        )
     }
 
-    /// A reassembler holding up to `max_pending` (at least 1) packets.
+    /// A reassembler holding up to `max_pending` (at least 1) packets, as
+    /// many from one source host.
     pub fn with_max_pending(max_pending: usize) -> Self {
+        Self::with_limits(max_pending, max_pending)
+    }
+
+    /// A reassembler holding up to `max_pending` packets (at least 1), at
+    /// most `max_per_source` (at least 1) from one source host.
+    pub fn with_limits(max_pending: usize, max_per_source: usize) -> Self {
         let max_pending = max_pending.max(1);
         Self {
             pending: Vec::with_capacity(max_pending),
             max_pending,
+            max_per_source: max_per_source.clamp(1, max_pending),
             spare: Vec::new(),
             stats: ReassemblyStats::default(),
         }
@@ -323,7 +380,11 @@ impl Reassembler {
             self.stats.malformed += 1;
             return Err(ReassemblyError::NotAHead);
         }
-        self.push(now_ms, from, &header_key(&header), 0, None, head)
+        let key = PieceKey {
+            counter: header.counter,
+            dest: header.dest,
+        };
+        self.push(now_ms, from, &key, Some(header.src), 0, None, head)
     }
 
     /// Takes a fragment (piece 1 or later) received from `from`. Returns the
@@ -343,7 +404,15 @@ impl Reassembler {
             counter: header.counter,
             dest: header.dest,
         };
-        self.push(now_ms, from, &key, header.index, Some(header.total), data)
+        self.push(
+            now_ms,
+            from,
+            &key,
+            None,
+            header.index,
+            Some(header.total),
+            data,
+        )
     }
 
     fn malformed(&mut self, e: WireError) -> ReassemblyError {
@@ -351,11 +420,13 @@ impl Reassembler {
         ReassemblyError::Wire(e)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
         now_ms: u64,
         from: SocketAddr,
         key: &PieceKey,
+        src: Option<Address>,
         index: u8,
         total: Option<u8>,
         bytes: &[u8],
@@ -364,19 +435,36 @@ impl Reassembler {
         let slot = match self
             .pending
             .iter()
-            .position(|p| p.counter == key.counter && p.from == from)
+            .position(|p| p.counter == key.counter && p.dest == key.dest && p.from == from)
         {
             Some(slot) => slot,
-            None => self.start(now_ms, from, key),
+            None => {
+                // A piece whose destination disagrees with a packet already
+                // started for this counter: the same packet, corrupted.
+                if let Some(p) = self
+                    .pending
+                    .iter()
+                    .find(|p| p.counter == key.counter && p.from == from)
+                {
+                    self.stats.inconsistent += 1;
+                    return Err(ReassemblyError::DestinationMismatch {
+                        expected: p.dest,
+                        got: key.dest,
+                    });
+                }
+                self.start(now_ms, from, key)
+            }
         };
         let entry = &mut self.pending[slot];
 
-        if entry.dest != key.dest {
-            self.stats.inconsistent += 1;
-            return Err(ReassemblyError::DestinationMismatch {
-                expected: entry.dest,
-                got: key.dest,
-            });
+        if let Some(src) = src {
+            match entry.src {
+                Some(expected) if expected != src => {
+                    self.stats.inconsistent += 1;
+                    return Err(ReassemblyError::SourceMismatch { expected, got: src });
+                }
+                _ => entry.src = Some(src),
+            }
         }
         if let Some(total) = total {
             if entry.total == 0 {
@@ -426,22 +514,55 @@ impl Reassembler {
         Ok(Some(packet))
     }
 
+    /// The slot of `host`'s oldest entry.
+    fn oldest_of(&self, host: SourceHost) -> Option<usize> {
+        self.pending
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.host == host)
+            .min_by_key(|(_, p)| p.started_ms)
+            .map(|(i, _)| i)
+    }
+
     /// Makes room if needed and starts a new entry; returns its slot.
+    ///
+    /// A source at its quota loses its own oldest entry. Otherwise, if the
+    /// table is full, the victim is the oldest entry of the source holding
+    /// the most: a source never loses an entry to one holding fewer (after
+    /// this one is added) than it does.
     fn start(&mut self, now_ms: u64, from: SocketAddr, key: &PieceKey) -> usize {
-        if self.pending.len() >= self.max_pending {
-            let oldest = self
+        let host = SourceHost::of(from);
+        let held = |host: SourceHost, pending: &[Pending]| {
+            pending.iter().filter(|p| p.host == host).count()
+        };
+        let victim = if held(host, &self.pending) >= self.max_per_source {
+            self.stats.evicted_over_quota += 1;
+            self.oldest_of(host)
+        } else if self.pending.len() >= self.max_pending {
+            self.stats.evicted += 1;
+            let most = self
                 .pending
                 .iter()
+                .map(|p| held(p.host, &self.pending))
+                .max()
+                .unwrap_or(0);
+            self.pending
+                .iter()
                 .enumerate()
+                .filter(|(_, p)| held(p.host, &self.pending) == most)
                 .min_by_key(|(_, p)| p.started_ms)
                 .map(|(i, _)| i)
-                .expect("max_pending is at least 1");
-            let gone = self.pending.swap_remove(oldest);
-            self.stats.evicted += 1;
+        } else {
+            None
+        };
+        if let Some(victim) = victim {
+            let gone = self.pending.swap_remove(victim);
             self.recycle(gone.storage);
         }
         self.pending.push(Pending {
             from,
+            host,
+            src: None,
             counter: key.counter,
             dest: key.dest,
             started_ms: now_ms,
@@ -462,17 +583,11 @@ struct PieceKey {
     dest: Address,
 }
 
-fn header_key(header: &PacketHeader) -> PieceKey {
-    PieceKey {
-        counter: header.counter,
-        dest: header.dest,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::constants::UDP_PAYLOAD_MTU_BYTES;
+    use crate::core::wire::PacketHeader;
     use crate::core::wire::{FRAGMENT_INDEX_OFFSET, FRAGMENT_TOTAL_OFFSET};
 
     fn from() -> SocketAddr {
@@ -481,11 +596,16 @@ mod tests {
 
     /// A packet of `len` bytes with valid header fields, flagged as needed for `mtu`.
     fn packet(len: usize, counter: u64, mtu: usize) -> Vec<u8> {
-        let mut buf: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        packet_from(0x5544332211, len, counter, mtu)
+    }
+
+    /// [`packet`] from source address `src`, its bytes depending on `src` too.
+    fn packet_from(src: u64, len: usize, counter: u64, mtu: usize) -> Vec<u8> {
+        let mut buf: Vec<u8> = (0..len).map(|i| (i as u64 * 7 + 3 + src) as u8).collect();
         PacketHeader {
             counter,
             dest: Address::from_u64(0x1122334455).unwrap(),
-            src: Address::from_u64(0x5544332211).unwrap(),
+            src: Address::from_u64(src).unwrap(),
             hops: 1,
             key_slot: 1,
             more_fragments: fragment_count(len, mtu) > 1,
@@ -703,13 +823,14 @@ mod tests {
             assert_eq!(r.push_head(t as u64, from(), head), Ok(None));
         }
         assert_eq!(r.pending(), 3);
-        // A fourth evicts the oldest (counter 1).
+        // A fourth evicts the oldest (counter 1): the source's own.
         assert_eq!(r.push_head(3, from(), &heads[3]), Ok(None));
         assert_eq!(r.pending(), 3);
-        assert_eq!(r.stats().evicted, 1);
+        assert_eq!(r.stats().evicted_over_quota, 1);
         // Counter 1's head is new again, not a duplicate, and evicts counter 2.
         assert_eq!(r.push_head(4, from(), &heads[0]), Ok(None));
-        assert_eq!(r.stats().evicted, 2);
+        assert_eq!(r.stats().evicted_over_quota, 2);
+        assert_eq!(r.stats().evicted, 0);
         // At 1002 ms, the entry started at 2 ms has timed out; the rest not yet.
         r.expire(FRAGMENT_TIMEOUT_MS + 2);
         assert_eq!(r.pending(), 2);
@@ -724,6 +845,133 @@ mod tests {
         // A clock going backwards expires nothing.
         r.expire(0);
         assert_eq!(r.pending(), 1);
+    }
+
+    /// Pushes all pieces of `p` (cut at `mtu`) from `from`; returns what the last push gave.
+    fn push_all(
+        r: &mut Reassembler,
+        now: u64,
+        from: SocketAddr,
+        out: &[Vec<u8>],
+    ) -> Option<Vec<u8>> {
+        let mut last = None;
+        for (i, piece) in out.iter().enumerate() {
+            last = if i == 0 {
+                r.push_head(now, from, piece)
+            } else {
+                r.push_fragment(now, from, piece)
+            }
+            .unwrap();
+        }
+        last
+    }
+
+    #[test]
+    fn a_source_cannot_evict_another_sources_partial_packet() {
+        let mtu = 200;
+        let victim: SocketAddr = "192.0.2.1:9993".parse().unwrap();
+        let p = packet(700, 7, mtu);
+        let out = pieces(&p, mtu);
+        let mut r = Reassembler::with_limits(6, 3);
+        assert_eq!(r.push_head(0, victim, &out[0]), Ok(None));
+        // One stranger host, from many ports, with many counters: it only
+        // ever pushes out its own oldest.
+        for c in 1..200u64 {
+            let from = SocketAddr::new("198.51.100.9".parse().unwrap(), 1000 + c as u16);
+            let head = &pieces(&packet(700, 1000 + c, mtu), mtu)[0];
+            assert_eq!(r.push_head(c, from, head), Ok(None));
+        }
+        assert_eq!(r.pending(), 4);
+        assert_eq!(r.stats().evicted, 0);
+        // A second stranger (an IPv6 /64, any address in it) fills the table:
+        // the victim is taken from the first stranger, which holds the most.
+        for c in 1..200u64 {
+            let from: SocketAddr = format!("[2001:db8:1:2::{c:x}]:9993").parse().unwrap();
+            let head = &pieces(&packet(700, 5000 + c, mtu), mtu)[0];
+            assert_eq!(r.push_head(200 + c, from, head), Ok(None));
+        }
+        assert_eq!(r.pending(), 6);
+        assert!(r.stats().evicted >= 1);
+        // The victim's packet is still there and completes.
+        let mut got = None;
+        for f in &out[1..] {
+            got = r.push_fragment(500, victim, f).unwrap();
+        }
+        assert_eq!(got, Some(p));
+    }
+
+    #[test]
+    fn quotas_follow_the_source_host() {
+        let a: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        let b: SocketAddr = "192.0.2.1:2".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:192.0.2.1]:3".parse().unwrap();
+        let other: SocketAddr = "[2001:db8:1:3::1]:3".parse().unwrap();
+        assert_eq!(SourceHost::of(a), SourceHost::of(b));
+        assert_eq!(SourceHost::of(a), SourceHost::of(mapped));
+        assert_ne!(
+            SourceHost::of(other),
+            SourceHost::of("[2001:db8:1:2::1]:3".parse().unwrap())
+        );
+        assert_eq!(
+            SourceHost::of("[2001:db8:1:2::1]:3".parse().unwrap()),
+            SourceHost::of("[2001:db8:1:2:ffff::9]:4".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn peers_behind_one_root_reassemble_apart() {
+        let mtu = 200;
+        let root: SocketAddr = "203.0.113.1:9993".parse().unwrap();
+        let (x, y) = (0x0101010101, 0x0202020202);
+        let mut r = Reassembler::new();
+
+        // Different counters (two sessions rarely share one), pieces
+        // interleaved: each peer gets its own packet back.
+        let px = packet_from(x, 700, 0x3a7f_0000_0001, mtu);
+        let py = packet_from(y, 700, 0x0c11_0000_0001, mtu);
+        let (ox, oy) = (pieces(&px, mtu), pieces(&py, mtu));
+        let mut got = Vec::new();
+        for i in (0..ox.len()).rev() {
+            for o in [&ox, &oy] {
+                let pushed = if i == 0 {
+                    r.push_head(0, root, &o[i])
+                } else {
+                    r.push_fragment(0, root, &o[i])
+                };
+                got.extend(pushed.unwrap());
+            }
+        }
+        assert_eq!(got, vec![px, py]);
+
+        // The same counter one after the other: both complete.
+        let px = packet_from(x, 700, 1, mtu);
+        let py = packet_from(y, 700, 1, mtu);
+        assert_eq!(
+            push_all(&mut r, 1, root, &pieces(&px, mtu)),
+            Some(px.clone())
+        );
+        assert_eq!(
+            push_all(&mut r, 2, root, &pieces(&py, mtu)),
+            Some(py.clone())
+        );
+
+        // The same counter at the same time: the second head is refused, not
+        // merged, and the first packet still completes.
+        let (ox, oy) = (pieces(&px, mtu), pieces(&py, mtu));
+        assert_eq!(r.push_head(3, root, &ox[0]), Ok(None));
+        assert_eq!(
+            r.push_head(3, root, &oy[0]),
+            Err(ReassemblyError::SourceMismatch {
+                expected: Address::from_u64(x).unwrap(),
+                got: Address::from_u64(y).unwrap(),
+            })
+        );
+        let mut done = None;
+        for f in &ox[1..] {
+            done = r.push_fragment(3, root, f).unwrap();
+        }
+        assert_eq!(done, Some(px));
+        assert_eq!(r.pending(), 0);
     }
 
     #[test]

@@ -162,6 +162,24 @@ mod tests {
         assert!(!w.check(100));
     }
 
+    /// The exact boundary PROTOCOL.md §3.4 documents, with the window's literal size.
+    #[test]
+    fn window_boundary_is_exact() {
+        assert_eq!(W, 8192, "PROTOCOL.md §3.4 states the window size");
+        let high = 1_000_000u64;
+        let mut w = ReplayWindow::new();
+        assert!(w.accept(high));
+        assert!(w.check(high - 8191), "W - 1 behind the highest is inside");
+        assert!(!w.check(high - 8192), "W behind the highest is outside");
+        assert!(w.accept(high - 8191));
+        assert!(!w.accept(high - 8191));
+        assert!(!w.accept(high - 8192));
+        // One step forward moves the boundary by one.
+        assert!(w.accept(high + 1));
+        assert!(!w.check(high + 1 - 8192));
+        assert!(w.check(high + 1 - 8191));
+    }
+
     #[test]
     fn too_old_is_refused() {
         let mut w = ReplayWindow::new();

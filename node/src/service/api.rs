@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -60,33 +60,66 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
         Some(extra) => app.merge(extra),
         None => app,
     };
-    app.fallback(|| async { not_found("no such API endpoint") })
-        .layer(middleware::from_fn_with_state(state, require_token))
+    guard(
+        app.fallback(|| async { not_found("no such API endpoint") }),
+        Arc::from(state.token.as_str()),
+    )
 }
 
-#[derive(Deserialize)]
-struct AuthQuery {
-    auth: Option<String>,
+/// Puts `app` behind the two checks every request passes, outermost first:
+/// the Host header must name this machine's loopback (a web page whose name
+/// was re-bound to 127.0.0.1 sends its own name: 403), then the token must be
+/// in the `X-VNet-Auth` header (401). The token is never read from the URL,
+/// where it would end up in logs and browser history.
+fn guard(app: Router, token: Arc<str>) -> Router {
+    app.layer(middleware::from_fn_with_state(token, require_token))
+        .layer(middleware::from_fn(require_local_host))
 }
 
-async fn require_token(
-    State(state): State<AppState>,
-    Query(q): Query<AuthQuery>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let header = request
+/// Host names the API answers to (with or without a port): the loopback it
+/// listens on. Anything else is a browser sent here under another name.
+const LOCAL_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
+/// Whether a Host header value names the loopback, with an optional port.
+fn is_local_host(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        // A bracketed IPv6 literal without a port ends in ']'.
+        Some((name, port)) if !port.ends_with(']') => {
+            if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+                return false;
+            }
+            name
+        }
+        _ => host,
+    };
+    LOCAL_HOSTS.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+async fn require_local_host(request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok());
+    if !host.is_some_and(is_local_host) {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            "the Host header must be localhost, 127.0.0.1 or [::1] (DNS rebinding guard)".into(),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
+    let given = request
         .headers()
         .get("x-vnet-auth")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let given = header.or(q.auth);
-    let ok = given.is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes()));
+        .and_then(|v| v.to_str().ok());
+    let ok = given.is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
     if !ok {
         return ApiError(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong auth token (X-VNet-Auth header or ?auth=; see authtoken.secret)"
-                .into(),
+            "missing or wrong auth token (X-VNet-Auth header; see authtoken.secret)".into(),
         )
         .into_response();
     }
@@ -375,5 +408,114 @@ async fn ping(
             })))
         }
         None => Err(ApiError(StatusCode::GATEWAY_TIMEOUT, "timeout".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn local_host_names() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:9993",
+            "127.0.0.1",
+            "127.0.0.1:9993",
+            "[::1]",
+            "[::1]:9993",
+        ] {
+            assert!(is_local_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:9993",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example:9993",
+            "127.0.0.2",
+            "[::2]:9993",
+            "127.0.0.1:",
+            "127.0.0.1:99x",
+            "",
+            "::1",
+        ] {
+            assert!(!is_local_host(bad), "{bad}");
+        }
+    }
+
+    /// Serves a guarded app on a loopback port; sends each raw request head
+    /// and returns each status line.
+    fn statuses(requests: &[String]) -> Vec<String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let app = guard(
+                Router::new().route("/status", get(|| async { "ok" })),
+                Arc::from("sekrit"),
+            );
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let requests = requests.to_vec();
+            tokio::task::spawn_blocking(move || {
+                requests
+                    .iter()
+                    .map(|head| {
+                        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                        s.write_all(head.as_bytes()).unwrap();
+                        let mut answer = String::new();
+                        s.read_to_string(&mut answer).unwrap();
+                        answer.lines().next().unwrap_or_default().to_string()
+                    })
+                    .collect()
+            })
+            .await
+            .unwrap()
+        })
+    }
+
+    fn get_request(path: &str, headers: &[&str]) -> String {
+        let mut head = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+        for h in headers {
+            head.push_str(h);
+            head.push_str("\r\n");
+        }
+        head + "\r\n"
+    }
+
+    #[test]
+    fn requests_must_name_the_loopback_and_carry_the_token_in_a_header() {
+        let got = statuses(&[
+            get_request("/status", &["Host: 127.0.0.1:9993", "X-VNet-Auth: sekrit"]),
+            get_request("/status", &["Host: localhost", "X-VNet-Auth: sekrit"]),
+            get_request("/status", &["Host: [::1]:9993", "X-VNet-Auth: sekrit"]),
+            // DNS rebinding: the attacker's name, the right token (a browser
+            // would not have it, but the Host alone must refuse).
+            get_request(
+                "/status",
+                &["Host: evil.example:9993", "X-VNet-Auth: sekrit"],
+            ),
+            get_request("/status", &["Host: evil.example"]),
+            // The token in the URL is not accepted (it ends up in logs).
+            get_request("/status?auth=sekrit", &["Host: 127.0.0.1:9993"]),
+            get_request("/status", &["Host: 127.0.0.1:9993", "X-VNet-Auth: wrong"]),
+            get_request("/status", &["Host: 127.0.0.1:9993"]),
+            // No Host at all (HTTP/1.0): refused as well.
+            "GET /status HTTP/1.0\r\nX-VNet-Auth: sekrit\r\n\r\n".to_string(),
+        ]);
+        let codes: Vec<&str> = got
+            .iter()
+            .map(|l| l.split_whitespace().nth(1).unwrap_or(""))
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                "200", "200", "200", "403", "403", "401", "401", "401", "403"
+            ],
+            "{got:?}"
+        );
     }
 }

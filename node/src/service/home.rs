@@ -44,6 +44,67 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> HomeError + '_ {
     }
 }
 
+/// What is wrong with `world`, read from the moon file `path`, if anything:
+/// it must be a moon, signed by its own `updatesMustBeSignedBy` key, whose id
+/// is one of its roots' addresses, in the file named after that id.
+fn moon_file_problem(path: &Path, world: &World) -> Option<String> {
+    if world.kind() != WorldKind::Moon {
+        return Some("is a planet, not a moon".into());
+    }
+    let expected = world.moon_file_name();
+    if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {
+        return Some(format!(
+            "holds moon {:016x}, so it must be named {expected}",
+            world.id()
+        ));
+    }
+    if !world
+        .roots()
+        .iter()
+        .any(|r| r.identity.address().to_u64() == world.id())
+    {
+        return Some(format!(
+            "moon {:016x} has no root with that address",
+            world.id()
+        ));
+    }
+    if !world.is_self_signed() {
+        return Some("signature does not verify with the moon's own signing key".into());
+    }
+    None
+}
+
+/// Characters of an API token.
+const TOKEN_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+/// Characters in an API token (24 of 36 symbols: about 124 bits).
+const TOKEN_LEN: usize = 24;
+/// Random bytes at or above this are thrown away, so every character of the
+/// alphabet is equally likely (256 is not a multiple of 36: plain `% 36` would
+/// make `a`..`d` more likely than the rest).
+const TOKEN_BYTE_LIMIT: u8 = (256 / TOKEN_ALPHABET.len() * TOKEN_ALPHABET.len()) as u8;
+
+/// A new API token from the random bytes `fill` gives, by rejection sampling.
+fn new_token<E>(mut fill: impl FnMut(&mut [u8]) -> Result<(), E>) -> Result<String, E> {
+    let mut token = String::with_capacity(TOKEN_LEN);
+    let mut random = [0u8; 32];
+    while token.len() < TOKEN_LEN {
+        fill(&mut random)?;
+        for c in random.iter().filter_map(|&b| token_char(b)) {
+            if token.len() < TOKEN_LEN {
+                token.push(c);
+            }
+        }
+    }
+    Ok(token)
+}
+
+/// The token character a random byte stands for; `None` for the bytes that
+/// would make some characters likelier than others.
+fn token_char(b: u8) -> Option<char> {
+    (b < TOKEN_BYTE_LIMIT)
+        .then(|| char::from(TOKEN_ALPHABET[usize::from(b) % TOKEN_ALPHABET.len()]))
+}
+
 /// Settings from `local.conf`.
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct LocalConf {
@@ -128,13 +189,8 @@ impl Home {
                 problem: "is empty".into(),
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-                let mut random = [0u8; 24];
-                getrandom::fill(&mut random).map_err(|e| io_error(&path)(io::Error::other(e)))?;
-                let token: String = random
-                    .iter()
-                    .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-                    .collect();
+                let token =
+                    new_token(getrandom::fill).map_err(|e| io_error(&path)(io::Error::other(e)))?;
                 write_atomic(&path, token.as_bytes(), SECRET_FILE_MODE).map_err(io_error(&path))?;
                 Ok(token)
             }
@@ -192,7 +248,9 @@ impl Home {
         self.path("moons.d")
     }
 
-    /// Loads `moons.d/*.moon`: the good ones, and for each bad one its error.
+    /// Loads `moons.d/*.moon`: the good ones, and for each bad one its error
+    /// (see [`moon_file_problem`]: a file is trusted no more than a moon
+    /// received from the network).
     pub fn load_moons(&self) -> (Vec<World>, Vec<HomeError>) {
         let dir = self.moons_dir();
         let mut moons = Vec::new();
@@ -215,14 +273,12 @@ impl Home {
                     })
                 })
                 .and_then(|w| {
-                    if w.kind() == WorldKind::Moon {
-                        Ok(w)
-                    } else {
+                    moon_file_problem(&path, &w).map_or(Ok(w), |problem| {
                         Err(HomeError::Invalid {
                             path: path.clone(),
-                            problem: "is a planet, not a moon".into(),
+                            problem,
                         })
-                    }
+                    })
                 });
             match loaded {
                 Ok(w) => moons.push(w),
@@ -317,5 +373,105 @@ impl Home {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(io_error(&path)(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `bytes` (repeated) as the random source.
+    fn token_from(bytes: &[u8]) -> String {
+        let mut it = bytes.iter().copied().cycle();
+        new_token(|buf: &mut [u8]| {
+            buf.iter_mut().for_each(|b| *b = it.next().unwrap());
+            Ok::<(), ()>(())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn token_bytes_past_the_last_whole_alphabet_are_rejected() {
+        assert_eq!(TOKEN_BYTE_LIMIT, 252);
+        // 252..=255 would map to a..d under plain modulo: they must be skipped.
+        let token = token_from(&[252, 253, 254, 255, 0, 35, 36, 251]);
+        assert_eq!(token, "a9a9".repeat(6));
+        assert_eq!(token.len(), TOKEN_LEN);
+    }
+
+    #[test]
+    fn every_token_character_is_equally_likely() {
+        // Every character must stand for exactly 7 byte values (modulo bias gives a..d 8, the rest 7).
+        let mut counts = [0usize; 36];
+        for c in (0..=255u8).filter_map(token_char) {
+            counts[TOKEN_ALPHABET
+                .iter()
+                .position(|&a| char::from(a) == c)
+                .unwrap()] += 1;
+        }
+        assert_eq!(counts, [7; 36]);
+        // And a token made from every byte value in turn is the same 7-fold
+        // cycle: nothing but the mapping above decides a character.
+        let all: Vec<u8> = (0..=255).collect();
+        let token = token_from(&all);
+        assert_eq!(token, "abcdefghijklmnopqrstuvwx");
+    }
+
+    fn zerotier_vector(name: &str) -> Vec<u8> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/zerotier");
+        fs::read(dir.join(name)).unwrap()
+    }
+
+    #[test]
+    fn moons_on_disk_must_verify_and_be_named_for_their_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).unwrap();
+        let moons = dir.path().join("moons.d");
+        fs::create_dir_all(&moons).unwrap();
+        // Good: the moon zerotier-idtool made, under its own name.
+        fs::write(
+            moons.join("0000005b51b6c335.moon"),
+            zerotier_vector("0000005b51b6c335.moon"),
+        )
+        .unwrap();
+        // One bit of an endpoint's port flipped: structurally valid.
+        fs::write(
+            moons.join("0000005d4d6e8499.moon"),
+            zerotier_vector("0000005d4d6e8499.tampered-moon"),
+        )
+        .unwrap();
+        // A good moon under another moon's name.
+        fs::write(
+            moons.join("00000000deadbeef.moon"),
+            zerotier_vector("0000005d4d6e8499.moon"),
+        )
+        .unwrap();
+        let (loaded, errors) = home.load_moons();
+        assert_eq!(
+            loaded.iter().map(World::id).collect::<Vec<_>>(),
+            [0x5b51b6c335]
+        );
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].contains("00000000deadbeef.moon")
+                && messages[0].contains("holds moon 0000005d4d6e8499"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].contains("0000005d4d6e8499.moon")
+                && messages[1].contains("signature does not verify"),
+            "{messages:?}"
+        );
+    }
+
+    #[test]
+    fn a_created_token_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).unwrap();
+        let token = home.load_or_create_token().unwrap();
+        assert_eq!(token.len(), TOKEN_LEN);
+        assert!(token.bytes().all(|b| TOKEN_ALPHABET.contains(&b)));
+        assert_eq!(home.load_or_create_token().unwrap(), token);
     }
 }

@@ -53,6 +53,20 @@ pub struct Counters {
     pub refused_world_updates: u64,
     /// Frames dropped: not joined, not configured, or refused by the switch.
     pub dropped_frames: u64,
-    /// Frames from members without a valid certificate of membership.
+    /// Frames from members without a valid certificate of membership, or no
+    /// longer listed by the controller (private networks).
     pub dropped_frames_unauthorized: u64,
+    /// Frames not sent to a member without a fresh certificate (private
+    /// networks): unlisted, or none came within `FRAME_AWAITING_CREDENTIALS_MS`.
+    pub dropped_frames_to_unauthorized: u64,
+    /// Certificates ignored unchecked: for a network we are not configured on,
+    /// a public one, or stale against ours.
+    pub dropped_credentials_irrelevant: u64,
+    /// Certificates not checked: over the per-packet or per-peer signature budget.
+    pub dropped_credentials_rate_limited: u64,
+    /// Certificate signatures checked (each costs an Ed25519 verification).
+    pub credential_signatures_checked: u64,
+    /// What reassembly of fragmented packets did, drops by reason (copied
+    /// every tick).
+    pub reassembly: crate::core::fragment::ReassemblyStats,
 }

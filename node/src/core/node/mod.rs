@@ -667,7 +667,7 @@ impl Node {
                 Ok(())
             }
             Verb::NetworkCredentials => {
-                self.handle_credentials(src, payload);
+                self.handle_credentials(now_ms, src, payload, out);
                 Ok(())
             }
             Verb::WorldUpdate => {
@@ -2114,6 +2114,7 @@ impl Node {
                 .retain(|(_, t)| now_ms.saturating_sub(*t) < RELAY_ROUTE_TTL_MS);
         }
         self.reassembler.expire(now_ms);
+        self.counters.reassembly = *self.reassembler.stats();
         self.tick_traversal(now_ms, out);
         self.tick_networks(now_ms, out);
     }

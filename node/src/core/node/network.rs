@@ -53,8 +53,14 @@ pub(crate) struct Membership {
     pub switch: Option<crate::core::switch::Switch>,
     /// Peers' latest certificates on this network.
     pub peer_certificates: HashMap<Address, Certificate>,
-    /// The timestamp of our certificate last sent to each peer.
-    pub credentials_sent: HashMap<Address, u64>,
+    /// Our certificate last sent to each peer: its timestamp, and when.
+    pub credentials_sent: HashMap<Address, (u64, u64)>,
+    /// The newest frames for each listed member whose fresh certificate we
+    /// lack, with when the wait began (bounded by
+    /// `MAX_MEMBERS_AWAITING_CREDENTIALS` and `MAX_FRAMES_AWAITING_CREDENTIALS_PER_MEMBER`).
+    pub awaiting_credentials: HashMap<Address, (u64, Vec<Vec<u8>>)>,
+    /// Signature checks of each peer's certificates this second: (start, used).
+    pub credential_checks: HashMap<Address, (u64, u32)>,
 }
 
 /// A joined network's state for the API.
@@ -123,6 +129,8 @@ impl Node {
             switch: None,
             peer_certificates: HashMap::new(),
             credentials_sent: HashMap::new(),
+            awaiting_credentials: HashMap::new(),
+            credential_checks: HashMap::new(),
         });
         self.request_config(now_ms, nwid, out);
     }
@@ -279,6 +287,7 @@ impl Node {
                 switch.expire(now_ms);
             }
         }
+        self.expire_awaiting_credentials(now_ms);
         if !self.controller.seeded
             && let Some(plugin) = self.controller.plugin.as_ref()
         {
@@ -543,5 +552,156 @@ impl Node {
         if changed {
             self.events.push_back(Event::NetworkChanged(nwid));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::c25519::KeyPair;
+    use crate::core::constants::{
+        CREDENTIAL_CHECKS_PER_PEER_PER_SECOND, MAX_CREDENTIAL_CHECKS_PER_PACKET,
+    };
+    use crate::core::identity::Identity;
+    use crate::core::message::Versions;
+    use crate::core::netconf::NetworkConfigData;
+    use crate::core::node::NodeConfig;
+    use crate::core::world::{Root, World, WorldKind};
+
+    /// A node that is its own network's controller, configured on it (private).
+    fn configured_node(now_ms: u64) -> (Node, NetworkId, KeyPair) {
+        let identity = Identity::generate();
+        let key = identity.key_pair().unwrap();
+        let planet_key = KeyPair::generate();
+        let planet = World::make(
+            WorldKind::Planet,
+            7,
+            1,
+            *planet_key.public(),
+            vec![Root {
+                identity: identity.to_public(),
+                endpoints: vec!["192.0.2.1:9993".parse().unwrap()],
+            }],
+            &planet_key,
+        )
+        .unwrap();
+        let mut node = Node::new(NodeConfig {
+            identity,
+            planet,
+            moons: Vec::new(),
+            versions: Versions {
+                protocol: 1,
+                major: 0,
+                minor: 1,
+                revision: 0,
+            },
+        })
+        .unwrap();
+        let nwid = NetworkId::new(node.address, 1);
+        node.join(now_ms, nwid, &mut Outbox::new());
+        let data = NetworkConfigData {
+            name: "n".into(),
+            revision: 1,
+            timestamp_ms: now_ms,
+            private: true,
+            mtu: 2800,
+            multicast_limit: 32,
+            enable_broadcast: true,
+            active_bridge: false,
+            assigned: vec![],
+            routes: vec![],
+            bridges: vec![],
+            directory: vec![],
+        };
+        let certificate = Certificate::issue(&key, nwid, node.address, now_ms);
+        let address = node.address;
+        node.install_config(
+            now_ms,
+            NetworkConfig {
+                network: nwid,
+                issued_to: address,
+                data,
+                certificate,
+            },
+        );
+        (node, nwid, key)
+    }
+
+    fn credentials(certs: &[Certificate]) -> Vec<u8> {
+        let mut payload = vec![certs.len() as u8];
+        for c in certs {
+            c.encode_into(&mut payload);
+        }
+        payload
+    }
+
+    #[test]
+    fn credentials_are_checked_for_membership_before_any_signature_and_capped() {
+        let now = 10_000_000;
+        let (mut node, nwid, key) = configured_node(now);
+        let src = Address::from_u64(0x0102030405).unwrap();
+        let other = Address::from_u64(0x0a0b0c0d0e).unwrap();
+        let forger = KeyPair::generate();
+        let mut out = Outbox::new();
+        let checked = |node: &Node| node.counters.credential_signatures_checked;
+
+        // 255 certificates that cannot matter: none costs a signature check.
+        let not_ours = NetworkId::new(other, 9);
+        for certs in [
+            vec![Certificate::issue(&forger, not_ours, src, now); 255],
+            vec![Certificate::issue(&forger, nwid, other, now); 255],
+            vec![Certificate::issue(&forger, nwid, src, now - 60_000); 255],
+        ] {
+            node.handle_credentials(now, src, &credentials(&certs), &mut out);
+        }
+        assert_eq!(checked(&node), 0);
+        assert_eq!(node.counters.dropped_credentials_irrelevant, 2 * 255);
+
+        // 255 forged certificates that would matter: a few per packet, a few
+        // per second from this peer.
+        let forged = credentials(&vec![Certificate::issue(&forger, nwid, src, now); 255]);
+        node.handle_credentials(now, src, &forged, &mut out);
+        assert_eq!(checked(&node), MAX_CREDENTIAL_CHECKS_PER_PACKET as u64);
+        for _ in 0..10 {
+            node.handle_credentials(now + 500, src, &forged, &mut out);
+        }
+        assert_eq!(
+            checked(&node),
+            u64::from(CREDENTIAL_CHECKS_PER_PEER_PER_SECOND)
+        );
+        assert!(node.networks[&nwid].peer_certificates.is_empty());
+        // Another peer has its own budget; and a new second brings a new one.
+        node.handle_credentials(
+            now + 500,
+            other,
+            &credentials(&[Certificate::issue(&forger, nwid, other, now)]),
+            &mut out,
+        );
+        assert_eq!(
+            checked(&node),
+            u64::from(CREDENTIAL_CHECKS_PER_PEER_PER_SECOND) + 1
+        );
+        node.handle_credentials(now + 1_000, src, &forged, &mut out);
+        assert_eq!(
+            checked(&node),
+            u64::from(CREDENTIAL_CHECKS_PER_PEER_PER_SECOND)
+                + 1
+                + MAX_CREDENTIAL_CHECKS_PER_PACKET as u64
+        );
+
+        // A genuine certificate after the forged ones in the same packet is
+        // still taken if within the packet's budget; once held, the same one
+        // again costs nothing.
+        let genuine = Certificate::issue(&key, nwid, src, now + 1);
+        let mut certs = vec![Certificate::issue(&forger, nwid, src, now + 1); 2];
+        certs.push(genuine.clone());
+        node.handle_credentials(now + 2_000, src, &credentials(&certs), &mut out);
+        assert_eq!(
+            node.networks[&nwid].peer_certificates.get(&src),
+            Some(&genuine)
+        );
+        let before = checked(&node);
+        node.handle_credentials(now + 3_000, src, &credentials(&[genuine]), &mut out);
+        assert_eq!(checked(&node), before);
     }
 }

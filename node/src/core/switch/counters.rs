@@ -21,7 +21,9 @@ pub enum DropReason {
     SpoofedSource,
     /// A frame to ourselves (outbound), or one claiming to come from us (inbound).
     Loopback,
-    /// Inbound from a member without a fresh certificate, on a private network.
+    /// Inbound, private network: from a member without a fresh certificate
+    /// (none, or one that no longer agrees with ours), or one the controller's
+    /// config no longer lists.
     NotAuthorized,
     /// Inbound unicast to a MAC that is not ours, and we are not a bridge.
     NotForUs,
@@ -33,11 +35,14 @@ pub enum DropReason {
     NoRecipients,
     /// Outbound unicast to a MAC neither a member's nor learned, with no bridge to flood to.
     UnknownDestination,
+    /// Outbound, private network: not sent to a recipient for which we hold
+    /// no fresh certificate, none having come within the wait for one.
+    RecipientNotAuthorized,
 }
 
 impl DropReason {
     /// Every reason, in declaration order.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Malformed,
         DropReason::MulticastSource,
         DropReason::ForeignSource,
@@ -49,6 +54,7 @@ impl DropReason {
         DropReason::NotSubscribed,
         DropReason::NoRecipients,
         DropReason::UnknownDestination,
+        DropReason::RecipientNotAuthorized,
     ];
 
     /// The reason's name as counters and logs show it.
@@ -65,6 +71,7 @@ impl DropReason {
             DropReason::NotSubscribed => "notSubscribed",
             DropReason::NoRecipients => "noRecipients",
             DropReason::UnknownDestination => "unknownDestination",
+            DropReason::RecipientNotAuthorized => "recipientNotAuthorized",
         }
     }
 }
@@ -101,6 +108,8 @@ pub struct DropCounters {
     pub no_recipients: u64,
     /// [`DropReason::UnknownDestination`].
     pub unknown_destination: u64,
+    /// [`DropReason::RecipientNotAuthorized`].
+    pub recipient_not_authorized: u64,
 }
 
 impl DropCounters {
@@ -118,6 +127,7 @@ impl DropCounters {
             DropReason::NotSubscribed => &mut self.not_subscribed,
             DropReason::NoRecipients => &mut self.no_recipients,
             DropReason::UnknownDestination => &mut self.unknown_destination,
+            DropReason::RecipientNotAuthorized => &mut self.recipient_not_authorized,
         };
         *slot += 1;
     }
@@ -136,6 +146,7 @@ impl DropCounters {
             DropReason::NotSubscribed => self.not_subscribed,
             DropReason::NoRecipients => self.no_recipients,
             DropReason::UnknownDestination => self.unknown_destination,
+            DropReason::RecipientNotAuthorized => self.recipient_not_authorized,
         }
     }
 
@@ -183,7 +194,7 @@ mod tests {
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(c.get(*r), i as u64 + 1, "{r}");
         }
-        assert_eq!(c.total(), (1..=11).sum::<u64>());
+        assert_eq!(c.total(), (1..=12).sum::<u64>());
         let json = serde_json::to_value(&c).unwrap();
         let obj = json.as_object().unwrap();
         assert_eq!(obj.len(), DropReason::ALL.len());

@@ -17,8 +17,13 @@
 //!   On a network with active bridges, an ARP request whose target no member
 //!   announces also goes to the broadcast group: there, members may hold
 //!   addresses from the bridged LAN (its DHCP server) that no directory lists.
-//! - Inbound frames need a sender with a fresh certificate (private networks),
-//!   an honest source MAC, and a destination that is us, or a group we announce.
+//! - On a private network, frames go only between members holding fresh
+//!   certificates that agree ([`Switch::receive`] for frames received,
+//!   [`Switch::may_send_to`] before sending any frame, unicast, ARP, ND,
+//!   broadcast or multicast), and only members the controller's current config
+//!   lists may subscribe to groups ([`Switch::set_listed_members`]).
+//! - Inbound frames need an honest source MAC, and a destination that is us,
+//!   or a group we announce.
 //!
 //! Time comes in as `now_ms`; nothing here reads a clock, touches a socket, or
 //! allocates on the unicast path. Every dropped frame is counted by reason.
@@ -34,6 +39,7 @@ use std::net::IpAddr;
 
 use crate::core::address::Address;
 use crate::core::constants::{DEFAULT_MULTICAST_LIMIT, MULTICAST_ANNOUNCE_INTERVAL_MS};
+use crate::core::netconf::Certificate;
 use crate::core::network_id::{Mac, NetworkId};
 
 pub use announce::{AnnouncementError, decode_announcement, encode_announcement};
@@ -195,10 +201,76 @@ impl Switch {
         }
     }
 
+    /// Makes `members` exactly the members the controller's current config
+    /// lists (its directory). A member no longer listed loses its
+    /// subscriptions and the MACs learned behind it at once (whatever the
+    /// network's type), and on a private network its frames are refused.
+    pub fn set_listed_members(&mut self, members: &[Address]) {
+        let listed: HashSet<Address> = members.iter().copied().collect();
+        let gone: Vec<Address> = self
+            .valid
+            .iter()
+            .copied()
+            .filter(|m| !listed.contains(m))
+            .collect();
+        for member in gone {
+            self.valid.remove(&member);
+            self.subscriptions.remove_member(member);
+            self.macs.forget_bridge(member);
+        }
+        self.valid.extend(listed);
+    }
+
     /// Whether frames and subscriptions from `member` are accepted: always on a
     /// public network, with a fresh certificate on a private one.
     pub fn is_member_valid(&self, member: Address) -> bool {
         !self.policy.private || self.valid.contains(&member)
+    }
+
+    /// The certificate rule (PROTOCOL.md §4.5): on a private network, a peer
+    /// may exchange frames with us only while `theirs`, its latest verified
+    /// certificate, agrees with `ours` (same network, timestamps within the
+    /// certificate's max delta). Always true on a public network.
+    pub fn certificate_admits(&self, ours: &Certificate, theirs: Option<&Certificate>) -> bool {
+        !self.policy.private || theirs.is_some_and(|t| t.agrees_with(ours))
+    }
+
+    /// Whether we may send a frame to `to` now: [`Switch::certificate_admits`]
+    /// and, on a private network, `to` still listed. The caller asks for the
+    /// certificate when this says no, and counts a frame it finally gives up
+    /// on with [`Switch::count_unsent`].
+    pub fn may_send_to(
+        &self,
+        to: Address,
+        ours: &Certificate,
+        theirs: Option<&Certificate>,
+    ) -> bool {
+        self.is_member_valid(to) && self.certificate_admits(ours, theirs)
+    }
+
+    /// Counts a frame not sent to a recipient without a fresh certificate.
+    pub fn count_unsent(&mut self) {
+        self.counters
+            .drops
+            .record(DropReason::RecipientNotAuthorized);
+    }
+
+    /// A frame member `from` sent us (EXT_FRAME), as the node hands it over:
+    /// the certificate rule with `theirs`, `from`'s latest verified
+    /// certificate, then [`Switch::inbound`].
+    pub fn receive(
+        &mut self,
+        now_ms: u64,
+        from: Address,
+        ours: &Certificate,
+        theirs: Option<&Certificate>,
+        frame: &[u8],
+    ) -> Inbound {
+        if !self.certificate_admits(ours, theirs) {
+            self.counters.drops.record(DropReason::NotAuthorized);
+            return Inbound::Drop(DropReason::NotAuthorized);
+        }
+        self.inbound(now_ms, from, frame)
     }
 
     /// Sets the network's active bridges (from the netconf); MACs learned
