@@ -878,8 +878,8 @@ mod rogue {
     use super::*;
     use vnet_node::core::armor::{PacketKey, armor};
     use vnet_node::core::constants::{
-        IDENTITY_CHECK_BURST, IDENTITY_CHECKS_PER_SECOND, MAX_PENDING_WHOIS,
-        MAX_UNANSWERED_CANDIDATE_PROBES, PEER_IDLE_TIMEOUT_MS, REKEY_INTERVAL_MS,
+        IDENTITY_CHECKS_PER_SECOND, MAX_PENDING_WHOIS, MAX_UNANSWERED_CANDIDATE_PROBES,
+        PEER_IDLE_TIMEOUT_MS, REKEY_INTERVAL_MS,
     };
     use vnet_node::core::message::encode_push_direct_paths;
     use vnet_node::core::nat_mapping::NatMapping;
@@ -1027,7 +1027,7 @@ mod rogue {
         }
         let seconds = (sim.now - start) / 1000;
         let checks = sim.hosts[0].node.counters().identity_checks - checks_before;
-        let most = IDENTITY_CHECK_BURST as u64 + (seconds + 1) * IDENTITY_CHECKS_PER_SECOND;
+        let most = (seconds + 2) * u64::from(IDENTITY_CHECKS_PER_SECOND);
         assert!(
             checks <= most,
             "{checks} identity checks for {forged} forged HELLOs"

@@ -2,7 +2,10 @@
 //! serves a moon made with the real `vnet-idtool initmoon`/`genmoon`, members
 //! behind hard NATs orbit it by seed and are relayed through it (it is their
 //! closer root), the planet's root takes over when the moon dies, and the moon
-//! answers WHOIS for a member cut off from the planet's root.
+//! answers WHOIS for a member cut off from the planet's root; a member that
+//! can reach only the moon joins a network whose controller never heard of
+//! the moon and reaches every member (the roots pass on what they cannot
+//! answer).
 //!
 //! The kernel here has no `sch_netem`, so the planet root is made the farther
 //! root by [`Delay`]: its UDP answers go through an NFQUEUE whose verdicts this
@@ -16,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vnet_tests::daemon::{Daemon, PORT, make_planet};
+use vnet_tests::daemon::{Daemon, PORT, make_planet, network_of};
 use vnet_tests::netns::{Lab, NatKind, Node, wait_until};
 use vnet_tests::run_in;
 
@@ -73,6 +76,14 @@ fn relayed(d: &Daemon) -> u64 {
     d.json(&["info"])["counters"]["relayed"]
         .as_u64()
         .expect("counters.relayed")
+}
+
+/// Pings `ip` from `from`'s namespace (one echo, 1 s wait) until one comes
+/// back, up to `limit`.
+fn ping_ip_until(lab: &Lab, from: &Node, ip: &str, limit: Duration) -> bool {
+    wait_until(limit, || {
+        lab.exec(from, "ping", &["-n", "-c", "1", "-W", "1", ip]).ok
+    })
 }
 
 /// Waits until `node` lists the moon `id` as fetched (not waiting), and
@@ -266,6 +277,97 @@ fn moon_relays_for_natted_orbiters_and_planet_takes_over_when_it_dies() {
             .count()
             >= 2,
         "{run:?}"
+    );
+}
+
+#[test]
+fn a_member_that_reaches_only_the_moon_joins_and_reaches_everyone() {
+    let lab = Lab::new();
+    let root_host = lab.host("root");
+    let moon_host = lab.host("moon");
+    let ctl_host = lab.host("ctl");
+    let x_host = lab.host("x");
+    let p_host = lab.host("p");
+    make_planet(
+        &lab,
+        &root_host,
+        &[
+            lab.home(&moon_host),
+            lab.home(&ctl_host),
+            lab.home(&x_host),
+            lab.home(&p_host),
+        ],
+    );
+    let moon_home = lab.home(&moon_host);
+    let run = run_in(
+        &moon_home,
+        "vnet-idtool",
+        &["generate", "identity.secret", "identity.public"],
+    );
+    assert!(run.ok, "{run:?}");
+    let moon_id = make_moon(&moon_home, &format!("{}/{PORT}", moon_host.ip()));
+    // x orbits the moon the way a user does without a seed: the .moon file
+    // copied into moons.d. Nobody else orbits it.
+    let moon_file = format!("moons.d/000000{moon_id}.moon");
+    let x_home = lab.home(&x_host);
+    fs::create_dir_all(x_home.join("moons.d")).unwrap();
+    fs::copy(moon_home.join(&moon_file), x_home.join(&moon_file)).unwrap();
+    // A firewall lets x talk to the moon and nothing else.
+    for other in [&root_host, &ctl_host, &p_host] {
+        lab.cut(&x_host, other);
+    }
+
+    let root = Daemon::start(&lab, &root_host, "vnet-planet");
+    let moon = Daemon::start(&lab, &moon_host, "vnet-node");
+    let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
+    let p = Daemon::start(&lab, &p_host, "vnet-node");
+    let x = Daemon::start(&lab, &x_host, "vnet-node");
+    for d in [&moon, &ctl, &p, &x] {
+        d.wait_online();
+    }
+    assert_eq!(moon.json(&["info"])["root"], true);
+    let line = peers_line(&x, &moon_id);
+    assert!(line.contains("MOON"), "{line}");
+
+    // x joins and gets its config: its request goes to the moon, which
+    // relays it through the planet's root to the controller; the answer
+    // comes back the same way.
+    let (nwid, ips) = network_of(&ctl, &[&p, &x], "moononly");
+    let (p_ip, x_ip) = (&ips[0], &ips[1]);
+    assert!(
+        ping_ip_until(&lab, &x_host, p_ip, Duration::from_secs(20)),
+        "x cannot ping p ({p_ip}) over {nwid}\nx peers:\n{}\nmoon: {}\nroot: {}",
+        x.cli(&["peers"]).stdout,
+        moon.json(&["info"])["counters"],
+        root.json(&["info"])["counters"]
+    );
+    assert!(
+        ping_ip_until(&lab, &p_host, x_ip, Duration::from_secs(10)),
+        "p cannot ping x ({x_ip}) over {nwid}"
+    );
+    let run = lab.exec(
+        &x_host,
+        "ping",
+        &["-n", "-c", "5", "-i", "0.2", "-W", "2", p_ip],
+    );
+    assert!(run.ok, "x → p, 5 pings: {run:?}");
+    // p never heard of the moon; x never reached the planet's root: each
+    // root relayed, and one of them asked the other who someone was.
+    let p_peers = p.cli(&["peers"]).stdout;
+    assert!(
+        !p_peers.lines().any(|l| l.starts_with(&moon_id)),
+        "p does not know the moon:\n{p_peers}"
+    );
+    let (mc, rc) = (
+        moon.json(&["info"])["counters"].clone(),
+        root.json(&["info"])["counters"].clone(),
+    );
+    let n = |c: &Value, k: &str| c[k].as_u64().unwrap_or_else(|| panic!("no {k} in {c}"));
+    assert!(n(&mc, "relayed") >= 10, "moon relayed: {mc}");
+    assert!(n(&rc, "relayed") >= 10, "root relayed: {rc}");
+    assert!(
+        n(&mc, "whoisPassedOn") + n(&rc, "whoisPassedOn") >= 1,
+        "no root passed a WHOIS on: moon {mc} root {rc}"
     );
 }
 

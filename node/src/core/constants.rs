@@ -108,10 +108,11 @@ pub const WHOIS_TIMEOUT_MS: u64 = 5_000;
 pub const MAX_PENDING_WHOIS: usize = 1_024;
 /// Most askers a root remembers for one WHOIS it passed on to other roots.
 pub const MAX_WHOIS_ASKERS: usize = 8;
-/// Identity checks (the memory-hard hash) run per second at most, node-wide.
-pub const IDENTITY_CHECKS_PER_SECOND: u64 = 20;
-/// ...and their burst.
-pub const IDENTITY_CHECK_BURST: u32 = 20;
+/// Identity checks (the memory-hard hash) run per second at most, node-wide,
+/// and their burst, unless `identityChecksPerSecond` in local.conf says otherwise.
+pub const IDENTITY_CHECKS_PER_SECOND: u32 = 20;
+/// The most `identityChecksPerSecond` may be set to.
+pub const MAX_IDENTITY_CHECKS_PER_SECOND: u32 = 1_000;
 /// Identity checks waiting for the budget; past this a new one replaces a
 /// random waiting one (a flood cannot keep a legitimate node out for long).
 pub const MAX_PENDING_IDENTITY_CHECKS: usize = 64;

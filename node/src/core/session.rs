@@ -62,7 +62,8 @@ pub enum Role {
 }
 
 /// Derives a session from a completed handshake. `None` if the peer's
-/// ephemeral key is of low order.
+/// ephemeral key is of low order. Its first sending counter comes from
+/// `random` (see [`first_counter`]).
 #[allow(clippy::too_many_arguments)]
 pub fn derive_session(
     now_ms: u64,
@@ -72,6 +73,7 @@ pub fn derive_session(
     theirs: &[u8; 32],
     my_address: Address,
     their_address: Address,
+    random: u64,
 ) -> Option<Session> {
     let my_public = *mine.public();
     let mut dh = mine.agree(theirs)?;
@@ -101,12 +103,21 @@ pub fn derive_session(
         slot,
         send,
         recv,
-        next_counter: 1,
+        first_counter: first_counter(random),
+        next_counter: first_counter(random),
         replay: ReplayWindow::default(),
         established_ms: now_ms,
         superseded_ms: None,
         last_receive_ms: None,
     })
+}
+
+/// A session's first sending counter: random below 2^62 (never 0), so the
+/// packet ids that key fragment reassembly neither collide between peers
+/// relayed by one root nor can be guessed by a stranger, and 2^62 counters
+/// remain before the hard stop.
+pub fn first_counter(random: u64) -> u64 {
+    (random >> 2).max(1)
 }
 
 /// The key slot (1..=3) of a session, from the two public ephemerals.
@@ -124,6 +135,8 @@ pub struct Session {
     slot: u8,
     send: PacketKey,
     recv: PacketKey,
+    /// The first counter this session sent (random).
+    first_counter: u64,
     next_counter: u64,
     replay: ReplayWindow,
     established_ms: u64,
@@ -235,7 +248,7 @@ impl SessionSet {
             None => true,
             Some(s) => {
                 now_ms.saturating_sub(s.established_ms) >= REKEY_INTERVAL_MS
-                    || s.next_counter >= REKEY_AFTER_PACKETS
+                    || s.next_counter - s.first_counter >= REKEY_AFTER_PACKETS
             }
         }
     }
@@ -347,8 +360,8 @@ mod tests {
         let ea = Ephemeral::generate();
         let eb = Ephemeral::generate();
         let (pa, pb) = (*ea.public(), *eb.public());
-        let sa = derive_session(now, Role::Initiator, s, ea, &pb, a, b).unwrap();
-        let sb = derive_session(now, Role::Responder, s, eb, &pa, b, a).unwrap();
+        let sa = derive_session(now, Role::Initiator, s, ea, &pb, a, b, 0x1234_5678_9abc).unwrap();
+        let sb = derive_session(now, Role::Responder, s, eb, &pa, b, a, 0x0fed_cba9_8765).unwrap();
         (sa, sb)
     }
 
@@ -467,6 +480,6 @@ mod tests {
     fn low_order_ephemeral_is_refused() {
         let (a, b, s) = pair();
         let e = Ephemeral::generate();
-        assert!(derive_session(0, Role::Initiator, &s, e, &[0u8; 32], a, b).is_none());
+        assert!(derive_session(0, Role::Initiator, &s, e, &[0u8; 32], a, b, 0).is_none());
     }
 }

@@ -161,6 +161,7 @@ async fn status(State(s): State<AppState>) -> Json<Value> {
         "primaryPort": s.port,
         "portMappingEnabled": s.port_mapping_enabled,
         "forceTcpRelay": s.force_tcp_relay,
+        "identityChecksPerSecond": s.identity_checks_per_second,
     } });
     v["portMapping"] = s.port_mapping_json();
     v["tcpRelayStats"] = serde_json::to_value(s.tcp_relay_stats()).unwrap_or(Value::Null);

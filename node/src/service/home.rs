@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::core::constants::MAX_IDENTITY_CHECKS_PER_SECOND;
 use crate::core::identity::Identity;
 use crate::core::world::{World, WorldKind};
 use crate::service::atomic_file::{PUBLIC_FILE_MODE, SECRET_FILE_MODE, write_atomic};
@@ -123,6 +124,9 @@ pub struct LocalSettings {
     pub port_mapping_enabled: Option<bool>,
     /// Relay through a root over TCP at once, whatever UDP does (default off).
     pub force_tcp_relay: Option<bool>,
+    /// Identity checks (memory-hard hashes of unknown identities) per second,
+    /// node-wide (default 20, 1 to 1,000).
+    pub identity_checks_per_second: Option<u32>,
 }
 
 /// A node's home directory.
@@ -208,10 +212,24 @@ impl Home {
     pub fn local_conf(&self) -> Result<LocalConf, HomeError> {
         let path = self.path("local.conf");
         match fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| HomeError::Invalid {
-                path,
-                problem: format!("not valid local.conf JSON: {e}"),
-            }),
+            Ok(text) => {
+                let conf: LocalConf =
+                    serde_json::from_str(&text).map_err(|e| HomeError::Invalid {
+                        path: path.clone(),
+                        problem: format!("not valid local.conf JSON: {e}"),
+                    })?;
+                if let Some(n) = conf.settings.identity_checks_per_second
+                    && !(1..=MAX_IDENTITY_CHECKS_PER_SECOND).contains(&n)
+                {
+                    return Err(HomeError::Invalid {
+                        path,
+                        problem: format!(
+                            "identityChecksPerSecond {n} is not within 1..={MAX_IDENTITY_CHECKS_PER_SECOND}"
+                        ),
+                    });
+                }
+                Ok(conf)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(LocalConf::default()),
             Err(e) => Err(io_error(&path)(e)),
         }
@@ -415,6 +433,23 @@ mod tests {
         let all: Vec<u8> = (0..=255).collect();
         let token = token_from(&all);
         assert_eq!(token, "abcdefghijklmnopqrstuvwx");
+    }
+
+    #[test]
+    fn identity_check_budget_out_of_range_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).unwrap();
+        let conf = dir.path().join("local.conf");
+        fs::write(&conf, r#"{"settings": {"identityChecksPerSecond": 50}}"#).unwrap();
+        let read = home.local_conf().unwrap();
+        assert_eq!(read.settings.identity_checks_per_second, Some(50));
+        for bad in ["0", "1001"] {
+            let text = format!(r#"{{"settings": {{"identityChecksPerSecond": {bad}}}}}"#);
+            fs::write(&conf, text).unwrap();
+            let err = home.local_conf().unwrap_err().to_string();
+            assert!(err.contains("local.conf"), "{err}");
+            assert!(err.contains("identityChecksPerSecond"), "{err}");
+        }
     }
 
     fn zerotier_vector(name: &str) -> Vec<u8> {

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::core::address::Address;
-use crate::core::constants::{PACKET_MAX_LEN_BYTES, TIMER_TICK_MS};
+use crate::core::constants::{IDENTITY_CHECKS_PER_SECOND, PACKET_MAX_LEN_BYTES, TIMER_TICK_MS};
 use crate::core::local_socket::LocalSocket;
 use crate::core::message::Versions;
 use crate::core::network_id::{Mac, NetworkId};
@@ -129,6 +129,8 @@ pub struct Shared {
     pub port_mapping_enabled: bool,
     /// `forceTcpRelay` from local.conf.
     pub force_tcp_relay: bool,
+    /// `identityChecksPerSecond` from local.conf (or the default).
+    pub identity_checks_per_second: u32,
     pings: Mutex<HashMap<u64, oneshot::Sender<PingReply>>>,
     next_ping: AtomicU64,
     events: mpsc::UnboundedSender<Event>,
@@ -385,6 +387,10 @@ fn mapped_port_for(address: Address) -> u16 {
 pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     let home = Home::open(&options.home)?;
     let conf = home.local_conf()?;
+    let identity_checks_per_second = conf
+        .settings
+        .identity_checks_per_second
+        .unwrap_or(IDENTITY_CHECKS_PER_SECOND);
     let port = options
         .port
         .or(conf.settings.primary_port)
@@ -425,6 +431,7 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     };
     let port_mapping = conf.settings.port_mapping_enabled.unwrap_or(true) && !node.is_root();
     node.set_force_tcp_relay(conf.settings.force_tcp_relay.unwrap_or(false));
+    node.set_identity_checks_per_second(identity_checks_per_second);
     let sockets = Sockets::bind(port, port_mapping.then(|| mapped_port_for(node.address())))?;
     let with_v6 = sockets.v6.is_some();
     node.set_local_endpoints(local_endpoints(port, with_v6));
@@ -444,6 +451,7 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         port,
         port_mapping_enabled: port_mapping,
         force_tcp_relay: conf.settings.force_tcp_relay.unwrap_or(false),
+        identity_checks_per_second,
         pings: Mutex::new(HashMap::new()),
         next_ping: AtomicU64::new(1),
         events: events_tx,

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use crate::core::address::Address;
 use crate::core::c25519::PublicKey;
 use crate::core::constants::{
-    IDENTITY_CHECK_BURST, IDENTITY_CHECKS_PER_SECOND, MAX_ASKED_IDENTITIES, MAX_FAILED_IDENTITIES,
+    IDENTITY_CHECKS_PER_SECOND, MAX_ASKED_IDENTITIES, MAX_FAILED_IDENTITIES,
     MAX_PENDING_IDENTITY_CHECKS, MAX_VERIFIED_IDENTITIES,
 };
 use crate::core::identity::{Identity, IdentityError, UncheckedIdentity};
@@ -73,6 +73,8 @@ pub(crate) struct IdentityChecks {
     waiting: Vec<Waiting>,
     /// Token bucket: (last refill ms, tokens).
     budget: (u64, u32),
+    /// Checks per second (also the burst).
+    per_second: u32,
     /// Verified identities, with the timestamp of the last HELLO accepted
     /// from each (kept after its peer is forgotten: an old HELLO replayed
     /// later is still stale).
@@ -93,7 +95,8 @@ impl Default for IdentityChecks {
     fn default() -> Self {
         Self {
             waiting: Vec::new(),
-            budget: (0, IDENTITY_CHECK_BURST),
+            budget: (0, IDENTITY_CHECKS_PER_SECOND),
+            per_second: IDENTITY_CHECKS_PER_SECOND,
             verified: HashMap::new(),
             verified_order: VecDeque::new(),
             failed: HashMap::new(),
@@ -157,6 +160,12 @@ impl IdentityChecks {
     #[cfg(test)]
     pub fn waiting_len(&self) -> usize {
         self.waiting.len()
+    }
+
+    /// Sets the budget: checks per second, also the burst (at least 1).
+    pub fn set_rate(&mut self, per_second: u32) {
+        self.per_second = per_second.max(1);
+        self.budget.1 = self.budget.1.min(self.per_second);
     }
 
     /// Whether a check could be handed out (some wait and none is in flight
@@ -251,9 +260,10 @@ impl IdentityChecks {
             return None;
         }
         let (last, tokens) = &mut self.budget;
-        let refill = now_ms.saturating_sub(*last) * IDENTITY_CHECKS_PER_SECOND / 1000;
+        let per_second = u64::from(self.per_second);
+        let refill = now_ms.saturating_sub(*last) * per_second / 1000;
         if refill > 0 {
-            *tokens = (*tokens as u64 + refill).min(IDENTITY_CHECK_BURST as u64) as u32;
+            *tokens = (*tokens as u64 + refill).min(per_second) as u32;
             *last = now_ms;
         }
         if *tokens == 0 {
@@ -363,9 +373,12 @@ mod tests {
                 checks.request(forged(10_000 + t * 100 + ran), false, None, t);
             }
         }
-        let most = IDENTITY_CHECK_BURST as u64 + 10 * IDENTITY_CHECKS_PER_SECOND;
+        let most = 11 * u64::from(IDENTITY_CHECKS_PER_SECOND);
         assert!(ran <= most, "{ran} checks in 10 s, budget {most}");
-        assert!(ran >= 10 * IDENTITY_CHECKS_PER_SECOND - 1, "{ran}");
+        assert!(
+            ran >= 10 * u64::from(IDENTITY_CHECKS_PER_SECOND) - 1,
+            "{ran}"
+        );
     }
 
     #[test]

@@ -848,6 +848,7 @@ impl Node {
                     &hello.ephemeral,
                     my_address,
                     header.src,
+                    random_u64(),
                 ) else {
                     self.counters.dropped_bad_payload += 1;
                     return;
@@ -983,6 +984,7 @@ impl Node {
             &ok.ephemeral,
             my_address,
             header.src,
+            random_u64(),
         ) else {
             self.counters.dropped_bad_payload += 1;
             return;
@@ -1141,6 +1143,12 @@ impl Node {
                         || p.stable_endpoints.contains(&addr))
             })
         })
+    }
+
+    /// Sets the node-wide budget of identity checks per second (and burst),
+    /// `identityChecksPerSecond` in local.conf.
+    pub fn set_identity_checks_per_second(&mut self, per_second: u32) {
+        self.identity_checks.set_rate(per_second);
     }
 
     /// The peer that relayed a packet that came from `from`: a root of ours,
@@ -2148,7 +2156,13 @@ impl Node {
         }
         let is_root = peer.is_root();
         let active = peer.is_active(now_ms);
-        let recently_used = now_ms.saturating_sub(peer.last_heard_ms()) < PEER_IDLE_TIMEOUT_MS;
+        // Heard from lately (keepalive answers count: a peer idle for
+        // `PEER_IDLE_TIMEOUT_MS` is forgotten by the sweep anyway). A peer
+        // only learned of (WHOIS) is not, so a root passing WHOIS on makes
+        // no sessions with the nodes it asked about.
+        let recently_used = peer
+            .last_receive_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) < PEER_IDLE_TIMEOUT_MS);
         let wants_session = is_root || recently_used || !peer.queued.is_empty();
         // A root or busy peer whose every path stopped answering may have
         // restarted and lost our session: say HELLO again (once a second at
