@@ -10,13 +10,20 @@ use std::process::{Command, Output};
 ///
 /// `cargo test --workspace` builds every binary before running any test; run
 /// `cargo build --workspace` first when testing this crate alone.
+/// `VNET_BIN_DIR` runs the binaries of another build instead (benchmarks
+/// that compare two builds with the same test).
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable sits in target/<profile>/deps");
+    let profile_dir = match std::env::var_os("VNET_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/<profile>/deps/<test> -> target/<profile>/<name>
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("test executable sits in target/<profile>/deps")
+                .to_path_buf()
+        }
+    };
     let path = profile_dir.join(name);
     assert!(
         path.is_file(),

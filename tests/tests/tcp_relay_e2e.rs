@@ -8,14 +8,13 @@
 use std::fs;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use vnet_tests::daemon::{Daemon, PORT, make_planet};
-use vnet_tests::netns::{Lab, wait_until};
+use vnet_tests::netns::{Lab, in_netns, wait_until};
 
 /// Connections the attacker opens from its one address.
 const FLOOD_CONNECTIONS: usize = 1_000;
@@ -60,21 +59,6 @@ fn raise_fd_limit() {
             );
         }
     }
-}
-
-/// Runs `f` on a thread that has entered network namespace `ns`; sockets it
-/// makes stay in that namespace.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // SAFETY: setns on an open namespace file; affects this thread only.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("thread in namespace")
 }
 
 /// Opens `n` connections to `to`, sending nothing: those made, and how
