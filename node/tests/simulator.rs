@@ -507,11 +507,22 @@ fn dead_direct_path_falls_back_to_relay_within_ten_seconds_and_recovers() {
         matches!(sim.route(a, addr_b), Some(Route::Relayed { .. })),
         "relayed within 10 s of the cut"
     );
-    sim.ping(a, addr_b, 100);
-    sim.run(500);
+    // Both sides notice within a second of their first unanswered send:
+    // pings are answered, relayed, within two seconds of the fallback.
+    let fell_back = sim.now;
+    let mut answered = None;
+    for id in 100..104u64 {
+        sim.ping(a, addr_b, id);
+        sim.run(500);
+        if let Some(route) = sim.echo_route(a, id) {
+            answered = Some(route);
+            break;
+        }
+    }
     assert!(
-        matches!(sim.echo_route(a, 100), Some(Route::Relayed { .. })),
-        "pings still answered"
+        matches!(answered, Some(Route::Relayed { .. })),
+        "pings not answered relayed within {} ms of the fallback",
+        sim.now - fell_back
     );
     // The link comes back: direct again.
     sim.cut.clear();
@@ -1190,6 +1201,10 @@ mod rogue {
             "a still holds b"
         );
         assert!(sim.hosts[b].node.counters().forgotten_peers >= 1);
+        // A root keeps the members that keep their session with it alive.
+        for addr in [addr_a, addr_b] {
+            assert!(sim.hosts[0].node.peer_status(sim.now, addr).is_some());
+        }
         // Roots are never forgotten.
         assert!(
             sim.hosts[a]
@@ -1201,6 +1216,29 @@ mod rogue {
         assert_eq!(pings_answered(&mut sim, a, addr_b, 10, 3), 3);
         // a's identity was verified once: not hashed again.
         assert_eq!(sim.hosts[b].node.counters().identity_checks, checks);
+    }
+
+    #[test]
+    fn a_tick_runs_only_the_peers_whose_work_is_due() {
+        let (mut sim, a, b, addr_a, addr_b) = world_of_two(None, None);
+        assert_eq!(pings_answered(&mut sim, a, addr_b, 1, 2), 2);
+        sim.run(30_000);
+        // Ten idle minutes: the root holds two members, which it keeps
+        // alive every 14 s; a scan of every peer would run them 4 times a
+        // second (4,800 runs).
+        let before = sim.hosts[0].node.counters().peer_timer_runs;
+        let start = sim.now;
+        sim.run(600_000);
+        let seconds = (sim.now - start) / 1000;
+        let runs = sim.hosts[0].node.counters().peer_timer_runs - before;
+        assert!(
+            runs <= 2 * seconds / 2,
+            "{runs} peer timer runs in {seconds} s for 2 idle members"
+        );
+        // And the quiet members are still kept alive and reachable.
+        for (h, addr) in [(a, addr_b), (b, addr_a)] {
+            assert_eq!(pings_answered(&mut sim, h, addr, 50 + h as u64 * 10, 2), 2);
+        }
     }
 
     #[test]

@@ -197,15 +197,26 @@ impl PathSet {
     }
 
     /// Records a send on `addr` by `socket` (a send by another socket, such
-    /// as a UDP probe to a root reached over TCP, is not this path's).
-    pub fn sent(&mut self, now_ms: u64, addr: SocketAddr, socket: LocalSocket) {
+    /// as a UDP probe to a root reached over TCP, is not this path's). Only
+    /// a send that calls for something back (not an answer, not a NOP) waits
+    /// for it: answers arming the wait made two idle peers probe each other
+    /// every second, each answer calling for the next probe.
+    pub fn sent(
+        &mut self,
+        now_ms: u64,
+        addr: SocketAddr,
+        socket: LocalSocket,
+        expects_answer: bool,
+    ) {
         if let Some(p) = self
             .paths
             .iter_mut()
             .find(|p| p.addr == addr && p.socket == socket)
         {
             p.last_send_ms = Some(now_ms);
-            p.unanswered_since_ms.get_or_insert(now_ms);
+            if expects_answer {
+                p.unanswered_since_ms.get_or_insert(now_ms);
+            }
         }
     }
 
@@ -276,6 +287,37 @@ impl PathSet {
             }
         }
         due
+    }
+
+    /// When the paths of an idle peer next need the timer (ms), as
+    /// [`PathSet::due_probes`] and [`PathSet::expire`] see them: a
+    /// candidate's or dead path's next probe, the quick probes and the
+    /// answer deadline of a send awaiting its answer, else the next
+    /// keepalive; and each path's idle expiry. `None` without paths.
+    pub fn next_due_ms(&self, now_ms: u64) -> Option<u64> {
+        self.paths
+            .iter()
+            .map(|p| {
+                let since = p.last_receive_ms.unwrap_or(p.learned_ms);
+                let stale = since + PATH_IDLE_TIMEOUT_MS;
+                if p.given_up() {
+                    return stale;
+                }
+                let probe_after = |wait: u64| p.last_probe_ms.map_or(0, |t| t + wait);
+                let probe = if p.last_receive_ms.is_none() || p.stopped_answering(now_ms) {
+                    probe_after(PATH_PROBE_INTERVAL_ACTIVE_MS)
+                } else if let Some(t) = p.unanswered_since_ms {
+                    if p.answer_overdue(now_ms) {
+                        probe_after(PATH_QUICK_PROBE_INTERVAL_MS).min(t + PATH_ANSWER_TIMEOUT_MS)
+                    } else {
+                        t + PATH_QUICK_PROBE_AFTER_MS
+                    }
+                } else {
+                    probe_after(PATH_KEEPALIVE_INTERVAL_MS)
+                };
+                probe.min(stale)
+            })
+            .min()
     }
 
     /// Forgets paths not heard from for the idle timeout.
@@ -358,7 +400,7 @@ mod tests {
         set.measured(addr(1), 1);
         set.measured(addr(2), 50);
         // Sends on path 1 at 100 ms; no answer.
-        set.sent(100, addr(1), LocalSocket::Primary);
+        set.sent(100, addr(1), LocalSocket::Primary, true);
         assert_eq!(set.preferred(200, true).unwrap().addr, addr(1));
         // Overdue: path 2 (answering) is preferred, path 1 gets quick probes.
         let t = 100 + PATH_QUICK_PROBE_AFTER_MS;

@@ -230,6 +230,28 @@ impl SessionSet {
         }
     }
 
+    /// When these sessions next need the timer (ms): the newest one's rekey
+    /// time, or the earliest expiry of a superseded, pending or too old
+    /// one; `None` without sessions.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        let rekey = self
+            .sessions
+            .last()
+            .map(|s| s.established_ms + REKEY_INTERVAL_MS);
+        let expiries = self.sessions.iter().map(|s| {
+            let old = s.established_ms + SESSION_MAX_AGE_MS;
+            match s.superseded_ms {
+                Some(t) => old.min(t.max(s.last_receive_ms.unwrap_or(0)) + KEY_OVERLAP_MS),
+                None => old,
+            }
+        });
+        let pending = self
+            .pending
+            .as_ref()
+            .map(|s| s.established_ms + SESSION_PENDING_TIMEOUT_MS);
+        rekey.into_iter().chain(expiries).chain(pending).min()
+    }
+
     /// Wipes every session (an idle peer's keys are not kept).
     pub fn clear(&mut self) {
         self.sessions.clear();

@@ -47,6 +47,8 @@ pub struct Counters {
     pub dropped_peer_table_full: u64,
     /// Idle peers forgotten.
     pub forgotten_peers: u64,
+    /// Peers whose timer work ran (a tick runs only the peers due).
+    pub peer_timer_runs: u64,
     /// Packets relayed for others.
     pub relayed: u64,
     /// World updates refused.

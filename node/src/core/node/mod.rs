@@ -12,7 +12,8 @@ mod status;
 mod test_support;
 mod traversal;
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 pub use counters::Counters;
@@ -169,6 +170,12 @@ pub struct Node {
     rx_socket: LocalSocket,
     /// NAT traversal: TCP fallback, port mapping, birthday punching.
     traversal: traversal::TraversalState,
+    /// Peers' timer deadlines (ms, address), earliest first: a tick handles
+    /// the peers whose work is due, not every peer. Entries whose time no
+    /// longer matches the peer's `next_tick_ms` are stale and skipped.
+    tick_heap: BinaryHeap<Reverse<(u64, Address)>>,
+    /// Reused list of the peers due in a tick.
+    due_peers: Vec<Address>,
 }
 
 impl Node {
@@ -210,6 +217,8 @@ impl Node {
             online_once: false,
             rx_socket: LocalSocket::Primary,
             traversal: traversal::TraversalState::default(),
+            tick_heap: BinaryHeap::new(),
+            due_peers: Vec::new(),
         };
         node.moons = config.moons;
         node.recompute_roles();
@@ -372,6 +381,7 @@ impl Node {
                 self.peers
                     .insert(addr, Peer::new(root.identity.clone(), agreement, role));
             }
+            self.wake(addr);
             if !self.root_addrs.contains(&addr) {
                 self.root_addrs.push(addr);
             }
@@ -465,6 +475,9 @@ impl Node {
             return;
         };
         let direct = header.hops == 0;
+        // Whatever this packet does to the peer, its timers are looked at
+        // on the next tick (at most one wake per peer per tick).
+        self.wake(header.src);
         if header.key_slot == 0 {
             if header.clear {
                 self.handle_hello(now_ms, from, &header, packet, out);
@@ -938,6 +951,7 @@ impl Node {
         peer.last_hello_timestamp_ms = last_hello;
         peer.admitted_ms = now_ms;
         self.peers.insert(addr, peer);
+        self.wake(addr);
         true
     }
 
@@ -1921,7 +1935,7 @@ impl Node {
             header.encode_into(&mut self.tx);
             armor(&peer.static_key, &mut self.tx, false);
             out.push(*socket, *to, &self.tx);
-            peer.paths.sent(now_ms, *to, *socket);
+            peer.paths.sent(now_ms, *to, *socket, true);
         }
         peer.handshake = Some(PendingHandshake {
             ephemeral,
@@ -1969,7 +1983,9 @@ impl Node {
         .encode_into(&mut self.tx);
         armor(&peer.static_key, &mut self.tx, true);
         out.push(socket, to, &self.tx);
-        peer.paths.sent(now_ms, to, socket);
+        let waits = expects_answer(verb) || peer.is_active(now_ms);
+        peer.paths.sent(now_ms, to, socket, waits);
+        self.wake(addr);
     }
 
     /// Sends a session packet to `to`, or along the route.
@@ -2039,13 +2055,18 @@ impl Node {
         } else {
             out.push(socket, to, &self.tx);
         }
-        peer.paths.sent(now_ms, to, socket);
+        // An answer waits for something back only while the peer is in
+        // use (its traffic comes back; a dead path must be left at once).
+        let waits = expects_answer(verb) || peer.is_active(now_ms);
+        peer.paths.sent(now_ms, to, socket, waits);
+        self.wake(addr);
         // Relayed: the root's path carried it, and must answer for it (a
         // dead root is left within a second, like any silent path).
         if let Route::Relayed { root, via } = route
             && let Some(r) = self.peers.get_mut(&root)
         {
-            r.paths.sent(now_ms, via, socket);
+            r.paths.sent(now_ms, via, socket, waits);
+            self.wake(root);
         }
     }
 
@@ -2089,10 +2110,7 @@ impl Node {
     /// Periodic work: handshakes with roots, rekeying, keepalives and path
     /// probes, WHOIS retries, expiry.
     pub fn handle_timeout(&mut self, now_ms: u64, out: &mut Outbox) {
-        let addrs: Vec<Address> = self.peers.keys().copied().collect();
-        for addr in addrs {
-            self.tick_peer(now_ms, addr, out);
-        }
+        self.tick_due_peers(now_ms, out);
         // WHOIS retries and give-ups.
         let pending: Vec<Address> = self.whois.keys().copied().collect();
         for addr in pending {
@@ -2113,7 +2131,6 @@ impl Node {
             .retain(|_, (t, _)| now_ms.saturating_sub(*t) < HELLO_BUCKET_IDLE_MS);
         if now_ms.saturating_sub(self.last_sweep_ms) >= SWEEP_INTERVAL_MS {
             self.last_sweep_ms = now_ms;
-            self.forget_idle_peers(now_ms);
             self.known_paths
                 .retain(|_, (_, t)| now_ms.saturating_sub(*t) < PATH_IDLE_TIMEOUT_MS);
             self.relay_routes
@@ -2127,15 +2144,109 @@ impl Node {
         self.tick_networks(now_ms, out);
     }
 
+    /// Makes `addr`'s timer work due at the next tick.
+    fn wake(&mut self, addr: Address) {
+        self.schedule(addr, 0);
+    }
+
+    /// Makes `addr`'s timer work due at `at_ms`, unless it is due earlier.
+    fn schedule(&mut self, addr: Address, at_ms: u64) {
+        if let Some(p) = self.peers.get_mut(&addr)
+            && at_ms < p.next_tick_ms
+        {
+            p.next_tick_ms = at_ms;
+            self.tick_heap.push(Reverse((at_ms, addr)));
+        }
+    }
+
+    /// Runs the timer work of the peers whose deadline has come (a busy
+    /// peer's every tick, a quiet one's at its next keepalive, rekey or
+    /// expiry), and schedules each one's next.
+    fn tick_due_peers(&mut self, now_ms: u64, out: &mut Outbox) {
+        let mut due = std::mem::take(&mut self.due_peers);
+        while let Some(&Reverse((at, addr))) = self.tick_heap.peek() {
+            if at > now_ms {
+                break;
+            }
+            self.tick_heap.pop();
+            if self.peers.get(&addr).is_some_and(|p| p.next_tick_ms == at) {
+                due.push(addr);
+            }
+        }
+        for addr in due.drain(..) {
+            match self.peers.get_mut(&addr) {
+                Some(p) if p.next_tick_ms <= now_ms => p.next_tick_ms = u64::MAX,
+                _ => continue,
+            }
+            self.counters.peer_timer_runs += 1;
+            self.tick_peer(now_ms, addr, out);
+            if let Some(next) = self.next_peer_tick(now_ms, addr)
+                && let Some(p) = self.peers.get_mut(&addr)
+            {
+                // Overrides a wake by its own tick's sends.
+                p.next_tick_ms = next;
+                self.tick_heap.push(Reverse((next, addr)));
+            }
+        }
+        self.due_peers = due;
+        // Stale entries are bounded: rebuild when they outnumber the live.
+        if self.tick_heap.len() > 4 * self.peers.len() + 1024 {
+            self.tick_heap = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.next_tick_ms != u64::MAX)
+                .map(|(a, p)| Reverse((p.next_tick_ms, *a)))
+                .collect();
+        }
+    }
+
+    /// When `addr`'s timer work is next due: the next tick while anything
+    /// is in flight (a handshake, queued messages, probes awaiting answers,
+    /// user traffic, a root), else its earliest keepalive, rekey, path
+    /// expiry, push or idle deadline.
+    fn next_peer_tick(&self, now_ms: u64, addr: Address) -> Option<u64> {
+        let p = self.peers.get(&addr)?;
+        let soon = now_ms + TIMER_TICK_MS;
+        let heard_lately = p
+            .last_receive_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) < PEER_IDLE_TIMEOUT_MS);
+        let busy = p.is_root()
+            || p.is_active(now_ms)
+            || p.handshake.is_some()
+            || !p.queued.is_empty()
+            || p.punch.is_some()
+            || (!p.sessions.is_established() && heard_lately);
+        if busy {
+            return Some(soon);
+        }
+        let mut next = now_ms + PATH_KEEPALIVE_INTERVAL_MS;
+        let mut due = |at: u64| next = next.min(at);
+        if let Some(at) = p.sessions.next_due_ms() {
+            due(at);
+        }
+        if let Some(at) = p.paths.next_due_ms(now_ms) {
+            due(at);
+        }
+        if let Some(t) = p.last_receive_ms {
+            due(t + PEER_IDLE_TIMEOUT_MS);
+        }
+        if let Some(t) = p.last_paths_pushed_ms {
+            due(t + PUSH_DIRECT_PATHS_INTERVAL_MS);
+        }
+        due(p.last_wanted_ms(self.am_root) + PEER_IDLE_TIMEOUT_MS);
+        Some(next.max(soon))
+    }
+
     /// Forgets non-root peers not heard from for `PEER_IDLE_TIMEOUT_MS`
     /// (their sessions wiped with them); they come back by WHOIS and HELLO,
     /// their identity remembered as verified.
     fn forget_idle_peers(&mut self, now_ms: u64) {
         let before = self.peers.len();
+        let am_root = self.am_root;
         self.peers.retain(|_, p| {
             p.is_root()
                 || p.is_active(now_ms)
-                || now_ms.saturating_sub(p.last_heard_ms()) < PEER_IDLE_TIMEOUT_MS
+                || now_ms.saturating_sub(p.last_wanted_ms(am_root)) < PEER_IDLE_TIMEOUT_MS
         });
         self.counters.forgotten_peers += (before - self.peers.len()) as u64;
     }
@@ -2144,6 +2255,16 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
+        if !peer.is_root()
+            && !peer.is_active(now_ms)
+            && now_ms.saturating_sub(peer.last_wanted_ms(self.am_root)) >= PEER_IDLE_TIMEOUT_MS
+        {
+            // Idle: forgotten with its sessions (it comes back by WHOIS and
+            // HELLO, its identity remembered as verified).
+            self.peers.remove(&addr);
+            self.counters.forgotten_peers += 1;
+            return;
+        }
         peer.sessions.expire(now_ms);
         peer.paths.expire(now_ms);
         if peer
@@ -2262,6 +2383,11 @@ fn rate_key(ip: std::net::IpAddr) -> std::net::IpAddr {
         std::net::IpAddr::V6(v6) => std::net::IpAddr::V4(v6.to_ipv4_mapped().expect("mapped")),
         v4 => v4,
     }
+}
+
+/// Whether a packet of `verb` calls for a packet back (answers and NOPs do not).
+fn expects_answer(verb: Verb) -> bool {
+    !matches!(verb, Verb::Ok | Verb::Error | Verb::Nop)
 }
 
 fn random_u64() -> u64 {

@@ -104,6 +104,9 @@ pub(crate) struct Peer {
     pub last_useful_ms: Option<u64>,
     /// PUSH_DIRECT_PATHS budget: (last refill ms, tokens).
     pub push_budget: (u64, u32),
+    /// When its timer work is next due (ms; `u64::MAX`: not scheduled).
+    /// Matches its live entry in the node's timer heap.
+    pub next_tick_ms: u64,
 }
 
 impl Peer {
@@ -143,6 +146,7 @@ impl Peer {
             admitted_ms: 0,
             last_useful_ms: None,
             push_budget: (0, PUSH_BUDGET_BURST),
+            next_tick_ms: u64::MAX,
         }
     }
 
@@ -172,6 +176,17 @@ impl Peer {
         }
         *tokens -= 1;
         true
+    }
+
+    /// When the peer was last worth keeping: on a root, anything heard from
+    /// it (a member keeping its root session alive is one the root relays
+    /// for); elsewhere, only use ([`Peer::last_heard_ms`]).
+    pub fn last_wanted_ms(&self, am_root: bool) -> u64 {
+        if am_root {
+            self.last_heard_ms().max(self.last_receive_ms.unwrap_or(0))
+        } else {
+            self.last_heard_ms()
+        }
     }
 
     /// Last time the peer was in use: something other than a keepalive

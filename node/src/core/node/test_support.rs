@@ -20,6 +20,7 @@ impl Node {
         };
         let peer = Peer::new(identity.to_public(), agreement, PeerRole::Leaf);
         self.peers.insert(addr, peer);
+        self.wake(addr);
         true
     }
 }
