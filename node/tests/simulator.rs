@@ -883,13 +883,14 @@ fn hello_floods_are_rate_limited_per_source() {
     assert!(out.iter().all(|(_, _, bytes)| bytes.len() <= hello.len()));
 }
 
-/// Attacks by a rogue peer that can send anything (PROTOCOL.md §3.11): each
+/// Attacks by a rogue peer that can send anything (PROTOCOL.md §3.6): each
 /// fails if the defence it checks goes away.
 mod rogue {
     use super::*;
     use vnet_node::core::armor::{PacketKey, armor};
     use vnet_node::core::constants::{
-        IDENTITY_CHECKS_PER_SECOND, MAX_PENDING_WHOIS, MAX_UNANSWERED_CANDIDATE_PROBES,
+        IDENTITY_CHECKS_PER_SECOND, MAX_PENDING_IDENTITY_CHECKS, MAX_PENDING_REASSEMBLIES,
+        MAX_PENDING_WHOIS, MAX_RATE_LIMITED_SOURCES, MAX_UNANSWERED_CANDIDATE_PROBES,
         PEER_IDLE_TIMEOUT_MS, REKEY_INTERVAL_MS,
     };
     use vnet_node::core::message::encode_push_direct_paths;
@@ -1052,6 +1053,61 @@ mod rogue {
         // Failed identities are never hashed again.
         let bad = sim.hosts[0].node.counters().dropped_identity_failed;
         assert!(bad > 0);
+    }
+
+    #[test]
+    fn tables_a_stranger_can_grow_stay_bounded() {
+        let (mut sim, a, _b, _, addr_b) = world_of_two(None, None);
+        let root_identity = identity(0);
+        let root = root_identity.address();
+        let pairs: Vec<KeyPair> = (0..16).map(|_| KeyPair::generate()).collect();
+        // From more distinct sources than any table holds, within one
+        // instant (no entry has time to age out): each sends a HELLO with a
+        // right MAC for a made-up identity, a session packet from an
+        // unknown address, and the head of a packet that never completes.
+        let n = MAX_RATE_LIMITED_SOURCES as u64 + 4_000;
+        for i in 0..n {
+            let ip = Ipv4Addr::from(u32::from_be_bytes([100, 64, 0, 0]) + i as u32);
+            let from = SocketAddr::new(IpAddr::V4(ip), 40000);
+            let claimed = Address::from_u64(0x30_0000_0000 + i).unwrap();
+            let pair = &pairs[(i % 16) as usize];
+            let hello = forged_hello(claimed, pair, &root_identity, sim.now, i + 1);
+            deliver(&mut sim, 0, from, &hello);
+            for more_fragments in [false, true] {
+                let mut p = vec![0u8; 60];
+                PacketHeader {
+                    counter: i + 1,
+                    dest: root,
+                    src: Address::from_u64(0x40_0000_0000 + i).unwrap(),
+                    hops: 0,
+                    key_slot: 1,
+                    clear: false,
+                    more_fragments,
+                }
+                .encode_into(&mut p);
+                deliver(&mut sim, 0, from, &p);
+            }
+        }
+        let t = sim.hosts[0].node.table_sizes();
+        assert_eq!(t.hello_buckets, MAX_RATE_LIMITED_SOURCES, "{t:?}");
+        assert!(t.relay_buckets <= MAX_RATE_LIMITED_SOURCES, "{t:?}");
+        assert!(
+            t.whois <= MAX_PENDING_WHOIS / 2,
+            "strangers get half: {t:?}"
+        );
+        assert!(
+            t.identity_checks_waiting <= MAX_PENDING_IDENTITY_CHECKS,
+            "{t:?}"
+        );
+        assert!(t.reassembly <= MAX_PENDING_REASSEMBLIES, "{t:?}");
+        assert!(t.peers <= 3, "no stranger admitted: {t:?}");
+        // The members did not notice.
+        assert_eq!(pings_answered(&mut sim, a, addr_b, 500, 3), 3);
+        // Idle sources age out: after 10 s the HELLO table is empty again.
+        sim.run(12_000);
+        let t = sim.hosts[0].node.table_sizes();
+        assert!(t.hello_buckets < 100, "{t:?}");
+        assert!(t.timer_heap <= 4 * t.peers + 1024, "{t:?}");
     }
 
     #[test]

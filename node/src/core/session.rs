@@ -499,6 +499,53 @@ mod tests {
     }
 
     #[test]
+    fn a_session_in_use_is_wiped_at_its_maximum_age() {
+        let (a, b, s) = pair();
+        let (a1, b1) = handshake(0, a, b, &s);
+        let (mut set_a, mut set_b) = (SessionSet::default(), SessionSet::default());
+        set_a.install(0, a1);
+        set_b.install(0, b1);
+        // Used all along, never rekeyed (rekeys blocked).
+        let mut t = 0;
+        while t + 10_000 < SESSION_MAX_AGE_MS {
+            t += 10_000;
+            let (c, slot, mut p) = seal_n(&mut set_a, 1).remove(0);
+            assert_eq!(set_b.open(t, slot, c, &mut p), Ok(()));
+        }
+        let (c, slot, mut p) = seal_n(&mut set_a, 1).remove(0);
+        assert!(set_b.open(SESSION_MAX_AGE_MS, slot, c, &mut p).is_err());
+        set_a.expire(SESSION_MAX_AGE_MS);
+        assert!(
+            !set_a.is_established(),
+            "keys never outlive the maximum age"
+        );
+        assert!(set_a.next_send().is_none());
+    }
+
+    #[test]
+    fn first_counters_are_random_and_rekeys_count_from_them() {
+        let (a, b, s) = pair();
+        let e = Ephemeral::generate();
+        let theirs = *Ephemeral::generate().public();
+        let one = derive_session(0, Role::Initiator, &s, e, &theirs, a, b, u64::MAX).unwrap();
+        assert_eq!(one.next_counter, first_counter(u64::MAX));
+        assert!(one.next_counter > 1 << 61, "a random start, not 1");
+        assert!(
+            one.next_counter < 1 << 62,
+            "2^62 counters left before the hard stop"
+        );
+        assert_eq!(first_counter(0), 1, "never 0");
+        let mut set = SessionSet::default();
+        set.install(0, one);
+        assert!(!set.needs_rekey(1));
+        // Rekey after REKEY_AFTER_PACKETS sent, counted from the first counter.
+        set.sessions[0].next_counter += REKEY_AFTER_PACKETS - 1;
+        assert!(!set.needs_rekey(1));
+        set.sessions[0].next_counter += 1;
+        assert!(set.needs_rekey(1));
+    }
+
+    #[test]
     fn low_order_ephemeral_is_refused() {
         let (a, b, s) = pair();
         let e = Ephemeral::generate();

@@ -154,6 +154,7 @@ async fn status(State(s): State<AppState>) -> Json<Value> {
     let mut v = serde_json::to_value(&status).unwrap_or(Value::Null);
     v["version"] = json!(env!("CARGO_PKG_VERSION"));
     v["counters"] = serde_json::to_value(node.counters()).unwrap_or(Value::Null);
+    v["tables"] = serde_json::to_value(node.table_sizes()).unwrap_or(Value::Null);
     if let Some(counters) = node.controller_counters() {
         v["controllerCounters"] = counters.into_iter().map(|(k, n)| (k, json!(n))).collect();
     }

@@ -72,3 +72,30 @@ pub struct Counters {
     /// every tick).
     pub reassembly: crate::core::fragment::ReassemblyStats,
 }
+
+/// Sizes of the tables a stranger can make grow, each with a fixed bound
+/// (`GET /status` `tables`).
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TableSizes {
+    /// Peers held (`MAX_PEERS`).
+    pub peers: usize,
+    /// Addresses asked about by WHOIS (`MAX_PENDING_WHOIS`).
+    pub whois: usize,
+    /// Sources with a HELLO budget (`MAX_RATE_LIMITED_SOURCES`).
+    pub hello_buckets: usize,
+    /// Sources with a relay budget (`MAX_RATE_LIMITED_SOURCES`).
+    pub relay_buckets: usize,
+    /// On a root: addresses peers were heard from (`MAX_KNOWN_PATHS`).
+    pub known_paths: usize,
+    /// On a root: destinations reached through another root (`MAX_RELAY_ROUTES`).
+    pub relay_routes: usize,
+    /// Pairs introduced lately (`MAX_RELAY_ROUTES`).
+    pub rendezvous: usize,
+    /// Identity checks waiting (`MAX_PENDING_IDENTITY_CHECKS`).
+    pub identity_checks_waiting: usize,
+    /// Packets being reassembled (`MAX_PENDING_REASSEMBLIES`).
+    pub reassembly: usize,
+    /// Entries of the peers' timer heap (at most four per peer plus 1,024).
+    pub timer_heap: usize,
+}

@@ -157,7 +157,6 @@ impl IdentityChecks {
     }
 
     /// Checks waiting.
-    #[cfg(test)]
     pub fn waiting_len(&self) -> usize {
         self.waiting.len()
     }

@@ -16,7 +16,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 
-pub use counters::Counters;
+pub use counters::{Counters, TableSizes};
 pub use identity_checks::{IdentityCheck, IdentityCheckResult};
 pub use network::{NetworkStatus, NetworkView};
 pub use outbox::{Outbox, Transmit};
@@ -258,6 +258,22 @@ impl Node {
     /// Drop and relay counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Sizes of the tables a stranger can make grow (each bounded).
+    pub fn table_sizes(&self) -> TableSizes {
+        TableSizes {
+            peers: self.peers.len(),
+            whois: self.whois.len(),
+            hello_buckets: self.hello_buckets.len(),
+            relay_buckets: self.traversal.relay_bucket_count(),
+            known_paths: self.known_paths.len(),
+            relay_routes: self.relay_routes.len(),
+            rendezvous: self.rendezvous_sent.len(),
+            identity_checks_waiting: self.identity_checks.waiting_len(),
+            reassembly: self.reassembler.pending(),
+            timer_heap: self.tick_heap.len(),
+        }
     }
 
     /// The next event, if any.
@@ -1655,6 +1671,12 @@ impl Node {
         {
             return;
         }
+        // Bounded: past the bound, introductions wait for the sweep.
+        if !self.rendezvous_sent.contains_key(&key)
+            && self.rendezvous_sent.len() >= MAX_RELAY_ROUTES
+        {
+            return;
+        }
         self.rendezvous_sent.insert(key, now_ms);
         for (to, peer, endpoint) in [(a, b, b_at), (b, a, a_at)] {
             let mut payload = Vec::with_capacity(32);
@@ -2125,12 +2147,12 @@ impl Node {
                 self.send_whois_if_due(now_ms, addr, out);
             }
         }
-        self.rendezvous_sent
-            .retain(|_, t| now_ms.saturating_sub(*t) < RENDEZVOUS_INTERVAL_MS);
-        self.hello_buckets
-            .retain(|_, (t, _)| now_ms.saturating_sub(*t) < HELLO_BUCKET_IDLE_MS);
         if now_ms.saturating_sub(self.last_sweep_ms) >= SWEEP_INTERVAL_MS {
             self.last_sweep_ms = now_ms;
+            self.rendezvous_sent
+                .retain(|_, t| now_ms.saturating_sub(*t) < RENDEZVOUS_INTERVAL_MS);
+            self.hello_buckets
+                .retain(|_, (t, _)| now_ms.saturating_sub(*t) < HELLO_BUCKET_IDLE_MS);
             self.known_paths
                 .retain(|_, (_, t)| now_ms.saturating_sub(*t) < PATH_IDLE_TIMEOUT_MS);
             self.relay_routes

@@ -48,6 +48,11 @@ pub(crate) struct TraversalState {
 }
 
 impl TraversalState {
+    /// Sources with a relay budget tracked.
+    pub fn relay_bucket_count(&self) -> usize {
+        self.relay_buckets.len()
+    }
+
     /// Whether a datagram from `from` may be relayed now (token bucket per
     /// source IP, or /64; the table is bounded).
     pub fn relay_allowed(&mut self, now_ms: u64, from: SocketAddr) -> bool {
