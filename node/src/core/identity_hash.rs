@@ -18,9 +18,10 @@ const KEYSTREAM_BATCH_BYTES: usize = 64 * BLOCK_BYTES;
 pub struct IdentityHashScratch(Vec<u8>);
 
 impl IdentityHashScratch {
-    /// Allocates the scratch buffer.
+    /// A scratch buffer, allocated on first use (a node that never checks
+    /// an identity never holds the 2 MiB).
     pub fn new() -> Self {
-        Self(vec![0u8; IDENTITY_HASH_MEMORY_BYTES])
+        Self(Vec::new())
     }
 }
 
@@ -46,6 +47,7 @@ pub fn identity_hash(public: &PublicKey, scratch: &mut IdentityHashScratch) -> [
     );
 
     let mem = &mut scratch.0;
+    mem.resize(IDENTITY_HASH_MEMORY_BYTES, 0);
     mem.fill(0);
     // One pass of keystream over zeros gives ks[0], ks[1], ...; the chained
     // fill wants block[i] = block[i-1] ^ ks[i], i.e. a running XOR of blocks.
