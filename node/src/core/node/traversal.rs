@@ -657,4 +657,40 @@ mod tests {
         assert!(t.relay_allowed(0, b), "another source has its own bucket");
         assert!(t.relay_allowed(10, a), "refilled with time");
     }
+
+    #[test]
+    fn relay_budgets_are_per_ip_and_per_ipv6_64_and_bounded() {
+        use crate::core::constants::MAX_RATE_LIMITED_SOURCES;
+        let mut t = TraversalState::default();
+        // Every port of one IPv4 address, and every address of one IPv6 /64,
+        // draw from one budget.
+        let v4 = (0..RELAY_BURST_PACKETS + 100)
+            .filter(|i| {
+                let from =
+                    SocketAddr::new("198.51.100.7".parse().unwrap(), (*i % 60_000) as u16 + 1);
+                t.relay_allowed(0, from)
+            })
+            .count();
+        assert_eq!(v4, RELAY_BURST_PACKETS as usize);
+        let v6 = (0..RELAY_BURST_PACKETS + 100)
+            .filter(|i| {
+                let ip = format!("2001:db8:1:2:{:x}:{:x}::1", i >> 16, i & 0xffff);
+                t.relay_allowed(0, SocketAddr::new(ip.parse().unwrap(), 9993))
+            })
+            .count();
+        assert_eq!(v6, RELAY_BURST_PACKETS as usize);
+        assert!(
+            t.relay_allowed(0, "[2001:db8:1:3::1]:9993".parse().unwrap()),
+            "another /64"
+        );
+        // More sources than the table holds, at one instant: it stays at its bound.
+        for i in 0..MAX_RATE_LIMITED_SOURCES as u32 + 1_000 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+            t.relay_allowed(0, SocketAddr::new(ip.into(), 1));
+        }
+        assert_eq!(t.relay_bucket_count(), MAX_RATE_LIMITED_SOURCES);
+        // Idle ones make room later.
+        assert!(t.relay_allowed(60_000, "192.0.2.1:1".parse().unwrap()));
+        assert!(t.relay_bucket_count() <= MAX_RATE_LIMITED_SOURCES);
+    }
 }
