@@ -65,6 +65,10 @@ impl PublicKey {
     /// Checks `signature` over `message` against this key.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> bool {
         let digest = message_digest(message);
+        #[cfg(fuzzing)]
+        if fuzz_mode::on() {
+            return signature.0 == fuzz_mode::signature(&self.ed25519(), &digest);
+        }
         // The trailing 32 bytes must be the digest itself; compare in constant time.
         let tail_ok = constant_time_eq(&signature.0[64..], &digest[..32]);
         let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&self.ed25519()) else {
@@ -152,6 +156,16 @@ impl KeyPair {
 
     /// Derives the public key from a secret key.
     pub fn from_secret(secret: SecretKey) -> Self {
+        #[cfg(fuzzing)]
+        if fuzz_mode::on() {
+            let public = PublicKey(fuzz_mode::public_of(&secret));
+            return Self { public, secret };
+        }
+        Self::derive(secret)
+    }
+
+    /// The real derivation (two scalar multiplications).
+    fn derive(secret: SecretKey) -> Self {
         let mut public = [0u8; C25519_PUBLIC_KEY_LEN_BYTES];
         public[..32].copy_from_slice(x25519_dalek::PublicKey::from(&secret.x25519()).as_bytes());
         public[32..].copy_from_slice(secret.ed25519().verifying_key().as_bytes());
@@ -184,6 +198,10 @@ impl KeyPair {
     /// Signs `message` (deterministic, as Ed25519 is).
     pub fn sign(&self, message: &[u8]) -> Signature {
         let digest = message_digest(message);
+        #[cfg(fuzzing)]
+        if fuzz_mode::on() {
+            return Signature(fuzz_mode::signature(&self.public.ed25519(), &digest));
+        }
         let ed = self.secret.ed25519().sign(&digest[..32]);
         let mut out = [0u8; C25519_SIGNATURE_LEN_BYTES];
         out[..64].copy_from_slice(&ed.to_bytes());
@@ -193,6 +211,11 @@ impl KeyPair {
 
     /// X25519 with the peer's key, then SHA-512 of the shared secret.
     pub fn agree(&self, peer: &PublicKey) -> Result<SharedKey, AgreementError> {
+        #[cfg(fuzzing)]
+        if fuzz_mode::on() {
+            let shared = fuzz_mode::shared(&self.public.x25519(), &peer.x25519());
+            return Ok(SharedKey(Sha512::digest(shared).into()));
+        }
         let shared = self
             .secret
             .x25519()
@@ -269,5 +292,76 @@ mod tests {
             a.agree(&PublicKey::from_bytes(order8)).err(),
             Some(AgreementError::NonContributory)
         );
+    }
+}
+
+/// Fuzz builds only (`cfg(fuzzing)`): cheap, deterministic stand-ins for
+/// X25519 and Ed25519, off unless a fuzz target turns them on (as BoringSSL's
+/// fuzzer mode does), so a target that runs whole handshakes per input
+/// (`node_datagram`) spends its time in the protocol, not in instrumented
+/// curve arithmetic. Agreement hashes the two public keys (each side knows
+/// both, so both sides agree); signatures hash the signer's public key and
+/// the message; public keys of secret keys are derived for real, once per
+/// distinct secret (cached), so fixed identities keep their real keys.
+#[cfg(fuzzing)]
+pub mod fuzz_mode {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use sha2::{Digest, Sha512};
+
+    use super::{C25519_PUBLIC_KEY_LEN_BYTES, C25519_SIGNATURE_LEN_BYTES, KeyPair, SecretKey};
+
+    static ON: AtomicBool = AtomicBool::new(false);
+
+    thread_local! {
+        static PUBLICS: RefCell<HashMap<[u8; 64], [u8; 64]>> = RefCell::new(HashMap::new());
+    }
+
+    /// Turns the stand-ins on for this process.
+    pub fn enable() {
+        ON.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether they are on.
+    pub(crate) fn on() -> bool {
+        ON.load(Ordering::Relaxed)
+    }
+
+    /// The public key of `secret`, derived for real once and cached.
+    pub(crate) fn public_of(secret: &SecretKey) -> [u8; C25519_PUBLIC_KEY_LEN_BYTES] {
+        let key = secret.0;
+        PUBLICS.with(|p| {
+            *p.borrow_mut()
+                .entry(key)
+                .or_insert_with(|| KeyPair::derive(SecretKey(key)).public.0)
+        })
+    }
+
+    /// The stand-in for a Diffie-Hellman result between two public keys.
+    pub(crate) fn shared(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let mut h = Sha512::new();
+        h.update(b"fuzz dh");
+        h.update(lo);
+        h.update(hi);
+        let digest: [u8; 64] = h.finalize().into();
+        digest[..32].try_into().expect("32 bytes")
+    }
+
+    /// The stand-in signature by `ed_public` over a message digest.
+    pub(crate) fn signature(
+        ed_public: &[u8; 32],
+        digest: &[u8; 64],
+    ) -> [u8; C25519_SIGNATURE_LEN_BYTES] {
+        let mut h = Sha512::new();
+        h.update(b"fuzz sig");
+        h.update(ed_public);
+        h.update(&digest[..32]);
+        let mut out = [0u8; C25519_SIGNATURE_LEN_BYTES];
+        out[..64].copy_from_slice(&h.finalize());
+        out[64..].copy_from_slice(&digest[..32]);
+        out
     }
 }

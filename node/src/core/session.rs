@@ -31,6 +31,15 @@ impl Ephemeral {
     pub fn generate() -> Self {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).expect("operating system random source");
+        #[cfg(fuzzing)]
+        if crate::core::c25519::fuzz_mode::on() {
+            // A stand-in public key (see `c25519::fuzz_mode`).
+            let public: [u8; 64] = sha2::Sha512::digest(bytes).into();
+            let secret = x25519_dalek::StaticSecret::from(bytes);
+            bytes.zeroize();
+            let public = public[..32].try_into().expect("32 bytes");
+            return Self { secret, public };
+        }
         let secret = x25519_dalek::StaticSecret::from(bytes);
         bytes.zeroize();
         let public = *x25519_dalek::PublicKey::from(&secret).as_bytes();
@@ -45,6 +54,10 @@ impl Ephemeral {
     /// X25519 with the peer's ephemeral; `None` for a low-order peer key.
     /// Consumes the key pair, so the secret is wiped as soon as it is used.
     fn agree(self, peer: &[u8; 32]) -> Option<[u8; 32]> {
+        #[cfg(fuzzing)]
+        if crate::core::c25519::fuzz_mode::on() {
+            return Some(crate::core::c25519::fuzz_mode::shared(&self.public, peer));
+        }
         let shared = self
             .secret
             .diffie_hellman(&x25519_dalek::PublicKey::from(*peer));
