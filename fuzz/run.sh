@@ -10,7 +10,7 @@
 #
 # Works on a stable toolchain: RUSTC_BOOTSTRAP=1 lets cargo-fuzz use the
 # nightly-only flags it needs. SANITIZER=address turns AddressSanitizer on
-# (default none: vnet_node has no unsafe code, and ASan halves throughput).
+# (default none: vnet-proto has no unsafe code, and ASan halves throughput).
 set -euo pipefail
 
 secs="${1:-60}"

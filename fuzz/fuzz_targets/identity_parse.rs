@@ -7,8 +7,8 @@
 use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
-use vnet_node::core::identity::Identity;
-use vnet_node::core::identity_hash::IdentityHashScratch;
+use vnet_proto::identity::Identity;
+use vnet_proto::identity_hash::IdentityHashScratch;
 
 thread_local! {
     // `Identity::from_str` is `parse_with` and a fresh 2 MiB scratch buffer;

@@ -34,18 +34,18 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use vnet_node::core::address::Address;
-use vnet_node::core::c25519::{KeyPair, SecretKey};
-use vnet_node::core::identity::Identity;
-use vnet_node::core::local_socket::LocalSocket;
-use vnet_node::core::message::Versions;
-use vnet_node::core::netconf::{
+use vnet_proto::address::Address;
+use vnet_proto::c25519::{KeyPair, SecretKey};
+use vnet_proto::identity::Identity;
+use vnet_proto::local_socket::LocalSocket;
+use vnet_proto::message::Versions;
+use vnet_proto::netconf::{
     AssignedIp, ConfigDenied, DirectoryEntry, ManagedRoute, NetworkConfigData, NetworkController,
 };
-use vnet_node::core::network_id::NetworkId;
-use vnet_node::core::node::{NetworkStatus, Node, NodeConfig, Outbox};
-use vnet_node::core::verb::Verb;
-use vnet_node::core::world::{Root, World, WorldKind};
+use vnet_proto::network_id::NetworkId;
+use vnet_proto::node::{NetworkStatus, Node, NodeConfig, Outbox};
+use vnet_proto::verb::Verb;
+use vnet_proto::world::{Root, World, WorldKind};
 
 /// A, B and C (zerotier-idtool vectors a and b, and one more).
 const IDENTITIES: [&str; 3] = [
@@ -79,7 +79,7 @@ fn fixed() -> &'static Fixed {
         // Cheap stand-ins for X25519/Ed25519 (fuzz builds only): the
         // handshakes, sealing and signatures of every input stay consistent,
         // at a fraction of the instrumented curve arithmetic's cost.
-        vnet_node::core::c25519::fuzz_mode::enable();
+        vnet_proto::c25519::fuzz_mode::enable();
         let identities = IDENTITIES.map(|t| t.parse::<Identity>().expect("fixed identity"));
         let planet_key = KeyPair::from_secret(SecretKey::from_bytes([7; 64]));
         let planet = planet(&identities[B], &planet_key, START_MS - 1000);

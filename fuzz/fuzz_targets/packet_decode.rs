@@ -7,20 +7,20 @@
 //! the clock by 600 ms first" (two of those time out a pending packet). A
 //! short last datagram is taken as it is. Seeds (`seeds/packet_decode/`) are
 //! packets armored with `KEY` and cut into fragments, written by
-//! `cargo run -p vnet_node --example write_fuzz_seeds`.
+//! `cargo run -p vnet-proto --example write_fuzz_seeds`.
 
 #![no_main]
 
 use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
-use vnet_node::core::armor::{PacketKey, armor, dearmor};
-use vnet_node::core::constants::{
+use vnet_proto::armor::{PacketKey, armor, dearmor};
+use vnet_proto::constants::{
     FRAGMENT_HEADER_LEN_BYTES, PACKET_HEADER_LEN_BYTES, RELAY_MAX_HOPS,
 };
-use vnet_node::core::fragment::Reassembler;
-use vnet_node::core::verb::Verb;
-use vnet_node::core::wire::{
+use vnet_proto::fragment::Reassembler;
+use vnet_proto::verb::Verb;
+use vnet_proto::wire::{
     Datagram, FLAG_HOPS_MASK, FLAG_KEY_SLOT_MASK, FLAGS_OFFSET, FRAGMENT_HOPS_OFFSET, MAC_OFFSET,
     classify, destination, increment_hops,
 };

@@ -6,8 +6,8 @@
 use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
-use vnet_node::core::identity_hash::IdentityHashScratch;
-use vnet_node::core::world::{UpdateRefusal, World};
+use vnet_proto::identity_hash::IdentityHashScratch;
+use vnet_proto::world::{UpdateRefusal, World};
 
 thread_local! {
     // `World::decode` is `decode_with` and a fresh 2 MiB scratch buffer;

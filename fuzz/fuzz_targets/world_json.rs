@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vnet_node::core::world::World;
-use vnet_node::core::world_spec::WorldJson;
+use vnet_proto::world::World;
+use vnet_proto::world_spec::WorldJson;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

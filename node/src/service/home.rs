@@ -453,7 +453,7 @@ mod tests {
     }
 
     fn zerotier_vector(name: &str) -> Vec<u8> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/zerotier");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/tests/vectors/zerotier");
         fs::read(dir.join(name)).unwrap()
     }
 

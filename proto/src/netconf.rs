@@ -1,0 +1,550 @@
+//! Network configurations and certificates of membership: what a controller
+//! signs for each member, how it travels (signed chunks), and the trait a
+//! controller plugs into (PROTOCOL.md §4).
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::address::Address;
+use crate::c25519::{KeyPair, PublicKey, Signature};
+use crate::constants::{
+    C25519_SIGNATURE_LEN_BYTES, CERTIFICATE_MAX_DELTA_MS, NETWORK_CONFIG_CHUNK_MAX_BYTES,
+    NETWORK_CONFIG_MAX_BYTES, NETWORK_MTU_MAX_BYTES, NETWORK_MTU_MIN_BYTES,
+};
+use crate::network_id::NetworkId;
+
+/// Domain separation for certificate signatures.
+const CERTIFICATE_LABEL: &[u8] = b"vnet certificate of membership v1";
+/// Domain separation for config chunk signatures.
+const CHUNK_LABEL: &[u8] = b"vnet network config chunk v1";
+
+/// Why a certificate, config or chunk was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetconfError {
+    /// Ends early or has trailing bytes.
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    /// Not signed by the network's controller.
+    #[error("{0} signature does not verify with the controller's key")]
+    BadSignature(&'static str),
+    /// For another network or member.
+    #[error("{0} is for another network or member")]
+    WrongTarget(&'static str),
+    /// A field holds an impossible value.
+    #[error("network config field {field}: {problem}")]
+    BadField {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Larger than any config may be.
+    #[error("network config larger than {NETWORK_CONFIG_MAX_BYTES} bytes")]
+    TooLarge,
+}
+
+/// A certificate of membership: the controller vouches that `issued_to`
+/// belongs to `network` at `timestamp_ms` (the controller's clock).
+/// Two certificates agree when their timestamps are within the smaller
+/// `max_delta_ms` of each other: a member the controller stops refreshing
+/// falls out of agreement with everyone else's fresh certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    /// The network.
+    pub network: NetworkId,
+    /// The member.
+    pub issued_to: Address,
+    /// When issued (controller's clock, ms).
+    pub timestamp_ms: u64,
+    /// How far apart two certificates may be and still agree.
+    pub max_delta_ms: u64,
+    signature: Signature,
+}
+
+/// Bytes of an encoded certificate.
+pub const CERTIFICATE_LEN_BYTES: usize = 8 + 5 + 8 + 8 + C25519_SIGNATURE_LEN_BYTES;
+
+impl Certificate {
+    /// Issues and signs a certificate (controller side).
+    pub fn issue(
+        controller: &KeyPair,
+        network: NetworkId,
+        issued_to: Address,
+        timestamp_ms: u64,
+    ) -> Self {
+        let mut c = Self {
+            network,
+            issued_to,
+            timestamp_ms,
+            max_delta_ms: CERTIFICATE_MAX_DELTA_MS,
+            signature: Signature::from_bytes([0; C25519_SIGNATURE_LEN_BYTES]),
+        };
+        c.signature = controller.sign(&c.signed_bytes());
+        c
+    }
+
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(64);
+        b.extend_from_slice(CERTIFICATE_LABEL);
+        b.extend_from_slice(&self.network.to_u64().to_be_bytes());
+        b.extend_from_slice(&self.issued_to.to_bytes());
+        b.extend_from_slice(&self.timestamp_ms.to_be_bytes());
+        b.extend_from_slice(&self.max_delta_ms.to_be_bytes());
+        b
+    }
+
+    /// Whether the network's controller signed it.
+    pub fn verify(&self, controller_key: &PublicKey) -> bool {
+        controller_key.verify(&self.signed_bytes(), &self.signature)
+    }
+
+    /// Whether two certificates of the same network are close enough in time.
+    pub fn agrees_with(&self, other: &Certificate) -> bool {
+        self.network == other.network
+            && self.timestamp_ms.abs_diff(other.timestamp_ms)
+                <= self.max_delta_ms.min(other.max_delta_ms)
+    }
+
+    /// Appends the binary form.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.network.to_u64().to_be_bytes());
+        out.extend_from_slice(&self.issued_to.to_bytes());
+        out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
+        out.extend_from_slice(&self.max_delta_ms.to_be_bytes());
+        out.extend_from_slice(self.signature.as_bytes());
+    }
+
+    /// Decodes one certificate from the front of `bytes` (signature not checked).
+    pub fn decode(bytes: &[u8]) -> Result<(Self, usize), NetconfError> {
+        if bytes.len() < CERTIFICATE_LEN_BYTES {
+            return Err(NetconfError::Malformed("certificate"));
+        }
+        let u64_at = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().expect("8"));
+        let network = NetworkId::from_u64(u64_at(0))
+            .map_err(|_| NetconfError::Malformed("certificate network id"))?;
+        let issued_to = Address::from_bytes(bytes[8..13].try_into().expect("5"))
+            .map_err(|_| NetconfError::Malformed("certificate member address"))?;
+        let cert = Self {
+            network,
+            issued_to,
+            timestamp_ms: u64_at(13),
+            max_delta_ms: u64_at(21),
+            signature: Signature::from_bytes(
+                bytes[29..CERTIFICATE_LEN_BYTES].try_into().expect("96"),
+            ),
+        };
+        Ok((cert, CERTIFICATE_LEN_BYTES))
+    }
+}
+
+/// An address assigned to a member, with its prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedIp {
+    /// The address.
+    pub ip: IpAddr,
+    /// Prefix length of the network it is on.
+    pub prefix_len: u8,
+}
+
+/// A route the controller hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedRoute {
+    /// Network address of the target.
+    pub target: IpAddr,
+    /// Prefix length of the target.
+    pub prefix_len: u8,
+    /// Gateway; none for the network's own subnets.
+    pub via: Option<IpAddr>,
+}
+
+/// What a controller decides for one member (unsigned): the core signs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkConfigData {
+    /// Network name.
+    pub name: String,
+    /// Configuration revision (grows with every change).
+    pub revision: u64,
+    /// Controller's clock when issued (ms); also the certificate's timestamp.
+    pub timestamp_ms: u64,
+    /// Private (certificates required) or public.
+    pub private: bool,
+    /// Virtual MTU.
+    pub mtu: u16,
+    /// Most recipients of one multicast.
+    pub multicast_limit: u32,
+    /// Whether Ethernet broadcast is carried.
+    pub enable_broadcast: bool,
+    /// Whether this member may bridge other MACs.
+    pub active_bridge: bool,
+    /// Addresses assigned to this member.
+    pub assigned: Vec<AssignedIp>,
+    /// Managed routes.
+    pub routes: Vec<ManagedRoute>,
+    /// Active bridges of the network (unknown unicast goes to them).
+    pub bridges: Vec<String>,
+    /// The network's authorized members and their assigned addresses, so
+    /// address resolution is a local lookup (PROTOCOL.md §4.6).
+    #[serde(default)]
+    pub directory: Vec<DirectoryEntry>,
+}
+
+/// One member in a config's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryEntry {
+    /// The member's address (10 hex digits).
+    pub address: String,
+    /// Its assigned addresses.
+    pub ips: Vec<IpAddr>,
+}
+
+/// A signed network configuration, as a member holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// The network.
+    pub network: NetworkId,
+    /// The member it is for.
+    pub issued_to: Address,
+    /// The settings.
+    pub data: NetworkConfigData,
+    /// The member's certificate of membership.
+    pub certificate: Certificate,
+}
+
+impl NetworkConfig {
+    /// Checks the data's fields (decoded from a controller; never trusted blindly).
+    fn check(&self) -> Result<(), NetconfError> {
+        let bad = |field: &'static str, problem: String| NetconfError::BadField { field, problem };
+        let d = &self.data;
+        if !(NETWORK_MTU_MIN_BYTES..=NETWORK_MTU_MAX_BYTES).contains(&d.mtu) {
+            return Err(bad("mtu", format!("{} out of range", d.mtu)));
+        }
+        if d.name.len() > 127 {
+            return Err(bad("name", "longer than 127 bytes".into()));
+        }
+        for a in &d.assigned {
+            if a.prefix_len > max_prefix(a.ip) {
+                return Err(bad(
+                    "assigned",
+                    format!("{}/{} is not a valid prefix", a.ip, a.prefix_len),
+                ));
+            }
+        }
+        for r in &d.routes {
+            if r.prefix_len > max_prefix(r.target)
+                || r.via.is_some_and(|v| v.is_ipv4() != r.target.is_ipv4())
+            {
+                return Err(bad(
+                    "routes",
+                    format!("{}/{} via {:?}", r.target, r.prefix_len, r.via),
+                ));
+            }
+        }
+        for b in &d.bridges {
+            b.parse::<Address>()
+                .map_err(|e| bad("bridges", e.to_string()))?;
+        }
+        for m in &d.directory {
+            m.address
+                .parse::<Address>()
+                .map_err(|e| bad("directory", e.to_string()))?;
+        }
+        if self.certificate.network != self.network
+            || self.certificate.issued_to != self.issued_to
+            || self.certificate.timestamp_ms != d.timestamp_ms
+        {
+            return Err(NetconfError::WrongTarget("certificate"));
+        }
+        Ok(())
+    }
+
+    /// Serializes: certificate then the data as JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        self.certificate.encode_into(&mut out);
+        out.extend_from_slice(&serde_json::to_vec(&self.data).expect("plain data"));
+        out
+    }
+
+    /// Decodes and checks a config for `network` and `member`, signed (its
+    /// certificate) by `controller_key`.
+    pub fn decode(
+        bytes: &[u8],
+        network: NetworkId,
+        member: Address,
+        controller_key: &PublicKey,
+    ) -> Result<Self, NetconfError> {
+        if bytes.len() > NETWORK_CONFIG_MAX_BYTES {
+            return Err(NetconfError::TooLarge);
+        }
+        let (certificate, used) = Certificate::decode(bytes)?;
+        if !certificate.verify(controller_key) {
+            return Err(NetconfError::BadSignature("certificate"));
+        }
+        let data: NetworkConfigData = serde_json::from_slice(&bytes[used..])
+            .map_err(|_| NetconfError::Malformed("network config JSON"))?;
+        let config = Self {
+            network,
+            issued_to: member,
+            data,
+            certificate,
+        };
+        config.check()?;
+        Ok(config)
+    }
+}
+
+fn max_prefix(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
+}
+
+/// One signed piece of a network config in transit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigChunk<'a> {
+    /// The network.
+    pub network: NetworkId,
+    /// Identifies one config sent in pieces.
+    pub update_id: u64,
+    /// Length of the whole config.
+    pub total_len: u32,
+    /// Where this piece starts.
+    pub offset: u32,
+    /// The piece.
+    pub data: &'a [u8],
+}
+
+impl ConfigChunk<'_> {
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(CHUNK_LABEL.len() + 24 + self.data.len());
+        b.extend_from_slice(CHUNK_LABEL);
+        b.extend_from_slice(&self.network.to_u64().to_be_bytes());
+        b.extend_from_slice(&self.update_id.to_be_bytes());
+        b.extend_from_slice(&self.total_len.to_be_bytes());
+        b.extend_from_slice(&self.offset.to_be_bytes());
+        b.extend_from_slice(self.data);
+        b
+    }
+}
+
+/// Cuts a config into signed NETWORK_CONFIG payloads.
+pub fn encode_chunks(
+    controller: &KeyPair,
+    network: NetworkId,
+    update_id: u64,
+    config: &[u8],
+) -> Vec<Vec<u8>> {
+    let total_len = config.len() as u32;
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let end = (offset + NETWORK_CONFIG_CHUNK_MAX_BYTES).min(config.len());
+        let chunk = ConfigChunk {
+            network,
+            update_id,
+            total_len,
+            offset: offset as u32,
+            data: &config[offset..end],
+        };
+        let signature = controller.sign(&chunk.signed_bytes());
+        let mut p = Vec::with_capacity(24 + chunk.data.len() + C25519_SIGNATURE_LEN_BYTES + 2);
+        p.extend_from_slice(&network.to_u64().to_be_bytes());
+        p.extend_from_slice(&update_id.to_be_bytes());
+        p.extend_from_slice(&total_len.to_be_bytes());
+        p.extend_from_slice(&(offset as u32).to_be_bytes());
+        p.extend_from_slice(&(chunk.data.len() as u16).to_be_bytes());
+        p.extend_from_slice(chunk.data);
+        p.extend_from_slice(signature.as_bytes());
+        out.push(p);
+        offset = end;
+        if offset >= config.len() {
+            return out;
+        }
+    }
+}
+
+/// Decodes a NETWORK_CONFIG payload and checks its signature.
+pub fn decode_chunk<'a>(
+    payload: &'a [u8],
+    controller_key: &PublicKey,
+) -> Result<ConfigChunk<'a>, NetconfError> {
+    let m = NetconfError::Malformed("network config chunk");
+    if payload.len() < 26 + C25519_SIGNATURE_LEN_BYTES {
+        return Err(m);
+    }
+    let network = NetworkId::from_u64(u64::from_be_bytes(payload[..8].try_into().expect("8")))
+        .map_err(|_| m.clone())?;
+    let update_id = u64::from_be_bytes(payload[8..16].try_into().expect("8"));
+    let total_len = u32::from_be_bytes(payload[16..20].try_into().expect("4"));
+    let offset = u32::from_be_bytes(payload[20..24].try_into().expect("4"));
+    let len = u16::from_be_bytes(payload[24..26].try_into().expect("2")) as usize;
+    if payload.len() != 26 + len + C25519_SIGNATURE_LEN_BYTES
+        || total_len as usize > NETWORK_CONFIG_MAX_BYTES
+        || offset as usize + len > total_len as usize
+    {
+        return Err(m);
+    }
+    let chunk = ConfigChunk {
+        network,
+        update_id,
+        total_len,
+        offset,
+        data: &payload[26..26 + len],
+    };
+    let signature = Signature::from_bytes(payload[26 + len..].try_into().expect("96"));
+    if !controller_key.verify(&chunk.signed_bytes(), &signature) {
+        return Err(NetconfError::BadSignature("network config chunk"));
+    }
+    Ok(chunk)
+}
+
+/// Why a controller refuses a member's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigDenied {
+    /// The controller has no such network.
+    NotFound,
+    /// A private network, and the member is not authorized.
+    AccessDenied,
+    /// No answer now (the controller is busy, or a join is rate-limited):
+    /// nothing is sent; the member asks again, or gets the config pushed
+    /// when it is ready ([`NetworkController::take_changed`]).
+    Later,
+}
+
+/// What a network controller provides to the node it runs in. The node
+/// signs and delivers; the controller decides.
+pub trait NetworkController: Send {
+    /// A member asks for its config.
+    fn request(
+        &mut self,
+        network: NetworkId,
+        member: Address,
+    ) -> Result<NetworkConfigData, ConfigDenied>;
+
+    /// Members whose config changed since the last call (to be pushed), and
+    /// members deauthorized or removed (who simply stop getting fresh certificates).
+    fn take_changed(&mut self) -> Vec<(NetworkId, Address)>;
+
+    /// Every member the controller knows (authorized or not), so a restarted
+    /// controller pushes configs and denials without waiting to be asked.
+    fn known_members(&self) -> Vec<(NetworkId, Address)> {
+        Vec::new()
+    }
+
+    /// The controller's drop/deferral counters by name, for `/status`
+    /// (read without waiting for the controller).
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> (KeyPair, NetworkId, Address) {
+        let controller = KeyPair::generate();
+        let nwid = NetworkId::new(Address::from_u64(0x1122334455).unwrap(), 7);
+        (controller, nwid, Address::from_u64(0x0a0b0c0d0e).unwrap())
+    }
+
+    fn data(ts: u64) -> NetworkConfigData {
+        NetworkConfigData {
+            name: "office".into(),
+            revision: 3,
+            timestamp_ms: ts,
+            private: true,
+            mtu: 2800,
+            multicast_limit: 32,
+            enable_broadcast: true,
+            active_bridge: false,
+            assigned: vec![AssignedIp {
+                ip: "10.147.17.5".parse().unwrap(),
+                prefix_len: 24,
+            }],
+            routes: vec![ManagedRoute {
+                target: "10.147.17.0".parse().unwrap(),
+                prefix_len: 24,
+                via: None,
+            }],
+            bridges: vec![],
+            directory: vec![],
+        }
+    }
+
+    #[test]
+    fn certificates_agree_only_within_their_delta_and_verify() {
+        let (k, nwid, member) = ids();
+        let a = Certificate::issue(&k, nwid, member, 1_000_000);
+        let b = Certificate::issue(&k, nwid, member, 1_000_000 + CERTIFICATE_MAX_DELTA_MS);
+        let c = Certificate::issue(&k, nwid, member, 1_000_001 + CERTIFICATE_MAX_DELTA_MS);
+        assert!(a.agrees_with(&b) && b.agrees_with(&a));
+        assert!(!a.agrees_with(&c));
+        assert!(a.verify(k.public()));
+        assert!(!a.verify(KeyPair::generate().public()));
+        let mut bytes = Vec::new();
+        a.encode_into(&mut bytes);
+        let (back, used) = Certificate::decode(&bytes).unwrap();
+        assert_eq!((back.clone(), used), (a, CERTIFICATE_LEN_BYTES));
+        bytes[15] ^= 1; // the timestamp
+        assert!(!Certificate::decode(&bytes).unwrap().0.verify(k.public()));
+    }
+
+    #[test]
+    fn config_travels_in_signed_chunks_and_is_checked() {
+        let (k, nwid, member) = ids();
+        let d = data(5_000);
+        let config = NetworkConfig {
+            network: nwid,
+            issued_to: member,
+            certificate: Certificate::issue(&k, nwid, member, d.timestamp_ms),
+            data: d,
+        };
+        let mut bytes = config.encode();
+        // Make it big enough to need several chunks.
+        let mut big = config.clone();
+        big.data.name = "x".repeat(100);
+        big.data.routes = (0..40)
+            .map(|i| ManagedRoute {
+                target: format!("10.{i}.0.0").parse().unwrap(),
+                prefix_len: 16,
+                via: Some("10.147.17.1".parse().unwrap()),
+            })
+            .collect();
+        let big_bytes = big.encode();
+        let chunks = encode_chunks(&k, nwid, 99, &big_bytes);
+        assert!(chunks.len() > 1);
+        let mut assembled = vec![0u8; big_bytes.len()];
+        for c in &chunks {
+            let chunk = decode_chunk(c, k.public()).unwrap();
+            assembled[chunk.offset as usize..chunk.offset as usize + chunk.data.len()]
+                .copy_from_slice(chunk.data);
+        }
+        assert_eq!(
+            NetworkConfig::decode(&assembled, nwid, member, k.public()).unwrap(),
+            big
+        );
+        // A forged chunk is refused.
+        let mut forged = chunks[0].clone();
+        forged[30] ^= 1;
+        assert_eq!(
+            decode_chunk(&forged, k.public()),
+            Err(NetconfError::BadSignature("network config chunk"))
+        );
+        // Signed by another key, or for another member: refused.
+        let other = KeyPair::generate();
+        assert!(NetworkConfig::decode(&bytes, nwid, member, other.public()).is_err());
+        let someone = Address::from_u64(0x0101010101).unwrap();
+        assert_eq!(
+            NetworkConfig::decode(&bytes, nwid, someone, k.public()),
+            Err(NetconfError::WrongTarget("certificate"))
+        );
+        // Bad fields are named.
+        let mut bad = config.clone();
+        bad.data.mtu = 100;
+        let err = NetworkConfig::decode(&bad.encode(), nwid, member, k.public()).unwrap_err();
+        assert!(err.to_string().contains("mtu"), "{err}");
+        bytes.truncate(bytes.len() - 3);
+        assert!(NetworkConfig::decode(&bytes, nwid, member, k.public()).is_err());
+    }
+}

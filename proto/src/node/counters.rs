@@ -1,0 +1,101 @@
+//! What the node dropped and why, and what it relayed: every malformed or
+//! refused packet is counted, never silently lost.
+
+use serde::Serialize;
+
+/// Packet counters, exposed through the local API.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Counters {
+    /// Datagrams received.
+    pub received: u64,
+    /// Datagrams that are not packets or fragments.
+    pub dropped_malformed: u64,
+    /// Packets whose MAC did not verify.
+    pub dropped_bad_mac: u64,
+    /// Packets replayed or too old.
+    pub dropped_replay: u64,
+    /// Packets from or for an unknown peer that could not be handled.
+    pub dropped_unknown_peer: u64,
+    /// Payloads that did not decode.
+    pub dropped_bad_payload: u64,
+    /// HELLOs over the per-source rate limit.
+    pub dropped_rate_limited: u64,
+    /// Packets not for us that we could not or would not relay.
+    pub dropped_unroutable: u64,
+    /// Datagrams from an address inside one of our virtual networks (never a path).
+    pub dropped_virtual_source: u64,
+    /// Packets a root would not relay: their source never said HELLO from there.
+    pub dropped_relay_refused: u64,
+    /// HELLOs not newer than the last one accepted from that identity (replays).
+    pub dropped_stale_hello: u64,
+    /// HELLOs from identities that failed the identity check before.
+    pub dropped_identity_failed: u64,
+    /// Identity checks pushed out of the waiting queue by newer ones (a flood).
+    pub dropped_identity_budget: u64,
+    /// Identity checks (memory-hard hashes) run.
+    pub identity_checks: u64,
+    /// WHOIS not asked (the WHOIS table is full).
+    pub dropped_whois_table_full: u64,
+    /// WHOIS received by a node that is no root (never answered).
+    pub dropped_whois_not_root: u64,
+    /// WHOIS a root passed on to other roots.
+    pub whois_passed_on: u64,
+    /// PUSH_DIRECT_PATHS ignored (to a root, or over the sender's budget).
+    pub dropped_push_ignored: u64,
+    /// New peers refused: the peer table is full.
+    pub dropped_peer_table_full: u64,
+    /// Idle peers forgotten.
+    pub forgotten_peers: u64,
+    /// Peers whose timer work ran (a tick runs only the peers due).
+    pub peer_timer_runs: u64,
+    /// Packets relayed for others.
+    pub relayed: u64,
+    /// World updates refused.
+    pub refused_world_updates: u64,
+    /// Frames dropped: not joined, not configured, or refused by the switch.
+    pub dropped_frames: u64,
+    /// Frames from members without a valid certificate of membership, or no
+    /// longer listed by the controller (private networks).
+    pub dropped_frames_unauthorized: u64,
+    /// Frames not sent to a member without a fresh certificate (private
+    /// networks): unlisted, or none came within `FRAME_AWAITING_CREDENTIALS_MS`.
+    pub dropped_frames_to_unauthorized: u64,
+    /// Certificates ignored unchecked: for a network we are not configured on,
+    /// a public one, or stale against ours.
+    pub dropped_credentials_irrelevant: u64,
+    /// Certificates not checked: over the per-packet or per-peer signature budget.
+    pub dropped_credentials_rate_limited: u64,
+    /// Certificate signatures checked (each costs an Ed25519 verification).
+    pub credential_signatures_checked: u64,
+    /// What reassembly of fragmented packets did, drops by reason (copied
+    /// every tick).
+    pub reassembly: crate::fragment::ReassemblyStats,
+}
+
+/// Sizes of the tables a stranger can make grow, each with a fixed bound
+/// (`GET /status` `tables`).
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TableSizes {
+    /// Peers held (`MAX_PEERS`).
+    pub peers: usize,
+    /// Addresses asked about by WHOIS (`MAX_PENDING_WHOIS`).
+    pub whois: usize,
+    /// Sources with a HELLO budget (`MAX_RATE_LIMITED_SOURCES`).
+    pub hello_buckets: usize,
+    /// Sources with a relay budget (`MAX_RATE_LIMITED_SOURCES`).
+    pub relay_buckets: usize,
+    /// On a root: addresses peers were heard from (`MAX_KNOWN_PATHS`).
+    pub known_paths: usize,
+    /// On a root: destinations reached through another root (`MAX_RELAY_ROUTES`).
+    pub relay_routes: usize,
+    /// Pairs introduced lately (`MAX_RELAY_ROUTES`).
+    pub rendezvous: usize,
+    /// Identity checks waiting (`MAX_PENDING_IDENTITY_CHECKS`).
+    pub identity_checks_waiting: usize,
+    /// Packets being reassembled (`MAX_PENDING_REASSEMBLIES`).
+    pub reassembly: usize,
+    /// Entries of the peers' timer heap (at most four per peer plus 1,024).
+    pub timer_heap: usize,
+}

@@ -1,0 +1,411 @@
+//! Ethernet frames between members (PROTOCOL.md §4.5): from the TAP through
+//! the virtual switch and the certificate check to members, and from members
+//! through the certificate check and the switch to the TAP.
+//!
+//! On a private network no frame goes to, or is taken from, a member whose
+//! latest verified certificate does not agree with ours. A frame for a listed
+//! member whose fresh certificate we lack waits (the newest few per member,
+//! at most `FRAME_AWAITING_CREDENTIALS_MS`) while our certificate goes to it:
+//! a member that stores a new certificate from a peer answers with its own.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::network::Membership;
+use super::{Node, Outbox};
+use crate::address::Address;
+use crate::constants::{
+    CREDENTIAL_CHECKS_PER_PEER_PER_SECOND, CREDENTIALS_RESEND_INTERVAL_MS,
+    FRAME_AWAITING_CREDENTIALS_MS, MAX_CREDENTIAL_BUDGETS, MAX_CREDENTIAL_CHECKS_PER_PACKET,
+    MAX_FRAMES_AWAITING_CREDENTIALS_PER_MEMBER, MAX_MEMBERS_AWAITING_CREDENTIALS,
+};
+use crate::netconf::{CERTIFICATE_LEN_BYTES, Certificate, NetworkConfig};
+use crate::network_id::{Mac, NetworkId};
+use crate::switch::{
+    DropReason, Inbound, MulticastGroup, Outbound, Switch, SwitchPolicy, eui64_link_local,
+    groups_for_ips,
+};
+use crate::verb::Verb;
+
+/// (Re)configures a network's switch from a new config: policy, bridges,
+/// our addresses, and the directory's members as subscribers of the groups
+/// their addresses resolve through.
+pub(crate) fn configure_switch(
+    m: &mut Membership,
+    me: Address,
+    now_ms: u64,
+    config: &NetworkConfig,
+) {
+    let d = &config.data;
+    let policy = SwitchPolicy {
+        private: d.private,
+        active_bridge: d.active_bridge,
+        enable_broadcast: d.enable_broadcast,
+        multicast_limit: d.multicast_limit,
+    };
+    let switch = m
+        .switch
+        .get_or_insert_with(|| Switch::new(config.network, me, policy));
+    switch.set_policy(policy);
+    let bridges: Vec<Address> = d.bridges.iter().filter_map(|b| b.parse().ok()).collect();
+    switch.set_bridges(&bridges);
+    let mut ours: Vec<IpAddr> = d.assigned.iter().map(|a| a.ip).collect();
+    ours.push(IpAddr::V6(eui64_link_local(Mac::for_member(
+        me,
+        config.network,
+    ))));
+    switch.set_local_ips(&ours);
+    // Exactly the members this config lists: one the controller dropped
+    // (deauthorized) loses its subscriptions now, not when they lapse.
+    let listed: Vec<Address> = d
+        .directory
+        .iter()
+        .filter_map(|e| e.address.parse::<Address>().ok())
+        .filter(|a| *a != me)
+        .collect();
+    switch.set_listed_members(&listed);
+    let listed: std::collections::HashSet<Address> = listed.into_iter().collect();
+    m.peer_certificates.retain(|a, _| listed.contains(a));
+    m.awaiting_credentials.retain(|a, _| listed.contains(a));
+    for entry in &d.directory {
+        let Ok(member) = entry.address.parse::<Address>() else {
+            continue;
+        };
+        if member == me {
+            continue;
+        }
+        let mut ips = entry.ips.clone();
+        ips.push(IpAddr::V6(eui64_link_local(Mac::for_member(
+            member,
+            config.network,
+        ))));
+        let mut groups = groups_for_ips(&ips);
+        if d.enable_broadcast {
+            groups.push(MulticastGroup::BROADCAST);
+        }
+        switch.replace_subscriptions(now_ms, member, &groups);
+    }
+}
+
+/// A new session with `peer` may mean it restarted and lost the
+/// certificates we sent it: ours go again with the next frame.
+pub(crate) fn forget_credentials_sent(
+    networks: &mut HashMap<NetworkId, Membership>,
+    peer: Address,
+) {
+    for m in networks.values_mut() {
+        m.credentials_sent.remove(&peer);
+    }
+}
+
+impl Node {
+    /// A frame read from the TAP of network `nwid`: switched to members.
+    pub fn handle_tap_frame(
+        &mut self,
+        now_ms: u64,
+        nwid: NetworkId,
+        frame: &[u8],
+        out: &mut Outbox,
+    ) {
+        let Some(m) = self.networks.get_mut(&nwid) else {
+            return;
+        };
+        let Some(switch) = m.switch.as_mut() else {
+            return;
+        };
+        let mut targets = std::mem::take(&mut self.frame_targets);
+        targets.clear();
+        match switch.outbound(now_ms, frame) {
+            Outbound::Unicast(a) => targets.push(a),
+            Outbound::Bridges(list) => targets.extend_from_slice(list),
+            Outbound::Multicast { members, .. } => targets.extend_from_slice(members),
+            Outbound::Drop(_) => {}
+        }
+        for &target in &targets {
+            self.send_frame(now_ms, nwid, target, frame, out);
+        }
+        self.frame_targets = targets;
+    }
+
+    fn send_frame(
+        &mut self,
+        now_ms: u64,
+        nwid: NetworkId,
+        to: Address,
+        frame: &[u8],
+        out: &mut Outbox,
+    ) {
+        let Some(m) = self.networks.get_mut(&nwid) else {
+            return;
+        };
+        let (Some(config), Some(switch)) = (m.config.as_ref(), m.switch.as_mut()) else {
+            return;
+        };
+        if !switch.may_send_to(to, &config.certificate, m.peer_certificates.get(&to)) {
+            if !switch.is_member_valid(to) {
+                // Not listed by the controller: never sent anything.
+                switch.count_unsent();
+                self.counters.dropped_frames_to_unauthorized += 1;
+                return;
+            }
+            // Listed, but no fresh certificate of it: hold the frame (the
+            // newest few per member) and send ours, which a member answers
+            // with its own.
+            let peers = m.awaiting_credentials.len();
+            let dropped = match m.awaiting_credentials.get_mut(&to) {
+                Some((_, held)) => {
+                    let full = held.len() >= MAX_FRAMES_AWAITING_CREDENTIALS_PER_MEMBER;
+                    if full {
+                        held.remove(0);
+                    }
+                    held.push(frame.to_vec());
+                    full
+                }
+                None if peers < MAX_MEMBERS_AWAITING_CREDENTIALS => {
+                    m.awaiting_credentials
+                        .insert(to, (now_ms, vec![frame.to_vec()]));
+                    false
+                }
+                None => true,
+            };
+            if dropped {
+                switch.count_unsent();
+                self.counters.dropped_frames_to_unauthorized += 1;
+            }
+            self.push_credentials(now_ms, nwid, to, true, out);
+            return;
+        }
+        self.push_credentials(now_ms, nwid, to, false, out);
+        if let Some(peer) = self.peers.get_mut(&to) {
+            peer.last_active_ms = Some(now_ms);
+        }
+        let mut payload = std::mem::take(&mut self.frame_buf);
+        payload.clear();
+        payload.extend_from_slice(&nwid.to_u64().to_be_bytes());
+        payload.extend_from_slice(frame);
+        self.send(now_ms, to, Verb::ExtFrame, &payload, out);
+        self.frame_buf = payload;
+    }
+
+    /// Sends our certificate of `nwid` (private networks) to `to` if it has
+    /// not had this one yet, or, when `asking` (we want its certificate in
+    /// return), if we last sent it `CREDENTIALS_RESEND_INTERVAL_MS` ago or more.
+    fn push_credentials(
+        &mut self,
+        now_ms: u64,
+        nwid: NetworkId,
+        to: Address,
+        asking: bool,
+        out: &mut Outbox,
+    ) {
+        let Some(m) = self.networks.get_mut(&nwid) else {
+            return;
+        };
+        let Some(config) = m.config.as_ref().filter(|c| c.data.private) else {
+            return;
+        };
+        let ts = config.certificate.timestamp_ms;
+        let due = match m.credentials_sent.get(&to) {
+            None => true,
+            Some(&(sent_ts, sent_ms)) => {
+                sent_ts != ts
+                    || (asking && now_ms.saturating_sub(sent_ms) >= CREDENTIALS_RESEND_INTERVAL_MS)
+            }
+        };
+        if !due {
+            return;
+        }
+        let mut payload = Vec::with_capacity(1 + CERTIFICATE_LEN_BYTES);
+        payload.push(1);
+        config.certificate.encode_into(&mut payload);
+        m.credentials_sent.insert(to, (ts, now_ms));
+        self.send(now_ms, to, Verb::NetworkCredentials, &payload, out);
+    }
+
+    /// Frames held for a certificate that did not come in time are dropped
+    /// and counted (call from the timer).
+    pub(crate) fn expire_awaiting_credentials(&mut self, now_ms: u64) {
+        for m in self.networks.values_mut() {
+            let mut gone = 0u64;
+            m.awaiting_credentials.retain(|_, (since, held)| {
+                let keep = now_ms.saturating_sub(*since) < FRAME_AWAITING_CREDENTIALS_MS;
+                if !keep {
+                    gone += held.len() as u64;
+                }
+                keep
+            });
+            if let Some(switch) = m.switch.as_mut() {
+                for _ in 0..gone {
+                    switch.count_unsent();
+                }
+            }
+            self.counters.dropped_frames_to_unauthorized += gone;
+            if let Some(config) = m.config.as_ref() {
+                // Certificates that no longer agree with ours admit nothing.
+                m.peer_certificates
+                    .retain(|_, c| c.agrees_with(&config.certificate));
+            }
+            m.credential_checks
+                .retain(|_, (start, _)| now_ms.saturating_sub(*start) < 1_000);
+        }
+    }
+
+    /// EXT_FRAME from a member: certificate check, switch, TAP.
+    pub(crate) fn handle_ext_frame(
+        &mut self,
+        now_ms: u64,
+        src: Address,
+        payload: &[u8],
+        out: &mut Outbox,
+    ) {
+        let Some(nwid) = payload
+            .get(..8)
+            .and_then(|b| NetworkId::from_u64(u64::from_be_bytes(b.try_into().expect("8"))).ok())
+        else {
+            self.counters.dropped_frames += 1;
+            return;
+        };
+        let frame = &payload[8..];
+        let Some(m) = self.networks.get_mut(&nwid) else {
+            self.counters.dropped_frames += 1;
+            return;
+        };
+        let (Some(config), Some(switch)) = (m.config.as_ref(), m.switch.as_mut()) else {
+            self.counters.dropped_frames += 1;
+            return;
+        };
+        let theirs = m.peer_certificates.get(&src);
+        let verdict = switch.receive(now_ms, src, &config.certificate, theirs, frame);
+        if verdict != Inbound::Drop(DropReason::NotAuthorized)
+            && let Some(peer) = self.peers.get_mut(&src)
+        {
+            // A member's traffic keeps its paths probed, delivered or not.
+            peer.last_active_ms = Some(now_ms);
+        }
+        match verdict {
+            Inbound::Deliver => out.push_frame(nwid, frame),
+            Inbound::Drop(DropReason::NotAuthorized) => {
+                // No certificate, one the controller stopped refreshing, or
+                // a member it no longer lists.
+                self.counters.dropped_frames_unauthorized += 1;
+                if switch.is_member_valid(src) {
+                    // Listed: its certificate may just have been lost.
+                    self.push_credentials(now_ms, nwid, src, true, out);
+                }
+            }
+            Inbound::Drop(_) => self.counters.dropped_frames += 1,
+        }
+    }
+
+    /// NETWORK_CREDENTIALS: a member's certificates of membership. Everything
+    /// cheap is checked before a signature: the certificate is the sender's,
+    /// for a private network we are configured on, agrees with ours and is
+    /// newer than the one we hold. At most `MAX_CREDENTIAL_CHECKS_PER_PACKET`
+    /// signatures per packet and `CREDENTIAL_CHECKS_PER_PEER_PER_SECOND` per
+    /// peer and network are checked; the rest are dropped and counted.
+    pub(crate) fn handle_credentials(
+        &mut self,
+        now_ms: u64,
+        src: Address,
+        payload: &[u8],
+        out: &mut Outbox,
+    ) {
+        let Some((&count, mut rest)) = payload.split_first() else {
+            self.counters.dropped_bad_payload += 1;
+            return;
+        };
+        let mut checked = 0usize;
+        let mut stored: Vec<NetworkId> = Vec::new();
+        for _ in 0..count {
+            let Ok((cert, used)) = Certificate::decode(rest) else {
+                self.counters.dropped_bad_payload += 1;
+                break;
+            };
+            rest = &rest[used..];
+            if cert.issued_to != src {
+                self.counters.dropped_bad_payload += 1;
+                continue;
+            }
+            let Some(m) = self.networks.get_mut(&cert.network) else {
+                self.counters.dropped_credentials_irrelevant += 1;
+                continue;
+            };
+            let Some(config) = m.config.as_ref().filter(|c| c.data.private) else {
+                self.counters.dropped_credentials_irrelevant += 1;
+                continue;
+            };
+            if !cert.agrees_with(&config.certificate) {
+                // Stale (or from a controller clock far off ours): admits nothing.
+                self.counters.dropped_credentials_irrelevant += 1;
+                continue;
+            }
+            if m.peer_certificates
+                .get(&src)
+                .is_some_and(|old| old.timestamp_ms >= cert.timestamp_ms)
+            {
+                continue;
+            }
+            let controller = cert.network.controller();
+            let key = if controller == self.address {
+                *self.identity.public_key()
+            } else {
+                match self.peers.get(&controller) {
+                    Some(p) => *p.identity.public_key(),
+                    // Unknown controller: nothing to check against.
+                    None => continue,
+                }
+            };
+            if checked >= MAX_CREDENTIAL_CHECKS_PER_PACKET
+                || !take_credential_check(&mut m.credential_checks, now_ms, src)
+            {
+                self.counters.dropped_credentials_rate_limited += 1;
+                continue;
+            }
+            checked += 1;
+            self.counters.credential_signatures_checked += 1;
+            if !cert.verify(&key) {
+                self.counters.dropped_bad_payload += 1;
+                continue;
+            }
+            stored.push(cert.network);
+            m.peer_certificates.insert(src, cert);
+        }
+        for nwid in stored {
+            // A member that had none of ours (or an old one) may be waiting
+            // for it to send to us; and frames we held for it may go now.
+            self.push_credentials(now_ms, nwid, src, true, out);
+            let held = self
+                .networks
+                .get_mut(&nwid)
+                .and_then(|m| m.awaiting_credentials.remove(&src));
+            for frame in held.map(|(_, frames)| frames).unwrap_or_default() {
+                self.send_frame(now_ms, nwid, src, &frame, out);
+            }
+        }
+    }
+}
+
+/// Takes one signature check from `src`'s budget for this second; false if
+/// it is spent (or the table of budgets is full of peers active this second).
+fn take_credential_check(
+    budgets: &mut HashMap<Address, (u64, u32)>,
+    now_ms: u64,
+    src: Address,
+) -> bool {
+    if !budgets.contains_key(&src) && budgets.len() >= MAX_CREDENTIAL_BUDGETS {
+        budgets.retain(|_, (start, _)| now_ms.saturating_sub(*start) < 1_000);
+        if budgets.len() >= MAX_CREDENTIAL_BUDGETS {
+            return false;
+        }
+    }
+    let (start, used) = budgets.entry(src).or_insert((now_ms, 0));
+    if now_ms.saturating_sub(*start) >= 1_000 {
+        *start = now_ms;
+        *used = 0;
+    }
+    if *used >= CREDENTIAL_CHECKS_PER_PEER_PER_SECOND {
+        return false;
+    }
+    *used += 1;
+    true
+}

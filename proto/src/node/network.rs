@@ -1,0 +1,707 @@
+//! Network membership (PROTOCOL.md §4.4): joining, asking the controller for
+//! a config, assembling and checking signed config chunks; and, on a
+//! controller, answering requests through the [`NetworkController`] plugin.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::{Event, Node, Outbox};
+use crate::address::Address;
+use crate::constants::{
+    CERTIFICATE_MAX_DELTA_MS, CERTIFICATE_REFRESH_INTERVAL_MS, ERROR_NETWORK_ACCESS_DENIED,
+    ERROR_OBJECT_NOT_FOUND, NETWORK_CONFIG_PULL_INTERVAL_MS, NETWORK_CONFIG_REQUEST_INTERVAL_MS,
+    PEER_IDLE_TIMEOUT_MS,
+};
+use crate::message::{InRe, encode_in_re};
+use crate::netconf::{
+    Certificate, ConfigDenied, NetworkConfig, NetworkController, decode_chunk, encode_chunks,
+};
+use crate::network_id::{Mac, NetworkId};
+use crate::verb::Verb;
+
+/// A joined network's status, as `listnetworks` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NetworkStatus {
+    /// Waiting for the controller.
+    RequestingConfiguration,
+    /// Configured.
+    Ok,
+    /// The controller refuses us (private network, not authorized).
+    AccessDenied,
+    /// The controller has no such network.
+    NotFound,
+}
+
+/// A config being received in chunks.
+struct Assembly {
+    update_id: u64,
+    bytes: Vec<u8>,
+    received: Vec<bool>,
+}
+
+/// One joined network.
+pub(crate) struct Membership {
+    pub status: NetworkStatus,
+    pub config: Option<NetworkConfig>,
+    last_request_ms: Option<u64>,
+    /// When the current config arrived.
+    received_ms: Option<u64>,
+    assembly: Option<Assembly>,
+    /// The virtual switch, once configured.
+    pub switch: Option<crate::switch::Switch>,
+    /// Peers' latest certificates on this network.
+    pub peer_certificates: HashMap<Address, Certificate>,
+    /// Our certificate last sent to each peer: its timestamp, and when.
+    pub credentials_sent: HashMap<Address, (u64, u64)>,
+    /// The newest frames for each listed member whose fresh certificate we
+    /// lack, with when the wait began (bounded by
+    /// `MAX_MEMBERS_AWAITING_CREDENTIALS` and `MAX_FRAMES_AWAITING_CREDENTIALS_PER_MEMBER`).
+    pub awaiting_credentials: HashMap<Address, (u64, Vec<Vec<u8>>)>,
+    /// Signature checks of each peer's certificates this second: (start, used).
+    pub credential_checks: HashMap<Address, (u64, u32)>,
+}
+
+/// A joined network's state for the API.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkView {
+    /// 16 hex digits.
+    pub id: String,
+    /// Status.
+    pub status: NetworkStatus,
+    /// Our MAC on it.
+    pub mac: String,
+    /// Name, once configured.
+    pub name: Option<String>,
+    /// PRIVATE or PUBLIC, once configured.
+    pub r#type: Option<&'static str>,
+    /// Assigned addresses as `ip/prefix`.
+    pub assigned_addresses: Vec<String>,
+    /// Virtual MTU, once configured.
+    pub mtu: Option<u16>,
+    /// Config revision, once configured.
+    pub revision: Option<u64>,
+    /// The virtual switch's frame counters, drops by reason included.
+    pub counters: Option<crate::switch::SwitchCounters>,
+    /// Managed routes as `{"target": "ip/prefix", "via": ip|null}` (ZeroTier's form).
+    pub routes: Vec<serde_json::Value>,
+    /// Targets of the managed routes whose gateway is this member (`ip/prefix`):
+    /// it must forward for them.
+    pub gateway_for: Vec<String>,
+}
+
+/// What a controller keeps about members that asked.
+#[derive(Default)]
+pub(crate) struct ControllerState {
+    pub plugin: Option<Box<dyn NetworkController>>,
+    /// (network, member) -> last request time, for members the plugin
+    /// answered with a config (so bounded by the members it admits; a
+    /// refused request leaves nothing here).
+    pub members: HashMap<(NetworkId, Address), u64>,
+    pub last_refresh_ms: u64,
+    pub next_update_id: u64,
+    /// Whether the known members were loaded into `members` yet.
+    pub seeded: bool,
+}
+
+impl Node {
+    /// Installs the controller plugin: this node then serves configs for
+    /// networks whose id begins with its address.
+    pub fn set_controller(&mut self, plugin: Box<dyn NetworkController>) {
+        self.controller.plugin = Some(plugin);
+    }
+
+    /// The controller plugin's counters by name (none without one).
+    pub fn controller_counters(&self) -> Option<Vec<(&'static str, u64)>> {
+        self.controller.plugin.as_ref().map(|p| p.counters())
+    }
+
+    /// Joins a network (asks its controller for a config at once).
+    pub fn join(&mut self, now_ms: u64, nwid: NetworkId, out: &mut Outbox) {
+        self.networks.entry(nwid).or_insert_with(|| Membership {
+            status: NetworkStatus::RequestingConfiguration,
+            config: None,
+            last_request_ms: None,
+            received_ms: None,
+            assembly: None,
+            switch: None,
+            peer_certificates: HashMap::new(),
+            credentials_sent: HashMap::new(),
+            awaiting_credentials: HashMap::new(),
+            credential_checks: HashMap::new(),
+        });
+        self.request_config(now_ms, nwid, out);
+    }
+
+    /// Leaves a network; true if it was joined.
+    pub fn leave(&mut self, nwid: NetworkId) -> bool {
+        self.networks.remove(&nwid).is_some()
+    }
+
+    /// The joined networks.
+    pub fn networks(&self) -> Vec<NetworkView> {
+        let mut ids: Vec<NetworkId> = self.networks.keys().copied().collect();
+        ids.sort();
+        ids.into_iter().filter_map(|n| self.network(n)).collect()
+    }
+
+    /// One joined network.
+    pub fn network(&self, nwid: NetworkId) -> Option<NetworkView> {
+        let m = self.networks.get(&nwid)?;
+        let data = m.config.as_ref().map(|c| &c.data);
+        Some(NetworkView {
+            id: nwid.to_string(),
+            status: m.status,
+            mac: Mac::for_member(self.address, nwid).to_string(),
+            name: data.map(|d| d.name.clone()),
+            r#type: data.map(|d| if d.private { "PRIVATE" } else { "PUBLIC" }),
+            assigned_addresses: data
+                .map(|d| {
+                    d.assigned
+                        .iter()
+                        .map(|a| format!("{}/{}", a.ip, a.prefix_len))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            mtu: data.map(|d| d.mtu),
+            revision: data.map(|d| d.revision),
+            counters: m.switch.as_ref().map(|s| s.counters().clone()),
+            routes: data
+                .map(|d| {
+                    d.routes
+                        .iter()
+                        .map(|r| {
+                            serde_json::json!({
+                                "target": format!("{}/{}", r.target, r.prefix_len),
+                                "via": r.via.map(|v| v.to_string()),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            gateway_for: data
+                .map(|d| {
+                    d.routes
+                        .iter()
+                        .filter(|r| r.via.is_some_and(|v| d.assigned.iter().any(|a| a.ip == v)))
+                        .map(|r| format!("{}/{}", r.target, r.prefix_len))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Whether `ip` lies inside one of our virtual networks (an assigned
+    /// subnet, or a managed route's target other than the default route):
+    /// a path there would run the tunnel through itself.
+    pub(crate) fn in_virtual_network(&self, ip: std::net::IpAddr) -> bool {
+        use crate::ip_prefix::contains;
+        self.networks
+            .values()
+            .filter_map(|m| m.config.as_ref())
+            .any(|c| {
+                c.data
+                    .assigned
+                    .iter()
+                    .any(|a| contains(a.ip, a.prefix_len, ip))
+                    || c.data
+                        .routes
+                        .iter()
+                        .any(|r| r.prefix_len > 0 && contains(r.target, r.prefix_len, ip))
+            })
+    }
+
+    /// The config of a joined network, once received.
+    pub fn network_config(&self, nwid: NetworkId) -> Option<&NetworkConfig> {
+        self.networks.get(&nwid)?.config.as_ref()
+    }
+
+    fn request_config(&mut self, now_ms: u64, nwid: NetworkId, out: &mut Outbox) {
+        let Some(m) = self.networks.get_mut(&nwid) else {
+            return;
+        };
+        m.last_request_ms = Some(now_ms);
+        let revision = m.config.as_ref().map_or(0, |c| c.data.revision);
+        let mut payload = Vec::with_capacity(16);
+        payload.extend_from_slice(&nwid.to_u64().to_be_bytes());
+        payload.extend_from_slice(&revision.to_be_bytes());
+        let controller = nwid.controller();
+        if controller == self.address {
+            // We are the controller: answer ourselves without the network.
+            self.answer_own_request(now_ms, nwid);
+            return;
+        }
+        self.send(
+            now_ms,
+            controller,
+            Verb::NetworkConfigRequest,
+            &payload,
+            out,
+        );
+    }
+
+    /// Asks again, at once, for every network not yet configured.
+    pub(crate) fn request_unconfigured(&mut self, now_ms: u64, out: &mut Outbox) {
+        let waiting: Vec<NetworkId> = self
+            .networks
+            .iter()
+            .filter(|(_, m)| m.status != NetworkStatus::Ok)
+            .map(|(n, _)| *n)
+            .collect();
+        for nwid in waiting {
+            self.request_config(now_ms, nwid, out);
+        }
+    }
+
+    /// Periodic work for networks: re-requests while unconfigured or when
+    /// the certificate grows old; on a controller, certificate refreshes.
+    pub(crate) fn tick_networks(&mut self, now_ms: u64, out: &mut Outbox) {
+        let since = |t: Option<u64>| t.map_or(u64::MAX, |t| now_ms.saturating_sub(t));
+        let due: Vec<NetworkId> = self
+            .networks
+            .iter()
+            .filter(|(_, m)| {
+                let waited = since(m.last_request_ms) >= NETWORK_CONFIG_REQUEST_INTERVAL_MS;
+                match m.status {
+                    // Ask every 2 s until the controller answers (ACCESS_DENIED
+                    // keeps asking too: authorization may come any moment).
+                    NetworkStatus::Ok => {
+                        // The controller pushes fresh certificates every 5 s;
+                        // pull if they stopped, and now and then regardless so
+                        // the controller keeps us on its list.
+                        (since(m.received_ms) >= CERTIFICATE_MAX_DELTA_MS / 2 && waited)
+                            || since(m.last_request_ms) >= NETWORK_CONFIG_PULL_INTERVAL_MS
+                    }
+                    _ => waited,
+                }
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        for nwid in due {
+            self.request_config(now_ms, nwid, out);
+        }
+        for m in self.networks.values_mut() {
+            if let Some(switch) = m.switch.as_mut() {
+                switch.expire(now_ms);
+            }
+        }
+        self.expire_awaiting_credentials(now_ms);
+        if !self.controller.seeded
+            && let Some(plugin) = self.controller.plugin.as_ref()
+        {
+            self.controller.seeded = true;
+            for key in plugin.known_members() {
+                self.controller.members.entry(key).or_insert(now_ms);
+            }
+        }
+        if self.controller.plugin.is_some() {
+            let changed = self
+                .controller
+                .plugin
+                .as_mut()
+                .map(|p| p.take_changed())
+                .unwrap_or_default();
+            let refresh = now_ms.saturating_sub(self.controller.last_refresh_ms)
+                >= CERTIFICATE_REFRESH_INTERVAL_MS;
+            let mut targets: Vec<(NetworkId, Address)> = changed;
+            if refresh {
+                self.controller.last_refresh_ms = now_ms;
+                self.controller
+                    .members
+                    .retain(|_, t| now_ms.saturating_sub(*t) < PEER_IDLE_TIMEOUT_MS);
+                targets.extend(self.controller.members.keys().copied());
+            }
+            targets.sort();
+            targets.dedup();
+            for (nwid, member) in targets {
+                if member == self.address {
+                    self.answer_own_request(now_ms, nwid);
+                } else if self.controller.members.contains_key(&(nwid, member)) {
+                    self.serve_config(now_ms, nwid, member, None, out);
+                }
+            }
+        }
+    }
+
+    /// NETWORK_CONFIG_REQUEST from `member` (controller side).
+    pub(crate) fn handle_config_request(
+        &mut self,
+        now_ms: u64,
+        member: Address,
+        counter: u64,
+        payload: &[u8],
+        out: &mut Outbox,
+    ) -> bool {
+        let Some(nwid) = payload
+            .get(..8)
+            .and_then(|b| NetworkId::from_u64(u64::from_be_bytes(b.try_into().expect("8"))).ok())
+        else {
+            return false;
+        };
+        if self.controller.plugin.is_none() || nwid.controller() != self.address {
+            self.send_config_error(now_ms, member, counter, nwid, ERROR_OBJECT_NOT_FOUND, out);
+            return true;
+        }
+        // Only a member the plugin admits is remembered (in serve_config):
+        // requests for unknown networks or refused ones leave nothing.
+        self.serve_config(now_ms, nwid, member, Some(counter), out);
+        true
+    }
+
+    fn serve_config(
+        &mut self,
+        now_ms: u64,
+        nwid: NetworkId,
+        member: Address,
+        counter: Option<u64>,
+        out: &mut Outbox,
+    ) {
+        let Some(plugin) = self.controller.plugin.as_mut() else {
+            return;
+        };
+        match plugin.request(nwid, member) {
+            Ok(data) => {
+                if counter.is_some() {
+                    // Asked by the member itself (pushes do not refresh it).
+                    self.controller.members.insert((nwid, member), now_ms);
+                }
+                let certificate =
+                    Certificate::issue(&self.key_pair, nwid, member, data.timestamp_ms);
+                let config = NetworkConfig {
+                    network: nwid,
+                    issued_to: member,
+                    data,
+                    certificate,
+                };
+                self.controller.next_update_id += 1;
+                let update_id = self.controller.next_update_id;
+                for chunk in encode_chunks(&self.key_pair, nwid, update_id, &config.encode()) {
+                    self.send(now_ms, member, Verb::NetworkConfig, &chunk, out);
+                }
+            }
+            // Nothing to send yet: the member asks again, or is pushed to.
+            Err(ConfigDenied::Later) => {}
+            Err(denied) => {
+                let code = match denied {
+                    ConfigDenied::AccessDenied => ERROR_NETWORK_ACCESS_DENIED,
+                    _ => ERROR_OBJECT_NOT_FOUND,
+                };
+                // Stop pushing to a member that is no longer authorized (or
+                // whose network is gone).
+                self.controller.members.remove(&(nwid, member));
+                self.send_config_error(now_ms, member, counter.unwrap_or(0), nwid, code, out);
+            }
+        }
+    }
+
+    fn send_config_error(
+        &mut self,
+        now_ms: u64,
+        member: Address,
+        counter: u64,
+        nwid: NetworkId,
+        code: u8,
+        out: &mut Outbox,
+    ) {
+        let mut p = Vec::with_capacity(18);
+        encode_in_re(
+            InRe {
+                verb: Verb::NetworkConfigRequest,
+                counter,
+            },
+            &mut p,
+        );
+        p.push(code);
+        p.extend_from_slice(&nwid.to_u64().to_be_bytes());
+        self.send(now_ms, member, Verb::Error, &p, out);
+    }
+
+    /// A controller that is also a member of its own network.
+    fn answer_own_request(&mut self, now_ms: u64, nwid: NetworkId) {
+        let me = self.address;
+        let answer = self.controller.plugin.as_mut().map(|p| p.request(nwid, me));
+        match answer {
+            Some(Ok(data)) => {
+                let certificate = Certificate::issue(&self.key_pair, nwid, me, data.timestamp_ms);
+                self.install_config(
+                    now_ms,
+                    NetworkConfig {
+                        network: nwid,
+                        issued_to: me,
+                        data,
+                        certificate,
+                    },
+                );
+            }
+            Some(Err(ConfigDenied::AccessDenied)) => {
+                self.set_status(nwid, NetworkStatus::AccessDenied)
+            }
+            // Asked again at the next tick.
+            Some(Err(ConfigDenied::Later)) => {}
+            _ => self.set_status(nwid, NetworkStatus::NotFound),
+        }
+    }
+
+    /// ERROR(NETWORK_CONFIG_REQUEST) from a controller (member side).
+    pub(crate) fn handle_config_error(&mut self, src: Address, code: u8, data: &[u8]) {
+        let Some(nwid) = data
+            .get(..8)
+            .and_then(|b| NetworkId::from_u64(u64::from_be_bytes(b.try_into().expect("8"))).ok())
+        else {
+            return;
+        };
+        if nwid.controller() != src {
+            return;
+        }
+        let status = match code {
+            ERROR_NETWORK_ACCESS_DENIED => NetworkStatus::AccessDenied,
+            _ => NetworkStatus::NotFound,
+        };
+        if let Some(m) = self.networks.get_mut(&nwid) {
+            // A denial also withdraws the config we held: no more frames.
+            m.config = None;
+            m.switch = None;
+        }
+        self.set_status(nwid, status);
+    }
+
+    fn set_status(&mut self, nwid: NetworkId, status: NetworkStatus) {
+        if let Some(m) = self.networks.get_mut(&nwid)
+            && m.status != status
+        {
+            m.status = status;
+            self.events.push_back(Event::NetworkChanged(nwid));
+        }
+    }
+
+    /// NETWORK_CONFIG chunk from a controller (member side). Returns false
+    /// when the payload is refused (counted by the caller).
+    pub(crate) fn handle_config_chunk(
+        &mut self,
+        now_ms: u64,
+        src: Address,
+        payload: &[u8],
+    ) -> bool {
+        let Some(key) = self.peers.get(&src).map(|p| *p.identity.public_key()) else {
+            return false;
+        };
+        let Ok(chunk) = decode_chunk(payload, &key) else {
+            return false;
+        };
+        let nwid = chunk.network;
+        if nwid.controller() != src {
+            return false;
+        }
+        let Some(m) = self.networks.get_mut(&nwid) else {
+            return true; // not joined (left meanwhile): ignore
+        };
+        let total = chunk.total_len as usize;
+        let fresh = m
+            .assembly
+            .as_ref()
+            .is_none_or(|a| a.update_id != chunk.update_id || a.bytes.len() != total);
+        if fresh {
+            m.assembly = Some(Assembly {
+                update_id: chunk.update_id,
+                bytes: vec![0; total],
+                received: vec![false; total],
+            });
+        }
+        let a = m.assembly.as_mut().expect("set above");
+        let range = chunk.offset as usize..chunk.offset as usize + chunk.data.len();
+        a.bytes[range.clone()].copy_from_slice(chunk.data);
+        a.received[range].iter_mut().for_each(|r| *r = true);
+        if !a.received.iter().all(|r| *r) {
+            return true;
+        }
+        let bytes = m.assembly.take().expect("complete").bytes;
+        match NetworkConfig::decode(&bytes, nwid, self.address, &key) {
+            Ok(config) => {
+                self.install_config(now_ms, config);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn install_config(&mut self, now_ms: u64, config: NetworkConfig) {
+        let nwid = config.network;
+        let Some(m) = self.networks.get_mut(&nwid) else {
+            return;
+        };
+        // Never go back to an older config (a reordered or replayed push).
+        if m.config
+            .as_ref()
+            .is_some_and(|old| old.certificate.timestamp_ms > config.certificate.timestamp_ms)
+        {
+            return;
+        }
+        m.received_ms = Some(now_ms);
+        // Certificates refresh every few seconds; only a change of settings is news.
+        let changed = m.config.as_ref().map(|c| {
+            let mut old = c.data.clone();
+            old.timestamp_ms = config.data.timestamp_ms;
+            old
+        }) != Some(config.data.clone())
+            || m.status != NetworkStatus::Ok;
+        crate::node::frames::configure_switch(m, self.address, now_ms, &config);
+        m.config = Some(config);
+        m.status = NetworkStatus::Ok;
+        if changed {
+            self.events.push_back(Event::NetworkChanged(nwid));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::c25519::KeyPair;
+    use crate::constants::{
+        CREDENTIAL_CHECKS_PER_PEER_PER_SECOND, MAX_CREDENTIAL_CHECKS_PER_PACKET,
+    };
+    use crate::identity::Identity;
+    use crate::message::Versions;
+    use crate::netconf::NetworkConfigData;
+    use crate::node::NodeConfig;
+    use crate::world::{Root, World, WorldKind};
+
+    /// A node that is its own network's controller, configured on it (private).
+    fn configured_node(now_ms: u64) -> (Node, NetworkId, KeyPair) {
+        let identity = Identity::generate();
+        let key = identity.key_pair().unwrap();
+        let planet_key = KeyPair::generate();
+        let planet = World::make(
+            WorldKind::Planet,
+            7,
+            1,
+            *planet_key.public(),
+            vec![Root {
+                identity: identity.to_public(),
+                endpoints: vec!["192.0.2.1:9993".parse().unwrap()],
+            }],
+            &planet_key,
+        )
+        .unwrap();
+        let mut node = Node::new(NodeConfig {
+            identity,
+            planet,
+            moons: Vec::new(),
+            versions: Versions {
+                protocol: 1,
+                major: 0,
+                minor: 1,
+                revision: 0,
+            },
+        })
+        .unwrap();
+        let nwid = NetworkId::new(node.address, 1);
+        node.join(now_ms, nwid, &mut Outbox::new());
+        let data = NetworkConfigData {
+            name: "n".into(),
+            revision: 1,
+            timestamp_ms: now_ms,
+            private: true,
+            mtu: 2800,
+            multicast_limit: 32,
+            enable_broadcast: true,
+            active_bridge: false,
+            assigned: vec![],
+            routes: vec![],
+            bridges: vec![],
+            directory: vec![],
+        };
+        let certificate = Certificate::issue(&key, nwid, node.address, now_ms);
+        let address = node.address;
+        node.install_config(
+            now_ms,
+            NetworkConfig {
+                network: nwid,
+                issued_to: address,
+                data,
+                certificate,
+            },
+        );
+        (node, nwid, key)
+    }
+
+    fn credentials(certs: &[Certificate]) -> Vec<u8> {
+        let mut payload = vec![certs.len() as u8];
+        for c in certs {
+            c.encode_into(&mut payload);
+        }
+        payload
+    }
+
+    #[test]
+    fn credentials_are_checked_for_membership_before_any_signature_and_capped() {
+        let now = 10_000_000;
+        let (mut node, nwid, key) = configured_node(now);
+        let src = Address::from_u64(0x0102030405).unwrap();
+        let other = Address::from_u64(0x0a0b0c0d0e).unwrap();
+        let forger = KeyPair::generate();
+        let mut out = Outbox::new();
+        let checked = |node: &Node| node.counters.credential_signatures_checked;
+
+        // 255 certificates that cannot matter: none costs a signature check.
+        let not_ours = NetworkId::new(other, 9);
+        for certs in [
+            vec![Certificate::issue(&forger, not_ours, src, now); 255],
+            vec![Certificate::issue(&forger, nwid, other, now); 255],
+            vec![Certificate::issue(&forger, nwid, src, now - 60_000); 255],
+        ] {
+            node.handle_credentials(now, src, &credentials(&certs), &mut out);
+        }
+        assert_eq!(checked(&node), 0);
+        assert_eq!(node.counters.dropped_credentials_irrelevant, 2 * 255);
+
+        // 255 forged certificates that would matter: a few per packet, a few
+        // per second from this peer.
+        let forged = credentials(&vec![Certificate::issue(&forger, nwid, src, now); 255]);
+        node.handle_credentials(now, src, &forged, &mut out);
+        assert_eq!(checked(&node), MAX_CREDENTIAL_CHECKS_PER_PACKET as u64);
+        for _ in 0..10 {
+            node.handle_credentials(now + 500, src, &forged, &mut out);
+        }
+        assert_eq!(
+            checked(&node),
+            u64::from(CREDENTIAL_CHECKS_PER_PEER_PER_SECOND)
+        );
+        assert!(node.networks[&nwid].peer_certificates.is_empty());
+        // Another peer has its own budget; and a new second brings a new one.
+        node.handle_credentials(
+            now + 500,
+            other,
+            &credentials(&[Certificate::issue(&forger, nwid, other, now)]),
+            &mut out,
+        );
+        assert_eq!(
+            checked(&node),
+            u64::from(CREDENTIAL_CHECKS_PER_PEER_PER_SECOND) + 1
+        );
+        node.handle_credentials(now + 1_000, src, &forged, &mut out);
+        assert_eq!(
+            checked(&node),
+            u64::from(CREDENTIAL_CHECKS_PER_PEER_PER_SECOND)
+                + 1
+                + MAX_CREDENTIAL_CHECKS_PER_PACKET as u64
+        );
+
+        // A genuine certificate after the forged ones in the same packet is
+        // still taken if within the packet's budget; once held, the same one
+        // again costs nothing.
+        let genuine = Certificate::issue(&key, nwid, src, now + 1);
+        let mut certs = vec![Certificate::issue(&forger, nwid, src, now + 1); 2];
+        certs.push(genuine.clone());
+        node.handle_credentials(now + 2_000, src, &credentials(&certs), &mut out);
+        assert_eq!(
+            node.networks[&nwid].peer_certificates.get(&src),
+            Some(&genuine)
+        );
+        let before = checked(&node);
+        node.handle_credentials(now + 3_000, src, &credentials(&[genuine]), &mut out);
+        assert_eq!(checked(&node), before);
+    }
+}

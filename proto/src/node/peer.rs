@@ -1,0 +1,205 @@
+//! What a node knows about one peer.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::armor::PacketKey;
+use crate::c25519::SharedKey;
+use crate::identity::Identity;
+use crate::message::Versions;
+use crate::path::PathSet;
+use crate::session::{Ephemeral, SessionSet};
+use crate::verb::Verb;
+
+/// PUSH_DIRECT_PATHS accepted in a burst from one peer.
+const PUSH_BUDGET_BURST: u32 = 2;
+
+/// Whether a peer is a root, and of which kind of world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PeerRole {
+    /// An ordinary node.
+    Leaf,
+    /// A root of a moon we orbit.
+    Moon,
+    /// A root of our planet.
+    Planet,
+}
+
+/// How packets to a peer travel right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Straight to the peer at this address.
+    Direct(SocketAddr),
+    /// Through this root, reached at this address.
+    Relayed {
+        /// The relaying root.
+        root: crate::address::Address,
+        /// Where the root is reached.
+        via: SocketAddr,
+    },
+}
+
+/// A HELLO we sent and await the OK for.
+pub(crate) struct PendingHandshake {
+    pub ephemeral: Ephemeral,
+    /// Counters of the HELLOs sent with this ephemeral (one per target:
+    /// a counter never MACs two different messages).
+    pub counters: Vec<u64>,
+    pub sent_ms: u64,
+}
+
+/// Everything known about one peer.
+pub(crate) struct Peer {
+    pub identity: Identity,
+    pub static_agreement: SharedKey,
+    pub static_key: PacketKey,
+    pub sessions: SessionSet,
+    pub handshake: Option<PendingHandshake>,
+    /// The last HELLO ephemeral answered and our ephemeral public key in the
+    /// answer: a HELLO repeated to another path gets the same answer, not a
+    /// second session.
+    pub answered: Option<([u8; 32], [u8; 32])>,
+    pub paths: PathSet,
+    pub role: PeerRole,
+    /// A root's stable endpoints from its world.
+    pub stable_endpoints: Vec<SocketAddr>,
+    pub versions: Option<Versions>,
+    pub latency_ms: Option<u64>,
+    pub last_receive_ms: Option<u64>,
+    /// Last time traffic that matters to the user went either way.
+    pub last_active_ms: Option<u64>,
+    /// Messages waiting for a session.
+    pub queued: Vec<(Verb, Vec<u8>)>,
+    pub last_paths_pushed_ms: Option<u64>,
+    /// World ids this peer holds an older copy of (or wants); sent once a
+    /// session packet arrives straight from it (no amplification).
+    pub worlds_due: Vec<u64>,
+    /// Whether the last route computed was direct, and since when.
+    pub direct_since_ms: Option<u64>,
+    /// When the route last went from relayed to direct.
+    pub last_upgrade_ms: Option<u64>,
+    /// When relayed traffic to/from this peer was first seen in the current relayed stretch.
+    pub relayed_since_ms: Option<u64>,
+    /// How the peer's NAT maps ports, as it told us in PUSH_DIRECT_PATHS.
+    pub nat_mapping: Option<crate::node::NatMapping>,
+    /// Where a root sees the peer (from RENDEZVOUS): the target of a birthday punch.
+    pub root_observed: Option<SocketAddr>,
+    /// On a root: the root this peer's packets last came through (a node
+    /// relaying over TCP is reached only through its TCP root).
+    pub relayed_via: Option<crate::address::Address>,
+    /// A birthday hole punch in progress with this peer.
+    pub punch: Option<crate::node::traversal::Punch>,
+    /// Failed punches in a row, and no new one before this time.
+    pub punch_failures: u32,
+    pub punch_not_before_ms: u64,
+    /// The sender's timestamp of the last HELLO accepted: an older or
+    /// equal one (a replay) changes nothing.
+    pub last_hello_timestamp_ms: u64,
+    /// When this peer entry was made (an entry never heard from is
+    /// forgotten like an idle one).
+    pub admitted_ms: u64,
+    /// Last time something other than a keepalive came from this peer.
+    pub last_useful_ms: Option<u64>,
+    /// PUSH_DIRECT_PATHS budget: (last refill ms, tokens).
+    pub push_budget: (u64, u32),
+    /// When its timer work is next due (ms; `u64::MAX`: not scheduled).
+    /// Matches its live entry in the node's timer heap.
+    pub next_tick_ms: u64,
+}
+
+impl Peer {
+    pub fn new(identity: Identity, static_agreement: SharedKey, role: PeerRole) -> Self {
+        let static_key = PacketKey::from_bytes(
+            static_agreement.as_bytes()[..32]
+                .try_into()
+                .expect("32 bytes"),
+        );
+        Self {
+            identity,
+            static_agreement,
+            static_key,
+            sessions: SessionSet::default(),
+            handshake: None,
+            answered: None,
+            paths: PathSet::default(),
+            role,
+            stable_endpoints: Vec::new(),
+            versions: None,
+            latency_ms: None,
+            last_receive_ms: None,
+            last_active_ms: None,
+            queued: Vec::new(),
+            last_paths_pushed_ms: None,
+            worlds_due: Vec::new(),
+            direct_since_ms: None,
+            last_upgrade_ms: None,
+            relayed_since_ms: None,
+            nat_mapping: None,
+            root_observed: None,
+            relayed_via: None,
+            punch: None,
+            punch_failures: 0,
+            punch_not_before_ms: 0,
+            last_hello_timestamp_ms: 0,
+            admitted_ms: 0,
+            last_useful_ms: None,
+            push_budget: (0, PUSH_BUDGET_BURST),
+            next_tick_ms: u64::MAX,
+        }
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.role != PeerRole::Leaf
+    }
+
+    /// Whether user traffic flowed recently (its paths are then probed often).
+    pub fn is_active(&self, now_ms: u64) -> bool {
+        self.last_active_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) < crate::constants::PEER_ACTIVE_WINDOW_MS)
+    }
+
+    /// Whether a PUSH_DIRECT_PATHS from this peer is within its budget (one
+    /// per `PUSH_DIRECT_PATHS_MIN_INTERVAL_MS`, burst 2); charges it.
+    pub fn push_allowed(&mut self, now_ms: u64) -> bool {
+        use crate::constants::PUSH_DIRECT_PATHS_MIN_INTERVAL_MS;
+        let (last, tokens) = &mut self.push_budget;
+        let refill = now_ms.saturating_sub(*last) / PUSH_DIRECT_PATHS_MIN_INTERVAL_MS;
+        if refill > 0 {
+            *tokens = (*tokens as u64 + refill).min(PUSH_BUDGET_BURST as u64) as u32;
+            *last = now_ms;
+        }
+        if *tokens == 0 {
+            return false;
+        }
+        *tokens -= 1;
+        true
+    }
+
+    /// When the peer was last worth keeping: on a root, anything heard from
+    /// it (a member keeping its root session alive is one the root relays
+    /// for); elsewhere, only use ([`Peer::last_heard_ms`]).
+    pub fn last_wanted_ms(&self, am_root: bool) -> u64 {
+        if am_root {
+            self.last_heard_ms().max(self.last_receive_ms.unwrap_or(0))
+        } else {
+            self.last_heard_ms()
+        }
+    }
+
+    /// Last time the peer was in use: something other than a keepalive
+    /// came from it, user traffic went to it, or it was admitted.
+    pub fn last_heard_ms(&self) -> u64 {
+        self.admitted_ms
+            .max(self.last_useful_ms.unwrap_or(0))
+            .max(self.last_active_ms.unwrap_or(0))
+    }
+
+    pub fn measured(&mut self, rtt_ms: u64) {
+        self.latency_ms = Some(match self.latency_ms {
+            Some(old) => (old * 3 + rtt_ms) / 4,
+            None => rtt_ms,
+        });
+    }
+}

@@ -1,0 +1,567 @@
+//! Forward-secret sessions between two nodes (PROTOCOL.md §3.4): the static
+//! agreement authenticates a HELLO/OK exchange of ephemeral X25519 keys;
+//! traffic keys come from both, one per direction.
+
+use sha2::{Digest, Sha512};
+use zeroize::Zeroize;
+
+use crate::address::Address;
+use crate::armor::{MacError, PacketKey, armor, dearmor};
+use crate::c25519::SharedKey;
+use crate::constants::{
+    KEY_OVERLAP_MS, MAX_SESSIONS_PER_PEER, REKEY_AFTER_PACKETS, REKEY_INTERVAL_MS,
+    SESSION_MAX_AGE_MS, SESSION_PENDING_TIMEOUT_MS,
+};
+use crate::replay::ReplayWindow;
+
+/// Domain separation for session key derivation.
+const SESSION_KDF_LABEL: &[u8] = b"vnet session v1";
+/// Domain separation for the key slot, drawn from public values only so
+/// that no bit of key material shows in packet headers.
+const SESSION_SLOT_LABEL: &[u8] = b"vnet session slot v1";
+
+/// An ephemeral X25519 key pair, wiped on drop.
+pub struct Ephemeral {
+    secret: x25519_dalek::StaticSecret,
+    public: [u8; 32],
+}
+
+impl Ephemeral {
+    /// Draws a fresh ephemeral key pair.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("operating system random source");
+        #[cfg(fuzzing)]
+        if crate::c25519::fuzz_mode::on() {
+            // A stand-in public key (see `c25519::fuzz_mode`).
+            let public: [u8; 64] = sha2::Sha512::digest(bytes).into();
+            let secret = x25519_dalek::StaticSecret::from(bytes);
+            bytes.zeroize();
+            let public = public[..32].try_into().expect("32 bytes");
+            return Self { secret, public };
+        }
+        let secret = x25519_dalek::StaticSecret::from(bytes);
+        bytes.zeroize();
+        let public = *x25519_dalek::PublicKey::from(&secret).as_bytes();
+        Self { secret, public }
+    }
+
+    /// The public half, sent in HELLO or OK(HELLO).
+    pub fn public(&self) -> &[u8; 32] {
+        &self.public
+    }
+
+    /// X25519 with the peer's ephemeral; `None` for a low-order peer key.
+    /// Consumes the key pair, so the secret is wiped as soon as it is used.
+    fn agree(self, peer: &[u8; 32]) -> Option<[u8; 32]> {
+        #[cfg(fuzzing)]
+        if crate::c25519::fuzz_mode::on() {
+            return Some(crate::c25519::fuzz_mode::shared(&self.public, peer));
+        }
+        let shared = self
+            .secret
+            .diffie_hellman(&x25519_dalek::PublicKey::from(*peer));
+        shared.was_contributory().then(|| *shared.as_bytes())
+    }
+}
+
+/// Which side of a handshake this node was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sent the HELLO.
+    Initiator,
+    /// Answered it.
+    Responder,
+}
+
+/// Derives a session from a completed handshake. `None` if the peer's
+/// ephemeral key is of low order. Its first sending counter comes from
+/// `random` (see [`first_counter`]).
+#[allow(clippy::too_many_arguments)]
+pub fn derive_session(
+    now_ms: u64,
+    role: Role,
+    static_agreement: &SharedKey,
+    mine: Ephemeral,
+    theirs: &[u8; 32],
+    my_address: Address,
+    their_address: Address,
+    random: u64,
+) -> Option<Session> {
+    let my_public = *mine.public();
+    let mut dh = mine.agree(theirs)?;
+    let (e_init, e_resp, a_init, a_resp) = match role {
+        Role::Initiator => (&my_public, theirs, my_address, their_address),
+        Role::Responder => (theirs, &my_public, their_address, my_address),
+    };
+    let mut h = Sha512::new();
+    h.update(SESSION_KDF_LABEL);
+    h.update(static_agreement.as_bytes());
+    h.update(dh);
+    h.update(e_init);
+    h.update(e_resp);
+    h.update(a_init.to_bytes());
+    h.update(a_resp.to_bytes());
+    let mut t: [u8; 64] = h.finalize().into();
+    dh.zeroize();
+    let init_to_resp = PacketKey::from_bytes(t[..32].try_into().expect("32"));
+    let resp_to_init = PacketKey::from_bytes(t[32..].try_into().expect("32"));
+    t.zeroize();
+    let slot = session_slot(e_init, e_resp);
+    let (send, recv) = match role {
+        Role::Initiator => (init_to_resp, resp_to_init),
+        Role::Responder => (resp_to_init, init_to_resp),
+    };
+    Some(Session {
+        slot,
+        send,
+        recv,
+        first_counter: first_counter(random),
+        next_counter: first_counter(random),
+        replay: ReplayWindow::default(),
+        established_ms: now_ms,
+        superseded_ms: None,
+        last_receive_ms: None,
+    })
+}
+
+/// A session's first sending counter: random below 2^62 (never 0), so the
+/// packet ids that key fragment reassembly neither collide between peers
+/// relayed by one root nor can be guessed by a stranger, and 2^62 counters
+/// remain before the hard stop.
+pub fn first_counter(random: u64) -> u64 {
+    (random >> 2).max(1)
+}
+
+/// The key slot (1..=3) of a session, from the two public ephemerals.
+fn session_slot(e_init: &[u8; 32], e_resp: &[u8; 32]) -> u8 {
+    let mut h = Sha512::new();
+    h.update(SESSION_SLOT_LABEL);
+    h.update(e_init);
+    h.update(e_resp);
+    let digest: [u8; 64] = h.finalize().into();
+    1 + digest[0] % 3
+}
+
+/// One session's keys and counters.
+pub struct Session {
+    slot: u8,
+    send: PacketKey,
+    recv: PacketKey,
+    /// The first counter this session sent (random).
+    first_counter: u64,
+    next_counter: u64,
+    replay: ReplayWindow,
+    established_ms: u64,
+    superseded_ms: Option<u64>,
+    last_receive_ms: Option<u64>,
+}
+
+impl Session {
+    /// The key slot packets of this session carry.
+    pub fn slot(&self) -> u8 {
+        self.slot
+    }
+}
+
+/// Why a session packet was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    /// No live session has that key slot (or there is no session).
+    NoSession,
+    /// No session's key authenticates it.
+    BadMac,
+    /// Counter already seen, or too old.
+    Replay,
+}
+
+/// The live sessions with one peer: the newest confirmed one sends; older
+/// ones still receive until `KEY_OVERLAP_MS` after they were superseded.
+/// A responder's new session is *pending* until a packet under it
+/// authenticates (key confirmation): a replayed HELLO can never make us
+/// send under keys its sender does not hold, nor evict a live session.
+#[derive(Default)]
+pub struct SessionSet {
+    sessions: Vec<Session>,
+    pending: Option<Session>,
+    newly_confirmed: bool,
+}
+
+impl SessionSet {
+    /// Installs a session known to be fresh (we initiated it, and the
+    /// answer matched our own ephemeral): it becomes the one that sends.
+    pub fn install(&mut self, now_ms: u64, session: Session) {
+        for old in &mut self.sessions {
+            old.superseded_ms.get_or_insert(now_ms);
+        }
+        self.sessions.push(session);
+        self.expire(now_ms);
+        while self.sessions.len() > MAX_SESSIONS_PER_PEER {
+            self.sessions.remove(0);
+        }
+    }
+
+    /// Installs a session answered to a HELLO: it receives at once, and
+    /// sends only once a packet under it has authenticated. Replaces an
+    /// earlier pending one; live sessions are untouched.
+    pub fn install_pending(&mut self, now_ms: u64, session: Session) {
+        self.pending = Some(session);
+        self.expire(now_ms);
+    }
+
+    /// Whether a session answered to a HELLO waits for its first packet.
+    pub fn has_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Whether the last [`SessionSet::open`] confirmed a pending session
+    /// (it now sends); reading clears it.
+    pub fn take_newly_confirmed(&mut self) -> bool {
+        std::mem::take(&mut self.newly_confirmed)
+    }
+
+    /// Drops sessions superseded and unused for `KEY_OVERLAP_MS`, sessions
+    /// older than `SESSION_MAX_AGE_MS` whatever their use (keys never live
+    /// on when rekeys are blocked), and a pending session never confirmed
+    /// within `SESSION_PENDING_TIMEOUT_MS`. A superseded session the peer
+    /// still sends on stays (after simultaneous handshakes the two sides
+    /// may each send on a different one until the next rekey).
+    pub fn expire(&mut self, now_ms: u64) {
+        self.sessions.retain(|s| {
+            now_ms.saturating_sub(s.established_ms) < SESSION_MAX_AGE_MS
+                && s.superseded_ms.is_none_or(|t| {
+                    let last_use = t.max(s.last_receive_ms.unwrap_or(0));
+                    now_ms.saturating_sub(last_use) < KEY_OVERLAP_MS
+                })
+        });
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|s| now_ms.saturating_sub(s.established_ms) >= SESSION_PENDING_TIMEOUT_MS)
+        {
+            self.pending = None;
+        }
+    }
+
+    /// When these sessions next need the timer (ms): the newest one's rekey
+    /// time, or the earliest expiry of a superseded, pending or too old
+    /// one; `None` without sessions.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        let rekey = self
+            .sessions
+            .last()
+            .map(|s| s.established_ms + REKEY_INTERVAL_MS);
+        let expiries = self.sessions.iter().map(|s| {
+            let old = s.established_ms + SESSION_MAX_AGE_MS;
+            match s.superseded_ms {
+                Some(t) => old.min(t.max(s.last_receive_ms.unwrap_or(0)) + KEY_OVERLAP_MS),
+                None => old,
+            }
+        });
+        let pending = self
+            .pending
+            .as_ref()
+            .map(|s| s.established_ms + SESSION_PENDING_TIMEOUT_MS);
+        rekey.into_iter().chain(expiries).chain(pending).min()
+    }
+
+    /// Wipes every session (an idle peer's keys are not kept).
+    pub fn clear(&mut self) {
+        self.sessions.clear();
+        self.pending = None;
+    }
+
+    /// Whether any session can send.
+    pub fn is_established(&self) -> bool {
+        !self.sessions.is_empty()
+    }
+
+    /// Whether a new handshake is due: no session, or the newest is old or
+    /// has used too many counters.
+    pub fn needs_rekey(&self, now_ms: u64) -> bool {
+        match self.sessions.last() {
+            None => true,
+            Some(s) => {
+                now_ms.saturating_sub(s.established_ms) >= REKEY_INTERVAL_MS
+                    || s.next_counter - s.first_counter >= REKEY_AFTER_PACKETS
+            }
+        }
+    }
+
+    /// Milliseconds since the newest session was established.
+    pub fn age_ms(&self, now_ms: u64) -> Option<u64> {
+        self.sessions
+            .last()
+            .map(|s| now_ms.saturating_sub(s.established_ms))
+    }
+
+    /// Takes the next counter and key slot of the sending session.
+    pub fn next_send(&mut self) -> Option<(u64, u8)> {
+        let s = self.sessions.last_mut()?;
+        // Hard stop before a counter could ever repeat under this key.
+        if s.next_counter == u64::MAX {
+            return None;
+        }
+        let counter = s.next_counter;
+        s.next_counter += 1;
+        Some((counter, s.slot))
+    }
+
+    /// Armors a packet (header written, counter from `next_send`) with the sending key.
+    pub fn seal(&self, packet: &mut [u8]) {
+        if let Some(s) = self.sessions.last() {
+            armor(&s.send, packet, true);
+        }
+    }
+
+    /// Authenticates, replay-checks and decrypts a session packet in place.
+    /// Each candidate key's MAC is computed at most once per packet.
+    pub fn open(
+        &mut self,
+        now_ms: u64,
+        slot: u8,
+        counter: u64,
+        packet: &mut [u8],
+    ) -> Result<(), OpenError> {
+        self.expire(now_ms);
+        let mut any = false;
+        let mut replayed = false;
+        // Newest first: that is almost always the one.
+        for s in self.sessions.iter_mut().rev().filter(|s| s.slot == slot) {
+            any = true;
+            if counter == 0 || !s.replay.check(counter) {
+                // Could be another session with the same slot; keep looking.
+                // A replay of a genuine packet still authenticates: check
+                // (without decrypting) only to tell replays from garbage.
+                replayed |= counter != 0 && dearmor_check_only(&s.recv, packet);
+                continue;
+            }
+            match dearmor(&s.recv, packet, true) {
+                Ok(()) => {
+                    s.replay.accept(counter);
+                    s.last_receive_ms = Some(now_ms);
+                    return Ok(());
+                }
+                Err(MacError) => continue,
+            }
+        }
+        if let Some(p) = self.pending.as_mut().filter(|p| p.slot == slot) {
+            any = true;
+            if counter != 0 && p.replay.check(counter) && dearmor(&p.recv, packet, true).is_ok() {
+                p.replay.accept(counter);
+                p.last_receive_ms = Some(now_ms);
+                // Key confirmed: the peer holds this session; it now sends.
+                let confirmed = self.pending.take().expect("checked above");
+                self.install(now_ms, confirmed);
+                self.newly_confirmed = true;
+                return Ok(());
+            }
+        }
+        if !any {
+            return Err(OpenError::NoSession);
+        }
+        Err(if replayed {
+            OpenError::Replay
+        } else {
+            OpenError::BadMac
+        })
+    }
+}
+
+/// MAC check without decrypting (on a copy): used only to classify a drop
+/// whose counter was already seen.
+fn dearmor_check_only(key: &PacketKey, packet: &[u8]) -> bool {
+    let mut copy = packet.to_vec();
+    dearmor(key, &mut copy, false).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::c25519::KeyPair;
+
+    fn pair() -> (Address, Address, SharedKey) {
+        let a = KeyPair::generate();
+        let b = KeyPair::generate();
+        let shared = a.agree(b.public()).unwrap();
+        (
+            Address::from_u64(0x1111111111).unwrap(),
+            Address::from_u64(0x2222222222).unwrap(),
+            shared,
+        )
+    }
+
+    fn handshake(now: u64, a: Address, b: Address, s: &SharedKey) -> (Session, Session) {
+        let ea = Ephemeral::generate();
+        let eb = Ephemeral::generate();
+        let (pa, pb) = (*ea.public(), *eb.public());
+        let sa = derive_session(now, Role::Initiator, s, ea, &pb, a, b, 0x1234_5678_9abc).unwrap();
+        let sb = derive_session(now, Role::Responder, s, eb, &pa, b, a, 0x0fed_cba9_8765).unwrap();
+        (sa, sb)
+    }
+
+    fn packet(counter: u64, slot: u8, body: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; 35];
+        p[..8].copy_from_slice(&counter.to_be_bytes());
+        p[18] = slot << 3;
+        p.extend_from_slice(body);
+        p
+    }
+
+    #[test]
+    fn both_sides_derive_matching_directional_keys() {
+        let (a, b, s) = pair();
+        let (sa, sb) = handshake(0, a, b, &s);
+        assert_eq!(sa.slot, sb.slot);
+        let (mut set_a, mut set_b) = (SessionSet::default(), SessionSet::default());
+        set_a.install(0, sa);
+        set_b.install(0, sb);
+        let (counter, slot) = set_a.next_send().unwrap();
+        let mut p = packet(counter, slot, b"hello there");
+        set_a.seal(&mut p);
+        assert_ne!(&p[35..], b"hello there");
+        let sealed = p.clone();
+        assert_eq!(set_b.open(1, slot, counter, &mut p), Ok(()));
+        assert_eq!(&p[35..], b"hello there");
+        // The same packet again is a replay.
+        let mut again = sealed.clone();
+        assert_eq!(
+            set_b.open(1, slot, counter, &mut again),
+            Err(OpenError::Replay)
+        );
+        // A's own key does not open what A sent (directional keys).
+        let mut own = sealed;
+        assert!(set_a.open(1, slot, counter, &mut own).is_err());
+    }
+
+    /// Why a genuine packet of an expired session is refused: no live session
+    /// has its slot, or the live one with that slot has another key. Never
+    /// `Replay`: the tests give such packets a counter never seen.
+    fn expired(live_slot: u8, gone_slot: u8) -> OpenError {
+        if live_slot == gone_slot {
+            OpenError::BadMac
+        } else {
+            OpenError::NoSession
+        }
+    }
+
+    /// Seals `n` packets under `set`'s sending session, each with its own counter.
+    fn seal_n(set: &mut SessionSet, n: usize) -> Vec<(u64, u8, Vec<u8>)> {
+        (0..n)
+            .map(|i| {
+                let (c, slot) = set.next_send().unwrap();
+                let mut p = packet(c, slot, &[i as u8; 4]);
+                set.seal(&mut p);
+                (c, slot, p)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn old_session_is_accepted_only_during_the_overlap() {
+        let (a, b, s) = pair();
+        let (a1, b1) = handshake(0, a, b, &s);
+        let (a2, b2) = handshake(1000, a, b, &s);
+        let live_slot = b2.slot();
+        let (mut set_a, mut set_b) = (SessionSet::default(), SessionSet::default());
+        set_a.install(0, a1);
+        set_b.install(0, b1);
+        // A seals three packets under session 1, then both move to session 2.
+        let mut sealed = seal_n(&mut set_a, 3).into_iter();
+        set_a.install(1000, a2);
+        set_b.install(1000, b2);
+        // Inside the overlap the superseded session still opens.
+        let (c, slot1, mut late) = sealed.next().unwrap();
+        let t = 1000 + KEY_OVERLAP_MS - 1;
+        assert_eq!(set_b.open(t, slot1, c, &mut late), Ok(()));
+        assert_eq!(&late[35..], &[0; 4]);
+        // The peer still sends on it: the overlap runs from that last use.
+        let (c, _, mut still) = sealed.next().unwrap();
+        let t = t + KEY_OVERLAP_MS - 1;
+        assert_eq!(set_b.open(t, slot1, c, &mut still), Ok(()));
+        // A full overlap after its last use it is gone: a packet whose
+        // counter was never seen is refused for expiry, not as a replay.
+        let (c, _, mut too_late) = sealed.next().unwrap();
+        let t = t + KEY_OVERLAP_MS;
+        assert_eq!(
+            set_b.open(t, slot1, c, &mut too_late),
+            Err(expired(live_slot, slot1))
+        );
+        assert_eq!(set_b.sessions.len(), 1, "only session 2 is left");
+        assert!(!set_b.needs_rekey(1000 + REKEY_INTERVAL_MS - 1));
+        assert!(set_b.needs_rekey(1000 + REKEY_INTERVAL_MS));
+    }
+
+    #[test]
+    fn unused_superseded_session_expires_one_overlap_after_the_rekey() {
+        let (a, b, s) = pair();
+        let (a1, b1) = handshake(0, a, b, &s);
+        let (a2, b2) = handshake(1000, a, b, &s);
+        let live_slot = b2.slot();
+        let (mut set_a, mut set_b) = (SessionSet::default(), SessionSet::default());
+        set_a.install(0, a1);
+        set_b.install(0, b1);
+        let (c, slot1, mut p) = seal_n(&mut set_a, 1).remove(0);
+        set_a.install(1000, a2);
+        set_b.install(1000, b2);
+        assert_eq!(
+            set_b.open(1000 + KEY_OVERLAP_MS, slot1, c, &mut p),
+            Err(expired(live_slot, slot1))
+        );
+        assert_eq!(set_b.sessions.len(), 1, "only session 2 is left");
+    }
+
+    #[test]
+    fn a_session_in_use_is_wiped_at_its_maximum_age() {
+        let (a, b, s) = pair();
+        let (a1, b1) = handshake(0, a, b, &s);
+        let (mut set_a, mut set_b) = (SessionSet::default(), SessionSet::default());
+        set_a.install(0, a1);
+        set_b.install(0, b1);
+        // Used all along, never rekeyed (rekeys blocked).
+        let mut t = 0;
+        while t + 10_000 < SESSION_MAX_AGE_MS {
+            t += 10_000;
+            let (c, slot, mut p) = seal_n(&mut set_a, 1).remove(0);
+            assert_eq!(set_b.open(t, slot, c, &mut p), Ok(()));
+        }
+        let (c, slot, mut p) = seal_n(&mut set_a, 1).remove(0);
+        assert!(set_b.open(SESSION_MAX_AGE_MS, slot, c, &mut p).is_err());
+        set_a.expire(SESSION_MAX_AGE_MS);
+        assert!(
+            !set_a.is_established(),
+            "keys never outlive the maximum age"
+        );
+        assert!(set_a.next_send().is_none());
+    }
+
+    #[test]
+    fn first_counters_are_random_and_rekeys_count_from_them() {
+        let (a, b, s) = pair();
+        let e = Ephemeral::generate();
+        let theirs = *Ephemeral::generate().public();
+        let one = derive_session(0, Role::Initiator, &s, e, &theirs, a, b, u64::MAX).unwrap();
+        assert_eq!(one.next_counter, first_counter(u64::MAX));
+        assert!(one.next_counter > 1 << 61, "a random start, not 1");
+        assert!(
+            one.next_counter < 1 << 62,
+            "2^62 counters left before the hard stop"
+        );
+        assert_eq!(first_counter(0), 1, "never 0");
+        let mut set = SessionSet::default();
+        set.install(0, one);
+        assert!(!set.needs_rekey(1));
+        // Rekey after REKEY_AFTER_PACKETS sent, counted from the first counter.
+        set.sessions[0].next_counter += REKEY_AFTER_PACKETS - 1;
+        assert!(!set.needs_rekey(1));
+        set.sessions[0].next_counter += 1;
+        assert!(set.needs_rekey(1));
+    }
+
+    #[test]
+    fn low_order_ephemeral_is_refused() {
+        let (a, b, s) = pair();
+        let e = Ephemeral::generate();
+        assert!(derive_session(0, Role::Initiator, &s, e, &[0u8; 32], a, b, 0).is_none());
+    }
+}

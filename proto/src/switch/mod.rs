@@ -1,0 +1,583 @@
+//! The virtual Ethernet switch of one joined network, sans IO.
+//!
+//! Every member's TAP device is a port of one switch. [`Switch::outbound`]
+//! decides where a frame read from our TAP goes; [`Switch::inbound`] decides
+//! whether a frame a member sent us reaches our TAP. The rules are ZeroTier's:
+//!
+//! - A member's MAC is derived from its address ([`Mac::for_member`]), so a
+//!   unicast frame to a member MAC goes straight to that member. Members send
+//!   only from their own MAC, except active bridges, whose foreign source
+//!   MACs are learned ([`MacTable`]) so unicast to them goes to the bridge.
+//!   Unicast to an unknown MAC goes to the active bridges, or nowhere.
+//! - Multicast goes to the members that announced the group ([`Subscriptions`]),
+//!   plus the active bridges, at most `multicast_limit` of them. A broadcast
+//!   ARP request goes to the group of its target address (ADI = the IPv4
+//!   address), which only that address's owner announces; IPv6 neighbour
+//!   solicitations go to solicited-node MACs that only their owners announce.
+//!   On a network with active bridges, an ARP request whose target no member
+//!   announces also goes to the broadcast group: there, members may hold
+//!   addresses from the bridged LAN (its DHCP server) that no directory lists.
+//! - On a private network, frames go only between members holding fresh
+//!   certificates that agree ([`Switch::receive`] for frames received,
+//!   [`Switch::may_send_to`] before sending any frame, unicast, ARP, ND,
+//!   broadcast or multicast), and only members the controller's current config
+//!   lists may subscribe to groups ([`Switch::set_listed_members`]).
+//! - Inbound frames need an honest source MAC, and a destination that is us,
+//!   or a group we announce.
+//!
+//! Time comes in as `now_ms`; nothing here reads a clock, touches a socket, or
+//! allocates on the unicast path. Every dropped frame is counted by reason.
+
+pub mod announce;
+pub mod counters;
+pub mod frame;
+pub mod mac_table;
+pub mod multicast;
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use crate::address::Address;
+use crate::constants::{DEFAULT_MULTICAST_LIMIT, MULTICAST_ANNOUNCE_INTERVAL_MS};
+use crate::netconf::Certificate;
+use crate::network_id::{Mac, NetworkId};
+
+pub use announce::{AnnouncementError, decode_announcement, encode_announcement};
+pub use counters::{DropCounters, DropReason, SwitchCounters};
+pub use frame::Frame;
+pub use mac_table::{Learned, MacTable};
+pub use multicast::{MulticastGroup, Subscribed, Subscriptions, eui64_link_local, groups_for_ips};
+
+/// The network configuration the switch enforces (from the member's netconf).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwitchPolicy {
+    /// Members need a fresh certificate for their frames and subscriptions to count.
+    pub private: bool,
+    /// We are an active bridge: we may send from, and receive for, MACs not ours.
+    pub active_bridge: bool,
+    /// Plain Ethernet broadcast is carried (ARP requests are carried either way).
+    pub enable_broadcast: bool,
+    /// Most members one multicast frame is sent to; 0 disables multicast.
+    pub multicast_limit: u32,
+}
+
+impl Default for SwitchPolicy {
+    /// ZeroTier's defaults: private, not a bridge, broadcast on, limit 32.
+    fn default() -> Self {
+        Self {
+            private: true,
+            active_bridge: false,
+            enable_broadcast: true,
+            multicast_limit: DEFAULT_MULTICAST_LIMIT,
+        }
+    }
+}
+
+/// Where a frame read from our TAP goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbound<'a> {
+    /// To this one member (its member MAC, or a MAC learned behind it).
+    Unicast(Address),
+    /// Unknown unicast destination: to each of these active bridges.
+    Bridges(&'a [Address]),
+    /// A multicast of `group`, to each of `members` (never empty, never us).
+    Multicast {
+        /// The group (carry it with the frame: the ADI is not in the frame).
+        group: MulticastGroup,
+        /// The recipients: active bridges first, then subscribers, most recent first.
+        members: &'a [Address],
+    },
+    /// Nowhere.
+    Drop(DropReason),
+}
+
+/// Whether a frame a member sent us goes to our TAP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// Write it to the TAP.
+    Deliver,
+    /// Discard it.
+    Drop(DropReason),
+}
+
+/// The switch of one network.
+#[derive(Debug, Clone)]
+pub struct Switch {
+    network_id: NetworkId,
+    address: Address,
+    mac: Mac,
+    policy: SwitchPolicy,
+    valid: HashSet<Address>,
+    bridges: Vec<Address>,
+    local_ips: Vec<IpAddr>,
+    extra_groups: Vec<MulticastGroup>,
+    local_groups: HashSet<MulticastGroup>,
+    announced: Option<(u64, Vec<MulticastGroup>)>,
+    macs: MacTable,
+    subscriptions: Subscriptions,
+    /// Reused for each frame's recipients, so forwarding does not allocate.
+    recipients: Vec<Address>,
+    counters: SwitchCounters,
+}
+
+impl Switch {
+    /// The switch of `network_id` for us, member `address`.
+    pub fn new(network_id: NetworkId, address: Address, policy: SwitchPolicy) -> Self {
+        Self::with_tables(
+            network_id,
+            address,
+            policy,
+            MacTable::new(),
+            Subscriptions::new(),
+        )
+    }
+
+    /// As [`Switch::new`], with tables of chosen limits (for tests).
+    pub fn with_tables(
+        network_id: NetworkId,
+        address: Address,
+        policy: SwitchPolicy,
+        macs: MacTable,
+        subscriptions: Subscriptions,
+    ) -> Self {
+        let mut switch = Self {
+            network_id,
+            address,
+            mac: Mac::for_member(address, network_id),
+            policy,
+            valid: HashSet::new(),
+            bridges: Vec::new(),
+            local_ips: Vec::new(),
+            extra_groups: Vec::new(),
+            local_groups: HashSet::new(),
+            announced: None,
+            macs,
+            subscriptions,
+            recipients: Vec::new(),
+            counters: SwitchCounters::default(),
+        };
+        switch.recompute_local_groups();
+        switch
+    }
+
+    /// The network.
+    pub fn network_id(&self) -> NetworkId {
+        self.network_id
+    }
+
+    /// Our address.
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    /// Our MAC on this network (the TAP's MAC).
+    pub fn mac(&self) -> Mac {
+        self.mac
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> SwitchPolicy {
+        self.policy
+    }
+
+    /// Replaces the policy (on every new netconf).
+    pub fn set_policy(&mut self, policy: SwitchPolicy) {
+        self.policy = policy;
+        self.recompute_local_groups();
+    }
+
+    /// Marks whether `member` currently holds a fresh certificate. Revoking a
+    /// member on a private network also drops its subscriptions and the MACs
+    /// learned behind it.
+    pub fn set_member_valid(&mut self, member: Address, valid: bool) {
+        if valid {
+            self.valid.insert(member);
+        } else {
+            self.valid.remove(&member);
+            if self.policy.private {
+                self.subscriptions.remove_member(member);
+                self.macs.forget_bridge(member);
+            }
+        }
+    }
+
+    /// Makes `members` exactly the members the controller's current config
+    /// lists (its directory). A member no longer listed loses its
+    /// subscriptions and the MACs learned behind it at once (whatever the
+    /// network's type), and on a private network its frames are refused.
+    pub fn set_listed_members(&mut self, members: &[Address]) {
+        let listed: HashSet<Address> = members.iter().copied().collect();
+        let gone: Vec<Address> = self
+            .valid
+            .iter()
+            .copied()
+            .filter(|m| !listed.contains(m))
+            .collect();
+        for member in gone {
+            self.valid.remove(&member);
+            self.subscriptions.remove_member(member);
+            self.macs.forget_bridge(member);
+        }
+        self.valid.extend(listed);
+    }
+
+    /// Whether frames and subscriptions from `member` are accepted: always on a
+    /// public network, with a fresh certificate on a private one.
+    pub fn is_member_valid(&self, member: Address) -> bool {
+        !self.policy.private || self.valid.contains(&member)
+    }
+
+    /// The certificate rule (PROTOCOL.md §4.5): on a private network, a peer
+    /// may exchange frames with us only while `theirs`, its latest verified
+    /// certificate, agrees with `ours` (same network, timestamps within the
+    /// certificate's max delta). Always true on a public network.
+    pub fn certificate_admits(&self, ours: &Certificate, theirs: Option<&Certificate>) -> bool {
+        !self.policy.private || theirs.is_some_and(|t| t.agrees_with(ours))
+    }
+
+    /// Whether we may send a frame to `to` now: [`Switch::certificate_admits`]
+    /// and, on a private network, `to` still listed. The caller asks for the
+    /// certificate when this says no, and counts a frame it finally gives up
+    /// on with [`Switch::count_unsent`].
+    pub fn may_send_to(
+        &self,
+        to: Address,
+        ours: &Certificate,
+        theirs: Option<&Certificate>,
+    ) -> bool {
+        self.is_member_valid(to) && self.certificate_admits(ours, theirs)
+    }
+
+    /// Counts a frame not sent to a recipient without a fresh certificate.
+    pub fn count_unsent(&mut self) {
+        self.counters
+            .drops
+            .record(DropReason::RecipientNotAuthorized);
+    }
+
+    /// A frame member `from` sent us (EXT_FRAME), as the node hands it over:
+    /// the certificate rule with `theirs`, `from`'s latest verified
+    /// certificate, then [`Switch::inbound`].
+    pub fn receive(
+        &mut self,
+        now_ms: u64,
+        from: Address,
+        ours: &Certificate,
+        theirs: Option<&Certificate>,
+        frame: &[u8],
+    ) -> Inbound {
+        if !self.certificate_admits(ours, theirs) {
+            self.counters.drops.record(DropReason::NotAuthorized);
+            return Inbound::Drop(DropReason::NotAuthorized);
+        }
+        self.inbound(now_ms, from, frame)
+    }
+
+    /// Sets the network's active bridges (from the netconf); MACs learned
+    /// behind members no longer listed are forgotten.
+    pub fn set_bridges(&mut self, bridges: &[Address]) {
+        self.bridges.clear();
+        for b in bridges {
+            if !self.bridges.contains(b) {
+                self.bridges.push(*b);
+            }
+        }
+        self.macs.retain_bridges(&self.bridges);
+    }
+
+    /// The network's active bridges.
+    pub fn bridges(&self) -> &[Address] {
+        &self.bridges
+    }
+
+    /// Whether `member` is an active bridge of the network.
+    pub fn is_bridge(&self, member: Address) -> bool {
+        self.bridges.contains(&member)
+    }
+
+    /// Whether a broadcast ARP request to `group` is also carried as plain
+    /// broadcast when no member owns its target: on a network with active
+    /// bridges (and broadcast enabled), where members may hold addresses the
+    /// controller's directory does not list, e.g. leased from the DHCP server
+    /// of a bridged LAN. Such a request goes to the bridges and the broadcast
+    /// group's members, and every member takes it in.
+    fn unowned_arp_is_broadcast(&self, group: MulticastGroup) -> bool {
+        group.mac == Mac::BROADCAST
+            && group.adi != 0
+            && self.policy.enable_broadcast
+            && !self.bridges.is_empty()
+    }
+
+    /// Sets the IP addresses of our TAP (their address-resolution groups are ours).
+    pub fn set_local_ips(&mut self, ips: &[IpAddr]) {
+        self.local_ips = ips.to_vec();
+        self.recompute_local_groups();
+    }
+
+    /// Sets further groups we listen to, e.g. the TAP's multicast memberships
+    /// (groups whose MAC is not multicast are ignored).
+    pub fn set_extra_groups(&mut self, groups: &[MulticastGroup]) {
+        self.extra_groups = groups
+            .iter()
+            .copied()
+            .filter(|g| g.mac.is_multicast())
+            .collect();
+        self.recompute_local_groups();
+    }
+
+    fn recompute_local_groups(&mut self) {
+        self.local_groups.clear();
+        if self.policy.enable_broadcast {
+            self.local_groups.insert(MulticastGroup::BROADCAST);
+        }
+        self.local_groups.extend(groups_for_ips(&self.local_ips));
+        self.local_groups.extend(self.extra_groups.iter().copied());
+    }
+
+    /// The groups we must announce, sorted: broadcast (if enabled), the ARP
+    /// group of each IPv4 address, the solicited-node group of each IPv6
+    /// address and IPv6 all-nodes, and the extra groups.
+    pub fn our_groups(&self) -> Vec<MulticastGroup> {
+        let mut groups: Vec<MulticastGroup> = self.local_groups.iter().copied().collect();
+        groups.sort_unstable();
+        groups
+    }
+
+    /// Whether we listen to `group`.
+    pub fn is_local_group(&self, group: MulticastGroup) -> bool {
+        self.local_groups.contains(&group)
+    }
+
+    /// Our groups, when they are due to be announced to the members: first
+    /// call, after they changed, or [`MULTICAST_ANNOUNCE_INTERVAL_MS`] after
+    /// the last announcement. Returning them counts as announcing them.
+    pub fn poll_announcement(&mut self, now_ms: u64) -> Option<Vec<MulticastGroup>> {
+        let groups = self.our_groups();
+        let due = match &self.announced {
+            None => true,
+            Some((at, last)) => {
+                *last != groups || now_ms.saturating_sub(*at) >= MULTICAST_ANNOUNCE_INTERVAL_MS
+            }
+        };
+        if !due {
+            return None;
+        }
+        self.announced = Some((now_ms, groups.clone()));
+        Some(groups)
+    }
+
+    /// Records that `member` announced `group`; false (and counted) if refused:
+    /// ourselves, a member without a fresh certificate, a non-multicast MAC, or a full table.
+    pub fn subscribe(&mut self, now_ms: u64, member: Address, group: MulticastGroup) -> bool {
+        let taken = member != self.address
+            && group.mac.is_multicast()
+            && self.is_member_valid(member)
+            && self.subscriptions.subscribe(now_ms, member, group) != Subscribed::Full;
+        if !taken {
+            self.counters.subscriptions_refused += 1;
+        }
+        taken
+    }
+
+    /// Makes `groups` exactly the groups `member` subscribes to, as of `now_ms`
+    /// (for a member directory pushed in the config, PROTOCOL.md §4.6, rather
+    /// than announcements); returns how many were taken.
+    pub fn replace_subscriptions(
+        &mut self,
+        now_ms: u64,
+        member: Address,
+        groups: &[MulticastGroup],
+    ) -> usize {
+        self.subscriptions.remove_member(member);
+        groups
+            .iter()
+            .filter(|g| self.subscribe(now_ms, member, **g))
+            .count()
+    }
+
+    /// Forgets lapsed subscriptions and learned MACs (call from the timer).
+    pub fn expire(&mut self, now_ms: u64) {
+        self.macs.expire(now_ms);
+        self.subscriptions.expire(now_ms);
+    }
+
+    /// What the switch did.
+    pub fn counters(&self) -> &SwitchCounters {
+        &self.counters
+    }
+
+    /// MACs learned behind bridges.
+    pub fn mac_table(&self) -> &MacTable {
+        &self.macs
+    }
+
+    /// Members' subscriptions.
+    pub fn subscriptions(&self) -> &Subscriptions {
+        &self.subscriptions
+    }
+
+    /// Where `frame`, read from our TAP, goes.
+    pub fn outbound(&mut self, now_ms: u64, frame: &[u8]) -> Outbound<'_> {
+        match self.route(now_ms, frame) {
+            Route::Unicast(to) => {
+                self.counters.sent_unicast += 1;
+                Outbound::Unicast(to)
+            }
+            Route::Bridges => {
+                self.counters.sent_to_bridges += 1;
+                Outbound::Bridges(&self.recipients)
+            }
+            Route::Multicast(group) => {
+                self.counters.sent_multicast += 1;
+                Outbound::Multicast {
+                    group,
+                    members: &self.recipients,
+                }
+            }
+            Route::Drop(reason) => {
+                self.counters.drops.record(reason);
+                Outbound::Drop(reason)
+            }
+        }
+    }
+
+    fn route(&mut self, now_ms: u64, frame: &[u8]) -> Route {
+        let Some(f) = Frame::parse(frame) else {
+            return Route::Drop(DropReason::Malformed);
+        };
+        let src = f.src();
+        if src.is_multicast() {
+            return Route::Drop(DropReason::MulticastSource);
+        }
+        // Only a bridge sends for other MACs, and never for another member's.
+        if src != self.mac && (!self.policy.active_bridge || src.member(self.network_id).is_some())
+        {
+            return Route::Drop(DropReason::ForeignSource);
+        }
+        let dst = f.dst();
+        if dst.is_multicast() {
+            let group = f.multicast_group();
+            if group == MulticastGroup::BROADCAST && !self.policy.enable_broadcast {
+                return Route::Drop(DropReason::BroadcastDisabled);
+            }
+            let limit = self.policy.multicast_limit as usize;
+            let me = self.address;
+            let bridges = &self.bridges;
+            self.recipients.clear();
+            self.recipients
+                .extend(bridges.iter().copied().filter(|b| *b != me).take(limit));
+            let room = limit - self.recipients.len();
+            let only_bridges = self.recipients.len();
+            self.recipients.extend(
+                self.subscriptions
+                    .members(now_ms, group)
+                    .filter(|m| *m != me && !bridges.contains(m))
+                    .take(room),
+            );
+            if self.recipients.len() == only_bridges && self.unowned_arp_is_broadcast(group) {
+                let room = limit - self.recipients.len();
+                self.recipients.extend(
+                    self.subscriptions
+                        .members(now_ms, MulticastGroup::BROADCAST)
+                        .filter(|m| *m != me && !bridges.contains(m))
+                        .take(room),
+                );
+            }
+            return if self.recipients.is_empty() {
+                Route::Drop(DropReason::NoRecipients)
+            } else {
+                Route::Multicast(group)
+            };
+        }
+        if dst == self.mac {
+            return Route::Drop(DropReason::Loopback);
+        }
+        if let Some(member) = dst.member(self.network_id) {
+            return Route::Unicast(member);
+        }
+        if let Some(bridge) = self.macs.lookup(now_ms, dst) {
+            return Route::Unicast(bridge);
+        }
+        let me = self.address;
+        self.recipients.clear();
+        self.recipients
+            .extend(self.bridges.iter().copied().filter(|b| *b != me));
+        if self.recipients.is_empty() {
+            Route::Drop(DropReason::UnknownDestination)
+        } else {
+            Route::Bridges
+        }
+    }
+
+    /// Whether `frame`, sent to us by member `from`, goes to our TAP. Learns
+    /// the source MAC if `from` is an active bridge sending for another MAC.
+    pub fn inbound(&mut self, now_ms: u64, from: Address, frame: &[u8]) -> Inbound {
+        match self.admit(now_ms, from, frame) {
+            Ok(()) => {
+                self.counters.delivered += 1;
+                Inbound::Deliver
+            }
+            Err(reason) => {
+                self.counters.drops.record(reason);
+                Inbound::Drop(reason)
+            }
+        }
+    }
+
+    fn admit(&mut self, now_ms: u64, from: Address, frame: &[u8]) -> Result<(), DropReason> {
+        let f = Frame::parse(frame).ok_or(DropReason::Malformed)?;
+        if from == self.address {
+            return Err(DropReason::Loopback);
+        }
+        if !self.is_member_valid(from) {
+            return Err(DropReason::NotAuthorized);
+        }
+        let src = f.src();
+        if src.is_multicast() {
+            return Err(DropReason::MulticastSource);
+        }
+        match src.member(self.network_id) {
+            Some(owner) if owner == from => {}
+            // Another member's MAC (or ours): nobody may send from it.
+            Some(_) => return Err(DropReason::SpoofedSource),
+            None if self.is_bridge(from) => match self.macs.learn(now_ms, src, from) {
+                Learned::Refreshed => {}
+                Learned::Added => self.counters.macs_learned += 1,
+                Learned::AddedEvictingOldest => {
+                    self.counters.macs_learned += 1;
+                    self.counters.macs_evicted += 1;
+                }
+            },
+            None => return Err(DropReason::SpoofedSource),
+        }
+        let dst = f.dst();
+        if dst.is_multicast() {
+            let group = f.multicast_group();
+            if group == MulticastGroup::BROADCAST && !self.policy.enable_broadcast {
+                return Err(DropReason::BroadcastDisabled);
+            }
+            if !self.policy.active_bridge
+                && !self.local_groups.contains(&group)
+                && !self.unowned_arp_is_broadcast(group)
+            {
+                return Err(DropReason::NotSubscribed);
+            }
+            return Ok(());
+        }
+        if dst != self.mac && !self.policy.active_bridge {
+            return Err(DropReason::NotForUs);
+        }
+        Ok(())
+    }
+}
+
+/// [`Outbound`] before borrowing the recipients.
+enum Route {
+    Unicast(Address),
+    Bridges,
+    Multicast(MulticastGroup),
+    Drop(DropReason),
+}
+
+#[cfg(test)]
+mod tests;

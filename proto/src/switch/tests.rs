@@ -1,0 +1,554 @@
+//! Unit tests of the switch's rules, one rule at a time.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, PacketBuilder};
+
+use super::*;
+
+fn nwid() -> NetworkId {
+    "8056c2e21c000001".parse().unwrap()
+}
+
+fn addr(n: u64) -> Address {
+    Address::from_u64(0x89_e92c_ee00 + n).unwrap()
+}
+
+fn mac_of(n: u64) -> Mac {
+    Mac::for_member(addr(n), nwid())
+}
+
+const ME: u64 = 1;
+const HOST: Mac = Mac([0x00, 0x16, 0x3e, 0x12, 0x34, 0x56]);
+
+fn raw(dst: Mac, src: Mac, ether_type: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&ether_type.to_be_bytes());
+    f.extend_from_slice(&[0u8; 46]);
+    f
+}
+
+fn arp_request(src: Mac, target: Ipv4Addr) -> Vec<u8> {
+    let pkt = ArpPacket::new(
+        ArpHardwareId::ETHERNET,
+        EtherType::IPV4,
+        ArpOperation::REQUEST,
+        &src.0,
+        &[10, 0, 0, 99],
+        &[0; 6],
+        &target.octets(),
+    )
+    .unwrap();
+    let b = PacketBuilder::ethernet2(src.0, Mac::BROADCAST.0).arp(pkt);
+    let mut out = Vec::with_capacity(b.size());
+    b.write(&mut out).unwrap();
+    out
+}
+
+fn switch(policy: SwitchPolicy) -> Switch {
+    let mut s = Switch::new(nwid(), addr(ME), policy);
+    for n in 1..10 {
+        s.set_member_valid(addr(n), true);
+    }
+    s
+}
+
+fn bridge_policy() -> SwitchPolicy {
+    SwitchPolicy {
+        active_bridge: true,
+        ..SwitchPolicy::default()
+    }
+}
+
+fn out(
+    s: &mut Switch,
+    now: u64,
+    frame: &[u8],
+) -> Result<(Option<MulticastGroup>, Vec<Address>), DropReason> {
+    match s.outbound(now, frame) {
+        Outbound::Unicast(a) => Ok((None, vec![a])),
+        Outbound::Bridges(b) => Ok((None, b.to_vec())),
+        Outbound::Multicast { group, members } => Ok((Some(group), members.to_vec())),
+        Outbound::Drop(r) => Err(r),
+    }
+}
+
+#[test]
+fn our_mac_is_our_member_mac() {
+    let s = switch(SwitchPolicy::default());
+    assert_eq!(s.mac(), mac_of(ME));
+    assert_eq!(s.address(), addr(ME));
+    assert_eq!(s.network_id(), nwid());
+}
+
+#[test]
+fn outbound_unicast_to_a_member_mac_goes_to_that_member() {
+    let mut s = switch(SwitchPolicy::default());
+    let f = raw(mac_of(5), mac_of(ME), 0x0800);
+    assert_eq!(s.outbound(0, &f), Outbound::Unicast(addr(5)));
+    assert_eq!(s.counters().sent_unicast, 1);
+    // Even to a member we hold no certificate for: it gets ours and decides.
+    let f = raw(mac_of(77), mac_of(ME), 0x0800);
+    assert_eq!(s.outbound(0, &f), Outbound::Unicast(addr(77)));
+}
+
+#[test]
+fn outbound_source_must_be_ours_unless_we_bridge() {
+    let mut s = switch(SwitchPolicy::default());
+    let f = raw(mac_of(5), HOST, 0x0800);
+    assert_eq!(s.outbound(0, &f), Outbound::Drop(DropReason::ForeignSource));
+    let f = raw(mac_of(5), Mac([0x01, 0, 0, 0, 0, 1]), 0x0800);
+    assert_eq!(
+        s.outbound(0, &f),
+        Outbound::Drop(DropReason::MulticastSource)
+    );
+    assert_eq!(
+        s.outbound(0, &[0u8; 13]),
+        Outbound::Drop(DropReason::Malformed)
+    );
+
+    let mut b = switch(bridge_policy());
+    let f = raw(mac_of(5), HOST, 0x0800);
+    assert_eq!(b.outbound(0, &f), Outbound::Unicast(addr(5)));
+    assert!(
+        b.mac_table().is_empty(),
+        "a bridge learns nothing from its own side"
+    );
+    // A bridge still may not send as another member.
+    let f = raw(mac_of(5), mac_of(6), 0x0800);
+    assert_eq!(b.outbound(0, &f), Outbound::Drop(DropReason::ForeignSource));
+    let d = &s.counters().drops;
+    assert_eq!(
+        (d.foreign_source, d.multicast_source, d.malformed),
+        (1, 1, 1)
+    );
+    assert_eq!(b.counters().drops.foreign_source, 1);
+}
+
+#[test]
+fn outbound_to_ourselves_is_dropped() {
+    let mut s = switch(SwitchPolicy::default());
+    let f = raw(mac_of(ME), mac_of(ME), 0x0800);
+    assert_eq!(s.outbound(0, &f), Outbound::Drop(DropReason::Loopback));
+}
+
+#[test]
+fn unknown_unicast_goes_to_the_bridges_but_not_to_us() {
+    let mut s = switch(SwitchPolicy::default());
+    let f = raw(HOST, mac_of(ME), 0x0800);
+    assert_eq!(
+        s.outbound(0, &f),
+        Outbound::Drop(DropReason::UnknownDestination)
+    );
+    s.set_bridges(&[addr(3), addr(ME), addr(4), addr(3)]);
+    assert_eq!(s.bridges(), &[addr(3), addr(ME), addr(4)]);
+    assert_eq!(out(&mut s, 0, &f), Ok((None, vec![addr(3), addr(4)])));
+    assert_eq!(s.counters().sent_to_bridges, 1);
+    assert_eq!(s.counters().drops.unknown_destination, 1);
+}
+
+#[test]
+fn macs_learned_behind_a_bridge_route_unicast_to_it_until_they_expire() {
+    let mut s = switch(SwitchPolicy::default());
+    s.set_bridges(&[addr(3), addr(4)]);
+    let from_host = raw(mac_of(ME), HOST, 0x0800);
+    assert_eq!(s.inbound(1000, addr(3), &from_host), Inbound::Deliver);
+    assert_eq!(s.counters().macs_learned, 1);
+    let to_host = raw(HOST, mac_of(ME), 0x0800);
+    assert_eq!(s.outbound(2000, &to_host), Outbound::Unicast(addr(3)));
+    // The host moves behind the other bridge.
+    assert_eq!(s.inbound(3000, addr(4), &from_host), Inbound::Deliver);
+    assert_eq!(s.outbound(3000, &to_host), Outbound::Unicast(addr(4)));
+    // Lapsed: flooded to the bridges again.
+    let later = 3000 + crate::constants::MAC_TABLE_ENTRY_TTL_MS;
+    assert_eq!(
+        out(&mut s, later, &to_host),
+        Ok((None, vec![addr(3), addr(4)]))
+    );
+    // A bridge leaving the list takes its MACs.
+    assert_eq!(s.inbound(later, addr(4), &from_host), Inbound::Deliver);
+    s.set_bridges(&[addr(3)]);
+    assert!(s.mac_table().is_empty());
+}
+
+#[test]
+fn multicast_goes_to_subscribers_bridges_first_capped_never_to_us() {
+    let mut s = switch(SwitchPolicy {
+        multicast_limit: 3,
+        ..SwitchPolicy::default()
+    });
+    let g = MulticastGroup::new(Mac([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]), 0);
+    let f = raw(g.mac, mac_of(ME), 0x0800);
+    assert_eq!(s.outbound(0, &f), Outbound::Drop(DropReason::NoRecipients));
+    for n in [2, 3, 4, 5] {
+        assert!(s.subscribe(n * 10, addr(n), g));
+    }
+    assert!(!s.subscribe(0, addr(ME), g), "we never subscribe ourselves");
+    s.set_bridges(&[addr(ME), addr(9)]);
+    // Bridge 9 first, then the most recently announced subscribers.
+    assert_eq!(
+        out(&mut s, 100, &f),
+        Ok((Some(g), vec![addr(9), addr(5), addr(4)]))
+    );
+    assert_eq!(s.counters().sent_multicast, 1);
+    s.set_policy(SwitchPolicy {
+        multicast_limit: 0,
+        ..SwitchPolicy::default()
+    });
+    assert_eq!(
+        s.outbound(100, &f),
+        Outbound::Drop(DropReason::NoRecipients)
+    );
+}
+
+#[test]
+fn arp_requests_go_to_the_owner_of_the_target_address_only() {
+    let mut s = switch(SwitchPolicy::default());
+    let owned: Ipv4Addr = "10.0.0.5".parse().unwrap();
+    s.subscribe(0, addr(5), MulticastGroup::arp(owned));
+    s.subscribe(0, addr(6), MulticastGroup::arp("10.0.0.6".parse().unwrap()));
+    s.subscribe(0, addr(7), MulticastGroup::BROADCAST);
+    let f = arp_request(mac_of(ME), owned);
+    assert_eq!(
+        out(&mut s, 1, &f),
+        Ok((Some(MulticastGroup::arp(owned)), vec![addr(5)]))
+    );
+    // ARP is carried even with broadcast disabled (ZeroTier does the same).
+    s.set_policy(SwitchPolicy {
+        enable_broadcast: false,
+        ..SwitchPolicy::default()
+    });
+    assert_eq!(
+        out(&mut s, 1, &f),
+        Ok((Some(MulticastGroup::arp(owned)), vec![addr(5)]))
+    );
+    let bcast = raw(Mac::BROADCAST, mac_of(ME), 0x0800);
+    assert_eq!(
+        s.outbound(1, &bcast),
+        Outbound::Drop(DropReason::BroadcastDisabled)
+    );
+}
+
+#[test]
+fn arp_for_an_address_no_member_owns_is_broadcast_on_a_bridged_network_only() {
+    let sorted = |r: Result<(Option<MulticastGroup>, Vec<Address>), DropReason>| {
+        r.map(|(g, mut m)| {
+            m.sort();
+            (g, m)
+        })
+    };
+    let mut s = switch(SwitchPolicy::default());
+    let owned: Ipv4Addr = "10.0.0.5".parse().unwrap();
+    // Leased from the bridged LAN's DHCP server: in no directory.
+    let leased: Ipv4Addr = "192.168.77.120".parse().unwrap();
+    s.subscribe(0, addr(5), MulticastGroup::arp(owned));
+    for n in [5, 6, 7] {
+        s.subscribe(0, addr(n), MulticastGroup::BROADCAST);
+    }
+    let unowned = arp_request(mac_of(ME), leased);
+    // No bridge: nobody owns it, nobody gets it (as before).
+    assert_eq!(
+        s.outbound(0, &unowned),
+        Outbound::Drop(DropReason::NoRecipients)
+    );
+    s.set_bridges(&[addr(9)]);
+    assert_eq!(
+        sorted(out(&mut s, 0, &unowned)),
+        Ok((
+            Some(MulticastGroup::arp(leased)),
+            vec![addr(5), addr(6), addr(7), addr(9)]
+        )),
+        "the bridge and every broadcast listener"
+    );
+    // An owned address still goes to its owner (and the bridge) only.
+    let f = arp_request(mac_of(ME), owned);
+    assert_eq!(
+        out(&mut s, 0, &f),
+        Ok((Some(MulticastGroup::arp(owned)), vec![addr(9), addr(5)]))
+    );
+    // With broadcast disabled, only the bridges.
+    s.set_policy(SwitchPolicy {
+        enable_broadcast: false,
+        ..SwitchPolicy::default()
+    });
+    assert_eq!(
+        out(&mut s, 0, &unowned),
+        Ok((Some(MulticastGroup::arp(leased)), vec![addr(9)]))
+    );
+
+    // The bridge itself, asking for a remote member's leased address on
+    // behalf of a LAN host: every broadcast listener but itself.
+    let mut b = switch(bridge_policy());
+    b.set_bridges(&[addr(ME)]);
+    for n in [2, 3] {
+        b.subscribe(0, addr(n), MulticastGroup::BROADCAST);
+    }
+    assert_eq!(
+        sorted(out(&mut b, 0, &arp_request(HOST, leased))),
+        Ok((Some(MulticastGroup::arp(leased)), vec![addr(2), addr(3)]))
+    );
+
+    // Receiving: a member takes such a request in on a bridged network only.
+    let mut r = switch(SwitchPolicy::default());
+    r.set_local_ips(&["10.0.0.1".parse().unwrap()]);
+    let from_bridge = arp_request(HOST, leased);
+    assert_eq!(
+        r.inbound(0, addr(2), &arp_request(mac_of(2), leased)),
+        Inbound::Drop(DropReason::NotSubscribed)
+    );
+    r.set_bridges(&[addr(2)]);
+    assert_eq!(r.inbound(0, addr(2), &from_bridge), Inbound::Deliver);
+    assert_eq!(
+        r.inbound(0, addr(3), &arp_request(mac_of(3), leased)),
+        Inbound::Deliver
+    );
+    r.set_policy(SwitchPolicy {
+        enable_broadcast: false,
+        ..SwitchPolicy::default()
+    });
+    assert_eq!(
+        r.inbound(0, addr(2), &from_bridge),
+        Inbound::Drop(DropReason::NotSubscribed)
+    );
+}
+
+#[test]
+fn inbound_needs_a_fresh_certificate_on_private_networks_only() {
+    let mut s = switch(SwitchPolicy::default());
+    let f = raw(mac_of(ME), mac_of(20), 0x0800);
+    assert_eq!(
+        s.inbound(0, addr(20), &f),
+        Inbound::Drop(DropReason::NotAuthorized)
+    );
+    s.set_member_valid(addr(20), true);
+    assert_eq!(s.inbound(0, addr(20), &f), Inbound::Deliver);
+    s.set_member_valid(addr(20), false);
+    assert_eq!(
+        s.inbound(0, addr(20), &f),
+        Inbound::Drop(DropReason::NotAuthorized)
+    );
+    s.set_policy(SwitchPolicy {
+        private: false,
+        ..SwitchPolicy::default()
+    });
+    assert!(s.is_member_valid(addr(20)));
+    assert_eq!(s.inbound(0, addr(20), &f), Inbound::Deliver);
+    assert_eq!(s.counters().drops.not_authorized, 2);
+    assert_eq!(s.counters().delivered, 2);
+}
+
+#[test]
+fn inbound_source_must_be_the_senders_mac_unless_it_bridges() {
+    let mut s = switch(SwitchPolicy::default());
+    let spoof = raw(mac_of(ME), HOST, 0x0800);
+    assert_eq!(
+        s.inbound(0, addr(2), &spoof),
+        Inbound::Drop(DropReason::SpoofedSource)
+    );
+    let other = raw(mac_of(ME), mac_of(3), 0x0800);
+    assert_eq!(
+        s.inbound(0, addr(2), &other),
+        Inbound::Drop(DropReason::SpoofedSource)
+    );
+    s.set_bridges(&[addr(2)]);
+    assert_eq!(s.inbound(0, addr(2), &spoof), Inbound::Deliver);
+    // Not even a bridge may claim a member's MAC, or ours.
+    assert_eq!(
+        s.inbound(0, addr(2), &other),
+        Inbound::Drop(DropReason::SpoofedSource)
+    );
+    let mine = raw(mac_of(ME), mac_of(ME), 0x0800);
+    assert_eq!(
+        s.inbound(0, addr(2), &mine),
+        Inbound::Drop(DropReason::SpoofedSource)
+    );
+    let mc = raw(mac_of(ME), Mac([0x03, 0, 0, 0, 0, 1]), 0x0800);
+    assert_eq!(
+        s.inbound(0, addr(2), &mc),
+        Inbound::Drop(DropReason::MulticastSource)
+    );
+    assert_eq!(
+        s.inbound(0, addr(ME), &mine),
+        Inbound::Drop(DropReason::Loopback)
+    );
+    assert_eq!(
+        s.inbound(0, addr(2), &[0; 10]),
+        Inbound::Drop(DropReason::Malformed)
+    );
+    assert_eq!(s.counters().drops.spoofed_source, 4);
+    assert_eq!(s.mac_table().lookup(0, HOST), Some(addr(2)));
+}
+
+#[test]
+fn inbound_unicast_must_be_for_us_unless_we_bridge() {
+    let mut s = switch(SwitchPolicy::default());
+    let for_other = raw(mac_of(3), mac_of(2), 0x0800);
+    let for_host = raw(HOST, mac_of(2), 0x0800);
+    assert_eq!(
+        s.inbound(0, addr(2), &for_other),
+        Inbound::Drop(DropReason::NotForUs)
+    );
+    assert_eq!(
+        s.inbound(0, addr(2), &for_host),
+        Inbound::Drop(DropReason::NotForUs)
+    );
+    let mut b = switch(bridge_policy());
+    assert_eq!(b.inbound(0, addr(2), &for_other), Inbound::Deliver);
+    assert_eq!(b.inbound(0, addr(2), &for_host), Inbound::Deliver);
+}
+
+#[test]
+fn inbound_multicast_only_for_groups_we_listen_to() {
+    let mut s = switch(SwitchPolicy::default());
+    s.set_local_ips(&["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()]);
+    let bcast = raw(Mac::BROADCAST, mac_of(2), 0x0800);
+    assert_eq!(s.inbound(0, addr(2), &bcast), Inbound::Deliver);
+    let ours = arp_request(mac_of(2), "10.0.0.1".parse().unwrap());
+    let theirs = arp_request(mac_of(2), "10.0.0.9".parse().unwrap());
+    assert_eq!(s.inbound(0, addr(2), &ours), Inbound::Deliver);
+    assert_eq!(
+        s.inbound(0, addr(2), &theirs),
+        Inbound::Drop(DropReason::NotSubscribed)
+    );
+    let sol = MulticastGroup::ipv6_solicited_node("fd00::1".parse().unwrap());
+    assert_eq!(
+        s.inbound(0, addr(2), &raw(sol.mac, mac_of(2), 0x86dd)),
+        Inbound::Deliver
+    );
+    let mdns = Mac([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]);
+    let f = raw(mdns, mac_of(2), 0x0800);
+    assert_eq!(
+        s.inbound(0, addr(2), &f),
+        Inbound::Drop(DropReason::NotSubscribed)
+    );
+    s.set_extra_groups(&[MulticastGroup::new(mdns, 0), MulticastGroup::new(HOST, 0)]);
+    assert_eq!(s.inbound(0, addr(2), &f), Inbound::Deliver);
+    assert!(
+        !s.is_local_group(MulticastGroup::new(HOST, 0)),
+        "unicast MACs are not groups"
+    );
+    s.set_policy(SwitchPolicy {
+        enable_broadcast: false,
+        ..SwitchPolicy::default()
+    });
+    assert_eq!(
+        s.inbound(0, addr(2), &bcast),
+        Inbound::Drop(DropReason::BroadcastDisabled)
+    );
+    assert_eq!(
+        s.inbound(0, addr(2), &ours),
+        Inbound::Deliver,
+        "ARP is not plain broadcast"
+    );
+    // A bridge takes every group (its side of the LAN may listen).
+    let mut b = switch(bridge_policy());
+    assert_eq!(b.inbound(0, addr(2), &theirs), Inbound::Deliver);
+}
+
+#[test]
+fn our_groups_follow_ips_extra_groups_and_broadcast() {
+    let mut s = switch(SwitchPolicy::default());
+    assert_eq!(s.our_groups(), vec![MulticastGroup::BROADCAST]);
+    let v4: Ipv4Addr = "10.0.0.1".parse().unwrap();
+    s.set_local_ips(&[IpAddr::V4(v4), "fd00::abcd:1".parse().unwrap()]);
+    let extra = MulticastGroup::new(Mac([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]), 0);
+    s.set_extra_groups(&[extra]);
+    let mut want = vec![
+        MulticastGroup::BROADCAST,
+        MulticastGroup::arp(v4),
+        MulticastGroup::ipv6_solicited_node("fd00::abcd:1".parse().unwrap()),
+        MulticastGroup::IPV6_ALL_NODES,
+        extra,
+    ];
+    want.sort();
+    assert_eq!(s.our_groups(), want);
+    s.set_policy(SwitchPolicy {
+        enable_broadcast: false,
+        ..SwitchPolicy::default()
+    });
+    assert!(!s.our_groups().contains(&MulticastGroup::BROADCAST));
+    assert!(s.our_groups().contains(&MulticastGroup::arp(v4)));
+}
+
+#[test]
+fn announcements_are_due_first_on_change_and_every_interval() {
+    let mut s = switch(SwitchPolicy::default());
+    assert_eq!(
+        s.poll_announcement(0),
+        Some(vec![MulticastGroup::BROADCAST])
+    );
+    assert_eq!(s.poll_announcement(1), None);
+    s.set_local_ips(&["10.0.0.1".parse().unwrap()]);
+    assert_eq!(s.poll_announcement(2).map(|g| g.len()), Some(2));
+    assert_eq!(
+        s.poll_announcement(2 + MULTICAST_ANNOUNCE_INTERVAL_MS - 1),
+        None
+    );
+    assert!(
+        s.poll_announcement(2 + MULTICAST_ANNOUNCE_INTERVAL_MS)
+            .is_some()
+    );
+}
+
+#[test]
+fn subscriptions_need_validity_and_a_multicast_mac() {
+    let mut s = switch(SwitchPolicy::default());
+    let g = MulticastGroup::BROADCAST;
+    assert!(!s.subscribe(0, addr(20), g), "no certificate");
+    assert!(!s.subscribe(0, addr(2), MulticastGroup::new(HOST, 0)));
+    assert!(s.subscribe(0, addr(2), g));
+    assert_eq!(s.counters().subscriptions_refused, 2);
+    // Revoking a member drops its subscriptions at once.
+    s.set_member_valid(addr(2), false);
+    assert!(s.subscriptions().is_empty());
+    // A directory replaces a member's groups wholesale.
+    s.set_member_valid(addr(2), true);
+    let a = MulticastGroup::arp("10.0.0.2".parse().unwrap());
+    assert_eq!(s.replace_subscriptions(0, addr(2), &[g, a]), 2);
+    assert_eq!(s.replace_subscriptions(0, addr(2), &[a]), 1);
+    assert!(!s.subscriptions().is_subscribed(0, addr(2), g));
+    assert!(s.subscriptions().is_subscribed(0, addr(2), a));
+    s.expire(crate::constants::MULTICAST_SUBSCRIPTION_TTL_MS);
+    assert!(s.subscriptions().is_empty());
+}
+
+#[test]
+fn a_full_mac_table_counts_evictions() {
+    let mut s = Switch::with_tables(
+        nwid(),
+        addr(ME),
+        SwitchPolicy::default(),
+        MacTable::with_limits(2, 10_000),
+        Subscriptions::new(),
+    );
+    s.set_member_valid(addr(2), true);
+    s.set_bridges(&[addr(2)]);
+    for (i, last) in [1u8, 2, 3].into_iter().enumerate() {
+        let f = raw(mac_of(ME), Mac([0, 0x16, 0x3e, 0, 0, last]), 0x0800);
+        assert_eq!(s.inbound(i as u64, addr(2), &f), Inbound::Deliver);
+    }
+    assert_eq!(s.counters().macs_learned, 3);
+    assert_eq!(s.counters().macs_evicted, 1);
+    assert_eq!(s.mac_table().len(), 2);
+}
+
+#[test]
+fn multicast_never_goes_back_to_us_even_if_the_table_says_so() {
+    let mut subs = Subscriptions::new();
+    subs.subscribe(0, addr(ME), MulticastGroup::BROADCAST);
+    subs.subscribe(0, addr(2), MulticastGroup::BROADCAST);
+    let mut s = Switch::with_tables(
+        nwid(),
+        addr(ME),
+        SwitchPolicy::default(),
+        MacTable::new(),
+        subs,
+    );
+    let f = raw(Mac::BROADCAST, mac_of(ME), 0x0800);
+    assert_eq!(
+        out(&mut s, 0, &f),
+        Ok((Some(MulticastGroup::BROADCAST), vec![addr(2)]))
+    );
+}

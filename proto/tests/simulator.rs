@@ -1,0 +1,2091 @@
+//! Deterministic simulator tests of the protocol core: nodes and roots
+//! exchanging datagrams in memory, a simulated clock, simulated NATs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::OnceLock;
+
+use vnet_proto::address::Address;
+use vnet_proto::c25519::KeyPair;
+use vnet_proto::identity::Identity;
+use vnet_proto::local_socket::LocalSocket;
+use vnet_proto::message::Versions;
+use vnet_proto::node::{Event, Node, NodeConfig, Outbox, Route};
+use vnet_proto::world::{Root, World, WorldKind};
+
+const LINK_DELAY_MS: u64 = 5;
+const PORT: u16 = 9993;
+/// Punch socket n of a host is bound at this port plus n.
+const PUNCH_PORT_BASE: u16 = 10_000;
+
+/// The local address of a host's socket.
+fn socket_addr(primary: SocketAddr, socket: LocalSocket) -> SocketAddr {
+    match socket {
+        LocalSocket::Punch(n) => SocketAddr::new(primary.ip(), PUNCH_PORT_BASE + n as u16),
+        _ => primary,
+    }
+}
+
+/// Which of a host's sockets a local address is, if any.
+fn socket_at(local: SocketAddr) -> Option<LocalSocket> {
+    match local.port() {
+        PORT => Some(LocalSocket::Primary),
+        p if (PUNCH_PORT_BASE..PUNCH_PORT_BASE + 20_000).contains(&p) => {
+            Some(LocalSocket::Punch(u32::from(p - PUNCH_PORT_BASE)))
+        }
+        _ => None,
+    }
+}
+
+/// Identities are costly to generate: make a handful once.
+fn identity(i: usize) -> Identity {
+    static IDS: OnceLock<Vec<Identity>> = OnceLock::new();
+    IDS.get_or_init(|| (0..8).map(|_| Identity::generate()).collect())[i].clone()
+}
+
+fn versions() -> Versions {
+    Versions {
+        protocol: 1,
+        major: 0,
+        minor: 1,
+        revision: 0,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum NatKind {
+    /// Endpoint-independent mapping, port-restricted filtering ("easy").
+    Easy,
+    /// A new port per destination ("hard", MASQUERADE --random-fully).
+    Hard,
+}
+
+struct Nat {
+    public_ip: IpAddr,
+    kind: NatKind,
+    next_port: u16,
+    /// (inside, destination if hard) -> public port
+    out_map: HashMap<(SocketAddr, Option<SocketAddr>), u16>,
+    /// public port -> (inside, remotes allowed to answer)
+    in_map: HashMap<u16, (SocketAddr, HashSet<SocketAddr>)>,
+}
+
+struct Host {
+    node: Node,
+    local: SocketAddr,
+    nat: Option<usize>,
+    down: bool,
+}
+
+struct Packet {
+    from: SocketAddr,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+struct Sim {
+    now: u64,
+    hosts: Vec<Host>,
+    nats: Vec<Nat>,
+    queue: BTreeMap<(u64, u64), Packet>,
+    seq: u64,
+    events: Vec<(usize, Event)>,
+    /// Drop datagrams between these two public/local addresses (both ways).
+    cut: Vec<(IpAddr, IpAddr)>,
+    /// Every datagram delivered, for replay tests.
+    delivered: Vec<(usize, SocketAddr, Vec<u8>)>,
+    /// Datagrams sent, by destination (delivered or not).
+    sent_log: HashMap<SocketAddr, usize>,
+}
+
+impl Sim {
+    fn new() -> Self {
+        Self {
+            now: 1_000_000,
+            hosts: Vec::new(),
+            nats: Vec::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            events: Vec::new(),
+            cut: Vec::new(),
+            delivered: Vec::new(),
+            sent_log: HashMap::new(),
+        }
+    }
+
+    fn add_nat(&mut self, public: [u8; 4], kind: NatKind) -> usize {
+        self.nats.push(Nat {
+            public_ip: IpAddr::V4(Ipv4Addr::from(public)),
+            kind,
+            next_port: 20000,
+            out_map: HashMap::new(),
+            in_map: HashMap::new(),
+        });
+        self.nats.len() - 1
+    }
+
+    fn add_host(&mut self, node: Node, ip: [u8; 4], nat: Option<usize>) -> usize {
+        let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), PORT);
+        let mut node = node;
+        node.set_local_endpoints(vec![local]);
+        self.hosts.push(Host {
+            node,
+            local,
+            nat,
+            down: false,
+        });
+        self.hosts.len() - 1
+    }
+
+    fn send_all(&mut self, h: usize, out: &mut Outbox) {
+        let primary = self.hosts[h].local;
+        let nat = self.hosts[h].nat;
+        let sends: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = out
+            .iter()
+            .map(|(socket, to, b)| (socket_addr(primary, socket), to, b.to_vec()))
+            .collect();
+        out.clear();
+        if self.hosts[h].down {
+            return;
+        }
+        for (from_local, to, bytes) in sends {
+            let from = match nat {
+                None => from_local,
+                Some(n) => {
+                    // Same private network: no translation.
+                    if self
+                        .hosts
+                        .iter()
+                        .any(|x| x.local.ip() == to.ip() && x.nat == Some(n))
+                    {
+                        from_local
+                    } else {
+                        let nat = &mut self.nats[n];
+                        let key = (from_local, (nat.kind == NatKind::Hard).then_some(to));
+                        let port = match nat.out_map.get(&key) {
+                            Some(p) => *p,
+                            None => {
+                                nat.next_port += 7;
+                                let p = nat.next_port;
+                                nat.out_map.insert(key, p);
+                                p
+                            }
+                        };
+                        nat.in_map
+                            .entry(port)
+                            .or_insert((from_local, HashSet::new()))
+                            .1
+                            .insert(to);
+                        SocketAddr::new(nat.public_ip, port)
+                    }
+                }
+            };
+            *self.sent_log.entry(to).or_default() += 1;
+            self.seq += 1;
+            self.queue.insert(
+                (self.now + LINK_DELAY_MS, self.seq),
+                Packet { from, to, bytes },
+            );
+        }
+    }
+
+    /// Where a datagram addressed to `to` from `from` lands, if anywhere:
+    /// the host and its local address.
+    fn deliver_to(&self, from: SocketAddr, to: SocketAddr) -> Option<(usize, SocketAddr)> {
+        if self
+            .cut
+            .iter()
+            .any(|&(a, b)| (a == from.ip() && b == to.ip()) || (b == from.ip() && a == to.ip()))
+        {
+            return None;
+        }
+        if let Some(n) = self.nats.iter().position(|n| n.public_ip == to.ip()) {
+            let (inside, allowed) = self.nats[n].in_map.get(&to.port())?;
+            if !allowed.contains(&from) {
+                return None;
+            }
+            let h = self
+                .hosts
+                .iter()
+                .position(|h| h.local.ip() == inside.ip())?;
+            return Some((h, *inside));
+        }
+        let h = self.hosts.iter().position(|h| h.local.ip() == to.ip())?;
+        // A private address is reachable only from behind the same NAT.
+        match self.hosts[h].nat {
+            None => Some((h, to)),
+            Some(n) => self
+                .hosts
+                .iter()
+                .any(|x| x.local.ip() == from.ip() && x.nat == Some(n))
+                .then_some((h, to)),
+        }
+    }
+
+    fn step_to(&mut self, until: u64) {
+        let mut out = Outbox::new();
+        while self.now < until {
+            let next_tick = self.now - self.now % 250 + 250;
+            let next_packet = self.queue.keys().next().map(|k| k.0).unwrap_or(u64::MAX);
+            let t = next_tick.min(next_packet).min(until);
+            self.now = t;
+            while let Some(entry) = self.queue.first_entry() {
+                if entry.key().0 > self.now {
+                    break;
+                }
+                let p = entry.remove();
+                if let Some((h, socket)) = self
+                    .deliver_to(p.from, p.to)
+                    .and_then(|(h, local)| Some((h, socket_at(local)?)))
+                {
+                    if self.hosts[h].down {
+                        continue;
+                    }
+                    let mut bytes = p.bytes.clone();
+                    self.delivered.push((h, p.from, p.bytes));
+                    self.hosts[h]
+                        .node
+                        .handle_datagram(self.now, socket, p.from, &mut bytes, &mut out);
+                    // Identity checks run outside the packet path, as the
+                    // service's checker thread does.
+                    self.hosts[h].node.run_identity_checks(self.now, &mut out);
+                    self.send_all(h, &mut out);
+                    self.collect(h);
+                }
+            }
+            if self.now == next_tick {
+                for h in 0..self.hosts.len() {
+                    if self.hosts[h].down {
+                        continue;
+                    }
+                    self.hosts[h].node.handle_timeout(self.now, &mut out);
+                    self.hosts[h].node.run_identity_checks(self.now, &mut out);
+                    self.send_all(h, &mut out);
+                    self.collect(h);
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, ms: u64) {
+        let until = self.now + ms;
+        self.step_to(until);
+    }
+
+    fn collect(&mut self, h: usize) {
+        while let Some(e) = self.hosts[h].node.poll_event() {
+            self.events.push((h, e));
+        }
+    }
+
+    fn ping(&mut self, h: usize, to: Address, id: u64) {
+        let mut out = Outbox::new();
+        let now = self.now;
+        self.hosts[h].node.ping(now, to, id, &mut out);
+        self.send_all(h, &mut out);
+    }
+
+    fn echo_route(&self, h: usize, id: u64) -> Option<Route> {
+        self.events.iter().find_map(|(x, e)| match e {
+            Event::EchoReply { id: i, route, .. } if *x == h && *i == id => Some(*route),
+            _ => None,
+        })
+    }
+
+    /// Datagrams sent so far to any of `targets`.
+    fn sent_to(&self, targets: &[SocketAddr]) -> usize {
+        targets.iter().filter_map(|t| self.sent_log.get(t)).sum()
+    }
+
+    fn route(&self, h: usize, to: Address) -> Option<Route> {
+        self.hosts[h].node.route(self.now, to)
+    }
+}
+
+fn planet_with_roots(roots: &[(usize, [u8; 4])], key: &KeyPair) -> World {
+    planet_with_roots_at(roots, key, 1)
+}
+
+/// A planet signed by `key`, with timestamp `timestamp_ms`.
+fn planet_with_roots_at(roots: &[(usize, [u8; 4])], key: &KeyPair, timestamp_ms: u64) -> World {
+    let roots = roots
+        .iter()
+        .map(|(i, ip)| Root {
+            identity: identity(*i).to_public(),
+            endpoints: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::from(*ip)), PORT)],
+        })
+        .collect();
+    World::make(
+        WorldKind::Planet,
+        42,
+        timestamp_ms,
+        *key.public(),
+        roots,
+        key,
+    )
+    .unwrap()
+}
+
+fn node(i: usize, planet: &World) -> Node {
+    Node::new(NodeConfig {
+        identity: identity(i),
+        planet: planet.clone(),
+        moons: Vec::new(),
+        versions: versions(),
+    })
+    .unwrap()
+}
+
+const ROOT_IP: [u8; 4] = [198, 51, 100, 1];
+/// A second root (identity 5), so nodes can tell how their NAT maps ports.
+const ROOT2_IP: [u8; 4] = [198, 51, 100, 9];
+
+/// A root on the "internet" plus nodes 1 and 2 placed by `place`.
+fn world_of_two(
+    nat_a: Option<NatKind>,
+    nat_b: Option<NatKind>,
+) -> (Sim, usize, usize, Address, Address) {
+    world_of_two_with_roots(nat_a, nat_b, 1)
+}
+
+/// One or two roots on the "internet" plus nodes 1 and 2 placed by `place`
+/// (hosts 0 and, with two roots, 1 are the roots).
+fn world_of_two_with_roots(
+    nat_a: Option<NatKind>,
+    nat_b: Option<NatKind>,
+    roots: usize,
+) -> (Sim, usize, usize, Address, Address) {
+    let key = KeyPair::generate();
+    let root_list: Vec<(usize, [u8; 4])> = [(0, ROOT_IP), (5, ROOT2_IP)][..roots].to_vec();
+    let planet = planet_with_roots(&root_list, &key);
+    let mut sim = Sim::new();
+    for (i, ip) in &root_list {
+        sim.add_host(node(*i, &planet), *ip, None);
+    }
+    let mut place = |i: usize, nat: Option<NatKind>, public: [u8; 4], private: [u8; 4]| match nat {
+        None => sim.add_host(node(i, &planet), public, None),
+        Some(kind) => {
+            let n = sim.add_nat(public, kind);
+            sim.add_host(node(i, &planet), private, Some(n))
+        }
+    };
+    let a = place(1, nat_a, [203, 0, 113, 1], [10, 0, 1, 2]);
+    let b = place(2, nat_b, [203, 0, 113, 2], [10, 0, 2, 2]);
+    // Let everyone handshake with the root.
+    sim.run(2_000);
+    (sim, a, b, identity(1).address(), identity(2).address())
+}
+
+#[test]
+fn nodes_come_online_with_the_root() {
+    let (sim, a, b, _, _) = world_of_two(None, Some(NatKind::Hard));
+    for h in [a, b] {
+        let status = sim.hosts[h].node.status(sim.now);
+        assert!(status.online, "node {h} online");
+        assert_eq!(status.reflected_addresses.len(), 1);
+    }
+    // Behind NAT, the reflected address is the NAT's.
+    let reflected = &sim.hosts[b].node.status(sim.now).reflected_addresses[0];
+    assert!(reflected.starts_with("203.0.113.2/"), "{reflected}");
+    assert!(sim.hosts[0].node.status(sim.now).root);
+}
+
+#[test]
+fn public_nodes_find_each_other_by_whois_and_go_direct() {
+    let (mut sim, a, _b, _, addr_b) = world_of_two(None, None);
+    sim.ping(a, addr_b, 1);
+    sim.run(2_000);
+    assert!(sim.echo_route(a, 1).is_some(), "first ping answered");
+    assert!(
+        matches!(sim.route(a, addr_b), Some(Route::Direct(_))),
+        "{:?}",
+        sim.route(a, addr_b)
+    );
+    sim.ping(a, addr_b, 2);
+    sim.run(200);
+    assert!(matches!(sim.echo_route(a, 2), Some(Route::Direct(_))));
+}
+
+#[test]
+fn easy_nats_upgrade_from_relay_to_direct_within_two_seconds() {
+    let (mut sim, a, b, addr_a, addr_b) = world_of_two(Some(NatKind::Easy), Some(NatKind::Easy));
+    sim.ping(a, addr_b, 1);
+    // The first exchange is relayed; the root introduces the two.
+    sim.run(2_000);
+    assert!(sim.echo_route(a, 1).is_some(), "first ping answered");
+    match sim.route(a, addr_b) {
+        Some(Route::Direct(p)) => assert!(p.ip().to_string().starts_with("203.0.113.2"), "{p}"),
+        other => panic!("not direct after 2 s: {other:?}"),
+    }
+    assert!(matches!(sim.route(b, addr_a), Some(Route::Direct(_))));
+    assert!(
+        sim.hosts[0].node.counters().relayed > 0,
+        "the root relayed at first"
+    );
+    assert!(
+        sim.events
+            .iter()
+            .any(|(h, e)| *h == a && matches!(e, Event::PathUpgraded { .. }))
+    );
+}
+
+#[test]
+fn roots_relay_only_for_nodes_that_said_hello_from_there() {
+    let (mut sim, a, _b, addr_a, addr_b) = world_of_two(Some(NatKind::Hard), Some(NatKind::Hard));
+    sim.ping(a, addr_b, 1);
+    sim.run(1_000);
+    // A packet from a to b that the root relayed.
+    let (from, bytes) = sim
+        .delivered
+        .iter()
+        .find(|(h, _, bytes)| {
+            *h == 0
+                && bytes.len() > 36
+                && bytes[8..13] == addr_b.to_bytes()
+                && bytes[13..18] == addr_a.to_bytes()
+        })
+        .map(|(_, from, bytes)| (*from, bytes.clone()))
+        .expect("a packet relayed by the root");
+    let before = sim.hosts[0].node.counters().clone();
+    // The same bytes from an address a never said HELLO from: refused.
+    let stranger: SocketAddr = "192.0.2.99:4444".parse().unwrap();
+    let mut out = Outbox::new();
+    let now = sim.now;
+    let mut copy = bytes.clone();
+    sim.hosts[0]
+        .node
+        .handle_datagram(now, LocalSocket::Primary, stranger, &mut copy, &mut out);
+    assert!(out.is_empty(), "nothing relayed for a stranger");
+    let after = sim.hosts[0].node.counters().clone();
+    assert_eq!(
+        after.dropped_relay_refused,
+        before.dropped_relay_refused + 1
+    );
+    assert_eq!(after.relayed, before.relayed);
+    // From where a said HELLO, it is relayed (a replay the receiver drops).
+    let mut copy = bytes;
+    sim.hosts[0]
+        .node
+        .handle_datagram(now, LocalSocket::Primary, from, &mut copy, &mut out);
+    assert_eq!(out.len(), 1, "relayed from a's own address");
+}
+
+#[test]
+fn hard_nats_on_both_sides_stay_relayed_and_still_talk() {
+    let (mut sim, a, _b, _, addr_b) = world_of_two(Some(NatKind::Hard), Some(NatKind::Hard));
+    for id in 1..=5 {
+        sim.ping(a, addr_b, id);
+        sim.run(1_000);
+    }
+    for id in 1..=5 {
+        assert!(
+            matches!(sim.echo_route(a, id), Some(Route::Relayed { .. })),
+            "ping {id}: {:?}",
+            sim.echo_route(a, id)
+        );
+    }
+}
+
+#[test]
+fn dead_direct_path_falls_back_to_relay_within_ten_seconds_and_recovers() {
+    let (mut sim, a, _b, _, addr_b) = world_of_two(None, None);
+    sim.ping(a, addr_b, 1);
+    sim.run(2_000);
+    assert!(matches!(sim.route(a, addr_b), Some(Route::Direct(_))));
+    // Cut the direct link between the two (the root still reaches both).
+    let (ip_a, ip_b) = (sim.hosts[a].local.ip(), sim.hosts[2].local.ip());
+    sim.cut.push((ip_a, ip_b));
+    let cut_at = sim.now;
+    let mut id = 10;
+    while sim.now < cut_at + 10_000 && !matches!(sim.route(a, addr_b), Some(Route::Relayed { .. }))
+    {
+        sim.ping(a, addr_b, id);
+        id += 1;
+        sim.run(500);
+    }
+    assert!(
+        matches!(sim.route(a, addr_b), Some(Route::Relayed { .. })),
+        "relayed within 10 s of the cut"
+    );
+    // Both sides notice within a second of their first unanswered send:
+    // pings are answered, relayed, within two seconds of the fallback.
+    let fell_back = sim.now;
+    let mut answered = None;
+    for id in 100..104u64 {
+        sim.ping(a, addr_b, id);
+        sim.run(500);
+        if let Some(route) = sim.echo_route(a, id) {
+            answered = Some(route);
+            break;
+        }
+    }
+    assert!(
+        matches!(answered, Some(Route::Relayed { .. })),
+        "pings not answered relayed within {} ms of the fallback",
+        sim.now - fell_back
+    );
+    // The link comes back: direct again.
+    sim.cut.clear();
+    for i in 0..10 {
+        sim.ping(a, addr_b, 200 + i);
+        sim.run(1_000);
+    }
+    assert!(matches!(sim.route(a, addr_b), Some(Route::Direct(_))));
+}
+
+#[test]
+fn a_silent_direct_path_is_abandoned_and_traffic_relayed_within_two_seconds() {
+    let (mut sim, a, b, _, addr_b) = world_of_two(Some(NatKind::Easy), Some(NatKind::Easy));
+    sim.ping(a, addr_b, 1);
+    sim.run(3_000);
+    assert!(matches!(sim.route(a, addr_b), Some(Route::Direct(_))));
+    // The NATs forget their mappings between the two (as `conntrack -F`
+    // would): the direct path goes silent; the root still reaches both.
+    let (ip_a, ip_b) = (
+        sim.nats[sim.hosts[a].nat.unwrap()].public_ip,
+        sim.nats[sim.hosts[b].nat.unwrap()].public_ip,
+    );
+    sim.cut.push((ip_a, ip_b));
+    let cut_at = sim.now;
+    let mut first_answer_after_cut = None;
+    for id in 10..40u64 {
+        sim.ping(a, addr_b, id);
+        let sent = sim.now;
+        sim.run(100);
+        if let Some(route) = sim.echo_route(a, id)
+            && sent > cut_at
+            && first_answer_after_cut.is_none()
+        {
+            first_answer_after_cut = Some((sent - cut_at, route));
+        }
+        // Never reported DIRECT once the path stopped answering.
+        if sim.now >= cut_at + 1_250 {
+            let status = sim.hosts[a].node.peer_status(sim.now, addr_b).unwrap();
+            assert_ne!(
+                status.route,
+                "DIRECT",
+                "silent path reported DIRECT at +{} ms",
+                sim.now - cut_at
+            );
+        }
+    }
+    let (after, route) = first_answer_after_cut.expect("traffic flows again after the cut");
+    assert!(after <= 2_000, "answered again {after} ms after the cut");
+    assert!(matches!(route, Route::Relayed { .. }), "{route:?}");
+}
+
+#[test]
+fn nodes_tell_easy_from_hard_nat_with_two_roots() {
+    let (sim, a, b, _, _) = world_of_two_with_roots(Some(NatKind::Hard), Some(NatKind::Easy), 2);
+    use vnet_proto::nat_mapping::NatMapping;
+    assert_eq!(
+        sim.hosts[a].node.nat_mapping(),
+        NatMapping::EndpointDependent
+    );
+    assert_eq!(
+        sim.hosts[b].node.nat_mapping(),
+        NatMapping::EndpointIndependent
+    );
+    let report = sim.hosts[a].node.netcheck(sim.now);
+    assert_eq!(report.roots.len(), 2);
+    assert!(report.roots.iter().all(|r| r.udp && r.reflected.is_some()));
+    assert!(!report.udp_blocked);
+}
+
+#[test]
+fn hard_and_easy_nats_go_direct_by_birthday_punch() {
+    let (mut sim, a, b, addr_a, addr_b) =
+        world_of_two_with_roots(Some(NatKind::Hard), Some(NatKind::Easy), 2);
+    let start = sim.now;
+    let mut id = 1;
+    while sim.now < start + 45_000 && !matches!(sim.route(a, addr_b), Some(Route::Direct(_))) {
+        sim.ping(a, addr_b, id);
+        id += 1;
+        sim.run(250);
+    }
+    let took = sim.now - start;
+    assert!(
+        matches!(sim.route(a, addr_b), Some(Route::Direct(_))),
+        "hard side not direct after {took} ms"
+    );
+    sim.ping(a, addr_b, 1000);
+    sim.run(300);
+    assert!(matches!(sim.echo_route(a, 1000), Some(Route::Direct(_))));
+    assert!(matches!(sim.route(b, addr_a), Some(Route::Direct(_))));
+    let status = sim.hosts[a].node.peer_status(sim.now, addr_b).unwrap();
+    assert!(
+        status
+            .paths
+            .iter()
+            .any(|p| p.socket == "punch" && p.preferred),
+        "{status:?}"
+    );
+    // After the window, only the punch socket in use stays open.
+    sim.run(4_000);
+    let live = sim.hosts[a].node.live_punch_sockets();
+    assert!(
+        !live.is_empty() && live.len() <= 2,
+        "{} punch sockets live",
+        live.len()
+    );
+    eprintln!("birthday punch: direct {took} ms after the first ping");
+}
+
+#[test]
+fn a_failed_birthday_punch_is_bounded_and_backed_off() {
+    let (mut sim, a, b, _, addr_b) =
+        world_of_two_with_roots(Some(NatKind::Hard), Some(NatKind::Easy), 2);
+    // Nothing gets through between the two NATs: every punch fails.
+    let ip_a = sim.nats[sim.hosts[a].nat.unwrap()].public_ip;
+    let ip_b = sim.nats[sim.hosts[b].nat.unwrap()].public_ip;
+    sim.cut.push((ip_a, ip_b));
+    let start = sim.now;
+    let mut punch_starts = Vec::new();
+    let mut punching = false;
+    let mut most_sockets = 0;
+    let mut id = 1;
+    while sim.now < start + 100_000 {
+        sim.ping(a, addr_b, id);
+        id += 1;
+        sim.run(250);
+        let live = sim.hosts[a].node.live_punch_sockets().len();
+        most_sockets = most_sockets.max(live);
+        if live > 0 && !punching {
+            punch_starts.push(sim.now - start);
+        }
+        punching = live > 0;
+    }
+    assert!(most_sockets <= 256, "{most_sockets} sockets at once");
+    // 100 s: a punch at about 1 s, the next 30 s after it ended, the next 60 s after that.
+    assert!(
+        punch_starts.len() == 3,
+        "punches started at {punch_starts:?} ms"
+    );
+    let gaps: Vec<u64> = punch_starts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[0] >= 30_000 && gaps[0] < 35_000, "{gaps:?}");
+    assert!(gaps[1] >= 60_000 && gaps[1] < 65_000, "{gaps:?}");
+    assert!(matches!(sim.route(a, addr_b), Some(Route::Relayed { .. })));
+}
+
+#[test]
+fn hard_nats_on_both_sides_do_not_punch_and_stay_relayed() {
+    let (mut sim, a, b, _, addr_b) =
+        world_of_two_with_roots(Some(NatKind::Hard), Some(NatKind::Hard), 2);
+    for id in 1..=8 {
+        sim.ping(a, addr_b, id);
+        sim.run(1_000);
+    }
+    assert!(matches!(sim.echo_route(a, 8), Some(Route::Relayed { .. })));
+    assert!(sim.hosts[a].node.live_punch_sockets().is_empty());
+    assert!(sim.hosts[b].node.live_punch_sockets().is_empty());
+    let status = sim.hosts[a].node.peer_status(sim.now, addr_b).unwrap();
+    assert_eq!(status.route, "RELAY");
+}
+
+#[test]
+fn sessions_rekey_without_interrupting_traffic() {
+    let (mut sim, a, b, _, addr_b) = world_of_two(None, None);
+    let mut answered = 0;
+    for id in 0..200u64 {
+        sim.ping(a, addr_b, id);
+        sim.run(1_000);
+        if sim.echo_route(a, id).is_some() {
+            answered += 1;
+        }
+    }
+    // 200 s: at least one rekey happened, and every ping after the first was answered.
+    assert!(answered >= 199, "answered {answered}/200");
+    let age = sim.hosts[b]
+        .node
+        .peer_status(sim.now, identity(1).address())
+        .unwrap()
+        .session_age
+        .unwrap();
+    assert!(age < 130_000, "session renewed (age {age} ms)");
+    assert_eq!(sim.hosts[b].node.counters().dropped_bad_mac, 0);
+}
+
+#[test]
+fn replayed_and_tampered_packets_are_dropped_and_counted() {
+    let (mut sim, a, b, _, addr_b) = world_of_two(None, None);
+    sim.ping(a, addr_b, 1);
+    sim.run(2_000);
+    let events_before = sim.events.len();
+    let (h, from, bytes) = sim
+        .delivered
+        .iter()
+        .rev()
+        .find(|(h, _, bytes)| *h == b && bytes.len() > 36 && bytes[18] & 0x18 != 0)
+        .cloned()
+        .expect("a session packet delivered to b");
+    let mut out = Outbox::new();
+    let now = sim.now;
+    let before = sim.hosts[h].node.counters().clone();
+    let mut replay = bytes.clone();
+    sim.hosts[h]
+        .node
+        .handle_datagram(now, LocalSocket::Primary, from, &mut replay, &mut out);
+    assert_eq!(
+        sim.hosts[h].node.counters().dropped_replay,
+        before.dropped_replay + 1
+    );
+    assert!(out.is_empty(), "nothing answers a replay");
+    let mut tampered = bytes.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x40;
+    tampered[..8].copy_from_slice(&u64::MAX.to_be_bytes());
+    sim.hosts[h]
+        .node
+        .handle_datagram(now, LocalSocket::Primary, from, &mut tampered, &mut out);
+    assert_eq!(
+        sim.hosts[h].node.counters().dropped_bad_mac,
+        before.dropped_bad_mac + 1
+    );
+    let mut garbage = vec![0xab; 7];
+    sim.hosts[h]
+        .node
+        .handle_datagram(now, LocalSocket::Primary, from, &mut garbage, &mut out);
+    assert_eq!(
+        sim.hosts[h].node.counters().dropped_malformed,
+        before.dropped_malformed + 1
+    );
+    assert!(out.is_empty());
+    sim.collect(h);
+    assert_eq!(sim.events.len(), events_before);
+}
+
+#[test]
+fn whois_for_an_unknown_address_fails_cleanly() {
+    let (mut sim, a, _b, _, _) = world_of_two(None, None);
+    let nobody = Address::from_u64(0x0102030405).unwrap();
+    sim.ping(a, nobody, 1);
+    sim.run(6_000);
+    assert!(
+        sim.events
+            .iter()
+            .any(|(h, e)| *h == a && matches!(e, Event::WhoisFailed(x) if *x == nobody))
+    );
+}
+
+#[test]
+fn orbit_fetches_a_moon_from_its_seed() {
+    let (mut sim, a, b, _, addr_b) = world_of_two(None, None);
+    // Node b becomes a moon's root: it holds the moon (made with its own key).
+    let moon_key = KeyPair::generate();
+    let moon = World::make(
+        WorldKind::Moon,
+        addr_b.to_u64(),
+        5,
+        *moon_key.public(),
+        vec![Root {
+            identity: identity(2).to_public(),
+            endpoints: vec![sim.hosts[b].local],
+        }],
+        &moon_key,
+    )
+    .unwrap();
+    let b_node = Node::new(NodeConfig {
+        identity: identity(2),
+        planet: sim.hosts[0].node.worlds().next().unwrap().clone(),
+        moons: vec![moon.clone()],
+        versions: versions(),
+    })
+    .unwrap();
+    sim.hosts[b].node = b_node;
+    sim.run(2_000);
+    let mut out = Outbox::new();
+    let now = sim.now;
+    sim.hosts[a]
+        .node
+        .orbit(now, addr_b.to_u64(), addr_b, &mut out);
+    sim.send_all(a, &mut out);
+    sim.run(3_000);
+    assert!(
+        sim.events
+            .iter()
+            .any(|(h, e)| *h == a
+                && matches!(e, Event::WorldUpdated(w) if w.id() == addr_b.to_u64()))
+    );
+    assert_eq!(sim.hosts[a].node.moons().len(), 1);
+    let role = sim.hosts[a].node.peer_status(sim.now, addr_b).unwrap().role;
+    assert_eq!(format!("{role:?}"), "Moon");
+    assert!(sim.hosts[b].node.is_root());
+}
+
+#[test]
+fn a_newer_planet_reaches_nodes_through_the_root() {
+    let key = KeyPair::generate();
+    let v1 = planet_with_roots(&[(0, ROOT_IP)], &key);
+    let roots = v1.roots().to_vec();
+    let v2 = World::make(
+        WorldKind::Planet,
+        v1.id(),
+        v1.timestamp_ms() + 1,
+        *key.public(),
+        roots.clone(),
+        &key,
+    )
+    .unwrap();
+    let forged = World::make(
+        WorldKind::Planet,
+        v1.id(),
+        v1.timestamp_ms() + 2,
+        *key.public(),
+        roots,
+        &KeyPair::generate(),
+    )
+    .unwrap();
+    let mut sim = Sim::new();
+    sim.add_host(node(0, &v2), ROOT_IP, None);
+    let a = sim.add_host(node(1, &v1), [203, 0, 113, 1], None);
+    sim.run(3_000);
+    assert!(sim.events.iter().any(|(h, e)| *h == a
+        && matches!(e, Event::WorldUpdated(w) if w.timestamp_ms() == v2.timestamp_ms())));
+    assert_eq!(
+        sim.hosts[a].node.status(sim.now).planet_world_timestamp,
+        v2.timestamp_ms()
+    );
+    // A root (or anyone) offering a world signed with another key is refused.
+    let b = sim.add_host(node(2, &v1), [203, 0, 113, 2], None);
+    sim.hosts[0].node = node(0, &forged);
+    sim.run(3_000);
+    assert_eq!(
+        sim.hosts[b].node.status(sim.now).planet_world_timestamp,
+        v1.timestamp_ms()
+    );
+    assert!(sim.hosts[b].node.counters().refused_world_updates > 0);
+}
+
+#[test]
+fn hello_floods_are_rate_limited_per_source() {
+    let (mut sim, a, b, _, addr_b) = world_of_two(None, None);
+    sim.ping(a, addr_b, 1);
+    sim.run(2_000);
+    // Take a HELLO that reached b and replay it 100 times at once.
+    let (h, from, hello) = sim
+        .delivered
+        .iter()
+        .find(|(h, _, bytes)| *h == b && bytes.len() > 36 && bytes[18] & 0x20 != 0)
+        .cloned()
+        .expect("a HELLO delivered to b");
+    let mut out = Outbox::new();
+    let now = sim.now;
+    let before = sim.hosts[h].node.counters().clone();
+    for _ in 0..100 {
+        let mut copy = hello.clone();
+        sim.hosts[h]
+            .node
+            .handle_datagram(now, LocalSocket::Primary, from, &mut copy, &mut out);
+    }
+    let limited = sim.hosts[h].node.counters().dropped_rate_limited - before.dropped_rate_limited;
+    assert!(limited >= 75, "only {limited} of 100 rate-limited");
+    // Whatever was answered is never larger than the HELLO it answers.
+    assert!(out.iter().all(|(_, _, bytes)| bytes.len() <= hello.len()));
+}
+
+/// Attacks by a rogue peer that can send anything (PROTOCOL.md §3.6): each
+/// fails if the defence it checks goes away.
+mod rogue {
+    use super::*;
+    use vnet_proto::armor::{PacketKey, armor};
+    use vnet_proto::constants::{
+        IDENTITY_CHECKS_PER_SECOND, MAX_PENDING_IDENTITY_CHECKS, MAX_PENDING_REASSEMBLIES,
+        MAX_PENDING_WHOIS, MAX_RATE_LIMITED_SOURCES, MAX_UNANSWERED_CANDIDATE_PROBES,
+        PEER_IDLE_TIMEOUT_MS, REKEY_INTERVAL_MS,
+    };
+    use vnet_proto::message::encode_push_direct_paths;
+    use vnet_proto::nat_mapping::NatMapping;
+    use vnet_proto::verb::Verb;
+    use vnet_proto::wire::{FragmentHeader, PacketHeader};
+
+    /// A HELLO from a made-up identity (a fresh key pair claiming `claimed`),
+    /// with a valid MAC under that key: what an attacker can send at will.
+    fn forged_hello(
+        claimed: Address,
+        pair: &KeyPair,
+        to: &Identity,
+        ts: u64,
+        counter: u64,
+    ) -> Vec<u8> {
+        let mut p = vec![0u8; 35];
+        p.push(Verb::Hello as u8);
+        p.extend_from_slice(&[1, 0, 1, 0, 0]); // versions
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&claimed.to_bytes());
+        p.push(0);
+        p.extend_from_slice(pair.public().as_bytes());
+        p.push(0);
+        let mut eph = [0u8; 32];
+        eph[..8].copy_from_slice(&counter.to_be_bytes());
+        eph[31] = 0x42;
+        p.extend_from_slice(&eph);
+        p.push(0); // no sent_to
+        p.extend_from_slice(&[0u8; 16]); // planet id, timestamp
+        p.push(0); // no moons
+        PacketHeader {
+            counter,
+            dest: to.address(),
+            src: claimed,
+            hops: 0,
+            key_slot: 0,
+            clear: true,
+            more_fragments: false,
+        }
+        .encode_into(&mut p);
+        let shared = pair.agree(to.public_key()).unwrap();
+        let key = PacketKey::from_bytes(shared.as_bytes()[..32].try_into().unwrap());
+        armor(&key, &mut p, false);
+        p
+    }
+
+    fn deliver(sim: &mut Sim, h: usize, from: SocketAddr, bytes: &[u8]) -> Outbox {
+        let mut out = Outbox::new();
+        let mut copy = bytes.to_vec();
+        let now = sim.now;
+        sim.hosts[h]
+            .node
+            .handle_datagram(now, LocalSocket::Primary, from, &mut copy, &mut out);
+        out
+    }
+
+    fn pings_answered(sim: &mut Sim, from: usize, to: Address, first_id: u64, n: u64) -> u64 {
+        for id in first_id..first_id + n {
+            sim.ping(from, to, id);
+            sim.run(300);
+        }
+        sim.run(1_000);
+        (first_id..first_id + n)
+            .filter(|id| sim.echo_route(from, *id).is_some())
+            .count() as u64
+    }
+
+    #[test]
+    fn a_replayed_hello_changes_nothing() {
+        let (mut sim, a, b, addr_a, addr_b) = world_of_two(None, None);
+        assert_eq!(pings_answered(&mut sim, a, addr_b, 1, 4), 4);
+        // Every HELLO a sent b so far, captured.
+        let hellos: Vec<(SocketAddr, Vec<u8>)> = sim
+            .delivered
+            .iter()
+            .filter(|(h, _, bytes)| {
+                *h == b
+                    && bytes.len() > 36
+                    && bytes[18] & 0x20 != 0
+                    && bytes[13..18] == addr_a.to_bytes()
+            })
+            .map(|(_, from, bytes)| (*from, bytes.clone()))
+            .collect();
+        assert!(!hellos.is_empty());
+        // Past a rekey, so the captured HELLOs are all older than the last one.
+        sim.run(REKEY_INTERVAL_MS + 5_000);
+        let attacker: SocketAddr = "192.0.2.66:6666".parse().unwrap();
+        let before = sim.hosts[b].node.counters().clone();
+        for (from, hello) in &hellos {
+            for at in [*from, attacker] {
+                let out = deliver(&mut sim, b, at, hello);
+                assert!(out.is_empty(), "a stale HELLO is not answered");
+            }
+        }
+        let after = sim.hosts[b].node.counters().clone();
+        assert_eq!(
+            after.dropped_stale_hello - before.dropped_stale_hello,
+            2 * hellos.len() as u64
+        );
+        // The session and paths are untouched: every ping answered, and the
+        // attacker's address never became a path.
+        assert_eq!(pings_answered(&mut sim, a, addr_b, 100, 12), 12);
+        assert_eq!(pings_answered(&mut sim, b, addr_a, 200, 12), 12);
+        let peer = sim.hosts[b].node.peer_status(sim.now, addr_a).unwrap();
+        let attacker_path = format!("{}/{}", attacker.ip(), attacker.port());
+        assert!(peer.paths.iter().all(|p| p.address != attacker_path));
+    }
+
+    #[test]
+    fn forged_hellos_cost_a_bounded_number_of_identity_checks_and_a_new_node_still_gets_in() {
+        let (mut sim, _a, _b, _, _) = world_of_two(None, None);
+        let root_identity = identity(0);
+        let checks_before = sim.hosts[0].node.counters().identity_checks;
+        // A new node arrives during the flood: 200 forged HELLOs a second from
+        // 1,000 source addresses, for 10 s.
+        let planet = sim.hosts[0].node.worlds().next().unwrap().clone();
+        let newcomer = sim.add_host(node(3, &planet), [203, 0, 113, 3], None);
+        let mut forged = 0u64;
+        let mut online_at = None;
+        let start = sim.now;
+        for step in 0..2_000u64 {
+            let pair = KeyPair::generate();
+            let claimed = Address::from_u64(0x10_0000_0000 + step).unwrap();
+            let ip = [100, 64, (step % 1000 / 250) as u8, (step % 250) as u8 + 1];
+            let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), 40000);
+            let hello = forged_hello(claimed, &pair, &root_identity, sim.now, step * 2 + 1);
+            deliver(&mut sim, 0, from, &hello);
+            let mut out = Outbox::new();
+            let now = sim.now;
+            sim.hosts[0].node.run_identity_checks(now, &mut out);
+            forged += 1;
+            sim.run(5);
+            if online_at.is_none()
+                && sim.hosts[newcomer]
+                    .node
+                    .peer_status(sim.now, identity(0).address())
+                    .is_some_and(|p| p.session)
+                && sim.hosts[0]
+                    .node
+                    .peer_status(sim.now, identity(3).address())
+                    .is_some_and(|p| p.session)
+            {
+                online_at = Some(sim.now - start);
+            }
+        }
+        let seconds = (sim.now - start) / 1000;
+        let checks = sim.hosts[0].node.counters().identity_checks - checks_before;
+        let most = (seconds + 2) * u64::from(IDENTITY_CHECKS_PER_SECOND);
+        assert!(
+            checks <= most,
+            "{checks} identity checks for {forged} forged HELLOs"
+        );
+        assert!(
+            checks * 5 < forged,
+            "{checks} checks for {forged} forged HELLOs"
+        );
+        let online_at = online_at.expect("the new node never came online during the flood");
+        eprintln!("forged={forged} checks={checks} newcomer online after {online_at} ms");
+        // Failed identities are never hashed again.
+        let bad = sim.hosts[0].node.counters().dropped_identity_failed;
+        assert!(bad > 0);
+    }
+
+    #[test]
+    fn tables_a_stranger_can_grow_stay_bounded() {
+        let (mut sim, a, _b, _, addr_b) = world_of_two(None, None);
+        let root_identity = identity(0);
+        let root = root_identity.address();
+        let pairs: Vec<KeyPair> = (0..16).map(|_| KeyPair::generate()).collect();
+        // From more distinct sources than any table holds, within one
+        // instant (no entry has time to age out): each sends a HELLO with a
+        // right MAC for a made-up identity, a session packet from an
+        // unknown address, and the head of a packet that never completes.
+        let n = MAX_RATE_LIMITED_SOURCES as u64 + 4_000;
+        for i in 0..n {
+            let ip = Ipv4Addr::from(u32::from_be_bytes([100, 64, 0, 0]) + i as u32);
+            let from = SocketAddr::new(IpAddr::V4(ip), 40000);
+            let claimed = Address::from_u64(0x30_0000_0000 + i).unwrap();
+            let pair = &pairs[(i % 16) as usize];
+            let hello = forged_hello(claimed, pair, &root_identity, sim.now, i + 1);
+            deliver(&mut sim, 0, from, &hello);
+            for more_fragments in [false, true] {
+                let mut p = vec![0u8; 60];
+                PacketHeader {
+                    counter: i + 1,
+                    dest: root,
+                    src: Address::from_u64(0x40_0000_0000 + i).unwrap(),
+                    hops: 0,
+                    key_slot: 1,
+                    clear: false,
+                    more_fragments,
+                }
+                .encode_into(&mut p);
+                deliver(&mut sim, 0, from, &p);
+            }
+        }
+        let t = sim.hosts[0].node.table_sizes();
+        assert_eq!(t.hello_buckets, MAX_RATE_LIMITED_SOURCES, "{t:?}");
+        assert!(t.relay_buckets <= MAX_RATE_LIMITED_SOURCES, "{t:?}");
+        assert!(
+            t.whois <= MAX_PENDING_WHOIS / 2,
+            "strangers get half: {t:?}"
+        );
+        assert!(
+            t.identity_checks_waiting <= MAX_PENDING_IDENTITY_CHECKS,
+            "{t:?}"
+        );
+        assert!(t.reassembly <= MAX_PENDING_REASSEMBLIES, "{t:?}");
+        assert!(t.peers <= 3, "no stranger admitted: {t:?}");
+        // The members did not notice.
+        assert_eq!(pings_answered(&mut sim, a, addr_b, 500, 3), 3);
+        // Idle sources age out: after 10 s the HELLO table is empty again.
+        sim.run(12_000);
+        let t = sim.hosts[0].node.table_sizes();
+        assert!(t.hello_buckets < 100, "{t:?}");
+        assert!(t.timer_heap <= 4 * t.peers + 1024, "{t:?}");
+    }
+
+    #[test]
+    fn garbage_in_a_victims_name_does_not_spend_its_hello_budget() {
+        let (mut sim, _a, _b, _, _) = world_of_two(None, None);
+        let planet = sim.hosts[0].node.worlds().next().unwrap().clone();
+        let victim_ip = [203, 0, 113, 3];
+        let victim_from = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(victim_ip)), PORT);
+        let root_identity = identity(0);
+        // 500 HELLOs with broken MACs "from" the victim's address.
+        let pair = KeyPair::generate();
+        for n in 0..500u64 {
+            let mut hello =
+                forged_hello(identity(3).address(), &pair, &root_identity, n, n * 2 + 1);
+            hello[20] ^= 1; // inside the MAC
+            deliver(&mut sim, 0, victim_from, &hello);
+        }
+        assert!(sim.hosts[0].node.counters().dropped_bad_mac >= 500);
+        let victim = sim.add_host(node(3, &planet), victim_ip, None);
+        sim.run(2_000);
+        assert!(
+            sim.hosts[victim]
+                .node
+                .peer_status(sim.now, identity(0).address())
+                .is_some_and(|p| p.session),
+            "the victim is locked out"
+        );
+    }
+
+    #[test]
+    fn roots_relay_no_fragment_for_a_stranger() {
+        let (mut sim, _a, _b, _addr_a, addr_b) = world_of_two(None, None);
+        // A forged fragment for b, from an address no peer talks from.
+        let mut bytes = vec![0u8; 17];
+        FragmentHeader {
+            counter: 77,
+            dest: addr_b,
+            total: 2,
+            index: 1,
+            hops: 0,
+        }
+        .encode_into(&mut bytes);
+        bytes.extend_from_slice(&[0xab; 300]);
+        let stranger: SocketAddr = "192.0.2.77:7777".parse().unwrap();
+        let before = sim.hosts[0].node.counters().clone();
+        let out = deliver(&mut sim, 0, stranger, &bytes);
+        let after = sim.hosts[0].node.counters().clone();
+        assert!(out.is_empty(), "relayed a fragment for a stranger");
+        assert_eq!(after.relayed, before.relayed);
+        assert_eq!(
+            after.dropped_relay_refused,
+            before.dropped_relay_refused + 1
+        );
+    }
+
+    #[test]
+    fn a_leaf_never_answers_whois_and_whois_tables_are_bounded() {
+        let (mut sim, a, b, _addr_a, addr_b) = world_of_two(None, None);
+        assert_eq!(pings_answered(&mut sim, a, addr_b, 1, 2), 2);
+        // a asks b (a leaf) who the root is: b says nothing.
+        let before = sim.hosts[b].node.counters().clone();
+        let mut out = Outbox::new();
+        let now = sim.now;
+        sim.hosts[a].node.send(
+            now,
+            addr_b,
+            Verb::Whois,
+            &identity(0).address().to_bytes(),
+            &mut out,
+        );
+        sim.send_all(a, &mut out);
+        let sent_before = sim.delivered.iter().filter(|(h, _, _)| *h == a).count();
+        sim.run(500);
+        let after = sim.hosts[b].node.counters().clone();
+        assert_eq!(
+            after.dropped_whois_not_root,
+            before.dropped_whois_not_root + 1
+        );
+        let answers = sim.delivered.iter().filter(|(h, _, _)| *h == a).count() - sent_before;
+        assert!(
+            answers <= 2,
+            "{answers} packets came back to a WHOIS to a leaf"
+        );
+        // Session packets from 5,000 made-up senders: WHOIS entries stay bounded.
+        let from: SocketAddr = "192.0.2.88:8888".parse().unwrap();
+        for n in 0..5_000u64 {
+            let mut p = vec![0u8; 60];
+            p[..8].copy_from_slice(&(n + 1).to_be_bytes());
+            p[8..13].copy_from_slice(&addr_b.to_bytes());
+            p[13..18].copy_from_slice(&Address::from_u64(0x20_0000_0000 + n).unwrap().to_bytes());
+            p[18] = 1 << 3;
+            deliver(&mut sim, b, from, &p);
+        }
+        let full = sim.hosts[b].node.counters().dropped_whois_table_full;
+        assert!(full >= 5_000 - MAX_PENDING_WHOIS as u64 / 2, "{full}");
+    }
+
+    #[test]
+    fn pushed_paths_are_rate_limited_given_up_and_ignored_by_roots() {
+        let (mut sim, a, b, _addr_a, addr_b) = world_of_two(None, None);
+        assert_eq!(pings_answered(&mut sim, a, addr_b, 1, 2), 2);
+        let targets: Vec<SocketAddr> = (0..16)
+            .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100 + i)), 5000))
+            .collect();
+        let mut payload = Vec::new();
+        encode_push_direct_paths(&targets, NatMapping::Unknown, &mut payload);
+        let root = identity(0).address();
+        let before = sim.sent_to(&targets);
+        // a pushes the same 16 victims to b and to the root every 100 ms for 60 s.
+        let mut sent_to_victims = 0usize;
+        for _ in 0..600 {
+            let mut out = Outbox::new();
+            let now = sim.now;
+            sim.hosts[a]
+                .node
+                .send(now, addr_b, Verb::PushDirectPaths, &payload, &mut out);
+            sim.hosts[a]
+                .node
+                .send(now, root, Verb::PushDirectPaths, &payload, &mut out);
+            sim.send_all(a, &mut out);
+            // What b and the root send to the victims goes nowhere; count it.
+            sim.run(100);
+        }
+        // Probes to the victims are never answered (nothing is there).
+        sent_to_victims += sim.sent_to(&targets) - before;
+        let most = targets.len() * MAX_UNANSWERED_CANDIDATE_PROBES as usize;
+        assert!(
+            sent_to_victims <= most,
+            "{sent_to_victims} probes to pushed victims (most {most})"
+        );
+        assert!(sim.hosts[0].node.counters().dropped_push_ignored >= 590);
+        assert!(sim.hosts[b].node.counters().dropped_push_ignored >= 500);
+    }
+
+    #[test]
+    fn idle_peers_are_forgotten_and_come_back() {
+        let (mut sim, a, b, addr_a, addr_b) = world_of_two(None, None);
+        assert_eq!(pings_answered(&mut sim, a, addr_b, 1, 2), 2);
+        assert!(sim.hosts[b].node.peer_status(sim.now, addr_a).is_some());
+        sim.run(PEER_IDLE_TIMEOUT_MS + 60_000);
+        assert!(
+            sim.hosts[b].node.peer_status(sim.now, addr_a).is_none(),
+            "b still holds a"
+        );
+        assert!(
+            sim.hosts[a].node.peer_status(sim.now, addr_b).is_none(),
+            "a still holds b"
+        );
+        assert!(sim.hosts[b].node.counters().forgotten_peers >= 1);
+        // A root keeps the members that keep their session with it alive.
+        for addr in [addr_a, addr_b] {
+            assert!(sim.hosts[0].node.peer_status(sim.now, addr).is_some());
+        }
+        // Roots are never forgotten.
+        assert!(
+            sim.hosts[a]
+                .node
+                .peer_status(sim.now, identity(0).address())
+                .is_some()
+        );
+        let checks = sim.hosts[b].node.counters().identity_checks;
+        assert_eq!(pings_answered(&mut sim, a, addr_b, 10, 3), 3);
+        // a's identity was verified once: not hashed again.
+        assert_eq!(sim.hosts[b].node.counters().identity_checks, checks);
+    }
+
+    #[test]
+    fn a_tick_runs_only_the_peers_whose_work_is_due() {
+        let (mut sim, a, b, addr_a, addr_b) = world_of_two(None, None);
+        assert_eq!(pings_answered(&mut sim, a, addr_b, 1, 2), 2);
+        sim.run(30_000);
+        // Ten idle minutes: the root holds two members, which it keeps
+        // alive every 14 s; a scan of every peer would run them 4 times a
+        // second (4,800 runs).
+        let before = sim.hosts[0].node.counters().peer_timer_runs;
+        let start = sim.now;
+        sim.run(600_000);
+        let seconds = (sim.now - start) / 1000;
+        let runs = sim.hosts[0].node.counters().peer_timer_runs - before;
+        assert!(
+            runs <= 2 * seconds / 2,
+            "{runs} peer timer runs in {seconds} s for 2 idle members"
+        );
+        // And the quiet members are still kept alive and reachable.
+        for (h, addr) in [(a, addr_b), (b, addr_a)] {
+            assert_eq!(pings_answered(&mut sim, h, addr, 50 + h as u64 * 10, 2), 2);
+        }
+    }
+
+    #[test]
+    fn a_root_dropped_by_a_planet_update_loses_its_role() {
+        let key = KeyPair::generate();
+        let v1 = planet_with_roots(&[(0, ROOT_IP), (5, ROOT2_IP)], &key);
+        let mut sim = Sim::new();
+        sim.add_host(node(0, &v1), ROOT_IP, None);
+        let r2_host = sim.add_host(node(5, &v1), ROOT2_IP, None);
+        let a = sim.add_host(node(1, &v1), [203, 0, 113, 1], None);
+        sim.run(2_000);
+        let r2 = identity(5).address();
+        let role = sim.hosts[a].node.peer_status(sim.now, r2).unwrap().role;
+        assert_eq!(format!("{role:?}"), "Planet");
+        // The planet's owner signs v2 without root 2; root 0 serves it.
+        let v2 = planet_with_roots_at(&[(0, ROOT_IP)], &key, 2);
+        sim.hosts[0].node = node(0, &v2);
+        sim.run(REKEY_INTERVAL_MS + 10_000);
+        assert_eq!(sim.hosts[a].node.worlds().next().unwrap().timestamp_ms(), 2);
+        let role = sim.hosts[a].node.peer_status(sim.now, r2).map(|p| p.role);
+        assert!(
+            role.is_none_or(|r| format!("{r:?}") == "Leaf"),
+            "a dropped root kept its role: {role:?}"
+        );
+        assert!(
+            !sim.hosts[r2_host].node.is_root(),
+            "root 2 still thinks it is a root"
+        );
+    }
+
+    #[test]
+    fn a_member_that_reaches_only_the_moon_reaches_planet_only_members() {
+        let key = KeyPair::generate();
+        let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
+        let mut sim = Sim::new();
+        sim.add_host(node(0, &planet), ROOT_IP, None);
+        let moon_ip = [198, 51, 100, 3];
+        let moon_addr = identity(3).address();
+        let moon_key = KeyPair::generate();
+        let moon = World::make(
+            WorldKind::Moon,
+            moon_addr.to_u64(),
+            1,
+            *moon_key.public(),
+            vec![Root {
+                identity: identity(3).to_public(),
+                endpoints: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::from(moon_ip)), PORT)],
+            }],
+            &moon_key,
+        )
+        .unwrap();
+        let with_moon = |i: usize| {
+            Node::new(NodeConfig {
+                identity: identity(i),
+                planet: planet.clone(),
+                moons: vec![moon.clone()],
+                versions: versions(),
+            })
+            .unwrap()
+        };
+        let m = sim.add_host(with_moon(3), moon_ip, None);
+        let x = sim.add_host(with_moon(4), [203, 0, 113, 4], None);
+        let p = sim.add_host(node(6, &planet), [203, 0, 113, 6], None);
+        let (addr_x, addr_p) = (identity(4).address(), identity(6).address());
+        // x reaches only the moon: the planet root and p are cut off from it.
+        sim.cut.push(([203, 0, 113, 4].into(), ROOT_IP.into()));
+        sim.cut
+            .push(([203, 0, 113, 4].into(), [203, 0, 113, 6].into()));
+        sim.run(3_000);
+        assert!(sim.hosts[m].node.is_root());
+        // x asks for p (unknown to the moon): the moon asks the planet.
+        assert_eq!(
+            pings_answered(&mut sim, x, addr_p, 1, 5),
+            5,
+            "x cannot reach p"
+        );
+        // p (never heard of the moon) asks for x: the planet asks the moon.
+        assert_eq!(
+            pings_answered(&mut sim, p, addr_x, 100, 5),
+            5,
+            "p cannot reach x"
+        );
+        let route = sim.echo_route(p, 104).unwrap();
+        assert!(matches!(route, Route::Relayed { .. }), "{route:?}");
+        assert!(sim.hosts[m].node.counters().whois_passed_on >= 1);
+        assert!(sim.hosts[0].node.counters().relayed >= 5);
+        assert!(sim.hosts[m].node.counters().relayed >= 5);
+    }
+}
+
+mod membership {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use vnet_proto::netconf::{AssignedIp, ConfigDenied, NetworkConfigData, NetworkController};
+    use vnet_proto::network_id::NetworkId;
+    use vnet_proto::node::NetworkStatus;
+
+    /// A controller with one network, whose authorized set the test changes.
+    #[derive(Clone, Default)]
+    struct TestController {
+        authorized: Arc<Mutex<Vec<Address>>>,
+        changed: Arc<Mutex<Vec<(NetworkId, Address)>>>,
+        nwid: Option<NetworkId>,
+        clock: Arc<Mutex<u64>>,
+        /// Every request the node passed on.
+        calls: Arc<Mutex<u64>>,
+    }
+
+    impl NetworkController for TestController {
+        fn request(
+            &mut self,
+            nwid: NetworkId,
+            member: Address,
+        ) -> Result<NetworkConfigData, ConfigDenied> {
+            *self.calls.lock().unwrap() += 1;
+            if Some(nwid) != self.nwid {
+                return Err(ConfigDenied::NotFound);
+            }
+            if !self.authorized.lock().unwrap().contains(&member) {
+                return Err(ConfigDenied::AccessDenied);
+            }
+            let mut clock = self.clock.lock().unwrap();
+            *clock += 1000;
+            Ok(NetworkConfigData {
+                name: "lab".into(),
+                revision: 1,
+                timestamp_ms: *clock,
+                private: true,
+                mtu: 2800,
+                multicast_limit: 32,
+                enable_broadcast: true,
+                active_bridge: false,
+                assigned: vec![AssignedIp {
+                    ip: "10.147.17.5".parse().unwrap(),
+                    prefix_len: 24,
+                }],
+                routes: vec![],
+                bridges: vec![],
+                directory: vec![],
+            })
+        }
+
+        fn take_changed(&mut self) -> Vec<(NetworkId, Address)> {
+            std::mem::take(&mut *self.changed.lock().unwrap())
+        }
+    }
+
+    fn status(sim: &Sim, h: usize, nwid: NetworkId) -> NetworkStatus {
+        sim.hosts[h].node.network(nwid).unwrap().status
+    }
+
+    #[test]
+    fn refused_requests_for_random_networks_leave_nothing_behind() {
+        let (mut sim, ctl, member, addr_ctl, _) = world_of_two(None, None);
+        let controller = TestController {
+            nwid: Some(NetworkId::new(addr_ctl, 1)),
+            ..Default::default()
+        };
+        sim.hosts[ctl]
+            .node
+            .set_controller(Box::new(controller.clone()));
+        // A rogue member asks for 200 random network numbers of the controller.
+        let random: Vec<NetworkId> = (0..200u32)
+            .map(|i| NetworkId::new(addr_ctl, 2 + i * 7_919 % 0xff_fff0))
+            .collect();
+        let mut out = Outbox::new();
+        let now = sim.now;
+        for nwid in &random {
+            sim.hosts[member].node.join(now, *nwid, &mut out);
+        }
+        sim.send_all(member, &mut out);
+        sim.run(3_000);
+        for nwid in &random {
+            assert_eq!(status(&sim, member, *nwid), NetworkStatus::NotFound);
+        }
+        // It stops asking: the controller keeps nothing to push to it, so
+        // its refreshes (every 5 s) ask the plugin about none of them.
+        for nwid in &random {
+            assert!(sim.hosts[member].node.leave(*nwid));
+        }
+        sim.run(500);
+        let calls = *controller.calls.lock().unwrap();
+        assert!(calls >= 200, "{calls}");
+        sim.run(12_000);
+        assert_eq!(*controller.calls.lock().unwrap(), calls);
+    }
+
+    #[test]
+    fn join_is_denied_until_authorized_then_configured_then_cut_off() {
+        let (mut sim, ctl, member, addr_ctl, addr_member) = world_of_two(None, None);
+        let nwid = NetworkId::new(addr_ctl, 1);
+        let controller = TestController {
+            nwid: Some(nwid),
+            ..Default::default()
+        };
+        sim.hosts[ctl]
+            .node
+            .set_controller(Box::new(controller.clone()));
+        let mut out = Outbox::new();
+        let now = sim.now;
+        sim.hosts[member].node.join(now, nwid, &mut out);
+        sim.send_all(member, &mut out);
+        assert_eq!(
+            status(&sim, member, nwid),
+            NetworkStatus::RequestingConfiguration
+        );
+        sim.run(1_000);
+        assert_eq!(status(&sim, member, nwid), NetworkStatus::AccessDenied);
+        assert!(sim.hosts[member].node.network_config(nwid).is_none());
+        // Authorize: the member's next request (every 2 s) or the push brings the config.
+        controller.authorized.lock().unwrap().push(addr_member);
+        controller.changed.lock().unwrap().push((nwid, addr_member));
+        let authorized_at = sim.now;
+        while status(&sim, member, nwid) != NetworkStatus::Ok && sim.now < authorized_at + 2_000 {
+            sim.run(100);
+        }
+        assert_eq!(
+            status(&sim, member, nwid),
+            NetworkStatus::Ok,
+            "OK within 2 s of authorization"
+        );
+        let view = sim.hosts[member].node.network(nwid).unwrap();
+        assert_eq!(view.assigned_addresses, vec!["10.147.17.5/24"]);
+        assert_eq!(view.name.as_deref(), Some("lab"));
+        // Certificates keep being refreshed while authorized.
+        let first = sim.hosts[member]
+            .node
+            .network_config(nwid)
+            .unwrap()
+            .certificate
+            .timestamp_ms;
+        sim.run(6_000);
+        let later = sim.hosts[member]
+            .node
+            .network_config(nwid)
+            .unwrap()
+            .certificate
+            .timestamp_ms;
+        assert!(later > first, "certificate refreshed");
+        // Deauthorize: the next refresh is a denial and the config is withdrawn.
+        controller.authorized.lock().unwrap().clear();
+        sim.run(6_000);
+        assert_eq!(status(&sim, member, nwid), NetworkStatus::AccessDenied);
+        assert!(sim.hosts[member].node.network_config(nwid).is_none());
+    }
+
+    #[test]
+    fn unknown_network_is_not_found_and_leave_forgets_it() {
+        let (mut sim, ctl, member, addr_ctl, _) = world_of_two(None, None);
+        let served = NetworkId::new(addr_ctl, 1);
+        sim.hosts[ctl].node.set_controller(Box::new(TestController {
+            nwid: Some(served),
+            ..Default::default()
+        }));
+        let other = NetworkId::new(addr_ctl, 2);
+        let mut out = Outbox::new();
+        let now = sim.now;
+        sim.hosts[member].node.join(now, other, &mut out);
+        sim.send_all(member, &mut out);
+        sim.run(1_000);
+        assert_eq!(status(&sim, member, other), NetworkStatus::NotFound);
+        sim.hosts[member].node.leave(other);
+        assert!(sim.hosts[member].node.network(other).is_none());
+    }
+}
+
+/// A12: a member that is deauthorized but keeps sending (a rogue: it never
+/// hears the controller's ACCESS_DENIED, keeps its config and its last
+/// certificate, and goes on reading frames from its TAP).
+mod rogue_member {
+    use super::*;
+    use std::net::Ipv6Addr;
+    use std::sync::{Arc, Mutex};
+
+    use etherparse::{
+        ArpHardwareId, ArpOperation, ArpPacket, EtherType, Icmpv6Type, PacketBuilder,
+    };
+    use vnet_proto::constants::{CERTIFICATE_MAX_DELTA_MS, CERTIFICATE_REFRESH_INTERVAL_MS};
+    use vnet_proto::netconf::{
+        AssignedIp, ConfigDenied, DirectoryEntry, NetworkConfigData, NetworkController,
+    };
+    use vnet_proto::network_id::{Mac, NetworkId};
+    use vnet_proto::node::NetworkStatus;
+    use vnet_proto::switch::{DropReason, eui64_link_local};
+
+    /// Member `i`'s IPv4 address on the network.
+    fn member_ip(i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 147, 17, i as u8)
+    }
+
+    /// A controller whose authorized members and directory the test sets apart.
+    #[derive(Clone, Default)]
+    struct Controller {
+        nwid: Option<NetworkId>,
+        authorized: Arc<Mutex<Vec<(Address, usize)>>>,
+        listed: Arc<Mutex<Vec<(Address, usize)>>>,
+        changed: Arc<Mutex<Vec<(NetworkId, Address)>>>,
+        clock: Arc<Mutex<u64>>,
+    }
+
+    impl NetworkController for Controller {
+        fn request(
+            &mut self,
+            nwid: NetworkId,
+            member: Address,
+        ) -> Result<NetworkConfigData, ConfigDenied> {
+            if Some(nwid) != self.nwid {
+                return Err(ConfigDenied::NotFound);
+            }
+            let authorized = self.authorized.lock().unwrap().clone();
+            let Some(&(_, i)) = authorized.iter().find(|(a, _)| *a == member) else {
+                return Err(ConfigDenied::AccessDenied);
+            };
+            // Certificates carry the controller's clock: the simulated time
+            // (set by the test), kept strictly increasing.
+            let mut clock = self.clock.lock().unwrap();
+            *clock += 1;
+            let directory = self
+                .listed
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(a, j)| DirectoryEntry {
+                    address: a.to_string(),
+                    ips: vec![IpAddr::V4(member_ip(*j))],
+                })
+                .collect();
+            Ok(NetworkConfigData {
+                name: "rogue-lab".into(),
+                revision: 1,
+                timestamp_ms: *clock,
+                private: true,
+                mtu: 2800,
+                multicast_limit: 32,
+                enable_broadcast: true,
+                active_bridge: false,
+                assigned: vec![AssignedIp {
+                    ip: IpAddr::V4(member_ip(i)),
+                    prefix_len: 24,
+                }],
+                routes: vec![],
+                bridges: vec![],
+                directory,
+            })
+        }
+
+        fn take_changed(&mut self) -> Vec<(NetworkId, Address)> {
+            std::mem::take(&mut *self.changed.lock().unwrap())
+        }
+    }
+
+    /// Sets the controller's clock to the simulated time.
+    fn sync_clock(controller: &Controller, sim: &Sim) {
+        let mut clock = controller.clock.lock().unwrap();
+        *clock = (*clock).max(sim.now);
+    }
+
+    /// Frames written to each host's TAP: (host, frame).
+    type Taps = Vec<(usize, Vec<u8>)>;
+
+    /// [`Sim::run`], recording what reaches the TAPs, with host `deaf` hearing
+    /// nothing from `deaf_to` (its link to the controller is gone).
+    fn run_recording(sim: &mut Sim, ms: u64, deaf: (usize, IpAddr), taps: &mut Taps) {
+        let until = sim.now + ms;
+        let mut out = Outbox::new();
+        while sim.now < until {
+            if let Some(c) = CLOCK.with(|c| c.borrow().clone()) {
+                sync_clock(&c, sim);
+            }
+            let next_tick = sim.now - sim.now % 250 + 250;
+            let next_packet = sim.queue.keys().next().map(|k| k.0).unwrap_or(u64::MAX);
+            sim.now = next_tick.min(next_packet).min(until);
+            while let Some(entry) = sim.queue.first_entry() {
+                if entry.key().0 > sim.now {
+                    break;
+                }
+                let p = entry.remove();
+                let Some((h, socket)) = sim
+                    .deliver_to(p.from, p.to)
+                    .and_then(|(h, local)| Some((h, socket_at(local)?)))
+                else {
+                    continue;
+                };
+                if h == deaf.0 && p.from.ip() == deaf.1 {
+                    continue;
+                }
+                let mut bytes = p.bytes;
+                let now = sim.now;
+                sim.hosts[h]
+                    .node
+                    .handle_datagram(now, socket, p.from, &mut bytes, &mut out);
+                // Identity checks run outside the packet path, as in Sim::step_to.
+                sim.hosts[h].node.run_identity_checks(now, &mut out);
+                taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
+                sim.send_all(h, &mut out);
+                sim.collect(h);
+            }
+            if sim.now == next_tick {
+                for h in 0..sim.hosts.len() {
+                    let now = sim.now;
+                    sim.hosts[h].node.handle_timeout(now, &mut out);
+                    sim.hosts[h].node.run_identity_checks(now, &mut out);
+                    taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
+                    sim.send_all(h, &mut out);
+                    sim.collect(h);
+                }
+            }
+        }
+    }
+
+    thread_local! {
+        /// The controller whose clock [`run_recording`] keeps in step.
+        static CLOCK: std::cell::RefCell<Option<Controller>> = const { std::cell::RefCell::new(None) };
+    }
+
+    fn udp4(src: Mac, dst: Mac, from: Ipv4Addr, to: Ipv4Addr) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(src.0, dst.0)
+            .ipv4(from.octets(), to.octets(), 64)
+            .udp(5000, 6000);
+        let mut out = Vec::new();
+        b.write(&mut out, b"rogue-test").unwrap();
+        out
+    }
+
+    fn arp_request(src: Mac, sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+        let pkt = ArpPacket::new(
+            ArpHardwareId::ETHERNET,
+            EtherType::IPV4,
+            ArpOperation::REQUEST,
+            &src.0,
+            &sender.octets(),
+            &[0; 6],
+            &target.octets(),
+        )
+        .unwrap();
+        let b = PacketBuilder::ethernet2(src.0, Mac::BROADCAST.0).arp(pkt);
+        let mut out = Vec::new();
+        b.write(&mut out).unwrap();
+        out
+    }
+
+    fn neighbor_solicitation(src: Mac, target: Ipv6Addr) -> Vec<u8> {
+        let t = target.octets();
+        let group_ip = Ipv6Addr::from([
+            0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, t[13], t[14], t[15],
+        ]);
+        let group_mac = [0x33, 0x33, 0xff, t[13], t[14], t[15]];
+        let b = PacketBuilder::ethernet2(src.0, group_mac)
+            .ipv6(eui64_link_local(src).octets(), group_ip.octets(), 255)
+            .icmpv6(Icmpv6Type::NeighborSolicitation);
+        let mut body = t.to_vec();
+        body.extend_from_slice(&[1, 1]);
+        body.extend_from_slice(&src.0);
+        let mut out = Vec::new();
+        b.write(&mut out, &body).unwrap();
+        out
+    }
+
+    fn all_nodes_multicast(src: Mac) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(src.0, [0x33, 0x33, 0, 0, 0, 1])
+            .ipv6(
+                eui64_link_local(src).octets(),
+                Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets(),
+                1,
+            )
+            .udp(5353, 5353);
+        let mut out = Vec::new();
+        b.write(&mut out, b"rogue-test").unwrap();
+        out
+    }
+
+    /// Every kind of frame member `from` can send member `to`: unicast, ARP,
+    /// ND, broadcast and multicast.
+    fn frames_to(nwid: NetworkId, from: (Address, usize), to: (Address, usize)) -> Vec<Vec<u8>> {
+        let (src, dst) = (Mac::for_member(from.0, nwid), Mac::for_member(to.0, nwid));
+        vec![
+            udp4(src, dst, member_ip(from.1), member_ip(to.1)),
+            arp_request(src, member_ip(from.1), member_ip(to.1)),
+            neighbor_solicitation(src, eui64_link_local(dst)),
+            udp4(
+                src,
+                Mac::BROADCAST,
+                member_ip(from.1),
+                Ipv4Addr::new(10, 147, 17, 255),
+            ),
+            all_nodes_multicast(src),
+        ]
+    }
+
+    fn tap_send(sim: &mut Sim, h: usize, nwid: NetworkId, frames: &[Vec<u8>]) {
+        let mut out = Outbox::new();
+        let now = sim.now;
+        for f in frames {
+            sim.hosts[h].node.handle_tap_frame(now, nwid, f, &mut out);
+        }
+        sim.send_all(h, &mut out);
+    }
+
+    /// Frames at host `h`'s TAP sent from `mac`.
+    fn from_mac(taps: &Taps, h: usize, mac: Mac) -> usize {
+        taps.iter()
+            .filter(|(x, f)| *x == h && f.len() >= 12 && f[6..12] == mac.0)
+            .count()
+    }
+
+    /// Root and controller (host 0), honest members A and B (hosts 1, 2) and
+    /// the rogue R (host 3). With `still_listed`, the controller keeps R in
+    /// the directory after deauthorizing it, so only the certificates cut it off.
+    fn rogue_is_cut_off(still_listed: bool) {
+        let key = KeyPair::generate();
+        let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
+        let mut sim = Sim::new();
+        let ctl = sim.add_host(node(0, &planet), ROOT_IP, None);
+        let hosts: Vec<usize> = (1..=3)
+            .map(|i| sim.add_host(node(i, &planet), [203, 0, 113, i as u8], None))
+            .collect();
+        let (a, b, r) = (hosts[0], hosts[1], hosts[2]);
+        let addr = |i: usize| identity(i).address();
+        let (ma, mb, mr) = ((addr(1), 1), (addr(2), 2), (addr(3), 3));
+        let nwid = NetworkId::new(addr(0), 7);
+        let controller = Controller {
+            nwid: Some(nwid),
+            ..Default::default()
+        };
+        *controller.authorized.lock().unwrap() = vec![ma, mb, mr];
+        *controller.listed.lock().unwrap() = vec![ma, mb, mr];
+        sim.hosts[ctl]
+            .node
+            .set_controller(Box::new(controller.clone()));
+        CLOCK.with(|c| *c.borrow_mut() = Some(controller.clone()));
+        let mut taps = Taps::new();
+        let no_deafness = (usize::MAX, sim.hosts[ctl].local.ip());
+        run_recording(&mut sim, 2_000, no_deafness, &mut taps);
+        for &h in &hosts {
+            let mut out = Outbox::new();
+            let now = sim.now;
+            sim.hosts[h].node.join(now, nwid, &mut out);
+            sim.send_all(h, &mut out);
+        }
+        run_recording(&mut sim, 3_000, no_deafness, &mut taps);
+        for &h in &hosts {
+            let status = sim.hosts[h].node.network(nwid).unwrap().status;
+            assert_eq!(status, NetworkStatus::Ok, "host {h} configured");
+        }
+        let rogue_deaf = (r, sim.hosts[ctl].local.ip());
+        let (mac_a, mac_r) = (Mac::for_member(ma.0, nwid), Mac::for_member(mr.0, nwid));
+
+        // Authorized, every kind of frame goes both ways, certificates and all.
+        let mut taps = Taps::new();
+        tap_send(&mut sim, a, nwid, &frames_to(nwid, ma, mr));
+        tap_send(&mut sim, r, nwid, &frames_to(nwid, mr, ma));
+        run_recording(&mut sim, 1_000, no_deafness, &mut taps);
+        assert_eq!(from_mac(&taps, r, mac_a), 5, "R got all of A's frames");
+        assert!(from_mac(&taps, a, mac_r) >= 4, "A got R's frames");
+
+        // Deauthorize R. R never hears it: its link to the controller is cut,
+        // so it keeps its config and certificate and goes on sending.
+        controller.authorized.lock().unwrap().retain(|m| *m != mr);
+        if !still_listed {
+            controller.listed.lock().unwrap().retain(|m| *m != mr);
+        }
+        controller
+            .changed
+            .lock()
+            .unwrap()
+            .extend([(nwid, ma.0), (nwid, mb.0)]);
+        let window = CERTIFICATE_MAX_DELTA_MS + CERTIFICATE_REFRESH_INTERVAL_MS;
+        let mut taps = Taps::new();
+        let deauthorized_at = sim.now;
+        while sim.now < deauthorized_at + window {
+            tap_send(&mut sim, r, nwid, &frames_to(nwid, mr, ma));
+            tap_send(&mut sim, a, nwid, &frames_to(nwid, ma, mr));
+            run_recording(&mut sim, 500, rogue_deaf, &mut taps);
+        }
+        assert_eq!(
+            sim.hosts[r].node.network(nwid).unwrap().status,
+            NetworkStatus::Ok,
+            "the rogue still believes it is a member"
+        );
+
+        // Past the window: nothing from anyone reaches R, nothing from R is
+        // taken, and the refusals are counted; A and B still talk.
+        let counters = |sim: &Sim, h: usize| sim.hosts[h].node.counters().clone();
+        let switch_drops = |sim: &Sim, h: usize, reason: DropReason| {
+            let view = sim.hosts[h].node.network(nwid).unwrap();
+            view.counters.unwrap().drops.get(reason)
+        };
+        let before_a = counters(&sim, a);
+        let before_b = counters(&sim, b);
+        let unsent_before = switch_drops(&sim, a, DropReason::RecipientNotAuthorized);
+        let mut taps = Taps::new();
+        for _ in 0..20 {
+            tap_send(&mut sim, r, nwid, &frames_to(nwid, mr, ma));
+            tap_send(&mut sim, r, nwid, &frames_to(nwid, mr, mb));
+            tap_send(&mut sim, a, nwid, &frames_to(nwid, ma, mr));
+            tap_send(&mut sim, b, nwid, &frames_to(nwid, mb, mr));
+            tap_send(&mut sim, a, nwid, &frames_to(nwid, ma, mb)[..1]);
+            run_recording(&mut sim, 500, rogue_deaf, &mut taps);
+        }
+        let at_r: Vec<&Vec<u8>> = taps
+            .iter()
+            .filter(|(h, _)| *h == r)
+            .map(|(_, f)| f)
+            .collect();
+        assert!(at_r.is_empty(), "R received {} frames", at_r.len());
+        assert_eq!(from_mac(&taps, a, mac_r), 0, "A took R's frames");
+        assert_eq!(from_mac(&taps, b, mac_r), 0, "B took R's frames");
+        assert!(from_mac(&taps, b, mac_a) >= 20, "A and B still talk");
+        let after_a = counters(&sim, a);
+        let after_b = counters(&sim, b);
+        // R kept sending, and A and B refused it on the real receive path.
+        assert!(
+            after_a.dropped_frames_unauthorized >= before_a.dropped_frames_unauthorized + 20,
+            "A refused {} of R's frames",
+            after_a.dropped_frames_unauthorized - before_a.dropped_frames_unauthorized
+        );
+        assert!(after_b.dropped_frames_unauthorized > before_b.dropped_frames_unauthorized);
+        // A and B would not send to R, and counted it.
+        assert!(after_a.dropped_frames_to_unauthorized > before_a.dropped_frames_to_unauthorized);
+        assert!(after_b.dropped_frames_to_unauthorized > before_b.dropped_frames_to_unauthorized);
+        assert!(switch_drops(&sim, a, DropReason::RecipientNotAuthorized) > unsent_before);
+    }
+
+    #[test]
+    fn a_deauthorized_member_that_keeps_sending_is_cut_off_both_ways() {
+        rogue_is_cut_off(false);
+    }
+
+    #[test]
+    fn stale_certificates_alone_cut_off_a_member_the_directory_still_lists() {
+        rogue_is_cut_off(true);
+    }
+
+    /// [`run_recording`] (no one deaf), and right after host `victim` takes
+    /// the head of a fragmented packet, `flood` arrives at it too.
+    fn run_flooding(
+        sim: &mut Sim,
+        ms: u64,
+        victim: usize,
+        flood: &[(SocketAddr, Vec<u8>)],
+        taps: &mut Taps,
+    ) -> usize {
+        use vnet_proto::wire::{Datagram, classify};
+        let until = sim.now + ms;
+        let mut out = Outbox::new();
+        let mut floods = 0;
+        while sim.now < until {
+            if let Some(c) = CLOCK.with(|c| c.borrow().clone()) {
+                sync_clock(&c, sim);
+            }
+            let next_tick = sim.now - sim.now % 250 + 250;
+            let next_packet = sim.queue.keys().next().map(|k| k.0).unwrap_or(u64::MAX);
+            sim.now = next_tick.min(next_packet).min(until);
+            while let Some(entry) = sim.queue.first_entry() {
+                if entry.key().0 > sim.now {
+                    break;
+                }
+                let p = entry.remove();
+                let Some((h, socket)) = sim
+                    .deliver_to(p.from, p.to)
+                    .and_then(|(h, local)| Some((h, socket_at(local)?)))
+                else {
+                    continue;
+                };
+                let is_head = matches!(
+                    classify(&p.bytes),
+                    Ok(Datagram::Packet { header, .. }) if header.more_fragments
+                );
+                let mut bytes = p.bytes;
+                let now = sim.now;
+                sim.hosts[h]
+                    .node
+                    .handle_datagram(now, socket, p.from, &mut bytes, &mut out);
+                // Identity checks run outside the packet path, as in Sim::step_to.
+                sim.hosts[h].node.run_identity_checks(now, &mut out);
+                if h == victim && is_head {
+                    floods += 1;
+                    for (from, datagram) in flood {
+                        let mut d = datagram.clone();
+                        sim.hosts[h]
+                            .node
+                            .handle_datagram(now, socket, *from, &mut d, &mut out);
+                    }
+                }
+                taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
+                sim.send_all(h, &mut out);
+                sim.collect(h);
+            }
+            if sim.now == next_tick {
+                for h in 0..sim.hosts.len() {
+                    let now = sim.now;
+                    sim.hosts[h].node.handle_timeout(now, &mut out);
+                    sim.hosts[h].node.run_identity_checks(now, &mut out);
+                    taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
+                    sim.send_all(h, &mut out);
+                    sim.collect(h);
+                }
+            }
+        }
+        floods
+    }
+
+    /// A6: a stranger floods forged heads and fragments (from one IP, many
+    /// ports, many counters) between the pieces of a member's fragmented
+    /// frame: the member's packet is not evicted and arrives.
+    #[test]
+    fn forged_fragments_from_a_stranger_do_not_evict_a_members_reassembly() {
+        use vnet_proto::wire::{FragmentHeader, PacketHeader};
+
+        let key = KeyPair::generate();
+        let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
+        let mut sim = Sim::new();
+        let ctl = sim.add_host(node(0, &planet), ROOT_IP, None);
+        let a = sim.add_host(node(1, &planet), [203, 0, 113, 1], None);
+        let b = sim.add_host(node(2, &planet), [203, 0, 113, 2], None);
+        let (ma, mb) = ((identity(1).address(), 1), (identity(2).address(), 2));
+        let nwid = NetworkId::new(identity(0).address(), 8);
+        let controller = Controller {
+            nwid: Some(nwid),
+            ..Default::default()
+        };
+        *controller.authorized.lock().unwrap() = vec![ma, mb];
+        *controller.listed.lock().unwrap() = vec![ma, mb];
+        sim.hosts[ctl]
+            .node
+            .set_controller(Box::new(controller.clone()));
+        CLOCK.with(|c| *c.borrow_mut() = Some(controller.clone()));
+        let mut taps = Taps::new();
+        let nobody = (usize::MAX, sim.hosts[ctl].local.ip());
+        run_recording(&mut sim, 2_000, nobody, &mut taps);
+        for h in [a, b] {
+            let mut out = Outbox::new();
+            let now = sim.now;
+            sim.hosts[h].node.join(now, nwid, &mut out);
+            sim.send_all(h, &mut out);
+        }
+        run_recording(&mut sim, 3_000, nobody, &mut taps);
+        // Certificates exchanged with small frames first.
+        tap_send(&mut sim, a, nwid, &frames_to(nwid, ma, mb)[..1]);
+        tap_send(&mut sim, b, nwid, &frames_to(nwid, mb, ma)[..1]);
+        run_recording(&mut sim, 1_000, nobody, &mut taps);
+
+        // The stranger: 192.0.2.66, any port; heads claiming to be from A.
+        let to_b = mb.0;
+        let mut flood = Vec::new();
+        for i in 0..300u64 {
+            let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 66)), 1000 + i as u16);
+            let counter = 0x5eed_0000 + i;
+            let mut head = vec![0x5au8; 1432];
+            PacketHeader {
+                counter,
+                dest: to_b,
+                src: ma.0,
+                hops: 0,
+                key_slot: 1,
+                more_fragments: true,
+                clear: false,
+            }
+            .encode_into(&mut head);
+            let mut fragment = vec![0xa5u8; 600];
+            FragmentHeader {
+                counter: counter + 1_000,
+                dest: to_b,
+                total: 2,
+                index: 1,
+                hops: 0,
+            }
+            .encode_into(&mut fragment);
+            flood.push((from, head));
+            flood.push((from, fragment));
+        }
+
+        let (src, dst) = (Mac::for_member(ma.0, nwid), Mac::for_member(mb.0, nwid));
+        let big = {
+            let b = PacketBuilder::ethernet2(src.0, dst.0)
+                .ipv4(member_ip(1).octets(), member_ip(2).octets(), 64)
+                .udp(5000, 6000);
+            let mut out = Vec::new();
+            b.write(&mut out, &[0x42; 2000]).unwrap();
+            out
+        };
+        let mut taps = Taps::new();
+        tap_send(&mut sim, a, nwid, std::slice::from_ref(&big));
+        let floods = run_flooding(&mut sim, 1_000, b, &flood, &mut taps);
+        assert!(floods >= 1, "the frame went out fragmented");
+        assert!(
+            taps.iter().any(|(h, f)| *h == b && *f == big),
+            "B got A's fragmented frame despite the flood"
+        );
+        let stats = sim.hosts[b].node.counters().reassembly;
+        assert!(stats.evicted_over_quota >= 500, "{stats:?}");
+        assert_eq!(stats.evicted, 0, "{stats:?}");
+    }
+}
