@@ -149,7 +149,10 @@ fn run(command: Command) -> Outcome {
         Command::Initmoon { identity } => {
             let id = read_identity_arg(&identity)
                 .map_err(|e| format!("{identity} is not a valid identity: {}", reason(&e)))?;
-            println!("{}", WorldJson::new_moon(&id.to_public()).to_json());
+            println!(
+                "{}",
+                WorldJson::new_moon(&id.to_public(), &mut vnet_node::service::os_rng()).to_json()
+            );
             Ok(())
         }
         Command::Genmoon {
@@ -210,7 +213,7 @@ fn generate(
         None => (0, 0),
     };
     let id = loop {
-        let id = Identity::generate();
+        let id = Identity::generate(&mut vnet_node::service::os_rng());
         if bits == 0 || id.address().to_u64() >> (40 - bits) == prefix {
             if bits > 0 {
                 eprintln!("vanity address: found {} !", id.address());

@@ -102,7 +102,10 @@ fn initplanet(identities: &[String], id: Option<&str>) -> anyhow::Result<()> {
             }
         },
     };
-    println!("{}", WorldJson::new_planet(id, now_ms(), &roots).to_json());
+    println!(
+        "{}",
+        WorldJson::new_planet(id, now_ms(), &roots, &mut vnet_node::service::os_rng()).to_json()
+    );
     Ok(())
 }
 

@@ -5,6 +5,8 @@ use ed25519_dalek::Signer;
 use sha2::{Digest, Sha512};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::rng::CryptoRng;
+
 use crate::constants::{
     C25519_PUBLIC_KEY_LEN_BYTES, C25519_SECRET_KEY_LEN_BYTES, C25519_SIGNATURE_LEN_BYTES,
 };
@@ -145,10 +147,10 @@ impl SharedKey {
 }
 
 impl KeyPair {
-    /// Draws a fresh key pair from the operating system's random source.
-    pub fn generate() -> Self {
+    /// Draws a fresh key pair from `rng`.
+    pub fn generate(rng: &mut impl CryptoRng) -> Self {
         let mut secret = [0u8; C25519_SECRET_KEY_LEN_BYTES];
-        getrandom::fill(&mut secret).expect("operating system random source");
+        rng.fill_bytes(&mut secret);
         let pair = Self::from_secret(SecretKey::from_bytes(secret));
         secret.zeroize();
         pair
@@ -177,9 +179,9 @@ impl KeyPair {
 
     /// Keeps the Ed25519 half and replaces the X25519 half with a fresh one;
     /// identity generation searches over this half only, as ZeroTier does.
-    pub fn with_fresh_x25519(&self) -> Self {
+    pub fn with_fresh_x25519(&self, rng: &mut impl CryptoRng) -> Self {
         let mut secret = self.secret.0;
-        getrandom::fill(&mut secret[..32]).expect("operating system random source");
+        rng.fill_bytes(&mut secret[..32]);
         let pair = Self::from_secret(SecretKey(secret));
         secret.zeroize();
         pair
@@ -249,7 +251,7 @@ mod tests {
 
     #[test]
     fn sign_verify_and_tamper() {
-        let pair = KeyPair::generate();
+        let pair = KeyPair::generate(&mut crate::rng::os_rng());
         let sig = pair.sign(b"hello");
         assert!(pair.public().verify(b"hello", &sig));
         assert!(!pair.public().verify(b"hellp", &sig));
@@ -259,14 +261,14 @@ mod tests {
         let mut bad = *sig.as_bytes();
         bad[3] ^= 1;
         assert!(!pair.public().verify(b"hello", &Signature::from_bytes(bad)));
-        let other = KeyPair::generate();
+        let other = KeyPair::generate(&mut crate::rng::os_rng());
         assert!(!other.public().verify(b"hello", &sig));
     }
 
     #[test]
     fn agreement_is_symmetric() {
-        let a = KeyPair::generate();
-        let b = KeyPair::generate();
+        let a = KeyPair::generate(&mut crate::rng::os_rng());
+        let b = KeyPair::generate(&mut crate::rng::os_rng());
         assert_eq!(
             a.agree(b.public()).unwrap().as_bytes(),
             b.agree(a.public()).unwrap().as_bytes()
@@ -275,7 +277,7 @@ mod tests {
 
     #[test]
     fn low_order_peer_key_is_refused() {
-        let a = KeyPair::generate();
+        let a = KeyPair::generate(&mut crate::rng::os_rng());
         // The identity point (all zero) and a point of order 8 are non-contributory.
         let mut zero = [0u8; 64];
         zero[32..].copy_from_slice(&a.public().ed25519());

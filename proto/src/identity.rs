@@ -2,6 +2,8 @@
 //! memory-hard hash, optionally with the secret key.
 
 use std::fmt;
+
+use crate::rng::CryptoRng;
 use std::str::FromStr;
 
 use crate::address::{Address, AddressError};
@@ -80,11 +82,11 @@ pub struct Identity {
 impl Identity {
     /// Generates a new identity, searching X25519 keys until one passes the
     /// work requirement and gives a non-reserved address.
-    pub fn generate() -> Self {
+    pub fn generate(rng: &mut impl CryptoRng) -> Self {
         let mut scratch = IdentityHashScratch::new();
-        let mut pair = KeyPair::generate();
+        let mut pair = KeyPair::generate(rng);
         loop {
-            pair = pair.with_fresh_x25519();
+            pair = pair.with_fresh_x25519(rng);
             if let Ok(address) = address_for(pair.public(), &mut scratch) {
                 return Self {
                     address,
@@ -384,7 +386,7 @@ mod tests {
 
     #[test]
     fn generated_identity_round_trips_text_and_binary() {
-        let id = Identity::generate();
+        let id = Identity::generate(&mut crate::rng::os_rng());
         assert!(id.has_secret());
         let mut scratch = IdentityHashScratch::new();
         let back = Identity::parse_with(&id.to_text(true), &mut scratch).unwrap();
@@ -401,8 +403,8 @@ mod tests {
 
     #[test]
     fn foreign_secret_is_refused() {
-        let a = Identity::generate();
-        let b = Identity::generate();
+        let a = Identity::generate(&mut crate::rng::os_rng());
+        let b = Identity::generate(&mut crate::rng::os_rng());
         let text = format!(
             "{}:{}",
             a.to_text(false),

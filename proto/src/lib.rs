@@ -20,6 +20,7 @@ pub mod network_id;
 pub mod node;
 pub mod path;
 pub mod replay;
+pub mod rng;
 pub mod session;
 pub mod switch;
 pub mod tls_record;

@@ -443,7 +443,7 @@ mod tests {
     use super::*;
 
     fn ids() -> (KeyPair, NetworkId, Address) {
-        let controller = KeyPair::generate();
+        let controller = KeyPair::generate(&mut crate::rng::os_rng());
         let nwid = NetworkId::new(Address::from_u64(0x1122334455).unwrap(), 7);
         (controller, nwid, Address::from_u64(0x0a0b0c0d0e).unwrap())
     }
@@ -481,7 +481,7 @@ mod tests {
         assert!(a.agrees_with(&b) && b.agrees_with(&a));
         assert!(!a.agrees_with(&c));
         assert!(a.verify(k.public()));
-        assert!(!a.verify(KeyPair::generate().public()));
+        assert!(!a.verify(KeyPair::generate(&mut crate::rng::os_rng()).public()));
         let mut bytes = Vec::new();
         a.encode_into(&mut bytes);
         let (back, used) = Certificate::decode(&bytes).unwrap();
@@ -532,7 +532,7 @@ mod tests {
             Err(NetconfError::BadSignature("network config chunk"))
         );
         // Signed by another key, or for another member: refused.
-        let other = KeyPair::generate();
+        let other = KeyPair::generate(&mut crate::rng::os_rng());
         assert!(NetworkConfig::decode(&bytes, nwid, member, other.public()).is_err());
         let someone = Address::from_u64(0x0101010101).unwrap();
         assert_eq!(

@@ -2,6 +2,7 @@
 //! agreement authenticates a HELLO/OK exchange of ephemeral X25519 keys;
 //! traffic keys come from both, one per direction.
 
+use crate::rng::CryptoRng;
 use sha2::{Digest, Sha512};
 use zeroize::Zeroize;
 
@@ -27,10 +28,10 @@ pub struct Ephemeral {
 }
 
 impl Ephemeral {
-    /// Draws a fresh ephemeral key pair.
-    pub fn generate() -> Self {
+    /// Draws a fresh ephemeral key pair from `rng`.
+    pub fn generate(rng: &mut impl CryptoRng) -> Self {
         let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).expect("operating system random source");
+        rng.fill_bytes(&mut bytes);
         #[cfg(fuzzing)]
         if crate::c25519::fuzz_mode::on() {
             // A stand-in public key (see `c25519::fuzz_mode`).
@@ -381,8 +382,8 @@ mod tests {
     use crate::c25519::KeyPair;
 
     fn pair() -> (Address, Address, SharedKey) {
-        let a = KeyPair::generate();
-        let b = KeyPair::generate();
+        let a = KeyPair::generate(&mut crate::rng::os_rng());
+        let b = KeyPair::generate(&mut crate::rng::os_rng());
         let shared = a.agree(b.public()).unwrap();
         (
             Address::from_u64(0x1111111111).unwrap(),
@@ -392,8 +393,8 @@ mod tests {
     }
 
     fn handshake(now: u64, a: Address, b: Address, s: &SharedKey) -> (Session, Session) {
-        let ea = Ephemeral::generate();
-        let eb = Ephemeral::generate();
+        let ea = Ephemeral::generate(&mut crate::rng::os_rng());
+        let eb = Ephemeral::generate(&mut crate::rng::os_rng());
         let (pa, pb) = (*ea.public(), *eb.public());
         let sa = derive_session(now, Role::Initiator, s, ea, &pb, a, b, 0x1234_5678_9abc).unwrap();
         let sb = derive_session(now, Role::Responder, s, eb, &pa, b, a, 0x0fed_cba9_8765).unwrap();
@@ -538,8 +539,8 @@ mod tests {
     #[test]
     fn first_counters_are_random_and_rekeys_count_from_them() {
         let (a, b, s) = pair();
-        let e = Ephemeral::generate();
-        let theirs = *Ephemeral::generate().public();
+        let e = Ephemeral::generate(&mut crate::rng::os_rng());
+        let theirs = *Ephemeral::generate(&mut crate::rng::os_rng()).public();
         let one = derive_session(0, Role::Initiator, &s, e, &theirs, a, b, u64::MAX).unwrap();
         assert_eq!(one.next_counter, first_counter(u64::MAX));
         assert!(one.next_counter > 1 << 61, "a random start, not 1");
@@ -561,7 +562,7 @@ mod tests {
     #[test]
     fn low_order_ephemeral_is_refused() {
         let (a, b, s) = pair();
-        let e = Ephemeral::generate();
+        let e = Ephemeral::generate(&mut crate::rng::os_rng());
         assert!(derive_session(0, Role::Initiator, &s, e, &[0u8; 32], a, b, 0).is_none());
     }
 }

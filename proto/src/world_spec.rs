@@ -2,6 +2,7 @@
 //! should contain, with the key to sign it. `genmoon` and `mkworld` turn it
 //! into a signed [`World`].
 
+use crate::rng::CryptoRng;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
@@ -97,27 +98,40 @@ pub struct WorldSpec {
 
 impl WorldJson {
     /// A new moon JSON for a seed root, with a fresh signing key (what `initmoon` prints).
-    pub fn new_moon(seed: &Identity) -> Self {
+    pub fn new_moon(seed: &Identity, rng: &mut impl CryptoRng) -> Self {
         Self::new(
             WorldKind::Moon,
             seed.address().to_string(),
             None,
             std::slice::from_ref(seed),
+            rng,
         )
     }
 
     /// A new planet JSON with a fresh signing key (what `initplanet` prints).
-    pub fn new_planet(id: u64, timestamp_ms: u64, roots: &[Identity]) -> Self {
+    pub fn new_planet(
+        id: u64,
+        timestamp_ms: u64,
+        roots: &[Identity],
+        rng: &mut impl CryptoRng,
+    ) -> Self {
         Self::new(
             WorldKind::Planet,
             format!("{id:016x}"),
             Some(timestamp_ms),
             roots,
+            rng,
         )
     }
 
-    fn new(kind: WorldKind, id: String, timestamp: Option<u64>, roots: &[Identity]) -> Self {
-        let key = KeyPair::generate();
+    fn new(
+        kind: WorldKind,
+        id: String,
+        timestamp: Option<u64>,
+        roots: &[Identity],
+        rng: &mut impl CryptoRng,
+    ) -> Self {
+        let key = KeyPair::generate(rng);
         let public = hex::encode(key.public().as_bytes());
         Self {
             id,

@@ -31,7 +31,11 @@ const IDENTITY_COUNT: usize = 4;
 /// Identities with secret keys, generated once for the whole file.
 fn identities() -> &'static [Identity] {
     static IDS: OnceLock<Vec<Identity>> = OnceLock::new();
-    IDS.get_or_init(|| (0..IDENTITY_COUNT).map(|_| Identity::generate()).collect())
+    IDS.get_or_init(|| {
+        (0..IDENTITY_COUNT)
+            .map(|_| Identity::generate(&mut os_rng()))
+            .collect()
+    })
 }
 
 const MOON_A: &[u8] = include_bytes!("vectors/zerotier/0000005b51b6c335.moon");
@@ -834,4 +838,9 @@ proptest! {
             }
         }
     }
+}
+
+/// The operating system's random source.
+fn os_rng() -> vnet_proto::rng::UnwrapErr<getrandom::SysRng> {
+    vnet_proto::rng::UnwrapErr(getrandom::SysRng)
 }

@@ -40,7 +40,7 @@ fn socket_at(local: SocketAddr) -> Option<LocalSocket> {
 /// Identities are costly to generate: make a handful once.
 fn identity(i: usize) -> Identity {
     static IDS: OnceLock<Vec<Identity>> = OnceLock::new();
-    IDS.get_or_init(|| (0..8).map(|_| Identity::generate()).collect())[i].clone()
+    IDS.get_or_init(|| (0..8).map(|_| Identity::generate(&mut os_rng())).collect())[i].clone()
 }
 
 fn versions() -> Versions {
@@ -326,12 +326,18 @@ fn planet_with_roots_at(roots: &[(usize, [u8; 4])], key: &KeyPair, timestamp_ms:
     .unwrap()
 }
 
+/// Node `i`'s random seed: fixed, so a run repeats.
+fn seed(i: usize) -> [u8; 32] {
+    [i as u8 + 1; 32]
+}
+
 fn node(i: usize, planet: &World) -> Node {
     Node::new(NodeConfig {
         identity: identity(i),
         planet: planet.clone(),
         moons: Vec::new(),
         versions: versions(),
+        rng_seed: seed(i),
     })
     .unwrap()
 }
@@ -355,7 +361,7 @@ fn world_of_two_with_roots(
     nat_b: Option<NatKind>,
     roots: usize,
 ) -> (Sim, usize, usize, Address, Address) {
-    let key = KeyPair::generate();
+    let key = KeyPair::generate(&mut os_rng());
     let root_list: Vec<(usize, [u8; 4])> = [(0, ROOT_IP), (5, ROOT2_IP)][..roots].to_vec();
     let planet = planet_with_roots(&root_list, &key);
     let mut sim = Sim::new();
@@ -771,7 +777,7 @@ fn whois_for_an_unknown_address_fails_cleanly() {
 fn orbit_fetches_a_moon_from_its_seed() {
     let (mut sim, a, b, _, addr_b) = world_of_two(None, None);
     // Node b becomes a moon's root: it holds the moon (made with its own key).
-    let moon_key = KeyPair::generate();
+    let moon_key = KeyPair::generate(&mut os_rng());
     let moon = World::make(
         WorldKind::Moon,
         addr_b.to_u64(),
@@ -789,6 +795,7 @@ fn orbit_fetches_a_moon_from_its_seed() {
         planet: sim.hosts[0].node.worlds().next().unwrap().clone(),
         moons: vec![moon.clone()],
         versions: versions(),
+        rng_seed: seed(2),
     })
     .unwrap();
     sim.hosts[b].node = b_node;
@@ -814,7 +821,7 @@ fn orbit_fetches_a_moon_from_its_seed() {
 
 #[test]
 fn a_newer_planet_reaches_nodes_through_the_root() {
-    let key = KeyPair::generate();
+    let key = KeyPair::generate(&mut os_rng());
     let v1 = planet_with_roots(&[(0, ROOT_IP)], &key);
     let roots = v1.roots().to_vec();
     let v2 = World::make(
@@ -832,7 +839,7 @@ fn a_newer_planet_reaches_nodes_through_the_root() {
         v1.timestamp_ms() + 2,
         *key.public(),
         roots,
-        &KeyPair::generate(),
+        &KeyPair::generate(&mut os_rng()),
     )
     .unwrap();
     let mut sim = Sim::new();
@@ -1013,7 +1020,7 @@ mod rogue {
         let mut online_at = None;
         let start = sim.now;
         for step in 0..2_000u64 {
-            let pair = KeyPair::generate();
+            let pair = KeyPair::generate(&mut os_rng());
             let claimed = Address::from_u64(0x10_0000_0000 + step).unwrap();
             let ip = [100, 64, (step % 1000 / 250) as u8, (step % 250) as u8 + 1];
             let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), 40000);
@@ -1060,7 +1067,7 @@ mod rogue {
         let (mut sim, a, _b, _, addr_b) = world_of_two(None, None);
         let root_identity = identity(0);
         let root = root_identity.address();
-        let pairs: Vec<KeyPair> = (0..16).map(|_| KeyPair::generate()).collect();
+        let pairs: Vec<KeyPair> = (0..16).map(|_| KeyPair::generate(&mut os_rng())).collect();
         // From more distinct sources than any table holds, within one
         // instant (no entry has time to age out): each sends a HELLO with a
         // right MAC for a made-up identity, a session packet from an
@@ -1118,7 +1125,7 @@ mod rogue {
         let victim_from = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(victim_ip)), PORT);
         let root_identity = identity(0);
         // 500 HELLOs with broken MACs "from" the victim's address.
-        let pair = KeyPair::generate();
+        let pair = KeyPair::generate(&mut os_rng());
         for n in 0..500u64 {
             let mut hello =
                 forged_hello(identity(3).address(), &pair, &root_identity, n, n * 2 + 1);
@@ -1299,7 +1306,7 @@ mod rogue {
 
     #[test]
     fn a_root_dropped_by_a_planet_update_loses_its_role() {
-        let key = KeyPair::generate();
+        let key = KeyPair::generate(&mut os_rng());
         let v1 = planet_with_roots(&[(0, ROOT_IP), (5, ROOT2_IP)], &key);
         let mut sim = Sim::new();
         sim.add_host(node(0, &v1), ROOT_IP, None);
@@ -1327,13 +1334,13 @@ mod rogue {
 
     #[test]
     fn a_member_that_reaches_only_the_moon_reaches_planet_only_members() {
-        let key = KeyPair::generate();
+        let key = KeyPair::generate(&mut os_rng());
         let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
         let mut sim = Sim::new();
         sim.add_host(node(0, &planet), ROOT_IP, None);
         let moon_ip = [198, 51, 100, 3];
         let moon_addr = identity(3).address();
-        let moon_key = KeyPair::generate();
+        let moon_key = KeyPair::generate(&mut os_rng());
         let moon = World::make(
             WorldKind::Moon,
             moon_addr.to_u64(),
@@ -1352,6 +1359,7 @@ mod rogue {
                 planet: planet.clone(),
                 moons: vec![moon.clone()],
                 versions: versions(),
+                rng_seed: seed(i),
             })
             .unwrap()
         };
@@ -1804,7 +1812,7 @@ mod rogue_member {
     /// the rogue R (host 3). With `still_listed`, the controller keeps R in
     /// the directory after deauthorizing it, so only the certificates cut it off.
     fn rogue_is_cut_off(still_listed: bool) {
-        let key = KeyPair::generate();
+        let key = KeyPair::generate(&mut os_rng());
         let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
         let mut sim = Sim::new();
         let ctl = sim.add_host(node(0, &planet), ROOT_IP, None);
@@ -2004,7 +2012,7 @@ mod rogue_member {
     fn forged_fragments_from_a_stranger_do_not_evict_a_members_reassembly() {
         use vnet_proto::wire::{FragmentHeader, PacketHeader};
 
-        let key = KeyPair::generate();
+        let key = KeyPair::generate(&mut os_rng());
         let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
         let mut sim = Sim::new();
         let ctl = sim.add_host(node(0, &planet), ROOT_IP, None);
@@ -2088,4 +2096,9 @@ mod rogue_member {
         assert!(stats.evicted_over_quota >= 500, "{stats:?}");
         assert_eq!(stats.evicted, 0, "{stats:?}");
     }
+}
+
+/// The operating system's random source.
+fn os_rng() -> vnet_proto::rng::UnwrapErr<getrandom::SysRng> {
+    vnet_proto::rng::UnwrapErr(getrandom::SysRng)
 }

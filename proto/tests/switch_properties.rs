@@ -229,7 +229,7 @@ fn host_mac(low: [u8; 5]) -> Mac {
 /// The network's controller key (one for the whole run: keys are slow to make).
 fn controller_key() -> &'static KeyPair {
     static KEY: std::sync::OnceLock<KeyPair> = std::sync::OnceLock::new();
-    KEY.get_or_init(KeyPair::generate)
+    KEY.get_or_init(|| KeyPair::generate(&mut os_rng()))
 }
 
 fn policy() -> SwitchPolicy {
@@ -565,4 +565,9 @@ fn counters_serialize_in_camel_case() {
     let json = serde_json::to_value(net.members[0].switch.counters()).unwrap();
     assert_eq!(json["drops"]["foreignSource"], 1);
     assert_eq!(json["sentUnicast"], 0);
+}
+
+/// The operating system's random source.
+fn os_rng() -> vnet_proto::rng::UnwrapErr<getrandom::SysRng> {
+    vnet_proto::rng::UnwrapErr(getrandom::SysRng)
 }

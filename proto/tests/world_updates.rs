@@ -9,7 +9,7 @@ use vnet_proto::world::{Root, UpdateRefusal, World, WorldKind};
 
 fn roots() -> Vec<Root> {
     static IDS: OnceLock<Vec<Identity>> = OnceLock::new();
-    let ids = IDS.get_or_init(|| (0..2).map(|_| Identity::generate()).collect());
+    let ids = IDS.get_or_init(|| (0..2).map(|_| Identity::generate(&mut os_rng())).collect());
     ids.iter()
         .enumerate()
         .map(|(i, id)| Root {
@@ -25,7 +25,7 @@ fn world(kind: WorldKind, id: u64, ts: u64, next: &KeyPair, signer: &KeyPair) ->
 
 #[test]
 fn newer_world_signed_by_the_named_key_replaces_the_held_one() {
-    let key = KeyPair::generate();
+    let key = KeyPair::generate(&mut os_rng());
     let held = world(WorldKind::Planet, 7, 100, &key, &key);
     let update = world(WorldKind::Planet, 7, 101, &key, &key);
     assert_eq!(held.check_update(&update), Ok(()));
@@ -41,7 +41,7 @@ fn newer_world_signed_by_the_named_key_replaces_the_held_one() {
 
 #[test]
 fn updates_that_are_not_newer_or_not_the_same_world_are_refused() {
-    let key = KeyPair::generate();
+    let key = KeyPair::generate(&mut os_rng());
     let held = world(WorldKind::Moon, 7, 100, &key, &key);
     for ts in [99, 100] {
         assert_eq!(
@@ -70,8 +70,8 @@ fn updates_that_are_not_newer_or_not_the_same_world_are_refused() {
 
 #[test]
 fn updates_signed_by_another_key_are_refused() {
-    let key = KeyPair::generate();
-    let intruder = KeyPair::generate();
+    let key = KeyPair::generate(&mut os_rng());
+    let intruder = KeyPair::generate(&mut os_rng());
     let held = world(WorldKind::Planet, 7, 100, &key, &key);
     // Even naming the held key as its own successor key does not help.
     let forged = world(WorldKind::Planet, 7, 101, &key, &intruder);
@@ -80,8 +80,8 @@ fn updates_signed_by_another_key_are_refused() {
 
 #[test]
 fn signing_key_rotation_takes_two_steps() {
-    let old = KeyPair::generate();
-    let new = KeyPair::generate();
+    let old = KeyPair::generate(&mut os_rng());
+    let new = KeyPair::generate(&mut os_rng());
     // v1 is signed by the old key and names the new one for updates.
     let v1 = world(WorldKind::Planet, 7, 100, &new, &old);
     assert!(!v1.is_self_signed());
@@ -97,8 +97,8 @@ fn signing_key_rotation_takes_two_steps() {
 fn decode_update_checks_bytes_from_a_peer_cheaply_first() {
     use vnet_proto::identity_hash::IdentityHashScratch;
     use vnet_proto::world::WorldUpdateError;
-    let key = KeyPair::generate();
-    let intruder = KeyPair::generate();
+    let key = KeyPair::generate(&mut os_rng());
+    let intruder = KeyPair::generate(&mut os_rng());
     let held = world(WorldKind::Moon, 7, 100, &key, &key);
     let mut scratch = IdentityHashScratch::new();
     let update = world(WorldKind::Moon, 7, 101, &key, &key);
@@ -120,4 +120,9 @@ fn decode_update_checks_bytes_from_a_peer_cheaply_first() {
         held.decode_update(&[127, 0, 0], &mut scratch),
         Err(WorldUpdateError::Malformed(_))
     ));
+}
+
+/// The operating system's random source.
+fn os_rng() -> vnet_proto::rng::UnwrapErr<getrandom::SysRng> {
+    vnet_proto::rng::UnwrapErr(getrandom::SysRng)
 }

@@ -210,7 +210,7 @@ fn a_forged_hello_flood_costs_the_root_little_and_a_new_node_still_comes_online(
             while !stop_flood.load(std::sync::atomic::Ordering::Relaxed) {
                 let due = start.elapsed().as_millis() as u64 * FLOOD_RATE_PER_SECOND / 1000;
                 while sent < due {
-                    let pair = KeyPair::generate();
+                    let pair = KeyPair::generate(&mut os_rng());
                     let claimed = Address::from_u64(0x10_0000_0000 + sent).expect("address");
                     let hello = forged_hello(claimed, &pair, &root_for_flood, sent + 1);
                     let src = Ipv4Addr::from(SPOOF_BASE + (sent % u64::from(FLOOD_SOURCES)) as u32);
@@ -251,7 +251,7 @@ fn a_forged_hello_flood_costs_the_root_little_and_a_new_node_still_comes_online(
     let root_for_flood = root_identity.clone();
     let sent = in_netns(&flood_ns, move || {
         let socket = SpoofSocket::open();
-        let pairs: Vec<KeyPair> = (0..64).map(|_| KeyPair::generate()).collect();
+        let pairs: Vec<KeyPair> = (0..64).map(|_| KeyPair::generate(&mut os_rng())).collect();
         for i in 0..SPOOFED_PACKETS {
             let claimed = Address::from_u64(0x20_0000_0000 + u64::from(i)).expect("address");
             let hello = forged_hello(claimed, &pairs[i as usize % 64], &root_for_flood, 1);
@@ -293,4 +293,9 @@ fn a_forged_hello_flood_costs_the_root_little_and_a_new_node_still_comes_online(
         run.ok && run.stdout.contains("seq="),
         "the root no longer answers its member after the flood: {run:?}"
     );
+}
+
+/// The operating system's random source.
+fn os_rng() -> vnet_node::core::rng::UnwrapErr<getrandom::SysRng> {
+    vnet_node::core::rng::UnwrapErr(getrandom::SysRng)
 }

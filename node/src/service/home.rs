@@ -171,7 +171,7 @@ impl Home {
                 Ok((id, false))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let id = Identity::generate();
+                let id = Identity::generate(&mut super::os_rng());
                 write_atomic(&secret, id.to_text(true).as_bytes(), SECRET_FILE_MODE)
                     .map_err(io_error(&secret))?;
                 let public = self.path("identity.public");

@@ -11,3 +11,9 @@ pub mod punch_sockets;
 pub mod runtime;
 pub mod tap;
 pub mod tcp_relay;
+
+/// The operating system's random source, for the core's key generation
+/// (the core itself never reads it).
+pub fn os_rng() -> crate::core::rng::UnwrapErr<getrandom::SysRng> {
+    crate::core::rng::UnwrapErr(getrandom::SysRng)
+}

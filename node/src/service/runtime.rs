@@ -405,11 +405,14 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     for e in bad_moons {
         error!("refused moon: {e}");
     }
+    let mut rng_seed = [0u8; 32];
+    getrandom::fill(&mut rng_seed).map_err(std::io::Error::other)?;
     let mut node = Node::new(NodeConfig {
         identity,
         planet,
         moons,
         versions: software_versions(),
+        rng_seed,
     })
     .map_err(|e| HomeError::Invalid {
         path: home.path("identity.secret"),

@@ -382,7 +382,7 @@ mod tests {
 
     #[test]
     fn failures_and_successes_are_never_hashed_again() {
-        let real = Identity::generate();
+        let real = Identity::generate(&mut crate::rng::os_rng());
         let mut checks = IdentityChecks::default();
         let mut scratch = IdentityHashScratch::new();
         checks.request(forged(1), false, None, 0);

@@ -35,6 +35,7 @@ use crate::message::{
     self, Hello, HelloOk, InRe, OkBody, Rendezvous, Versions, decode_error, decode_ok,
     decode_push_direct_paths, decode_whois, encode_in_re, encode_push_direct_paths,
 };
+use crate::rng::{NodeRng, Rng, SeedableRng};
 use crate::session::{Ephemeral, OpenError, Role, derive_session};
 use crate::verb::Verb;
 use crate::wire::{Datagram, PacketHeader, classify, increment_hops};
@@ -51,6 +52,10 @@ pub struct NodeConfig {
     pub moons: Vec<World>,
     /// Software versions to announce.
     pub versions: Versions,
+    /// Seeds the node's random source (ephemeral keys, packet counters,
+    /// punch ports, queue picks): from the operating system in the daemon,
+    /// fixed in tests so that a run repeats.
+    pub rng_seed: [u8; 32],
 }
 
 /// Why a node cannot start.
@@ -176,6 +181,8 @@ pub struct Node {
     tick_heap: BinaryHeap<Reverse<(u64, Address)>>,
     /// Reused list of the peers due in a tick.
     due_peers: Vec<Address>,
+    /// The node's random source, seeded at construction.
+    rng: NodeRng,
 }
 
 impl Node {
@@ -219,6 +226,7 @@ impl Node {
             traversal: traversal::TraversalState::default(),
             tick_heap: BinaryHeap::new(),
             due_peers: Vec::new(),
+            rng: NodeRng::from_seed(config.rng_seed),
         };
         node.moons = config.moons;
         node.recompute_roles();
@@ -299,7 +307,7 @@ impl Node {
     /// The driver runs it ([`IdentityCheck::run`], ~17 ms) without holding
     /// the node and hands the result to [`Node::identity_check_done`].
     pub fn next_identity_check(&mut self, now_ms: u64) -> Option<IdentityCheck> {
-        let job = self.identity_checks.next(now_ms, random_u64());
+        let job = self.identity_checks.next(now_ms, self.rng.next_u64());
         if job.is_some() {
             self.counters.identity_checks += 1;
         }
@@ -833,7 +841,7 @@ impl Node {
                     hello.identity.clone(),
                     false,
                     Some(stash),
-                    random_u64(),
+                    self.rng.next_u64(),
                 );
                 match queued {
                     identity_checks::Queued::KnownBad => self.counters.dropped_identity_failed += 1,
@@ -867,7 +875,7 @@ impl Node {
                     self.counters.dropped_stale_hello += 1;
                     return;
                 }
-                let ephemeral = Ephemeral::generate();
+                let ephemeral = Ephemeral::generate(&mut self.rng);
                 let eph_public = *ephemeral.public();
                 let Some(session) = derive_session(
                     now_ms,
@@ -877,7 +885,7 @@ impl Node {
                     &hello.ephemeral,
                     my_address,
                     header.src,
-                    random_u64(),
+                    self.rng.next_u64(),
                 ) else {
                     self.counters.dropped_bad_payload += 1;
                     return;
@@ -1014,7 +1022,7 @@ impl Node {
             &ok.ephemeral,
             my_address,
             header.src,
-            random_u64(),
+            self.rng.next_u64(),
         ) else {
             self.counters.dropped_bad_payload += 1;
             return;
@@ -1135,10 +1143,12 @@ impl Node {
                     {
                         Some(identity) => self.whois_identity_verified(now_ms, identity, out),
                         None => {
-                            if self
-                                .identity_checks
-                                .request(unchecked, true, None, random_u64())
-                                == identity_checks::Queued::KnownBad
+                            if self.identity_checks.request(
+                                unchecked,
+                                true,
+                                None,
+                                self.rng.next_u64(),
+                            ) == identity_checks::Queued::KnownBad
                             {
                                 self.counters.dropped_identity_failed += 1;
                             }
@@ -1924,10 +1934,10 @@ impl Node {
             Some(h) if now_ms.saturating_sub(h.sent_ms) < HELLO_RETRY_INTERVAL_MS => {
                 (h.ephemeral, h.counters, h.sent_ms)
             }
-            _ => (Ephemeral::generate(), Vec::new(), now_ms),
+            _ => (Ephemeral::generate(&mut self.rng), Vec::new(), now_ms),
         };
         for (to, socket) in targets.iter().zip(sockets) {
-            let counter = random_counter();
+            let counter = random_counter(&mut self.rng);
             if counters.len() >= MAX_HELLO_TARGETS {
                 break;
             }
@@ -1994,7 +2004,7 @@ impl Node {
         self.tx.push(verb as u8);
         self.tx.extend_from_slice(payload);
         PacketHeader {
-            counter: random_counter(),
+            counter: random_counter(&mut self.rng),
             dest: addr,
             src: self.address,
             hops: 0,
@@ -2412,14 +2422,7 @@ fn expects_answer(verb: Verb) -> bool {
     !matches!(verb, Verb::Ok | Verb::Error | Verb::Nop)
 }
 
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).expect("operating system random source");
-    u64::from_be_bytes(b)
-}
-
-fn random_counter() -> u64 {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).expect("operating system random source");
-    u64::from_be_bytes(b) | 1
+/// A first packet counter: random, and never 0.
+fn random_counter(rng: &mut NodeRng) -> u64 {
+    rng.next_u64() | 1
 }

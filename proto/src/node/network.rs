@@ -570,9 +570,9 @@ mod tests {
 
     /// A node that is its own network's controller, configured on it (private).
     fn configured_node(now_ms: u64) -> (Node, NetworkId, KeyPair) {
-        let identity = Identity::generate();
+        let identity = Identity::generate(&mut crate::rng::os_rng());
         let key = identity.key_pair().unwrap();
-        let planet_key = KeyPair::generate();
+        let planet_key = KeyPair::generate(&mut crate::rng::os_rng());
         let planet = World::make(
             WorldKind::Planet,
             7,
@@ -595,6 +595,7 @@ mod tests {
                 minor: 1,
                 revision: 0,
             },
+            rng_seed: [9; 32],
         })
         .unwrap();
         let nwid = NetworkId::new(node.address, 1);
@@ -641,7 +642,7 @@ mod tests {
         let (mut node, nwid, key) = configured_node(now);
         let src = Address::from_u64(0x0102030405).unwrap();
         let other = Address::from_u64(0x0a0b0c0d0e).unwrap();
-        let forger = KeyPair::generate();
+        let forger = KeyPair::generate(&mut crate::rng::os_rng());
         let mut out = Outbox::new();
         let checked = |node: &Node| node.counters.credential_signatures_checked;
 

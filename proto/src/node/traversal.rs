@@ -25,6 +25,7 @@ use crate::local_socket::LocalSocket;
 use crate::message::{PunchMessage, encode_punch};
 pub use crate::nat_mapping::NatMapping;
 use crate::node::Outbox;
+use crate::rng::{NodeRng, Rng};
 use crate::verb::Verb;
 
 /// Node-wide NAT traversal state.
@@ -564,7 +565,7 @@ impl Node {
             role: PunchRole::Easy,
             started_ms: now_ms,
             sockets: Vec::new(),
-            ports: random_ports(PUNCH_PROBES_MAX),
+            ports: random_ports(&mut self.rng, PUNCH_PROBES_MAX),
             target,
         });
         // The first batch now; the rest on the next ticks.
@@ -573,12 +574,12 @@ impl Node {
 }
 
 /// `n` distinct random ports above 1023 (where NATs pick their ports).
-fn random_ports(n: usize) -> Vec<u16> {
+fn random_ports(rng: &mut NodeRng, n: usize) -> Vec<u16> {
     let mut seen = HashSet::with_capacity(n);
     let mut ports = Vec::with_capacity(n);
     let mut bytes = vec![0u8; 2 * n];
     while ports.len() < n {
-        getrandom::fill(&mut bytes).expect("operating system random source");
+        rng.fill_bytes(&mut bytes);
         for pair in bytes.chunks_exact(2) {
             let p = u16::from_be_bytes([pair[0], pair[1]]);
             if p >= 1024 && seen.insert(p) {
@@ -619,10 +620,11 @@ fn is_public(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::SeedableRng;
 
     #[test]
     fn random_ports_are_distinct_and_above_1023() {
-        let ports = random_ports(PUNCH_PROBES_MAX);
+        let ports = random_ports(&mut NodeRng::seed_from_u64(7), PUNCH_PROBES_MAX);
         assert_eq!(ports.len(), PUNCH_PROBES_MAX);
         let set: HashSet<u16> = ports.iter().copied().collect();
         assert_eq!(set.len(), ports.len());
