@@ -17,6 +17,7 @@ use crate::core::address::Address;
 use crate::core::endpoint::format_endpoint;
 use crate::core::network_id::NetworkId;
 use crate::core::node::Route;
+use crate::service::engine::EngineGone;
 use crate::service::runtime::Shared;
 
 /// Longest a ping request waits.
@@ -41,6 +42,12 @@ fn bad_request(msg: impl Into<String>) -> ApiError {
 
 fn not_found(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, msg.into())
+}
+
+impl From<EngineGone> for ApiError {
+    fn from(e: EngineGone) -> Self {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
 }
 
 /// The API's routes, plus `extra` (a controller's), all behind the token.
@@ -147,17 +154,21 @@ fn parse_world_id(text: &str) -> Result<u64, ApiError> {
         .ok_or_else(|| bad_request(format!("bad world id {text:?}")))
 }
 
-async fn status(State(s): State<AppState>) -> Json<Value> {
-    let now = s.now_ms();
-    let node = s.node();
-    let status = node.status(now);
-    let mut v = serde_json::to_value(&status).unwrap_or(Value::Null);
+async fn status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut v = s
+        .engine
+        .call(|node, now, _| {
+            let mut v = serde_json::to_value(node.status(now)).unwrap_or(Value::Null);
+            v["counters"] = serde_json::to_value(node.counters()).unwrap_or(Value::Null);
+            v["tables"] = serde_json::to_value(node.table_sizes()).unwrap_or(Value::Null);
+            if let Some(counters) = node.controller_counters() {
+                v["controllerCounters"] =
+                    counters.into_iter().map(|(k, n)| (k, json!(n))).collect();
+            }
+            v
+        })
+        .await?;
     v["version"] = json!(env!("CARGO_PKG_VERSION"));
-    v["counters"] = serde_json::to_value(node.counters()).unwrap_or(Value::Null);
-    v["tables"] = serde_json::to_value(node.table_sizes()).unwrap_or(Value::Null);
-    if let Some(counters) = node.controller_counters() {
-        v["controllerCounters"] = counters.into_iter().map(|(k, n)| (k, json!(n))).collect();
-    }
     v["config"] = json!({ "settings": {
         "primaryPort": s.port,
         "portMappingEnabled": s.port_mapping_enabled,
@@ -166,20 +177,22 @@ async fn status(State(s): State<AppState>) -> Json<Value> {
     } });
     v["portMapping"] = s.port_mapping_json();
     v["tcpRelayStats"] = serde_json::to_value(s.tcp_relay_stats()).unwrap_or(Value::Null);
-    Json(v)
+    Ok(Json(v))
 }
 
-async fn netcheck(State(s): State<AppState>) -> Json<Value> {
-    let now = s.now_ms();
-    let report = s.node().netcheck(now);
+async fn netcheck(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let report = s.engine.call(|node, now, _| node.netcheck(now)).await?;
     let mut v = serde_json::to_value(report).unwrap_or(Value::Null);
     v["portMapping"] = s.port_mapping_json();
-    Json(v)
+    Ok(Json(v))
 }
 
-async fn peers(State(s): State<AppState>) -> Json<Value> {
-    let now = s.now_ms();
-    Json(serde_json::to_value(s.node().peer_statuses(now)).unwrap_or(Value::Null))
+async fn peers(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let peers = s
+        .engine
+        .call(|node, now, _| node.peer_statuses(now))
+        .await?;
+    Ok(Json(serde_json::to_value(peers).unwrap_or(Value::Null)))
 }
 
 async fn peer(
@@ -187,42 +200,47 @@ async fn peer(
     Path(addr): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let addr = parse_address(&addr)?;
-    let now = s.now_ms();
     let status = s
-        .node()
-        .peer_status(now, addr)
+        .engine
+        .call(move |node, now, _| node.peer_status(now, addr))
+        .await?
         .ok_or_else(|| not_found(format!("peer {addr} not known")))?;
     Ok(Json(serde_json::to_value(status).unwrap_or(Value::Null)))
 }
 
-async fn moons(State(s): State<AppState>) -> Json<Value> {
-    let node = s.node();
-    let mut out: Vec<Value> = node
-        .moons()
-        .iter()
-        .map(|m| {
-            json!({
-                "id": format!("{:016x}", m.id()),
-                "timestamp": m.timestamp_ms(),
-                "waiting": false,
-                "seed": null,
-                "roots": m.roots().iter().map(|r| json!({
-                    "identity": r.identity.to_text(false),
-                    "stableEndpoints": r.endpoints.iter().map(format_endpoint).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-            })
+async fn moons(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let moons = s
+        .engine
+        .call(|node, _, _| {
+            let mut out: Vec<Value> = node
+                .moons()
+                .iter()
+                .map(|m| {
+                    json!({
+                        "id": format!("{:016x}", m.id()),
+                        "timestamp": m.timestamp_ms(),
+                        "waiting": false,
+                        "seed": null,
+                        "roots": m.roots().iter().map(|r| json!({
+                            "identity": r.identity.to_text(false),
+                            "stableEndpoints": r.endpoints.iter().map(format_endpoint).collect::<Vec<_>>(),
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            for (id, seed) in node.wanted_moons() {
+                out.push(json!({
+                    "id": format!("{id:016x}"),
+                    "timestamp": 0,
+                    "waiting": true,
+                    "seed": seed.to_string(),
+                    "roots": [],
+                }));
+            }
+            out
         })
-        .collect();
-    for (id, seed) in node.wanted_moons() {
-        out.push(json!({
-            "id": format!("{id:016x}"),
-            "timestamp": 0,
-            "waiting": true,
-            "seed": seed.to_string(),
-            "roots": [],
-        }));
-    }
-    Json(Value::Array(out))
+        .await?;
+    Ok(Json(Value::Array(moons)))
 }
 
 #[derive(Deserialize)]
@@ -240,7 +258,9 @@ async fn orbit(
         return Err(bad_request("body must be JSON {\"seed\": \"<address>\"}"));
     };
     let seed = parse_address(&body.seed)?;
-    s.with_node(|node, now, out| node.orbit(now, id, seed, out));
+    s.engine
+        .call(move |node, now, out| node.orbit(now, id, seed, out))
+        .await?;
     Ok(Json(
         json!({ "id": format!("{id:016x}"), "seed": seed.to_string(), "waiting": true }),
     ))
@@ -251,7 +271,7 @@ async fn deorbit(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_world_id(&id)?;
-    let was = s.node().deorbit(id);
+    let was = s.engine.call(move |node, _, _| node.deorbit(id)).await?;
     let removed = s
         .home
         .remove_moon(id)
@@ -269,11 +289,11 @@ fn parse_network_id(text: &str) -> Result<NetworkId, ApiError> {
         .map_err(|e| bad_request(format!("bad network id {text:?}: {e}")))
 }
 
-async fn networks(State(s): State<AppState>) -> Json<Value> {
-    let views = s.node().networks();
-    Json(Value::Array(
+async fn networks(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let views = s.engine.call(|node, _, _| node.networks()).await?;
+    Ok(Json(Value::Array(
         views.iter().map(|v| network_json(&s, v)).collect(),
-    ))
+    )))
 }
 
 async fn network(
@@ -282,8 +302,9 @@ async fn network(
 ) -> Result<Json<Value>, ApiError> {
     let nwid = parse_network_id(&nwid)?;
     let view = s
-        .node()
-        .network(nwid)
+        .engine
+        .call(move |node, _, _| node.network(nwid))
+        .await?
         .ok_or_else(|| not_found(format!("not a member of {nwid}")))?;
     Ok(Json(network_json(&s, &view)))
 }
@@ -344,13 +365,19 @@ async fn join(
     s.home
         .save_network(nwid)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    s.with_node(|node, now, out| node.join(now, nwid, out));
+    s.engine
+        .call(move |node, now, out| node.join(now, nwid, out))
+        .await?;
     if changed {
         s.set_network_settings(nwid, settings)
             .await
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     }
-    let view = s.node().network(nwid).expect("just joined");
+    let view = s
+        .engine
+        .call(move |node, _, _| node.network(nwid))
+        .await?
+        .ok_or_else(|| not_found(format!("left {nwid} meanwhile")))?;
     Ok(Json(network_json(&s, &view)))
 }
 
@@ -359,7 +386,7 @@ async fn leave(
     Path(nwid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let nwid = parse_network_id(&nwid)?;
-    let was = s.node().leave(nwid);
+    let was = s.engine.call(move |node, _, _| node.leave(nwid)).await?;
     let recorded = s
         .home
         .remove_network(nwid)

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod atomic_file;
+pub mod engine;
 pub mod home;
 pub mod identity_file;
 pub mod managed_routes;
@@ -11,6 +12,7 @@ pub mod punch_sockets;
 pub mod runtime;
 pub mod tap;
 pub mod tcp_relay;
+pub mod udp_sockets;
 
 /// The operating system's random source, for the core's key generation
 /// (the core itself never reads it).

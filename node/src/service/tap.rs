@@ -1,5 +1,5 @@
-//! The TAP device of a joined network: Ethernet frames in and out, read and
-//! written on the data-path threads (blocking, one frame per call).
+//! The TAP device of a joined network: Ethernet frames in and out, one
+//! frame per call; the engine polls it non-blocking.
 
 use std::io;
 use std::sync::Arc;
@@ -28,7 +28,7 @@ impl TapDevice {
         self.iface.name()
     }
 
-    /// Reads one frame (blocks).
+    /// Reads one frame (blocks unless [`TapDevice::set_nonblocking`]).
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.iface.recv(buf)
     }
@@ -38,25 +38,15 @@ impl TapDevice {
         self.iface.send(frame)
     }
 
-    /// Waits up to `timeout` for a frame to read; true if one is there.
-    pub fn wait_readable(&self, timeout: std::time::Duration) -> io::Result<bool> {
-        use std::os::fd::AsRawFd;
-        let mut fds = libc::pollfd {
-            fd: self.iface.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut fds, 1, timeout.as_millis() as libc::c_int) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(false)
-            } else {
-                Err(e)
-            };
-        }
-        Ok(n > 0 && fds.revents & libc::POLLIN != 0)
+    /// Makes reads and writes return `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&self) -> io::Result<()> {
+        self.iface.set_non_blocking()
+    }
+}
+
+impl std::os::fd::AsRawFd for TapDevice {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.iface.as_raw_fd()
     }
 }
 

@@ -1,0 +1,562 @@
+//! The engine: one thread owns the [`Node`] and drives it from the UDP
+//! sockets, the punch sockets, the TAP devices, the node's deadline and a
+//! command channel, all through one epoll (mio). Nothing else touches the
+//! node: the control plane sends [`Command`]s through an [`EngineHandle`]
+//! and hears back by replies and [`Event`]s, so no lock is ever taken on the
+//! packet path and a slow job elsewhere never stalls traffic.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError, TrySendError};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::core::constants::PACKET_MAX_LEN_BYTES;
+use crate::core::identity_hash::IdentityHashScratch;
+use crate::core::local_socket::LocalSocket;
+use crate::core::network_id::NetworkId;
+use crate::core::node::{Event, IdentityCheck, IdentityCheckResult, Node, Outbox};
+use crate::service::punch_sockets::PunchSockets;
+use crate::service::tap::TapDevice;
+use crate::service::tcp_relay::{TcpRelayClient, TcpRelayServer};
+use crate::service::udp_sockets::UdpSockets;
+
+/// Wakes the engine when a command is queued.
+const WAKER: Token = Token(0);
+/// The primary IPv4 socket.
+const UDP_V4: Token = Token(1);
+/// The primary IPv6 socket.
+const UDP_V6: Token = Token(2);
+/// The socket the gateway maps.
+const UDP_MAPPED: Token = Token(3);
+/// TAP devices and punch sockets get tokens from here up, never reused.
+const FIRST_DYNAMIC_TOKEN: usize = 16;
+
+/// Datagrams or frames read from one source before the engine turns to the
+/// others (the rest is read on the next round), so a flood on one socket
+/// cannot starve the TAP devices, the timer or the commands.
+const READS_PER_SOURCE_PER_ROUND: usize = 64;
+/// Datagrams from the TCP relay waiting for the engine at most; beyond it
+/// they are dropped, as a full socket buffer would.
+const RELAY_QUEUE_DATAGRAMS: usize = 1_024;
+/// How long the engine sleeps at most while identity checks wait for the
+/// node's budget to allow the next one.
+const IDENTITY_CHECK_POLL: Duration = Duration::from_millis(20);
+
+/// A job for the node, run on the engine thread with the time (ms on the
+/// service clock) and an outbox the engine sends afterwards.
+pub type NodeCall = Box<dyn FnOnce(&mut Node, u64, &mut Outbox) + Send>;
+
+/// What the control plane and the helper threads ask of the engine.
+pub enum Command {
+    /// Runs a job on the node (join, leave, orbit, a status snapshot, ...).
+    Call(NodeCall),
+    /// Stops polling a network's TAP device and drops the engine's handle.
+    RemoveDevice(NetworkId),
+    /// Starts reading and writing a network's TAP device.
+    AddDevice(NetworkId, TapDevice),
+    /// A connection of the TCP relay closed.
+    SocketClosed(LocalSocket),
+    /// The identity checker finished a job.
+    IdentityChecked(Box<IdentityCheckResult>),
+    /// Stop the engine (shutdown).
+    Stop,
+}
+
+/// A datagram that came over the TCP relay.
+struct RelayDatagram {
+    socket: LocalSocket,
+    from: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// The engine is gone (it stopped or panicked).
+#[derive(Debug, thiserror::Error)]
+#[error("the engine has stopped")]
+pub struct EngineGone;
+
+/// How the rest of the daemon talks to the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    commands: Sender<Command>,
+    relayed: SyncSender<RelayDatagram>,
+    waker: Arc<Waker>,
+}
+
+impl EngineHandle {
+    /// Queues a command and wakes the engine.
+    pub fn send(&self, command: Command) -> Result<(), EngineGone> {
+        self.commands.send(command).map_err(|_| EngineGone)?;
+        self.waker.wake().map_err(|_| EngineGone)
+    }
+
+    /// Runs `f` on the node and returns what it returns.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Node, u64, &mut Outbox) -> R + Send + 'static,
+    ) -> Result<R, EngineGone> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Call(Box::new(move |node, now, out| {
+            let _ = tx.send(f(node, now, out));
+        })))?;
+        rx.await.map_err(|_| EngineGone)
+    }
+
+    /// Runs `f` on the node without waiting for it.
+    pub fn cast(
+        &self,
+        f: impl FnOnce(&mut Node, u64, &mut Outbox) + Send + 'static,
+    ) -> Result<(), EngineGone> {
+        self.send(Command::Call(Box::new(f)))
+    }
+
+    /// Hands the engine a datagram that came over TCP; dropped when the
+    /// engine is that far behind.
+    pub fn relayed_datagram(&self, socket: LocalSocket, from: SocketAddr, bytes: &[u8]) {
+        let d = RelayDatagram {
+            socket,
+            from,
+            bytes: bytes.to_vec(),
+        };
+        match self.relayed.try_send(d) {
+            Ok(()) => {
+                let _ = self.waker.wake();
+            }
+            Err(TrySendError::Full(_)) => debug!("engine busy; TCP-relayed datagram dropped"),
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+/// The TCP relay's two ends: a root's server, every other node's client.
+#[derive(Clone, Default)]
+pub struct TcpRelay {
+    /// A root's listener.
+    pub server: Option<Arc<TcpRelayServer>>,
+    /// Our connection to a root.
+    pub client: Option<Arc<TcpRelayClient>>,
+}
+
+/// What the engine reads besides the fixed sockets.
+enum Source {
+    Tap(NetworkId),
+    Punch(u32),
+}
+
+/// A TAP device the engine reads.
+struct Device {
+    tap: TapDevice,
+    token: Token,
+}
+
+/// Everything the engine needs before it starts, and its handle.
+pub struct EngineParts {
+    poll: Poll,
+    commands: Receiver<Command>,
+    relayed: Receiver<RelayDatagram>,
+    handle: EngineHandle,
+}
+
+impl EngineParts {
+    /// Makes the poll and the channels; the handle works at once (commands
+    /// wait until the engine runs).
+    pub fn new() -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (commands_tx, commands) = mpsc::channel();
+        let (relayed_tx, relayed) = mpsc::sync_channel(RELAY_QUEUE_DATAGRAMS);
+        Ok(Self {
+            poll,
+            commands,
+            relayed,
+            handle: EngineHandle {
+                commands: commands_tx,
+                relayed: relayed_tx,
+                waker,
+            },
+        })
+    }
+
+    /// The handle, for the control plane and the helper threads.
+    pub fn handle(&self) -> EngineHandle {
+        self.handle.clone()
+    }
+}
+
+/// The engine: owns the node and its I/O.
+pub struct Engine {
+    node: Node,
+    poll: Poll,
+    commands: Receiver<Command>,
+    relayed: Receiver<RelayDatagram>,
+    handle: EngineHandle,
+    udp: UdpSockets,
+    punch: PunchSockets,
+    devices: HashMap<NetworkId, Device>,
+    sources: HashMap<Token, Source>,
+    next_token: usize,
+    /// Sources that still had data when their read budget ran out.
+    backlog: VecDeque<Token>,
+    tcp: TcpRelay,
+    /// The root the core relays through over TCP (set every tick): every
+    /// datagram for TCP goes there, whatever root it is for.
+    tcp_target: Option<SocketAddr>,
+    events: tokio_mpsc::UnboundedSender<Event>,
+    checker: SyncSender<IdentityCheck>,
+    checker_jobs: Option<Receiver<IdentityCheck>>,
+    checking: bool,
+    start: Instant,
+    next_timeout: Instant,
+    out: Outbox,
+    buf: Vec<u8>,
+}
+
+impl Engine {
+    /// Builds the engine around `node`; `start` is the service clock's zero.
+    pub fn new(
+        parts: EngineParts,
+        node: Node,
+        udp: UdpSockets,
+        tcp: TcpRelay,
+        events: tokio_mpsc::UnboundedSender<Event>,
+        start: Instant,
+    ) -> io::Result<Self> {
+        let EngineParts {
+            poll,
+            commands,
+            relayed,
+            handle,
+        } = parts;
+        let mut udp = udp;
+        let registry = poll.registry();
+        registry.register(&mut udp.v4, UDP_V4, Interest::READABLE)?;
+        if let Some(s) = udp.v6.as_mut() {
+            registry.register(s, UDP_V6, Interest::READABLE)?;
+        }
+        if let Some(s) = udp.mapped.as_mut() {
+            registry.register(s, UDP_MAPPED, Interest::READABLE)?;
+        }
+        let (checker, checker_jobs) = mpsc::sync_channel(1);
+        Ok(Self {
+            node,
+            poll,
+            commands,
+            relayed,
+            handle,
+            udp,
+            punch: PunchSockets::default(),
+            devices: HashMap::new(),
+            sources: HashMap::new(),
+            next_token: FIRST_DYNAMIC_TOKEN,
+            backlog: VecDeque::new(),
+            tcp,
+            tcp_target: None,
+            events,
+            checker,
+            checker_jobs: Some(checker_jobs),
+            checking: false,
+            start,
+            next_timeout: start,
+            out: Outbox::new(),
+            buf: vec![0u8; PACKET_MAX_LEN_BYTES],
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Runs until [`Command::Stop`] or until every handle is gone. Starts
+    /// the identity checker thread, which ends with the engine.
+    pub fn run(mut self) -> io::Result<()> {
+        if let Some(jobs) = self.checker_jobs.take() {
+            let handle = self.handle.clone();
+            std::thread::Builder::new()
+                .name("vnet-idcheck".into())
+                .spawn(move || identity_checker(&jobs, &handle))?;
+        }
+        let mut events = Events::with_capacity(256);
+        loop {
+            let now = Instant::now();
+            if now >= self.next_timeout {
+                self.handle_timeout();
+            }
+            let mut wait = self.next_timeout.saturating_duration_since(Instant::now());
+            if !self.checking && self.node.identity_checks_waiting() {
+                wait = wait.min(IDENTITY_CHECK_POLL);
+            }
+            if !self.backlog.is_empty() {
+                wait = Duration::ZERO;
+            }
+            match self.poll.poll(&mut events, Some(wait)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let mut ready: Vec<Token> = self.backlog.drain(..).collect();
+            ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKER));
+            for token in ready {
+                self.read(token);
+            }
+            if !self.run_commands() {
+                return Ok(());
+            }
+            self.start_identity_check();
+        }
+    }
+
+    /// Reads what `token`'s source has, up to the per-round budget.
+    fn read(&mut self, token: Token) {
+        for _ in 0..READS_PER_SOURCE_PER_ROUND {
+            let got = match token {
+                UDP_V4 => self
+                    .udp
+                    .v4
+                    .recv_from(&mut self.buf)
+                    .map(|r| (r, LocalSocket::Primary)),
+                UDP_V6 => match &self.udp.v6 {
+                    Some(s) => s
+                        .recv_from(&mut self.buf)
+                        .map(|r| (r, LocalSocket::Primary)),
+                    None => return,
+                },
+                UDP_MAPPED => match &self.udp.mapped {
+                    Some(s) => s.recv_from(&mut self.buf).map(|r| (r, LocalSocket::Mapped)),
+                    None => return,
+                },
+                token => match self.sources.get(&token) {
+                    Some(Source::Punch(id)) => {
+                        let id = *id;
+                        self.punch
+                            .recv_from(id, &mut self.buf)
+                            .map(|r| (r, LocalSocket::Punch(id)))
+                    }
+                    Some(Source::Tap(nwid)) => {
+                        let nwid = *nwid;
+                        let Some(device) = self.devices.get(&nwid) else {
+                            return;
+                        };
+                        match device.tap.read(&mut self.buf) {
+                            Ok(len) => {
+                                let now = self.now_ms();
+                                self.node.handle_tap_frame(
+                                    now,
+                                    nwid,
+                                    &self.buf[..len],
+                                    &mut self.out,
+                                );
+                                self.flush();
+                                continue;
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                            Err(e) => {
+                                warn!(%nwid, error = %e, "TAP read failed");
+                                return;
+                            }
+                        }
+                    }
+                    None => return,
+                },
+            };
+            match got {
+                Ok(((len, from), socket)) => {
+                    let now = self.now_ms();
+                    self.node.handle_datagram(
+                        now,
+                        socket,
+                        from,
+                        &mut self.buf[..len],
+                        &mut self.out,
+                    );
+                    self.flush();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // ICMP errors surface on the next read; nothing to do.
+                Err(e) => debug!(error = %e, "recv failed"),
+            }
+        }
+        // Budget spent with data left: read again next round.
+        self.backlog.push_back(token);
+    }
+
+    /// Runs queued commands and TCP-relayed datagrams; false on Stop or
+    /// when every handle is gone.
+    fn run_commands(&mut self) -> bool {
+        for _ in 0..RELAY_QUEUE_DATAGRAMS {
+            let Ok(mut d) = self.relayed.try_recv() else {
+                break;
+            };
+            let now = self.now_ms();
+            self.node
+                .handle_datagram(now, d.socket, d.from, &mut d.bytes, &mut self.out);
+            self.flush();
+        }
+        loop {
+            let command = match self.commands.try_recv() {
+                Ok(c) => c,
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            };
+            match command {
+                Command::Call(f) => {
+                    let now = self.now_ms();
+                    f(&mut self.node, now, &mut self.out);
+                }
+                Command::AddDevice(nwid, tap) => self.add_device(nwid, tap),
+                Command::RemoveDevice(nwid) => self.remove_device(nwid),
+                Command::SocketClosed(socket) => self.node.socket_closed(socket),
+                Command::IdentityChecked(result) => {
+                    self.checking = false;
+                    let now = self.now_ms();
+                    self.node.identity_check_done(now, *result, &mut self.out);
+                }
+                Command::Stop => return false,
+            }
+            self.flush();
+        }
+    }
+
+    fn add_device(&mut self, nwid: NetworkId, tap: TapDevice) {
+        if self.devices.contains_key(&nwid) {
+            return;
+        }
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        let registered = tap.set_nonblocking().and_then(|()| {
+            self.poll.registry().register(
+                &mut SourceFd(&tap.as_raw_fd()),
+                token,
+                Interest::READABLE,
+            )
+        });
+        if let Err(e) = registered {
+            warn!(%nwid, error = %e, "cannot poll the TAP device");
+            return;
+        }
+        self.sources.insert(token, Source::Tap(nwid));
+        self.devices.insert(nwid, Device { tap, token });
+        // Frames may have queued before registration (edge-triggered).
+        self.backlog.push_back(token);
+    }
+
+    fn remove_device(&mut self, nwid: NetworkId) {
+        if let Some(device) = self.devices.remove(&nwid) {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&device.tap.as_raw_fd()));
+            self.sources.remove(&device.token);
+        }
+    }
+
+    /// The node's periodic work, and the I/O state that follows from it.
+    fn handle_timeout(&mut self) {
+        let now = self.now_ms();
+        self.node.handle_timeout(now, &mut self.out);
+        // Punch sockets the core no longer needs are closed.
+        if !self.punch.is_empty() {
+            let live = self.node.live_punch_sockets();
+            for id in self.punch.retain(self.poll.registry(), &live) {
+                self.node.socket_closed(LocalSocket::Punch(id));
+            }
+            self.sources
+                .retain(|_, s| !matches!(s, Source::Punch(id) if !live.contains(id)));
+        }
+        self.tcp_target = self.node.tcp_relay_target(now);
+        // Back on UDP: the TCP relay connection goes.
+        if let Some(client) = &self.tcp.client
+            && client.connected_to().is_some()
+            && !self.node.tcp_relay_wanted(now)
+        {
+            info!("UDP works again; leaving the TCP relay");
+            client.close();
+        }
+        self.flush();
+        let next = self.node.next_timeout(now);
+        self.next_timeout = self.start + Duration::from_millis(next.max(now + 1));
+    }
+
+    /// Hands a waiting identity check to the checker thread when it is idle.
+    fn start_identity_check(&mut self) {
+        if self.checking {
+            return;
+        }
+        let now = self.now_ms();
+        if let Some(job) = self.node.next_identity_check(now) {
+            match self.checker.try_send(job) {
+                Ok(()) => self.checking = true,
+                Err(_) => warn!("identity checker gone; check dropped"),
+            }
+        }
+    }
+
+    /// Sends what the outbox holds, writes its frames to their TAP devices,
+    /// passes the node's events on, and empties the outbox.
+    fn flush(&mut self) {
+        for (socket, to, bytes) in self.out.iter() {
+            if self.udp.send(socket, to, bytes) {
+                continue;
+            }
+            match socket {
+                LocalSocket::Punch(id) => {
+                    let next_token = &mut self.next_token;
+                    let sources = &mut self.sources;
+                    self.punch.send(
+                        self.poll.registry(),
+                        || {
+                            let token = Token(*next_token);
+                            *next_token += 1;
+                            sources.insert(token, Source::Punch(id));
+                            token
+                        },
+                        id,
+                        to,
+                        bytes,
+                    );
+                }
+                LocalSocket::TcpToRoot => {
+                    if let Some(c) = &self.tcp.client {
+                        c.send(self.tcp_target.unwrap_or(to), bytes);
+                    }
+                }
+                LocalSocket::TcpFromNode(conn) => {
+                    if let Some(s) = &self.tcp.server {
+                        s.send(conn, bytes);
+                    }
+                }
+                LocalSocket::Primary | LocalSocket::Mapped => {}
+            }
+        }
+        for (nwid, frame) in self.out.frames() {
+            if let Some(device) = self.devices.get(&nwid)
+                && let Err(e) = device.tap.write(frame)
+            {
+                debug!(%nwid, error = %e, "TAP write failed");
+            }
+        }
+        self.out.clear();
+        while let Some(e) = self.node.poll_event() {
+            let _ = self.events.send(e);
+        }
+    }
+}
+
+/// Runs identity checks (the memory-hard hash, ~17 ms each) off the engine
+/// thread: packets never wait for them.
+fn identity_checker(jobs: &Receiver<IdentityCheck>, engine: &EngineHandle) {
+    let mut scratch = IdentityHashScratch::new();
+    while let Ok(job) = jobs.recv() {
+        let result = job.run(&mut scratch);
+        if engine.send(Command::IdentityChecked(Box::new(result))).is_err() {
+            return;
+        }
+    }
+}
