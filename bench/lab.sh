@@ -5,6 +5,7 @@
 # build or other benchmark at the same time: 2-core machine).
 #   bench/lab.sh                 release build, then: raw, tinc, vnet
 #   ONLY="raw vnet" bench/lab.sh a subset; T=10 PINGS=20 as in bench-ref.sh
+#   VNET_BIN_DIR=/tmp/old/target/release ONLY=vnet bench/lab.sh   another build's binaries
 #   ONLY="vnet-easy-hard vnet-hard-hard" bench/lab.sh   members behind NATs (netlab.sh nat),
 #     two roots: easy-hard goes direct by a birthday punch, hard-hard stays relayed by a root
 set -euo pipefail
@@ -20,8 +21,14 @@ NL=$LAB/netlab.sh
 for pkg in iperf3 jq $(want tinc && echo tinc); do
   command -v "${pkg/tinc/tincd}" >/dev/null || apt-get install -y -qq "$pkg" >/dev/null
 done
-cargo build --release --locked -p vnet_node -p vnet-idtool -p vnet-planet -p vnet-controller --bins >/dev/null
-BIN=$REPO/target/release
+# VNET_BIN_DIR=/path/to/release: measure those binaries (an older build, for
+# a before/after in one run) instead of building this checkout.
+if [ -n "${VNET_BIN_DIR:-}" ]; then
+  BIN=$VNET_BIN_DIR
+else
+  cargo build --release --locked -p vnet_node -p vnet-idtool -p vnet-planet -p vnet-controller --bins >/dev/null
+  BIN=$REPO/target/release
+fi
 rm -rf "$RUN"; mkdir -p "$RUN"
 cleanup() { stop_all; "$NL" down >/dev/null 2>&1 || true; }
 # vnet_members NAME M1_KIND M2_KIND: a fresh lab of 5 hosts; roots on h3 and h4, controller on h5,

@@ -549,14 +549,75 @@ impl Engine {
     }
 }
 
+/// Runs `engine` (in practice `|| engine.run()`) on a thread named `name`;
+/// if it ever ends by itself (a panic, or an error from the poll) the
+/// returned receiver gets why, after a log line, so the daemon can exit
+/// instead of living on with a dead packet path. A normal stop (after
+/// [`Command::Stop`]) sends nothing.
+pub fn spawn_supervised(
+    name: &str,
+    engine: impl FnOnce() -> io::Result<()> + Send + 'static,
+) -> io::Result<(std::thread::JoinHandle<()>, oneshot::Receiver<String>)> {
+    let (stopped_tx, stopped) = oneshot::channel::<String>();
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let why = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(engine)) {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => format!("poll failed: {e}"),
+                Err(panic) => panic
+                    .downcast_ref::<&str>()
+                    .map(|s| format!("panic: {s}"))
+                    .or_else(|| {
+                        panic
+                            .downcast_ref::<String>()
+                            .map(|s| format!("panic: {s}"))
+                    })
+                    .unwrap_or_else(|| "panic".into()),
+            };
+            tracing::error!("engine thread stopped ({why}); vnet-node exits");
+            let _ = stopped_tx.send(why);
+        })?;
+    Ok((thread, stopped))
+}
+
 /// Runs identity checks (the memory-hard hash, ~17 ms each) off the engine
 /// thread: packets never wait for them.
 fn identity_checker(jobs: &Receiver<IdentityCheck>, engine: &EngineHandle) {
     let mut scratch = IdentityHashScratch::new();
     while let Ok(job) = jobs.recv() {
         let result = job.run(&mut scratch);
-        if engine.send(Command::IdentityChecked(Box::new(result))).is_err() {
+        if engine
+            .send(Command::IdentityChecked(Box::new(result)))
+            .is_err()
+        {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_engine_is_reported_with_its_message() {
+        let (thread, stopped) = spawn_supervised("test-engine", || panic!("boom")).unwrap();
+        let _ = thread.join();
+        assert_eq!(stopped.blocking_recv().unwrap(), "panic: boom");
+    }
+
+    #[test]
+    fn a_failed_poll_is_reported_and_a_normal_stop_is_not() {
+        let (thread, stopped) =
+            spawn_supervised("test-engine", || Err(io::Error::other("gone"))).unwrap();
+        let _ = thread.join();
+        assert_eq!(stopped.blocking_recv().unwrap(), "poll failed: gone");
+        let (thread, stopped) = spawn_supervised("test-engine", || Ok(())).unwrap();
+        let _ = thread.join();
+        assert!(
+            stopped.blocking_recv().is_err(),
+            "a normal stop says nothing"
+        );
     }
 }

@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,7 +21,9 @@ use crate::core::network_id::{Mac, NetworkId};
 use crate::core::node::NetworkStatus;
 use crate::core::node::{Event, Node, NodeConfig, Route};
 use crate::core::world::WorldKind;
-use crate::service::engine::{Command, Engine, EngineGone, EngineHandle, EngineParts, TcpRelay};
+use crate::service::engine::{
+    Command, Engine, EngineGone, EngineHandle, EngineParts, TcpRelay, spawn_supervised,
+};
 use crate::service::home::{Home, HomeError};
 use crate::service::managed_routes::{
     KernelRoute, NetworkSettings, allowed_addresses, plan_pins, plan_routes, read_table,
@@ -337,22 +338,8 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     let engine_loop = Engine::new(parts, node, udp, tcp, events_tx, Instant::now())?;
     // A stopped engine ends the daemon (systemd restarts it); never a
     // silently dead packet path.
-    let (engine_stopped_tx, engine_stopped) = oneshot::channel::<String>();
-    let engine_thread = std::thread::Builder::new()
-        .name("vnet-engine".into())
-        .spawn(move || {
-            let why = match std::panic::catch_unwind(AssertUnwindSafe(|| engine_loop.run())) {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) => format!("poll failed: {e}"),
-                Err(panic) => panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic".into()),
-            };
-            error!("engine thread stopped ({why}); vnet-node exits");
-            let _ = engine_stopped_tx.send(why);
-        })?;
+    let (engine_thread, engine_stopped) =
+        spawn_supervised("vnet-engine", move || engine_loop.run())?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
