@@ -247,16 +247,10 @@ pub const ETHERNET_HEADER_LEN_BYTES: usize = 14;
 pub const MAC_TABLE_ENTRY_TTL_MS: u64 = 300_000;
 /// Most MACs learned behind bridges, per network; a full table forgets the least recently seen.
 pub const MAX_LEARNED_MACS: usize = 8192;
-/// A member's multicast subscription lapses unless announced again within this (ZeroTier: 600 s).
+/// A member's multicast subscription lapses unless renewed (by a config listing it) within this (ZeroTier: 600 s).
 pub const MULTICAST_SUBSCRIPTION_TTL_MS: u64 = 600_000;
-/// We announce our multicast groups this often (ZeroTier: 60 s), well within the TTL above.
-pub const MULTICAST_ANNOUNCE_INTERVAL_MS: u64 = 60_000;
 /// Most (group, member) subscriptions held per network; more are refused until some lapse.
 pub const MAX_MULTICAST_SUBSCRIPTIONS: usize = 65_536;
-/// Most groups one multicast announcement carries.
-pub const MULTICAST_ANNOUNCE_MAX_GROUPS: usize = 1024;
-/// Bytes of one group in an announcement: MAC (6) then ADI (4).
-pub const MULTICAST_GROUP_LEN_BYTES: usize = 10;
 /// Most recipients of one multicast frame unless the network says otherwise (ZeroTier's default).
 pub const DEFAULT_MULTICAST_LIMIT: u32 = 32;
 /// ERROR code: access to the network denied (private, not authorized).

@@ -16,10 +16,7 @@ use vnet_proto::constants::{
 };
 use vnet_proto::netconf::Certificate;
 use vnet_proto::network_id::{Mac, NetworkId};
-use vnet_proto::switch::{
-    DropReason, Inbound, MulticastGroup, Outbound, Switch, SwitchPolicy, decode_announcement,
-    encode_announcement,
-};
+use vnet_proto::switch::{DropReason, Inbound, MulticastGroup, Outbound, Switch, SwitchPolicy};
 
 // ---------------------------------------------------------------------------
 // The simulated network.
@@ -93,19 +90,18 @@ impl Net {
         net
     }
 
-    /// Every member announces its groups to every other, through the codec.
+    /// Every member subscribes every other to the groups it listens to.
     fn announce_all(&mut self) {
         let now = self.now;
-        let announcements: Vec<(Address, Vec<u8>)> = self
+        let announcements: Vec<(Address, Vec<MulticastGroup>)> = self
             .members
             .iter()
-            .map(|m| (m.addr, encode_announcement(&m.switch.our_groups()).unwrap()))
+            .map(|m| (m.addr, m.switch.our_groups()))
             .collect();
-        for (from, bytes) in &announcements {
-            let groups = decode_announcement(bytes).unwrap();
+        for (from, groups) in &announcements {
             for m in &mut self.members {
                 if m.addr != *from {
-                    for g in &groups {
+                    for g in groups {
                         assert!(m.switch.subscribe(now, *from, *g));
                     }
                 }
@@ -536,23 +532,6 @@ proptest! {
             let _ = net.send(from, &f);
             let (sender, now) = (net.members[from].addr, net.now);
             let _ = net.members[(from + 1) % 3].switch.inbound(now, sender, &f);
-            let _ = decode_announcement(&f);
-        }
-    }
-
-    #[test]
-    fn announcements_round_trip(groups in vec((any::<[u8; 6]>(), any::<u32>()), 0..64)) {
-        let groups: Vec<MulticastGroup> = groups
-            .into_iter()
-            .map(|(mut mac, adi)| {
-                mac[0] |= 1;
-                MulticastGroup::new(Mac(mac), adi)
-            })
-            .collect();
-        let bytes = encode_announcement(&groups).unwrap();
-        prop_assert_eq!(decode_announcement(&bytes).unwrap(), groups);
-        for cut in 0..bytes.len() {
-            prop_assert!(decode_announcement(&bytes[..cut]).is_err());
         }
     }
 }

@@ -163,7 +163,6 @@ pub struct Node {
     counters: Counters,
     scratch: IdentityHashScratch,
     tx: Vec<u8>,
-    mtu: usize,
     networks: HashMap<crate::network_id::NetworkId, network::Membership>,
     controller: network::ControllerState,
     /// Reused buffers of the frame path.
@@ -216,7 +215,6 @@ impl Node {
             counters: Counters::default(),
             scratch: IdentityHashScratch::new(),
             tx: Vec::with_capacity(PACKET_MAX_LEN_BYTES),
-            mtu: UDP_PAYLOAD_MTU_BYTES,
             networks: HashMap::new(),
             controller: network::ControllerState::default(),
             frame_buf: Vec::with_capacity(PACKET_MAX_LEN_BYTES),
@@ -356,14 +354,6 @@ impl Node {
             let result = job.run(&mut self.scratch);
             self.identity_check_done(now_ms, result, out);
         }
-    }
-
-    /// Sets the largest UDP payload to send.
-    pub fn set_mtu(&mut self, mtu: usize) {
-        self.mtu = mtu.clamp(
-            PACKET_MIN_LEN_BYTES + FRAGMENT_HEADER_LEN_BYTES + 64,
-            PACKET_MAX_LEN_BYTES,
-        );
     }
 
     /// Gives every peer its role from the worlds held now: the roots of the
@@ -2055,7 +2045,7 @@ impl Node {
         };
         let to = route_addr(route);
         let socket = socket.unwrap_or_else(|| self.route_socket(now_ms, addr, route));
-        let mtu = self.mtu;
+        let mtu = UDP_PAYLOAD_MTU_BYTES;
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };

@@ -9,13 +9,15 @@
 //!   only from their own MAC, except active bridges, whose foreign source
 //!   MACs are learned ([`MacTable`]) so unicast to them goes to the bridge.
 //!   Unicast to an unknown MAC goes to the active bridges, or nowhere.
-//! - Multicast goes to the members that announced the group ([`Subscriptions`]),
-//!   plus the active bridges, at most `multicast_limit` of them. A broadcast
-//!   ARP request goes to the group of its target address (ADI = the IPv4
-//!   address), which only that address's owner announces; IPv6 neighbour
-//!   solicitations go to solicited-node MACs that only their owners announce.
+//! - Multicast goes to the members subscribed to the group ([`Subscriptions`],
+//!   filled from the controller's directory: each listed member subscribes to
+//!   broadcast and to the groups its addresses resolve through), plus the
+//!   active bridges, at most `multicast_limit` of them. A broadcast ARP
+//!   request goes to the group of its target address (ADI = the IPv4
+//!   address), which only that address's owner holds; IPv6 neighbour
+//!   solicitations go to solicited-node MACs that only their owners hold.
 //!   On a network with active bridges, an ARP request whose target no member
-//!   announces also goes to the broadcast group: there, members may hold
+//!   holds also goes to the broadcast group: there, members may hold
 //!   addresses from the bridged LAN (its DHCP server) that no directory lists.
 //! - On a private network, frames go only between members holding fresh
 //!   certificates that agree ([`Switch::receive`] for frames received,
@@ -28,7 +30,6 @@
 //! Time comes in as `now_ms`; nothing here reads a clock, touches a socket, or
 //! allocates on the unicast path. Every dropped frame is counted by reason.
 
-pub mod announce;
 pub mod counters;
 pub mod frame;
 pub mod mac_table;
@@ -38,11 +39,10 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use crate::address::Address;
-use crate::constants::{DEFAULT_MULTICAST_LIMIT, MULTICAST_ANNOUNCE_INTERVAL_MS};
+use crate::constants::DEFAULT_MULTICAST_LIMIT;
 use crate::netconf::Certificate;
 use crate::network_id::{Mac, NetworkId};
 
-pub use announce::{AnnouncementError, decode_announcement, encode_announcement};
 pub use counters::{DropCounters, DropReason, SwitchCounters};
 pub use frame::Frame;
 pub use mac_table::{Learned, MacTable};
@@ -112,7 +112,6 @@ pub struct Switch {
     local_ips: Vec<IpAddr>,
     extra_groups: Vec<MulticastGroup>,
     local_groups: HashSet<MulticastGroup>,
-    announced: Option<(u64, Vec<MulticastGroup>)>,
     macs: MacTable,
     subscriptions: Subscriptions,
     /// Reused for each frame's recipients, so forwarding does not allocate.
@@ -150,7 +149,6 @@ impl Switch {
             local_ips: Vec::new(),
             extra_groups: Vec::new(),
             local_groups: HashSet::new(),
-            announced: None,
             macs,
             subscriptions,
             recipients: Vec::new(),
@@ -334,7 +332,7 @@ impl Switch {
         self.local_groups.extend(self.extra_groups.iter().copied());
     }
 
-    /// The groups we must announce, sorted: broadcast (if enabled), the ARP
+    /// The groups we listen to, sorted: broadcast (if enabled), the ARP
     /// group of each IPv4 address, the solicited-node group of each IPv6
     /// address and IPv6 all-nodes, and the extra groups.
     pub fn our_groups(&self) -> Vec<MulticastGroup> {
@@ -348,25 +346,7 @@ impl Switch {
         self.local_groups.contains(&group)
     }
 
-    /// Our groups, when they are due to be announced to the members: first
-    /// call, after they changed, or [`MULTICAST_ANNOUNCE_INTERVAL_MS`] after
-    /// the last announcement. Returning them counts as announcing them.
-    pub fn poll_announcement(&mut self, now_ms: u64) -> Option<Vec<MulticastGroup>> {
-        let groups = self.our_groups();
-        let due = match &self.announced {
-            None => true,
-            Some((at, last)) => {
-                *last != groups || now_ms.saturating_sub(*at) >= MULTICAST_ANNOUNCE_INTERVAL_MS
-            }
-        };
-        if !due {
-            return None;
-        }
-        self.announced = Some((now_ms, groups.clone()));
-        Some(groups)
-    }
-
-    /// Records that `member` announced `group`; false (and counted) if refused:
+    /// Records that `member` listens to `group`; false (and counted) if refused:
     /// ourselves, a member without a fresh certificate, a non-multicast MAC, or a full table.
     pub fn subscribe(&mut self, now_ms: u64, member: Address, group: MulticastGroup) -> bool {
         let taken = member != self.address

@@ -133,7 +133,7 @@ pub enum Subscribed {
 }
 
 /// Which members subscribed to which groups; each subscription lapses
-/// [`MULTICAST_SUBSCRIPTION_TTL_MS`] after its last announcement.
+/// [`MULTICAST_SUBSCRIPTION_TTL_MS`] after it was last renewed.
 #[derive(Debug, Clone)]
 pub struct Subscriptions {
     /// Per group, subscribers in order of announcement: the newest last.

@@ -473,26 +473,6 @@ fn our_groups_follow_ips_extra_groups_and_broadcast() {
 }
 
 #[test]
-fn announcements_are_due_first_on_change_and_every_interval() {
-    let mut s = switch(SwitchPolicy::default());
-    assert_eq!(
-        s.poll_announcement(0),
-        Some(vec![MulticastGroup::BROADCAST])
-    );
-    assert_eq!(s.poll_announcement(1), None);
-    s.set_local_ips(&["10.0.0.1".parse().unwrap()]);
-    assert_eq!(s.poll_announcement(2).map(|g| g.len()), Some(2));
-    assert_eq!(
-        s.poll_announcement(2 + MULTICAST_ANNOUNCE_INTERVAL_MS - 1),
-        None
-    );
-    assert!(
-        s.poll_announcement(2 + MULTICAST_ANNOUNCE_INTERVAL_MS)
-            .is_some()
-    );
-}
-
-#[test]
 fn subscriptions_need_validity_and_a_multicast_mac() {
     let mut s = switch(SwitchPolicy::default());
     let g = MulticastGroup::BROADCAST;
