@@ -9,9 +9,7 @@
 //! a member that stores a new certificate from a peer answers with its own.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 
-use super::network::Membership;
 use super::{Node, Outbox};
 use crate::address::Address;
 use crate::constants::{
@@ -19,84 +17,10 @@ use crate::constants::{
     FRAME_AWAITING_CREDENTIALS_MS, MAX_CREDENTIAL_BUDGETS, MAX_CREDENTIAL_CHECKS_PER_PACKET,
     MAX_FRAMES_AWAITING_CREDENTIALS_PER_MEMBER, MAX_MEMBERS_AWAITING_CREDENTIALS,
 };
-use crate::netconf::{CERTIFICATE_LEN_BYTES, Certificate, NetworkConfig};
-use crate::network_id::{Mac, NetworkId};
-use crate::switch::{
-    DropReason, Inbound, MulticastGroup, Outbound, Switch, SwitchPolicy, eui64_link_local,
-    groups_for_ips,
-};
+use crate::netconf::{CERTIFICATE_LEN_BYTES, Certificate};
+use crate::network_id::NetworkId;
+use crate::switch::{DropReason, Inbound, Outbound};
 use crate::verb::Verb;
-
-/// (Re)configures a network's switch from a new config: policy, bridges,
-/// our addresses, and the directory's members as subscribers of the groups
-/// their addresses resolve through.
-pub(crate) fn configure_switch(
-    m: &mut Membership,
-    me: Address,
-    now_ms: u64,
-    config: &NetworkConfig,
-) {
-    let d = &config.data;
-    let policy = SwitchPolicy {
-        private: d.private,
-        active_bridge: d.active_bridge,
-        enable_broadcast: d.enable_broadcast,
-        multicast_limit: d.multicast_limit,
-    };
-    let switch = m
-        .switch
-        .get_or_insert_with(|| Switch::new(config.network, me, policy));
-    switch.set_policy(policy);
-    let bridges: Vec<Address> = d.bridges.iter().filter_map(|b| b.parse().ok()).collect();
-    switch.set_bridges(&bridges);
-    let mut ours: Vec<IpAddr> = d.assigned.iter().map(|a| a.ip).collect();
-    ours.push(IpAddr::V6(eui64_link_local(Mac::for_member(
-        me,
-        config.network,
-    ))));
-    switch.set_local_ips(&ours);
-    // Exactly the members this config lists: one the controller dropped
-    // (deauthorized) loses its subscriptions now, not when they lapse.
-    let listed: Vec<Address> = d
-        .directory
-        .iter()
-        .filter_map(|e| e.address.parse::<Address>().ok())
-        .filter(|a| *a != me)
-        .collect();
-    switch.set_listed_members(&listed);
-    let listed: std::collections::HashSet<Address> = listed.into_iter().collect();
-    m.peer_certificates.retain(|a, _| listed.contains(a));
-    m.awaiting_credentials.retain(|a, _| listed.contains(a));
-    for entry in &d.directory {
-        let Ok(member) = entry.address.parse::<Address>() else {
-            continue;
-        };
-        if member == me {
-            continue;
-        }
-        let mut ips = entry.ips.clone();
-        ips.push(IpAddr::V6(eui64_link_local(Mac::for_member(
-            member,
-            config.network,
-        ))));
-        let mut groups = groups_for_ips(&ips);
-        if d.enable_broadcast {
-            groups.push(MulticastGroup::BROADCAST);
-        }
-        switch.replace_subscriptions(now_ms, member, &groups);
-    }
-}
-
-/// A new session with `peer` may mean it restarted and lost the
-/// certificates we sent it: ours go again with the next frame.
-pub(crate) fn forget_credentials_sent(
-    networks: &mut HashMap<NetworkId, Membership>,
-    peer: Address,
-) {
-    for m in networks.values_mut() {
-        m.credentials_sent.remove(&peer);
-    }
-}
 
 impl Node {
     /// A frame read from the TAP of network `nwid`: switched to members.

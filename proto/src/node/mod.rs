@@ -5,6 +5,7 @@
 mod counters;
 pub(crate) mod frames;
 mod identity_checks;
+mod membership;
 mod network;
 mod outbox;
 mod peer;
@@ -18,7 +19,8 @@ use std::net::SocketAddr;
 
 pub use counters::{Counters, TableSizes};
 pub use identity_checks::{IdentityCheck, IdentityCheckResult};
-pub use network::{NetworkStatus, NetworkView};
+pub use membership::NetworkStatus;
+pub use network::NetworkView;
 pub use outbox::{Outbox, Transmit};
 pub use peer::{PeerRole, Route};
 pub use status::{NodeStatus, PathStatus, PeerStatus};
@@ -163,7 +165,7 @@ pub struct Node {
     counters: Counters,
     scratch: IdentityHashScratch,
     tx: Vec<u8>,
-    networks: HashMap<crate::network_id::NetworkId, network::Membership>,
+    networks: HashMap<crate::network_id::NetworkId, membership::Membership>,
     controller: network::ControllerState,
     /// Reused buffers of the frame path.
     frame_buf: Vec<u8>,
@@ -532,7 +534,7 @@ impl Node {
         if newly_confirmed {
             // A new session with this peer: it may have restarted, so the
             // certificates it had from us are resent; what waited goes now.
-            frames::forget_credentials_sent(&mut self.networks, header.src);
+            membership::forget_credentials_sent(&mut self.networks, header.src);
             self.flush_queued(now_ms, header.src, out);
         }
         let Some(&verb_byte) = packet.get(PACKET_HEADER_LEN_BYTES) else {
@@ -1019,7 +1021,7 @@ impl Node {
         };
         peer.sessions.install(now_ms, session);
         peer.versions = Some(ok.versions);
-        frames::forget_credentials_sent(&mut self.networks, header.src);
+        membership::forget_credentials_sent(&mut self.networks, header.src);
         peer.last_receive_ms = Some(now_ms);
         let rtt = (self.clock_epoch_ms + now_ms).saturating_sub(ok.echoed_timestamp_ms);
         peer.measured(rtt);

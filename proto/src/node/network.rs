@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::membership::{Assembly, Membership, NetworkStatus};
 use super::{Event, Node, Outbox};
 use crate::address::Address;
 use crate::constants::{
@@ -19,49 +20,6 @@ use crate::netconf::{
 };
 use crate::network_id::{Mac, NetworkId};
 use crate::verb::Verb;
-
-/// A joined network's status, as `listnetworks` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum NetworkStatus {
-    /// Waiting for the controller.
-    RequestingConfiguration,
-    /// Configured.
-    Ok,
-    /// The controller refuses us (private network, not authorized).
-    AccessDenied,
-    /// The controller has no such network.
-    NotFound,
-}
-
-/// A config being received in chunks.
-struct Assembly {
-    update_id: u64,
-    bytes: Vec<u8>,
-    received: Vec<bool>,
-}
-
-/// One joined network.
-pub(crate) struct Membership {
-    pub status: NetworkStatus,
-    pub config: Option<NetworkConfig>,
-    last_request_ms: Option<u64>,
-    /// When the current config arrived.
-    received_ms: Option<u64>,
-    assembly: Option<Assembly>,
-    /// The virtual switch, once configured.
-    pub switch: Option<crate::switch::Switch>,
-    /// Peers' latest certificates on this network.
-    pub peer_certificates: HashMap<Address, Certificate>,
-    /// Our certificate last sent to each peer: its timestamp, and when.
-    pub credentials_sent: HashMap<Address, (u64, u64)>,
-    /// The newest frames for each listed member whose fresh certificate we
-    /// lack, with when the wait began (bounded by
-    /// `MAX_MEMBERS_AWAITING_CREDENTIALS` and `MAX_FRAMES_AWAITING_CREDENTIALS_PER_MEMBER`).
-    pub awaiting_credentials: HashMap<Address, (u64, Vec<Vec<u8>>)>,
-    /// Signature checks of each peer's certificates this second: (start, used).
-    pub credential_checks: HashMap<Address, (u64, u32)>,
-}
 
 /// A joined network's state for the API.
 #[derive(Debug, Clone, Serialize)]
@@ -546,7 +504,7 @@ impl Node {
             old
         }) != Some(config.data.clone())
             || m.status != NetworkStatus::Ok;
-        crate::node::frames::configure_switch(m, self.address, now_ms, &config);
+        super::membership::configure_switch(m, self.address, now_ms, &config);
         m.config = Some(config);
         m.status = NetworkStatus::Ok;
         if changed {

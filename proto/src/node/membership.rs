@@ -1,0 +1,128 @@
+//! One joined network's state: its status and config, the config being
+//! assembled, the virtual switch, and the certificates exchanged with its
+//! members. [`super::network`] (configs) and [`super::frames`] (frames)
+//! both work on it.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::address::Address;
+use crate::netconf::{Certificate, NetworkConfig};
+use crate::network_id::{Mac, NetworkId};
+use crate::switch::{MulticastGroup, Switch, SwitchPolicy, eui64_link_local, groups_for_ips};
+
+/// A joined network's status, as `listnetworks` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NetworkStatus {
+    /// Waiting for the controller.
+    RequestingConfiguration,
+    /// Configured.
+    Ok,
+    /// The controller refuses us (private network, not authorized).
+    AccessDenied,
+    /// The controller has no such network.
+    NotFound,
+}
+
+/// A config being received in chunks.
+pub(super) struct Assembly {
+    pub update_id: u64,
+    pub bytes: Vec<u8>,
+    pub received: Vec<bool>,
+}
+
+/// One joined network.
+pub(crate) struct Membership {
+    pub status: NetworkStatus,
+    pub config: Option<NetworkConfig>,
+    pub last_request_ms: Option<u64>,
+    /// When the current config arrived.
+    pub received_ms: Option<u64>,
+    pub assembly: Option<Assembly>,
+    /// The virtual switch, once configured.
+    pub switch: Option<Switch>,
+    /// Peers' latest certificates on this network.
+    pub peer_certificates: HashMap<Address, Certificate>,
+    /// Our certificate last sent to each peer: its timestamp, and when.
+    pub credentials_sent: HashMap<Address, (u64, u64)>,
+    /// The newest frames for each listed member whose fresh certificate we
+    /// lack, with when the wait began (bounded by
+    /// `MAX_MEMBERS_AWAITING_CREDENTIALS` and `MAX_FRAMES_AWAITING_CREDENTIALS_PER_MEMBER`).
+    pub awaiting_credentials: HashMap<Address, (u64, Vec<Vec<u8>>)>,
+    /// Signature checks of each peer's certificates this second: (start, used).
+    pub credential_checks: HashMap<Address, (u64, u32)>,
+}
+
+/// (Re)configures a network's switch from a new config: policy, bridges,
+/// our addresses, and the directory's members as subscribers of the groups
+/// their addresses resolve through.
+pub(crate) fn configure_switch(
+    m: &mut Membership,
+    me: Address,
+    now_ms: u64,
+    config: &NetworkConfig,
+) {
+    let d = &config.data;
+    let policy = SwitchPolicy {
+        private: d.private,
+        active_bridge: d.active_bridge,
+        enable_broadcast: d.enable_broadcast,
+        multicast_limit: d.multicast_limit,
+    };
+    let switch = m
+        .switch
+        .get_or_insert_with(|| Switch::new(config.network, me, policy));
+    switch.set_policy(policy);
+    let bridges: Vec<Address> = d.bridges.iter().filter_map(|b| b.parse().ok()).collect();
+    switch.set_bridges(&bridges);
+    let mut ours: Vec<IpAddr> = d.assigned.iter().map(|a| a.ip).collect();
+    ours.push(IpAddr::V6(eui64_link_local(Mac::for_member(
+        me,
+        config.network,
+    ))));
+    switch.set_local_ips(&ours);
+    // Exactly the members this config lists: one the controller dropped
+    // (deauthorized) loses its subscriptions now, not when they lapse.
+    let listed: Vec<Address> = d
+        .directory
+        .iter()
+        .filter_map(|e| e.address.parse::<Address>().ok())
+        .filter(|a| *a != me)
+        .collect();
+    switch.set_listed_members(&listed);
+    let listed: std::collections::HashSet<Address> = listed.into_iter().collect();
+    m.peer_certificates.retain(|a, _| listed.contains(a));
+    m.awaiting_credentials.retain(|a, _| listed.contains(a));
+    for entry in &d.directory {
+        let Ok(member) = entry.address.parse::<Address>() else {
+            continue;
+        };
+        if member == me {
+            continue;
+        }
+        let mut ips = entry.ips.clone();
+        ips.push(IpAddr::V6(eui64_link_local(Mac::for_member(
+            member,
+            config.network,
+        ))));
+        let mut groups = groups_for_ips(&ips);
+        if d.enable_broadcast {
+            groups.push(MulticastGroup::BROADCAST);
+        }
+        switch.replace_subscriptions(now_ms, member, &groups);
+    }
+}
+
+/// A new session with `peer` may mean it restarted and lost the
+/// certificates we sent it: ours go again with the next frame.
+pub(crate) fn forget_credentials_sent(
+    networks: &mut HashMap<NetworkId, Membership>,
+    peer: Address,
+) {
+    for m in networks.values_mut() {
+        m.credentials_sent.remove(&peer);
+    }
+}
