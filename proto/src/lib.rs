@@ -9,6 +9,7 @@ pub mod c25519;
 pub mod constants;
 pub mod endpoint;
 pub mod fragment;
+pub mod hash_state;
 pub mod identity;
 pub mod identity_hash;
 pub mod ip_prefix;

@@ -11,6 +11,7 @@ use vnet_proto::identity::Identity;
 use vnet_proto::local_socket::LocalSocket;
 use vnet_proto::message::Versions;
 use vnet_proto::node::{Event, Node, NodeConfig, Outbox, Route};
+use vnet_proto::rng::{NodeRng, SeedableRng};
 use vnet_proto::world::{Root, World, WorldKind};
 
 const LINK_DELAY_MS: u64 = 5;
@@ -37,10 +38,15 @@ fn socket_at(local: SocketAddr) -> Option<LocalSocket> {
     }
 }
 
-/// Identities are costly to generate: make a handful once.
+/// Identities are costly to generate: make a handful once, from a fixed
+/// seed, so every run sees the same addresses (and so the same trace).
 fn identity(i: usize) -> Identity {
     static IDS: OnceLock<Vec<Identity>> = OnceLock::new();
-    IDS.get_or_init(|| (0..8).map(|_| Identity::generate(&mut os_rng())).collect())[i].clone()
+    IDS.get_or_init(|| {
+        let mut rng = NodeRng::seed_from_u64(0x5eed);
+        (0..8).map(|_| Identity::generate(&mut rng)).collect()
+    })[i]
+        .clone()
 }
 
 fn versions() -> Versions {
@@ -75,6 +81,8 @@ struct Host {
     local: SocketAddr,
     nat: Option<usize>,
     down: bool,
+    /// When the node asked to be woken next (`Node::next_timeout`).
+    deadline: u64,
 }
 
 struct Packet {
@@ -82,6 +90,9 @@ struct Packet {
     to: SocketAddr,
     bytes: Vec<u8>,
 }
+
+/// Datagrams delivered: to which host, from where, the bytes.
+type Delivered = Vec<(usize, SocketAddr, Vec<u8>)>;
 
 struct Sim {
     now: u64,
@@ -93,7 +104,7 @@ struct Sim {
     /// Drop datagrams between these two public/local addresses (both ways).
     cut: Vec<(IpAddr, IpAddr)>,
     /// Every datagram delivered, for replay tests.
-    delivered: Vec<(usize, SocketAddr, Vec<u8>)>,
+    delivered: Delivered,
     /// Datagrams sent, by destination (delivered or not).
     sent_log: HashMap<SocketAddr, usize>,
 }
@@ -133,6 +144,7 @@ impl Sim {
             local,
             nat,
             down: false,
+            deadline: self.now,
         });
         self.hosts.len() - 1
     }
@@ -222,12 +234,21 @@ impl Sim {
         }
     }
 
+    /// Runs the network until `until`: datagrams in the order they arrive,
+    /// and each node's timeout when its own deadline comes.
     fn step_to(&mut self, until: u64) {
         let mut out = Outbox::new();
         while self.now < until {
-            let next_tick = self.now - self.now % 250 + 250;
+            let next_deadline = self
+                .hosts
+                .iter()
+                .filter(|h| !h.down)
+                .map(|h| h.deadline)
+                .min()
+                .unwrap_or(u64::MAX)
+                .max(self.now + 1);
             let next_packet = self.queue.keys().next().map(|k| k.0).unwrap_or(u64::MAX);
-            let t = next_tick.min(next_packet).min(until);
+            let t = next_deadline.min(next_packet).min(until);
             self.now = t;
             while let Some(entry) = self.queue.first_entry() {
                 if entry.key().0 > self.now {
@@ -253,16 +274,15 @@ impl Sim {
                     self.collect(h);
                 }
             }
-            if self.now == next_tick {
-                for h in 0..self.hosts.len() {
-                    if self.hosts[h].down {
-                        continue;
-                    }
-                    self.hosts[h].node.handle_timeout(self.now, &mut out);
-                    self.hosts[h].node.run_identity_checks(self.now, &mut out);
-                    self.send_all(h, &mut out);
-                    self.collect(h);
+            for h in 0..self.hosts.len() {
+                if self.hosts[h].down || self.hosts[h].deadline > self.now {
+                    continue;
                 }
+                self.hosts[h].node.handle_timeout(self.now, &mut out);
+                self.hosts[h].deadline = self.hosts[h].node.next_timeout(self.now);
+                self.hosts[h].node.run_identity_checks(self.now, &mut out);
+                self.send_all(h, &mut out);
+                self.collect(h);
             }
         }
     }
@@ -332,12 +352,19 @@ fn seed(i: usize) -> [u8; 32] {
 }
 
 fn node(i: usize, planet: &World) -> Node {
+    node_seeded(i, planet, 0)
+}
+
+/// Node `i` with its seed moved by `salt`.
+fn node_seeded(i: usize, planet: &World, salt: u8) -> Node {
+    let mut rng_seed = seed(i);
+    rng_seed[0] = rng_seed[0].wrapping_add(salt);
     Node::new(NodeConfig {
         identity: identity(i),
         planet: planet.clone(),
         moons: Vec::new(),
         versions: versions(),
-        rng_seed: seed(i),
+        rng_seed,
     })
     .unwrap()
 }
@@ -361,18 +388,30 @@ fn world_of_two_with_roots(
     nat_b: Option<NatKind>,
     roots: usize,
 ) -> (Sim, usize, usize, Address, Address) {
-    let key = KeyPair::generate(&mut os_rng());
+    world_of_two_seeded(nat_a, nat_b, roots, 0)
+}
+
+/// As [`world_of_two_with_roots`], every node's seed moved by `salt` (the
+/// planet key and identities are fixed, so with one salt a run repeats).
+fn world_of_two_seeded(
+    nat_a: Option<NatKind>,
+    nat_b: Option<NatKind>,
+    roots: usize,
+    salt: u8,
+) -> (Sim, usize, usize, Address, Address) {
+    let key = KeyPair::generate(&mut NodeRng::seed_from_u64(42));
     let root_list: Vec<(usize, [u8; 4])> = [(0, ROOT_IP), (5, ROOT2_IP)][..roots].to_vec();
     let planet = planet_with_roots(&root_list, &key);
     let mut sim = Sim::new();
+    let node = |i: usize| node_seeded(i, &planet, salt);
     for (i, ip) in &root_list {
-        sim.add_host(node(*i, &planet), *ip, None);
+        sim.add_host(node(*i), *ip, None);
     }
     let mut place = |i: usize, nat: Option<NatKind>, public: [u8; 4], private: [u8; 4]| match nat {
-        None => sim.add_host(node(i, &planet), public, None),
+        None => sim.add_host(node(i), public, None),
         Some(kind) => {
             let n = sim.add_nat(public, kind);
-            sim.add_host(node(i, &planet), private, Some(n))
+            sim.add_host(node(i), private, Some(n))
         }
     };
     let a = place(1, nat_a, [203, 0, 113, 1], [10, 0, 1, 2]);
@@ -596,6 +635,28 @@ fn nodes_tell_easy_from_hard_nat_with_two_roots() {
     assert_eq!(report.roots.len(), 2);
     assert!(report.roots.iter().all(|r| r.udp && r.reflected.is_some()));
     assert!(!report.udp_blocked);
+}
+
+/// Everything a run shows from outside: each datagram delivered (to which
+/// host, from where, its bytes) and each event, in order.
+fn punch_trace(salt: u8) -> (Delivered, Vec<String>) {
+    let (mut sim, a, _, _, addr_b) =
+        world_of_two_seeded(Some(NatKind::Hard), Some(NatKind::Easy), 2, salt);
+    for id in 1..=40 {
+        sim.ping(a, addr_b, id);
+        sim.run(250);
+    }
+    let events = sim.events.iter().map(|e| format!("{e:?}")).collect();
+    (sim.delivered, events)
+}
+
+#[test]
+fn one_seed_gives_one_trace_and_another_seed_another() {
+    let first = punch_trace(0);
+    assert!(first.0.len() > 100, "{} datagrams", first.0.len());
+    assert!(first == punch_trace(0), "same seeds, different runs");
+    // The seeds matter (ephemeral keys, counters and punch ports change).
+    assert!(first != punch_trace(1), "different seeds, same run");
 }
 
 #[test]

@@ -14,8 +14,10 @@ use vnet_proto::c25519::KeyPair;
 use vnet_proto::constants::{
     CERTIFICATE_MAX_DELTA_MS, MAC_TABLE_ENTRY_TTL_MS, MULTICAST_SUBSCRIPTION_TTL_MS,
 };
+use vnet_proto::hash_state::HashState;
 use vnet_proto::netconf::Certificate;
 use vnet_proto::network_id::{Mac, NetworkId};
+use vnet_proto::rng::{NodeRng, SeedableRng};
 use vnet_proto::switch::{DropReason, Inbound, MulticastGroup, Outbound, Switch, SwitchPolicy};
 
 // ---------------------------------------------------------------------------
@@ -55,7 +57,7 @@ enum Fate {
 }
 
 impl Net {
-    /// `n` members; those in `bridges` are active bridges; everyone announces.
+    /// `n` members; those in `bridges` are active bridges; everyone subscribes everyone to its groups.
     fn new(n: usize, policy: SwitchPolicy, bridges: &[usize]) -> Net {
         let members: Vec<Member> = (0..n)
             .map(|i| {
@@ -66,7 +68,12 @@ impl Net {
                 };
                 Member {
                     addr,
-                    switch: Switch::new(nwid(), addr, policy),
+                    switch: Switch::new(
+                        nwid(),
+                        addr,
+                        policy,
+                        HashState::new(&mut NodeRng::seed_from_u64(i as u64)),
+                    ),
                     v4: Ipv4Addr::new(10, 147, 0, i as u8 + 1),
                     v6: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0x1000, i as u16 + 1),
                 }

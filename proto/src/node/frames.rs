@@ -8,8 +8,6 @@
 //! at most `FRAME_AWAITING_CREDENTIALS_MS`) while our certificate goes to it:
 //! a member that stores a new certificate from a peer answers with its own.
 
-use std::collections::HashMap;
-
 use super::{Node, Outbox};
 use crate::address::Address;
 use crate::constants::{
@@ -17,6 +15,7 @@ use crate::constants::{
     FRAME_AWAITING_CREDENTIALS_MS, MAX_CREDENTIAL_BUDGETS, MAX_CREDENTIAL_CHECKS_PER_PACKET,
     MAX_FRAMES_AWAITING_CREDENTIALS_PER_MEMBER, MAX_MEMBERS_AWAITING_CREDENTIALS,
 };
+use crate::hash_state::HashMap;
 use crate::netconf::{CERTIFICATE_LEN_BYTES, Certificate};
 use crate::network_id::NetworkId;
 use crate::switch::{DropReason, Inbound, Outbound};

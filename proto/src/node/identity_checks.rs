@@ -5,7 +5,7 @@
 //! identities and failures are remembered, so no identity is hashed twice
 //! and known peers never wait.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 
@@ -15,6 +15,7 @@ use crate::constants::{
     IDENTITY_CHECKS_PER_SECOND, MAX_ASKED_IDENTITIES, MAX_FAILED_IDENTITIES,
     MAX_PENDING_IDENTITY_CHECKS, MAX_VERIFIED_IDENTITIES,
 };
+use crate::hash_state::{HashMap, HashSet, HashState};
 use crate::identity::{Identity, IdentityError, UncheckedIdentity};
 use crate::identity_hash::IdentityHashScratch;
 use crate::local_socket::LocalSocket;
@@ -91,17 +92,18 @@ pub(crate) struct IdentityChecks {
     pub run: u64,
 }
 
-impl Default for IdentityChecks {
-    fn default() -> Self {
+impl IdentityChecks {
+    /// No checks waiting or done.
+    pub fn new(hasher: HashState) -> Self {
         Self {
             waiting: Vec::new(),
             budget: (0, IDENTITY_CHECKS_PER_SECOND),
             per_second: IDENTITY_CHECKS_PER_SECOND,
-            verified: HashMap::new(),
+            verified: HashMap::with_hasher(hasher.clone()),
             verified_order: VecDeque::new(),
-            failed: HashMap::new(),
+            failed: HashMap::with_hasher(hasher.clone()),
             failed_order: VecDeque::new(),
-            asked: HashSet::new(),
+            asked: HashSet::with_hasher(hasher),
             asked_order: VecDeque::new(),
             run: 0,
         }
@@ -356,7 +358,7 @@ mod tests {
 
     #[test]
     fn the_budget_bounds_checks_per_second() {
-        let mut checks = IdentityChecks::default();
+        let mut checks = IdentityChecks::new(crate::switch::tests_hasher());
         for n in 0..1000 {
             checks.request(forged(n), false, None, n * 7919);
         }
@@ -383,7 +385,7 @@ mod tests {
     #[test]
     fn failures_and_successes_are_never_hashed_again() {
         let real = Identity::generate(&mut crate::rng::os_rng());
-        let mut checks = IdentityChecks::default();
+        let mut checks = IdentityChecks::new(crate::switch::tests_hasher());
         let mut scratch = IdentityHashScratch::new();
         checks.request(forged(1), false, None, 0);
         checks.request(unchecked(&real), false, None, 0);
@@ -399,7 +401,7 @@ mod tests {
 
     #[test]
     fn whois_answers_go_first_and_are_never_replaced() {
-        let mut checks = IdentityChecks::default();
+        let mut checks = IdentityChecks::new(crate::switch::tests_hasher());
         checks.request(forged(0), true, None, 0);
         for n in 1..500 {
             checks.request(forged(n), false, None, n);
@@ -415,7 +417,7 @@ mod tests {
         // free) against one real HELLO retried every second: the retry is
         // recognised and checked at once, whatever the draws.
         let real = forged(999_999);
-        let mut checks = IdentityChecks::default();
+        let mut checks = IdentityChecks::new(crate::switch::tests_hasher());
         let mut picked_at = None;
         let mut rng = 0x9e3779b97f4a7c15u64;
         'outer: for ms in (0..30_000u64).step_by(5) {

@@ -3,12 +3,12 @@
 //! members. [`super::network`] (configs) and [`super::frames`] (frames)
 //! both work on it.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use serde::Serialize;
 
 use crate::address::Address;
+use crate::hash_state::{HashMap, HashState};
 use crate::netconf::{Certificate, NetworkConfig};
 use crate::network_id::{Mac, NetworkId};
 use crate::switch::{MulticastGroup, Switch, SwitchPolicy, eui64_link_local, groups_for_ips};
@@ -54,6 +54,27 @@ pub(crate) struct Membership {
     pub awaiting_credentials: HashMap<Address, (u64, Vec<Vec<u8>>)>,
     /// Signature checks of each peer's certificates this second: (start, used).
     pub credential_checks: HashMap<Address, (u64, u32)>,
+    /// The node's keyed hasher, for the switch's tables.
+    hasher: HashState,
+}
+
+impl Membership {
+    /// A network just joined: no config yet.
+    pub fn new(hasher: HashState) -> Self {
+        Self {
+            status: NetworkStatus::RequestingConfiguration,
+            config: None,
+            last_request_ms: None,
+            received_ms: None,
+            assembly: None,
+            switch: None,
+            peer_certificates: HashMap::with_hasher(hasher.clone()),
+            credentials_sent: HashMap::with_hasher(hasher.clone()),
+            awaiting_credentials: HashMap::with_hasher(hasher.clone()),
+            credential_checks: HashMap::with_hasher(hasher.clone()),
+            hasher,
+        }
+    }
 }
 
 /// (Re)configures a network's switch from a new config: policy, bridges,
@@ -74,7 +95,7 @@ pub(crate) fn configure_switch(
     };
     let switch = m
         .switch
-        .get_or_insert_with(|| Switch::new(config.network, me, policy));
+        .get_or_insert_with(|| Switch::new(config.network, me, policy, m.hasher.clone()));
     switch.set_policy(policy);
     let bridges: Vec<Address> = d.bridges.iter().filter_map(|b| b.parse().ok()).collect();
     switch.set_bridges(&bridges);

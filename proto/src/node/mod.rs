@@ -14,7 +14,7 @@ mod test_support;
 mod traversal;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 
 pub use counters::{Counters, TableSizes};
@@ -30,6 +30,7 @@ use crate::address::Address;
 use crate::armor::{armor, dearmor};
 use crate::constants::*;
 use crate::fragment::{Reassembler, write_fragments};
+use crate::hash_state::{HashMap, HashState};
 use crate::identity::Identity;
 use crate::identity_hash::IdentityHashScratch;
 use crate::local_socket::LocalSocket;
@@ -184,12 +185,16 @@ pub struct Node {
     due_peers: Vec<Address>,
     /// The node's random source, seeded at construction.
     rng: NodeRng,
+    /// Keys the hashers of every table (drawn from `rng`).
+    hash_state: HashState,
 }
 
 impl Node {
     /// Starts a node. Nothing is sent until the first [`Node::handle_timeout`].
     pub fn new(config: NodeConfig) -> Result<Self, NodeError> {
         let key_pair = config.identity.key_pair().ok_or(NodeError::NoSecret)?;
+        let mut rng = NodeRng::from_seed(config.rng_seed);
+        let hash_state = HashState::new(&mut rng);
         let mut node = Self {
             address: config.identity.address(),
             identity: config.identity,
@@ -198,35 +203,36 @@ impl Node {
             planet: config.planet,
             moons: Vec::new(),
             wanted_moons: Vec::new(),
-            peers: HashMap::new(),
-            whois: HashMap::new(),
+            peers: HashMap::with_hasher(hash_state.clone()),
+            whois: HashMap::with_hasher(hash_state.clone()),
             reassembler: Reassembler::default(),
-            rendezvous_sent: HashMap::new(),
-            hello_buckets: HashMap::new(),
-            identity_checks: identity_checks::IdentityChecks::default(),
+            rendezvous_sent: HashMap::with_hasher(hash_state.clone()),
+            hello_buckets: HashMap::with_hasher(hash_state.clone()),
+            identity_checks: identity_checks::IdentityChecks::new(hash_state.clone()),
             clock_epoch_ms: 0,
-            known_paths: HashMap::new(),
-            relay_routes: HashMap::new(),
+            known_paths: HashMap::with_hasher(hash_state.clone()),
+            relay_routes: HashMap::with_hasher(hash_state.clone()),
             root_addrs: Vec::new(),
             last_sweep_ms: 0,
             am_root: false,
             relayers: Vec::new(),
             local_endpoints: Vec::new(),
-            reflected: HashMap::new(),
+            reflected: HashMap::with_hasher(hash_state.clone()),
             events: VecDeque::new(),
             counters: Counters::default(),
             scratch: IdentityHashScratch::new(),
             tx: Vec::with_capacity(PACKET_MAX_LEN_BYTES),
-            networks: HashMap::new(),
-            controller: network::ControllerState::default(),
+            networks: HashMap::with_hasher(hash_state.clone()),
+            controller: network::ControllerState::new(hash_state.clone()),
             frame_buf: Vec::with_capacity(PACKET_MAX_LEN_BYTES),
             frame_targets: Vec::new(),
             online_once: false,
             rx_socket: LocalSocket::Primary,
-            traversal: traversal::TraversalState::default(),
+            traversal: traversal::TraversalState::new(hash_state.clone()),
             tick_heap: BinaryHeap::new(),
             due_peers: Vec::new(),
-            rng: NodeRng::from_seed(config.rng_seed),
+            rng,
+            hash_state,
         };
         node.moons = config.moons;
         node.recompute_roles();

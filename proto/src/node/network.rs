@@ -2,8 +2,6 @@
 //! a config, assembling and checking signed config chunks; and, on a
 //! controller, answering requests through the [`NetworkController`] plugin.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 
 use super::membership::{Assembly, Membership, NetworkStatus};
@@ -14,6 +12,7 @@ use crate::constants::{
     ERROR_OBJECT_NOT_FOUND, NETWORK_CONFIG_PULL_INTERVAL_MS, NETWORK_CONFIG_REQUEST_INTERVAL_MS,
     PEER_IDLE_TIMEOUT_MS,
 };
+use crate::hash_state::{HashMap, HashState};
 use crate::message::{InRe, encode_in_re};
 use crate::netconf::{
     Certificate, ConfigDenied, NetworkConfig, NetworkController, decode_chunk, encode_chunks,
@@ -51,7 +50,6 @@ pub struct NetworkView {
 }
 
 /// What a controller keeps about members that asked.
-#[derive(Default)]
 pub(crate) struct ControllerState {
     pub plugin: Option<Box<dyn NetworkController>>,
     /// (network, member) -> last request time, for members the plugin
@@ -62,6 +60,19 @@ pub(crate) struct ControllerState {
     pub next_update_id: u64,
     /// Whether the known members were loaded into `members` yet.
     pub seeded: bool,
+}
+
+impl ControllerState {
+    /// No plugin yet, no members.
+    pub fn new(hasher: HashState) -> Self {
+        Self {
+            plugin: None,
+            members: HashMap::with_hasher(hasher),
+            last_refresh_ms: 0,
+            next_update_id: 0,
+            seeded: false,
+        }
+    }
 }
 
 impl Node {
@@ -78,18 +89,10 @@ impl Node {
 
     /// Joins a network (asks its controller for a config at once).
     pub fn join(&mut self, now_ms: u64, nwid: NetworkId, out: &mut Outbox) {
-        self.networks.entry(nwid).or_insert_with(|| Membership {
-            status: NetworkStatus::RequestingConfiguration,
-            config: None,
-            last_request_ms: None,
-            received_ms: None,
-            assembly: None,
-            switch: None,
-            peer_certificates: HashMap::new(),
-            credentials_sent: HashMap::new(),
-            awaiting_credentials: HashMap::new(),
-            credential_checks: HashMap::new(),
-        });
+        let hasher = &self.hash_state;
+        self.networks
+            .entry(nwid)
+            .or_insert_with(|| Membership::new(hasher.clone()));
         self.request_config(now_ms, nwid, out);
     }
 

@@ -12,7 +12,7 @@
 //! endpoint), and the answer goes back the same way: with 256 mappings and
 //! 2048 probes over 64512 ports, a hit is missed about once in 3000 tries.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
@@ -21,6 +21,7 @@ use super::{ECHO_KIND_PROBE, Node, PeerRole, Route, echo_payload};
 use crate::address::Address;
 use crate::constants::*;
 use crate::endpoint::format_endpoint;
+use crate::hash_state::{HashMap, HashState};
 use crate::local_socket::LocalSocket;
 use crate::message::{PunchMessage, encode_punch};
 pub use crate::nat_mapping::NatMapping;
@@ -29,7 +30,7 @@ use crate::rng::{NodeRng, Rng};
 use crate::verb::Verb;
 
 /// Node-wide NAT traversal state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct TraversalState {
     /// Last authenticated UDP packet from any root.
     pub udp_from_root_ms: Option<u64>,
@@ -49,6 +50,19 @@ pub(crate) struct TraversalState {
 }
 
 impl TraversalState {
+    /// The state of a node that has not started.
+    pub fn new(hasher: HashState) -> Self {
+        Self {
+            udp_from_root_ms: None,
+            first_tick_ms: None,
+            force_tcp: false,
+            last_udp_retry_ms: None,
+            port_mapping: None,
+            relay_buckets: HashMap::with_hasher(hasher),
+            next_punch_socket: 0,
+        }
+    }
+
     /// Sources with a relay budget tracked.
     pub fn relay_bucket_count(&self) -> usize {
         self.relay_buckets.len()
@@ -649,7 +663,7 @@ mod tests {
 
     #[test]
     fn relay_buckets_limit_each_source() {
-        let mut t = TraversalState::default();
+        let mut t = TraversalState::new(HashState::new(&mut NodeRng::seed_from_u64(3)));
         let a: SocketAddr = "198.51.100.1:1".parse().unwrap();
         let b: SocketAddr = "198.51.100.2:1".parse().unwrap();
         let passed = (0..RELAY_BURST_PACKETS + 100)
@@ -663,7 +677,7 @@ mod tests {
     #[test]
     fn relay_budgets_are_per_ip_and_per_ipv6_64_and_bounded() {
         use crate::constants::MAX_RATE_LIMITED_SOURCES;
-        let mut t = TraversalState::default();
+        let mut t = TraversalState::new(HashState::new(&mut NodeRng::seed_from_u64(3)));
         // Every port of one IPv4 address, and every address of one IPv6 /64,
         // draw from one budget.
         let v4 = (0..RELAY_BURST_PACKETS + 100)

@@ -1,9 +1,8 @@
 //! MACs learned behind bridges: which bridge member a foreign MAC sits behind.
 
-use std::collections::HashMap;
-
 use crate::address::Address;
 use crate::constants::{MAC_TABLE_ENTRY_TTL_MS, MAX_LEARNED_MACS};
+use crate::hash_state::{HashMap, HashState};
 use crate::network_id::Mac;
 
 #[derive(Debug, Clone, Copy)]
@@ -32,22 +31,16 @@ pub struct MacTable {
     ttl_ms: u64,
 }
 
-impl Default for MacTable {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl MacTable {
     /// An empty table with the standard limits.
-    pub fn new() -> Self {
-        Self::with_limits(MAX_LEARNED_MACS, MAC_TABLE_ENTRY_TTL_MS)
+    pub fn new(hasher: HashState) -> Self {
+        Self::with_limits(MAX_LEARNED_MACS, MAC_TABLE_ENTRY_TTL_MS, hasher)
     }
 
     /// An empty table of at most `capacity` (at least 1) entries, each lasting `ttl_ms`.
-    pub fn with_limits(capacity: usize, ttl_ms: u64) -> Self {
+    pub fn with_limits(capacity: usize, ttl_ms: u64, hasher: HashState) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: HashMap::with_hasher(hasher),
             capacity: capacity.max(1),
             ttl_ms,
         }
@@ -151,7 +144,7 @@ mod tests {
 
     #[test]
     fn learns_moves_and_expires() {
-        let mut t = MacTable::with_limits(8, 1000);
+        let mut t = MacTable::with_limits(8, 1000, crate::switch::tests_hasher());
         assert_eq!(t.learn(0, mac(1), addr(1)), Learned::Added);
         assert_eq!(t.learn(500, mac(1), addr(1)), Learned::Refreshed);
         assert_eq!(t.lookup(1499, mac(1)), Some(addr(1)));
@@ -170,7 +163,7 @@ mod tests {
 
     #[test]
     fn full_table_evicts_the_least_recently_seen() {
-        let mut t = MacTable::with_limits(3, 10_000);
+        let mut t = MacTable::with_limits(3, 10_000, crate::switch::tests_hasher());
         t.learn(10, mac(1), addr(1));
         t.learn(20, mac(2), addr(1));
         t.learn(30, mac(3), addr(1));
@@ -189,7 +182,7 @@ mod tests {
 
     #[test]
     fn bridges_that_go_away_take_their_macs() {
-        let mut t = MacTable::new();
+        let mut t = MacTable::new(crate::switch::tests_hasher());
         t.learn(0, mac(1), addr(1));
         t.learn(0, mac(2), addr(2));
         t.learn(0, mac(3), addr(3));

@@ -35,11 +35,11 @@ pub mod frame;
 pub mod mac_table;
 pub mod multicast;
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 use crate::address::Address;
 use crate::constants::DEFAULT_MULTICAST_LIMIT;
+use crate::hash_state::{HashSet, HashState};
 use crate::netconf::Certificate;
 use crate::network_id::{Mac, NetworkId};
 
@@ -121,13 +121,19 @@ pub struct Switch {
 
 impl Switch {
     /// The switch of `network_id` for us, member `address`.
-    pub fn new(network_id: NetworkId, address: Address, policy: SwitchPolicy) -> Self {
+    pub fn new(
+        network_id: NetworkId,
+        address: Address,
+        policy: SwitchPolicy,
+        hasher: HashState,
+    ) -> Self {
         Self::with_tables(
             network_id,
             address,
             policy,
-            MacTable::new(),
-            Subscriptions::new(),
+            MacTable::new(hasher.clone()),
+            Subscriptions::new(hasher.clone()),
+            hasher,
         )
     }
 
@@ -138,17 +144,18 @@ impl Switch {
         policy: SwitchPolicy,
         macs: MacTable,
         subscriptions: Subscriptions,
+        hasher: HashState,
     ) -> Self {
         let mut switch = Self {
             network_id,
             address,
             mac: Mac::for_member(address, network_id),
             policy,
-            valid: HashSet::new(),
+            valid: HashSet::with_hasher(hasher.clone()),
             bridges: Vec::new(),
             local_ips: Vec::new(),
             extra_groups: Vec::new(),
-            local_groups: HashSet::new(),
+            local_groups: HashSet::with_hasher(hasher),
             macs,
             subscriptions,
             recipients: Vec::new(),
@@ -204,7 +211,7 @@ impl Switch {
     /// subscriptions and the MACs learned behind it at once (whatever the
     /// network's type), and on a private network its frames are refused.
     pub fn set_listed_members(&mut self, members: &[Address]) {
-        let listed: HashSet<Address> = members.iter().copied().collect();
+        let listed: std::collections::HashSet<Address> = members.iter().copied().collect();
         let gone: Vec<Address> = self
             .valid
             .iter()
@@ -561,3 +568,10 @@ enum Route {
 
 #[cfg(test)]
 mod tests;
+
+/// Keyed hashers for the switch's unit tests (a fixed seed).
+#[cfg(test)]
+pub(crate) fn tests_hasher() -> HashState {
+    use crate::rng::{NodeRng, SeedableRng};
+    HashState::new(&mut NodeRng::seed_from_u64(7))
+}

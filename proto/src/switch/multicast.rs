@@ -1,7 +1,7 @@
 //! Multicast groups (ZeroTier's `MulticastGroup`: a MAC and a 32-bit ADI) and
 //! the table of which members subscribed to which group.
 
-use std::collections::HashMap;
+use crate::hash_state::{HashMap, HashState};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -143,22 +143,20 @@ pub struct Subscriptions {
     ttl_ms: u64,
 }
 
-impl Default for Subscriptions {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Subscriptions {
     /// An empty table with the standard limits.
-    pub fn new() -> Self {
-        Self::with_limits(MAX_MULTICAST_SUBSCRIPTIONS, MULTICAST_SUBSCRIPTION_TTL_MS)
+    pub fn new(hasher: HashState) -> Self {
+        Self::with_limits(
+            MAX_MULTICAST_SUBSCRIPTIONS,
+            MULTICAST_SUBSCRIPTION_TTL_MS,
+            hasher,
+        )
     }
 
     /// An empty table holding at most `capacity` subscriptions, each lasting `ttl_ms`.
-    pub fn with_limits(capacity: usize, ttl_ms: u64) -> Self {
+    pub fn with_limits(capacity: usize, ttl_ms: u64, hasher: HashState) -> Self {
         Self {
-            groups: HashMap::new(),
+            groups: HashMap::with_hasher(hasher),
             total: 0,
             capacity,
             ttl_ms,
@@ -294,7 +292,7 @@ mod tests {
 
     #[test]
     fn subscriptions_expire_and_newest_come_first() {
-        let mut t = Subscriptions::with_limits(10, 1000);
+        let mut t = Subscriptions::with_limits(10, 1000, crate::switch::tests_hasher());
         let g = MulticastGroup::BROADCAST;
         assert_eq!(t.subscribe(0, addr(1), g), Subscribed::Added);
         assert_eq!(t.subscribe(100, addr(2), g), Subscribed::Added);
@@ -317,7 +315,7 @@ mod tests {
 
     #[test]
     fn a_full_table_refuses_until_something_expires() {
-        let mut t = Subscriptions::with_limits(2, 1000);
+        let mut t = Subscriptions::with_limits(2, 1000, crate::switch::tests_hasher());
         let g = MulticastGroup::BROADCAST;
         t.subscribe(0, addr(1), g);
         t.subscribe(0, addr(2), g);

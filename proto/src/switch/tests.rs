@@ -48,7 +48,7 @@ fn arp_request(src: Mac, target: Ipv4Addr) -> Vec<u8> {
 }
 
 fn switch(policy: SwitchPolicy) -> Switch {
-    let mut s = Switch::new(nwid(), addr(ME), policy);
+    let mut s = Switch::new(nwid(), addr(ME), policy, super::tests_hasher());
     for n in 1..10 {
         s.set_member_valid(addr(n), true);
     }
@@ -500,8 +500,9 @@ fn a_full_mac_table_counts_evictions() {
         nwid(),
         addr(ME),
         SwitchPolicy::default(),
-        MacTable::with_limits(2, 10_000),
-        Subscriptions::new(),
+        MacTable::with_limits(2, 10_000, super::tests_hasher()),
+        Subscriptions::new(super::tests_hasher()),
+        super::tests_hasher(),
     );
     s.set_member_valid(addr(2), true);
     s.set_bridges(&[addr(2)]);
@@ -516,15 +517,16 @@ fn a_full_mac_table_counts_evictions() {
 
 #[test]
 fn multicast_never_goes_back_to_us_even_if_the_table_says_so() {
-    let mut subs = Subscriptions::new();
+    let mut subs = Subscriptions::new(super::tests_hasher());
     subs.subscribe(0, addr(ME), MulticastGroup::BROADCAST);
     subs.subscribe(0, addr(2), MulticastGroup::BROADCAST);
     let mut s = Switch::with_tables(
         nwid(),
         addr(ME),
         SwitchPolicy::default(),
-        MacTable::new(),
+        MacTable::new(super::tests_hasher()),
         subs,
+        super::tests_hasher(),
     );
     let f = raw(Mac::BROADCAST, mac_of(ME), 0x0800);
     assert_eq!(
