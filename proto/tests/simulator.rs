@@ -1660,6 +1660,8 @@ mod rogue_member {
         nwid: Option<NetworkId>,
         authorized: Arc<Mutex<Vec<(Address, usize)>>>,
         listed: Arc<Mutex<Vec<(Address, usize)>>>,
+        /// Active bridges (their configs say so; everyone's lists them).
+        bridges: Arc<Mutex<Vec<Address>>>,
         changed: Arc<Mutex<Vec<(NetworkId, Address)>>>,
         clock: Arc<Mutex<u64>>,
     }
@@ -1691,6 +1693,7 @@ mod rogue_member {
                     ips: vec![IpAddr::V4(member_ip(*j))],
                 })
                 .collect();
+            let bridges = self.bridges.lock().unwrap().clone();
             Ok(NetworkConfigData {
                 name: "rogue-lab".into(),
                 revision: 1,
@@ -1699,13 +1702,13 @@ mod rogue_member {
                 mtu: 2800,
                 multicast_limit: 32,
                 enable_broadcast: true,
-                active_bridge: false,
+                active_bridge: bridges.contains(&member),
                 assigned: vec![AssignedIp {
                     ip: IpAddr::V4(member_ip(i)),
                     prefix_len: 24,
                 }],
                 routes: vec![],
-                bridges: vec![],
+                bridges: bridges.iter().map(|b| b.to_string()).collect(),
                 directory,
             })
         }
@@ -1733,9 +1736,15 @@ mod rogue_member {
             if let Some(c) = CLOCK.with(|c| c.borrow().clone()) {
                 sync_clock(&c, sim);
             }
-            let next_tick = sim.now - sim.now % 250 + 250;
+            let next_deadline = sim
+                .hosts
+                .iter()
+                .map(|h| h.deadline)
+                .min()
+                .unwrap_or(u64::MAX)
+                .max(sim.now + 1);
             let next_packet = sim.queue.keys().next().map(|k| k.0).unwrap_or(u64::MAX);
-            sim.now = next_tick.min(next_packet).min(until);
+            sim.now = next_deadline.min(next_packet).min(until);
             while let Some(entry) = sim.queue.first_entry() {
                 if entry.key().0 > sim.now {
                     break;
@@ -1761,15 +1770,17 @@ mod rogue_member {
                 sim.send_all(h, &mut out);
                 sim.collect(h);
             }
-            if sim.now == next_tick {
-                for h in 0..sim.hosts.len() {
-                    let now = sim.now;
-                    sim.hosts[h].node.handle_timeout(now, &mut out);
-                    sim.hosts[h].node.run_identity_checks(now, &mut out);
-                    taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
-                    sim.send_all(h, &mut out);
-                    sim.collect(h);
+            for h in 0..sim.hosts.len() {
+                let now = sim.now;
+                if sim.hosts[h].deadline > now {
+                    continue;
                 }
+                sim.hosts[h].node.handle_timeout(now, &mut out);
+                sim.hosts[h].deadline = sim.hosts[h].node.next_timeout(now);
+                sim.hosts[h].node.run_identity_checks(now, &mut out);
+                taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
+                sim.send_all(h, &mut out);
+                sim.collect(h);
             }
         }
     }
@@ -1995,6 +2006,103 @@ mod rogue_member {
     #[test]
     fn stale_certificates_alone_cut_off_a_member_the_directory_still_lists() {
         rogue_is_cut_off(true);
+    }
+
+    /// Root and controller (host 0), member A (host 1), bridge member Br
+    /// (host 2) with a LAN behind it, and member C (host 3): frames for a LAN
+    /// MAC go to the bridge, the bridge's LAN frames reach A (and A's answer
+    /// goes to the bridge once the MAC is learned), and C, not a bridge,
+    /// cannot send from a LAN MAC.
+    #[test]
+    fn a_bridge_member_carries_its_lans_frames_both_ways_and_no_one_else_may() {
+        let key = KeyPair::generate(&mut NodeRng::seed_from_u64(5));
+        let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
+        let mut sim = Sim::new();
+        let ctl = sim.add_host(node(0, &planet), ROOT_IP, None);
+        let hosts: Vec<usize> = (1..=3)
+            .map(|i| sim.add_host(node(i, &planet), [203, 0, 113, i as u8], None))
+            .collect();
+        let (a, br, c) = (hosts[0], hosts[1], hosts[2]);
+        let addr = |i: usize| identity(i).address();
+        let (ma, mbr, mc) = ((addr(1), 1), (addr(2), 2), (addr(3), 3));
+        let nwid = NetworkId::new(addr(0), 9);
+        let controller = Controller {
+            nwid: Some(nwid),
+            ..Default::default()
+        };
+        *controller.authorized.lock().unwrap() = vec![ma, mbr, mc];
+        *controller.listed.lock().unwrap() = vec![ma, mbr, mc];
+        *controller.bridges.lock().unwrap() = vec![mbr.0];
+        sim.hosts[ctl]
+            .node
+            .set_controller(Box::new(controller.clone()));
+        CLOCK.with(|cl| *cl.borrow_mut() = Some(controller.clone()));
+        let no_deafness = (usize::MAX, sim.hosts[ctl].local.ip());
+        let mut taps = Taps::new();
+        run_recording(&mut sim, 2_000, no_deafness, &mut taps);
+        for &h in &hosts {
+            let mut out = Outbox::new();
+            let now = sim.now;
+            sim.hosts[h].node.join(now, nwid, &mut out);
+            sim.send_all(h, &mut out);
+        }
+        run_recording(&mut sim, 3_000, no_deafness, &mut taps);
+        for &h in &hosts {
+            assert_eq!(
+                sim.hosts[h].node.network(nwid).unwrap().status,
+                NetworkStatus::Ok
+            );
+        }
+        let lan_host = Mac([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
+        let lan_ip = Ipv4Addr::new(10, 147, 17, 200);
+        let mac_a = Mac::for_member(ma.0, nwid);
+        let frame_count = |taps: &Taps, h: usize, src: Mac, dst: Mac| {
+            taps.iter()
+                .filter(|(x, f)| *x == h && f[0..6] == dst.0 && f[6..12] == src.0)
+                .count()
+        };
+
+        // A to an unknown (LAN) MAC: only the active bridge gets it.
+        let mut taps = Taps::new();
+        let to_lan = udp4(mac_a, lan_host, member_ip(1), lan_ip);
+        tap_send(&mut sim, a, nwid, std::slice::from_ref(&to_lan));
+        run_recording(&mut sim, 500, no_deafness, &mut taps);
+        assert_eq!(
+            frame_count(&taps, br, mac_a, lan_host),
+            1,
+            "the bridge got it"
+        );
+        assert_eq!(frame_count(&taps, c, mac_a, lan_host), 0, "C did not");
+
+        // The LAN host answers through the bridge: A gets a frame from a
+        // MAC that is no member's, and the bridge's path to it is learned.
+        let mut taps = Taps::new();
+        let from_lan = udp4(lan_host, mac_a, lan_ip, member_ip(1));
+        tap_send(&mut sim, br, nwid, std::slice::from_ref(&from_lan));
+        run_recording(&mut sim, 500, no_deafness, &mut taps);
+        assert_eq!(
+            frame_count(&taps, a, lan_host, mac_a),
+            1,
+            "A got the LAN's answer"
+        );
+        tap_send(&mut sim, a, nwid, std::slice::from_ref(&to_lan));
+        run_recording(&mut sim, 500, no_deafness, &mut taps);
+        assert_eq!(
+            frame_count(&taps, br, mac_a, lan_host),
+            1,
+            "to the bridge again"
+        );
+
+        // C is no bridge: a frame from the LAN MAC is refused by A.
+        let mut taps = Taps::new();
+        let spoofed = udp4(lan_host, mac_a, lan_ip, member_ip(1));
+        tap_send(&mut sim, c, nwid, std::slice::from_ref(&spoofed));
+        run_recording(&mut sim, 500, no_deafness, &mut taps);
+        assert_eq!(
+            frame_count(&taps, a, lan_host, mac_a),
+            0,
+            "C may not send as the LAN"
+        );
     }
 
     /// [`run_recording`] (no one deaf), and right after host `victim` takes
