@@ -18,6 +18,7 @@ pub mod message;
 pub mod nat_mapping;
 pub mod netconf;
 pub mod network_id;
+pub mod network_message;
 pub mod node;
 pub mod path;
 pub mod replay;

@@ -428,6 +428,79 @@ pub fn decode_punch(bytes: &[u8]) -> Result<PunchMessage, MessageError> {
     Ok(PunchMessage { sockets })
 }
 
+/// What an ECHO of ours is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EchoKind {
+    /// A path probe or keepalive (does not make a peer "in use").
+    Probe,
+    /// A user's ping (`vnet-cli ping`).
+    Ping,
+}
+
+/// The ECHO we send: `kind (1: 0 probe, 1 ping) | id (8) | sender's clock
+/// in ms (8)`, answered by OK(ECHO) with the same bytes. A peer may echo
+/// anything up to [`ECHO_MAX_LEN_BYTES`]; only answers of this shape are ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Echo {
+    /// Probe or ping.
+    pub kind: EchoKind,
+    /// The ping's id (0 for probes).
+    pub id: u64,
+    /// When we sent it, on our clock.
+    pub sent_ms: u64,
+}
+
+/// Bytes of [`Echo`].
+const ECHO_LEN_BYTES: usize = 17;
+
+impl Echo {
+    /// The payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(ECHO_LEN_BYTES);
+        p.push(match self.kind {
+            EchoKind::Probe => 0,
+            EchoKind::Ping => 1,
+        });
+        p.extend_from_slice(&self.id.to_be_bytes());
+        p.extend_from_slice(&self.sent_ms.to_be_bytes());
+        p
+    }
+
+    /// Reads an echoed payload of ours.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
+        let bytes: &[u8; ECHO_LEN_BYTES] = bytes
+            .try_into()
+            .map_err(|_| MessageError::BadField("ECHO length"))?;
+        let kind = match bytes[0] {
+            0 => EchoKind::Probe,
+            1 => EchoKind::Ping,
+            _ => return Err(MessageError::BadField("ECHO kind")),
+        };
+        let (id, sent) = bytes[1..].split_at(8);
+        Ok(Self {
+            kind,
+            id: u64::from_be_bytes(id.try_into().expect("8 bytes")),
+            sent_ms: u64::from_be_bytes(sent.try_into().expect("8 bytes")),
+        })
+    }
+
+    /// Whether an ECHO payload is a probe (a keepalive, not use).
+    pub fn is_probe(payload: &[u8]) -> bool {
+        payload.first() == Some(&0)
+    }
+
+    /// Whether an ECHO payload is a user's ping.
+    pub fn is_ping(payload: &[u8]) -> bool {
+        payload.first() == Some(&1)
+    }
+
+    /// Whether an OK payload answers one of our probes: `in-re verb (1) |
+    /// in-re counter (8) | echoed bytes`.
+    pub fn ok_answers_probe(ok_payload: &[u8]) -> bool {
+        ok_payload.first() == Some(&(Verb::Echo as u8)) && ok_payload.get(9) == Some(&0)
+    }
+}
+
 /// Checks an ECHO payload's size.
 pub fn check_echo(bytes: &[u8]) -> Result<(), MessageError> {
     if bytes.len() > ECHO_MAX_LEN_BYTES {

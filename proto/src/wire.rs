@@ -292,6 +292,21 @@ pub enum Datagram<'a> {
 /// Decides what a received datagram is and checks its header.
 ///
 /// Packets must hold at least a verb ([`PACKET_MIN_LEN_BYTES`]); fragments at
+/// The verb of an opened (dearmored) packet, if it is a known one.
+pub fn verb_of(packet: &[u8]) -> Option<crate::verb::Verb> {
+    packet
+        .get(VERB_OFFSET)
+        .and_then(|v| crate::verb::Verb::try_from(*v).ok())
+}
+
+/// Starts a packet in `tx`: room for the header (written when the packet is
+/// sealed), then the verb; the caller appends the payload.
+pub fn start_packet(tx: &mut Vec<u8>, verb: crate::verb::Verb) {
+    tx.clear();
+    tx.resize(PACKET_HEADER_LEN_BYTES, 0);
+    tx.push(verb as u8);
+}
+
 /// least one data byte. Neither may exceed [`PACKET_MAX_LEN_BYTES`].
 pub fn classify(bytes: &[u8]) -> Result<Datagram<'_>, WireError> {
     if bytes.len() > PACKET_MAX_LEN_BYTES {

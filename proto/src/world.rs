@@ -206,6 +206,15 @@ impl World {
         Ok(world)
     }
 
+    /// The id of an encoded world (after its kind byte), read without
+    /// decoding the rest, so an update can be matched to the world it would
+    /// replace before any signature work.
+    pub fn peek_id(bytes: &[u8]) -> Option<u64> {
+        bytes
+            .get(1..9)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    }
+
     /// Decodes a whole world file; refuses anything malformed or trailing.
     pub fn decode(bytes: &[u8]) -> Result<Self, WorldError> {
         Self::decode_with(bytes, &mut IdentityHashScratch::new())

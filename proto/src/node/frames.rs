@@ -18,6 +18,7 @@ use crate::constants::{
 use crate::hash_state::HashMap;
 use crate::netconf::{CERTIFICATE_LEN_BYTES, Certificate};
 use crate::network_id::NetworkId;
+use crate::network_message::FrameMessage;
 use crate::switch::{DropReason, Inbound, Outbound};
 use crate::verb::Verb;
 
@@ -104,8 +105,11 @@ impl Node {
         }
         let mut payload = std::mem::take(&mut self.frame_buf);
         payload.clear();
-        payload.extend_from_slice(&nwid.to_u64().to_be_bytes());
-        payload.extend_from_slice(frame);
+        FrameMessage {
+            network: nwid,
+            frame,
+        }
+        .encode(&mut payload);
         self.send(now_ms, to, Verb::ExtFrame, &payload, out);
         self.frame_buf = payload;
     }
@@ -181,14 +185,14 @@ impl Node {
         payload: &[u8],
         out: &mut Outbox,
     ) {
-        let Some(nwid) = payload
-            .get(..8)
-            .and_then(|b| NetworkId::from_u64(u64::from_be_bytes(b.try_into().expect("8"))).ok())
+        let Ok(FrameMessage {
+            network: nwid,
+            frame,
+        }) = FrameMessage::decode(payload)
         else {
             self.counters.dropped_frames += 1;
             return;
         };
-        let frame = &payload[8..];
         let Some(m) = self.networks.get_mut(&nwid) else {
             self.counters.dropped_frames += 1;
             return;

@@ -35,13 +35,13 @@ use crate::identity::Identity;
 use crate::identity_hash::IdentityHashScratch;
 use crate::local_socket::LocalSocket;
 use crate::message::{
-    self, Hello, HelloOk, InRe, OkBody, Rendezvous, Versions, decode_error, decode_ok,
-    decode_push_direct_paths, decode_whois, encode_in_re, encode_push_direct_paths,
+    self, Echo, EchoKind, Hello, HelloOk, InRe, OkBody, Rendezvous, Versions, decode_error,
+    decode_ok, decode_push_direct_paths, decode_whois, encode_in_re, encode_push_direct_paths,
 };
 use crate::rng::{NodeRng, Rng, SeedableRng};
 use crate::session::{Ephemeral, OpenError, Role, derive_session};
 use crate::verb::Verb;
-use crate::wire::{Datagram, PacketHeader, classify, increment_hops};
+use crate::wire::{Datagram, PacketHeader, classify, increment_hops, start_packet, verb_of};
 use crate::world::{World, WorldKind};
 use peer::{Peer, PendingHandshake};
 
@@ -120,10 +120,6 @@ struct WantedMoon {
     id: u64,
     seed: Address,
 }
-
-/// ECHO payload kinds.
-const ECHO_KIND_PROBE: u8 = 0;
-const ECHO_KIND_PING: u8 = 1;
 
 /// The node state machine.
 pub struct Node {
@@ -600,11 +596,8 @@ impl Node {
         // a peer from being forgotten as idle.
         let keepalive = match verb {
             Verb::Nop | Verb::PushDirectPaths | Verb::Rendezvous => true,
-            Verb::Echo => payload.first() == Some(&ECHO_KIND_PROBE),
-            Verb::Ok => {
-                payload.first() == Some(&(Verb::Echo as u8))
-                    && payload.get(9) == Some(&ECHO_KIND_PROBE)
-            }
+            Verb::Echo => Echo::is_probe(payload),
+            Verb::Ok => Echo::ok_answers_probe(payload),
             _ => false,
         };
         if !keepalive && let Some(peer) = self.peers.get_mut(&src) {
@@ -615,7 +608,7 @@ impl Node {
             Verb::Echo => message::check_echo(payload).map(|()| {
                 // A user's ping makes the peer "in use" on this side too, so a
                 // dead direct path is noticed in seconds, not minutes.
-                if payload.first() == Some(&ECHO_KIND_PING)
+                if Echo::is_ping(payload)
                     && let Some(peer) = self.peers.get_mut(&src)
                 {
                     peer.last_active_ms = Some(now_ms);
@@ -768,7 +761,7 @@ impl Node {
         packet: &mut [u8],
         out: &mut Outbox,
     ) {
-        if packet.get(PACKET_HEADER_LEN_BYTES) != Some(&(Verb::Hello as u8)) {
+        if verb_of(packet) != Some(Verb::Hello) {
             self.counters.dropped_bad_payload += 1;
             return;
         }
@@ -994,8 +987,7 @@ impl Node {
             self.counters.dropped_bad_mac += 1;
             return;
         }
-        let verb = packet.get(PACKET_HEADER_LEN_BYTES).copied();
-        if verb != Some(Verb::Ok as u8) {
+        if verb_of(packet) != Some(Verb::Ok) {
             // ERROR(HELLO) carries nothing we act on yet.
             return;
         }
@@ -1084,10 +1076,15 @@ impl Node {
         out: &mut Outbox,
     ) {
         match body {
-            OkBody::Echo(bytes) if bytes.len() == 17 => {
-                let kind = bytes[0];
-                let id = u64::from_be_bytes(bytes[1..9].try_into().expect("8"));
-                let sent = u64::from_be_bytes(bytes[9..17].try_into().expect("8"));
+            OkBody::Echo(bytes) => {
+                let Ok(Echo {
+                    kind,
+                    id,
+                    sent_ms: sent,
+                }) = Echo::decode(&bytes)
+                else {
+                    return;
+                };
                 let rtt = now_ms.saturating_sub(sent);
                 let direct = header.hops == 0;
                 let tcp = self.rx_socket.is_tcp();
@@ -1100,7 +1097,7 @@ impl Node {
                         peer.paths.measured(from, rtt);
                     }
                 }
-                if kind == ECHO_KIND_PING {
+                if kind == EchoKind::Ping {
                     let route = match root_via {
                         None => Route::Direct(from),
                         Some(root) => Route::Relayed { root, via: from },
@@ -1552,7 +1549,7 @@ impl Node {
         }
         let established = peer.sessions.is_established();
         if established {
-            let payload = echo_payload(ECHO_KIND_PROBE, 0, now_ms);
+            let payload = echo_probe(now_ms);
             self.send_session(now_ms, addr, Some(to), Verb::Echo, &payload, out);
         } else {
             self.send_hello(now_ms, addr, &[to], out);
@@ -1738,10 +1735,7 @@ impl Node {
     }
 
     fn handle_world_update(&mut self, _now_ms: u64, src: Address, bytes: &[u8]) {
-        let id = bytes
-            .get(1..9)
-            .map(|b| u64::from_be_bytes(b.try_into().expect("8")));
-        let Some(id) = id else {
+        let Some(id) = World::peek_id(bytes) else {
             self.counters.refused_world_updates += 1;
             return;
         };
@@ -1797,7 +1791,12 @@ impl Node {
     /// Sends an ECHO to `addr` (for `vnet-cli ping`); the reply comes as
     /// [`Event::EchoReply`] with `id`.
     pub fn ping(&mut self, now_ms: u64, addr: Address, id: u64, out: &mut Outbox) {
-        let payload = echo_payload(ECHO_KIND_PING, id, now_ms);
+        let payload = Echo {
+            kind: EchoKind::Ping,
+            id,
+            sent_ms: now_ms,
+        }
+        .encode();
         if let Some(peer) = self.peers.get_mut(&addr) {
             peer.last_active_ms = Some(now_ms);
         }
@@ -1940,9 +1939,7 @@ impl Node {
                 break;
             }
             counters.push(counter);
-            self.tx.clear();
-            self.tx.resize(PACKET_HEADER_LEN_BYTES, 0);
-            self.tx.push(Verb::Hello as u8);
+            start_packet(&mut self.tx, Verb::Hello);
             Hello::encode(
                 &self.versions,
                 self.clock_epoch_ms + now_ms,
@@ -1997,9 +1994,7 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
-        self.tx.clear();
-        self.tx.resize(PACKET_HEADER_LEN_BYTES, 0);
-        self.tx.push(verb as u8);
+        start_packet(&mut self.tx, verb);
         self.tx.extend_from_slice(payload);
         PacketHeader {
             counter: random_counter(&mut self.rng),
@@ -2063,9 +2058,7 @@ impl Node {
         if matches!(route, Route::Relayed { .. }) {
             peer.relayed_since_ms.get_or_insert(now_ms);
         }
-        self.tx.clear();
-        self.tx.resize(PACKET_HEADER_LEN_BYTES, 0);
-        self.tx.push(verb as u8);
+        start_packet(&mut self.tx, verb);
         self.tx.extend_from_slice(payload);
         let fragmented = crate::fragment::fragment_count(self.tx.len(), mtu) > 1;
         PacketHeader {
@@ -2393,12 +2386,14 @@ fn route_addr(route: Route) -> SocketAddr {
     }
 }
 
-fn echo_payload(kind: u8, id: u64, now_ms: u64) -> Vec<u8> {
-    let mut p = Vec::with_capacity(17);
-    p.push(kind);
-    p.extend_from_slice(&id.to_be_bytes());
-    p.extend_from_slice(&now_ms.to_be_bytes());
-    p
+/// A path probe's ECHO payload.
+fn echo_probe(now_ms: u64) -> Vec<u8> {
+    Echo {
+        kind: EchoKind::Probe,
+        id: 0,
+        sent_ms: now_ms,
+    }
+    .encode()
 }
 
 /// The key of a source's rate budget: its IP, or its /64 for IPv6 (one

@@ -18,6 +18,7 @@ use crate::netconf::{
     Certificate, ConfigDenied, NetworkConfig, NetworkController, decode_chunk, encode_chunks,
 };
 use crate::network_id::{Mac, NetworkId};
+use crate::network_message::{ConfigRequest, decode_network_id, encode_network_id};
 use crate::verb::Verb;
 
 /// A joined network's state for the API.
@@ -186,8 +187,11 @@ impl Node {
         m.last_request_ms = Some(now_ms);
         let revision = m.config.as_ref().map_or(0, |c| c.data.revision);
         let mut payload = Vec::with_capacity(16);
-        payload.extend_from_slice(&nwid.to_u64().to_be_bytes());
-        payload.extend_from_slice(&revision.to_be_bytes());
+        ConfigRequest {
+            network: nwid,
+            revision,
+        }
+        .encode(&mut payload);
         let controller = nwid.controller();
         if controller == self.address {
             // We are the controller: answer ourselves without the network.
@@ -295,10 +299,7 @@ impl Node {
         payload: &[u8],
         out: &mut Outbox,
     ) -> bool {
-        let Some(nwid) = payload
-            .get(..8)
-            .and_then(|b| NetworkId::from_u64(u64::from_be_bytes(b.try_into().expect("8"))).ok())
-        else {
+        let Ok(ConfigRequest { network: nwid, .. }) = ConfigRequest::decode(payload) else {
             return false;
         };
         if self.controller.plugin.is_none() || nwid.controller() != self.address {
@@ -375,7 +376,7 @@ impl Node {
             &mut p,
         );
         p.push(code);
-        p.extend_from_slice(&nwid.to_u64().to_be_bytes());
+        encode_network_id(nwid, &mut p);
         self.send(now_ms, member, Verb::Error, &p, out);
     }
 
@@ -407,10 +408,7 @@ impl Node {
 
     /// ERROR(NETWORK_CONFIG_REQUEST) from a controller (member side).
     pub(crate) fn handle_config_error(&mut self, src: Address, code: u8, data: &[u8]) {
-        let Some(nwid) = data
-            .get(..8)
-            .and_then(|b| NetworkId::from_u64(u64::from_be_bytes(b.try_into().expect("8"))).ok())
-        else {
+        let Ok((nwid, _)) = decode_network_id(data, "ERROR(NETWORK_CONFIG_REQUEST)") else {
             return;
         };
         if nwid.controller() != src {

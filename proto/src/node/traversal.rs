@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
-use super::{ECHO_KIND_PROBE, Node, PeerRole, Route, echo_payload};
+use super::{Node, PeerRole, Route, echo_probe};
 use crate::address::Address;
 use crate::constants::*;
 use crate::endpoint::format_endpoint;
@@ -439,7 +439,7 @@ impl Node {
             .collect();
         for (addr, to, established) in targets {
             if established {
-                let payload = echo_payload(ECHO_KIND_PROBE, 0, now_ms);
+                let payload = echo_probe(now_ms);
                 self.send_session_via(
                     now_ms,
                     addr,
@@ -485,7 +485,7 @@ impl Node {
                 let ports: Vec<u16> = punch.ports.drain(..n).collect();
                 let ip = punch.target.ip();
                 for port in ports {
-                    let payload = echo_payload(ECHO_KIND_PROBE, 0, now_ms);
+                    let payload = echo_probe(now_ms);
                     self.send_session_via(
                         now_ms,
                         addr,
@@ -531,7 +531,7 @@ impl Node {
         }
         // One probe from each socket opens one mapping toward the target.
         for n in sockets {
-            let payload = echo_payload(ECHO_KIND_PROBE, 0, now_ms);
+            let payload = echo_probe(now_ms);
             self.send_session_via(
                 now_ms,
                 addr,
