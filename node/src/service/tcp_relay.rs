@@ -9,7 +9,7 @@
 //!
 //! The server faces strangers: one thread serves all its connections (see
 //! [`server`]). The client makes one connection, so it keeps blocking
-//! sockets and plain threads, like the UDP packet path: a reader thread,
+//! sockets and plain threads ([`client`]): a reader thread,
 //! which calls the handler for every datagram, and a writer thread, which
 //! drains a bounded queue. Sending never blocks: when a queue is full the
 //! datagram is dropped and counted, as a congested UDP path would drop it.
