@@ -34,7 +34,7 @@ use vnet_node::core::address::Address;
 use vnet_node::core::network_id::NetworkId;
 
 use crate::controller::{Controller, ControllerError};
-use crate::glue::lock;
+use crate::controller_lock::lock;
 use crate::model::Member;
 
 /// The version `GET /controller` reports (ZeroTier's controller API version).

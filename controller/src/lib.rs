@@ -11,17 +11,19 @@
 //!   memory and bounded, until an admin acts on them;
 //! - [`controller`]: [`Controller`], which ties them together and answers
 //!   members' config requests ([`MemberConfig`], [`ConfigDenied`]);
-//! - [`glue`]: [`NodeController`], the controller as the node core's
+//! - [`node_plugin`]: [`NodeController`], the controller as the node core's
 //!   `NetworkController`, and [`plugin`] / [`factory`], which the service's
 //!   `ServiceOptions::controller` takes;
 //! - [`api`]: the REST routes (no auth of their own; the node's API adds it).
+//! - [`controller_lock`]: locking the controller the packet path and the API share.
 
 pub mod api;
 pub mod assign;
 pub mod controller;
-pub mod glue;
+pub mod controller_lock;
 pub mod ip;
 pub mod model;
+pub mod node_plugin;
 pub mod requesters;
 pub mod store;
 pub mod update;
@@ -30,9 +32,9 @@ pub use assign::AssignError;
 pub use controller::{
     ConfigDenied, Controller, ControllerCounters, ControllerError, DirectoryEntry, MemberConfig,
 };
-pub use glue::{NodeController, factory, plugin};
 pub use ip::Cidr;
 pub use model::{IpPool, Member, Network, Route};
+pub use node_plugin::{NodeController, factory, plugin};
 pub use requesters::Requesters;
 pub use store::{Store, StoreError};
 pub use update::FieldError;

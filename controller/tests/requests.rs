@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use vnet_controller::controller::{MAX_QUEUED_SAVES, PUBLIC_JOINS_PER_MINUTE};
-use vnet_controller::glue::{lock, spawn_saver};
+use vnet_controller::node_plugin::{lock, spawn_saver};
 use vnet_controller::requesters::{MAX_REQUESTERS_PER_NETWORK, MAX_REQUESTERS_TOTAL};
 use vnet_controller::{ConfigDenied, Controller, NodeController};
 use vnet_node::core::address::Address;

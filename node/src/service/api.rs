@@ -17,15 +17,15 @@ use crate::core::address::Address;
 use crate::core::endpoint::format_endpoint;
 use crate::core::network_id::NetworkId;
 use crate::core::node::Route;
+use crate::service::control_plane::ControlPlane;
 use crate::service::engine::EngineGone;
-use crate::service::runtime::Shared;
 
 /// Longest a ping request waits.
 const PING_TIMEOUT_MAX: Duration = Duration::from_secs(30);
 /// Default ping wait.
 const PING_TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
 
-type AppState = Arc<Shared>;
+type AppState = Arc<ControlPlane>;
 
 /// An API error: status and message, sent as `{"error": message}`.
 struct ApiError(StatusCode, String);
@@ -369,7 +369,7 @@ async fn join(
         .call(move |node, now, out| node.join(now, nwid, out))
         .await?;
     if changed {
-        s.set_network_settings(nwid, settings)
+        crate::service::network_devices::set_network_settings(&s, nwid, settings)
             .await
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     }
@@ -395,7 +395,7 @@ async fn leave(
         return Err(not_found(format!("not a member of {nwid}")));
     }
     s.forget_network_settings(nwid);
-    crate::service::runtime::configure_network(&s, nwid).await;
+    crate::service::network_devices::configure_network(&s, nwid).await;
     Ok(Json(json!({ "id": nwid.to_string(), "left": true })))
 }
 

@@ -2,11 +2,13 @@
 
 pub mod api;
 pub mod atomic_file;
+pub mod control_plane;
 pub mod engine;
 pub mod home;
 pub mod identity_file;
 pub mod managed_routes;
 pub mod netlink;
+pub mod network_devices;
 pub mod port_mapping;
 pub mod punch_sockets;
 pub mod runtime;

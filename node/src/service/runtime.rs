@@ -6,35 +6,28 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::core::address::Address;
 use crate::core::constants::IDENTITY_CHECKS_PER_SECOND;
 use crate::core::local_socket::LocalSocket;
 use crate::core::message::Versions;
-use crate::core::network_id::{Mac, NetworkId};
-use crate::core::node::NetworkStatus;
-use crate::core::node::{Event, Node, NodeConfig, Route};
-use crate::core::world::WorldKind;
+use crate::core::node::{Event, Node, NodeConfig};
+use crate::service::control_plane::{ControlPlane, handle_event, lock};
 use crate::service::engine::{
-    Command, Engine, EngineGone, EngineHandle, EngineParts, TcpRelay, spawn_supervised,
+    Command, Engine, EngineHandle, EngineParts, TcpRelay, spawn_supervised,
 };
 use crate::service::home::{Home, HomeError};
-use crate::service::managed_routes::{
-    KernelRoute, NetworkSettings, allowed_addresses, plan_pins, plan_routes, read_table,
-    sync_routes,
-};
-use crate::service::netlink::{LinkSettings, Netlink};
+use crate::service::netlink::Netlink;
+use crate::service::network_devices::{configure_network, remove_all_routes, sync_all_routes};
 use crate::service::port_mapping::{PortMappingState, run_port_mapper};
-use crate::service::tap::{TapDevice, device_name};
 use crate::service::tcp_relay::{
     TcpRelayClient, TcpRelayClientHandler, TcpRelayConfig, TcpRelayHandler, TcpRelayServer,
-    TcpRelayStats,
 };
 use crate::service::udp_sockets::UdpSockets;
 
@@ -109,122 +102,6 @@ pub fn init_logging() {
 /// keep increasing across restarts, which a monotonic clock would not).
 pub fn wall_clock_ms() -> u64 {
     crate::service::identity_file::now_ms()
-}
-
-/// The result of one ECHO.
-#[derive(Debug, Clone)]
-pub struct PingReply {
-    /// Round-trip time.
-    pub rtt_ms: u64,
-    /// How the reply came.
-    pub route: Route,
-    /// Whether it came through our TCP relay connection.
-    pub tcp: bool,
-}
-
-/// The control plane's state. The node is not here: the engine owns it.
-pub struct Shared {
-    /// The engine, which owns the node.
-    pub engine: EngineHandle,
-    /// The home directory.
-    pub home: Home,
-    /// The API token.
-    pub token: String,
-    /// The port.
-    pub port: u16,
-    /// `portMappingEnabled` from local.conf.
-    pub port_mapping_enabled: bool,
-    /// `forceTcpRelay` from local.conf.
-    pub force_tcp_relay: bool,
-    /// `identityChecksPerSecond` from local.conf (or the default).
-    pub identity_checks_per_second: u32,
-    /// Whether the node has an IPv6 socket.
-    with_v6: bool,
-    pings: Mutex<HashMap<u64, oneshot::Sender<PingReply>>>,
-    next_ping: AtomicU64,
-    /// Networks whose TAP device is up (the engine reads and writes them).
-    devices: Mutex<HashSet<NetworkId>>,
-    /// The TCP relay's ends, for their counters.
-    tcp: TcpRelay,
-    /// The port mapper's latest state.
-    port_mapping_state: Mutex<PortMappingState>,
-    /// Netlink, once connected (TAP devices, addresses, routes).
-    netlink: std::sync::OnceLock<Arc<Netlink>>,
-    /// Joined networks' local settings (allowManaged, ...).
-    network_settings: Mutex<HashMap<NetworkId, NetworkSettings>>,
-    /// Serializes route syncs (one netlink dump-and-fix at a time).
-    route_sync: tokio::sync::Mutex<()>,
-    /// Addresses we put on each network's device (only these are ever removed).
-    managed_addresses: Mutex<HashMap<NetworkId, Vec<(std::net::IpAddr, u8)>>>,
-}
-
-/// Locks a control-plane table, even after a panic elsewhere (each is
-/// changed in single steps).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Shared {
-    /// A joined network's local settings.
-    pub fn network_settings(&self, nwid: NetworkId) -> NetworkSettings {
-        lock(&self.network_settings)
-            .get(&nwid)
-            .copied()
-            .unwrap_or_default()
-    }
-
-    /// Changes a network's local settings: saved, then applied at once.
-    pub async fn set_network_settings(
-        self: &Arc<Self>,
-        nwid: NetworkId,
-        settings: NetworkSettings,
-    ) -> Result<(), HomeError> {
-        self.home.save_network_settings(nwid, &settings)?;
-        lock(&self.network_settings).insert(nwid, settings);
-        configure_network(self, nwid).await;
-        Ok(())
-    }
-
-    /// Forgets a left network's settings.
-    pub fn forget_network_settings(&self, nwid: NetworkId) {
-        lock(&self.network_settings).remove(&nwid);
-    }
-
-    /// The TCP relay's counters: a root's server, else the client (`GET /status`).
-    pub fn tcp_relay_stats(&self) -> Option<TcpRelayStats> {
-        match (&self.tcp.server, &self.tcp.client) {
-            (Some(s), _) => Some(s.stats()),
-            (None, Some(c)) => Some(c.stats()),
-            (None, None) => None,
-        }
-    }
-
-    /// The port mapper's state, as `GET /status` and `/netcheck` show it.
-    pub fn port_mapping_json(&self) -> serde_json::Value {
-        let state = lock(&self.port_mapping_state).clone();
-        let mut v = serde_json::to_value(state).unwrap_or(serde_json::Value::Null);
-        v["enabled"] = serde_json::json!(self.port_mapping_enabled);
-        v
-    }
-
-    /// Sends one ECHO and waits for the reply.
-    pub async fn ping(&self, addr: Address, timeout: Duration) -> Option<PingReply> {
-        let id = self.next_ping.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.pings).insert(id, tx);
-        let sent = self
-            .engine
-            .cast(move |node, now, out| node.ping(now, addr, id, out));
-        let reply = match sent {
-            Ok(()) => tokio::time::timeout(timeout, rx)
-                .await
-                .ok()
-                .and_then(Result::ok),
-            Err(EngineGone) => None,
-        };
-        lock(&self.pings).remove(&id);
-        reply
-    }
 }
 
 /// The port the mapped socket prefers: spread over 20000-59999 by address,
@@ -304,7 +181,7 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     let engine = parts.handle();
     let tcp = start_tcp_relay(node.is_root(), port, with_v6, &engine);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(ControlPlane {
         engine: engine.clone(),
         home: home.clone(),
         token,
@@ -358,7 +235,7 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
 }
 
 async fn control_plane(
-    shared: Arc<Shared>,
+    shared: Arc<ControlPlane>,
     mut events: mpsc::UnboundedReceiver<Event>,
     extra_routes: Option<axum::Router>,
     mapped_local: Option<SocketAddr>,
@@ -466,186 +343,6 @@ async fn control_plane(
     // host routes pinned to the physical network would not).
     remove_all_routes(&shared).await;
     result
-}
-
-/// Brings a network's TAP device in line with its status and config:
-/// created and configured (MAC, MTU, addresses) when OK, removed otherwise.
-pub async fn configure_network(shared: &Arc<Shared>, nwid: NetworkId) {
-    let netlink = shared.netlink.get().map(|n| n.as_ref());
-    let local = shared.network_settings(nwid);
-    let snapshot = shared
-        .engine
-        .call(move |node, _, _| {
-            let status = node.network(nwid).map(|v| v.status);
-            let settings = node.network_config(nwid).map(|c| LinkSettings {
-                device: device_name(nwid),
-                mac: Mac::for_member(node.address(), nwid),
-                mtu: u32::from(c.data.mtu),
-                addresses: allowed_addresses(&c.data, &local),
-            });
-            (status, settings)
-        })
-        .await;
-    let Ok((status, settings)) = snapshot else {
-        return;
-    };
-    match (status, settings) {
-        (Some(NetworkStatus::Ok), Some(settings)) => {
-            let new = lock(&shared.devices).insert(nwid);
-            if new {
-                let added = TapDevice::create(&settings.device).and_then(|tap| {
-                    shared
-                        .engine
-                        .send(Command::AddDevice(nwid, tap))
-                        .map_err(std::io::Error::other)
-                });
-                if let Err(e) = added {
-                    lock(&shared.devices).remove(&nwid);
-                    error!(%nwid, device = settings.device, "cannot create TAP device: {e}");
-                    return;
-                }
-            }
-            let before = lock(&shared.managed_addresses)
-                .get(&nwid)
-                .cloned()
-                .unwrap_or_default();
-            match netlink {
-                Some(n) => match n.apply(&settings, &before).await {
-                    Ok(()) => {
-                        lock(&shared.managed_addresses).insert(nwid, settings.addresses.clone());
-                        info!(%nwid, device = settings.device, addresses = ?settings.addresses, "network configured")
-                    }
-                    Err(e) => error!(%nwid, "cannot configure {}: {e}", settings.device),
-                },
-                None => error!(%nwid, "no netlink: {} left unconfigured", settings.device),
-            }
-            sync_all_routes(shared).await;
-        }
-        (status, _) => {
-            if lock(&shared.devices).remove(&nwid) {
-                // The engine drops the last handle, which removes the device.
-                let _ = shared.engine.send(Command::RemoveDevice(nwid));
-                lock(&shared.managed_addresses).remove(&nwid);
-                info!(%nwid, ?status, "network device removed");
-            }
-            sync_all_routes(shared).await;
-        }
-    }
-}
-
-/// Brings the kernel's routes in line with every configured network's
-/// managed routes (as its settings allow) and pins the tunnel's own
-/// physical addresses to their current route wherever a managed route
-/// would capture them.
-pub async fn sync_all_routes(shared: &Arc<Shared>) {
-    let Some(netlink) = shared.netlink.get() else {
-        return;
-    };
-    let _one_at_a_time = shared.route_sync.lock().await;
-    let networks: Vec<(NetworkId, NetworkSettings)> = lock(&shared.devices)
-        .iter()
-        .map(|nwid| (*nwid, shared.network_settings(*nwid)))
-        .collect();
-    let planning = networks.clone();
-    let plan = shared
-        .engine
-        .call(move |node, _, _| {
-            let mut planned: Vec<KernelRoute> = Vec::new();
-            for (nwid, local) in &planning {
-                if let Some(c) = node.network_config(*nwid) {
-                    planned.extend(plan_routes(&device_name(*nwid), &c.data, local));
-                }
-            }
-            (planned, node.physical_addresses())
-        })
-        .await;
-    let Ok((planned, protected)) = plan else {
-        return;
-    };
-    let networks: Vec<NetworkId> = networks.into_iter().map(|(n, _)| n).collect();
-    let links = match netlink.links().await {
-        Ok(l) => l,
-        Err(e) => {
-            warn!("cannot read links: {e}");
-            return;
-        }
-    };
-    let table = match read_table(netlink.handle()).await {
-        Ok(t) => t,
-        Err(e) => {
-            warn!("cannot read routes: {e}");
-            return;
-        }
-    };
-    let vnet_devices: std::collections::HashSet<u32> = links
-        .iter()
-        .filter(|(_, name)| networks.iter().any(|n| device_name(*n) == *name))
-        .map(|(i, _)| *i)
-        .collect();
-    let name_of = |i: u32| links.iter().find(|(x, _)| *x == i).map(|(_, n)| n.clone());
-    let mut desired = planned.clone();
-    desired.extend(plan_pins(
-        &planned,
-        &protected,
-        &table,
-        &vnet_devices,
-        name_of,
-    ));
-    let index_of = |name: &str| links.iter().find(|(_, n)| n == name).map(|(i, _)| *i);
-    let metric = u32::from(shared.port);
-    for e in sync_routes(netlink.handle(), &table, &desired, metric, index_of).await {
-        warn!("route: {e}");
-    }
-}
-
-/// Removes every route vnet installed (on shutdown).
-async fn remove_all_routes(shared: &Arc<Shared>) {
-    let Some(netlink) = shared.netlink.get() else {
-        return;
-    };
-    let _one_at_a_time = shared.route_sync.lock().await;
-    if let Ok(table) = read_table(netlink.handle()).await {
-        let metric = u32::from(shared.port);
-        for e in sync_routes(netlink.handle(), &table, &[], metric, |_| None).await {
-            debug!("route cleanup: {e}");
-        }
-    }
-}
-
-fn handle_event(shared: &Shared, event: Event) {
-    match event {
-        Event::EchoReply {
-            id,
-            rtt_ms,
-            route,
-            tcp,
-            ..
-        } => {
-            let waiter = lock(&shared.pings).remove(&id);
-            if let Some(tx) = waiter {
-                let _ = tx.send(PingReply { rtt_ms, route, tcp });
-            }
-        }
-        Event::PathUpgraded { peer, path } => info!(%peer, %path, "direct path up"),
-        Event::PathLost { peer } => info!(%peer, "direct path lost; relaying"),
-        Event::WorldUpdated(world) => {
-            let saved = match world.kind() {
-                WorldKind::Planet => shared.home.save_planet(&world),
-                WorldKind::Moon => shared.home.save_moon(&world),
-            };
-            match saved {
-                Ok(()) => info!(
-                    id = format!("{:016x}", world.id()),
-                    ts = world.timestamp_ms(),
-                    kind = world.kind().name(),
-                    "world saved"
-                ),
-                Err(e) => error!("cannot save world: {e}"),
-            }
-        }
-        Event::WhoisFailed(addr) => debug!(%addr, "no root knows this address"),
-        Event::NetworkChanged(nwid) => info!(%nwid, "network changed"),
-    }
 }
 
 /// Datagrams from the TCP relay into the engine.

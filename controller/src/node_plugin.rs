@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use vnet_node::core::address::Address;
 use vnet_node::core::netconf::{ConfigDenied, NetworkConfigData, NetworkController};
@@ -14,6 +14,7 @@ use vnet_node::service::runtime::{ControllerFactory, wall_clock_ms};
 
 use crate::api;
 use crate::controller::{Controller, Stats};
+pub use crate::controller_lock::{lock, try_lock};
 
 /// Most deferred requests remembered, to be answered by a push once the
 /// controller is free again (beyond it the member simply asks again).
@@ -21,23 +22,6 @@ const MAX_OWED_ANSWERS: usize = 4_096;
 /// Saves made per lock of the controller by the saver thread, so config
 /// requests (which never wait for the lock) are put off only briefly.
 const SAVES_PER_LOCK: usize = 1;
-
-/// Locks the shared controller, even after a panic elsewhere (every change
-/// is committed in memory in one step after it is saved, so the state is
-/// never half-changed).
-pub fn lock(shared: &Mutex<Controller>) -> MutexGuard<'_, Controller> {
-    shared.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Locks the shared controller if it is free (see [`lock`]); the packet
-/// path uses this, so an admin change or a save never stalls traffic.
-pub fn try_lock(shared: &Mutex<Controller>) -> Option<MutexGuard<'_, Controller>> {
-    match shared.try_lock() {
-        Ok(guard) => Some(guard),
-        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
-        Err(TryLockError::WouldBlock) => None,
-    }
-}
 
 /// A [`Controller`] shared with the REST API, with a clock, as the node's
 /// [`NetworkController`]. It never waits for the controller's lock (held

@@ -1,0 +1,175 @@
+//! The kernel side of joined networks: each network's TAP device (made
+//! here, handed to the engine), its addresses over netlink, and the managed
+//! routes of all of them.
+
+use std::sync::Arc;
+
+use tracing::{debug, error, info, warn};
+
+use crate::core::network_id::{Mac, NetworkId};
+use crate::core::node::NetworkStatus;
+use crate::service::control_plane::{ControlPlane, lock};
+use crate::service::engine::Command;
+use crate::service::home::HomeError;
+use crate::service::managed_routes::{
+    KernelRoute, NetworkSettings, allowed_addresses, plan_pins, plan_routes, read_table,
+    sync_routes,
+};
+use crate::service::netlink::LinkSettings;
+use crate::service::tap::{TapDevice, device_name};
+
+/// Changes a network's local settings: saved, then applied at once.
+pub async fn set_network_settings(
+    shared: &Arc<ControlPlane>,
+    nwid: NetworkId,
+    settings: NetworkSettings,
+) -> Result<(), HomeError> {
+    shared.home.save_network_settings(nwid, &settings)?;
+    lock(&shared.network_settings).insert(nwid, settings);
+    configure_network(shared, nwid).await;
+    Ok(())
+}
+
+/// Brings a network's TAP device in line with its status and config:
+/// created and configured (MAC, MTU, addresses) when OK, removed otherwise.
+pub async fn configure_network(shared: &Arc<ControlPlane>, nwid: NetworkId) {
+    let netlink = shared.netlink.get().map(|n| n.as_ref());
+    let local = shared.network_settings(nwid);
+    let snapshot = shared
+        .engine
+        .call(move |node, _, _| {
+            let status = node.network(nwid).map(|v| v.status);
+            let settings = node.network_config(nwid).map(|c| LinkSettings {
+                device: device_name(nwid),
+                mac: Mac::for_member(node.address(), nwid),
+                mtu: u32::from(c.data.mtu),
+                addresses: allowed_addresses(&c.data, &local),
+            });
+            (status, settings)
+        })
+        .await;
+    let Ok((status, settings)) = snapshot else {
+        return;
+    };
+    match (status, settings) {
+        (Some(NetworkStatus::Ok), Some(settings)) => {
+            let new = lock(&shared.devices).insert(nwid);
+            if new {
+                let added = TapDevice::create(&settings.device).and_then(|tap| {
+                    shared
+                        .engine
+                        .send(Command::AddDevice(nwid, tap))
+                        .map_err(std::io::Error::other)
+                });
+                if let Err(e) = added {
+                    lock(&shared.devices).remove(&nwid);
+                    error!(%nwid, device = settings.device, "cannot create TAP device: {e}");
+                    return;
+                }
+            }
+            let before = lock(&shared.managed_addresses)
+                .get(&nwid)
+                .cloned()
+                .unwrap_or_default();
+            match netlink {
+                Some(n) => match n.apply(&settings, &before).await {
+                    Ok(()) => {
+                        lock(&shared.managed_addresses).insert(nwid, settings.addresses.clone());
+                        info!(%nwid, device = settings.device, addresses = ?settings.addresses, "network configured")
+                    }
+                    Err(e) => error!(%nwid, "cannot configure {}: {e}", settings.device),
+                },
+                None => error!(%nwid, "no netlink: {} left unconfigured", settings.device),
+            }
+            sync_all_routes(shared).await;
+        }
+        (status, _) => {
+            if lock(&shared.devices).remove(&nwid) {
+                // The engine drops the last handle, which removes the device.
+                let _ = shared.engine.send(Command::RemoveDevice(nwid));
+                lock(&shared.managed_addresses).remove(&nwid);
+                info!(%nwid, ?status, "network device removed");
+            }
+            sync_all_routes(shared).await;
+        }
+    }
+}
+
+/// Brings the kernel's routes in line with every configured network's
+/// managed routes (as its settings allow) and pins the tunnel's own
+/// physical addresses to their current route wherever a managed route
+/// would capture them.
+pub async fn sync_all_routes(shared: &Arc<ControlPlane>) {
+    let Some(netlink) = shared.netlink.get() else {
+        return;
+    };
+    let _one_at_a_time = shared.route_sync.lock().await;
+    let networks: Vec<(NetworkId, NetworkSettings)> = lock(&shared.devices)
+        .iter()
+        .map(|nwid| (*nwid, shared.network_settings(*nwid)))
+        .collect();
+    let planning = networks.clone();
+    let plan = shared
+        .engine
+        .call(move |node, _, _| {
+            let mut planned: Vec<KernelRoute> = Vec::new();
+            for (nwid, local) in &planning {
+                if let Some(c) = node.network_config(*nwid) {
+                    planned.extend(plan_routes(&device_name(*nwid), &c.data, local));
+                }
+            }
+            (planned, node.physical_addresses())
+        })
+        .await;
+    let Ok((planned, protected)) = plan else {
+        return;
+    };
+    let networks: Vec<NetworkId> = networks.into_iter().map(|(n, _)| n).collect();
+    let links = match netlink.links().await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!("cannot read links: {e}");
+            return;
+        }
+    };
+    let table = match read_table(netlink.handle()).await {
+        Ok(t) => t,
+        Err(e) => {
+            warn!("cannot read routes: {e}");
+            return;
+        }
+    };
+    let vnet_devices: std::collections::HashSet<u32> = links
+        .iter()
+        .filter(|(_, name)| networks.iter().any(|n| device_name(*n) == *name))
+        .map(|(i, _)| *i)
+        .collect();
+    let name_of = |i: u32| links.iter().find(|(x, _)| *x == i).map(|(_, n)| n.clone());
+    let mut desired = planned.clone();
+    desired.extend(plan_pins(
+        &planned,
+        &protected,
+        &table,
+        &vnet_devices,
+        name_of,
+    ));
+    let index_of = |name: &str| links.iter().find(|(_, n)| n == name).map(|(i, _)| *i);
+    let metric = u32::from(shared.port);
+    for e in sync_routes(netlink.handle(), &table, &desired, metric, index_of).await {
+        warn!("route: {e}");
+    }
+}
+
+/// Removes every route vnet installed (on shutdown).
+pub(crate) async fn remove_all_routes(shared: &Arc<ControlPlane>) {
+    let Some(netlink) = shared.netlink.get() else {
+        return;
+    };
+    let _one_at_a_time = shared.route_sync.lock().await;
+    if let Ok(table) = read_table(netlink.handle()).await {
+        let metric = u32::from(shared.port);
+        for e in sync_routes(netlink.handle(), &table, &[], metric, |_| None).await {
+            debug!("route cleanup: {e}");
+        }
+    }
+}
