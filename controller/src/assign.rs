@@ -87,7 +87,7 @@ fn skip_to(network: &Network, taken: &HashSet<IpAddr>, c: u32) -> Option<Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{IpPool, Route};
+    use crate::model::{IpPool, ManagedRouteSpec};
 
     fn network(pools: &[(&str, &str)], routes: &[&str]) -> Network {
         let mut n = Network::new("8056c2e21c000001".parse().unwrap(), 0);
@@ -100,7 +100,7 @@ mod tests {
             .collect();
         n.routes = routes
             .iter()
-            .map(|t| Route {
+            .map(|t| ManagedRouteSpec {
                 target: t.parse().unwrap(),
                 via: None,
             })

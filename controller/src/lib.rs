@@ -33,7 +33,7 @@ pub use controller::{
     ConfigDenied, Controller, ControllerCounters, ControllerError, DirectoryEntry, MemberConfig,
 };
 pub use ip::Cidr;
-pub use model::{IpPool, Member, Network, Route};
+pub use model::{IpPool, ManagedRouteSpec, Member, Network};
 pub use node_plugin::{NodeController, factory, plugin};
 pub use requesters::Requesters;
 pub use store::{Store, StoreError};

@@ -41,7 +41,7 @@ impl IpPool {
 /// A managed route (`{target, via}`): `via` none means the target is on the
 /// network itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Route {
+pub struct ManagedRouteSpec {
     /// Destination network.
     pub target: Cidr,
     /// Gateway (same family as the target), or none.
@@ -72,7 +72,7 @@ pub struct Network {
     /// Address ranges for automatic assignment.
     pub ip_assignment_pools: Vec<IpPool>,
     /// Managed routes.
-    pub routes: Vec<Route>,
+    pub routes: Vec<ManagedRouteSpec>,
 }
 
 impl Network {
@@ -270,15 +270,15 @@ mod tests {
         assert_eq!(n.prefix_len_for(ip), 24);
         assert_eq!(n.prefix_len_for("2001:db8::1".parse().unwrap()), 64);
         n.routes = vec![
-            Route {
+            ManagedRouteSpec {
                 target: "10.0.0.0/8".parse().unwrap(),
                 via: None,
             },
-            Route {
+            ManagedRouteSpec {
                 target: "10.1.0.0/16".parse().unwrap(),
                 via: None,
             },
-            Route {
+            ManagedRouteSpec {
                 target: "10.1.2.0/24".parse().unwrap(),
                 via: Some("10.0.0.1".parse().unwrap()),
             },

@@ -14,7 +14,7 @@ use vnet_node::core::constants::{NETWORK_MTU_MAX_BYTES, NETWORK_MTU_MIN_BYTES};
 use vnet_node::core::network_id::NetworkId;
 
 use crate::ip::{Cidr, is_assignable, to_u128};
-use crate::model::{IpPool, Member, Network, Route};
+use crate::model::{IpPool, ManagedRouteSpec, Member, Network};
 use vnet_node::core::address::Address;
 
 /// Longest network name, in bytes.
@@ -219,7 +219,7 @@ fn pools(value: &Value) -> Result<Vec<IpPool>, FieldError> {
     Ok(out)
 }
 
-fn routes(value: &Value) -> Result<Vec<Route>, FieldError> {
+fn routes(value: &Value) -> Result<Vec<ManagedRouteSpec>, FieldError> {
     const WHAT: &str = "{target, via}";
     let items = array(value, "routes", WHAT)?;
     if items.len() > MAX_ROUTES {
@@ -228,7 +228,7 @@ fn routes(value: &Value) -> Result<Vec<Route>, FieldError> {
             format!("at most {MAX_ROUTES} routes"),
         ));
     }
-    let mut out: Vec<Route> = Vec::with_capacity(items.len());
+    let mut out: Vec<ManagedRouteSpec> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let field = format!("routes[{i}]");
         let obj = item.as_object().ok_or_else(|| {
@@ -272,7 +272,7 @@ fn routes(value: &Value) -> Result<Vec<Route>, FieldError> {
                 Some(via)
             }
         };
-        let route = Route { target, via };
+        let route = ManagedRouteSpec { target, via };
         if let Some(j) = out.iter().position(|r| *r == route) {
             return Err(FieldError::new(field, format!("duplicates routes[{j}]")));
         }

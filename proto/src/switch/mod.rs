@@ -405,47 +405,47 @@ impl Switch {
 
     /// Where `frame`, read from our TAP, goes.
     pub fn outbound(&mut self, now_ms: u64, frame: &[u8]) -> Outbound<'_> {
-        match self.route(now_ms, frame) {
-            Route::Unicast(to) => {
+        match self.forwarding(now_ms, frame) {
+            Forwarding::Unicast(to) => {
                 self.counters.sent_unicast += 1;
                 Outbound::Unicast(to)
             }
-            Route::Bridges => {
+            Forwarding::Bridges => {
                 self.counters.sent_to_bridges += 1;
                 Outbound::Bridges(&self.recipients)
             }
-            Route::Multicast(group) => {
+            Forwarding::Multicast(group) => {
                 self.counters.sent_multicast += 1;
                 Outbound::Multicast {
                     group,
                     members: &self.recipients,
                 }
             }
-            Route::Drop(reason) => {
+            Forwarding::Drop(reason) => {
                 self.counters.drops.record(reason);
                 Outbound::Drop(reason)
             }
         }
     }
 
-    fn route(&mut self, now_ms: u64, frame: &[u8]) -> Route {
+    fn forwarding(&mut self, now_ms: u64, frame: &[u8]) -> Forwarding {
         let Some(f) = Frame::parse(frame) else {
-            return Route::Drop(DropReason::Malformed);
+            return Forwarding::Drop(DropReason::Malformed);
         };
         let src = f.src();
         if src.is_multicast() {
-            return Route::Drop(DropReason::MulticastSource);
+            return Forwarding::Drop(DropReason::MulticastSource);
         }
         // Only a bridge sends for other MACs, and never for another member's.
         if src != self.mac && (!self.policy.active_bridge || src.member(self.network_id).is_some())
         {
-            return Route::Drop(DropReason::ForeignSource);
+            return Forwarding::Drop(DropReason::ForeignSource);
         }
         let dst = f.dst();
         if dst.is_multicast() {
             let group = f.multicast_group();
             if group == MulticastGroup::BROADCAST && !self.policy.enable_broadcast {
-                return Route::Drop(DropReason::BroadcastDisabled);
+                return Forwarding::Drop(DropReason::BroadcastDisabled);
             }
             let limit = self.policy.multicast_limit as usize;
             let me = self.address;
@@ -471,28 +471,28 @@ impl Switch {
                 );
             }
             return if self.recipients.is_empty() {
-                Route::Drop(DropReason::NoRecipients)
+                Forwarding::Drop(DropReason::NoRecipients)
             } else {
-                Route::Multicast(group)
+                Forwarding::Multicast(group)
             };
         }
         if dst == self.mac {
-            return Route::Drop(DropReason::Loopback);
+            return Forwarding::Drop(DropReason::Loopback);
         }
         if let Some(member) = dst.member(self.network_id) {
-            return Route::Unicast(member);
+            return Forwarding::Unicast(member);
         }
         if let Some(bridge) = self.macs.lookup(now_ms, dst) {
-            return Route::Unicast(bridge);
+            return Forwarding::Unicast(bridge);
         }
         let me = self.address;
         self.recipients.clear();
         self.recipients
             .extend(self.bridges.iter().copied().filter(|b| *b != me));
         if self.recipients.is_empty() {
-            Route::Drop(DropReason::UnknownDestination)
+            Forwarding::Drop(DropReason::UnknownDestination)
         } else {
-            Route::Bridges
+            Forwarding::Bridges
         }
     }
 
@@ -559,7 +559,7 @@ impl Switch {
 }
 
 /// [`Outbound`] before borrowing the recipients.
-enum Route {
+enum Forwarding {
     Unicast(Address),
     Bridges,
     Multicast(MulticastGroup),
