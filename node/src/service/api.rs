@@ -10,13 +10,17 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::core::address::Address;
 use crate::core::endpoint::format_endpoint;
 use crate::core::network_id::NetworkId;
-use crate::core::node::Route;
+use crate::core::node::{NetworkView, PeerStatus, Route};
+use crate::service::api_types::{
+    DeorbitAnswer, ErrorAnswer, LeaveAnswer, LocalConfig, Moon, MoonRoot, NetcheckAnswer,
+    NetworkAnswer, NetworkLocal, OrbitAnswer, OrbitRequest, PingAnswer, PingRequest, Settings,
+    StatusAnswer,
+};
 use crate::service::control_plane::ControlPlane;
 use crate::service::engine::EngineGone;
 
@@ -32,7 +36,7 @@ struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.0, Json(ErrorAnswer { error: self.1 })).into_response()
     }
 }
 
@@ -154,105 +158,108 @@ fn parse_world_id(text: &str) -> Result<u64, ApiError> {
         .ok_or_else(|| bad_request(format!("bad world id {text:?}")))
 }
 
-async fn status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let mut v = s
+async fn status(State(s): State<AppState>) -> Result<Json<StatusAnswer>, ApiError> {
+    let (node, counters, tables, controller_counters) = s
         .engine
         .call(|node, now, _| {
-            let mut v = serde_json::to_value(node.status(now)).unwrap_or(Value::Null);
-            v["counters"] = serde_json::to_value(node.counters()).unwrap_or(Value::Null);
-            v["tables"] = serde_json::to_value(node.table_sizes()).unwrap_or(Value::Null);
-            if let Some(counters) = node.controller_counters() {
-                v["controllerCounters"] =
-                    counters.into_iter().map(|(k, n)| (k, json!(n))).collect();
-            }
-            v
+            (
+                node.status(now),
+                node.counters().clone(),
+                node.table_sizes(),
+                node.controller_counters(),
+            )
         })
         .await?;
-    v["version"] = json!(env!("CARGO_PKG_VERSION"));
-    v["config"] = json!({ "settings": {
-        "primaryPort": s.port,
-        "portMappingEnabled": s.port_mapping_enabled,
-        "forceTcpRelay": s.force_tcp_relay,
-        "identityChecksPerSecond": s.identity_checks_per_second,
-    } });
-    v["portMapping"] = s.port_mapping_json();
-    v["tcpRelayStats"] = serde_json::to_value(s.tcp_relay_stats()).unwrap_or(Value::Null);
-    Ok(Json(v))
+    Ok(Json(StatusAnswer {
+        node,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        counters,
+        tables,
+        controller_counters: controller_counters.map(|c| c.into_iter().collect()),
+        config: LocalConfig {
+            settings: Settings {
+                primary_port: s.port,
+                port_mapping_enabled: s.port_mapping_enabled,
+                force_tcp_relay: s.force_tcp_relay,
+                identity_checks_per_second: s.identity_checks_per_second,
+            },
+        },
+        port_mapping: s.port_mapping_json(),
+        tcp_relay_stats: s.tcp_relay_stats(),
+    }))
 }
 
-async fn netcheck(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn netcheck(State(s): State<AppState>) -> Result<Json<NetcheckAnswer>, ApiError> {
     let report = s.engine.call(|node, now, _| node.netcheck(now)).await?;
-    let mut v = serde_json::to_value(report).unwrap_or(Value::Null);
-    v["portMapping"] = s.port_mapping_json();
-    Ok(Json(v))
+    Ok(Json(NetcheckAnswer {
+        report,
+        port_mapping: s.port_mapping_json(),
+    }))
 }
 
-async fn peers(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn peers(State(s): State<AppState>) -> Result<Json<Vec<PeerStatus>>, ApiError> {
     let peers = s
         .engine
         .call(|node, now, _| node.peer_statuses(now))
         .await?;
-    Ok(Json(serde_json::to_value(peers).unwrap_or(Value::Null)))
+    Ok(Json(peers))
 }
 
 async fn peer(
     State(s): State<AppState>,
     Path(addr): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PeerStatus>, ApiError> {
     let addr = parse_address(&addr)?;
     let status = s
         .engine
         .call(move |node, now, _| node.peer_status(now, addr))
         .await?
         .ok_or_else(|| not_found(format!("peer {addr} not known")))?;
-    Ok(Json(serde_json::to_value(status).unwrap_or(Value::Null)))
+    Ok(Json(status))
 }
 
-async fn moons(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn moons(State(s): State<AppState>) -> Result<Json<Vec<Moon>>, ApiError> {
     let moons = s
         .engine
         .call(|node, _, _| {
-            let mut out: Vec<Value> = node
+            let mut out: Vec<Moon> = node
                 .moons()
                 .iter()
-                .map(|m| {
-                    json!({
-                        "id": format!("{:016x}", m.id()),
-                        "timestamp": m.timestamp_ms(),
-                        "waiting": false,
-                        "seed": null,
-                        "roots": m.roots().iter().map(|r| json!({
-                            "identity": r.identity.to_text(false),
-                            "stableEndpoints": r.endpoints.iter().map(format_endpoint).collect::<Vec<_>>(),
-                        })).collect::<Vec<_>>(),
-                    })
+                .map(|m| Moon {
+                    id: format!("{:016x}", m.id()),
+                    timestamp: m.timestamp_ms(),
+                    waiting: false,
+                    seed: None,
+                    roots: m
+                        .roots()
+                        .iter()
+                        .map(|r| MoonRoot {
+                            identity: r.identity.to_text(false),
+                            stable_endpoints: r.endpoints.iter().map(format_endpoint).collect(),
+                        })
+                        .collect(),
                 })
                 .collect();
             for (id, seed) in node.wanted_moons() {
-                out.push(json!({
-                    "id": format!("{id:016x}"),
-                    "timestamp": 0,
-                    "waiting": true,
-                    "seed": seed.to_string(),
-                    "roots": [],
-                }));
+                out.push(Moon {
+                    id: format!("{id:016x}"),
+                    timestamp: 0,
+                    waiting: true,
+                    seed: Some(seed.to_string()),
+                    roots: Vec::new(),
+                });
             }
             out
         })
         .await?;
-    Ok(Json(Value::Array(moons)))
-}
-
-#[derive(Deserialize)]
-struct OrbitBody {
-    seed: String,
+    Ok(Json(moons))
 }
 
 async fn orbit(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    body: Option<Json<OrbitBody>>,
-) -> Result<Json<Value>, ApiError> {
+    body: Option<Json<OrbitRequest>>,
+) -> Result<Json<OrbitAnswer>, ApiError> {
     let id = parse_world_id(&id)?;
     let Some(Json(body)) = body else {
         return Err(bad_request("body must be JSON {\"seed\": \"<address>\"}"));
@@ -261,15 +268,17 @@ async fn orbit(
     s.engine
         .call(move |node, now, out| node.orbit(now, id, seed, out))
         .await?;
-    Ok(Json(
-        json!({ "id": format!("{id:016x}"), "seed": seed.to_string(), "waiting": true }),
-    ))
+    Ok(Json(OrbitAnswer {
+        id: format!("{id:016x}"),
+        seed: seed.to_string(),
+        waiting: true,
+    }))
 }
 
 async fn deorbit(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeorbitAnswer>, ApiError> {
     let id = parse_world_id(&id)?;
     let was = s.engine.call(move |node, _, _| node.deorbit(id)).await?;
     let removed = s
@@ -279,9 +288,10 @@ async fn deorbit(
     if !was && !removed {
         return Err(not_found(format!("not orbiting {id:016x}")));
     }
-    Ok(Json(
-        json!({ "id": format!("{id:016x}"), "deorbited": true }),
-    ))
+    Ok(Json(DeorbitAnswer {
+        id: format!("{id:016x}"),
+        deorbited: true,
+    }))
 }
 
 fn parse_network_id(text: &str) -> Result<NetworkId, ApiError> {
@@ -289,40 +299,44 @@ fn parse_network_id(text: &str) -> Result<NetworkId, ApiError> {
         .map_err(|e| bad_request(format!("bad network id {text:?}: {e}")))
 }
 
-async fn networks(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn networks(State(s): State<AppState>) -> Result<Json<Vec<NetworkAnswer>>, ApiError> {
     let views = s.engine.call(|node, _, _| node.networks()).await?;
-    Ok(Json(Value::Array(
-        views.iter().map(|v| network_json(&s, v)).collect(),
-    )))
+    Ok(Json(
+        views.into_iter().map(|v| network_answer(&s, v)).collect(),
+    ))
 }
 
 async fn network(
     State(s): State<AppState>,
     Path(nwid): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NetworkAnswer>, ApiError> {
     let nwid = parse_network_id(&nwid)?;
     let view = s
         .engine
         .call(move |node, _, _| node.network(nwid))
         .await?
         .ok_or_else(|| not_found(format!("not a member of {nwid}")))?;
-    Ok(Json(network_json(&s, &view)))
+    Ok(Json(network_answer(&s, view)))
 }
 
-fn network_json(s: &AppState, view: &crate::core::node::NetworkView) -> Value {
-    let mut v = serde_json::to_value(view).unwrap_or(Value::Null);
+/// A network answer: the core's view and this host's additions.
+fn network_answer(s: &AppState, view: NetworkView) -> NetworkAnswer {
     let nwid: NetworkId = view.id.parse().expect("a network id we formatted");
-    // ZeroTier's field names for what tools read most.
-    v["nwid"] = json!(view.id);
-    v["portDeviceName"] = json!(crate::service::tap::device_name(nwid));
     let settings = s.network_settings(nwid);
-    v["allowManaged"] = json!(settings.allow_managed);
-    v["allowGlobal"] = json!(settings.allow_global);
-    v["allowDefault"] = json!(settings.allow_default);
-    v["allowDNS"] = json!(settings.allow_dns);
-    // A gateway member must forward; say whether this host does.
-    v["ipForwarding"] = json!(ip_forwarding());
-    v
+    NetworkAnswer {
+        local: NetworkLocal {
+            // ZeroTier's field names for what tools read most.
+            nwid: view.id.clone(),
+            port_device_name: crate::service::tap::device_name(nwid),
+            allow_managed: settings.allow_managed,
+            allow_global: settings.allow_global,
+            allow_default: settings.allow_default,
+            allow_dns: settings.allow_dns,
+            // A gateway member must forward; say whether this host does.
+            ip_forwarding: ip_forwarding(),
+        },
+        view,
+    }
 }
 
 /// Whether the host forwards IPv4 (`/proc/sys/net/ipv4/ip_forward`).
@@ -339,7 +353,7 @@ async fn join(
     State(s): State<AppState>,
     Path(nwid): Path<String>,
     body: Option<Json<Value>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NetworkAnswer>, ApiError> {
     let nwid = parse_network_id(&nwid)?;
     let mut settings = s.network_settings(nwid);
     let mut changed = false;
@@ -378,13 +392,13 @@ async fn join(
         .call(move |node, _, _| node.network(nwid))
         .await?
         .ok_or_else(|| not_found(format!("left {nwid} meanwhile")))?;
-    Ok(Json(network_json(&s, &view)))
+    Ok(Json(network_answer(&s, view)))
 }
 
 async fn leave(
     State(s): State<AppState>,
     Path(nwid): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LeaveAnswer>, ApiError> {
     let nwid = parse_network_id(&nwid)?;
     let was = s.engine.call(move |node, _, _| node.leave(nwid)).await?;
     let recorded = s
@@ -396,20 +410,17 @@ async fn leave(
     }
     s.forget_network_settings(nwid);
     crate::service::network_devices::configure_network(&s, nwid).await;
-    Ok(Json(json!({ "id": nwid.to_string(), "left": true })))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct PingBody {
-    timeout_ms: Option<u64>,
+    Ok(Json(LeaveAnswer {
+        id: nwid.to_string(),
+        left: true,
+    }))
 }
 
 async fn ping(
     State(s): State<AppState>,
     Path(addr): Path<String>,
-    body: Option<Json<PingBody>>,
-) -> Result<Json<Value>, ApiError> {
+    body: Option<Json<PingRequest>>,
+) -> Result<Json<PingAnswer>, ApiError> {
     let addr = parse_address(&addr)?;
     let timeout = body
         .and_then(|Json(b)| b.timeout_ms)
@@ -419,22 +430,23 @@ async fn ping(
     match s.ping(addr, timeout).await {
         Some(reply) => {
             let (route, path, root) = match reply.route {
-                Route::Direct(p) if reply.tcp => ("TCP_RELAY", format_endpoint(&p), Value::Null),
-                Route::Direct(p) => ("DIRECT", format_endpoint(&p), Value::Null),
+                Route::Direct(p) if reply.tcp => ("TCP_RELAY", format_endpoint(&p), None),
+                Route::Direct(p) => ("DIRECT", format_endpoint(&p), None),
                 Route::Relayed { root, via } if reply.tcp => {
-                    ("TCP_RELAY", format_endpoint(&via), json!(root.to_string()))
+                    ("TCP_RELAY", format_endpoint(&via), Some(root.to_string()))
                 }
                 Route::Relayed { root, via } => {
-                    ("RELAY", format_endpoint(&via), json!(root.to_string()))
+                    ("RELAY", format_endpoint(&via), Some(root.to_string()))
                 }
             };
-            Ok(Json(json!({
-                "peer": addr.to_string(),
-                "rttMs": reply.rtt_ms,
-                "route": route,
-                "path": path,
-                "root": root,
-            })))
+            Ok(Json(PingAnswer {
+                peer: addr.to_string(),
+                seq: None,
+                rtt_ms: reply.rtt_ms,
+                route: route.to_string(),
+                path,
+                root,
+            }))
         }
         None => Err(ApiError(StatusCode::GATEWAY_TIMEOUT, "timeout".into())),
     }

@@ -1,6 +1,7 @@
 //! The service: drivers that feed the protocol core from the operating system.
 
 pub mod api;
+pub mod api_types;
 pub mod atomic_file;
 pub mod control_plane;
 pub mod engine;
