@@ -24,7 +24,6 @@ use crate::service::tcp_relay::TcpRelayStats;
 
 /// Any error answer: `{"error": "<message>"}` with a 4xx/5xx status.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
 pub struct ErrorAnswer {
     /// What went wrong, for a person.
     pub error: String,

@@ -1,0 +1,254 @@
+//! `join`, `leave`, `listnetworks`, `get` and `set`: the networks this node
+//! is a member of.
+
+use std::io::Write;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use vnet_node::service::api_types::Network;
+
+use crate::Invocation;
+use crate::client::Method;
+use crate::failure::Failure;
+use crate::ids::normalize_network_id;
+use crate::output::{list_or_dash, or_dash, write_ok};
+use crate::setting_args::split_setting;
+
+/// The settings of a joined network that `set` may change (docs/API.md).
+const LOCAL_SETTINGS: [&str; 4] = ["allowManaged", "allowGlobal", "allowDefault", "allowDNS"];
+
+/// A network command with its arguments checked.
+#[derive(Debug)]
+pub enum Action {
+    /// `join <nwid>`.
+    Join {
+        /// `/network/<nwid>`.
+        path: String,
+    },
+    /// `leave <nwid>`.
+    Leave {
+        /// `/network/<nwid>`.
+        path: String,
+    },
+    /// `listnetworks`.
+    List,
+    /// `get <nwid> <field>`.
+    Get {
+        /// `/network/<nwid>`.
+        path: String,
+        /// The field, as the API names it.
+        field: String,
+    },
+    /// `set <nwid> <setting>=<value>`.
+    Set {
+        /// `/network/<nwid>`.
+        path: String,
+        /// `{"<setting>": true|false}`.
+        body: Value,
+    },
+}
+
+/// The API path of a joined network, the id checked.
+fn network_path(nwid: &str) -> Result<String, String> {
+    Ok(format!("/network/{}", normalize_network_id(nwid)?))
+}
+
+/// `join`'s argument, checked.
+pub fn join(nwid: &str) -> Result<Action, String> {
+    Ok(Action::Join {
+        path: network_path(nwid)?,
+    })
+}
+
+/// `leave`'s argument, checked.
+pub fn leave(nwid: &str) -> Result<Action, String> {
+    Ok(Action::Leave {
+        path: network_path(nwid)?,
+    })
+}
+
+/// `get`'s arguments, checked.
+pub fn get(nwid: &str, field: &str) -> Result<Action, String> {
+    Ok(Action::Get {
+        path: network_path(nwid)?,
+        field: field.to_string(),
+    })
+}
+
+/// `set`'s arguments, checked.
+pub fn set(nwid: &str, setting: &str) -> Result<Action, String> {
+    Ok(Action::Set {
+        path: network_path(nwid)?,
+        body: network_local_setting(setting)?,
+    })
+}
+
+/// Runs a network command.
+pub fn run(call: &Invocation, out: &mut dyn Write, action: Action) -> Result<(), Failure> {
+    match action {
+        Action::Join { path } => {
+            let answer = call.request(Method::Post, &path, None)?;
+            write_ok(out, call.name, call.json, &answer)?;
+        }
+        Action::Leave { path } => {
+            let answer = call.request(Method::Delete, &path, None)?;
+            write_ok(out, call.name, call.json, &answer)?;
+        }
+        Action::List => {
+            let answer = call.request(Method::Get, "/network", None)?;
+            call.print(out, &answer, |networks: &Vec<Network>| {
+                for n in networks {
+                    warn_gateway_without_forwarding(n);
+                }
+                format_listnetworks(networks)
+            })?;
+        }
+        Action::Get { path, field } => {
+            // Any field, as the API names it: read untyped.
+            let answer = call.request(Method::Get, &path, None)?;
+            let value = answer.get(&field).ok_or_else(|| {
+                Failure::bad_argument(call.name, &format!("no field {field:?} in the network"))
+            })?;
+            writeln!(out, "{}", field_text(value))?;
+        }
+        Action::Set { path, body } => {
+            let answer = call.request(Method::Post, &path, Some(&body))?;
+            write_ok(out, call.name, call.json, &answer)?;
+            if !call.json {
+                // Only a warning: an answer it cannot read changes nothing.
+                if let Ok(network) = Network::deserialize(&answer) {
+                    warn_gateway_without_forwarding(&network);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A field's value for `get`: strings as they are, arrays joined by `,`,
+/// anything else as JSON.
+fn field_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    }
+}
+
+/// `allowDefault=1` → `{"allowDefault": true}`; only the four local settings.
+pub fn network_local_setting(setting: &str) -> Result<Value, String> {
+    let (key, value) = split_setting(setting)?;
+    if !LOCAL_SETTINGS.contains(&key) {
+        return Err(format!(
+            "unknown setting {key:?} (allowManaged, allowGlobal, allowDefault, allowDNS)"
+        ));
+    }
+    let on = match value {
+        "1" | "true" => true,
+        "0" | "false" => false,
+        other => return Err(format!("{key}={other}: expected 1 or 0")),
+    };
+    let mut body = Map::new();
+    body.insert(key.to_string(), Value::Bool(on));
+    Ok(Value::Object(body))
+}
+
+/// On stderr: a member that is the gateway of a managed route must forward.
+fn warn_gateway_without_forwarding(network: &Network) {
+    if !network.gateway_for.is_empty() && network.local.ip_forwarding == Some(false) {
+        eprintln!(
+            "warning: {}: this member is the gateway for {} but IP forwarding is off on this host \
+             (sysctl -w net.ipv4.ip_forward=1; see docs/gateway.md)",
+            or_dash(network.id.as_deref()),
+            network.gateway_for.join(", ")
+        );
+    }
+}
+
+/// zerotier-cli's listnetworks lines, header first.
+pub fn format_listnetworks(networks: &[Network]) -> String {
+    let mut out = String::from(
+        "200 listnetworks <nwid> <name> <mac> <status> <type> <dev> <ZT assigned ips>\n",
+    );
+    // A field the node left out is `-`, one it sent empty stays empty, as zerotier-cli.
+    let s = |v: &Option<String>| v.as_deref().unwrap_or("-").to_string();
+    for n in networks {
+        let device = if n.local.port_device_name.is_empty() {
+            "-".to_string()
+        } else {
+            n.local.port_device_name.clone()
+        };
+        out.push_str(&format!(
+            "200 listnetworks {} {} {} {} {} {} {}\n",
+            s(&n.id),
+            or_dash(n.name.as_deref()),
+            s(&n.mac),
+            s(&n.status),
+            s(&n.r#type),
+            device,
+            list_or_dash(&n.assigned_addresses)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn listnetworks_lines_are_zerotier_cli_s() {
+        let answer = json!([{
+            "id": "5b51b6c335000001", "name": "office", "mac": "32:0f:2a:e4:54:40",
+            "status": "OK", "type": "PRIVATE", "portDeviceName": "vnc335000001",
+            "assignedAddresses": ["10.147.17.5/24"]
+        }, {
+            "id": "5b51b6c335000002", "name": null, "mac": "32:0f:2a:e4:54:41",
+            "status": "ACCESS_DENIED", "type": null, "portDeviceName": "vnc335000002",
+            "assignedAddresses": []
+        }]);
+        let networks: Vec<Network> = serde_json::from_value(answer).unwrap();
+        assert_eq!(
+            format_listnetworks(&networks),
+            "200 listnetworks <nwid> <name> <mac> <status> <type> <dev> <ZT assigned ips>\n\
+             200 listnetworks 5b51b6c335000001 office 32:0f:2a:e4:54:40 OK PRIVATE vnc335000001 10.147.17.5/24\n\
+             200 listnetworks 5b51b6c335000002 - 32:0f:2a:e4:54:41 ACCESS_DENIED - vnc335000002 -\n"
+        );
+    }
+
+    #[test]
+    fn local_settings_parse() {
+        assert_eq!(
+            network_local_setting("allowDefault=1").unwrap(),
+            json!({ "allowDefault": true })
+        );
+        assert_eq!(
+            network_local_setting("allowManaged=false").unwrap(),
+            json!({ "allowManaged": false })
+        );
+        assert!(
+            network_local_setting("allowDefault=yes")
+                .unwrap_err()
+                .contains("expected 1 or 0")
+        );
+        assert!(
+            network_local_setting("mtu=1500")
+                .unwrap_err()
+                .contains("unknown setting")
+        );
+        assert!(network_local_setting("allowDefault").is_err());
+    }
+
+    #[test]
+    fn get_prints_strings_lists_and_json() {
+        assert_eq!(field_text(&json!("OK")), "OK");
+        assert_eq!(field_text(&json!(["10.0.0.1/24", 5])), "10.0.0.1/24,5");
+        assert_eq!(field_text(&json!(2800)), "2800");
+        assert_eq!(field_text(&json!(null)), "null");
+    }
+}

@@ -1,0 +1,230 @@
+//! `KEY=VALUE`, `--pool` and `--route` arguments, checked and turned into the
+//! JSON update bodies the controller's API takes (docs/API.md).
+
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+
+/// `true` or `false`, for a flag or setting named `what`.
+pub fn parse_bool(what: &str, text: &str) -> Result<bool, String> {
+    match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("bad {what} {text:?}: expected true or false")),
+    }
+}
+
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    text.trim().parse().ok()
+}
+
+/// `--pool START-END`s as `ipAssignmentPools`.
+pub fn parse_pools(pools: &[String]) -> Result<Value, String> {
+    let mut out = Vec::with_capacity(pools.len());
+    for pool in pools {
+        let range = pool
+            .split_once('-')
+            .and_then(|(s, e)| Some((parse_ip(s)?, parse_ip(e)?)))
+            .filter(|(s, e)| s.is_ipv4() == e.is_ipv4());
+        let Some((start, end)) = range else {
+            return Err(format!(
+                "bad --pool {pool:?}: expected START-END, two addresses of one family \
+                 (e.g. 10.0.0.10-10.0.0.250)"
+            ));
+        };
+        out.push(json!({ "ipRangeStart": start.to_string(), "ipRangeEnd": end.to_string() }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// `--route CIDR[,VIA]`s as `routes` (the node checks host bits and families).
+pub fn parse_routes(routes: &[String]) -> Result<Value, String> {
+    let mut out = Vec::with_capacity(routes.len());
+    for route in routes {
+        let (target, via) = match route.split_once(',') {
+            Some((t, v)) => (t.trim(), Some(v)),
+            None => (route.trim(), None),
+        };
+        let target_ok = target.split_once('/').is_some_and(|(a, len)| {
+            parse_ip(a).is_some()
+                && !len.is_empty()
+                && len.len() <= 3
+                && len.bytes().all(|b| b.is_ascii_digit())
+        });
+        let via = match via {
+            None => Some(Value::Null),
+            Some(v) => parse_ip(v).map(|ip| json!(ip.to_string())),
+        };
+        match via {
+            Some(via) if target_ok => out.push(json!({ "target": target, "via": via })),
+            _ => {
+                return Err(format!(
+                    "bad --route {route:?}: expected CIDR[,VIA] (e.g. 10.0.0.0/24 or \
+                     0.0.0.0/0,10.0.0.1)"
+                ));
+            }
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+/// `KEY=VALUE` split at the first `=`.
+pub fn split_setting(setting: &str) -> Result<(&str, &str), String> {
+    setting
+        .split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("bad setting {setting:?}: expected KEY=VALUE"))
+}
+
+fn whole_number(key: &str, value: &str) -> Result<u64, String> {
+    value
+        .parse::<u64>()
+        .map_err(|_| format!("bad {key} {value:?}: expected a whole number"))
+}
+
+/// `network set`'s KEY=VALUE settings as an update body.
+pub fn network_settings(settings: &[String]) -> Result<serde_json::Map<String, Value>, String> {
+    let mut body = serde_json::Map::new();
+    for setting in settings {
+        let (key, value) = split_setting(setting)?;
+        let value = match key {
+            "name" => json!(value),
+            "private" | "enableBroadcast" => json!(parse_bool(key, value)?),
+            "mtu" | "multicastLimit" => json!(whole_number(key, value)?),
+            _ => {
+                return Err(format!(
+                    "unknown setting {key:?}: expected name, private, mtu, multicastLimit or \
+                     enableBroadcast"
+                ));
+            }
+        };
+        body.insert(key.to_string(), value);
+    }
+    Ok(body)
+}
+
+/// `member set`'s KEY=VALUE settings as an update body.
+pub fn member_settings(settings: &[String]) -> Result<serde_json::Map<String, Value>, String> {
+    let mut body = serde_json::Map::new();
+    for setting in settings {
+        let (key, value) = split_setting(setting)?;
+        let value = match key {
+            "authorized" | "activeBridge" | "noAutoAssignIps" => json!(parse_bool(key, value)?),
+            "ipAssignments" => {
+                let mut ips = Vec::new();
+                for ip in value.split(',').filter(|i| !i.trim().is_empty()) {
+                    let parsed = parse_ip(ip).ok_or_else(|| {
+                        format!("bad ipAssignments {value:?}: {ip:?} is not an IP address")
+                    })?;
+                    ips.push(json!(parsed.to_string()));
+                }
+                Value::Array(ips)
+            }
+            _ => {
+                return Err(format!(
+                    "unknown setting {key:?}: expected authorized, activeBridge, \
+                     noAutoAssignIps or ipAssignments"
+                ));
+            }
+        };
+        body.insert(key.to_string(), value);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bools_pools_and_routes() {
+        assert_eq!(parse_bool("--private", "false"), Ok(false));
+        assert_eq!(
+            parse_bool("--private", "no").unwrap_err(),
+            "bad --private \"no\": expected true or false"
+        );
+        assert_eq!(
+            parse_pools(&["10.0.0.10-10.0.0.250".into(), "fd00::1-fd00::ff".into()]).unwrap(),
+            json!([{"ipRangeStart": "10.0.0.10", "ipRangeEnd": "10.0.0.250"},
+                   {"ipRangeStart": "fd00::1", "ipRangeEnd": "fd00::ff"}])
+        );
+        assert_eq!(parse_pools(&[]).unwrap(), json!([]));
+        for bad in ["10.0.0.1", "10.0.0.1-", "10.0.0.1-fd00::1", "a-b"] {
+            let e = parse_pools(&[bad.to_string()]).unwrap_err();
+            assert!(e.starts_with(&format!("bad --pool {bad:?}: ")), "{e}");
+        }
+        assert_eq!(
+            parse_routes(&["10.0.0.0/24".into(), "0.0.0.0/0,10.0.0.1".into()]).unwrap(),
+            json!([{"target": "10.0.0.0/24", "via": null},
+                   {"target": "0.0.0.0/0", "via": "10.0.0.1"}])
+        );
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.0/x",
+            "10.0.0.0/24,gw",
+            "nope/8",
+            "10.0.0.0/24,",
+        ] {
+            let e = parse_routes(&[bad.to_string()]).unwrap_err();
+            assert!(e.starts_with(&format!("bad --route {bad:?}: ")), "{e}");
+        }
+    }
+
+    #[test]
+    fn settings_become_typed_json() {
+        let body = network_settings(&[
+            "name=my net".into(),
+            "private=false".into(),
+            "mtu=1400".into(),
+            "multicastLimit=0".into(),
+            "enableBroadcast=true".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            Value::Object(body),
+            json!({"name": "my net", "private": false, "mtu": 1400, "multicastLimit": 0,
+                   "enableBroadcast": true})
+        );
+        assert_eq!(
+            network_settings(&["name=a=b".into()]).unwrap()["name"],
+            "a=b"
+        );
+        assert_eq!(
+            network_settings(&["mtu=big".into()]).unwrap_err(),
+            "bad mtu \"big\": expected a whole number"
+        );
+        assert!(
+            network_settings(&["colour=red".into()])
+                .unwrap_err()
+                .starts_with("unknown setting \"colour\"")
+        );
+        assert_eq!(
+            network_settings(&["name".into()]).unwrap_err(),
+            "bad setting \"name\": expected KEY=VALUE"
+        );
+        let body = member_settings(&[
+            "activeBridge=true".into(),
+            "noAutoAssignIps=false".into(),
+            "ipAssignments=10.0.0.5, fd00::5".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            Value::Object(body),
+            json!({"activeBridge": true, "noAutoAssignIps": false,
+                   "ipAssignments": ["10.0.0.5", "fd00::5"]})
+        );
+        assert_eq!(
+            member_settings(&["ipAssignments=".into()]).unwrap()["ipAssignments"],
+            json!([])
+        );
+        assert_eq!(
+            member_settings(&["ipAssignments=10.0.0.5,x".into()]).unwrap_err(),
+            "bad ipAssignments \"10.0.0.5,x\": \"x\" is not an IP address"
+        );
+        assert!(
+            member_settings(&["mtu=1".into()])
+                .unwrap_err()
+                .starts_with("unknown setting \"mtu\"")
+        );
+    }
+}
