@@ -79,6 +79,16 @@ vnet_members() {
     "$(pidof_bg vnet-m1) $(pidof_bg vnet-m2) $(pidof_bg vnet-r1) $(pidof_bg vnet-r2)" "$dev" "path $link"
   stop_all
 }
+# small_packets CLIENT_NS SERVER_NS IP: 64-byte UDP datagrams as fast as iperf3
+# sends them for T s; the packets per second that arrive, and the loss.
+small_packets() {
+  local cns=$1 sns=$2 ip=$3 json=$RUN/iperf3-small.json
+  bg "$sns" iperf3-s-small iperf3 -s -1
+  sleep 0.5
+  ip netns exec "$cns" iperf3 -c "$ip" -u -b 0 -l 64 -t "$T" -J >"$json" 2>&1 || true
+  jq -r '.end.sum | "   small packets (UDP 64 B, iperf3 -b 0): \((.packets - .lost_packets) / .seconds / 1000 | floor) kpps received, \(.lost_percent | floor)% lost"' \
+    "$json" 2>/dev/null || echo "   small packets: FAIL"
+}
 trap cleanup EXIT
 "$NL" down >/dev/null 2>&1 || true
 "$NL" up 3 >/dev/null
@@ -146,6 +156,7 @@ if want vnet; then
   done
   measure "vnet (this tree)" h1 h2 "$ip2" "$(pidof_bg vnet-m1) $(pidof_bg vnet-m2)" "$dev" \
     "salsa20/12+poly1305, forward-secret sessions"
+  small_packets h1 h2 "$ip2"
   stop_all
 fi
 if want vnet-easy-hard; then vnet_members easy-hard easy hard; fi
