@@ -1880,45 +1880,79 @@ mod rogue_member {
             .count()
     }
 
+    /// Root and controller (host 0) serving network `number`, and members
+    /// on hosts 1 to 3 (identities 1 to 3), configured; those in `bridges`
+    /// (identity indices) are active bridges.
+    struct NetworkLab {
+        sim: Sim,
+        ctl: usize,
+        hosts: Vec<usize>,
+        members: Vec<(Address, usize)>,
+        controller: Controller,
+        nwid: NetworkId,
+        /// For [`run_recording`]: no one deaf.
+        no_deafness: (usize, IpAddr),
+    }
+
+    impl NetworkLab {
+        fn new(number: u32, bridges: &[usize]) -> Self {
+            let key = KeyPair::generate(&mut NodeRng::seed_from_u64(5));
+            let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
+            let mut sim = Sim::new();
+            let ctl = sim.add_host(node(0, &planet), ROOT_IP, None);
+            let hosts: Vec<usize> = (1..=3)
+                .map(|i| sim.add_host(node(i, &planet), [203, 0, 113, i as u8], None))
+                .collect();
+            let members: Vec<(Address, usize)> =
+                (1..=3).map(|i| (identity(i).address(), i)).collect();
+            let nwid = NetworkId::new(identity(0).address(), number);
+            let controller = Controller {
+                nwid: Some(nwid),
+                ..Default::default()
+            };
+            *controller.authorized.lock().unwrap() = members.clone();
+            *controller.listed.lock().unwrap() = members.clone();
+            *controller.bridges.lock().unwrap() =
+                bridges.iter().map(|&i| identity(i).address()).collect();
+            sim.hosts[ctl]
+                .node
+                .set_controller(Box::new(controller.clone()));
+            CLOCK.with(|c| *c.borrow_mut() = Some(controller.clone()));
+            let no_deafness = (usize::MAX, sim.hosts[ctl].local.ip());
+            let mut taps = Taps::new();
+            run_recording(&mut sim, 2_000, no_deafness, &mut taps);
+            for &h in &hosts {
+                let mut out = Outbox::new();
+                let now = sim.now;
+                sim.hosts[h].node.join(now, nwid, &mut out);
+                sim.send_all(h, &mut out);
+            }
+            run_recording(&mut sim, 3_000, no_deafness, &mut taps);
+            for &h in &hosts {
+                let status = sim.hosts[h].node.network(nwid).unwrap().status;
+                assert_eq!(status, NetworkStatus::Ok, "host {h} configured");
+            }
+            Self {
+                sim,
+                ctl,
+                hosts,
+                members,
+                controller,
+                nwid,
+                no_deafness,
+            }
+        }
+    }
+
     /// Root and controller (host 0), honest members A and B (hosts 1, 2) and
     /// the rogue R (host 3). With `still_listed`, the controller keeps R in
     /// the directory after deauthorizing it, so only the certificates cut it off.
     fn rogue_is_cut_off(still_listed: bool) {
-        let key = KeyPair::generate(&mut os_rng());
-        let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
-        let mut sim = Sim::new();
-        let ctl = sim.add_host(node(0, &planet), ROOT_IP, None);
-        let hosts: Vec<usize> = (1..=3)
-            .map(|i| sim.add_host(node(i, &planet), [203, 0, 113, i as u8], None))
-            .collect();
-        let (a, b, r) = (hosts[0], hosts[1], hosts[2]);
-        let addr = |i: usize| identity(i).address();
-        let (ma, mb, mr) = ((addr(1), 1), (addr(2), 2), (addr(3), 3));
-        let nwid = NetworkId::new(addr(0), 7);
-        let controller = Controller {
-            nwid: Some(nwid),
-            ..Default::default()
-        };
-        *controller.authorized.lock().unwrap() = vec![ma, mb, mr];
-        *controller.listed.lock().unwrap() = vec![ma, mb, mr];
-        sim.hosts[ctl]
-            .node
-            .set_controller(Box::new(controller.clone()));
-        CLOCK.with(|c| *c.borrow_mut() = Some(controller.clone()));
-        let mut taps = Taps::new();
-        let no_deafness = (usize::MAX, sim.hosts[ctl].local.ip());
-        run_recording(&mut sim, 2_000, no_deafness, &mut taps);
-        for &h in &hosts {
-            let mut out = Outbox::new();
-            let now = sim.now;
-            sim.hosts[h].node.join(now, nwid, &mut out);
-            sim.send_all(h, &mut out);
-        }
-        run_recording(&mut sim, 3_000, no_deafness, &mut taps);
-        for &h in &hosts {
-            let status = sim.hosts[h].node.network(nwid).unwrap().status;
-            assert_eq!(status, NetworkStatus::Ok, "host {h} configured");
-        }
+        let lab = NetworkLab::new(7, &[]);
+        let (mut sim, ctl, controller, nwid) = (lab.sim, lab.ctl, lab.controller, lab.nwid);
+        let (a, b, r) = (lab.hosts[0], lab.hosts[1], lab.hosts[2]);
+        let (ma, mb, mr) = (lab.members[0], lab.members[1], lab.members[2]);
+        let no_deafness = lab.no_deafness;
         let rogue_deaf = (r, sim.hosts[ctl].local.ip());
         let (mac_a, mac_r) = (Mac::for_member(ma.0, nwid), Mac::for_member(mr.0, nwid));
 
@@ -2015,44 +2049,10 @@ mod rogue_member {
     /// cannot send from a LAN MAC.
     #[test]
     fn a_bridge_member_carries_its_lans_frames_both_ways_and_no_one_else_may() {
-        let key = KeyPair::generate(&mut NodeRng::seed_from_u64(5));
-        let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
-        let mut sim = Sim::new();
-        let ctl = sim.add_host(node(0, &planet), ROOT_IP, None);
-        let hosts: Vec<usize> = (1..=3)
-            .map(|i| sim.add_host(node(i, &planet), [203, 0, 113, i as u8], None))
-            .collect();
-        let (a, br, c) = (hosts[0], hosts[1], hosts[2]);
-        let addr = |i: usize| identity(i).address();
-        let (ma, mbr, mc) = ((addr(1), 1), (addr(2), 2), (addr(3), 3));
-        let nwid = NetworkId::new(addr(0), 9);
-        let controller = Controller {
-            nwid: Some(nwid),
-            ..Default::default()
-        };
-        *controller.authorized.lock().unwrap() = vec![ma, mbr, mc];
-        *controller.listed.lock().unwrap() = vec![ma, mbr, mc];
-        *controller.bridges.lock().unwrap() = vec![mbr.0];
-        sim.hosts[ctl]
-            .node
-            .set_controller(Box::new(controller.clone()));
-        CLOCK.with(|cl| *cl.borrow_mut() = Some(controller.clone()));
-        let no_deafness = (usize::MAX, sim.hosts[ctl].local.ip());
-        let mut taps = Taps::new();
-        run_recording(&mut sim, 2_000, no_deafness, &mut taps);
-        for &h in &hosts {
-            let mut out = Outbox::new();
-            let now = sim.now;
-            sim.hosts[h].node.join(now, nwid, &mut out);
-            sim.send_all(h, &mut out);
-        }
-        run_recording(&mut sim, 3_000, no_deafness, &mut taps);
-        for &h in &hosts {
-            assert_eq!(
-                sim.hosts[h].node.network(nwid).unwrap().status,
-                NetworkStatus::Ok
-            );
-        }
+        let lab = NetworkLab::new(9, &[2]);
+        let (mut sim, nwid, no_deafness) = (lab.sim, lab.nwid, lab.no_deafness);
+        let (a, br, c) = (lab.hosts[0], lab.hosts[1], lab.hosts[2]);
+        let ma = lab.members[0];
         let lan_host = Mac([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
         let lan_ip = Ipv4Addr::new(10, 147, 17, 200);
         let mac_a = Mac::for_member(ma.0, nwid);
