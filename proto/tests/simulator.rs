@@ -10,7 +10,7 @@ use vnet_proto::c25519::KeyPair;
 use vnet_proto::identity::Identity;
 use vnet_proto::local_socket::LocalSocket;
 use vnet_proto::message::Versions;
-use vnet_proto::node::{Event, Node, NodeConfig, Outbox, Route};
+use vnet_proto::node::{Event, Node, NodeConfig, Outbox, PeerRoute};
 use vnet_proto::rng::{NodeRng, SeedableRng};
 use vnet_proto::world::{Root, World, WorldKind};
 
@@ -305,7 +305,7 @@ impl Sim {
         self.send_all(h, &mut out);
     }
 
-    fn echo_route(&self, h: usize, id: u64) -> Option<Route> {
+    fn echo_route(&self, h: usize, id: u64) -> Option<PeerRoute> {
         self.events.iter().find_map(|(x, e)| match e {
             Event::EchoReply { id: i, route, .. } if *x == h && *i == id => Some(*route),
             _ => None,
@@ -317,7 +317,7 @@ impl Sim {
         targets.iter().filter_map(|t| self.sent_log.get(t)).sum()
     }
 
-    fn route(&self, h: usize, to: Address) -> Option<Route> {
+    fn route(&self, h: usize, to: Address) -> Option<PeerRoute> {
         self.hosts[h].node.route(self.now, to)
     }
 }
@@ -442,13 +442,13 @@ fn public_nodes_find_each_other_by_whois_and_go_direct() {
     sim.run(2_000);
     assert!(sim.echo_route(a, 1).is_some(), "first ping answered");
     assert!(
-        matches!(sim.route(a, addr_b), Some(Route::Direct(_))),
+        matches!(sim.route(a, addr_b), Some(PeerRoute::Direct(_))),
         "{:?}",
         sim.route(a, addr_b)
     );
     sim.ping(a, addr_b, 2);
     sim.run(200);
-    assert!(matches!(sim.echo_route(a, 2), Some(Route::Direct(_))));
+    assert!(matches!(sim.echo_route(a, 2), Some(PeerRoute::Direct(_))));
 }
 
 #[test]
@@ -459,10 +459,10 @@ fn easy_nats_upgrade_from_relay_to_direct_within_two_seconds() {
     sim.run(2_000);
     assert!(sim.echo_route(a, 1).is_some(), "first ping answered");
     match sim.route(a, addr_b) {
-        Some(Route::Direct(p)) => assert!(p.ip().to_string().starts_with("203.0.113.2"), "{p}"),
+        Some(PeerRoute::Direct(p)) => assert!(p.ip().to_string().starts_with("203.0.113.2"), "{p}"),
         other => panic!("not direct after 2 s: {other:?}"),
     }
-    assert!(matches!(sim.route(b, addr_a), Some(Route::Direct(_))));
+    assert!(matches!(sim.route(b, addr_a), Some(PeerRoute::Direct(_))));
     assert!(
         sim.hosts[0].node.counters().relayed > 0,
         "the root relayed at first"
@@ -524,7 +524,7 @@ fn hard_nats_on_both_sides_stay_relayed_and_still_talk() {
     }
     for id in 1..=5 {
         assert!(
-            matches!(sim.echo_route(a, id), Some(Route::Relayed { .. })),
+            matches!(sim.echo_route(a, id), Some(PeerRoute::Relayed { .. })),
             "ping {id}: {:?}",
             sim.echo_route(a, id)
         );
@@ -536,20 +536,21 @@ fn dead_direct_path_falls_back_to_relay_within_ten_seconds_and_recovers() {
     let (mut sim, a, _b, _, addr_b) = world_of_two(None, None);
     sim.ping(a, addr_b, 1);
     sim.run(2_000);
-    assert!(matches!(sim.route(a, addr_b), Some(Route::Direct(_))));
+    assert!(matches!(sim.route(a, addr_b), Some(PeerRoute::Direct(_))));
     // Cut the direct link between the two (the root still reaches both).
     let (ip_a, ip_b) = (sim.hosts[a].local.ip(), sim.hosts[2].local.ip());
     sim.cut.push((ip_a, ip_b));
     let cut_at = sim.now;
     let mut id = 10;
-    while sim.now < cut_at + 10_000 && !matches!(sim.route(a, addr_b), Some(Route::Relayed { .. }))
+    while sim.now < cut_at + 10_000
+        && !matches!(sim.route(a, addr_b), Some(PeerRoute::Relayed { .. }))
     {
         sim.ping(a, addr_b, id);
         id += 1;
         sim.run(500);
     }
     assert!(
-        matches!(sim.route(a, addr_b), Some(Route::Relayed { .. })),
+        matches!(sim.route(a, addr_b), Some(PeerRoute::Relayed { .. })),
         "relayed within 10 s of the cut"
     );
     // Both sides notice within a second of their first unanswered send:
@@ -565,7 +566,7 @@ fn dead_direct_path_falls_back_to_relay_within_ten_seconds_and_recovers() {
         }
     }
     assert!(
-        matches!(answered, Some(Route::Relayed { .. })),
+        matches!(answered, Some(PeerRoute::Relayed { .. })),
         "pings not answered relayed within {} ms of the fallback",
         sim.now - fell_back
     );
@@ -575,7 +576,7 @@ fn dead_direct_path_falls_back_to_relay_within_ten_seconds_and_recovers() {
         sim.ping(a, addr_b, 200 + i);
         sim.run(1_000);
     }
-    assert!(matches!(sim.route(a, addr_b), Some(Route::Direct(_))));
+    assert!(matches!(sim.route(a, addr_b), Some(PeerRoute::Direct(_))));
 }
 
 #[test]
@@ -583,7 +584,7 @@ fn a_silent_direct_path_is_abandoned_and_traffic_relayed_within_two_seconds() {
     let (mut sim, a, b, _, addr_b) = world_of_two(Some(NatKind::Easy), Some(NatKind::Easy));
     sim.ping(a, addr_b, 1);
     sim.run(3_000);
-    assert!(matches!(sim.route(a, addr_b), Some(Route::Direct(_))));
+    assert!(matches!(sim.route(a, addr_b), Some(PeerRoute::Direct(_))));
     // The NATs forget their mappings between the two (as `conntrack -F`
     // would): the direct path goes silent; the root still reaches both.
     let (ip_a, ip_b) = (
@@ -616,7 +617,7 @@ fn a_silent_direct_path_is_abandoned_and_traffic_relayed_within_two_seconds() {
     }
     let (after, route) = first_answer_after_cut.expect("traffic flows again after the cut");
     assert!(after <= 2_000, "answered again {after} ms after the cut");
-    assert!(matches!(route, Route::Relayed { .. }), "{route:?}");
+    assert!(matches!(route, PeerRoute::Relayed { .. }), "{route:?}");
 }
 
 #[test]
@@ -665,20 +666,23 @@ fn hard_and_easy_nats_go_direct_by_birthday_punch() {
         world_of_two_with_roots(Some(NatKind::Hard), Some(NatKind::Easy), 2);
     let start = sim.now;
     let mut id = 1;
-    while sim.now < start + 45_000 && !matches!(sim.route(a, addr_b), Some(Route::Direct(_))) {
+    while sim.now < start + 45_000 && !matches!(sim.route(a, addr_b), Some(PeerRoute::Direct(_))) {
         sim.ping(a, addr_b, id);
         id += 1;
         sim.run(250);
     }
     let took = sim.now - start;
     assert!(
-        matches!(sim.route(a, addr_b), Some(Route::Direct(_))),
+        matches!(sim.route(a, addr_b), Some(PeerRoute::Direct(_))),
         "hard side not direct after {took} ms"
     );
     sim.ping(a, addr_b, 1000);
     sim.run(300);
-    assert!(matches!(sim.echo_route(a, 1000), Some(Route::Direct(_))));
-    assert!(matches!(sim.route(b, addr_a), Some(Route::Direct(_))));
+    assert!(matches!(
+        sim.echo_route(a, 1000),
+        Some(PeerRoute::Direct(_))
+    ));
+    assert!(matches!(sim.route(b, addr_a), Some(PeerRoute::Direct(_))));
     let status = sim.hosts[a].node.peer_status(sim.now, addr_b).unwrap();
     assert!(
         status
@@ -731,7 +735,10 @@ fn a_failed_birthday_punch_is_bounded_and_backed_off() {
     let gaps: Vec<u64> = punch_starts.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps[0] >= 30_000 && gaps[0] < 35_000, "{gaps:?}");
     assert!(gaps[1] >= 60_000 && gaps[1] < 65_000, "{gaps:?}");
-    assert!(matches!(sim.route(a, addr_b), Some(Route::Relayed { .. })));
+    assert!(matches!(
+        sim.route(a, addr_b),
+        Some(PeerRoute::Relayed { .. })
+    ));
 }
 
 #[test]
@@ -742,7 +749,10 @@ fn hard_nats_on_both_sides_do_not_punch_and_stay_relayed() {
         sim.ping(a, addr_b, id);
         sim.run(1_000);
     }
-    assert!(matches!(sim.echo_route(a, 8), Some(Route::Relayed { .. })));
+    assert!(matches!(
+        sim.echo_route(a, 8),
+        Some(PeerRoute::Relayed { .. })
+    ));
     assert!(sim.hosts[a].node.live_punch_sockets().is_empty());
     assert!(sim.hosts[b].node.live_punch_sockets().is_empty());
     let status = sim.hosts[a].node.peer_status(sim.now, addr_b).unwrap();
@@ -1447,7 +1457,7 @@ mod rogue {
             "p cannot reach x"
         );
         let route = sim.echo_route(p, 104).unwrap();
-        assert!(matches!(route, Route::Relayed { .. }), "{route:?}");
+        assert!(matches!(route, PeerRoute::Relayed { .. }), "{route:?}");
         assert!(sim.hosts[m].node.counters().whois_passed_on >= 1);
         assert!(sim.hosts[0].node.counters().relayed >= 5);
         assert!(sim.hosts[m].node.counters().relayed >= 5);

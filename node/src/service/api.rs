@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::core::address::Address;
 use crate::core::endpoint::format_endpoint;
 use crate::core::network_id::NetworkId;
-use crate::core::node::{NetworkView, PeerStatus, Route};
+use crate::core::node::{NetworkView, PeerRoute, PeerStatus};
 use crate::service::api_types::{
     DeorbitAnswer, ErrorAnswer, LeaveAnswer, LocalConfig, Moon, MoonRoot, NetcheckAnswer,
     NetworkAnswer, NetworkLocal, OrbitAnswer, OrbitRequest, PingAnswer, PingRequest, Settings,
@@ -430,12 +430,12 @@ async fn ping(
     match s.ping(addr, timeout).await {
         Some(reply) => {
             let (route, path, root) = match reply.route {
-                Route::Direct(p) if reply.tcp => ("TCP_RELAY", format_endpoint(&p), None),
-                Route::Direct(p) => ("DIRECT", format_endpoint(&p), None),
-                Route::Relayed { root, via } if reply.tcp => {
+                PeerRoute::Direct(p) if reply.tcp => ("TCP_RELAY", format_endpoint(&p), None),
+                PeerRoute::Direct(p) => ("DIRECT", format_endpoint(&p), None),
+                PeerRoute::Relayed { root, via } if reply.tcp => {
                     ("TCP_RELAY", format_endpoint(&via), Some(root.to_string()))
                 }
-                Route::Relayed { root, via } => {
+                PeerRoute::Relayed { root, via } => {
                     ("RELAY", format_endpoint(&via), Some(root.to_string()))
                 }
             };

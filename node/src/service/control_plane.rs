@@ -12,7 +12,7 @@ use tracing::{debug, error, info};
 
 use crate::core::address::Address;
 use crate::core::network_id::NetworkId;
-use crate::core::node::{Event, Route};
+use crate::core::node::{Event, PeerRoute};
 use crate::core::world::WorldKind;
 use crate::service::engine::{EngineGone, EngineHandle, TcpRelay};
 use crate::service::home::Home;
@@ -27,7 +27,7 @@ pub struct PingReply {
     /// Round-trip time.
     pub rtt_ms: u64,
     /// How the reply came.
-    pub route: Route,
+    pub route: PeerRoute,
     /// Whether it came through our TCP relay connection.
     pub tcp: bool,
 }

@@ -22,7 +22,7 @@ pub use identity_checks::{IdentityCheck, IdentityCheckResult};
 pub use membership::NetworkStatus;
 pub use network::NetworkView;
 pub use outbox::{Outbox, Transmit};
-pub use peer::{PeerRole, Route};
+pub use peer::{PeerRole, PeerRoute};
 pub use status::{NodeStatus, PathStatus, PeerStatus};
 pub use traversal::{NatMapping, NetcheckRoot, NetcheckStatus};
 
@@ -81,7 +81,7 @@ pub enum Event {
         /// Round-trip time.
         rtt_ms: u64,
         /// How the reply came.
-        route: Route,
+        route: PeerRoute,
         /// Whether it came over our TCP relay connection.
         tcp: bool,
     },
@@ -1099,8 +1099,8 @@ impl Node {
                 }
                 if kind == EchoKind::Ping {
                     let route = match root_via {
-                        None => Route::Direct(from),
-                        Some(root) => Route::Relayed { root, via: from },
+                        None => PeerRoute::Direct(from),
+                        Some(root) => PeerRoute::Relayed { root, via: from },
                     };
                     self.events.push_back(Event::EchoReply {
                         peer: header.src,
@@ -1882,7 +1882,7 @@ impl Node {
             let Some((to, socket, route)) = via_route(self) else {
                 return;
             };
-            if matches!(route, Route::Relayed { .. })
+            if matches!(route, PeerRoute::Relayed { .. })
                 && let Some(peer) = self.peers.get_mut(&addr)
             {
                 peer.relayed_since_ms.get_or_insert(now_ms);
@@ -1981,7 +1981,10 @@ impl Node {
         payload: &[u8],
         out: &mut Outbox,
     ) {
-        let Some(route) = to.map(Route::Direct).or_else(|| self.route(now_ms, addr)) else {
+        let Some(route) = to
+            .map(PeerRoute::Direct)
+            .or_else(|| self.route(now_ms, addr))
+        else {
             return;
         };
         // A reply to `to` goes back by the socket the packet came in on: a
@@ -2040,7 +2043,7 @@ impl Node {
         out: &mut Outbox,
     ) {
         let route = match to {
-            Some(to) => Route::Direct(to),
+            Some(to) => PeerRoute::Direct(to),
             None => match self.route(now_ms, addr) {
                 Some(route) => route,
                 None => return,
@@ -2055,7 +2058,7 @@ impl Node {
         let Some((counter, slot)) = peer.sessions.next_send() else {
             return;
         };
-        if matches!(route, Route::Relayed { .. }) {
+        if matches!(route, PeerRoute::Relayed { .. }) {
             peer.relayed_since_ms.get_or_insert(now_ms);
         }
         start_packet(&mut self.tx, verb);
@@ -2085,7 +2088,7 @@ impl Node {
         self.wake(addr);
         // Relayed: the root's path carried it, and must answer for it (a
         // dead root is left within a second, like any silent path).
-        if let Route::Relayed { root, via } = route
+        if let PeerRoute::Relayed { root, via } = route
             && let Some(r) = self.peers.get_mut(&root)
         {
             r.paths.sent(now_ms, via, socket, waits);
@@ -2094,12 +2097,12 @@ impl Node {
     }
 
     /// How packets to `addr` travel now.
-    pub fn route(&self, now_ms: u64, addr: Address) -> Option<Route> {
+    pub fn route(&self, now_ms: u64, addr: Address) -> Option<PeerRoute> {
         let peer = self.peers.get(&addr)?;
         // forceTcpRelay: no UDP to peers at all, everything through the root.
         let udp_to_peers = !self.traversal.force_tcp || peer.is_root();
         if udp_to_peers && let Some(p) = peer.paths.preferred(now_ms, peer.is_active(now_ms)) {
-            return Some(Route::Direct(p.addr));
+            return Some(PeerRoute::Direct(p.addr));
         }
         if peer.is_root() {
             // Over TCP, one connection to one root carries everything; the
@@ -2108,19 +2111,19 @@ impl Node {
                 && let Some((tcp_root, via)) = self.tcp_root(now_ms)
             {
                 return Some(if tcp_root == addr {
-                    Route::Direct(via)
+                    PeerRoute::Direct(via)
                 } else {
-                    Route::Relayed {
+                    PeerRoute::Relayed {
                         root: tcp_root,
                         via,
                     }
                 });
             }
-            return peer.stable_endpoints.first().map(|a| Route::Direct(*a));
+            return peer.stable_endpoints.first().map(|a| PeerRoute::Direct(*a));
         }
         let root = self.best_root(now_ms)?;
         let via = self.peers.get(&root)?.paths.preferred(now_ms, false)?.addr;
-        Some(Route::Relayed { root, via })
+        Some(PeerRoute::Relayed { root, via })
     }
 
     // ---------------------------------------------------------------- timer
@@ -2361,7 +2364,7 @@ impl Node {
             return;
         }
         match route {
-            Some(Route::Direct(path)) if peer.direct_since_ms.is_none() => {
+            Some(PeerRoute::Direct(path)) if peer.direct_since_ms.is_none() => {
                 peer.direct_since_ms = Some(now_ms);
                 if peer.relayed_since_ms.take().is_some() {
                     peer.last_upgrade_ms = Some(now_ms);
@@ -2369,7 +2372,7 @@ impl Node {
                         .push_back(Event::PathUpgraded { peer: addr, path });
                 }
             }
-            Some(Route::Direct(_)) => {}
+            Some(PeerRoute::Direct(_)) => {}
             _ if peer.direct_since_ms.take().is_some() => {
                 peer.relayed_since_ms = Some(now_ms);
                 self.events.push_back(Event::PathLost { peer: addr });
@@ -2379,10 +2382,10 @@ impl Node {
     }
 }
 
-fn route_addr(route: Route) -> SocketAddr {
+fn route_addr(route: PeerRoute) -> SocketAddr {
     match route {
-        Route::Direct(a) => a,
-        Route::Relayed { via, .. } => via,
+        PeerRoute::Direct(a) => a,
+        PeerRoute::Relayed { via, .. } => via,
     }
 }
 

@@ -29,7 +29,7 @@ pub enum PeerRole {
 
 /// How packets to a peer travel right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub enum PeerRoute {
     /// Straight to the peer at this address.
     Direct(SocketAddr),
     /// Through this root, reached at this address.

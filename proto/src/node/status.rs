@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Node, PeerRole, Route};
+use super::{Node, PeerRole, PeerRoute};
 use crate::endpoint::format_endpoint;
 use crate::local_socket::LocalSocket;
 
@@ -124,15 +124,15 @@ impl Node {
         let route = self.route(now_ms, addr);
         // The path packets go out on: the direct route's, if any.
         let preferred = match route {
-            Some(Route::Direct(a)) => Some(a),
+            Some(PeerRoute::Direct(a)) => Some(a),
             _ => None,
         };
         let tcp = self.is_tcp_relayed(now_ms, addr);
         let (route_name, relay) = match route {
-            Some(Route::Direct(_)) if tcp => ("TCP_RELAY", None),
-            Some(Route::Direct(_)) => ("DIRECT", None),
-            Some(Route::Relayed { root, .. }) if tcp => ("TCP_RELAY", Some(root.to_string())),
-            Some(Route::Relayed { root, .. }) => ("RELAY", Some(root.to_string())),
+            Some(PeerRoute::Direct(_)) if tcp => ("TCP_RELAY", None),
+            Some(PeerRoute::Direct(_)) => ("DIRECT", None),
+            Some(PeerRoute::Relayed { root, .. }) if tcp => ("TCP_RELAY", Some(root.to_string())),
+            Some(PeerRoute::Relayed { root, .. }) => ("RELAY", Some(root.to_string())),
             None => ("NONE", None),
         };
         Some(PeerStatus {

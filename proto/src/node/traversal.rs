@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
-use super::{Node, PeerRole, Route, echo_probe};
+use super::{Node, PeerRole, PeerRoute, echo_probe};
 use crate::address::Address;
 use crate::constants::*;
 use crate::endpoint::format_endpoint;
@@ -333,10 +333,10 @@ impl Node {
     }
 
     /// Our socket for a route to `addr`.
-    pub(crate) fn route_socket(&self, now_ms: u64, addr: Address, route: Route) -> LocalSocket {
+    pub(crate) fn route_socket(&self, now_ms: u64, addr: Address, route: PeerRoute) -> LocalSocket {
         match route {
-            Route::Direct(to) => self.socket_for(now_ms, addr, to),
-            Route::Relayed { root, via } => self.socket_for(now_ms, root, via),
+            PeerRoute::Direct(to) => self.socket_for(now_ms, addr, to),
+            PeerRoute::Relayed { root, via } => self.socket_for(now_ms, root, via),
         }
     }
 
@@ -458,7 +458,7 @@ impl Node {
     /// Per-peer punch work on each tick: start one as the hard side when
     /// due, send the easy side's next probes, end one whose time is up.
     pub(crate) fn tick_punch(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
-        let direct = matches!(self.route(now_ms, addr), Some(Route::Direct(_)));
+        let direct = matches!(self.route(now_ms, addr), Some(PeerRoute::Direct(_)));
         let mine = self.nat_mapping();
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
@@ -565,7 +565,7 @@ impl Node {
         if self.nat_mapping() == NatMapping::EndpointDependent {
             return;
         }
-        let direct = matches!(self.route(now_ms, src), Some(Route::Direct(_)));
+        let direct = matches!(self.route(now_ms, src), Some(PeerRoute::Direct(_)));
         let Some(peer) = self.peers.get_mut(&src) else {
             return;
         };
