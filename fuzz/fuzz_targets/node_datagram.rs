@@ -43,7 +43,7 @@ use vnet_proto::netconf::{
     AssignedIp, ConfigDenied, DirectoryEntry, ManagedRoute, NetworkConfigData, NetworkController,
 };
 use vnet_proto::network_id::NetworkId;
-use vnet_proto::node::{NetworkStatus, Node, NodeConfig, Outbox};
+use vnet_proto::node::{Event, NetworkStatus, Node, NodeConfig, Outbox};
 use vnet_proto::verb::Verb;
 use vnet_proto::world::{Root, World, WorldKind};
 
@@ -186,7 +186,7 @@ impl Net {
             net.nodes[i] = Some(make_node(i));
         }
         net.node(B).learn_peer_unchecked(&fixed().identities[A]);
-        net.node(B).set_controller(Box::new(Controller));
+        net.node(B).serve_networks();
         // A handshakes with its root; the NOP confirms the session on B.
         net.send(A, B, Verb::Nop, &[]);
         net.deliver();
@@ -250,12 +250,20 @@ impl Net {
 
     /// Takes what node `i` sent into the air, and its events.
     fn collect(&mut self, i: usize) {
+        let now = self.now_ms;
+        let node = self.nodes[i].as_mut().expect("node exists");
+        // B's config requests are answered at once, as the daemon's
+        // control plane answers them.
+        while let Some(event) = node.poll_event() {
+            if let Event::ConfigRequested { network, member } = event {
+                let answer = Controller.request(network, member);
+                node.answer_config(now, network, member, answer, &mut self.out);
+            }
+        }
         for (_, to, bytes) in self.out.iter() {
             self.in_flight.push_back((i, to, bytes.to_vec()));
         }
         self.out.clear();
-        let node = self.nodes[i].as_mut().expect("node exists");
-        while node.poll_event().is_some() {}
     }
 
     fn send(&mut self, from: usize, to: usize, verb: Verb, payload: &[u8]) {

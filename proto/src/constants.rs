@@ -259,6 +259,10 @@ pub const ERROR_NETWORK_ACCESS_DENIED: u8 = 0x06;
 pub const NETWORK_CONFIG_REQUEST_INTERVAL_MS: u64 = 2_000;
 /// A configured member asks again this often (the controller also pushes).
 pub const NETWORK_CONFIG_PULL_INTERVAL_MS: u64 = 60_000;
+/// Config requests a controller node holds for the driver to answer at most;
+/// beyond it new ones are dropped (and counted) until answers come: the
+/// member simply asks again.
+pub const MAX_PENDING_CONFIG_REQUESTS: usize = 4_096;
 
 // ---- TCP relay (datagrams over TCP to a root when UDP is blocked) ----
 

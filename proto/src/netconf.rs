@@ -411,8 +411,12 @@ pub enum ConfigDenied {
     Later,
 }
 
-/// What a network controller provides to the node it runs in. The node
-/// signs and delivers; the controller decides.
+/// What a network controller provides to the driver of the node it runs in:
+/// the driver asks it when the node reports
+/// [`crate::node::Event::ConfigRequested`] and hands the answer to
+/// [`crate::node::Node::answer_config`], which signs and delivers; the
+/// controller decides. The node never calls it (no controller work, disk or
+/// clock inside a packet handler).
 pub trait NetworkController: Send {
     /// A member asks for its config.
     fn request(

@@ -10,6 +10,7 @@ use vnet_proto::c25519::KeyPair;
 use vnet_proto::identity::Identity;
 use vnet_proto::local_socket::LocalSocket;
 use vnet_proto::message::Versions;
+use vnet_proto::netconf::NetworkController;
 use vnet_proto::node::{Event, Node, NodeConfig, Outbox, PeerRoute};
 use vnet_proto::rng::{NodeRng, SeedableRng};
 use vnet_proto::world::{Root, World, WorldKind};
@@ -83,6 +84,9 @@ struct Host {
     down: bool,
     /// When the node asked to be woken next (`Node::next_timeout`).
     deadline: u64,
+    /// The network controller this host serves, answering the node's
+    /// `Event::ConfigRequested` as the daemon's control plane does.
+    controller: Option<Box<dyn NetworkController>>,
 }
 
 struct Packet {
@@ -145,6 +149,7 @@ impl Sim {
             nat,
             down: false,
             deadline: self.now,
+            controller: None,
         });
         self.hosts.len() - 1
     }
@@ -292,9 +297,38 @@ impl Sim {
         self.step_to(until);
     }
 
+    /// Makes host `h` serve its networks with `controller`.
+    fn serve(&mut self, h: usize, controller: Box<dyn NetworkController>) {
+        let now = self.now;
+        let host = &mut self.hosts[h];
+        host.node.serve_networks();
+        host.node.remember_members(now, &controller.known_members());
+        host.controller = Some(controller);
+    }
+
+    /// Takes host `h`'s events; config requests are answered by its
+    /// controller at once, and its changed members are reported.
     fn collect(&mut self, h: usize) {
+        let now = self.now;
+        let mut out = Outbox::new();
+        if let Some(c) = self.hosts[h].controller.as_mut() {
+            for (network, member) in c.take_changed() {
+                self.hosts[h].node.config_changed(network, member);
+            }
+        }
         while let Some(e) = self.hosts[h].node.poll_event() {
+            if let Event::ConfigRequested { network, member } = e
+                && let Some(c) = self.hosts[h].controller.as_mut()
+            {
+                let answer = c.request(network, member);
+                self.hosts[h]
+                    .node
+                    .answer_config(now, network, member, answer, &mut out);
+            }
             self.events.push((h, e));
+        }
+        if !out.is_empty() {
+            self.send_all(h, &mut out);
         }
     }
 
@@ -1467,7 +1501,7 @@ mod rogue {
 mod membership {
     use super::*;
     use std::sync::{Arc, Mutex};
-    use vnet_proto::netconf::{AssignedIp, ConfigDenied, NetworkConfigData, NetworkController};
+    use vnet_proto::netconf::{AssignedIp, ConfigDenied, NetworkConfigData};
     use vnet_proto::network_id::NetworkId;
     use vnet_proto::node::NetworkStatus;
 
@@ -1525,6 +1559,83 @@ mod membership {
         sim.hosts[h].node.network(nwid).unwrap().status
     }
 
+    /// The core never decides for the controller: a request becomes one
+    /// `ConfigRequested` (not one per retry) that waits for the driver's
+    /// answer, an answer nobody asked for is ignored, and a flood of
+    /// requests left unanswered is held at MAX_PENDING_CONFIG_REQUESTS and
+    /// counted.
+    #[test]
+    fn config_requests_wait_for_the_drivers_answer_once_each_and_are_bounded() {
+        use vnet_proto::constants::MAX_PENDING_CONFIG_REQUESTS;
+        let (mut sim, ctl, member, addr_ctl, addr_member) = world_of_two(None, None);
+        // Serving, but nobody answers yet (no controller on the host).
+        sim.hosts[ctl].node.serve_networks();
+        let nwid = NetworkId::new(addr_ctl, 1);
+        let mut out = Outbox::new();
+        let now = sim.now;
+        sim.hosts[member].node.join(now, nwid, &mut out);
+        sim.send_all(member, &mut out);
+        // The member asks every 2 s; the controller node passes it on once.
+        sim.run(10_000);
+        let asked = |sim: &Sim| {
+            sim.events
+                .iter()
+                .filter(|(h, e)| *h == ctl && matches!(e, Event::ConfigRequested { .. }))
+                .count()
+        };
+        assert_eq!(asked(&sim), 1);
+        assert_eq!(
+            status(&sim, member, nwid),
+            NetworkStatus::RequestingConfiguration
+        );
+        // An answer for someone who did not ask goes nowhere.
+        let controller = TestController {
+            nwid: Some(nwid),
+            ..Default::default()
+        };
+        controller.authorized.lock().unwrap().push(addr_member);
+        let mut c = controller.clone();
+        let stranger = identity(6).address();
+        let now = sim.now;
+        let answer = c.request(nwid, stranger);
+        sim.hosts[ctl]
+            .node
+            .answer_config(now, nwid, stranger, answer, &mut out);
+        assert!(out.is_empty(), "no config for a stranger who never asked");
+        // The driver answers the member: it is configured.
+        let answer = c.request(nwid, addr_member);
+        sim.hosts[ctl]
+            .node
+            .answer_config(now, nwid, addr_member, answer, &mut out);
+        assert!(!out.is_empty());
+        sim.send_all(ctl, &mut out);
+        sim.run(1_000);
+        assert_eq!(status(&sim, member, nwid), NetworkStatus::Ok);
+        // Unanswered requests for many networks: at most the bound wait.
+        let extra = 200;
+        let networks: Vec<NetworkId> = (0..(MAX_PENDING_CONFIG_REQUESTS + extra) as u32)
+            .map(|i| NetworkId::new(addr_ctl, 100 + i))
+            .collect();
+        let now = sim.now;
+        for chunk in networks.chunks(64) {
+            for n in chunk {
+                sim.hosts[member].node.join(now, *n, &mut out);
+            }
+            sim.send_all(member, &mut out);
+            sim.run(50);
+        }
+        sim.run(1_000);
+        let before = asked(&sim);
+        assert!(
+            before <= 2 + MAX_PENDING_CONFIG_REQUESTS,
+            "{before} requests passed on"
+        );
+        assert!(
+            sim.hosts[ctl].node.counters().dropped_config_requests_busy > 0,
+            "the overflow is counted"
+        );
+    }
+
     #[test]
     fn refused_requests_for_random_networks_leave_nothing_behind() {
         let (mut sim, ctl, member, addr_ctl, _) = world_of_two(None, None);
@@ -1532,9 +1643,7 @@ mod membership {
             nwid: Some(NetworkId::new(addr_ctl, 1)),
             ..Default::default()
         };
-        sim.hosts[ctl]
-            .node
-            .set_controller(Box::new(controller.clone()));
+        sim.serve(ctl, Box::new(controller.clone()));
         // A rogue member asks for 200 random network numbers of the controller.
         let random: Vec<NetworkId> = (0..200u32)
             .map(|i| NetworkId::new(addr_ctl, 2 + i * 7_919 % 0xff_fff0))
@@ -1569,9 +1678,7 @@ mod membership {
             nwid: Some(nwid),
             ..Default::default()
         };
-        sim.hosts[ctl]
-            .node
-            .set_controller(Box::new(controller.clone()));
+        sim.serve(ctl, Box::new(controller.clone()));
         let mut out = Outbox::new();
         let now = sim.now;
         sim.hosts[member].node.join(now, nwid, &mut out);
@@ -1624,10 +1731,13 @@ mod membership {
     fn unknown_network_is_not_found_and_leave_forgets_it() {
         let (mut sim, ctl, member, addr_ctl, _) = world_of_two(None, None);
         let served = NetworkId::new(addr_ctl, 1);
-        sim.hosts[ctl].node.set_controller(Box::new(TestController {
-            nwid: Some(served),
-            ..Default::default()
-        }));
+        sim.serve(
+            ctl,
+            Box::new(TestController {
+                nwid: Some(served),
+                ..Default::default()
+            }),
+        );
         let other = NetworkId::new(addr_ctl, 2);
         let mut out = Outbox::new();
         let now = sim.now;
@@ -1924,9 +2034,7 @@ mod rogue_member {
             *controller.listed.lock().unwrap() = members.clone();
             *controller.bridges.lock().unwrap() =
                 bridges.iter().map(|&i| identity(i).address()).collect();
-            sim.hosts[ctl]
-                .node
-                .set_controller(Box::new(controller.clone()));
+            sim.serve(ctl, Box::new(controller.clone()));
             CLOCK.with(|c| *c.borrow_mut() = Some(controller.clone()));
             let no_deafness = (usize::MAX, sim.hosts[ctl].local.ip());
             let mut taps = Taps::new();
@@ -2205,9 +2313,7 @@ mod rogue_member {
         };
         *controller.authorized.lock().unwrap() = vec![ma, mb];
         *controller.listed.lock().unwrap() = vec![ma, mb];
-        sim.hosts[ctl]
-            .node
-            .set_controller(Box::new(controller.clone()));
+        sim.serve(ctl, Box::new(controller.clone()));
         CLOCK.with(|c| *c.borrow_mut() = Some(controller.clone()));
         let mut taps = Taps::new();
         let nobody = (usize::MAX, sim.hosts[ctl].local.ip());

@@ -159,17 +159,17 @@ fn parse_world_id(text: &str) -> Result<u64, ApiError> {
 }
 
 async fn status(State(s): State<AppState>) -> Result<Json<StatusAnswer>, ApiError> {
-    let (node, counters, tables, controller_counters) = s
+    let (node, counters, tables) = s
         .engine
         .call(|node, now, _| {
             (
                 node.status(now),
                 node.counters().clone(),
                 node.table_sizes(),
-                node.controller_counters(),
             )
         })
         .await?;
+    let controller_counters = s.controller_counters();
     Ok(Json(StatusAnswer {
         node,
         version: env!("CARGO_PKG_VERSION").to_string(),

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, error, info};
 
 use crate::core::address::Address;
+use crate::core::netconf::NetworkController;
 use crate::core::network_id::NetworkId;
 use crate::core::node::{Event, PeerRoute};
 use crate::core::world::WorldKind;
@@ -54,6 +55,9 @@ pub struct ControlPlane {
     pub(crate) next_ping: AtomicU64,
     /// Networks whose TAP device is up (the engine reads and writes them).
     pub(crate) devices: Mutex<HashSet<NetworkId>>,
+    /// The network controller this node runs, if any: it answers the
+    /// engine's config requests here, off the packet path.
+    pub(crate) controller: Option<Mutex<Box<dyn NetworkController>>>,
     /// The TCP relay's ends, for their counters.
     pub(crate) tcp: TcpRelay,
     /// The port mapper's latest state.
@@ -158,5 +162,44 @@ pub(crate) fn handle_event(shared: &ControlPlane, event: Event) {
         }
         Event::WhoisFailed(addr) => debug!(%addr, "no root knows this address"),
         Event::NetworkChanged(nwid) => info!(%nwid, "network changed"),
+        Event::ConfigRequested { network, member } => {
+            answer_config_request(shared, network, member)
+        }
+    }
+}
+
+/// Answers the engine's `Event::ConfigRequested` with the controller's
+/// decision (the controller never waits for its own lock: a busy one says
+/// "later" and pushes the answer when it can).
+pub(crate) fn answer_config_request(shared: &ControlPlane, network: NetworkId, member: Address) {
+    let Some(controller) = shared.controller.as_ref() else {
+        return;
+    };
+    let answer = lock(controller).request(network, member);
+    let _ = shared
+        .engine
+        .cast(move |node, now, out| node.answer_config(now, network, member, answer, out));
+}
+
+/// Tells the engine which members' configs the controller changed, so
+/// they get them pushed.
+pub(crate) fn report_config_changes(shared: &ControlPlane) {
+    let Some(controller) = shared.controller.as_ref() else {
+        return;
+    };
+    let changed = lock(controller).take_changed();
+    if !changed.is_empty() {
+        let _ = shared.engine.cast(move |node, _, _| {
+            for (network, member) in changed {
+                node.config_changed(network, member);
+            }
+        });
+    }
+}
+
+impl ControlPlane {
+    /// The controller's drop/deferral counters by name (none without one).
+    pub fn controller_counters(&self) -> Option<Vec<(&'static str, u64)>> {
+        self.controller.as_ref().map(|c| lock(c).counters())
     }
 }

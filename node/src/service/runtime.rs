@@ -18,7 +18,7 @@ use crate::core::constants::IDENTITY_CHECKS_PER_SECOND;
 use crate::core::local_socket::LocalSocket;
 use crate::core::message::Versions;
 use crate::core::node::{Event, Node, NodeConfig};
-use crate::service::control_plane::{ControlPlane, handle_event, lock};
+use crate::service::control_plane::{ControlPlane, handle_event, lock, report_config_changes};
 use crate::service::engine::{
     Command, Engine, EngineHandle, EngineParts, TcpRelay, spawn_supervised,
 };
@@ -35,6 +35,8 @@ use crate::service::udp_sockets::UdpSockets;
 pub const DEFAULT_PORT: u16 = 9993;
 /// How often the kernel's routes are brought back in line with the plan.
 const ROUTE_SYNC_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the controller is asked which members' configs changed.
+const CONTROLLER_CHANGES_POLL: Duration = Duration::from_millis(250);
 /// How often interface addresses are re-read for PUSH_DIRECT_PATHS.
 const LOCAL_ENDPOINTS_REFRESH: Duration = Duration::from_secs(60);
 
@@ -153,11 +155,16 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
                     path: home.path("controller.d"),
                     problem,
                 })?;
-            node.set_controller(plugin);
+            node.serve_networks();
+            node.remember_members(0, &plugin.known_members());
             info!("serving networks {}______", node.address());
-            Some(routes)
+            Some((plugin, routes))
         }
         None => None,
+    };
+    let (controller, controller_routes) = match controller_routes {
+        Some((plugin, routes)) => (Some(Mutex::new(plugin)), Some(routes)),
+        None => (None, None),
     };
     let port_mapping = conf.settings.port_mapping_enabled.unwrap_or(true) && !node.is_root();
     node.set_force_tcp_relay(conf.settings.force_tcp_relay.unwrap_or(false));
@@ -194,6 +201,7 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         next_ping: AtomicU64::new(1),
         devices: Mutex::new(HashSet::new()),
         tcp: tcp.clone(),
+        controller,
         port_mapping_state: Mutex::new(PortMappingState::default()),
         netlink: std::sync::OnceLock::new(),
         network_settings: Mutex::new(HashMap::new()),
@@ -265,11 +273,21 @@ async fn control_plane(
         let shared = shared.clone();
         async move {
             while let Some(event) = events.recv().await {
-                if let Event::NetworkChanged(nwid) = event {
-                    configure_network(&shared, nwid).await;
-                } else {
-                    handle_event(&shared, event);
+                match event {
+                    Event::NetworkChanged(nwid) => configure_network(&shared, nwid).await,
+                    event => handle_event(&shared, event),
                 }
+            }
+        }
+    };
+    // Members whose config the controller changed get it pushed.
+    let changes_task = {
+        let shared = shared.clone();
+        async move {
+            let mut tick = tokio::time::interval(CONTROLLER_CHANGES_POLL);
+            loop {
+                tick.tick().await;
+                report_config_changes(&shared);
             }
         }
     };
@@ -326,6 +344,7 @@ async fn control_plane(
         r = server => r.map_err(ServiceError::Io),
         _ = events_task => Ok(()),
         _ = refresh_task => Ok(()),
+        _ = changes_task => Ok(()),
         _ = routes_task => Ok(()),
         why = engine_stopped => Err(ServiceError::EngineStopped(
             why.unwrap_or_else(|_| "it ended".into()),

@@ -35,6 +35,9 @@ pub struct Counters {
     pub dropped_identity_budget: u64,
     /// Identity checks (memory-hard hashes) run.
     pub identity_checks: u64,
+    /// Config requests not passed to the controller: too many were waiting
+    /// for its answers (`MAX_PENDING_CONFIG_REQUESTS`).
+    pub dropped_config_requests_busy: u64,
     /// WHOIS not asked (the WHOIS table is full).
     pub dropped_whois_table_full: u64,
     /// WHOIS received by a node that is no root (never answered).

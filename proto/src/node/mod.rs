@@ -103,6 +103,16 @@ pub enum Event {
     WhoisFailed(Address),
     /// A joined network's status or settings changed: (re)configure its device.
     NetworkChanged(crate::network_id::NetworkId),
+    /// A member (or this node, for its own network) wants its config from
+    /// this controller node: the driver asks the controller and hands the
+    /// answer to [`Node::answer_config`]. Asked once per (network, member)
+    /// until answered.
+    ConfigRequested {
+        /// The network.
+        network: crate::network_id::NetworkId,
+        /// Who wants it.
+        member: Address,
+    },
 }
 
 /// An address whose identity we are asking the roots for.

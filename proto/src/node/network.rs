@@ -1,6 +1,8 @@
 //! Network membership (PROTOCOL.md §4.4): joining, asking the controller for
 //! a config, assembling and checking signed config chunks; and, on a
-//! controller, answering requests through the [`NetworkController`] plugin.
+//! controller node, passing requests to the driver
+//! ([`Event::ConfigRequested`]) and signing and sending the controller's
+//! answers ([`Node::answer_config`]).
 
 use serde::Serialize;
 
@@ -9,13 +11,13 @@ use super::{Event, Node, Outbox};
 use crate::address::Address;
 use crate::constants::{
     CERTIFICATE_MAX_DELTA_MS, CERTIFICATE_REFRESH_INTERVAL_MS, ERROR_NETWORK_ACCESS_DENIED,
-    ERROR_OBJECT_NOT_FOUND, NETWORK_CONFIG_PULL_INTERVAL_MS, NETWORK_CONFIG_REQUEST_INTERVAL_MS,
-    PEER_IDLE_TIMEOUT_MS,
+    ERROR_OBJECT_NOT_FOUND, MAX_PENDING_CONFIG_REQUESTS, NETWORK_CONFIG_PULL_INTERVAL_MS,
+    NETWORK_CONFIG_REQUEST_INTERVAL_MS, PEER_IDLE_TIMEOUT_MS,
 };
 use crate::hash_state::{HashMap, HashState};
 use crate::message::{InRe, encode_in_re};
 use crate::netconf::{
-    Certificate, ConfigDenied, NetworkConfig, NetworkController, decode_chunk, encode_chunks,
+    Certificate, ConfigDenied, NetworkConfig, NetworkConfigData, decode_chunk, encode_chunks,
 };
 use crate::network_id::{Mac, NetworkId};
 use crate::network_message::{ConfigRequest, decode_network_id, encode_network_id};
@@ -52,40 +54,105 @@ pub struct NetworkView {
 
 /// What a controller keeps about members that asked.
 pub(crate) struct ControllerState {
-    pub plugin: Option<Box<dyn NetworkController>>,
-    /// (network, member) -> last request time, for members the plugin
+    /// Whether this node serves configs for its networks (the driver
+    /// answers [`Event::ConfigRequested`]).
+    pub serving: bool,
+    /// (network, member) -> last request time, for members the controller
     /// answered with a config (so bounded by the members it admits; a
     /// refused request leaves nothing here).
     pub members: HashMap<(NetworkId, Address), u64>,
+    /// Requests passed to the driver and not answered yet, with the
+    /// member's request counter (none for pushes and refreshes).
+    pub pending: HashMap<(NetworkId, Address), Option<u64>>,
     pub last_refresh_ms: u64,
     pub next_update_id: u64,
-    /// Whether the known members were loaded into `members` yet.
-    pub seeded: bool,
 }
 
 impl ControllerState {
-    /// No plugin yet, no members.
+    /// Not serving, no members.
     pub fn new(hasher: HashState) -> Self {
         Self {
-            plugin: None,
-            members: HashMap::with_hasher(hasher),
+            serving: false,
+            members: HashMap::with_hasher(hasher.clone()),
+            pending: HashMap::with_hasher(hasher),
             last_refresh_ms: 0,
             next_update_id: 0,
-            seeded: false,
         }
     }
 }
 
 impl Node {
-    /// Installs the controller plugin: this node then serves configs for
-    /// networks whose id begins with its address.
-    pub fn set_controller(&mut self, plugin: Box<dyn NetworkController>) {
-        self.controller.plugin = Some(plugin);
+    /// Serves configs for the networks whose id begins with this node's
+    /// address: requests become [`Event::ConfigRequested`], answered by the
+    /// driver with [`Node::answer_config`].
+    pub fn serve_networks(&mut self) {
+        self.controller.serving = true;
     }
 
-    /// The controller plugin's counters by name (none without one).
-    pub fn controller_counters(&self) -> Option<Vec<(&'static str, u64)>> {
-        self.controller.plugin.as_ref().map(|p| p.counters())
+    /// Members the controller knows from before (its store), so a
+    /// restarted controller pushes configs and denials without waiting to
+    /// be asked.
+    pub fn remember_members(&mut self, now_ms: u64, members: &[(NetworkId, Address)]) {
+        for key in members {
+            self.controller.members.entry(*key).or_insert(now_ms);
+        }
+    }
+
+    /// The controller says a member's config changed (authorized,
+    /// deauthorized, edited): a member that asked lately, or this node
+    /// itself, is asked about again so it gets the change pushed.
+    pub fn config_changed(&mut self, network: NetworkId, member: Address) {
+        if member == self.address || self.controller.members.contains_key(&(network, member)) {
+            self.ask_controller(network, member, None);
+        }
+    }
+
+    /// Passes a request to the driver once; false if too many wait.
+    fn ask_controller(
+        &mut self,
+        network: NetworkId,
+        member: Address,
+        counter: Option<u64>,
+    ) -> bool {
+        let key = (network, member);
+        if let Some(waiting) = self.controller.pending.get_mut(&key) {
+            // Answer the newest request of the member's.
+            if counter.is_some() {
+                *waiting = counter;
+            }
+            return true;
+        }
+        if self.controller.pending.len() >= MAX_PENDING_CONFIG_REQUESTS {
+            self.counters.dropped_config_requests_busy += 1;
+            return false;
+        }
+        self.controller.pending.insert(key, counter);
+        self.events
+            .push_back(Event::ConfigRequested { network, member });
+        true
+    }
+
+    /// The controller's answer to an [`Event::ConfigRequested`]: the config
+    /// is signed and sent (or installed, for this node's own membership), a
+    /// refusal sent as ERROR(NETWORK_CONFIG_REQUEST); `Later` sends nothing
+    /// (the member asks again, or is pushed to). An answer nobody asked for
+    /// is ignored.
+    pub fn answer_config(
+        &mut self,
+        now_ms: u64,
+        network: NetworkId,
+        member: Address,
+        answer: Result<NetworkConfigData, ConfigDenied>,
+        out: &mut Outbox,
+    ) {
+        let Some(counter) = self.controller.pending.remove(&(network, member)) else {
+            return;
+        };
+        if member == self.address {
+            self.install_own_answer(now_ms, network, answer);
+        } else {
+            self.serve_config(now_ms, network, member, counter, answer, out);
+        }
     }
 
     /// Joins a network (asks its controller for a config at once).
@@ -194,8 +261,12 @@ impl Node {
         .encode(&mut payload);
         let controller = nwid.controller();
         if controller == self.address {
-            // We are the controller: answer ourselves without the network.
-            self.answer_own_request(now_ms, nwid);
+            // We are the controller: ask it without the network.
+            if self.controller.serving {
+                self.ask_controller(nwid, self.address, None);
+            } else {
+                self.set_status(nwid, NetworkStatus::NotFound);
+            }
             return;
         }
         self.send(
@@ -253,39 +324,21 @@ impl Node {
             }
         }
         self.expire_awaiting_credentials(now_ms);
-        if !self.controller.seeded
-            && let Some(plugin) = self.controller.plugin.as_ref()
+        // Fresh certificates for every member that asked lately.
+        if self.controller.serving
+            && now_ms.saturating_sub(self.controller.last_refresh_ms)
+                >= CERTIFICATE_REFRESH_INTERVAL_MS
         {
-            self.controller.seeded = true;
-            for key in plugin.known_members() {
-                self.controller.members.entry(key).or_insert(now_ms);
-            }
-        }
-        if self.controller.plugin.is_some() {
-            let changed = self
-                .controller
-                .plugin
-                .as_mut()
-                .map(|p| p.take_changed())
-                .unwrap_or_default();
-            let refresh = now_ms.saturating_sub(self.controller.last_refresh_ms)
-                >= CERTIFICATE_REFRESH_INTERVAL_MS;
-            let mut targets: Vec<(NetworkId, Address)> = changed;
-            if refresh {
-                self.controller.last_refresh_ms = now_ms;
-                self.controller
-                    .members
-                    .retain(|_, t| now_ms.saturating_sub(*t) < PEER_IDLE_TIMEOUT_MS);
-                targets.extend(self.controller.members.keys().copied());
-            }
+            self.controller.last_refresh_ms = now_ms;
+            self.controller
+                .members
+                .retain(|_, t| now_ms.saturating_sub(*t) < PEER_IDLE_TIMEOUT_MS);
+            let mut targets: Vec<(NetworkId, Address)> =
+                self.controller.members.keys().copied().collect();
+            // In a fixed order: a run with one seed repeats exactly.
             targets.sort();
-            targets.dedup();
             for (nwid, member) in targets {
-                if member == self.address {
-                    self.answer_own_request(now_ms, nwid);
-                } else if self.controller.members.contains_key(&(nwid, member)) {
-                    self.serve_config(now_ms, nwid, member, None, out);
-                }
+                self.ask_controller(nwid, member, None);
             }
         }
     }
@@ -302,13 +355,14 @@ impl Node {
         let Ok(ConfigRequest { network: nwid, .. }) = ConfigRequest::decode(payload) else {
             return false;
         };
-        if self.controller.plugin.is_none() || nwid.controller() != self.address {
+        if !self.controller.serving || nwid.controller() != self.address {
             self.send_config_error(now_ms, member, counter, nwid, ERROR_OBJECT_NOT_FOUND, out);
             return true;
         }
-        // Only a member the plugin admits is remembered (in serve_config):
-        // requests for unknown networks or refused ones leave nothing.
-        self.serve_config(now_ms, nwid, member, Some(counter), out);
+        // Only a member the controller admits is remembered (in
+        // serve_config): requests for unknown networks or refused ones
+        // leave nothing.
+        self.ask_controller(nwid, member, Some(counter));
         true
     }
 
@@ -318,12 +372,10 @@ impl Node {
         nwid: NetworkId,
         member: Address,
         counter: Option<u64>,
+        answer: Result<NetworkConfigData, ConfigDenied>,
         out: &mut Outbox,
     ) {
-        let Some(plugin) = self.controller.plugin.as_mut() else {
-            return;
-        };
-        match plugin.request(nwid, member) {
+        match answer {
             Ok(data) => {
                 if counter.is_some() {
                     // Asked by the member itself (pushes do not refresh it).
@@ -381,11 +433,15 @@ impl Node {
     }
 
     /// A controller that is also a member of its own network.
-    fn answer_own_request(&mut self, now_ms: u64, nwid: NetworkId) {
+    fn install_own_answer(
+        &mut self,
+        now_ms: u64,
+        nwid: NetworkId,
+        answer: Result<NetworkConfigData, ConfigDenied>,
+    ) {
         let me = self.address;
-        let answer = self.controller.plugin.as_mut().map(|p| p.request(nwid, me));
         match answer {
-            Some(Ok(data)) => {
+            Ok(data) => {
                 let certificate = Certificate::issue(&self.key_pair, nwid, me, data.timestamp_ms);
                 self.install_config(
                     now_ms,
@@ -397,12 +453,10 @@ impl Node {
                     },
                 );
             }
-            Some(Err(ConfigDenied::AccessDenied)) => {
-                self.set_status(nwid, NetworkStatus::AccessDenied)
-            }
+            Err(ConfigDenied::AccessDenied) => self.set_status(nwid, NetworkStatus::AccessDenied),
             // Asked again at the next tick.
-            Some(Err(ConfigDenied::Later)) => {}
-            _ => self.set_status(nwid, NetworkStatus::NotFound),
+            Err(ConfigDenied::Later) => {}
+            Err(ConfigDenied::NotFound) => self.set_status(nwid, NetworkStatus::NotFound),
         }
     }
 
