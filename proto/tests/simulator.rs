@@ -1561,7 +1561,8 @@ mod membership {
 
     /// The core never decides for the controller: a request becomes one
     /// `ConfigRequested` (not one per retry) that waits for the driver's
-    /// answer, an answer nobody asked for is ignored, and a flood of
+    /// answer, an answer nobody asked for is ignored, a change while an
+    /// answer is on its way asks again, and a flood of
     /// requests left unanswered is held at MAX_PENDING_CONFIG_REQUESTS and
     /// counted.
     #[test]
@@ -1602,6 +1603,9 @@ mod membership {
             .node
             .answer_config(now, nwid, stranger, answer, &mut out);
         assert!(out.is_empty(), "no config for a stranger who never asked");
+        // The config changes while the answer is on its way (perhaps
+        // computed before the change): once served, it is asked again.
+        sim.hosts[ctl].node.config_changed(nwid, addr_member);
         // The driver answers the member: it is configured.
         let answer = c.request(nwid, addr_member);
         sim.hosts[ctl]
@@ -1611,6 +1615,11 @@ mod membership {
         sim.send_all(ctl, &mut out);
         sim.run(1_000);
         assert_eq!(status(&sim, member, nwid), NetworkStatus::Ok);
+        assert_eq!(
+            asked(&sim),
+            2,
+            "asked again after a change during the answer"
+        );
         // Unanswered requests for many networks: at most the bound wait.
         let extra = 200;
         let networks: Vec<NetworkId> = (0..(MAX_PENDING_CONFIG_REQUESTS + extra) as u32)

@@ -61,11 +61,20 @@ pub(crate) struct ControllerState {
     /// answered with a config (so bounded by the members it admits; a
     /// refused request leaves nothing here).
     pub members: HashMap<(NetworkId, Address), u64>,
-    /// Requests passed to the driver and not answered yet, with the
-    /// member's request counter (none for pushes and refreshes).
-    pub pending: HashMap<(NetworkId, Address), Option<u64>>,
+    /// Requests passed to the driver and not answered yet.
+    pub pending: HashMap<(NetworkId, Address), PendingRequest>,
     pub last_refresh_ms: u64,
     pub next_update_id: u64,
+}
+
+/// A config request the driver has not answered yet.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PendingRequest {
+    /// The member's request counter (none for pushes and refreshes).
+    pub counter: Option<u64>,
+    /// The config changed after the driver was asked: its answer may be
+    /// older than the change, so ask once more after serving it.
+    pub changed_since: bool,
 }
 
 impl ControllerState {
@@ -102,7 +111,11 @@ impl Node {
     /// deauthorized, edited): a member that asked lately, or this node
     /// itself, is asked about again so it gets the change pushed.
     pub fn config_changed(&mut self, network: NetworkId, member: Address) {
-        if member == self.address || self.controller.members.contains_key(&(network, member)) {
+        let key = (network, member);
+        if let Some(waiting) = self.controller.pending.get_mut(&key) {
+            // An answer is on its way, perhaps from before the change.
+            waiting.changed_since = true;
+        } else if member == self.address || self.controller.members.contains_key(&key) {
             self.ask_controller(network, member, None);
         }
     }
@@ -118,7 +131,7 @@ impl Node {
         if let Some(waiting) = self.controller.pending.get_mut(&key) {
             // Answer the newest request of the member's.
             if counter.is_some() {
-                *waiting = counter;
+                waiting.counter = counter;
             }
             return true;
         }
@@ -126,7 +139,13 @@ impl Node {
             self.counters.dropped_config_requests_busy += 1;
             return false;
         }
-        self.controller.pending.insert(key, counter);
+        self.controller.pending.insert(
+            key,
+            PendingRequest {
+                counter,
+                changed_since: false,
+            },
+        );
         self.events
             .push_back(Event::ConfigRequested { network, member });
         true
@@ -145,13 +164,16 @@ impl Node {
         answer: Result<NetworkConfigData, ConfigDenied>,
         out: &mut Outbox,
     ) {
-        let Some(counter) = self.controller.pending.remove(&(network, member)) else {
+        let Some(request) = self.controller.pending.remove(&(network, member)) else {
             return;
         };
         if member == self.address {
             self.install_own_answer(now_ms, network, answer);
         } else {
-            self.serve_config(now_ms, network, member, counter, answer, out);
+            self.serve_config(now_ms, network, member, request.counter, answer, out);
+        }
+        if request.changed_since {
+            self.config_changed(network, member);
         }
     }
 
