@@ -52,6 +52,17 @@ pub const FRAGMENT_INDICATOR: u8 = 0xff;
 pub const MAX_FRAGMENTS: usize = 64;
 /// Default path MTU: the largest UDP payload sent in one datagram.
 pub const UDP_PAYLOAD_MTU_BYTES: usize = 1432;
+/// Length of a network id on the wire.
+pub const NETWORK_ID_LEN_BYTES: usize = 8;
+/// Room kept in front of a frame read from a TAP device so its EXT_FRAME
+/// packet is built and sealed where the frame lies: packet header, verb,
+/// network id.
+pub const FRAME_HEADROOM_BYTES: usize = PACKET_HEADER_LEN_BYTES + 1 + NETWORK_ID_LEN_BYTES;
+/// Most datagrams in one transmit (Linux's UDP_MAX_SEGMENTS for GSO).
+pub const MAX_SEGMENTS_PER_TRANSMIT: usize = 64;
+/// Most bytes in one transmit (all its datagrams; one GSO send must fit an
+/// IP packet's 64 KiB).
+pub const MAX_TRANSMIT_LEN_BYTES: usize = 65_000;
 /// Highest hop count a relayed packet may carry; relays drop what would exceed it.
 pub const RELAY_MAX_HOPS: u8 = 3;
 /// How long an incomplete packet waits for its missing pieces, in milliseconds.
@@ -238,6 +249,9 @@ pub const NETWORK_MTU_MIN_BYTES: u16 = 1280;
 pub const NETWORK_MTU_MAX_BYTES: u16 = 10_000;
 /// Default virtual MTU (ZeroTier's).
 pub const NETWORK_MTU_DEFAULT_BYTES: u16 = 2800;
+/// Longest frame a TAP device gives: the largest virtual MTU, the Ethernet
+/// header and one VLAN tag.
+pub const MAX_TAP_FRAME_LEN_BYTES: usize = NETWORK_MTU_MAX_BYTES as usize + 14 + 4;
 
 // ---- Virtual switch (proto/src/switch) ----
 

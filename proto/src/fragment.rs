@@ -213,6 +213,65 @@ pub fn write_fragments_with(
     Ok(count)
 }
 
+/// Cuts the armored packet that makes up `buf[start..]` into datagrams
+/// where it lies, as [`write_fragments`] would emit them: the head keeps its
+/// first `mtu` bytes and each following piece moves right to make room for
+/// its fragment header. Every datagram but the last is then exactly `mtu`
+/// bytes, so they form one run of `mtu`-byte segments. Returns how many.
+pub fn fragment_in_place(
+    buf: &mut Vec<u8>,
+    start: usize,
+    mtu: usize,
+) -> Result<usize, FragmentError> {
+    if mtu < MIN_MTU_BYTES {
+        return Err(FragmentError::MtuTooSmall { mtu });
+    }
+    let packet = buf.get(start..).unwrap_or_default();
+    let header = match classify(packet)? {
+        Datagram::Packet { header, .. } => header,
+        Datagram::Fragment { .. } => return Err(WireError::NotAPacket.into()),
+    };
+    let packet_len = packet.len();
+    let count = fragment_count(packet_len, mtu);
+    if count > MAX_FRAGMENTS {
+        return Err(FragmentError::TooManyFragments { needed: count });
+    }
+    if header.more_fragments != (count > 1) {
+        return Err(FragmentError::MoreFragmentsFlag {
+            expected: count > 1,
+        });
+    }
+    if count == 1 {
+        return Ok(1);
+    }
+    let data_per_fragment = mtu - FRAGMENT_HEADER_LEN_BYTES;
+    buf.resize(
+        start + packet_len + (count - 1) * FRAGMENT_HEADER_LEN_BYTES,
+        0,
+    );
+    let mut fragment = FragmentHeader {
+        counter: header.counter,
+        dest: header.dest,
+        total: count as u8,
+        index: 0,
+        hops: header.hops,
+    };
+    // Last piece first: each moves right by the headers in front of it, so
+    // none lands on a piece not yet moved.
+    for i in (1..count).rev() {
+        let from = mtu + (i - 1) * data_per_fragment;
+        let len = data_per_fragment.min(packet_len - from);
+        let at = start + i * mtu;
+        buf.copy_within(
+            start + from..start + from + len,
+            at + FRAGMENT_HEADER_LEN_BYTES,
+        );
+        fragment.index = i as u8;
+        fragment.encode_into(&mut buf[at..at + FRAGMENT_HEADER_LEN_BYTES]);
+    }
+    Ok(count)
+}
+
 /// One packet being put back together.
 #[derive(Debug)]
 struct Pending {
@@ -620,6 +679,41 @@ mod tests {
         let n = write_fragments(packet, mtu, |d| out.push(d.to_vec())).unwrap();
         assert_eq!(n, out.len());
         out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fragmenting_in_place_gives_the_datagrams_write_fragments_emits(
+            len in PACKET_MIN_LEN_BYTES..9_000usize,
+            mtu in MIN_MTU_BYTES + FRAGMENT_HEADER_LEN_BYTES..2_000usize,
+            before in 0..50usize,
+        ) {
+            proptest::prop_assume!(fragment_count(len, mtu) <= MAX_FRAGMENTS);
+            let p = packet(len, 77, mtu);
+            let mut buf = vec![0xaa; before];
+            buf.extend_from_slice(&p);
+            let n = fragment_in_place(&mut buf, before, mtu).unwrap();
+            let expected = pieces(&p, mtu);
+            proptest::prop_assert_eq!(n, expected.len());
+            proptest::prop_assert!(buf[..before].iter().all(|b| *b == 0xaa));
+            let got: Vec<Vec<u8>> = buf[before..].chunks(mtu).map(<[u8]>::to_vec).collect();
+            proptest::prop_assert_eq!(got, expected);
+        }
+    }
+
+    #[test]
+    fn fragmenting_in_place_checks_the_flag_like_write_fragments() {
+        let mtu = 200;
+        let mut p = packet(500, 1, mtu);
+        p[crate::wire::FLAGS_OFFSET] &= !crate::wire::FLAG_MORE_FRAGMENTS;
+        assert!(matches!(
+            fragment_in_place(&mut p.clone(), 0, mtu),
+            Err(FragmentError::MoreFragmentsFlag { expected: true })
+        ));
+        assert!(matches!(
+            fragment_in_place(&mut p, 0, 10),
+            Err(FragmentError::MtuTooSmall { .. })
+        ));
     }
 
     #[test]

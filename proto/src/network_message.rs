@@ -3,11 +3,9 @@
 //! follows the code in an ERROR(NETWORK_CONFIG_REQUEST). One encoder and
 //! one decoder each; the node never builds or parses these bytes itself.
 
+use crate::constants::NETWORK_ID_LEN_BYTES;
 use crate::message::MessageError;
 use crate::network_id::NetworkId;
-
-/// Bytes of a network id on the wire.
-const NETWORK_ID_LEN_BYTES: usize = 8;
 
 /// Writes a network id (8 bytes, big-endian).
 pub fn encode_network_id(network: NetworkId, out: &mut Vec<u8>) {
@@ -37,10 +35,22 @@ pub struct FrameMessage<'a> {
 }
 
 impl<'a> FrameMessage<'a> {
+    /// Bytes of the body before the frame.
+    pub const HEADER_LEN_BYTES: usize = NETWORK_ID_LEN_BYTES;
+
     /// Appends the body to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        encode_network_id(self.network, out);
+        let start = out.len();
+        out.resize(start + Self::HEADER_LEN_BYTES, 0);
+        Self::encode_header(self.network, &mut out[start..]);
         out.extend_from_slice(self.frame);
+    }
+
+    /// Writes the part of the body before the frame into the first
+    /// [`FrameMessage::HEADER_LEN_BYTES`] of `room`, for a frame that already
+    /// lies right after it.
+    pub fn encode_header(network: NetworkId, room: &mut [u8]) {
+        room[..NETWORK_ID_LEN_BYTES].copy_from_slice(&network.to_u64().to_be_bytes());
     }
 
     /// Reads a body.

@@ -303,8 +303,22 @@ pub fn verb_of(packet: &[u8]) -> Option<crate::verb::Verb> {
 /// sealed), then the verb; the caller appends the payload.
 pub fn start_packet(tx: &mut Vec<u8>, verb: crate::verb::Verb) {
     tx.clear();
-    tx.resize(PACKET_HEADER_LEN_BYTES, 0);
-    tx.push(verb as u8);
+    append_packet_start(tx, verb);
+}
+
+/// Starts a packet at the end of `buf` (which may hold other packets before
+/// it): room for the header, then the verb. Returns where the packet starts.
+pub fn append_packet_start(buf: &mut Vec<u8>, verb: crate::verb::Verb) -> usize {
+    let start = buf.len();
+    buf.resize(start + PACKET_HEADER_LEN_BYTES, 0);
+    buf.push(verb as u8);
+    start
+}
+
+/// Writes the verb of a packet whose header room and verb byte were kept
+/// free in front of its payload (a frame read with headroom).
+pub fn write_verb(packet: &mut [u8], verb: crate::verb::Verb) {
+    packet[VERB_OFFSET] = verb as u8;
 }
 
 /// least one data byte. Neither may exceed [`PACKET_MAX_LEN_BYTES`].

@@ -15,6 +15,58 @@ use vnet_proto::node::{Event, Node, NodeConfig, Outbox, PeerRoute};
 use vnet_proto::rng::{NodeRng, SeedableRng};
 use vnet_proto::world::{Root, World, WorldKind};
 
+/// Counts the allocations a thread makes while it asks to, so a test can
+/// show the frame path allocates nothing once warm.
+mod allocations {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static COUNTING: Cell<bool> = const { Cell::new(false) };
+        static COUNT: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// The system allocator, counting.
+    pub struct Counting;
+
+    fn note() {
+        if COUNTING.try_with(Cell::get).unwrap_or(false) {
+            let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+        }
+    }
+
+    // SAFETY: every call goes to the system allocator unchanged.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note();
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            note();
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note();
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    /// How many allocations `f` made on this thread.
+    pub fn counted(f: impl FnOnce()) -> u64 {
+        COUNT.with(|c| c.set(0));
+        COUNTING.with(|c| c.set(true));
+        f();
+        COUNTING.with(|c| c.set(false));
+        COUNT.with(Cell::get)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: allocations::Counting = allocations::Counting;
+
 const LINK_DELAY_MS: u64 = 5;
 const PORT: u16 = 9993;
 /// Punch socket n of a host is bound at this port plus n.
@@ -2068,6 +2120,83 @@ mod rogue_member {
                 nwid,
                 no_deafness,
             }
+        }
+    }
+
+    /// Once the buffers have grown, a unicast frame from A's TAP to B's TAP
+    /// allocates nothing: read with headroom and sealed in place at A, cut
+    /// into fragments there when long, opened in place (or reassembled in a
+    /// recycled buffer) at B, queued for B's TAP.
+    #[test]
+    fn frames_between_members_allocate_nothing_once_warm() {
+        let lab = NetworkLab::new(9, &[]);
+        let (mut sim, nwid, no_deafness) = (lab.sim, lab.nwid, lab.no_deafness);
+        let (a, b) = (lab.hosts[0], lab.hosts[1]);
+        let (ma, mb) = (lab.members[0], lab.members[1]);
+        let (src, dst) = (Mac::for_member(ma.0, nwid), Mac::for_member(mb.0, nwid));
+        let frame = |len: usize| {
+            let mut f = udp4(src, dst, member_ip(1), member_ip(2));
+            f.resize(len, 0x5a);
+            f
+        };
+        // Sessions and certificates both ways first.
+        let mut taps = Taps::new();
+        tap_send(&mut sim, a, nwid, &[frame(100)]);
+        tap_send(
+            &mut sim,
+            b,
+            nwid,
+            &[udp4(dst, src, member_ip(2), member_ip(1))],
+        );
+        run_recording(&mut sim, 1_000, no_deafness, &mut taps);
+        assert_eq!(
+            from_mac(&taps, b, src),
+            1,
+            "B got A's frame through the simulator"
+        );
+
+        let from_a = sim.hosts[a].local;
+        let now = sim.now;
+        let (mut out_a, mut out_b, mut datagram) = (Outbox::new(), Outbox::new(), Vec::new());
+        for len in [60, 1_300, 2_800] {
+            let f = frame(len);
+            let mut one_frame = |sim: &mut Sim| {
+                out_a.clear();
+                out_b.clear();
+                sim.hosts[a]
+                    .node
+                    .handle_tap_frame(now, nwid, &f, &mut out_a);
+                let mut datagrams = 0;
+                for (socket, _, bytes) in out_a.iter() {
+                    assert_eq!(socket, LocalSocket::Primary);
+                    datagram.clear();
+                    datagram.extend_from_slice(bytes);
+                    datagrams += 1;
+                    let node = &mut sim.hosts[b].node;
+                    node.handle_datagram(now, socket, from_a, &mut datagram, &mut out_b);
+                }
+                let mut delivered = out_b.frames().map(|(_, f)| f);
+                assert!(
+                    delivered.next() == Some(&f[..]),
+                    "{len}-byte frame delivered intact"
+                );
+                assert!(
+                    delivered.next().is_none(),
+                    "{len}-byte frame delivered once"
+                );
+                datagrams
+            };
+            for _ in 0..3 {
+                one_frame(&mut sim);
+            }
+            let mut datagrams = 0;
+            let allocations = allocations::counted(|| {
+                for _ in 0..50 {
+                    datagrams = one_frame(&mut sim);
+                }
+            });
+            assert_eq!(allocations, 0, "a {len}-byte frame allocated");
+            assert_eq!(datagrams, if len > 2_000 { 2 } else { 1 }, "{len} bytes");
         }
     }
 

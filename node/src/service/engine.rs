@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::core::constants::PACKET_MAX_LEN_BYTES;
+use crate::core::constants::{MAX_TAP_FRAME_LEN_BYTES, PACKET_MAX_LEN_BYTES};
 use crate::core::identity_hash::IdentityHashScratch;
 use crate::core::local_socket::LocalSocket;
 use crate::core::network_id::NetworkId;
@@ -46,6 +46,11 @@ const READS_PER_SOURCE_PER_ROUND: usize = 64;
 /// Datagrams from the TCP relay waiting for the engine at most; beyond it
 /// they are dropped, as a full socket buffer would.
 const RELAY_QUEUE_DATAGRAMS: usize = 1_024;
+/// Datagrams queued before the engine sends them without waiting for the
+/// end of the round of reads.
+const FLUSH_DATAGRAMS: usize = 64;
+/// Bytes queued (datagrams and frames) before the engine flushes early.
+const FLUSH_BYTES: usize = 256 * 1024;
 /// How long the engine sleeps at most while identity checks wait for the
 /// node's budget to allow the next one.
 const IDENTITY_CHECK_POLL: Duration = Duration::from_millis(20);
@@ -305,6 +310,7 @@ impl Engine {
             for token in ready {
                 self.read(token);
             }
+            self.flush();
             if !self.run_commands() {
                 return Ok(());
             }
@@ -343,16 +349,15 @@ impl Engine {
                         let Some(device) = self.devices.get(&nwid) else {
                             return;
                         };
-                        match device.tap.read(&mut self.buf) {
+                        // Read with headroom: the frame is sealed where it lies.
+                        match device
+                            .tap
+                            .read(self.out.frame_room(MAX_TAP_FRAME_LEN_BYTES))
+                        {
                             Ok(len) => {
                                 let now = self.now_ms();
-                                self.node.handle_tap_frame(
-                                    now,
-                                    nwid,
-                                    &self.buf[..len],
-                                    &mut self.out,
-                                );
-                                self.flush();
+                                self.node.handle_tap_read(now, nwid, len, &mut self.out);
+                                self.flush_if_full();
                                 continue;
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -375,7 +380,7 @@ impl Engine {
                         &mut self.buf[..len],
                         &mut self.out,
                     );
-                    self.flush();
+                    self.flush_if_full();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -495,6 +500,14 @@ impl Engine {
                 Ok(()) => self.checking = true,
                 Err(_) => warn!("identity checker gone; check dropped"),
             }
+        }
+    }
+
+    /// Flushes once the outbox holds a batch: what a round of reads queued
+    /// goes out together at its end otherwise.
+    fn flush_if_full(&mut self) {
+        if self.out.len() >= FLUSH_DATAGRAMS || self.out.buffered_bytes() >= FLUSH_BYTES {
+            self.flush();
         }
     }
 

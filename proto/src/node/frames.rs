@@ -11,9 +11,10 @@
 use super::{Node, Outbox};
 use crate::address::Address;
 use crate::constants::{
-    CREDENTIAL_CHECKS_PER_PEER_PER_SECOND, CREDENTIALS_RESEND_INTERVAL_MS,
-    FRAME_AWAITING_CREDENTIALS_MS, MAX_CREDENTIAL_BUDGETS, MAX_CREDENTIAL_CHECKS_PER_PACKET,
+    CREDENTIAL_CHECKS_PER_PEER_PER_SECOND, FRAME_AWAITING_CREDENTIALS_MS, FRAME_HEADROOM_BYTES,
+    MAX_CREDENTIAL_BUDGETS, MAX_CREDENTIAL_CHECKS_PER_PACKET,
     MAX_FRAMES_AWAITING_CREDENTIALS_PER_MEMBER, MAX_MEMBERS_AWAITING_CREDENTIALS,
+    PACKET_HEADER_LEN_BYTES,
 };
 use crate::hash_state::HashMap;
 use crate::netconf::{CERTIFICATE_LEN_BYTES, Certificate};
@@ -21,9 +22,11 @@ use crate::network_id::NetworkId;
 use crate::network_message::FrameMessage;
 use crate::switch::{DropReason, Inbound, Outbound};
 use crate::verb::Verb;
+use crate::wire::write_verb;
 
 impl Node {
     /// A frame read from the TAP of network `nwid`: switched to members.
+    /// Copies it into `out` and goes on as [`Node::handle_tap_read`].
     pub fn handle_tap_frame(
         &mut self,
         now_ms: u64,
@@ -31,24 +34,70 @@ impl Node {
         frame: &[u8],
         out: &mut Outbox,
     ) {
-        let Some(m) = self.networks.get_mut(&nwid) else {
+        out.frame_room(frame.len()).copy_from_slice(frame);
+        self.handle_tap_read(now_ms, nwid, frame.len(), out);
+    }
+
+    /// A frame of `len` bytes read from the TAP of network `nwid` into
+    /// [`Outbox::frame_room`]: switched to members. A frame for one member
+    /// with a session becomes its packet where it lies (headers written into
+    /// the headroom, sealed in place); otherwise it is copied for each.
+    pub fn handle_tap_read(&mut self, now_ms: u64, nwid: NetworkId, len: usize, out: &mut Outbox) {
+        let Some(start) = out.take_frame(len) else {
             return;
         };
-        let Some(switch) = m.switch.as_mut() else {
-            return;
-        };
+        let frame_at = start + FRAME_HEADROOM_BYTES;
         let mut targets = std::mem::take(&mut self.frame_targets);
         targets.clear();
-        match switch.outbound(now_ms, frame) {
-            Outbound::Unicast(a) => targets.push(a),
-            Outbound::Bridges(list) => targets.extend_from_slice(list),
-            Outbound::Multicast { members, .. } => targets.extend_from_slice(members),
-            Outbound::Drop(_) => {}
+        if let Some(switch) = self.networks.get_mut(&nwid).and_then(|m| m.switch.as_mut()) {
+            match switch.outbound(now_ms, &out.bytes()[frame_at..]) {
+                Outbound::Unicast(a) => targets.push(a),
+                Outbound::Bridges(list) => targets.extend_from_slice(list),
+                Outbound::Multicast { members, .. } => targets.extend_from_slice(members),
+                Outbound::Drop(_) => {}
+            }
         }
-        for &target in &targets {
-            self.send_frame(now_ms, nwid, target, frame, out);
+        match targets[..] {
+            [to] if self.frame_goes_in_place(now_ms, nwid, to) => {
+                if let Some(peer) = self.peers.get_mut(&to) {
+                    peer.last_active_ms = Some(now_ms);
+                }
+                let packet = &mut out.buffer_mut()[start..];
+                write_verb(packet, Verb::ExtFrame);
+                FrameMessage::encode_header(nwid, &mut packet[PACKET_HEADER_LEN_BYTES + 1..]);
+                self.seal_and_queue(now_ms, to, None, None, Verb::ExtFrame, start, out);
+            }
+            _ => {
+                let mut frame = std::mem::take(&mut self.frame_copy);
+                frame.clear();
+                frame.extend_from_slice(&out.bytes()[frame_at..]);
+                out.buffer_mut().truncate(start);
+                for &target in &targets {
+                    self.send_frame(now_ms, nwid, target, &frame, out);
+                }
+                self.frame_copy = frame;
+            }
         }
         self.frame_targets = targets;
+    }
+
+    /// Whether a frame for `to` goes straight out as one packet: it may be
+    /// sent (certificates agree), no certificate has to go first, and a
+    /// session is up. Otherwise [`Node::send_frame`] decides.
+    fn frame_goes_in_place(&self, now_ms: u64, nwid: NetworkId, to: Address) -> bool {
+        let Some(m) = self.networks.get(&nwid) else {
+            return false;
+        };
+        let (Some(config), Some(switch)) = (m.config.as_ref(), m.switch.as_ref()) else {
+            return false;
+        };
+        to != self.address
+            && switch.may_send_to(to, &config.certificate, m.peer_certificates.get(&to))
+            && !m.credentials_due(to, false, now_ms)
+            && self
+                .peers
+                .get(&to)
+                .is_some_and(|p| p.sessions.is_established())
     }
 
     fn send_frame(
@@ -114,9 +163,8 @@ impl Node {
         self.frame_buf = payload;
     }
 
-    /// Sends our certificate of `nwid` (private networks) to `to` if it has
-    /// not had this one yet, or, when `asking` (we want its certificate in
-    /// return), if we last sent it `CREDENTIALS_RESEND_INTERVAL_MS` ago or more.
+    /// Sends our certificate of `nwid` to `to` when
+    /// [`super::membership::Membership::credentials_due`] says so.
     fn push_credentials(
         &mut self,
         now_ms: u64,
@@ -128,20 +176,13 @@ impl Node {
         let Some(m) = self.networks.get_mut(&nwid) else {
             return;
         };
-        let Some(config) = m.config.as_ref().filter(|c| c.data.private) else {
+        if !m.credentials_due(to, asking, now_ms) {
+            return;
+        }
+        let Some(config) = m.config.as_ref() else {
             return;
         };
         let ts = config.certificate.timestamp_ms;
-        let due = match m.credentials_sent.get(&to) {
-            None => true,
-            Some(&(sent_ts, sent_ms)) => {
-                sent_ts != ts
-                    || (asking && now_ms.saturating_sub(sent_ms) >= CREDENTIALS_RESEND_INTERVAL_MS)
-            }
-        };
-        if !due {
-            return;
-        }
         let mut payload = Vec::with_capacity(1 + CERTIFICATE_LEN_BYTES);
         payload.push(1);
         config.certificate.encode_into(&mut payload);

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::address::Address;
+use crate::constants::CREDENTIALS_RESEND_INTERVAL_MS;
 use crate::hash_state::{HashMap, HashState};
 use crate::netconf::{Certificate, NetworkConfig};
 use crate::network_id::{Mac, NetworkId};
@@ -73,6 +74,23 @@ impl Membership {
             awaiting_credentials: HashMap::with_hasher(hasher.clone()),
             credential_checks: HashMap::with_hasher(hasher.clone()),
             hasher,
+        }
+    }
+
+    /// Whether our certificate (private networks only) should go to `to`
+    /// now: it has not had this one yet, or, when `asking` (we want its
+    /// certificate in return), we last sent it `CREDENTIALS_RESEND_INTERVAL_MS`
+    /// ago or more.
+    pub fn credentials_due(&self, to: Address, asking: bool, now_ms: u64) -> bool {
+        let Some(config) = self.config.as_ref().filter(|c| c.data.private) else {
+            return false;
+        };
+        match self.credentials_sent.get(&to) {
+            None => true,
+            Some(&(sent_ts, sent_ms)) => {
+                sent_ts != config.certificate.timestamp_ms
+                    || (asking && now_ms.saturating_sub(sent_ms) >= CREDENTIALS_RESEND_INTERVAL_MS)
+            }
         }
     }
 }

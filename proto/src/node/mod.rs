@@ -29,7 +29,7 @@ pub use traversal::{NatMapping, NetcheckRoot, NetcheckStatus};
 use crate::address::Address;
 use crate::armor::{armor, dearmor};
 use crate::constants::*;
-use crate::fragment::{Reassembler, write_fragments};
+use crate::fragment::{Reassembler, fragment_in_place};
 use crate::hash_state::{HashMap, HashState};
 use crate::identity::Identity;
 use crate::identity_hash::IdentityHashScratch;
@@ -41,7 +41,9 @@ use crate::message::{
 use crate::rng::{NodeRng, Rng, SeedableRng};
 use crate::session::{Ephemeral, OpenError, Role, derive_session};
 use crate::verb::Verb;
-use crate::wire::{Datagram, PacketHeader, classify, increment_hops, start_packet, verb_of};
+use crate::wire::{
+    Datagram, PacketHeader, append_packet_start, classify, increment_hops, start_packet, verb_of,
+};
 use crate::world::{World, WorldKind};
 use peer::{Peer, PendingHandshake};
 
@@ -177,6 +179,9 @@ pub struct Node {
     /// Reused buffers of the frame path.
     frame_buf: Vec<u8>,
     frame_targets: Vec<Address>,
+    /// A frame read with headroom that goes to more than one member (or
+    /// must wait): copied out of the outbox before its packets are built.
+    frame_copy: Vec<u8>,
     /// Whether a root session was ever established.
     online_once: bool,
     /// The socket the datagram being handled arrived on.
@@ -232,6 +237,7 @@ impl Node {
             controller: network::ControllerState::new(hash_state.clone()),
             frame_buf: Vec::with_capacity(PACKET_MAX_LEN_BYTES),
             frame_targets: Vec::new(),
+            frame_copy: Vec::new(),
             online_once: false,
             rx_socket: LocalSocket::Primary,
             traversal: traversal::TraversalState::new(hash_state.clone()),
@@ -2052,28 +2058,53 @@ impl Node {
         payload: &[u8],
         out: &mut Outbox,
     ) {
+        let buffer = out.buffer_mut();
+        let start = append_packet_start(buffer, verb);
+        buffer.extend_from_slice(payload);
+        self.seal_and_queue(now_ms, addr, to, socket, verb, start, out);
+    }
+
+    /// Seals the session packet laid out at the end of `out`'s buffer from
+    /// `start` (header room, verb, payload) where it lies, cuts it into
+    /// datagrams there if it is too long for one, and queues them to `to`
+    /// (or along the route) by `socket` (or the one the path was last heard
+    /// on). Without a route or a session the packet is taken back out.
+    #[allow(clippy::too_many_arguments)]
+    fn seal_and_queue(
+        &mut self,
+        now_ms: u64,
+        addr: Address,
+        to: Option<SocketAddr>,
+        socket: Option<LocalSocket>,
+        verb: Verb,
+        start: usize,
+        out: &mut Outbox,
+    ) {
         let route = match to {
-            Some(to) => PeerRoute::Direct(to),
-            None => match self.route(now_ms, addr) {
-                Some(route) => route,
-                None => return,
-            },
+            Some(to) => Some(PeerRoute::Direct(to)),
+            None => self.route(now_ms, addr),
         };
-        let to = route_addr(route);
-        let socket = socket.unwrap_or_else(|| self.route_socket(now_ms, addr, route));
-        let mtu = UDP_PAYLOAD_MTU_BYTES;
-        let Some(peer) = self.peers.get_mut(&addr) else {
+        let sealed = route.and_then(|route| {
+            let socket = socket.unwrap_or_else(|| self.route_socket(now_ms, addr, route));
+            let peer = self.peers.get_mut(&addr)?;
+            let (counter, slot) = peer.sessions.next_send()?;
+            Some((route, socket, counter, slot))
+        });
+        let Some((route, socket, counter, slot)) = sealed else {
+            out.buffer_mut().truncate(start);
             return;
         };
-        let Some((counter, slot)) = peer.sessions.next_send() else {
+        let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
         if matches!(route, PeerRoute::Relayed { .. }) {
             peer.relayed_since_ms.get_or_insert(now_ms);
         }
-        start_packet(&mut self.tx, verb);
-        self.tx.extend_from_slice(payload);
-        let fragmented = crate::fragment::fragment_count(self.tx.len(), mtu) > 1;
+        let to = route_addr(route);
+        let mtu = UDP_PAYLOAD_MTU_BYTES;
+        let buffer = out.buffer_mut();
+        let packet = &mut buffer[start..];
+        let fragmented = crate::fragment::fragment_count(packet.len(), mtu) > 1;
         PacketHeader {
             counter,
             dest: addr,
@@ -2083,14 +2114,19 @@ impl Node {
             clear: false,
             more_fragments: fragmented,
         }
-        .encode_into(&mut self.tx);
-        peer.sessions.seal(&mut self.tx);
-        if fragmented {
-            // The flag was set from the same length and MTU, so this cannot fail.
-            let _ = write_fragments(&self.tx, mtu, |piece| out.push(socket, to, piece));
-        } else {
-            out.push(socket, to, &self.tx);
+        .encode_into(packet);
+        peer.sessions.seal(packet);
+        if fragmented && fragment_in_place(buffer, start, mtu).is_err() {
+            // Longer than MAX_FRAGMENTS pieces: nothing this node builds.
+            buffer.truncate(start);
+            return;
         }
+        let segment_size = if fragmented {
+            mtu
+        } else {
+            buffer.len() - start
+        };
+        out.commit(socket, to, start, segment_size);
         // An answer waits for something back only while the peer is in
         // use (its traffic comes back; a dead path must be left at once).
         let waits = expects_answer(verb) || peer.is_active(now_ms);
