@@ -26,7 +26,7 @@ use crate::core::node::{Event, IdentityCheck, IdentityCheckResult, Node, Outbox}
 use crate::service::punch_sockets::PunchSockets;
 use crate::service::tap::TapDevice;
 use crate::service::tcp_relay::{TcpRelayClient, TcpRelayServer};
-use crate::service::udp_sockets::UdpSockets;
+use crate::service::udp_sockets::{BatchedSocket, RecvBatch, UdpSockets};
 
 /// Wakes the engine when a command is queued.
 const WAKER: Token = Token(0);
@@ -46,6 +46,9 @@ const READS_PER_SOURCE_PER_ROUND: usize = 64;
 /// Datagrams from the TCP relay waiting for the engine at most; beyond it
 /// they are dropped, as a full socket buffer would.
 const RELAY_QUEUE_DATAGRAMS: usize = 1_024;
+/// Batched reads (each up to `RECV_BATCH_BUFFERS` buffers) of one UDP
+/// socket per round.
+const UDP_BATCHES_PER_ROUND: usize = 8;
 /// Datagrams queued before the engine sends them without waiting for the
 /// end of the round of reads.
 const FLUSH_DATAGRAMS: usize = 64;
@@ -221,6 +224,8 @@ pub struct Engine {
     next_timeout: Instant,
     out: Outbox,
     buf: Vec<u8>,
+    /// Buffers for batched reads of the primary and mapped sockets.
+    rx: RecvBatch,
 }
 
 impl Engine {
@@ -241,12 +246,12 @@ impl Engine {
         } = parts;
         let mut udp = udp;
         let registry = poll.registry();
-        registry.register(&mut udp.v4, UDP_V4, Interest::READABLE)?;
+        registry.register(&mut udp.v4.socket, UDP_V4, Interest::READABLE)?;
         if let Some(s) = udp.v6.as_mut() {
-            registry.register(s, UDP_V6, Interest::READABLE)?;
+            registry.register(&mut s.socket, UDP_V6, Interest::READABLE)?;
         }
         if let Some(s) = udp.mapped.as_mut() {
-            registry.register(s, UDP_MAPPED, Interest::READABLE)?;
+            registry.register(&mut s.socket, UDP_MAPPED, Interest::READABLE)?;
         }
         let (checker, checker_jobs) = mpsc::sync_channel(1);
         Ok(Self {
@@ -271,6 +276,7 @@ impl Engine {
             next_timeout: start,
             out: Outbox::new(),
             buf: vec![0u8; PACKET_MAX_LEN_BYTES],
+            rx: RecvBatch::default(),
         })
     }
 
@@ -318,57 +324,90 @@ impl Engine {
         }
     }
 
-    /// Reads what `token`'s source has, up to the per-round budget.
+    /// Reads what `token`'s source has, up to the per-round budget; a
+    /// source with more left is read again next round.
     fn read(&mut self, token: Token) {
-        for _ in 0..READS_PER_SOURCE_PER_ROUND {
-            let got = match token {
-                UDP_V4 => self
-                    .udp
-                    .v4
-                    .recv_from(&mut self.buf)
-                    .map(|r| (r, LocalSocket::Primary)),
-                UDP_V6 => match &self.udp.v6 {
-                    Some(s) => s
-                        .recv_from(&mut self.buf)
-                        .map(|r| (r, LocalSocket::Primary)),
-                    None => return,
-                },
-                UDP_MAPPED => match &self.udp.mapped {
-                    Some(s) => s.recv_from(&mut self.buf).map(|r| (r, LocalSocket::Mapped)),
-                    None => return,
-                },
-                token => match self.sources.get(&token) {
-                    Some(Source::Punch(id)) => {
-                        let id = *id;
-                        self.punch
-                            .recv_from(id, &mut self.buf)
-                            .map(|r| (r, LocalSocket::Punch(id)))
+        let more = match token {
+            UDP_V4 | UDP_V6 | UDP_MAPPED => self.read_udp(token),
+            token => self.read_other(token),
+        };
+        if more {
+            self.backlog.push_back(token);
+        }
+    }
+
+    /// Batched reads of a primary or mapped socket; true if the budget ran
+    /// out with data left.
+    fn read_udp(&mut self, token: Token) -> bool {
+        let local = if token == UDP_MAPPED {
+            LocalSocket::Mapped
+        } else {
+            LocalSocket::Primary
+        };
+        for _ in 0..UDP_BATCHES_PER_ROUND {
+            let got = match udp_socket(&self.udp, token) {
+                Some(s) => s.recv(&mut self.rx),
+                None => return false,
+            };
+            let filled = match got {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // ICMP errors surface on the next read; nothing to do.
+                Err(e) => {
+                    debug!(error = %e, "recv failed");
+                    continue;
+                }
+            };
+            let now = self.now_ms();
+            for i in 0..filled {
+                if let Some((from, datagrams)) = self.rx.datagrams(i) {
+                    for datagram in datagrams {
+                        self.node
+                            .handle_datagram(now, local, from, datagram, &mut self.out);
                     }
-                    Some(Source::Tap(nwid)) => {
-                        let nwid = *nwid;
-                        let Some(device) = self.devices.get(&nwid) else {
-                            return;
-                        };
-                        // Read with headroom: the frame is sealed where it lies.
-                        match device
-                            .tap
-                            .read(self.out.frame_room(MAX_TAP_FRAME_LEN_BYTES))
-                        {
-                            Ok(len) => {
-                                let now = self.now_ms();
-                                self.node.handle_tap_read(now, nwid, len, &mut self.out);
-                                self.flush_if_full();
-                                continue;
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                            Err(e) => {
-                                warn!(%nwid, error = %e, "TAP read failed");
-                                return;
-                            }
+                }
+                self.flush_if_full();
+            }
+        }
+        true
+    }
+
+    /// Reads of a punch socket or a TAP device, one datagram or frame each;
+    /// true if the budget ran out with data left.
+    fn read_other(&mut self, token: Token) -> bool {
+        for _ in 0..READS_PER_SOURCE_PER_ROUND {
+            let got = match self.sources.get(&token) {
+                Some(Source::Punch(id)) => {
+                    let id = *id;
+                    self.punch
+                        .recv_from(id, &mut self.buf)
+                        .map(|r| (r, LocalSocket::Punch(id)))
+                }
+                Some(Source::Tap(nwid)) => {
+                    let nwid = *nwid;
+                    let Some(device) = self.devices.get(&nwid) else {
+                        return false;
+                    };
+                    // Read with headroom: the frame is sealed where it lies.
+                    match device
+                        .tap
+                        .read(self.out.frame_room(MAX_TAP_FRAME_LEN_BYTES))
+                    {
+                        Ok(len) => {
+                            let now = self.now_ms();
+                            self.node.handle_tap_read(now, nwid, len, &mut self.out);
+                            self.flush_if_full();
+                            continue;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                        Err(e) => {
+                            warn!(%nwid, error = %e, "TAP read failed");
+                            return false;
                         }
                     }
-                    None => return,
-                },
+                }
+                None => return false,
             };
             match got {
                 Ok(((len, from), socket)) => {
@@ -382,14 +421,12 @@ impl Engine {
                     );
                     self.flush_if_full();
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // ICMP errors surface on the next read; nothing to do.
                 Err(e) => debug!(error = %e, "recv failed"),
             }
         }
-        // Budget spent with data left: read again next round.
-        self.backlog.push_back(token);
+        true
     }
 
     /// Runs queued commands and TCP-relayed datagrams; false on Stop or
@@ -514,38 +551,41 @@ impl Engine {
     /// Sends what the outbox holds, writes its frames to their TAP devices,
     /// passes the node's events on, and empties the outbox.
     fn flush(&mut self) {
-        for (socket, to, bytes) in self.out.iter() {
-            if self.udp.send(socket, to, bytes) {
+        for t in self.out.transmits() {
+            if self.udp.send(t.socket, t.to, t.contents, t.segment_size) {
                 continue;
             }
-            match socket {
-                LocalSocket::Punch(id) => {
-                    let next_token = &mut self.next_token;
-                    let sources = &mut self.sources;
-                    self.punch.send(
-                        self.poll.registry(),
-                        || {
-                            let token = Token(*next_token);
-                            *next_token += 1;
-                            sources.insert(token, Source::Punch(id));
-                            token
-                        },
-                        id,
-                        to,
-                        bytes,
-                    );
-                }
-                LocalSocket::TcpToRoot => {
-                    if let Some(c) = &self.tcp.client {
-                        c.send(self.tcp_target.unwrap_or(to), bytes);
+            for bytes in t.datagrams() {
+                let to = t.to;
+                match t.socket {
+                    LocalSocket::Punch(id) => {
+                        let next_token = &mut self.next_token;
+                        let sources = &mut self.sources;
+                        self.punch.send(
+                            self.poll.registry(),
+                            || {
+                                let token = Token(*next_token);
+                                *next_token += 1;
+                                sources.insert(token, Source::Punch(id));
+                                token
+                            },
+                            id,
+                            to,
+                            bytes,
+                        );
                     }
-                }
-                LocalSocket::TcpFromNode(conn) => {
-                    if let Some(s) = &self.tcp.server {
-                        s.send(conn, bytes);
+                    LocalSocket::TcpToRoot => {
+                        if let Some(c) = &self.tcp.client {
+                            c.send(self.tcp_target.unwrap_or(to), bytes);
+                        }
                     }
+                    LocalSocket::TcpFromNode(conn) => {
+                        if let Some(s) = &self.tcp.server {
+                            s.send(conn, bytes);
+                        }
+                    }
+                    LocalSocket::Primary | LocalSocket::Mapped => {}
                 }
-                LocalSocket::Primary | LocalSocket::Mapped => {}
             }
         }
         for (nwid, frame) in self.out.frames() {
@@ -559,6 +599,16 @@ impl Engine {
         while let Some(e) = self.node.poll_event() {
             let _ = self.events.send(e);
         }
+    }
+}
+
+/// The primary or mapped socket a poll token stands for.
+fn udp_socket(udp: &UdpSockets, token: Token) -> Option<&BatchedSocket> {
+    match token {
+        UDP_V4 => Some(&udp.v4),
+        UDP_V6 => udp.v6.as_ref(),
+        UDP_MAPPED => udp.mapped.as_ref(),
+        _ => None,
     }
 }
 

@@ -176,7 +176,7 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
             error: e.error,
         })?;
     let with_v6 = udp.v6.is_some();
-    let mapped_local = udp.mapped.as_ref().and_then(|s| s.local_addr().ok());
+    let mapped_local = udp.mapped.as_ref().and_then(|s| s.socket.local_addr().ok());
     node.set_local_endpoints(local_endpoints(port, with_v6));
     info!(
         address = %node.address(),

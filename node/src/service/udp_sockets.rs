@@ -1,14 +1,29 @@
 //! The node's long-lived UDP sockets: the primary port (IPv4 on all
 //! interfaces, and IPv6 v6-only on the same port where the system has
 //! IPv6) and the port the gateway maps. Non-blocking, for the engine's poll.
+//!
+//! Batched both ways through quinn-udp: a transmit of same-size datagrams
+//! goes out in one `sendmsg` with `UDP_SEGMENT` (GSO) where the kernel has
+//! it, and reads take many datagrams per call (`recvmmsg`, with `UDP_GRO`
+//! coalescing a peer's datagrams into one buffer). Socket buffers are raised
+//! to [`SOCKET_BUFFER_BYTES`] so a burst is not dropped at the socket.
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 
 use mio::net::UdpSocket;
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use tracing::{debug, warn};
 
 use crate::core::local_socket::LocalSocket;
+
+/// Receive and send buffer asked for on each socket (the kernel's
+/// `rmem_max`/`wmem_max` cap it unless the daemon may force it).
+pub const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// Buffers filled by one batched read.
+pub const RECV_BATCH_BUFFERS: usize = 8;
+/// Bytes per receive buffer: room for the 64 datagrams of a full GRO batch.
+const RECV_BUFFER_BYTES: usize = 64 * 1_500;
 
 /// Why the sockets could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -20,14 +35,141 @@ pub struct BindError {
     pub error: io::Error,
 }
 
+/// One socket and what quinn-udp knows of it (GSO segments, GRO).
+pub struct BatchedSocket {
+    /// The socket, registered with the engine's poll.
+    pub socket: UdpSocket,
+    state: UdpSocketState,
+}
+
+impl BatchedSocket {
+    fn new(socket: UdpSocket) -> io::Result<Self> {
+        let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        raise_buffers(&socket, &state);
+        Ok(Self { socket, state })
+    }
+
+    /// Sends `contents`, datagrams of `segment_size` bytes back to back (the
+    /// last may be shorter), to `to`: as few `sendmsg` calls as GSO allows.
+    pub fn send(&self, to: SocketAddr, contents: &[u8], segment_size: usize) {
+        let segment_size = segment_size.max(1);
+        let per_call = segment_size * self.state.max_gso_segments().max(1);
+        for chunk in contents.chunks(per_call) {
+            let transmit = Transmit {
+                destination: to,
+                ecn: None,
+                contents: chunk,
+                segment_size: (chunk.len() > segment_size).then_some(segment_size),
+                src_ip: None,
+            };
+            if let Err(e) = self
+                .state
+                .try_send(UdpSockRef::from(&self.socket), &transmit)
+            {
+                debug!(%to, error = %e, len = chunk.len(), "send failed; dropped");
+            }
+        }
+    }
+
+    /// Reads what is waiting into `batch`: how many of its buffers were
+    /// filled (`WouldBlock` when nothing was).
+    pub fn recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        let mut buffers = batch.buffers.chunks_exact_mut(RECV_BUFFER_BYTES);
+        let mut slices: [IoSliceMut<'_>; RECV_BATCH_BUFFERS] =
+            std::array::from_fn(|_| IoSliceMut::new(buffers.next().unwrap_or_default()));
+        self.state
+            .recv(UdpSockRef::from(&self.socket), &mut slices, &mut batch.meta)
+    }
+}
+
+/// Raises a socket's buffers to [`SOCKET_BUFFER_BYTES`], past the system's
+/// cap where the daemon is allowed to (`SO_RCVBUFFORCE`, CAP_NET_ADMIN).
+fn raise_buffers(socket: &UdpSocket, state: &UdpSocketState) {
+    let _ = state.set_recv_buffer_size(UdpSockRef::from(socket), SOCKET_BUFFER_BYTES);
+    let _ = state.set_send_buffer_size(UdpSockRef::from(socket), SOCKET_BUFFER_BYTES);
+    // The kernel reports twice what it grants (bookkeeping included).
+    let short = |got: io::Result<usize>| got.map_or(true, |b| b < SOCKET_BUFFER_BYTES);
+    if short(state.recv_buffer_size(UdpSockRef::from(socket))) {
+        force_buffer(socket, libc::SO_RCVBUFFORCE);
+    }
+    if short(state.send_buffer_size(UdpSockRef::from(socket))) {
+        force_buffer(socket, libc::SO_SNDBUFFORCE);
+    }
+    debug!(
+        recv = ?state.recv_buffer_size(UdpSockRef::from(socket)).ok(),
+        send = ?state.send_buffer_size(UdpSockRef::from(socket)).ok(),
+        gso_segments = state.max_gso_segments(),
+        gro_segments = state.gro_segments(),
+        "UDP socket"
+    );
+}
+
+fn force_buffer(socket: &UdpSocket, option: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    let bytes = libc::c_int::try_from(SOCKET_BUFFER_BYTES).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid fd, and a c_int option value of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        debug!(error = %io::Error::last_os_error(), "socket buffer stays at the system's cap");
+    }
+}
+
+/// Buffers one batched read fills, reused for every read.
+pub struct RecvBatch {
+    buffers: Vec<u8>,
+    meta: [RecvMeta; RECV_BATCH_BUFFERS],
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        Self {
+            // Zeroed by the allocator (fresh pages): resident only once used.
+            buffers: vec![0; RECV_BATCH_BUFFERS * RECV_BUFFER_BYTES],
+            meta: [RecvMeta::default(); RECV_BATCH_BUFFERS],
+        }
+    }
+}
+
+impl RecvBatch {
+    /// Buffer `i` of the last read: its source and its datagrams (several
+    /// when the kernel coalesced them), each to be handled in place.
+    pub fn datagrams(&mut self, i: usize) -> Option<(SocketAddr, std::slice::ChunksMut<'_, u8>)> {
+        let meta = self.meta.get(i)?;
+        let start = i * RECV_BUFFER_BYTES;
+        let len = meta.len.min(RECV_BUFFER_BYTES);
+        let stride = if meta.stride == 0 {
+            len.max(1)
+        } else {
+            meta.stride
+        };
+        let addr = match meta.addr {
+            // A v6 socket reports IPv4 peers as mapped addresses.
+            SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+                Some(v4) => SocketAddr::from((v4, a.port())),
+                None => meta.addr,
+            },
+            v4 => v4,
+        };
+        Some((addr, self.buffers[start..start + len].chunks_mut(stride)))
+    }
+}
+
 /// The primary and mapped sockets.
 pub struct UdpSockets {
     /// Primary port, IPv4.
-    pub v4: UdpSocket,
+    pub v4: BatchedSocket,
     /// Primary port, IPv6 (v6-only), where the system has IPv6.
-    pub v6: Option<UdpSocket>,
+    pub v6: Option<BatchedSocket>,
     /// The socket the gateway maps, when port mapping is on.
-    pub mapped: Option<UdpSocket>,
+    pub mapped: Option<BatchedSocket>,
 }
 
 impl UdpSockets {
@@ -35,19 +177,21 @@ impl UdpSockets {
     /// map (the preferred port, else any).
     pub fn bind(port: u16, mapped_port: Option<u16>) -> Result<Self, BindError> {
         let v4_addr = SocketAddr::from(([0, 0, 0, 0], port));
-        let v4 = UdpSocket::bind(v4_addr).map_err(|error| BindError {
-            addr: v4_addr,
-            error,
-        })?;
+        let v4 = UdpSocket::bind(v4_addr)
+            .and_then(BatchedSocket::new)
+            .map_err(|error| BindError {
+                addr: v4_addr,
+                error,
+            })?;
         let v6_addr = SocketAddr::from(([0u16; 8], port));
-        let v6 = (|| -> io::Result<UdpSocket> {
+        let v6 = (|| -> io::Result<BatchedSocket> {
             use socket2::{Domain, Protocol, Socket, Type};
             let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
             // v6-only, so it can share the port with the IPv4 socket.
             s.set_only_v6(true)?;
             s.set_nonblocking(true)?;
             s.bind(&v6_addr.into())?;
-            Ok(UdpSocket::from_std(s.into()))
+            BatchedSocket::new(UdpSocket::from_std(s.into()))
         })();
         let v6 = match v6 {
             Ok(s) => Some(s),
@@ -58,7 +202,8 @@ impl UdpSockets {
         };
         let mapped = mapped_port.and_then(|p| {
             let s = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], p)))
-                .or_else(|_| UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0))));
+                .or_else(|_| UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0))))
+                .and_then(BatchedSocket::new);
             match s {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -70,9 +215,15 @@ impl UdpSockets {
         Ok(Self { v4, v6, mapped })
     }
 
-    /// Sends on the primary or mapped socket; false if `socket` is not one
-    /// of these (punch and TCP relay sockets are sent elsewhere).
-    pub fn send(&self, socket: LocalSocket, to: SocketAddr, bytes: &[u8]) -> bool {
+    /// Sends a transmit on the primary or mapped socket; false if `socket`
+    /// is not one of these (punch and TCP relay sockets are sent elsewhere).
+    pub fn send(
+        &self,
+        socket: LocalSocket,
+        to: SocketAddr,
+        contents: &[u8],
+        segment_size: usize,
+    ) -> bool {
         let udp = match (socket, to, &self.v6, &self.mapped) {
             (LocalSocket::Primary, SocketAddr::V6(_), Some(v6), _) => v6,
             (LocalSocket::Primary, _, _, _) => &self.v4,
@@ -83,9 +234,76 @@ impl UdpSockets {
             }
             _ => return false,
         };
-        if let Err(e) = udp.send_to(bytes, to) {
-            debug!(%to, error = %e, "send failed");
-        }
+        udp.send(to, contents, segment_size);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn pair() -> (BatchedSocket, BatchedSocket) {
+        let bind = || {
+            BatchedSocket::new(UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap()).unwrap()
+        };
+        (bind(), bind())
+    }
+
+    /// Reads until `want` datagrams came (or a second passed).
+    fn read_all(socket: &BatchedSocket, want: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+        let mut batch = RecvBatch::default();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while got.len() < want && Instant::now() < deadline {
+            match socket.recv(&mut batch) {
+                Ok(n) => {
+                    for i in 0..n {
+                        let (from, datagrams) = batch.datagrams(i).unwrap();
+                        got.extend(datagrams.map(|d| (from, d.to_vec())));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn a_transmit_arrives_as_its_datagrams_in_order() {
+        let (a, b) = pair();
+        let to = b.socket.local_addr().unwrap();
+        let from = a.socket.local_addr().unwrap();
+        // 100 segments of 1,000 bytes and a short one: more than one GSO
+        // call, each datagram numbered.
+        let mut contents = Vec::new();
+        for i in 0..100u16 {
+            contents.extend(std::iter::repeat_n(i as u8, 998));
+            contents.extend_from_slice(&i.to_be_bytes());
+        }
+        contents.extend_from_slice(b"tail");
+        a.send(to, &contents, 1_000);
+        let got = read_all(&b, 101);
+        assert_eq!(got.len(), 101);
+        for (i, (src, d)) in got.iter().take(100).enumerate() {
+            assert_eq!(*src, from);
+            assert_eq!(d.len(), 1_000);
+            assert_eq!(d[998..], (i as u16).to_be_bytes());
+        }
+        assert_eq!(got[100].1, b"tail");
+    }
+
+    #[test]
+    fn socket_buffers_are_raised() {
+        let (a, _) = pair();
+        let sock = UdpSockRef::from(&a.socket);
+        let recv = a.state.recv_buffer_size(sock).unwrap();
+        // Raised beyond the usual 208 KiB default (the kernel's cap here is
+        // what a non-root test gets; as root the size is forced).
+        assert!(recv > 212_992, "receive buffer {recv}");
     }
 }
