@@ -58,6 +58,18 @@ pub const NETWORK_ID_LEN_BYTES: usize = 8;
 /// packet is built and sealed where the frame lies: packet header, verb,
 /// network id.
 pub const FRAME_HEADROOM_BYTES: usize = PACKET_HEADER_LEN_BYTES + 1 + NETWORK_ID_LEN_BYTES;
+/// Bytes of a frame's offloads in an OFFLOAD_FRAME: flags, segmentation
+/// kind, segment size.
+pub const OFFLOAD_LEN_BYTES: usize = 4;
+/// Room kept in front of a frame read from a TAP device, enough for an
+/// OFFLOAD_FRAME's headers (packet header, verb, network id, offloads).
+pub const OFFLOAD_FRAME_HEADROOM_BYTES: usize = FRAME_HEADROOM_BYTES + OFFLOAD_LEN_BYTES;
+/// Bytes of the `virtio_net_hdr` a TAP device with `IFF_VNET_HDR` puts in
+/// front of each frame.
+pub const VIRTIO_NET_HDR_LEN_BYTES: usize = 10;
+/// Longest super-frame: an IP packet of 64 KiB and its Ethernet header
+/// (one VLAN tag).
+pub const MAX_SUPER_FRAME_LEN_BYTES: usize = 65_535 + 14 + 4;
 /// Most datagrams in one transmit (Linux's UDP_MAX_SEGMENTS for GSO).
 pub const MAX_SEGMENTS_PER_TRANSMIT: usize = 64;
 /// Most bytes in one transmit (all its datagrams; one GSO send must fit an

@@ -20,6 +20,7 @@ pub mod netconf;
 pub mod network_id;
 pub mod network_message;
 pub mod node;
+pub mod offload;
 pub mod path;
 pub mod replay;
 pub mod rng;
