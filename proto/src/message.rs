@@ -72,6 +72,40 @@ pub struct HelloOk {
     pub reflected: Option<SocketAddr>,
 }
 
+/// CAPABILITIES: what the sender's node supports, as bits of a 32-bit
+/// big-endian word (bits it does not know of are ignored, so later versions
+/// can add some). Sent once per new session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// It takes OFFLOAD_FRAME (bit 0).
+    pub offload_frames: bool,
+}
+
+const CAPABILITY_OFFLOAD_FRAMES: u32 = 1;
+
+impl Capabilities {
+    /// The body.
+    pub fn encode(&self) -> [u8; 4] {
+        let mut bits = 0u32;
+        if self.offload_frames {
+            bits |= CAPABILITY_OFFLOAD_FRAMES;
+        }
+        bits.to_be_bytes()
+    }
+
+    /// Reads a body: at least the 32-bit word; anything after it is for
+    /// later versions.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
+        let bits = bytes
+            .first_chunk::<4>()
+            .map(|b| u32::from_be_bytes(*b))
+            .ok_or(MessageError::Truncated("CAPABILITIES"))?;
+        Ok(Self {
+            offload_frames: bits & CAPABILITY_OFFLOAD_FRAMES != 0,
+        })
+    }
+}
+
 /// RENDEZVOUS: where a root saw another node (so both can punch through NAT).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendezvous {
@@ -507,4 +541,28 @@ pub fn check_echo(bytes: &[u8]) -> Result<(), MessageError> {
         return Err(MessageError::BadField("ECHO length"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod capability_tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_round_trip_and_unknown_bits_are_ignored() {
+        for offload_frames in [false, true] {
+            let c = Capabilities { offload_frames };
+            assert_eq!(Capabilities::decode(&c.encode()), Ok(c));
+        }
+        // Bits and bytes of later versions.
+        assert_eq!(
+            Capabilities::decode(&[0xff, 0xff, 0xff, 0xfe, 9, 9]),
+            Ok(Capabilities {
+                offload_frames: false
+            })
+        );
+        assert_eq!(
+            Capabilities::decode(&[0, 0, 1]),
+            Err(MessageError::Truncated("CAPABILITIES"))
+        );
+    }
 }

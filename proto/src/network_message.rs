@@ -3,9 +3,10 @@
 //! follows the code in an ERROR(NETWORK_CONFIG_REQUEST). One encoder and
 //! one decoder each; the node never builds or parses these bytes itself.
 
-use crate::constants::NETWORK_ID_LEN_BYTES;
+use crate::constants::{NETWORK_ID_LEN_BYTES, OFFLOAD_LEN_BYTES};
 use crate::message::MessageError;
 use crate::network_id::NetworkId;
+use crate::offload::Offload;
 
 /// Writes a network id (8 bytes, big-endian).
 pub fn encode_network_id(network: NetworkId, out: &mut Vec<u8>) {
@@ -60,6 +61,55 @@ impl<'a> FrameMessage<'a> {
     }
 }
 
+/// OFFLOAD_FRAME: `network id (8) | offloads (4) | Ethernet frame`, the
+/// offloads as [`Offload::encode`] writes them (checked against the frame
+/// when read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffloadFrameMessage<'a> {
+    /// The network the frame is on.
+    pub network: NetworkId,
+    /// What the receiver completes: checksum, segmentation.
+    pub offload: Offload,
+    /// The Ethernet frame, up to a 64 KiB super-frame.
+    pub frame: &'a [u8],
+}
+
+impl<'a> OffloadFrameMessage<'a> {
+    /// Bytes of the body before the frame.
+    pub const HEADER_LEN_BYTES: usize = NETWORK_ID_LEN_BYTES + OFFLOAD_LEN_BYTES;
+
+    /// Appends the body to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + Self::HEADER_LEN_BYTES, 0);
+        Self::encode_header(self.network, self.offload, &mut out[start..]);
+        out.extend_from_slice(self.frame);
+    }
+
+    /// Writes the part of the body before the frame into the first
+    /// [`OffloadFrameMessage::HEADER_LEN_BYTES`] of `room`, for a frame that
+    /// already lies right after it.
+    pub fn encode_header(network: NetworkId, offload: Offload, room: &mut [u8]) {
+        room[..NETWORK_ID_LEN_BYTES].copy_from_slice(&network.to_u64().to_be_bytes());
+        room[NETWORK_ID_LEN_BYTES..Self::HEADER_LEN_BYTES].copy_from_slice(&offload.encode());
+    }
+
+    /// Reads a body; offloads that do not fit the frame are refused.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, MessageError> {
+        let (network, rest) = decode_network_id(bytes, "OFFLOAD_FRAME")?;
+        let (offload, frame) = rest
+            .split_first_chunk::<OFFLOAD_LEN_BYTES>()
+            .ok_or(MessageError::Truncated("OFFLOAD_FRAME"))?;
+        let offload = Offload::decode(*offload, frame)
+            .map_err(|_| MessageError::BadField("OFFLOAD_FRAME offloads"))?;
+        Ok(Self {
+            network,
+            offload,
+            frame,
+        })
+    }
+}
+
 /// NETWORK_CONFIG_REQUEST: `network id (8) | revision held (8)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConfigRequest {
@@ -109,6 +159,47 @@ mod tests {
         assert_eq!(
             FrameMessage::decode(&out[..7]),
             Err(MessageError::Truncated("EXT_FRAME"))
+        );
+    }
+
+    #[test]
+    fn offload_frames_round_trip_and_offloads_must_fit_the_frame() {
+        use crate::offload::{Segmentation, SegmentationKind};
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1, 2, 3, 4)
+            .write(&mut frame, &[7; 3_000])
+            .unwrap();
+        let offload = Offload {
+            partial_checksum: true,
+            segmentation: Some(Segmentation {
+                kind: SegmentationKind::Tcp4,
+                segment_size: 1_000,
+            }),
+        };
+        let mut out = Vec::new();
+        OffloadFrameMessage {
+            network: nwid(),
+            offload,
+            frame: &frame,
+        }
+        .encode(&mut out);
+        let m = OffloadFrameMessage::decode(&out).unwrap();
+        assert_eq!(
+            (m.network, m.offload, m.frame),
+            (nwid(), offload, &frame[..])
+        );
+        // Segmentation of a frame that is not TCP is refused.
+        let mut bad = out[..OffloadFrameMessage::HEADER_LEN_BYTES].to_vec();
+        bad.extend_from_slice(b"not an IP frame at all");
+        assert_eq!(
+            OffloadFrameMessage::decode(&bad),
+            Err(MessageError::BadField("OFFLOAD_FRAME offloads"))
+        );
+        assert_eq!(
+            OffloadFrameMessage::decode(&out[..10]),
+            Err(MessageError::Truncated("OFFLOAD_FRAME"))
         );
     }
 

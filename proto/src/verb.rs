@@ -41,11 +41,16 @@ pub enum Verb {
     WorldUpdate = 0x0e,
     /// Birthday hole punch: the hard-NAT side opened its sockets; spray now.
     Punch = 0x0f,
+    /// Virtual network frame with its offloads (a partial checksum, a
+    /// super-frame to segment); sent only to peers that announced it.
+    OffloadFrame = 0x10,
+    /// What the sender's node supports, sent once per new session.
+    Capabilities = 0x11,
 }
 
 impl Verb {
     /// Every verb, in code order.
-    pub const ALL: [Verb; 16] = [
+    pub const ALL: [Verb; 18] = [
         Verb::Nop,
         Verb::Hello,
         Verb::Error,
@@ -62,6 +67,8 @@ impl Verb {
         Verb::PushDirectPaths,
         Verb::WorldUpdate,
         Verb::Punch,
+        Verb::OffloadFrame,
+        Verb::Capabilities,
     ];
 
     /// The verb's code byte.
@@ -105,7 +112,7 @@ mod tests {
 
     #[test]
     fn unknown_codes_are_refused() {
-        for code in 0x10..=0xff {
+        for code in 0x12..=0xff {
             assert_eq!(Verb::try_from(code), Err(UnknownVerb(code)));
         }
     }

@@ -1947,7 +1947,7 @@ mod rogue_member {
                     .handle_datagram(now, socket, p.from, &mut bytes, &mut out);
                 // Identity checks run outside the packet path, as in Sim::step_to.
                 sim.hosts[h].node.run_identity_checks(now, &mut out);
-                taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
+                taps.extend(out.frames().map(|f| (h, f.frame().to_vec())));
                 sim.send_all(h, &mut out);
                 sim.collect(h);
             }
@@ -1959,7 +1959,7 @@ mod rogue_member {
                 sim.hosts[h].node.handle_timeout(now, &mut out);
                 sim.hosts[h].deadline = sim.hosts[h].node.next_timeout(now);
                 sim.hosts[h].node.run_identity_checks(now, &mut out);
-                taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
+                taps.extend(out.frames().map(|f| (h, f.frame().to_vec())));
                 sim.send_all(h, &mut out);
                 sim.collect(h);
             }
@@ -2077,12 +2077,22 @@ mod rogue_member {
 
     impl NetworkLab {
         fn new(number: u32, bridges: &[usize]) -> Self {
+            Self::with(number, bridges, |_, _| {})
+        }
+
+        /// [`NetworkLab::new`], each member's node (identity index, node)
+        /// set up by `configure` before it starts.
+        fn with(number: u32, bridges: &[usize], configure: impl Fn(usize, &mut Node)) -> Self {
             let key = KeyPair::generate(&mut NodeRng::seed_from_u64(5));
             let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
             let mut sim = Sim::new();
             let ctl = sim.add_host(node(0, &planet), ROOT_IP, None);
             let hosts: Vec<usize> = (1..=3)
-                .map(|i| sim.add_host(node(i, &planet), [203, 0, 113, i as u8], None))
+                .map(|i| {
+                    let mut n = node(i, &planet);
+                    configure(i, &mut n);
+                    sim.add_host(n, [203, 0, 113, i as u8], None)
+                })
                 .collect();
             let members: Vec<(Address, usize)> =
                 (1..=3).map(|i| (identity(i).address(), i)).collect();
@@ -2175,7 +2185,7 @@ mod rogue_member {
                     let node = &mut sim.hosts[b].node;
                     node.handle_datagram(now, socket, from_a, &mut datagram, &mut out_b);
                 }
-                let mut delivered = out_b.frames().map(|(_, f)| f);
+                let mut delivered = out_b.frames().map(|f| f.frame());
                 assert!(
                     delivered.next() == Some(&f[..]),
                     "{len}-byte frame delivered intact"
@@ -2196,7 +2206,120 @@ mod rogue_member {
                 }
             });
             assert_eq!(allocations, 0, "a {len}-byte frame allocated");
-            assert_eq!(datagrams, if len > 2_000 { 2 } else { 1 }, "{len} bytes");
+            // OFFLOAD_FRAME (the peers announced it to each other).
+            let packet = len + vnet_proto::constants::OFFLOAD_FRAME_HEADROOM_BYTES;
+            let expected = vnet_proto::fragment::fragment_count(
+                packet,
+                vnet_proto::constants::UDP_PAYLOAD_MTU_BYTES,
+            );
+            assert_eq!(datagrams, expected, "{len} bytes");
+        }
+    }
+
+    /// A super-frame read from A's TAP (behind its virtio_net_hdr: a 20,000
+    /// byte TCP segment with a partial checksum, to be cut at 1,400) goes to
+    /// B, which announced OFFLOAD_FRAME, whole with its offloads; to C, whose
+    /// node predates offloads, as the 15 frames the kernel would have cut,
+    /// each with complete checksums, in EXT_FRAMEs.
+    #[test]
+    fn super_frames_go_whole_to_peers_that_take_them_and_cut_to_others() {
+        use vnet_proto::offload::{Offload, Segmentation, SegmentationKind};
+        let lab = NetworkLab::with(11, &[], |i, n| n.set_offload_frames(i != 3));
+        let (mut sim, nwid, no_deafness) = (lab.sim, lab.nwid, lab.no_deafness);
+        let (a, b, c) = (lab.hosts[0], lab.hosts[1], lab.hosts[2]);
+        let (ma, mb, mc) = (lab.members[0], lab.members[1], lab.members[2]);
+        let mac = |m: (Address, usize)| Mac::for_member(m.0, nwid);
+        // Sessions, certificates and capabilities first, every way.
+        let mut taps = Taps::new();
+        tap_send(
+            &mut sim,
+            a,
+            nwid,
+            &[udp4(mac(ma), mac(mb), member_ip(1), member_ip(2))],
+        );
+        tap_send(
+            &mut sim,
+            a,
+            nwid,
+            &[udp4(mac(ma), mac(mc), member_ip(1), member_ip(3))],
+        );
+        tap_send(
+            &mut sim,
+            b,
+            nwid,
+            &[udp4(mac(mb), mac(ma), member_ip(2), member_ip(1))],
+        );
+        tap_send(
+            &mut sim,
+            c,
+            nwid,
+            &[udp4(mac(mc), mac(ma), member_ip(3), member_ip(1))],
+        );
+        run_recording(&mut sim, 1_000, no_deafness, &mut taps);
+        assert_eq!(taps.len(), 4, "warm-up frames all delivered");
+
+        let payload: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let offload = Offload {
+            partial_checksum: true,
+            segmentation: Some(Segmentation {
+                kind: SegmentationKind::Tcp4,
+                segment_size: 1_400,
+            }),
+        };
+        let from_a = sim.hosts[a].local;
+        for (to, host, whole) in [(mb, b, true), (mc, c, false)] {
+            let mut frame = Vec::new();
+            PacketBuilder::ethernet2(mac(ma).0, mac(to).0)
+                .ipv4(member_ip(1).octets(), member_ip(to.1).octets(), 64)
+                .tcp(40_000, 5_201, 1_000, 64_000)
+                .ack(1)
+                .psh()
+                .write(&mut frame, &payload)
+                .unwrap();
+            let header = offload.to_virtio(&frame).unwrap();
+            let mut out = Outbox::new();
+            let room = out.frame_room(header.len() + frame.len(), true);
+            room[..header.len()].copy_from_slice(&header);
+            room[header.len()..].copy_from_slice(&frame);
+            let now = sim.now;
+            let len = header.len() + frame.len();
+            sim.hosts[a]
+                .node
+                .handle_tap_read(now, nwid, len, true, &mut out);
+            let mut delivered = Outbox::new();
+            for (socket, _, bytes) in out.iter() {
+                let mut datagram = bytes.to_vec();
+                let node = &mut sim.hosts[host].node;
+                node.handle_datagram(now, socket, from_a, &mut datagram, &mut delivered);
+            }
+            let got: Vec<_> = delivered.frames().collect();
+            if whole {
+                assert_eq!(got.len(), 1, "one super-frame");
+                assert_eq!(got[0].offload, offload);
+                assert_eq!(got[0].frame(), &frame[..]);
+            } else {
+                assert_eq!(got.len(), 15, "cut at 1,400 bytes");
+                let mut data = Vec::new();
+                for f in &got {
+                    assert!(f.offload.is_none());
+                    let p = etherparse::SlicedPacket::from_ethernet(f.frame()).unwrap();
+                    let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+                        panic!("IPv4");
+                    };
+                    let h = ip.header().to_header();
+                    assert_eq!(h.calc_header_checksum(), h.header_checksum);
+                    let Some(etherparse::TransportSlice::Tcp(t)) = &p.transport else {
+                        panic!("TCP");
+                    };
+                    let want = t
+                        .to_header()
+                        .calc_checksum_ipv4_raw(h.source, h.destination, t.payload())
+                        .unwrap();
+                    assert_eq!(t.checksum(), want, "segment checksum complete");
+                    data.extend_from_slice(t.payload());
+                }
+                assert_eq!(data, payload);
+            }
         }
     }
 
@@ -2412,7 +2535,7 @@ mod rogue_member {
                             .handle_datagram(now, socket, *from, &mut d, &mut out);
                     }
                 }
-                taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
+                taps.extend(out.frames().map(|f| (h, f.frame().to_vec())));
                 sim.send_all(h, &mut out);
                 sim.collect(h);
             }
@@ -2421,7 +2544,7 @@ mod rogue_member {
                     let now = sim.now;
                     sim.hosts[h].node.handle_timeout(now, &mut out);
                     sim.hosts[h].node.run_identity_checks(now, &mut out);
-                    taps.extend(out.frames().map(|(_, f)| (h, f.to_vec())));
+                    taps.extend(out.frames().map(|f| (h, f.frame().to_vec())));
                     sim.send_all(h, &mut out);
                     sim.collect(h);
                 }

@@ -392,11 +392,12 @@ impl Engine {
                     // Read with headroom: the frame is sealed where it lies.
                     match device
                         .tap
-                        .read(self.out.frame_room(MAX_TAP_FRAME_LEN_BYTES))
+                        .read(self.out.frame_room(MAX_TAP_FRAME_LEN_BYTES, false))
                     {
                         Ok(len) => {
                             let now = self.now_ms();
-                            self.node.handle_tap_read(now, nwid, len, &mut self.out);
+                            self.node
+                                .handle_tap_read(now, nwid, len, false, &mut self.out);
                             self.flush_if_full();
                             continue;
                         }
@@ -588,11 +589,11 @@ impl Engine {
                 }
             }
         }
-        for (nwid, frame) in self.out.frames() {
-            if let Some(device) = self.devices.get(&nwid)
-                && let Err(e) = device.tap.write(frame)
+        for f in self.out.frames() {
+            if let Some(device) = self.devices.get(&f.network)
+                && let Err(e) = device.tap.write(f.frame())
             {
-                debug!(%nwid, error = %e, "TAP write failed");
+                debug!(nwid = %f.network, error = %e, "TAP write failed");
             }
         }
         self.out.clear();

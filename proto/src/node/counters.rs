@@ -58,6 +58,12 @@ pub struct Counters {
     pub refused_world_updates: u64,
     /// Frames dropped: not joined, not configured, or refused by the switch.
     pub dropped_frames: u64,
+    /// OFFLOAD_FRAMEs whose offloads do not fit their frame (also counted
+    /// in `dropped_frames`).
+    pub dropped_bad_offloads: u64,
+    /// Frames from our own TAP whose `virtio_net_hdr` we could not use (an
+    /// offload we did not enable, or one that does not fit the frame).
+    pub dropped_tap_offloads: u64,
     /// Frames from members without a valid certificate of membership, or no
     /// longer listed by the controller (private networks).
     pub dropped_frames_unauthorized: u64,

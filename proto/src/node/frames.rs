@@ -14,12 +14,13 @@ use crate::constants::{
     CREDENTIAL_CHECKS_PER_PEER_PER_SECOND, FRAME_AWAITING_CREDENTIALS_MS, FRAME_HEADROOM_BYTES,
     MAX_CREDENTIAL_BUDGETS, MAX_CREDENTIAL_CHECKS_PER_PACKET,
     MAX_FRAMES_AWAITING_CREDENTIALS_PER_MEMBER, MAX_MEMBERS_AWAITING_CREDENTIALS,
-    PACKET_HEADER_LEN_BYTES,
+    OFFLOAD_FRAME_HEADROOM_BYTES, PACKET_HEADER_LEN_BYTES, VIRTIO_NET_HDR_LEN_BYTES,
 };
 use crate::hash_state::HashMap;
 use crate::netconf::{CERTIFICATE_LEN_BYTES, Certificate};
 use crate::network_id::NetworkId;
-use crate::network_message::FrameMessage;
+use crate::network_message::{FrameMessage, OffloadFrameMessage};
+use crate::offload::Offload;
 use crate::switch::{DropReason, Inbound, Outbound};
 use crate::verb::Verb;
 use crate::wire::write_verb;
@@ -34,19 +35,44 @@ impl Node {
         frame: &[u8],
         out: &mut Outbox,
     ) {
-        out.frame_room(frame.len()).copy_from_slice(frame);
-        self.handle_tap_read(now_ms, nwid, frame.len(), out);
+        out.frame_room(frame.len(), false).copy_from_slice(frame);
+        self.handle_tap_read(now_ms, nwid, frame.len(), false, out);
     }
 
-    /// A frame of `len` bytes read from the TAP of network `nwid` into
-    /// [`Outbox::frame_room`]: switched to members. A frame for one member
-    /// with a session becomes its packet where it lies (headers written into
-    /// the headroom, sealed in place); otherwise it is copied for each.
-    pub fn handle_tap_read(&mut self, now_ms: u64, nwid: NetworkId, len: usize, out: &mut Outbox) {
-        let Some(start) = out.take_frame(len) else {
+    /// `len` bytes read from the TAP of network `nwid` into
+    /// [`Outbox::frame_room`]: a frame, behind its `virtio_net_hdr` when
+    /// `virtio_header` (a TAP opened with `IFF_VNET_HDR`, whose frames may
+    /// be super-frames with partial checksums). Switched to members. A frame
+    /// for one member with a session becomes its packet where it lies
+    /// (headers written into the headroom, sealed in place); otherwise it is
+    /// copied for each.
+    pub fn handle_tap_read(
+        &mut self,
+        now_ms: u64,
+        nwid: NetworkId,
+        len: usize,
+        virtio_header: bool,
+        out: &mut Outbox,
+    ) {
+        let Some((start, read_at)) = out.take_frame(len) else {
             return;
         };
-        let frame_at = start + FRAME_HEADROOM_BYTES;
+        let frame_at = start + OFFLOAD_FRAME_HEADROOM_BYTES;
+        let offload = if virtio_header {
+            let parsed = out.bytes()[read_at..]
+                .split_first_chunk::<VIRTIO_NET_HDR_LEN_BYTES>()
+                .map(|(header, frame)| Offload::from_virtio(header, frame));
+            match parsed {
+                Some(Ok(offload)) => offload,
+                _ => {
+                    self.counters.dropped_tap_offloads += 1;
+                    out.buffer_mut().truncate(start);
+                    return;
+                }
+            }
+        } else {
+            Offload::NONE
+        };
         let mut targets = std::mem::take(&mut self.frame_targets);
         targets.clear();
         if let Some(switch) = self.networks.get_mut(&nwid).and_then(|m| m.switch.as_mut()) {
@@ -57,23 +83,41 @@ impl Node {
                 Outbound::Drop(_) => {}
             }
         }
-        match targets[..] {
+        let in_place = match targets[..] {
             [to] if self.frame_goes_in_place(now_ms, nwid, to) => {
+                let offload_frames = self.peers.get(&to).is_some_and(|p| p.offload_frames);
+                if offload_frames {
+                    Some((to, Verb::OffloadFrame, start))
+                } else if offload.is_none() {
+                    Some((to, Verb::ExtFrame, frame_at - FRAME_HEADROOM_BYTES))
+                } else {
+                    // A peer that cannot take offloads: completed in software.
+                    None
+                }
+            }
+            _ => None,
+        };
+        match in_place {
+            Some((to, verb, packet_at)) => {
                 if let Some(peer) = self.peers.get_mut(&to) {
                     peer.last_active_ms = Some(now_ms);
                 }
-                let packet = &mut out.buffer_mut()[start..];
-                write_verb(packet, Verb::ExtFrame);
-                FrameMessage::encode_header(nwid, &mut packet[PACKET_HEADER_LEN_BYTES + 1..]);
-                self.seal_and_queue(now_ms, to, None, None, Verb::ExtFrame, start, out);
+                let packet = &mut out.buffer_mut()[packet_at..];
+                write_verb(packet, verb);
+                let body = &mut packet[PACKET_HEADER_LEN_BYTES + 1..];
+                match verb {
+                    Verb::OffloadFrame => OffloadFrameMessage::encode_header(nwid, offload, body),
+                    _ => FrameMessage::encode_header(nwid, body),
+                }
+                self.seal_and_queue(now_ms, to, None, None, verb, packet_at, out);
             }
-            _ => {
+            None => {
                 let mut frame = std::mem::take(&mut self.frame_copy);
                 frame.clear();
                 frame.extend_from_slice(&out.bytes()[frame_at..]);
                 out.buffer_mut().truncate(start);
                 for &target in &targets {
-                    self.send_frame(now_ms, nwid, target, &frame, out);
+                    self.send_frame(now_ms, nwid, target, offload, &frame, out);
                 }
                 self.frame_copy = frame;
             }
@@ -105,6 +149,7 @@ impl Node {
         now_ms: u64,
         nwid: NetworkId,
         to: Address,
+        offload: Offload,
         frame: &[u8],
         out: &mut Outbox,
     ) {
@@ -131,12 +176,12 @@ impl Node {
                     if full {
                         held.remove(0);
                     }
-                    held.push(frame.to_vec());
+                    held.push((offload, frame.to_vec()));
                     full
                 }
                 None if peers < MAX_MEMBERS_AWAITING_CREDENTIALS => {
                     m.awaiting_credentials
-                        .insert(to, (now_ms, vec![frame.to_vec()]));
+                        .insert(to, (now_ms, vec![(offload, frame.to_vec())]));
                     false
                 }
                 None => true,
@@ -153,13 +198,51 @@ impl Node {
             peer.last_active_ms = Some(now_ms);
         }
         let mut payload = std::mem::take(&mut self.frame_buf);
-        payload.clear();
-        FrameMessage {
-            network: nwid,
-            frame,
+        if self.peers.get(&to).is_some_and(|p| p.offload_frames) {
+            payload.clear();
+            OffloadFrameMessage {
+                network: nwid,
+                offload,
+                frame,
+            }
+            .encode(&mut payload);
+            self.send(now_ms, to, Verb::OffloadFrame, &payload, out);
+        } else if offload.is_none() {
+            payload.clear();
+            FrameMessage {
+                network: nwid,
+                frame,
+            }
+            .encode(&mut payload);
+            self.send(now_ms, to, Verb::ExtFrame, &payload, out);
+        } else {
+            // A peer that cannot take offloads (or has not said yet): the
+            // frames the kernel would have made, one EXT_FRAME each.
+            let mut segments = std::mem::take(&mut self.frame_segments);
+            segments.clear();
+            let mut ends = Vec::new();
+            let mut scratch = std::mem::take(&mut payload);
+            let completed = offload.complete(frame, &mut scratch, |f| {
+                segments.extend_from_slice(f);
+                ends.push(segments.len());
+            });
+            if completed.is_err() {
+                self.counters.dropped_tap_offloads += 1;
+            }
+            let mut begin = 0;
+            for end in ends {
+                payload.clear();
+                FrameMessage {
+                    network: nwid,
+                    frame: &segments[begin..end],
+                }
+                .encode(&mut payload);
+                self.send(now_ms, to, Verb::ExtFrame, &payload, out);
+                begin = end;
+            }
+            self.frame_segments = segments;
+            let _ = scratch;
         }
-        .encode(&mut payload);
-        self.send(now_ms, to, Verb::ExtFrame, &payload, out);
         self.frame_buf = payload;
     }
 
@@ -226,14 +309,40 @@ impl Node {
         payload: &[u8],
         out: &mut Outbox,
     ) {
-        let Ok(FrameMessage {
-            network: nwid,
-            frame,
-        }) = FrameMessage::decode(payload)
-        else {
-            self.counters.dropped_frames += 1;
-            return;
-        };
+        match FrameMessage::decode(payload) {
+            Ok(m) => self.deliver_frame(now_ms, src, m.network, Offload::NONE, m.frame, out),
+            Err(_) => self.counters.dropped_frames += 1,
+        }
+    }
+
+    /// OFFLOAD_FRAME from a member: as EXT_FRAME, its offloads going with
+    /// the frame to the TAP (or completed in software there).
+    pub(crate) fn handle_offload_frame(
+        &mut self,
+        now_ms: u64,
+        src: Address,
+        payload: &[u8],
+        out: &mut Outbox,
+    ) {
+        match OffloadFrameMessage::decode(payload) {
+            Ok(m) => self.deliver_frame(now_ms, src, m.network, m.offload, m.frame, out),
+            Err(_) => {
+                self.counters.dropped_frames += 1;
+                self.counters.dropped_bad_offloads += 1;
+            }
+        }
+    }
+
+    /// A member's frame: certificate check, switch, TAP.
+    fn deliver_frame(
+        &mut self,
+        now_ms: u64,
+        src: Address,
+        nwid: NetworkId,
+        offload: Offload,
+        frame: &[u8],
+        out: &mut Outbox,
+    ) {
         let Some(m) = self.networks.get_mut(&nwid) else {
             self.counters.dropped_frames += 1;
             return;
@@ -251,7 +360,7 @@ impl Node {
             peer.last_active_ms = Some(now_ms);
         }
         match verdict {
-            Inbound::Deliver => out.push_frame(nwid, frame),
+            Inbound::Deliver => out.push_frame(nwid, offload, frame),
             Inbound::Drop(DropReason::NotAuthorized) => {
                 // No certificate, one the controller stopped refreshing, or
                 // a member it no longer lists.
@@ -346,8 +455,8 @@ impl Node {
                 .networks
                 .get_mut(&nwid)
                 .and_then(|m| m.awaiting_credentials.remove(&src));
-            for frame in held.map(|(_, frames)| frames).unwrap_or_default() {
-                self.send_frame(now_ms, nwid, src, &frame, out);
+            for (offload, frame) in held.map(|(_, frames)| frames).unwrap_or_default() {
+                self.send_frame(now_ms, nwid, src, offload, &frame, out);
             }
         }
     }

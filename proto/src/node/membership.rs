@@ -12,6 +12,7 @@ use crate::constants::CREDENTIALS_RESEND_INTERVAL_MS;
 use crate::hash_state::{HashMap, HashState};
 use crate::netconf::{Certificate, NetworkConfig};
 use crate::network_id::{Mac, NetworkId};
+use crate::offload::Offload;
 use crate::switch::{MulticastGroup, Switch, SwitchPolicy, eui64_link_local, groups_for_ips};
 
 /// A joined network's status, as `listnetworks` shows it.
@@ -27,6 +28,9 @@ pub enum NetworkStatus {
     /// The controller has no such network.
     NotFound,
 }
+
+/// A frame held for a member's certificate: its offloads and bytes.
+pub(crate) type HeldFrame = (Offload, Vec<u8>);
 
 /// A config being received in chunks.
 pub(super) struct Assembly {
@@ -52,7 +56,7 @@ pub(crate) struct Membership {
     /// The newest frames for each listed member whose fresh certificate we
     /// lack, with when the wait began (bounded by
     /// `MAX_MEMBERS_AWAITING_CREDENTIALS` and `MAX_FRAMES_AWAITING_CREDENTIALS_PER_MEMBER`).
-    pub awaiting_credentials: HashMap<Address, (u64, Vec<Vec<u8>>)>,
+    pub awaiting_credentials: HashMap<Address, (u64, Vec<HeldFrame>)>,
     /// Signature checks of each peer's certificates this second: (start, used).
     pub credential_checks: HashMap<Address, (u64, u32)>,
     /// The node's keyed hasher, for the switch's tables.

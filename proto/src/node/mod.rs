@@ -21,7 +21,7 @@ pub use counters::{Counters, TableSizes};
 pub use identity_checks::{IdentityCheck, IdentityCheckResult};
 pub use membership::NetworkStatus;
 pub use network::NetworkView;
-pub use outbox::{Outbox, Transmit};
+pub use outbox::{Outbox, TapFrame, Transmit, TransmitView};
 pub use peer::{PeerRole, PeerRoute};
 pub use status::{NodeStatus, PathStatus, PeerStatus};
 pub use traversal::{NatMapping, NetcheckRoot, NetcheckStatus};
@@ -35,8 +35,9 @@ use crate::identity::Identity;
 use crate::identity_hash::IdentityHashScratch;
 use crate::local_socket::LocalSocket;
 use crate::message::{
-    self, Echo, EchoKind, Hello, HelloOk, InRe, OkBody, Rendezvous, Versions, decode_error,
-    decode_ok, decode_push_direct_paths, decode_whois, encode_in_re, encode_push_direct_paths,
+    self, Capabilities, Echo, EchoKind, Hello, HelloOk, InRe, OkBody, Rendezvous, Versions,
+    decode_error, decode_ok, decode_push_direct_paths, decode_whois, encode_in_re,
+    encode_push_direct_paths,
 };
 use crate::rng::{NodeRng, Rng, SeedableRng};
 use crate::session::{Ephemeral, OpenError, Role, derive_session};
@@ -182,6 +183,11 @@ pub struct Node {
     /// A frame read with headroom that goes to more than one member (or
     /// must wait): copied out of the outbox before its packets are built.
     frame_copy: Vec<u8>,
+    /// Frames a super-frame becomes for a peer that cannot take it whole.
+    frame_segments: Vec<u8>,
+    /// Whether we announce and send OFFLOAD_FRAME (off: behave as a node
+    /// that predates it).
+    offload_frames: bool,
     /// Whether a root session was ever established.
     online_once: bool,
     /// The socket the datagram being handled arrived on.
@@ -238,6 +244,8 @@ impl Node {
             frame_buf: Vec::with_capacity(PACKET_MAX_LEN_BYTES),
             frame_targets: Vec::new(),
             frame_copy: Vec::new(),
+            frame_segments: Vec::new(),
+            offload_frames: true,
             online_once: false,
             rx_socket: LocalSocket::Primary,
             traversal: traversal::TraversalState::new(hash_state.clone()),
@@ -305,6 +313,12 @@ impl Node {
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// Whether this node announces and sends OFFLOAD_FRAME (default on; off
+    /// makes it behave as a node that predates offloads).
+    pub fn set_offload_frames(&mut self, on: bool) {
+        self.offload_frames = on;
     }
 
     /// Sets the addresses of this node's own sockets (interface addresses
@@ -551,8 +565,19 @@ impl Node {
         self.heard_from(now_ms, header.src, from, direct);
         if newly_confirmed {
             // A new session with this peer: it may have restarted, so the
-            // certificates it had from us are resent; what waited goes now.
+            // certificates it had from us are resent, what it supports is
+            // asked again (ours goes to it); what waited goes now.
             membership::forget_credentials_sent(&mut self.networks, header.src);
+            if let Some(peer) = self.peers.get_mut(&header.src) {
+                peer.offload_frames = false;
+            }
+            if self.offload_frames {
+                let caps = Capabilities {
+                    offload_frames: true,
+                }
+                .encode();
+                self.send_session(now_ms, header.src, None, Verb::Capabilities, &caps, out);
+            }
             self.flush_queued(now_ms, header.src, out);
         }
         let Some(&verb_byte) = packet.get(PACKET_HEADER_LEN_BYTES) else {
@@ -611,7 +636,8 @@ impl Node {
         // Anything but keepalives (NOP, probe ECHOs and their answers) keeps
         // a peer from being forgotten as idle.
         let keepalive = match verb {
-            Verb::Nop | Verb::PushDirectPaths | Verb::Rendezvous => true,
+            // What a new session says of itself (a rekey) is not use either.
+            Verb::Nop | Verb::PushDirectPaths | Verb::Rendezvous | Verb::Capabilities => true,
             Verb::Echo => Echo::is_probe(payload),
             Verb::Ok => Echo::ok_answers_probe(payload),
             _ => false,
@@ -710,6 +736,15 @@ impl Node {
                 self.handle_ext_frame(now_ms, src, payload, out);
                 Ok(())
             }
+            Verb::OffloadFrame => {
+                self.handle_offload_frame(now_ms, src, payload, out);
+                Ok(())
+            }
+            Verb::Capabilities => Capabilities::decode(payload).map(|caps| {
+                if let Some(peer) = self.peers.get_mut(&src) {
+                    peer.offload_frames = caps.offload_frames;
+                }
+            }),
             Verb::NetworkCredentials => {
                 self.handle_credentials(now_ms, src, payload, out);
                 Ok(())
@@ -2461,7 +2496,10 @@ fn rate_key(ip: std::net::IpAddr) -> std::net::IpAddr {
 
 /// Whether a packet of `verb` calls for a packet back (answers and NOPs do not).
 fn expects_answer(verb: Verb) -> bool {
-    !matches!(verb, Verb::Ok | Verb::Error | Verb::Nop)
+    !matches!(
+        verb,
+        Verb::Ok | Verb::Error | Verb::Nop | Verb::Capabilities
+    )
 }
 
 /// A first packet counter: random, and never 0.

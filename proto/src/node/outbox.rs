@@ -8,9 +8,13 @@
 use std::net::SocketAddr;
 use std::ops::Range;
 
-use crate::constants::{FRAME_HEADROOM_BYTES, MAX_SEGMENTS_PER_TRANSMIT, MAX_TRANSMIT_LEN_BYTES};
+use crate::constants::{
+    MAX_SEGMENTS_PER_TRANSMIT, MAX_TRANSMIT_LEN_BYTES, OFFLOAD_FRAME_HEADROOM_BYTES,
+    VIRTIO_NET_HDR_LEN_BYTES,
+};
 use crate::local_socket::LocalSocket;
 use crate::network_id::NetworkId;
+use crate::offload::Offload;
 
 /// One or more datagrams to send to one place.
 #[derive(Debug, Clone)]
@@ -44,16 +48,44 @@ impl<'a> TransmitView<'a> {
     }
 }
 
+/// A frame for the TAP device of a joined network.
+#[derive(Debug, Clone, Copy)]
+pub struct TapFrame<'a> {
+    /// The network.
+    pub network: NetworkId,
+    /// What is left to complete (checksum, segmentation).
+    pub offload: Offload,
+    /// The `virtio_net_hdr` for these offloads, then the frame.
+    bytes: &'a [u8],
+}
+
+impl<'a> TapFrame<'a> {
+    /// The Ethernet frame.
+    pub fn frame(&self) -> &'a [u8] {
+        &self.bytes[VIRTIO_NET_HDR_LEN_BYTES..]
+    }
+
+    /// The frame behind its `virtio_net_hdr`: what a TAP device opened with
+    /// `IFF_VNET_HDR` takes in one write.
+    pub fn with_virtio_header(&self) -> &'a [u8] {
+        self.bytes
+    }
+}
+
 /// Outgoing datagrams, and Ethernet frames for the TAP devices of joined
 /// networks; cleared by the driver after sending and writing them.
 #[derive(Debug, Default)]
 pub struct Outbox {
     buffer: Vec<u8>,
     transmits: Vec<Transmit>,
-    frames: Vec<(NetworkId, Range<usize>)>,
-    /// Where the room handed out by [`Outbox::frame_room`] starts (headroom
-    /// included), until the core takes the frame or something else is queued.
-    open_frame: Option<usize>,
+    frames: Vec<(NetworkId, Offload, Range<usize>)>,
+    /// The room handed out by [`Outbox::frame_room`]: where it starts
+    /// (headroom included) and where the driver reads into, until the core
+    /// takes the frame or something else is queued.
+    open_frame: Option<(usize, usize)>,
+    /// The allocation (address, capacity) whose every byte has been written
+    /// once, so frame room can be handed out without zeroing it again.
+    initialized: (usize, usize),
 }
 
 impl Outbox {
@@ -62,35 +94,65 @@ impl Outbox {
         Self::default()
     }
 
-    /// Room for one frame read from a TAP device, at most `max_len` bytes,
-    /// with [`FRAME_HEADROOM_BYTES`] kept free in front of it so the frame
-    /// is sealed where it lies. Read into it, then pass the length read to
-    /// [`crate::node::Node::handle_tap_read`]; asking again, or queueing
-    /// anything else, gives the room back.
-    pub fn frame_room(&mut self, max_len: usize) -> &mut [u8] {
+    /// Room for one frame read from a TAP device, at most `max_len` bytes
+    /// (counting the `virtio_net_hdr` in front of it when the device was
+    /// opened with `IFF_VNET_HDR`: `virtio_header`), with room kept free in
+    /// front so the frame is sealed where it lies. Read into it, then pass
+    /// the length read to [`crate::node::Node::handle_tap_read`]; asking
+    /// again, or queueing anything else, gives the room back.
+    pub fn frame_room(&mut self, max_len: usize, virtio_header: bool) -> &mut [u8] {
         self.close_frame_room();
         let start = self.buffer.len();
-        self.buffer
-            .resize(start + FRAME_HEADROOM_BYTES + max_len, 0);
-        self.open_frame = Some(start);
-        &mut self.buffer[start + FRAME_HEADROOM_BYTES..]
+        // The frame itself always lands OFFLOAD_FRAME_HEADROOM_BYTES in.
+        let read_at = start + OFFLOAD_FRAME_HEADROOM_BYTES
+            - if virtio_header {
+                VIRTIO_NET_HDR_LEN_BYTES
+            } else {
+                0
+            };
+        let end = read_at + max_len;
+        self.grow_initialized(end);
+        self.open_frame = Some((start, read_at));
+        &mut self.buffer[read_at..end]
     }
 
-    /// The frame read into the room: where its headroom starts. The frame
-    /// is `len` bytes after [`FRAME_HEADROOM_BYTES`]; the buffer ends there.
-    pub(crate) fn take_frame(&mut self, len: usize) -> Option<usize> {
-        let start = self.open_frame.take()?;
-        let end = start + FRAME_HEADROOM_BYTES + len;
+    /// Makes the buffer `len` bytes long, zeroing only memory never
+    /// written before: a 64 KiB room per TAP read costs no memset.
+    fn grow_initialized(&mut self, len: usize) {
+        if len <= self.buffer.len() {
+            self.buffer.truncate(len);
+            return;
+        }
+        let allocation = (self.buffer.as_ptr() as usize, self.buffer.capacity());
+        if len > self.buffer.capacity() || allocation != self.initialized {
+            self.buffer.reserve(len - self.buffer.len());
+            for byte in self.buffer.spare_capacity_mut() {
+                byte.write(0);
+            }
+            self.initialized = (self.buffer.as_ptr() as usize, self.buffer.capacity());
+        }
+        // SAFETY: every byte below the capacity of this allocation has been
+        // written (zeroed just above, or earlier on the same allocation, and
+        // a truncation does not un-write bytes), and u8 has no invalid values.
+        unsafe { self.buffer.set_len(len) };
+    }
+
+    /// The frame read into the room: where the room starts and where the
+    /// read went (the frame, or its `virtio_net_hdr`, which `len` counts).
+    /// The buffer then ends with what was read.
+    pub(crate) fn take_frame(&mut self, len: usize) -> Option<(usize, usize)> {
+        let (start, read_at) = self.open_frame.take()?;
+        let end = read_at + len;
         if end > self.buffer.len() {
             self.buffer.truncate(start);
             return None;
         }
         self.buffer.truncate(end);
-        Some(start)
+        Some((start, read_at))
     }
 
     fn close_frame_room(&mut self) {
-        if let Some(start) = self.open_frame.take() {
+        if let Some((start, _)) = self.open_frame.take() {
             self.buffer.truncate(start);
         }
     }
@@ -171,19 +233,28 @@ impl Outbox {
             .flat_map(|t| t.datagrams().map(move |d| (t.socket, t.to, d)))
     }
 
-    /// Queues a frame for the TAP device of network `nwid`.
-    pub fn push_frame(&mut self, nwid: NetworkId, frame: &[u8]) {
+    /// Queues a frame for the TAP device of network `nwid`, with what is
+    /// left to complete; its `virtio_net_hdr` is written in front of it.
+    pub fn push_frame(&mut self, nwid: NetworkId, offload: Offload, frame: &[u8]) {
+        // Checked when the offloads were read; none if that ever failed.
+        let (offload, header) = match offload.to_virtio(frame) {
+            Ok(header) => (offload, header),
+            Err(_) => (Offload::NONE, [0; VIRTIO_NET_HDR_LEN_BYTES]),
+        };
         let buffer = self.buffer_mut();
         let start = buffer.len();
+        buffer.extend_from_slice(&header);
         buffer.extend_from_slice(frame);
-        self.frames.push((nwid, start..self.buffer.len()));
+        self.frames.push((nwid, offload, start..self.buffer.len()));
     }
 
     /// The queued frames for TAP devices, in order.
-    pub fn frames(&self) -> impl Iterator<Item = (NetworkId, &[u8])> {
-        self.frames
-            .iter()
-            .map(|(n, r)| (*n, &self.buffer[r.clone()]))
+    pub fn frames(&self) -> impl Iterator<Item = TapFrame<'_>> {
+        self.frames.iter().map(|(network, offload, r)| TapFrame {
+            network: *network,
+            offload: *offload,
+            bytes: &self.buffer[r.clone()],
+        })
     }
 
     /// Number of queued datagrams.
@@ -261,20 +332,56 @@ mod tests {
     #[test]
     fn frame_room_is_given_back_unless_taken() {
         let mut out = Outbox::new();
+        let nwid = NetworkId::from_u64(0x1234_5678_9a00_0001).unwrap();
         out.push(LocalSocket::Primary, addr(1), &[9; 10]);
-        out.frame_room(1500)[..3].copy_from_slice(&[1, 2, 3]);
+        out.frame_room(1500, false)[..3].copy_from_slice(&[1, 2, 3]);
         // Not taken: queueing something else gives the room back.
-        out.push_frame(NetworkId::from_u64(0x1234_5678_9a00_0001).unwrap(), &[7; 5]);
-        assert_eq!(out.buffered_bytes(), 15);
-        let room = out.frame_room(1500);
+        out.push_frame(nwid, Offload::NONE, &[7; 5]);
+        let queued = 10 + VIRTIO_NET_HDR_LEN_BYTES + 5;
+        assert_eq!(out.buffered_bytes(), queued);
+        let frames: Vec<_> = out.frames().collect();
+        assert_eq!(frames[0].frame(), &[7; 5]);
+        assert_eq!(
+            frames[0].with_virtio_header()[..VIRTIO_NET_HDR_LEN_BYTES],
+            [0; 10]
+        );
+        let room = out.frame_room(1500, false);
         room[..3].copy_from_slice(&[1, 2, 3]);
-        let start = out.take_frame(3).unwrap();
-        assert_eq!(start, 15);
-        assert_eq!(out.buffered_bytes(), 15 + FRAME_HEADROOM_BYTES + 3);
+        assert_eq!(
+            out.take_frame(3),
+            Some((queued, queued + OFFLOAD_FRAME_HEADROOM_BYTES))
+        );
+        assert_eq!(
+            out.buffered_bytes(),
+            queued + OFFLOAD_FRAME_HEADROOM_BYTES + 3
+        );
         assert_eq!(out.take_frame(3), None);
         // A length beyond the room is refused and the room given back.
-        out.frame_room(10);
+        out.frame_room(10, false);
         assert_eq!(out.take_frame(11), None);
-        assert_eq!(out.buffered_bytes(), 15 + FRAME_HEADROOM_BYTES + 3);
+        assert_eq!(
+            out.buffered_bytes(),
+            queued + OFFLOAD_FRAME_HEADROOM_BYTES + 3
+        );
+        // With a virtio_net_hdr, the read starts that much earlier, so the
+        // frame itself lands at the same place.
+        out.clear();
+        out.frame_room(100, true);
+        let expected = OFFLOAD_FRAME_HEADROOM_BYTES - VIRTIO_NET_HDR_LEN_BYTES;
+        assert_eq!(out.take_frame(50), Some((0, expected)));
+    }
+
+    #[test]
+    fn frame_room_keeps_what_was_written_and_zeroes_only_new_memory() {
+        let mut out = Outbox::new();
+        out.frame_room(64, false).fill(0xee);
+        out.clear();
+        // Same allocation: the old bytes are still there (no memset).
+        assert!(out.frame_room(64, false).iter().all(|b| *b == 0xee));
+        out.clear();
+        // A bigger room: reallocated, and the new memory reads as zero.
+        let room = out.frame_room(1 << 20, false);
+        assert_eq!(room.len(), 1 << 20);
+        assert!(room[64..].iter().all(|b| *b == 0));
     }
 }

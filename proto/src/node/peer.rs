@@ -66,6 +66,8 @@ pub(crate) struct Peer {
     /// A root's stable endpoints from its world.
     pub stable_endpoints: Vec<SocketAddr>,
     pub versions: Option<Versions>,
+    /// It announced (CAPABILITIES, this session) that it takes OFFLOAD_FRAME.
+    pub offload_frames: bool,
     pub latency_ms: Option<u64>,
     pub last_receive_ms: Option<u64>,
     /// Last time traffic that matters to the user went either way.
@@ -127,6 +129,7 @@ impl Peer {
             role,
             stable_endpoints: Vec::new(),
             versions: None,
+            offload_frames: false,
             latency_ms: None,
             last_receive_ms: None,
             last_active_ms: None,
