@@ -47,6 +47,8 @@ pub struct ControlPlane {
     pub port_mapping_enabled: bool,
     /// `forceTcpRelay` from local.conf.
     pub force_tcp_relay: bool,
+    /// Open TAP devices with offloads (local.conf `tapOffload`, default on).
+    pub tap_offload: bool,
     /// `identityChecksPerSecond` from local.conf (or the default).
     pub identity_checks_per_second: u32,
     /// Whether the node has an IPv6 socket.

@@ -18,7 +18,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::core::constants::{MAX_TAP_FRAME_LEN_BYTES, PACKET_MAX_LEN_BYTES};
+use crate::core::constants::{
+    MAX_SUPER_FRAME_LEN_BYTES, MAX_TAP_FRAME_LEN_BYTES, PACKET_MAX_LEN_BYTES,
+    VIRTIO_NET_HDR_LEN_BYTES,
+};
 use crate::core::identity_hash::IdentityHashScratch;
 use crate::core::local_socket::LocalSocket;
 use crate::core::network_id::NetworkId;
@@ -226,6 +229,8 @@ pub struct Engine {
     buf: Vec<u8>,
     /// Buffers for batched reads of the primary and mapped sockets.
     rx: RecvBatch,
+    /// Frames a super-frame is cut into for a TAP without offloads.
+    segments: Vec<u8>,
 }
 
 impl Engine {
@@ -277,6 +282,7 @@ impl Engine {
             out: Outbox::new(),
             buf: vec![0u8; PACKET_MAX_LEN_BYTES],
             rx: RecvBatch::default(),
+            segments: Vec::new(),
         })
     }
 
@@ -390,14 +396,17 @@ impl Engine {
                         return false;
                     };
                     // Read with headroom: the frame is sealed where it lies.
-                    match device
-                        .tap
-                        .read(self.out.frame_room(MAX_TAP_FRAME_LEN_BYTES, false))
-                    {
+                    let virtio = device.tap.virtio_header();
+                    let room = if virtio {
+                        VIRTIO_NET_HDR_LEN_BYTES + MAX_SUPER_FRAME_LEN_BYTES
+                    } else {
+                        MAX_TAP_FRAME_LEN_BYTES
+                    };
+                    match device.tap.read(self.out.frame_room(room, virtio)) {
                         Ok(len) => {
                             let now = self.now_ms();
                             self.node
-                                .handle_tap_read(now, nwid, len, false, &mut self.out);
+                                .handle_tap_read(now, nwid, len, virtio, &mut self.out);
                             self.flush_if_full();
                             continue;
                         }
@@ -590,9 +599,24 @@ impl Engine {
             }
         }
         for f in self.out.frames() {
-            if let Some(device) = self.devices.get(&f.network)
-                && let Err(e) = device.tap.write(f.frame())
-            {
+            let Some(device) = self.devices.get(&f.network) else {
+                continue;
+            };
+            let written = if device.tap.virtio_header() {
+                device.tap.write(f.with_virtio_header()).map(drop)
+            } else if f.offload.is_none() {
+                device.tap.write(f.frame()).map(drop)
+            } else {
+                // A TAP without offloads: the frames the kernel would cut.
+                let mut result = Ok(());
+                let _ = f.offload.complete(f.frame(), &mut self.segments, |frame| {
+                    if let Err(e) = device.tap.write(frame) {
+                        result = Err(e);
+                    }
+                });
+                result
+            };
+            if let Err(e) = written {
                 debug!(nwid = %f.network, error = %e, "TAP write failed");
             }
         }

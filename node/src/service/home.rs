@@ -127,6 +127,12 @@ pub struct LocalSettings {
     /// Identity checks (memory-hard hashes of unknown identities) per second,
     /// node-wide (default 20, 1 to 1,000).
     pub identity_checks_per_second: Option<u32>,
+    /// Open TAP devices with offloads: TCP super-frames and partial
+    /// checksums from and to the kernel (default on).
+    pub tap_offload: Option<bool>,
+    /// Announce and send OFFLOAD_FRAME to peers that take it (default on;
+    /// off, the node behaves as one from before offloads).
+    pub offload_frames: Option<bool>,
 }
 
 /// A node's home directory.

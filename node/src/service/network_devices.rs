@@ -55,12 +55,13 @@ pub async fn configure_network(shared: &Arc<ControlPlane>, nwid: NetworkId) {
         (Some(NetworkStatus::Ok), Some(settings)) => {
             let new = lock(&shared.devices).insert(nwid);
             if new {
-                let added = TapDevice::create(&settings.device).and_then(|tap| {
-                    shared
-                        .engine
-                        .send(Command::AddDevice(nwid, tap))
-                        .map_err(std::io::Error::other)
-                });
+                let added =
+                    TapDevice::create(&settings.device, shared.tap_offload).and_then(|tap| {
+                        shared
+                            .engine
+                            .send(Command::AddDevice(nwid, tap))
+                            .map_err(std::io::Error::other)
+                    });
                 if let Err(e) = added {
                     lock(&shared.devices).remove(&nwid);
                     error!(%nwid, device = settings.device, "cannot create TAP device: {e}");

@@ -1,52 +1,137 @@
 //! The TAP device of a joined network: Ethernet frames in and out, one
 //! frame per call; the engine polls it non-blocking.
+//!
+//! Opened with `IFF_VNET_HDR` and offloads on (`TUNSETOFFLOAD`: checksum,
+//! TSO for IPv4 and IPv6), the kernel hands over TCP super-frames of up to
+//! 64 KiB with partial checksums, each behind a `virtio_net_hdr`, and takes
+//! them back the same way; that is what lets one read or write carry many
+//! segments. tun-tap cannot set these flags, hence this small module of
+//! ioctls.
 
-use std::io;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
-use tun_tap::{Iface, Mode};
-
+use crate::core::constants::VIRTIO_NET_HDR_LEN_BYTES;
 use crate::core::network_id::NetworkId;
+
+/// Offloads asked of the kernel: partial checksums, TSO over IPv4 and IPv6.
+const TAP_OFFLOADS: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
 
 /// A TAP device.
 #[derive(Clone)]
 pub struct TapDevice {
-    iface: Arc<Iface>,
+    file: Arc<File>,
+    name: String,
+    offloads: bool,
 }
 
 impl TapDevice {
-    /// Creates the TAP device named `name` (needs CAP_NET_ADMIN).
-    pub fn create(name: &str) -> io::Result<Self> {
-        let iface = Iface::without_packet_info(name, Mode::Tap)?;
-        Ok(Self {
-            iface: Arc::new(iface),
-        })
+    /// Creates the TAP device named `name` (needs CAP_NET_ADMIN), with
+    /// offloads when `offloads` and the kernel has them.
+    pub fn create(name: &str, offloads: bool) -> io::Result<Self> {
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("TAP name {name:?} must be 1 to 15 bytes"),
+            ));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open("/dev/net/tun")?;
+        let flags = libc::IFF_TAP | libc::IFF_NO_PI | if offloads { libc::IFF_VNET_HDR } else { 0 };
+        // SAFETY: ifreq is plain data; zeroed is a valid value.
+        let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in request.ifr_name.iter_mut().zip(name.bytes()) {
+            *dst = src as libc::c_char;
+        }
+        request.ifr_ifru.ifru_flags = flags as libc::c_short;
+        // SAFETY: a valid fd and a valid ifreq for TUNSETIFF.
+        check(unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &request) })?;
+        // SAFETY: the kernel wrote a NUL-terminated name into ifr_name.
+        let kernel_name = unsafe { std::ffi::CStr::from_ptr(request.ifr_name.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        let mut device = Self {
+            file: Arc::new(file),
+            name: kernel_name,
+            offloads: false,
+        };
+        if offloads {
+            let header_len = VIRTIO_NET_HDR_LEN_BYTES as libc::c_int;
+            // SAFETY: a valid fd; TUNSETVNETHDRSZ reads an int through the pointer.
+            check(unsafe { libc::ioctl(device.fd(), libc::TUNSETVNETHDRSZ, &header_len) })?;
+            // SAFETY: a valid fd; TUNSETOFFLOAD takes its flags by value.
+            let set = unsafe {
+                libc::ioctl(
+                    device.fd(),
+                    libc::TUNSETOFFLOAD,
+                    libc::c_ulong::from(TAP_OFFLOADS),
+                )
+            };
+            match check(set) {
+                Ok(()) => device.offloads = true,
+                // The virtio_net_hdr stays, all zero: frames come whole.
+                Err(e) => {
+                    tracing::warn!(device = name, error = %e, "TAP offloads refused; frames one by one")
+                }
+            }
+        }
+        Ok(device)
+    }
+
+    fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
     }
 
     /// The device name the kernel gave it.
     pub fn name(&self) -> &str {
-        self.iface.name()
+        &self.name
     }
 
-    /// Reads one frame (blocks unless [`TapDevice::set_nonblocking`]).
+    /// Whether each frame read or written has a `virtio_net_hdr` in front
+    /// (opened with offloads).
+    pub fn virtio_header(&self) -> bool {
+        self.offloads
+    }
+
+    /// Reads one frame, behind its `virtio_net_hdr` when
+    /// [`TapDevice::virtio_header`] (blocks unless [`TapDevice::set_nonblocking`]).
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.iface.recv(buf)
+        (&*self.file).read(buf)
     }
 
-    /// Writes one frame.
+    /// Writes one frame, behind its `virtio_net_hdr` when
+    /// [`TapDevice::virtio_header`].
     pub fn write(&self, frame: &[u8]) -> io::Result<usize> {
-        self.iface.send(frame)
+        (&*self.file).write(frame)
     }
 
     /// Makes reads and writes return `WouldBlock` instead of waiting.
     pub fn set_nonblocking(&self) -> io::Result<()> {
-        self.iface.set_non_blocking()
+        // SAFETY: a valid fd; F_GETFL/F_SETFL with plain flags.
+        let flags = unsafe { libc::fcntl(self.fd(), libc::F_GETFL) };
+        check(flags)?;
+        // SAFETY: as above.
+        check(unsafe { libc::fcntl(self.fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })
     }
 }
 
-impl std::os::fd::AsRawFd for TapDevice {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.iface.as_raw_fd()
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+impl AsRawFd for TapDevice {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd()
     }
 }
 
@@ -71,5 +156,13 @@ mod tests {
         assert!(!is_vnet_device("vn0ccf88193"));
         assert!(!is_vnet_device("eth0"));
         assert!(!is_vnet_device("vnXccf88193a"));
+    }
+
+    #[test]
+    fn names_too_long_for_the_kernel_are_refused() {
+        let err = TapDevice::create("a-name-far-too-long", true)
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 }

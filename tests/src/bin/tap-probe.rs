@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         eprintln!("tap-probe: bad arguments");
         return ExitCode::from(2);
     };
-    let tap = match TapDevice::create(&device_name(nwid)) {
+    let tap = match TapDevice::create(&device_name(nwid), false) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("tap-probe: cannot create TAP: {e}");
