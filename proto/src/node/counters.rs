@@ -58,6 +58,14 @@ pub struct Counters {
     pub refused_world_updates: u64,
     /// Frames dropped: not joined, not configured, or refused by the switch.
     pub dropped_frames: u64,
+    /// Super-frames (TCP segmentation left to the receiver) sent whole in
+    /// an OFFLOAD_FRAME.
+    pub super_frames_sent: u64,
+    /// Super-frames received in an OFFLOAD_FRAME and handed to the TAP.
+    pub super_frames_received: u64,
+    /// Super-frames cut into segments here for a peer that does not take
+    /// OFFLOAD_FRAME.
+    pub super_frames_cut: u64,
     /// OFFLOAD_FRAMEs whose offloads do not fit their frame (also counted
     /// in `dropped_frames`).
     pub dropped_bad_offloads: u64,

@@ -109,6 +109,9 @@ impl Node {
                     Verb::OffloadFrame => OffloadFrameMessage::encode_header(nwid, offload, body),
                     _ => FrameMessage::encode_header(nwid, body),
                 }
+                if offload.segmentation.is_some() {
+                    self.counters.super_frames_sent += 1;
+                }
                 self.seal_and_queue(now_ms, to, None, None, verb, packet_at, out);
             }
             None => {
@@ -206,6 +209,9 @@ impl Node {
                 frame,
             }
             .encode(&mut payload);
+            if offload.segmentation.is_some() {
+                self.counters.super_frames_sent += 1;
+            }
             self.send(now_ms, to, Verb::OffloadFrame, &payload, out);
         } else if offload.is_none() {
             payload.clear();
@@ -226,8 +232,10 @@ impl Node {
                 segments.extend_from_slice(f);
                 ends.push(segments.len());
             });
-            if completed.is_err() {
-                self.counters.dropped_tap_offloads += 1;
+            match completed {
+                Err(_) => self.counters.dropped_tap_offloads += 1,
+                Ok(_) if offload.segmentation.is_some() => self.counters.super_frames_cut += 1,
+                Ok(_) => {}
             }
             let mut begin = 0;
             for end in ends {
@@ -360,7 +368,12 @@ impl Node {
             peer.last_active_ms = Some(now_ms);
         }
         match verdict {
-            Inbound::Deliver => out.push_frame(nwid, offload, frame),
+            Inbound::Deliver => {
+                if offload.segmentation.is_some() {
+                    self.counters.super_frames_received += 1;
+                }
+                out.push_frame(nwid, offload, frame);
+            }
             Inbound::Drop(DropReason::NotAuthorized) => {
                 // No certificate, one the controller stopped refreshing, or
                 // a member it no longer lists.

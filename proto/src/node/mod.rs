@@ -568,16 +568,7 @@ impl Node {
             // certificates it had from us are resent, what it supports is
             // asked again (ours goes to it); what waited goes now.
             membership::forget_credentials_sent(&mut self.networks, header.src);
-            if let Some(peer) = self.peers.get_mut(&header.src) {
-                peer.offload_frames = false;
-            }
-            if self.offload_frames {
-                let caps = Capabilities {
-                    offload_frames: true,
-                }
-                .encode();
-                self.send_session(now_ms, header.src, None, Verb::Capabilities, &caps, out);
-            }
+            self.announce_capabilities(now_ms, header.src, out);
             self.flush_queued(now_ms, header.src, out);
         }
         let Some(&verb_byte) = packet.get(PACKET_HEADER_LEN_BYTES) else {
@@ -1085,6 +1076,7 @@ impl Node {
         let is_root = peer.is_root();
         let first_root_session = is_root && !self.online_once;
         self.note_route(now_ms, header.src);
+        self.announce_capabilities(now_ms, header.src, out);
         if first_root_session {
             // Just came online: whatever waited for a root goes out now,
             // not at its next retry.
@@ -1879,6 +1871,21 @@ impl Node {
             return;
         }
         self.send_session(now_ms, addr, None, verb, payload, out);
+    }
+
+    /// A new session with `addr` (either side of the handshake): what it
+    /// supports is unknown until it says, and we say what we support.
+    fn announce_capabilities(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            peer.offload_frames = false;
+        }
+        if self.offload_frames {
+            let caps = Capabilities {
+                offload_frames: true,
+            }
+            .encode();
+            self.send_session(now_ms, addr, None, Verb::Capabilities, &caps, out);
+        }
     }
 
     fn flush_queued(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
