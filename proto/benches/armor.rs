@@ -29,6 +29,7 @@ fn packet(body_len: usize) -> Vec<u8> {
         key_slot: 1,
         more_fragments: false,
         clear: false,
+        aes_gcm: false,
     }
     .encode_into(&mut buf);
     buf

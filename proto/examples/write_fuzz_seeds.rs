@@ -46,6 +46,7 @@ fn armored(counter: u64, body: &[u8], verb: Verb, mtu: usize, encrypt: bool) -> 
         key_slot: if encrypt { 1 } else { 0 },
         more_fragments: fragment_count(len, mtu) > 1,
         clear: false,
+        aes_gcm: false,
     };
     let mut packet = vec![0u8; PACKET_HEADER_LEN_BYTES];
     header.encode_into(&mut packet);

@@ -669,6 +669,7 @@ mod tests {
             key_slot: 1,
             more_fragments: fragment_count(len, mtu) > 1,
             clear: false,
+            aes_gcm: false,
         }
         .encode_into(&mut buf);
         buf

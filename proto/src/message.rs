@@ -79,9 +79,12 @@ pub struct HelloOk {
 pub struct Capabilities {
     /// It takes OFFLOAD_FRAME (bit 0).
     pub offload_frames: bool,
+    /// It opens session packets sealed with AES-256-GCM (bit 1).
+    pub aes_gcm: bool,
 }
 
 const CAPABILITY_OFFLOAD_FRAMES: u32 = 1;
+const CAPABILITY_AES_GCM: u32 = 2;
 
 impl Capabilities {
     /// The body.
@@ -89,6 +92,9 @@ impl Capabilities {
         let mut bits = 0u32;
         if self.offload_frames {
             bits |= CAPABILITY_OFFLOAD_FRAMES;
+        }
+        if self.aes_gcm {
+            bits |= CAPABILITY_AES_GCM;
         }
         bits.to_be_bytes()
     }
@@ -102,6 +108,7 @@ impl Capabilities {
             .ok_or(MessageError::Truncated("CAPABILITIES"))?;
         Ok(Self {
             offload_frames: bits & CAPABILITY_OFFLOAD_FRAMES != 0,
+            aes_gcm: bits & CAPABILITY_AES_GCM != 0,
         })
     }
 }
@@ -550,15 +557,18 @@ mod capability_tests {
     #[test]
     fn capabilities_round_trip_and_unknown_bits_are_ignored() {
         for offload_frames in [false, true] {
-            let c = Capabilities { offload_frames };
-            assert_eq!(Capabilities::decode(&c.encode()), Ok(c));
+            for aes_gcm in [false, true] {
+                let c = Capabilities {
+                    offload_frames,
+                    aes_gcm,
+                };
+                assert_eq!(Capabilities::decode(&c.encode()), Ok(c));
+            }
         }
         // Bits and bytes of later versions.
         assert_eq!(
-            Capabilities::decode(&[0xff, 0xff, 0xff, 0xfe, 9, 9]),
-            Ok(Capabilities {
-                offload_frames: false
-            })
+            Capabilities::decode(&[0xff, 0xff, 0xff, 0xfc, 9, 9]),
+            Ok(Capabilities::default())
         );
         assert_eq!(
             Capabilities::decode(&[0, 0, 1]),

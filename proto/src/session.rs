@@ -7,13 +7,16 @@ use sha2::{Digest, Sha512};
 use zeroize::Zeroize;
 
 use crate::address::Address;
-use crate::armor::{MacError, PacketKey, armor, dearmor};
+use crate::armor::{
+    AeadKey, MacError, PacketKey, Suite, armor, dearmor, open_aes_gcm, seal_aes_gcm,
+};
 use crate::c25519::SharedKey;
 use crate::constants::{
     KEY_OVERLAP_MS, MAX_SESSIONS_PER_PEER, REKEY_AFTER_PACKETS, REKEY_INTERVAL_MS,
     SESSION_MAX_AGE_MS, SESSION_PENDING_TIMEOUT_MS,
 };
 use crate::replay::ReplayWindow;
+use crate::wire::{FLAG_AES_GCM, FLAGS_OFFSET};
 
 /// Domain separation for session key derivation.
 const SESSION_KDF_LABEL: &[u8] = b"vnet session v1";
@@ -115,6 +118,8 @@ pub fn derive_session(
     };
     Some(Session {
         slot,
+        send_aead: AeadKey::derive(&send),
+        recv_aead: AeadKey::derive(&recv),
         send,
         recv,
         first_counter: first_counter(random),
@@ -149,6 +154,9 @@ pub struct Session {
     slot: u8,
     send: PacketKey,
     recv: PacketKey,
+    /// AES-256-GCM keys derived from `send` and `recv`.
+    send_aead: AeadKey,
+    recv_aead: AeadKey,
     /// The first counter this session sent (random).
     first_counter: u64,
     next_counter: u64,
@@ -308,14 +316,25 @@ impl SessionSet {
         Some((counter, s.slot))
     }
 
-    /// Armors a packet (header written, counter from `next_send`) with the sending key.
-    pub fn seal(&self, packet: &mut [u8]) {
+    /// Armors a packet (header written, counter from `next_send`) with the
+    /// sending key, by `suite` (which flags bit 7 records).
+    pub fn seal(&self, packet: &mut [u8], suite: Suite) {
         if let Some(s) = self.sessions.last() {
-            armor(&s.send, packet, true);
+            match suite {
+                Suite::Salsa2012Poly1305 => {
+                    packet[FLAGS_OFFSET] &= !FLAG_AES_GCM;
+                    armor(&s.send, packet, true);
+                }
+                Suite::Aes256Gcm => {
+                    packet[FLAGS_OFFSET] |= FLAG_AES_GCM;
+                    seal_aes_gcm(&s.send_aead, packet);
+                }
+            }
         }
     }
 
-    /// Authenticates, replay-checks and decrypts a session packet in place.
+    /// Authenticates, replay-checks and decrypts a session packet in place,
+    /// by the suite its flags name.
     /// Each candidate key's MAC is computed at most once per packet.
     pub fn open(
         &mut self,
@@ -327,6 +346,8 @@ impl SessionSet {
         self.expire(now_ms);
         let mut any = false;
         let mut replayed = false;
+        let candidates = self.sessions.iter().filter(|s| s.slot == slot).count()
+            + usize::from(self.pending.as_ref().is_some_and(|p| p.slot == slot));
         // Newest first: that is almost always the one.
         for s in self.sessions.iter_mut().rev().filter(|s| s.slot == slot) {
             any = true;
@@ -334,10 +355,10 @@ impl SessionSet {
                 // Could be another session with the same slot; keep looking.
                 // A replay of a genuine packet still authenticates: check
                 // (without decrypting) only to tell replays from garbage.
-                replayed |= counter != 0 && dearmor_check_only(&s.recv, packet);
+                replayed |= counter != 0 && check_only(s, packet);
                 continue;
             }
-            match dearmor(&s.recv, packet, true) {
+            match open_with(s, packet, candidates > 1) {
                 Ok(()) => {
                     s.replay.accept(counter);
                     s.last_receive_ms = Some(now_ms);
@@ -348,7 +369,7 @@ impl SessionSet {
         }
         if let Some(p) = self.pending.as_mut().filter(|p| p.slot == slot) {
             any = true;
-            if counter != 0 && p.replay.check(counter) && dearmor(&p.recv, packet, true).is_ok() {
+            if counter != 0 && p.replay.check(counter) && open_with(p, packet, false).is_ok() {
                 p.replay.accept(counter);
                 p.last_receive_ms = Some(now_ms);
                 // Key confirmed: the peer holds this session; it now sends.
@@ -369,11 +390,36 @@ impl SessionSet {
     }
 }
 
-/// MAC check without decrypting (on a copy): used only to classify a drop
-/// whose counter was already seen.
-fn dearmor_check_only(key: &PacketKey, packet: &[u8]) -> bool {
+/// Opens a packet with a session's receiving key, by the suite its flags
+/// name. AES-GCM may leave a failed body overwritten, so when another key
+/// may still be tried (`others`) it is checked on a copy first.
+fn open_with(s: &Session, packet: &mut [u8], others: bool) -> Result<(), MacError> {
+    if packet
+        .get(FLAGS_OFFSET)
+        .is_some_and(|f| f & FLAG_AES_GCM != 0)
+    {
+        if others && !check_only(s, packet) {
+            return Err(MacError);
+        }
+        open_aes_gcm(&s.recv_aead, packet)
+    } else {
+        dearmor(&s.recv, packet, true)
+    }
+}
+
+/// MAC check without decrypting the packet (on a copy): used only to
+/// classify a drop whose counter was already seen, or before trying one of
+/// several AES-GCM keys.
+fn check_only(s: &Session, packet: &[u8]) -> bool {
     let mut copy = packet.to_vec();
-    dearmor(key, &mut copy, false).is_ok()
+    if packet
+        .get(FLAGS_OFFSET)
+        .is_some_and(|f| f & FLAG_AES_GCM != 0)
+    {
+        open_aes_gcm(&s.recv_aead, &mut copy).is_ok()
+    } else {
+        dearmor(&s.recv, &mut copy, false).is_ok()
+    }
 }
 
 #[cfg(test)]
@@ -409,6 +455,46 @@ mod tests {
         p
     }
 
+    /// B holds an older and a newer session with A in the same key slot; A
+    /// seals with the older one by AES-GCM. B tries the newer key first
+    /// (which fails, and could have overwritten the body) and still opens
+    /// it with the older one; a replay is still told from garbage.
+    #[test]
+    fn aes_gcm_opens_with_the_right_one_of_two_sessions_in_a_slot() {
+        let (a, b, s) = pair();
+        let (old_a, old_b) = handshake(0, a, b, &s);
+        let (new_a, new_b) = loop {
+            let (x, y) = handshake(0, a, b, &s);
+            if x.slot == old_a.slot {
+                break (x, y);
+            }
+        };
+        drop(new_a);
+        let (mut set_a, mut set_b) = (SessionSet::default(), SessionSet::default());
+        set_a.install(0, old_a);
+        set_b.install(0, old_b);
+        set_b.install(1, new_b);
+        let (counter, slot) = set_a.next_send().unwrap();
+        let body = vec![0x5au8; 300];
+        let mut p = packet(counter, slot, &body);
+        set_a.seal(&mut p, Suite::Aes256Gcm);
+        assert_ne!(p[FLAGS_OFFSET] & FLAG_AES_GCM, 0);
+        let sealed = p.clone();
+        assert_eq!(set_b.open(2, slot, counter, &mut p), Ok(()));
+        assert_eq!(p[35..], body[..]);
+        assert_eq!(
+            set_b.open(2, slot, counter, &mut sealed.clone()),
+            Err(OpenError::Replay)
+        );
+        let mut garbage = sealed;
+        garbage[40] ^= 1;
+        garbage[..8].copy_from_slice(&(counter + 1).to_be_bytes());
+        assert_eq!(
+            set_b.open(2, slot, counter + 1, &mut garbage),
+            Err(OpenError::BadMac)
+        );
+    }
+
     #[test]
     fn both_sides_derive_matching_directional_keys() {
         let (a, b, s) = pair();
@@ -419,7 +505,7 @@ mod tests {
         set_b.install(0, sb);
         let (counter, slot) = set_a.next_send().unwrap();
         let mut p = packet(counter, slot, b"hello there");
-        set_a.seal(&mut p);
+        set_a.seal(&mut p, Suite::Salsa2012Poly1305);
         assert_ne!(&p[35..], b"hello there");
         let sealed = p.clone();
         assert_eq!(set_b.open(1, slot, counter, &mut p), Ok(()));
@@ -452,7 +538,7 @@ mod tests {
             .map(|i| {
                 let (c, slot) = set.next_send().unwrap();
                 let mut p = packet(c, slot, &[i as u8; 4]);
-                set.seal(&mut p);
+                set.seal(&mut p, Suite::Salsa2012Poly1305);
                 (c, slot, p)
             })
             .collect()

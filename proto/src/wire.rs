@@ -43,8 +43,9 @@ pub const FLAG_KEY_SLOT_SHIFT: u32 = 3;
 pub const FLAG_MORE_FRAGMENTS: u8 = 0b0100_0000;
 /// Flag bit 5: verb and payload are in clear (HELLO only, key slot 0).
 pub const FLAG_CLEAR: u8 = 0b0010_0000;
-/// Flags bits 5 and 7, which must be zero.
-pub const FLAG_RESERVED_MASK: u8 = 0b1000_0000;
+/// Flags bit 7: a session packet sealed with AES-256-GCM instead of
+/// Salsa20/12 + Poly1305 (never on a static-key packet).
+pub const FLAG_AES_GCM: u8 = 0b1000_0000;
 /// A fragment's hop byte bits 3–7, which must be zero.
 pub const FRAGMENT_HOPS_RESERVED_MASK: u8 = !FLAG_HOPS_MASK;
 /// Highest key slot (slots 1–3 are session keys, 0 the static key).
@@ -122,6 +123,8 @@ pub struct PacketHeader {
     pub more_fragments: bool,
     /// Flag bit 5: verb and payload sent in clear (HELLO; key slot 0 only).
     pub clear: bool,
+    /// Flag bit 7: sealed with AES-256-GCM (session key slots only).
+    pub aes_gcm: bool,
 }
 
 impl PacketHeader {
@@ -154,6 +157,10 @@ impl PacketHeader {
             assert!(self.key_slot == 0, "clear packets use the static key slot");
             flags |= FLAG_CLEAR;
         }
+        if self.aes_gcm {
+            assert!(self.key_slot != 0, "AES-GCM is for session keys");
+            flags |= FLAG_AES_GCM;
+        }
         buf[FLAGS_OFFSET] = flags;
     }
 
@@ -172,7 +179,7 @@ impl PacketHeader {
             return Err(WireError::NotAPacket);
         }
         let flags = bytes[FLAGS_OFFSET];
-        if flags & FLAG_RESERVED_MASK != 0 {
+        if flags & FLAG_AES_GCM != 0 && flags & FLAG_KEY_SLOT_MASK == 0 {
             return Err(WireError::ReservedBits { byte: flags });
         }
         if flags & FLAG_CLEAR != 0 && flags & FLAG_KEY_SLOT_MASK != 0 {
@@ -190,6 +197,7 @@ impl PacketHeader {
             key_slot: (flags & FLAG_KEY_SLOT_MASK) >> FLAG_KEY_SLOT_SHIFT,
             more_fragments: flags & FLAG_MORE_FRAGMENTS != 0,
             clear: flags & FLAG_CLEAR != 0,
+            aes_gcm: flags & FLAG_AES_GCM != 0,
         })
     }
 }
@@ -429,6 +437,7 @@ mod tests {
             key_slot: 3,
             more_fragments: true,
             clear: false,
+            aes_gcm: false,
         }
     }
 
@@ -535,14 +544,23 @@ mod tests {
     #[test]
     fn reserved_bits_and_addresses_are_refused() {
         let good = packet(&header(), 4);
-        for bit in [5, 7] {
-            let mut buf = good.clone();
-            buf[FLAGS_OFFSET] |= 1 << bit;
-            assert!(matches!(
-                classify(&buf),
-                Err(WireError::ReservedBits { .. })
-            ));
-        }
+        // Clear (bit 5) with a session key slot: refused.
+        let mut buf = good.clone();
+        buf[FLAGS_OFFSET] |= FLAG_CLEAR;
+        assert!(matches!(
+            classify(&buf),
+            Err(WireError::ReservedBits { .. })
+        ));
+        // The AES-GCM bit (7) on a session packet is a suite; on a
+        // static-key packet (slot 0) it is refused.
+        let mut buf = good.clone();
+        buf[FLAGS_OFFSET] |= FLAG_AES_GCM;
+        assert!(classify(&buf).is_ok());
+        buf[FLAGS_OFFSET] &= !FLAG_KEY_SLOT_MASK;
+        assert!(matches!(
+            classify(&buf),
+            Err(WireError::ReservedBits { .. })
+        ));
         let mut buf = good.clone();
         buf[DESTINATION_OFFSET..SOURCE_OFFSET].fill(0);
         assert_eq!(

@@ -40,17 +40,20 @@ fn arb_header() -> impl Strategy<Value = PacketHeader> {
         0u8..=3,
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(counter, dest, src, hops, key_slot, more_fragments, clear)| PacketHeader {
+            |(counter, dest, src, hops, key_slot, more_fragments, clear, aes_gcm)| PacketHeader {
                 counter,
                 dest,
                 src,
                 hops,
                 key_slot,
                 more_fragments,
-                // The clear flag exists only with the static key.
+                // The clear flag exists only with the static key, AES-GCM
+                // only with session keys.
                 clear: clear && key_slot == 0,
+                aes_gcm: aes_gcm && key_slot != 0,
             },
         )
 }

@@ -1093,6 +1093,7 @@ mod rogue {
             hops: 0,
             key_slot: 0,
             clear: true,
+            aes_gcm: false,
             more_fragments: false,
         }
         .encode_into(&mut p);
@@ -1246,6 +1247,7 @@ mod rogue {
                     hops: 0,
                     key_slot: 1,
                     clear: false,
+                    aes_gcm: false,
                     more_fragments,
                 }
                 .encode_into(&mut p);
@@ -2606,6 +2608,7 @@ mod rogue_member {
                 key_slot: 1,
                 more_fragments: true,
                 clear: false,
+                aes_gcm: false,
             }
             .encode_into(&mut head);
             let mut fragment = vec![0xa5u8; 600];

@@ -70,6 +70,7 @@ fn forged_hello(claimed: Address, pair: &KeyPair, to: &Identity, counter: u64) -
         hops: 0,
         key_slot: 0,
         clear: true,
+        aes_gcm: false,
         more_fragments: false,
     }
     .encode_into(&mut p);

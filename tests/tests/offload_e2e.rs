@@ -1,8 +1,9 @@
 //! Super-frames end to end, in network namespaces, with real TAP offloads
 //! (IFF_VNET_HDR, TSO) and real TCP (iperf3): between two members whose
 //! TAPs take offloads, both ways; to a member whose TAP does not (it cuts
-//! them in software); to a member whose node predates OFFLOAD_FRAME (the
-//! sender cuts them).
+//! them in software); to a member whose node predates OFFLOAD_FRAME and
+//! AES-256-GCM (the sender cuts them, and seals with Salsa20/12 +
+//! Poly1305 for it while it seals with AES-256-GCM for the others).
 
 use std::fs;
 
@@ -63,7 +64,11 @@ fn super_frames_cross_both_ways_and_reach_members_without_offloads() {
         &[&ctl_host, &ha, &hb, &hc, &hd].map(|h| lab.home(h)),
     );
     local_conf(&lab, &hc, json!({ "tapOffload": false }));
-    local_conf(&lab, &hd, json!({ "offloadFrames": false }));
+    local_conf(
+        &lab,
+        &hd,
+        json!({ "offloadFrames": false, "aesGcm": false }),
+    );
     let _root = Daemon::start(&lab, &root_host, "vnet-planet");
     let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
     let members = [&ha, &hb, &hc, &hd].map(|h| Daemon::start(&lab, h, "vnet-node"));
@@ -78,6 +83,8 @@ fn super_frames_cross_both_ways_and_reach_members_without_offloads() {
     assert!(bps > 0.0);
     assert!(counter(a, "superFramesSent") > 0, "a sent super-frames");
     assert!(counter(b, "superFramesReceived") > 0, "b took them whole");
+    assert!(counter(a, "sealedAesGcm") > 0, "a sealed with AES-256-GCM");
+    assert!(counter(b, "openedAesGcm") > 0, "b opened AES-256-GCM");
     eprintln!(
         "a -> b with offloads: {:.0} Mbit/s (debug build)",
         bps / 1e6
@@ -110,5 +117,8 @@ fn super_frames_cross_both_ways_and_reach_members_without_offloads() {
     assert!(bps > 0.0);
     assert!(counter(a, "superFramesCut") > 0, "a cut super-frames for d");
     assert_eq!(counter(d, "superFramesReceived"), 0);
+    // d announced no AES-256-GCM, so nothing sealed with it reached it.
+    assert_eq!(counter(d, "openedAesGcm"), 0);
+    assert_eq!(counter(d, "sealedAesGcm"), 0);
     assert!(iperf(&lab, &ha, &hd, &ips[3], true) > 0.0, "d -> a");
 }

@@ -133,6 +133,9 @@ pub struct LocalSettings {
     /// Announce and send OFFLOAD_FRAME to peers that take it (default on;
     /// off, the node behaves as one from before offloads).
     pub offload_frames: Option<bool>,
+    /// Announce AES-256-GCM and seal with it to peers that announced it too
+    /// (default on; off, every packet is Salsa20/12 + Poly1305).
+    pub aes_gcm: Option<bool>,
 }
 
 /// A node's home directory.

@@ -169,6 +169,7 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     let port_mapping = conf.settings.port_mapping_enabled.unwrap_or(true) && !node.is_root();
     node.set_force_tcp_relay(conf.settings.force_tcp_relay.unwrap_or(false));
     node.set_offload_frames(conf.settings.offload_frames.unwrap_or(true));
+    node.set_aes_gcm(conf.settings.aes_gcm.unwrap_or(true));
     node.set_identity_checks_per_second(identity_checks_per_second);
     let udp = UdpSockets::bind(port, port_mapping.then(|| mapped_port_for(node.address())))
         .map_err(|e| ServiceError::Bind {

@@ -58,6 +58,10 @@ pub struct Counters {
     pub refused_world_updates: u64,
     /// Frames dropped: not joined, not configured, or refused by the switch.
     pub dropped_frames: u64,
+    /// Session packets sealed with AES-256-GCM (to peers that announced it).
+    pub sealed_aes_gcm: u64,
+    /// Session packets opened that were sealed with AES-256-GCM.
+    pub opened_aes_gcm: u64,
     /// Super-frames (TCP segmentation left to the receiver) sent whole in
     /// an OFFLOAD_FRAME.
     pub super_frames_sent: u64,

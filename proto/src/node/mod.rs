@@ -27,6 +27,7 @@ pub use status::{NodeStatus, PathStatus, PeerStatus};
 pub use traversal::{NatMapping, NetcheckRoot, NetcheckStatus};
 
 use crate::address::Address;
+use crate::armor::Suite;
 use crate::armor::{armor, dearmor};
 use crate::constants::*;
 use crate::fragment::{Reassembler, fragment_in_place};
@@ -43,7 +44,8 @@ use crate::rng::{NodeRng, Rng, SeedableRng};
 use crate::session::{Ephemeral, OpenError, Role, derive_session};
 use crate::verb::Verb;
 use crate::wire::{
-    Datagram, PacketHeader, append_packet_start, classify, increment_hops, start_packet, verb_of,
+    Datagram, FLAG_AES_GCM, FLAGS_OFFSET, PacketHeader, append_packet_start, classify,
+    increment_hops, start_packet, verb_of,
 };
 use crate::world::{World, WorldKind};
 use peer::{Peer, PendingHandshake};
@@ -188,6 +190,8 @@ pub struct Node {
     /// Whether we announce and send OFFLOAD_FRAME (off: behave as a node
     /// that predates it).
     offload_frames: bool,
+    /// Whether we announce AES-256-GCM and seal with it to peers that did.
+    aes_gcm: bool,
     /// Whether a root session was ever established.
     online_once: bool,
     /// The socket the datagram being handled arrived on.
@@ -246,6 +250,7 @@ impl Node {
             frame_copy: Vec::new(),
             frame_segments: Vec::new(),
             offload_frames: true,
+            aes_gcm: true,
             online_once: false,
             rx_socket: LocalSocket::Primary,
             traversal: traversal::TraversalState::new(hash_state.clone()),
@@ -319,6 +324,13 @@ impl Node {
     /// makes it behave as a node that predates offloads).
     pub fn set_offload_frames(&mut self, on: bool) {
         self.offload_frames = on;
+    }
+
+    /// Whether this node announces AES-256-GCM and seals session packets
+    /// with it to peers that announced it too (default on; off, every
+    /// packet is Salsa20/12 + Poly1305).
+    pub fn set_aes_gcm(&mut self, on: bool) {
+        self.aes_gcm = on;
     }
 
     /// Sets the addresses of this node's own sockets (interface addresses
@@ -545,6 +557,7 @@ impl Node {
             .sessions
             .open(now_ms, header.key_slot, header.counter, packet)
         {
+            Ok(()) if packet[FLAGS_OFFSET] & FLAG_AES_GCM != 0 => self.counters.opened_aes_gcm += 1,
             Ok(()) => {}
             Err(OpenError::Replay) => {
                 self.counters.dropped_replay += 1;
@@ -734,6 +747,7 @@ impl Node {
             Verb::Capabilities => Capabilities::decode(payload).map(|caps| {
                 if let Some(peer) = self.peers.get_mut(&src) {
                     peer.offload_frames = caps.offload_frames;
+                    peer.aes_gcm = caps.aes_gcm;
                 }
             }),
             Verb::NetworkCredentials => {
@@ -1878,13 +1892,14 @@ impl Node {
     fn announce_capabilities(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
         if let Some(peer) = self.peers.get_mut(&addr) {
             peer.offload_frames = false;
+            peer.aes_gcm = false;
         }
-        if self.offload_frames {
-            let caps = Capabilities {
-                offload_frames: true,
-            }
-            .encode();
-            self.send_session(now_ms, addr, None, Verb::Capabilities, &caps, out);
+        let caps = Capabilities {
+            offload_frames: self.offload_frames,
+            aes_gcm: self.aes_gcm,
+        };
+        if caps != Capabilities::default() {
+            self.send_session(now_ms, addr, None, Verb::Capabilities, &caps.encode(), out);
         }
     }
 
@@ -2015,6 +2030,7 @@ impl Node {
                 hops: 0,
                 key_slot: 0,
                 clear: true,
+                aes_gcm: false,
                 more_fragments: false,
             };
             header.encode_into(&mut self.tx);
@@ -2064,6 +2080,7 @@ impl Node {
             hops: 0,
             key_slot: 0,
             clear: false,
+            aes_gcm: false,
             more_fragments: false,
         }
         .encode_into(&mut self.tx);
@@ -2147,6 +2164,11 @@ impl Node {
         let buffer = out.buffer_mut();
         let packet = &mut buffer[start..];
         let fragmented = crate::fragment::fragment_count(packet.len(), mtu) > 1;
+        let suite = if peer.aes_gcm && self.aes_gcm {
+            Suite::Aes256Gcm
+        } else {
+            Suite::Salsa2012Poly1305
+        };
         PacketHeader {
             counter,
             dest: addr,
@@ -2154,10 +2176,14 @@ impl Node {
             hops: 0,
             key_slot: slot,
             clear: false,
+            aes_gcm: suite == Suite::Aes256Gcm,
             more_fragments: fragmented,
         }
         .encode_into(packet);
-        peer.sessions.seal(packet);
+        peer.sessions.seal(packet, suite);
+        if suite == Suite::Aes256Gcm {
+            self.counters.sealed_aes_gcm += 1;
+        }
         if fragmented && fragment_in_place(buffer, start, mtu).is_err() {
             // Longer than MAX_FRAGMENTS pieces: nothing this node builds.
             buffer.truncate(start);

@@ -68,6 +68,8 @@ pub(crate) struct Peer {
     pub versions: Option<Versions>,
     /// It announced (CAPABILITIES, this session) that it takes OFFLOAD_FRAME.
     pub offload_frames: bool,
+    /// It announced (CAPABILITIES, this session) that it opens AES-256-GCM.
+    pub aes_gcm: bool,
     pub latency_ms: Option<u64>,
     pub last_receive_ms: Option<u64>,
     /// Last time traffic that matters to the user went either way.
@@ -130,6 +132,7 @@ impl Peer {
             stable_endpoints: Vec::new(),
             versions: None,
             offload_frames: false,
+            aes_gcm: false,
             latency_ms: None,
             last_receive_ms: None,
             last_active_ms: None,

@@ -117,6 +117,7 @@ fn hello(tag: &[u8]) -> Vec<u8> {
         key_slot: 0,
         more_fragments: false,
         clear: true,
+        aes_gcm: false,
     }
     .encode_into(&mut d);
     d.push(Verb::Hello.code());
