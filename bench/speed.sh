@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Issue 12's benchmark: vnet and ZeroTier One side by side in the shared
+# namespace lab, alternating, ROUNDS rounds, the same layout for both (root
+# and controller on h1, members h2 and h3 on the underlay, or behind hard
+# NATs for the relayed case). Run as root, alone (2-core machine: no build or
+# other benchmark at the same time).
+#   bench/speed.sh                       release build, then ROUNDS=3 rounds, direct and relayed
+#   ONLY=direct ROUNDS=1 T=5 bench/speed.sh
+#   VNET_BIN_DIR=/some/target/release bench/speed.sh     another build's binaries
+#   ZTBIN=/path/to/zt/bin                ZeroTier binaries (default ../shared/lab/zt/bin)
+# Per system and round one line: 1 TCP stream, 4 streams, reverse (Mbit/s),
+# retransmits of the 1-stream run, 64-byte UDP packets/s delivered, RTT idle
+# and under load (ms), CPU of the two member daemons per Gbit/s of the
+# 1-stream run (and of the root, relayed), idle RSS (kB). Then the medians.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+LAB=${LAB:-$REPO/../shared/lab}
+ROUNDS=${ROUNDS:-3}
+ONLY=${ONLY:-direct relayed}
+T=${T:-5}
+export T
+# shellcheck disable=SC1091
+. "$LAB/zt/zt-bench.sh"
+[ -x "$ZTBIN/zerotier-one" ] || { echo "no ZeroTier binaries in $ZTBIN (set ZTBIN)" >&2; exit 1; }
+for pkg in iperf3 jq curl; do command -v "$pkg" >/dev/null || apt-get install -y -qq "$pkg" >/dev/null; done
+if [ -n "${VNET_BIN_DIR:-}" ]; then
+  BIN=$VNET_BIN_DIR
+else
+  cargo build --release --locked -p vnet_node -p vnet-idtool -p vnet-planet -p vnet-controller --bins >/dev/null
+  BIN=$REPO/target/release
+fi
+OUT=$RUN/speed.txt
+: >"$OUT"
+trap 'stop_all; "$NL" down >/dev/null 2>&1 || true' EXIT
+
+vcli() { local ns=$1; shift; ip netns exec "$ns" "$BIN/vnet-cli" "$@"; }
+
+# vnet_up: root + controller on h1, members on h2 and h3; sets VNET_IP3.
+vnet_up() {
+  local d=$RUN/vnet h nwid
+  rm -rf "$d"; mkdir -p "$d"/{root,ctl,m2,m3}
+  (cd "$d/root" && "$BIN/vnet-idtool" generate identity.secret identity.public >/dev/null)
+  "$BIN/vnet-planet" initplanet "$d/root/identity.public" >"$d/planet.json"
+  sed -i 's|"stableEndpoints": \[\]|"stableEndpoints": ["10.99.0.1/9993"]|' "$d/planet.json"
+  "$BIN/vnet-planet" mkworld "$d/planet.json" -o "$d/planet" >/dev/null
+  for h in root ctl m2 m3; do cp "$d/planet" "$d/$h/"; done
+  bg h1 vnet-root "$BIN/vnet-planet" serve -d "$d/root" -p 9993
+  bg h1 vnet-ctl "$BIN/vnet-controller" -d "$d/ctl" -p 9994
+  bg h2 vnet-m2 "$BIN/vnet-node" -d "$d/m2" -p 9993
+  bg h3 vnet-m3 "$BIN/vnet-node" -d "$d/m3" -p 9993
+  for _ in $(seq 150); do
+    vcli h1 -D "$d/ctl" info 2>/dev/null | grep -q ONLINE && vcli h2 -D "$d/m2" info 2>/dev/null | grep -q ONLINE &&
+      vcli h3 -D "$d/m3" info 2>/dev/null | grep -q ONLINE && break
+    sleep 0.1
+  done
+  nwid=$(vcli h1 -D "$d/ctl" network create --name bench --pool 10.98.9.1-10.98.9.50 --route 10.98.9.0/24 | awk '{print $4}')
+  for h in 2 3; do
+    vcli h1 -D "$d/ctl" member authorize "$nwid" "$(cut -c1-10 "$d/m$h/identity.public")" >/dev/null
+    vcli "h$h" -D "$d/m$h" join "$nwid" >/dev/null
+  done
+  VNET_IP3=
+  for _ in $(seq 150); do
+    VNET_IP3=$(vcli h3 -D "$d/m3" listnetworks | awk -v n="$nwid" '$3==n{print $9}' | cut -d/ -f1)
+    [ -n "$VNET_IP3" ] && [ "$VNET_IP3" != "-" ] && break
+    sleep 0.1
+  done
+}
+
+rss() { awk '/VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
+
+# iperf_json CLIENT_NS IP ARGS...: one iperf3 run against a fresh server in h3
+iperf_json() {
+  local cns=$1 ip=$2; shift 2
+  bg h3 iperf3-s iperf3 -s -1
+  sleep 0.3
+  ip netns exec "$cns" iperf3 -c "$ip" -t "$T" -J "$@" 2>/dev/null || true
+}
+
+# figures NAME IP "MEMBER_PIDS" ROOT_PID: the line of one system, measured h2 -> h3
+figures() {
+  local name=$1 ip=$2 members=$3 root=$4 p
+  wait_ping h2 "$ip" 30 || { echo "$name: no connectivity" | tee -a "$OUT"; return 0; }
+  ip netns exec h2 ping -q -c 30 -i 0.1 "$ip" >/dev/null 2>&1 || true   # settle the path
+  local rss_line=""
+  for p in $members $root; do rss_line+="$(rss "$p")/"; done
+  local rtt_idle
+  rtt_idle=$(ip netns exec h2 ping -q -c "$PINGS" -i 0.05 "$ip" | awk -F/ '/^rtt/{print $5}')
+  # One stream, with daemon CPU.
+  declare -A c0
+  for p in $members $root; do c0[$p]=$(ticks "$p"); done
+  local j1; j1=$(iperf_json h2 "$ip")
+  local cpu_m=0 cpu_r=0
+  for p in $members; do cpu_m=$((cpu_m + ($(ticks "$p") - ${c0[$p]}) * 100 / (HZ * T))); done
+  [ -n "$root" ] && cpu_r=$((($(ticks "$root") - ${c0[$root]}) * 100 / (HZ * T)))
+  local one retr
+  one=$(jq -r '.end.sum_received.bits_per_second / 1e6 | floor' <<<"$j1" 2>/dev/null || echo 0)
+  retr=$(jq -r '.end.sum_sent.retransmits' <<<"$j1" 2>/dev/null || echo "?")
+  local four rev
+  four=$(iperf_json h2 "$ip" -P 4 | jq -r '.end.sum_received.bits_per_second / 1e6 | floor' 2>/dev/null || echo 0)
+  rev=$(iperf_json h2 "$ip" -R | jq -r '.end.sum_received.bits_per_second / 1e6 | floor' 2>/dev/null || echo 0)
+  # RTT under load: pings in the middle of a 1-stream run.
+  bg h3 iperf3-s iperf3 -s -1
+  sleep 0.3
+  ip netns exec h2 iperf3 -c "$ip" -t "$T" >/dev/null 2>&1 &
+  local load_pid=$!
+  sleep 1
+  local rtt_load
+  rtt_load=$(ip netns exec h2 ping -q -c "$PINGS" -i 0.05 "$ip" | awk -F/ '/^rtt/{print $5}')
+  wait "$load_pid" || true
+  local kpps
+  kpps=$(iperf_json h2 "$ip" -u -b 0 -l 64 | jq -r '.end.sum | ((.packets - .lost_packets) / .seconds / 1000 | floor)' 2>/dev/null || echo 0)
+  local gbit per_gbit root_per_gbit
+  gbit=$(awk -v m="$one" 'BEGIN{print (m > 0 ? m / 1000 : 0)}')
+  per_gbit=$(awk -v c="$cpu_m" -v g="$gbit" 'BEGIN{printf "%d", (g > 0 ? c / g : 0)}')
+  root_per_gbit=$(awk -v c="$cpu_r" -v g="$gbit" 'BEGIN{printf "%d", (g > 0 ? c / g : 0)}')
+  printf '%-34s 1s=%-6s 4s=%-6s rev=%-6s retr=%-6s udp64_kpps=%-5s rtt_idle=%-6s rtt_load=%-6s cpu_per_gbit=%s%% root_cpu_per_gbit=%s%% rss_kb=%s\n' \
+    "$name" "$one" "$four" "$rev" "$retr" "$kpps" "${rtt_idle:-?}" "${rtt_load:-?}" "$per_gbit" "$root_per_gbit" "${rss_line%/}" | tee -a "$OUT"
+}
+
+# lab KIND: a fresh 3-host lab; KIND relayed puts h2 and h3 behind hard NATs.
+lab() {
+  stop_all; "$NL" down >/dev/null 2>&1 || true
+  "$NL" up 3 >/dev/null
+  if [ "$1" = relayed ]; then "$NL" nat hard 2 >/dev/null; "$NL" nat hard 3 >/dev/null; fi
+}
+
+echo "date: $(date -Is); kernel $(uname -r); T=${T}s per run, ROUNDS=$ROUNDS; vnet from $BIN; ZeroTier from $ZTBIN"
+for kind in direct relayed; do
+  [[ " $ONLY " == *" $kind "* ]] || continue
+  for round in $(seq "$ROUNDS"); do
+    lab "$kind"
+    zt_up >/dev/null
+    figures "zerotier $kind r$round" "$ZT_NET.3" "$(pidof_bg zt2) $(pidof_bg zt3)" "$(pidof_bg zt1)"
+    echo "   zerotier path h2->h3: $(zt_path 2 3)"
+    lab "$kind"
+    vnet_up
+    figures "vnet $kind r$round" "$VNET_IP3" "$(pidof_bg vnet-m2) $(pidof_bg vnet-m3)" "$(pidof_bg vnet-root)"
+  done
+done
+stop_all
+echo "medians:"
+python3 - "$OUT" <<'PY'
+import sys, statistics
+rows = {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    if len(f) < 4 or "=" not in f[3]:
+        continue
+    key = (f[0], f[1])
+    for kv in f[3:]:
+        k, v = kv.split("=", 1)
+        try:
+            rows.setdefault(key, {}).setdefault(k, []).append(float(v.rstrip("%").split("/")[0]))
+        except ValueError:
+            pass
+for (sys_, kind), cols in sorted(rows.items()):
+    print(f"{sys_ + ' ' + kind:<20}", " ".join(f"{k}={statistics.median(v):g}" for k, v in cols.items()))
+PY
