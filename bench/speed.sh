@@ -8,6 +8,7 @@
 #   ONLY=direct ROUNDS=1 T=5 bench/speed.sh
 #   VNET_BIN_DIR=/some/target/release bench/speed.sh     another build's binaries
 #   ZTBIN=/path/to/zt/bin                ZeroTier binaries (default ../shared/lab/zt/bin)
+#   SYSTEMS=vnet                         one system only (default: zerotier vnet)
 # Per system and round one line: 1 TCP stream, 4 streams, reverse (Mbit/s),
 # retransmits of the 1-stream run, 64-byte UDP packets/s delivered, RTT idle
 # and under load (ms), CPU of the two member daemons per Gbit/s of the
@@ -18,6 +19,7 @@ REPO=$PWD
 LAB=${LAB:-$REPO/../shared/lab}
 ROUNDS=${ROUNDS:-3}
 ONLY=${ONLY:-direct relayed}
+SYSTEMS=${SYSTEMS:-zerotier vnet}
 T=${T:-5}
 export T
 # shellcheck disable=SC1091
@@ -129,13 +131,27 @@ echo "date: $(date -Is); kernel $(uname -r); T=${T}s per run, ROUNDS=$ROUNDS; vn
 for kind in direct relayed; do
   [[ " $ONLY " == *" $kind "* ]] || continue
   for round in $(seq "$ROUNDS"); do
-    lab "$kind"
-    zt_up >/dev/null
-    figures "zerotier $kind r$round" "$ZT_NET.3" "$(pidof_bg zt2) $(pidof_bg zt3)" "$(pidof_bg zt1)"
-    echo "   zerotier path h2->h3: $(zt_path 2 3)"
-    lab "$kind"
-    vnet_up
-    figures "vnet $kind r$round" "$VNET_IP3" "$(pidof_bg vnet-m2) $(pidof_bg vnet-m3)" "$(pidof_bg vnet-root)"
+    if [[ " $SYSTEMS " == *" zerotier "* ]]; then
+      lab "$kind"
+      zt_up >/dev/null
+      figures "zerotier $kind r$round" "$ZT_NET.3" "$(pidof_bg zt2) $(pidof_bg zt3)" "$(pidof_bg zt1)"
+      echo "   zerotier path h2->h3: $(zt_path 2 3)"
+    fi
+    if [[ " $SYSTEMS " == *" vnet "* ]]; then
+      lab "$kind"
+      vnet_up
+      figures "vnet $kind r$round" "$VNET_IP3" "$(pidof_bg vnet-m2) $(pidof_bg vnet-m3)" "$(pidof_bg vnet-root)"
+      echo "   vnet h2 peers: $(vcli h2 -D "$RUN/vnet/m2" listpeers 2>/dev/null | awk 'NR>1 && $4 == "LEAF" {print $1, $2, $3}' | tr '\n' ' ')"
+      if [ -n "${DIAG:-}" ]; then
+        for h in 1 2 3; do
+          echo "   h$h UDP: $(ip netns exec "h$h" awk '/^Udp:/{getline; print "InErrors=" $4, "RcvbufErrors=" $6, "SndbufErrors=" $7}' /proc/net/snmp)"
+        done
+        for m in root m2 m3; do
+          local_ns=h1; [ "$m" = m2 ] && local_ns=h2; [ "$m" = m3 ] && local_ns=h3
+          echo "   $m counters: $(vcli "$local_ns" -D "$RUN/vnet/$m" -j info 2>/dev/null | jq -c '.counters | with_entries(select(.value != 0))')"
+        done
+      fi
+    fi
   done
 done
 stop_all

@@ -211,10 +211,12 @@ pub const TCP_FALLBACK_AFTER_MS: u64 = 4_000;
 pub const TCP_RELAY_ROOT_TRY_MS: u64 = 10_000;
 /// While relaying through TCP, the roots are probed over UDP this often (to go back).
 pub const TCP_RELAY_UDP_RETRY_INTERVAL_MS: u64 = 5_000;
-/// Packets a root relays per second for one source address (token bucket rate)...
-pub const RELAY_RATE_PACKETS_PER_SECOND: u64 = 100_000;
-/// ...and its burst.
-pub const RELAY_BURST_PACKETS: u32 = 20_000;
+/// Packets a root relays per second for one source address (token bucket
+/// rate): about 10 Gbit/s of full datagrams, so one relayed TCP flow of
+/// super-frames is not cut short, while a flood from one address is...
+pub const RELAY_RATE_PACKETS_PER_SECOND: u64 = 1_000_000;
+/// ...and its burst (a few super-frames' worth of fragments).
+pub const RELAY_BURST_PACKETS: u32 = 100_000;
 /// A peer relayed this long, with an easy NAT facing our hard one, gets a birthday punch.
 pub const PUNCH_AFTER_RELAYED_MS: u64 = 1_000;
 /// Sockets the hard-NAT side opens for a birthday punch (one NAT mapping each).
