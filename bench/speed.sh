@@ -9,6 +9,7 @@
 #   VNET_BIN_DIR=/some/target/release bench/speed.sh     another build's binaries
 #   ZTBIN=/path/to/zt/bin                ZeroTier binaries (default ../shared/lab/zt/bin)
 #   SYSTEMS=vnet                         one system only (default: zerotier vnet)
+#   PERF=1                               perf profile of the two members during the 1-stream run
 # Per system and round one line: 1 TCP stream, 4 streams, reverse (Mbit/s),
 # retransmits of the 1-stream run, 64-byte UDP packets/s delivered, RTT idle
 # and under load (ms), CPU of the two member daemons per Gbit/s of the
@@ -91,7 +92,22 @@ figures() {
   # One stream, with daemon CPU.
   declare -A c0
   for p in $members $root; do c0[$p]=$(ticks "$p"); done
+  local perf_pids=()
+  if [ -n "${PERF:-}" ]; then
+    for p in $members; do
+      perf record -q -F 999 -p "$p" -o "$RUN/perf-$p.data" -- sleep "$T" >/dev/null 2>&1 &
+      perf_pids+=($!)
+    done
+  fi
   local j1; j1=$(iperf_json h2 "$ip")
+  if [ -n "${PERF:-}" ]; then
+    wait "${perf_pids[@]}" 2>/dev/null || true
+    for p in $members; do
+      echo "   perf of $(ps -o comm= -p "$p") $p during the 1-stream run (top symbols, % of its samples):"
+      perf report -q -i "$RUN/perf-$p.data" --stdio --no-children --sort dso,symbol 2>/dev/null |
+        grep -v '^$' | head -14 | sed 's/^/     /'
+    done
+  fi
   local cpu_m=0 cpu_r=0
   for p in $members; do cpu_m=$((cpu_m + ($(ticks "$p") - ${c0[$p]}) * 100 / (HZ * T))); done
   [ -n "$root" ] && cpu_r=$((($(ticks "$root") - ${c0[$root]}) * 100 / (HZ * T)))
