@@ -3,13 +3,15 @@
 //! TAPs take offloads, both ways; to a member whose TAP does not (it cuts
 //! them in software); to a member whose node predates OFFLOAD_FRAME and
 //! AES-256-GCM (the sender cuts them, and seals with Salsa20/12 +
-//! Poly1305 for it while it seals with AES-256-GCM for the others).
+//! Poly1305 for it while it seals with AES-256-GCM for the others); and
+//! to a member behind a router whose LAN has a smaller MTU (1,300) than
+//! vnet's datagrams, which the kernels fragment rather than lose.
 
 use std::fs;
 
 use serde_json::{Value, json};
 use vnet_tests::daemon::{Daemon, make_planet, network_of};
-use vnet_tests::netns::{Lab, Node};
+use vnet_tests::netns::{Lab, NatKind, Node};
 
 /// Writes `<home>/local.conf` for `host`'s daemon (before it starts).
 fn local_conf(lab: &Lab, host: &Node, settings: Value) {
@@ -58,10 +60,30 @@ fn super_frames_cross_both_ways_and_reach_members_without_offloads() {
     let root_host = lab.host("root");
     let ctl_host = lab.host("ctl");
     let [ha, hb, hc, hd] = ["a", "b", "c", "d"].map(|n| lab.host(n));
+    // e sits behind a router whose LAN carries at most 1,300 bytes.
+    let router = lab.nat_router("re", NatKind::Easy);
+    let he = lab.host_behind("e", &router);
+    let narrow = format!(
+        "for i in $(ip -o link show | awk -F': ' '{{print $2}}' | cut -d@ -f1); do \
+         [ \"$i\" = lo ] || [ \"$i\" = {} ] || ip link set dev \"$i\" mtu 1300 || exit 1; done",
+        router.wan_iface()
+    );
+    assert!(
+        lab.exec(&router, "sh", &["-c", &narrow]).ok,
+        "narrow the LAN"
+    );
+    assert!(
+        lab.exec(
+            &he,
+            "ip",
+            &["link", "set", "dev", he.iface(), "mtu", "1300"]
+        )
+        .ok
+    );
     make_planet(
         &lab,
         &root_host,
-        &[&ctl_host, &ha, &hb, &hc, &hd].map(|h| lab.home(h)),
+        &[&ctl_host, &ha, &hb, &hc, &hd, &he].map(|h| lab.home(h)),
     );
     local_conf(&lab, &hc, json!({ "tapOffload": false }));
     local_conf(
@@ -71,12 +93,12 @@ fn super_frames_cross_both_ways_and_reach_members_without_offloads() {
     );
     let _root = Daemon::start(&lab, &root_host, "vnet-planet");
     let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
-    let members = [&ha, &hb, &hc, &hd].map(|h| Daemon::start(&lab, h, "vnet-node"));
+    let members = [&ha, &hb, &hc, &hd, &he].map(|h| Daemon::start(&lab, h, "vnet-node"));
     for d in std::iter::once(&ctl).chain(&members) {
         d.wait_online();
     }
-    let [a, b, c, d] = &members;
-    let (_, ips) = network_of(&ctl, &[a, b, c, d], "offload");
+    let [a, b, c, d, e] = &members;
+    let (_, ips) = network_of(&ctl, &[a, b, c, d, e], "offload");
 
     // a <-> b: both TAPs take offloads; TCP goes as whole super-frames.
     let bps = iperf(&lab, &ha, &hb, &ips[1], false);
@@ -121,4 +143,11 @@ fn super_frames_cross_both_ways_and_reach_members_without_offloads() {
     assert_eq!(counter(d, "openedAesGcm"), 0);
     assert_eq!(counter(d, "sealedAesGcm"), 0);
     assert!(iperf(&lab, &ha, &hd, &ips[3], true) > 0.0, "d -> a");
+
+    // a <-> e across the narrow LAN: datagrams of up to 1,460 bytes (with
+    // their IP and UDP headers) do not fit 1,300; the router's ICMP teaches
+    // a's kernel the path MTU and e's kernel knows its own, so both
+    // fragment and TCP goes through both ways.
+    assert!(iperf(&lab, &ha, &he, &ips[4], false) > 0.0, "a -> e");
+    assert!(iperf(&lab, &ha, &he, &ips[4], true) > 0.0, "e -> a");
 }

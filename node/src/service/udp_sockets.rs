@@ -46,6 +46,7 @@ impl BatchedSocket {
     fn new(socket: UdpSocket) -> io::Result<Self> {
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
         raise_buffers(&socket, &state);
+        allow_ip_fragmentation(&socket);
         Ok(Self { socket, state })
     }
 
@@ -62,12 +63,38 @@ impl BatchedSocket {
                 segment_size: (chunk.len() > segment_size).then_some(segment_size),
                 src_ip: None,
             };
-            if let Err(e) = self
+            match self
                 .state
                 .try_send(UdpSockRef::from(&self.socket), &transmit)
             {
-                debug!(%to, error = %e, len = chunk.len(), "send failed; dropped");
+                Ok(()) => {}
+                // GSO cannot cut segments wider than the route's MTU: send
+                // them one by one, for the kernel to fragment.
+                Err(e)
+                    if transmit.segment_size.is_some() && e.kind() != io::ErrorKind::WouldBlock =>
+                {
+                    for datagram in chunk.chunks(segment_size) {
+                        self.send_one(to, datagram);
+                    }
+                }
+                Err(e) => debug!(%to, error = %e, len = chunk.len(), "send failed; dropped"),
             }
+        }
+    }
+
+    fn send_one(&self, to: SocketAddr, datagram: &[u8]) {
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents: datagram,
+            segment_size: None,
+            src_ip: None,
+        };
+        if let Err(e) = self
+            .state
+            .try_send(UdpSockRef::from(&self.socket), &transmit)
+        {
+            debug!(%to, error = %e, len = datagram.len(), "send failed; dropped");
         }
     }
 
@@ -102,6 +129,39 @@ fn raise_buffers(socket: &UdpSocket, state: &UdpSocketState) {
         gro_segments = state.gro_segments(),
         "UDP socket"
     );
+}
+
+/// quinn-udp forbids IP fragmentation (`IP_PMTUDISC_PROBE`), right for a
+/// protocol that discovers its path MTU. vnet does not yet (it cuts packets
+/// at `UDP_PAYLOAD_MTU_BYTES`), so a path narrower than that would swallow
+/// every full datagram: the socket goes back to the kernel's default, which
+/// fragments what exceeds the route's known MTU.
+fn allow_ip_fragmentation(socket: &UdpSocket) {
+    let set = |level, option, value: libc::c_int| {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid fd, and a c_int option value of the size given.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                level,
+                option,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    let _ = set(
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_WANT,
+    );
+    if socket.local_addr().is_ok_and(|a| a.is_ipv6()) {
+        let _ = set(
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_WANT,
+        );
+    }
 }
 
 fn force_buffer(socket: &UdpSocket, option: libc::c_int) {
