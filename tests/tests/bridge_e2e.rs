@@ -181,6 +181,19 @@ fn bridged_lan<'a>(lab: &'a Lab, hosts: &'a [Node]) -> BridgedLan<'a> {
         );
     }
 
+    // The LAN goes on the gateway's TAP only once its config makes it a
+    // bridge (an earlier config, from its authorization, may be the one it
+    // first reported OK with): else a LAN frame is a foreign source.
+    let is_bridge = wait_until(Duration::from_secs(8), || {
+        gateway
+            .json(&["listnetworks"])
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["id"] == nwid.as_str() && n["bridge"] == true)
+    });
+    assert!(is_bridge, "the gateway's config makes it a bridge");
+
     // The gateway's LAN: a Linux bridge with its TAP and the LAN host's veth.
     let bridge = format!("{}lan", lab.prefix());
     let gw_tap = tap(&gateway, &nwid);

@@ -537,6 +537,7 @@ mod tests {
             assigned_addresses: vec!["10.147.17.5/24".into()],
             mtu: Some(2800),
             revision: Some(3),
+            bridge: Some(false),
             counters: None,
             routes: vec![json!({"target": "10.147.17.0/24", "via": null})],
             gateway_for: vec!["0.0.0.0/0".into()],

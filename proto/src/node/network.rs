@@ -43,6 +43,9 @@ pub struct NetworkView {
     pub mtu: Option<u16>,
     /// Config revision, once configured.
     pub revision: Option<u64>,
+    /// Whether the controller made this member an active bridge (ZeroTier's
+    /// `bridge`), once configured.
+    pub bridge: Option<bool>,
     /// The virtual switch's frame counters, drops by reason included.
     pub counters: Option<crate::switch::SwitchCounters>,
     /// Managed routes as `{"target": "ip/prefix", "via": ip|null}` (ZeroTier's form).
@@ -217,6 +220,7 @@ impl Node {
                 })
                 .unwrap_or_default(),
             mtu: data.map(|d| d.mtu),
+            bridge: data.map(|d| d.active_bridge),
             revision: data.map(|d| d.revision),
             counters: m.switch.as_ref().map(|s| s.counters().clone()),
             routes: data
