@@ -1091,6 +1091,13 @@ impl Node {
         let first_root_session = is_root && !self.online_once;
         self.note_route(now_ms, header.src);
         self.announce_capabilities(now_ms, header.src, out);
+        if is_root && header.hops == 0 {
+            // The handshake's round trip may include the root checking our
+            // identity: measure again at once, so the closer root is told
+            // by the path and not by that work.
+            let payload = echo_probe(now_ms);
+            self.send_session(now_ms, header.src, Some(from), Verb::Echo, &payload, out);
+        }
         if first_root_session {
             // Just came online: whatever waited for a root goes out now,
             // not at its next retry.

@@ -203,7 +203,10 @@ impl Peer {
     }
 
     pub fn measured(&mut self, rtt_ms: u64) {
+        // Delays only ever add to a round trip: a lower sample is believed
+        // at once, a higher one only a quarter.
         self.latency_ms = Some(match self.latency_ms {
+            Some(old) if rtt_ms < old => rtt_ms,
             Some(old) => (old * 3 + rtt_ms) / 4,
             None => rtt_ms,
         });
