@@ -164,15 +164,11 @@ pub fn write_fragments(
     write_fragments_with(packet, mtu, &mut Vec::new(), emit)
 }
 
-/// [`write_fragments`] building fragments in `scratch` (cleared first, and
-/// left holding the last fragment), so a caller sending many packets
-/// allocates nothing.
-pub fn write_fragments_with(
-    packet: &[u8],
-    mtu: usize,
-    scratch: &mut Vec<u8>,
-    mut emit: impl FnMut(&[u8]),
-) -> Result<usize, FragmentError> {
+/// Checks that `packet` can be cut at `mtu` (a packet, not a fragment; at
+/// most `MAX_FRAGMENTS` pieces; its *more fragments* flag set exactly when
+/// it needs more than one) and returns how many datagrams it makes and the
+/// header its fragments share (index to be set per piece).
+fn plan_fragments(packet: &[u8], mtu: usize) -> Result<(usize, FragmentHeader), FragmentError> {
     if mtu < MIN_MTU_BYTES {
         return Err(FragmentError::MtuTooSmall { mtu });
     }
@@ -189,18 +185,31 @@ pub fn write_fragments_with(
             expected: count > 1,
         });
     }
-    if count == 1 {
-        emit(packet);
-        return Ok(1);
-    }
-    emit(&packet[..mtu]);
-    let mut fragment = FragmentHeader {
+    let fragment = FragmentHeader {
         counter: header.counter,
         dest: header.dest,
         total: count as u8,
         index: 0,
         hops: header.hops,
     };
+    Ok((count, fragment))
+}
+
+/// [`write_fragments`] building fragments in `scratch` (cleared first, and
+/// left holding the last fragment), so a caller sending many packets
+/// allocates nothing.
+pub fn write_fragments_with(
+    packet: &[u8],
+    mtu: usize,
+    scratch: &mut Vec<u8>,
+    mut emit: impl FnMut(&[u8]),
+) -> Result<usize, FragmentError> {
+    let (count, mut fragment) = plan_fragments(packet, mtu)?;
+    if count == 1 {
+        emit(packet);
+        return Ok(1);
+    }
+    emit(&packet[..mtu]);
     let data_per_fragment = mtu - FRAGMENT_HEADER_LEN_BYTES;
     for (i, chunk) in packet[mtu..].chunks(data_per_fragment).enumerate() {
         fragment.index = (i + 1) as u8;
@@ -223,24 +232,9 @@ pub fn fragment_in_place(
     start: usize,
     mtu: usize,
 ) -> Result<usize, FragmentError> {
-    if mtu < MIN_MTU_BYTES {
-        return Err(FragmentError::MtuTooSmall { mtu });
-    }
     let packet = buf.get(start..).unwrap_or_default();
-    let header = match classify(packet)? {
-        Datagram::Packet { header, .. } => header,
-        Datagram::Fragment { .. } => return Err(WireError::NotAPacket.into()),
-    };
     let packet_len = packet.len();
-    let count = fragment_count(packet_len, mtu);
-    if count > MAX_FRAGMENTS {
-        return Err(FragmentError::TooManyFragments { needed: count });
-    }
-    if header.more_fragments != (count > 1) {
-        return Err(FragmentError::MoreFragmentsFlag {
-            expected: count > 1,
-        });
-    }
+    let (count, mut fragment) = plan_fragments(packet, mtu)?;
     if count == 1 {
         return Ok(1);
     }
@@ -249,13 +243,6 @@ pub fn fragment_in_place(
         start + packet_len + (count - 1) * FRAGMENT_HEADER_LEN_BYTES,
         0,
     );
-    let mut fragment = FragmentHeader {
-        counter: header.counter,
-        dest: header.dest,
-        total: count as u8,
-        index: 0,
-        hops: header.hops,
-    };
     // Last piece first: each moves right by the headers in front of it, so
     // none lands on a piece not yet moved.
     for i in (1..count).rev() {

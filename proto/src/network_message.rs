@@ -90,7 +90,7 @@ impl<'a> OffloadFrameMessage<'a> {
     /// [`OffloadFrameMessage::HEADER_LEN_BYTES`] of `room`, for a frame that
     /// already lies right after it.
     pub fn encode_header(network: NetworkId, offload: Offload, room: &mut [u8]) {
-        room[..NETWORK_ID_LEN_BYTES].copy_from_slice(&network.to_u64().to_be_bytes());
+        FrameMessage::encode_header(network, room);
         room[NETWORK_ID_LEN_BYTES..Self::HEADER_LEN_BYTES].copy_from_slice(&offload.encode());
     }
 
