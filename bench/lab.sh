@@ -155,7 +155,7 @@ if want vnet; then
     echo "   idle VmRSS $p (network joined, before traffic): $(awk '/VmRSS/{print $2" "$3}' "/proc/$(pidof_bg $p)/status")"
   done
   measure "vnet (this tree)" h1 h2 "$ip2" "$(pidof_bg vnet-m1) $(pidof_bg vnet-m2)" "$dev" \
-    "salsa20/12+poly1305, forward-secret sessions"
+    "AES-256-GCM when both announce it, TAP offloads (super-frames), forward-secret sessions"
   small_packets h1 h2 "$ip2"
   stop_all
 fi
