@@ -52,6 +52,31 @@ pub const FRAGMENT_INDICATOR: u8 = 0xff;
 pub const MAX_FRAGMENTS: usize = 64;
 /// Default path MTU: the largest UDP payload sent in one datagram.
 pub const UDP_PAYLOAD_MTU_BYTES: usize = 1432;
+
+// ---- Path MTU discovery (PROTOCOL.md §3.10) ----
+
+/// The UDP payload every path is assumed to carry before discovery: IPv6's
+/// minimum MTU (1,280) less its 40-byte header and UDP's 8, so it fits any
+/// IPv4 or IPv6 path worth using. Relayed packets are cut to it.
+pub const PATH_MTU_BASE_BYTES: u16 = 1232;
+/// The largest UDP payload probed for: a 9,000-byte jumbo frame less IPv4
+/// and UDP headers.
+pub const PATH_MTU_MAX_BYTES: u16 = 8972;
+/// A search stops once the largest size that passed and the smallest that
+/// did not are this close.
+pub const PATH_MTU_PRECISION_BYTES: u16 = 8;
+/// Evenly spaced sizes probed per search round (besides common path MTUs).
+pub const PATH_MTU_SPREAD_PROBES: u16 = 6;
+/// A round's probes not answered within three round trips, but at least
+/// this long, did not pass.
+pub const PATH_MTU_PROBE_WAIT_MIN_MS: u64 = 100;
+/// ... and at most this long (also the wait while the path's RTT is unknown).
+pub const PATH_MTU_PROBE_WAIT_MAX_MS: u64 = 1_000;
+/// The size in use is confirmed this often while the path is used, so a
+/// path that narrows (a route change, a tunnel) is noticed.
+pub const PATH_MTU_CONFIRM_INTERVAL_MS: u64 = 10_000;
+/// A path in use is searched again this often, in case it widened.
+pub const PATH_MTU_SEARCH_INTERVAL_MS: u64 = 600_000;
 /// Length of a network id on the wire.
 pub const NETWORK_ID_LEN_BYTES: usize = 8;
 /// Room kept in front of a frame read from a TAP device so its EXT_FRAME

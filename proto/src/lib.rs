@@ -22,6 +22,7 @@ pub mod network_message;
 pub mod node;
 pub mod offload;
 pub mod path;
+pub mod path_mtu;
 pub mod replay;
 pub mod rng;
 pub mod session;

@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 
 use crate::address::Address;
-use crate::constants::{ADDRESS_LEN_BYTES, ECHO_MAX_LEN_BYTES, WHOIS_MAX_ADDRESSES};
+use crate::constants::{
+    ADDRESS_LEN_BYTES, ECHO_MAX_LEN_BYTES, PACKET_MIN_LEN_BYTES, WHOIS_MAX_ADDRESSES,
+};
 use crate::endpoint::{decode_endpoint, encode_endpoint};
 use crate::identity::{IdentityError, UncheckedIdentity};
 use crate::nat_mapping::NatMapping;
@@ -81,10 +83,13 @@ pub struct Capabilities {
     pub offload_frames: bool,
     /// It opens session packets sealed with AES-256-GCM (bit 1).
     pub aes_gcm: bool,
+    /// It answers PATH_MTU_PROBE (bit 2).
+    pub path_mtu_probes: bool,
 }
 
 const CAPABILITY_OFFLOAD_FRAMES: u32 = 1;
 const CAPABILITY_AES_GCM: u32 = 2;
+const CAPABILITY_PATH_MTU_PROBES: u32 = 4;
 
 impl Capabilities {
     /// The body.
@@ -95,6 +100,9 @@ impl Capabilities {
         }
         if self.aes_gcm {
             bits |= CAPABILITY_AES_GCM;
+        }
+        if self.path_mtu_probes {
+            bits |= CAPABILITY_PATH_MTU_PROBES;
         }
         bits.to_be_bytes()
     }
@@ -109,7 +117,48 @@ impl Capabilities {
         Ok(Self {
             offload_frames: bits & CAPABILITY_OFFLOAD_FRAMES != 0,
             aes_gcm: bits & CAPABILITY_AES_GCM != 0,
+            path_mtu_probes: bits & CAPABILITY_PATH_MTU_PROBES != 0,
         })
+    }
+}
+
+/// PATH_MTU_PROBE: the size of the datagram it travels in (a 16-bit
+/// big-endian count of bytes), then zeros up to that size. It must arrive
+/// whole, in one datagram of exactly that size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathMtuProbe {
+    /// Bytes of the whole datagram (UDP payload).
+    pub size: u16,
+}
+
+impl PathMtuProbe {
+    /// Smallest probe: a packet with the size field.
+    pub const MIN_SIZE_BYTES: u16 = PACKET_MIN_LEN_BYTES as u16 + 2;
+
+    /// Appends the body: the size, then zeros so that the packet, its
+    /// header and verb included, is `size` bytes long.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let size = self.size.max(Self::MIN_SIZE_BYTES);
+        out.extend_from_slice(&size.to_be_bytes());
+        let padding = usize::from(size) - usize::from(Self::MIN_SIZE_BYTES);
+        out.resize(out.len() + padding, 0);
+    }
+
+    /// Reads a body; the packet it came in must be the size it names.
+    pub fn decode(body: &[u8]) -> Result<Self, MessageError> {
+        let size = body
+            .first_chunk::<2>()
+            .map(|b| u16::from_be_bytes(*b))
+            .ok_or(MessageError::Truncated("PATH_MTU_PROBE"))?;
+        if PACKET_MIN_LEN_BYTES + body.len() != usize::from(size) {
+            return Err(MessageError::BadField("PATH_MTU_PROBE size"));
+        }
+        Ok(Self { size })
+    }
+
+    /// The body of its OK: the size again.
+    pub fn answer(&self) -> [u8; 2] {
+        self.size.to_be_bytes()
     }
 }
 
@@ -131,6 +180,8 @@ pub enum OkBody {
     Whois(Vec<u8>),
     /// Answer to ECHO: the echoed bytes.
     Echo(Vec<u8>),
+    /// Answer to PATH_MTU_PROBE: the size that arrived.
+    PathMtuProbe(u16),
     /// Answer to a verb we do not track.
     Other(Verb),
 }
@@ -340,6 +391,13 @@ pub fn decode_ok(bytes: &[u8]) -> Result<(InRe, OkBody), MessageError> {
         Verb::Hello => OkBody::Hello(HelloOk::decode(&mut c)?),
         Verb::Whois => OkBody::Whois(c.rest().to_vec()),
         Verb::Echo => OkBody::Echo(c.rest().to_vec()),
+        Verb::PathMtuProbe => {
+            let size = c.rest();
+            let size: [u8; 2] = size
+                .try_into()
+                .map_err(|_| MessageError::BadField("OK(PATH_MTU_PROBE) length"))?;
+            OkBody::PathMtuProbe(u16::from_be_bytes(size))
+        }
         other => {
             c.rest();
             OkBody::Other(other)
@@ -556,23 +614,46 @@ mod capability_tests {
 
     #[test]
     fn capabilities_round_trip_and_unknown_bits_are_ignored() {
-        for offload_frames in [false, true] {
-            for aes_gcm in [false, true] {
-                let c = Capabilities {
-                    offload_frames,
-                    aes_gcm,
-                };
-                assert_eq!(Capabilities::decode(&c.encode()), Ok(c));
-            }
+        for bits in 0..8u8 {
+            let c = Capabilities {
+                offload_frames: bits & 1 != 0,
+                aes_gcm: bits & 2 != 0,
+                path_mtu_probes: bits & 4 != 0,
+            };
+            assert_eq!(Capabilities::decode(&c.encode()), Ok(c));
         }
         // Bits and bytes of later versions.
         assert_eq!(
-            Capabilities::decode(&[0xff, 0xff, 0xff, 0xfc, 9, 9]),
+            Capabilities::decode(&[0xff, 0xff, 0xff, 0xf8, 9, 9]),
             Ok(Capabilities::default())
         );
         assert_eq!(
             Capabilities::decode(&[0, 0, 1]),
             Err(MessageError::Truncated("CAPABILITIES"))
         );
+    }
+
+    #[test]
+    fn path_mtu_probes_fill_their_size_and_must_arrive_whole() {
+        for size in [PathMtuProbe::MIN_SIZE_BYTES, 1232, 1472, 8972] {
+            let mut body = Vec::new();
+            PathMtuProbe { size }.encode_into(&mut body);
+            assert_eq!(PACKET_MIN_LEN_BYTES + body.len(), usize::from(size));
+            assert_eq!(PathMtuProbe::decode(&body), Ok(PathMtuProbe { size }));
+            // Cut short (a piece of it) or padded: refused.
+            assert!(PathMtuProbe::decode(&body[..body.len() - 1]).is_err());
+            body.push(0);
+            assert!(PathMtuProbe::decode(&body).is_err());
+        }
+        assert!(PathMtuProbe::decode(&[5]).is_err());
+        let mut ok = vec![Verb::PathMtuProbe as u8];
+        ok.extend_from_slice(&7u64.to_be_bytes());
+        ok.extend_from_slice(&PathMtuProbe { size: 1472 }.answer());
+        assert!(matches!(
+            decode_ok(&ok),
+            Ok((_, OkBody::PathMtuProbe(1472)))
+        ));
+        ok.push(0);
+        assert!(decode_ok(&ok).is_err());
     }
 }

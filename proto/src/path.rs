@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use crate::constants::{
     MAX_PATHS_PER_PEER, MAX_UNANSWERED_CANDIDATE_PROBES, PATH_ACTIVE_TIMEOUT_MS,
-    PATH_ANSWER_TIMEOUT_MS, PATH_IDLE_TIMEOUT_MS, PATH_KEEPALIVE_INTERVAL_MS,
+    PATH_ANSWER_TIMEOUT_MS, PATH_IDLE_TIMEOUT_MS, PATH_KEEPALIVE_INTERVAL_MS, PATH_MTU_BASE_BYTES,
     PATH_PROBE_INTERVAL_ACTIVE_MS, PATH_QUICK_PROBE_AFTER_MS, PATH_QUICK_PROBE_INTERVAL_MS,
 };
 use crate::local_socket::LocalSocket;
@@ -35,6 +35,8 @@ pub struct Path {
     /// Probes sent on it while it was never heard from: a candidate that
     /// never answers is given up after a few (it could be anyone's address).
     candidate_probes: u32,
+    /// The largest datagram it carries, as discovered.
+    pub mtu: crate::path_mtu::PathMtu,
 }
 
 impl Path {
@@ -150,8 +152,23 @@ impl PathSet {
             last_probe_ms: None,
             unanswered_since_ms: None,
             candidate_probes: 0,
+            mtu: Default::default(),
         });
         true
+    }
+
+    /// The path to `addr`, if known.
+    pub fn get_mut(&mut self, addr: SocketAddr) -> Option<&mut Path> {
+        self.paths.iter_mut().find(|p| p.addr == addr)
+    }
+
+    /// The largest datagram to send to `addr`: what discovery found on that
+    /// path, else [`PATH_MTU_BASE_BYTES`].
+    pub fn mtu_to(&self, addr: SocketAddr) -> usize {
+        self.paths
+            .iter()
+            .find(|p| p.addr == addr)
+            .map_or(usize::from(PATH_MTU_BASE_BYTES), |p| p.mtu.usable())
     }
 
     /// Records a probe sent on `addr`; returns false if it is a candidate

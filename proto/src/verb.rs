@@ -46,11 +46,14 @@ pub enum Verb {
     OffloadFrame = 0x10,
     /// What the sender's node supports, sent once per new session.
     Capabilities = 0x11,
+    /// A datagram padded to the size it names, sent whole on one path;
+    /// answered by OK naming the size (path MTU discovery).
+    PathMtuProbe = 0x12,
 }
 
 impl Verb {
     /// Every verb, in code order.
-    pub const ALL: [Verb; 18] = [
+    pub const ALL: [Verb; 19] = [
         Verb::Nop,
         Verb::Hello,
         Verb::Error,
@@ -69,6 +72,7 @@ impl Verb {
         Verb::Punch,
         Verb::OffloadFrame,
         Verb::Capabilities,
+        Verb::PathMtuProbe,
     ];
 
     /// The verb's code byte.
@@ -112,7 +116,7 @@ mod tests {
 
     #[test]
     fn unknown_codes_are_refused() {
-        for code in 0x12..=0xff {
+        for code in 0x13..=0xff {
             assert_eq!(Verb::try_from(code), Err(UnknownVerb(code)));
         }
     }

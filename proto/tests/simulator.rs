@@ -159,6 +159,13 @@ struct Sim {
     events: Vec<(usize, Event)>,
     /// Drop datagrams between these two public/local addresses (both ways).
     cut: Vec<(IpAddr, IpAddr)>,
+    /// The longest datagram (UDP payload) any link carries: Ethernet's,
+    /// with IP fragmentation forbidden as the daemon's sockets do.
+    link_mtu: usize,
+    /// Links narrower than that (both ways), by their ends' addresses.
+    narrow: Vec<(IpAddr, IpAddr, usize)>,
+    /// Datagrams dropped for being longer than their link carries.
+    too_big: std::cell::Cell<usize>,
     /// Every datagram delivered, for replay tests.
     delivered: Delivered,
     /// Datagrams sent, by destination (delivered or not).
@@ -175,6 +182,9 @@ impl Sim {
             seq: 0,
             events: Vec::new(),
             cut: Vec::new(),
+            link_mtu: 1472,
+            narrow: Vec::new(),
+            too_big: Default::default(),
             delivered: Vec::new(),
             sent_log: HashMap::new(),
         }
@@ -260,7 +270,16 @@ impl Sim {
 
     /// Where a datagram addressed to `to` from `from` lands, if anywhere:
     /// the host and its local address.
-    fn deliver_to(&self, from: SocketAddr, to: SocketAddr) -> Option<(usize, SocketAddr)> {
+    fn deliver_to(
+        &self,
+        from: SocketAddr,
+        to: SocketAddr,
+        len: usize,
+    ) -> Option<(usize, SocketAddr)> {
+        if len > self.mtu_between(from.ip(), to.ip()) {
+            self.too_big.set(self.too_big.get() + 1);
+            return None;
+        }
         if self
             .cut
             .iter()
@@ -313,7 +332,7 @@ impl Sim {
                 }
                 let p = entry.remove();
                 if let Some((h, socket)) = self
-                    .deliver_to(p.from, p.to)
+                    .deliver_to(p.from, p.to, p.bytes.len())
                     .and_then(|(h, local)| Some((h, socket_at(local)?)))
                 {
                     if self.hosts[h].down {
@@ -342,6 +361,21 @@ impl Sim {
                 self.collect(h);
             }
         }
+    }
+
+    /// The longest datagram the link between two addresses carries.
+    fn mtu_between(&self, a: IpAddr, b: IpAddr) -> usize {
+        self.narrow
+            .iter()
+            .filter(|&&(x, y, _)| (x == a && y == b) || (x == b && y == a))
+            .map(|&(_, _, mtu)| mtu)
+            .fold(self.link_mtu, usize::min)
+    }
+
+    /// The MTU host `h` uses on its preferred path to `to`.
+    fn path_mtu(&self, h: usize, to: Address) -> Option<usize> {
+        let status = self.hosts[h].node.peer_status(self.now, to)?;
+        status.paths.iter().find(|p| p.preferred).map(|p| p.mtu)
     }
 
     fn run(&mut self, ms: u64) {
@@ -505,6 +539,55 @@ fn world_of_two_seeded(
     // Let everyone handshake with the root.
     sim.run(2_000);
     (sim, a, b, identity(1).address(), identity(2).address())
+}
+
+/// Peers in use find their direct path's MTU (the sim's links carry 1,472
+/// bytes, IP fragmentation forbidden), probing only while in use; when the
+/// path narrows they fall back to the base within a confirmation interval
+/// and find the new size; the root path, relaying nothing, is not probed.
+#[test]
+fn direct_paths_find_their_mtu_and_follow_it_when_it_narrows() {
+    use vnet_proto::constants::{PATH_MTU_BASE_BYTES, PATH_MTU_CONFIRM_INTERVAL_MS};
+    let (mut sim, a, b, addr_a, addr_b) = world_of_two(None, None);
+    let root = identity(0).address();
+    let keep_busy = |sim: &mut Sim, ms: u64, id: &mut u64| {
+        for _ in 0..ms / 500 {
+            *id += 1;
+            sim.ping(a, addr_b, *id);
+            sim.run(500);
+        }
+    };
+    let mut id = 0;
+    keep_busy(&mut sim, 3_000, &mut id);
+    assert!(matches!(sim.route(a, addr_b), Some(PeerRoute::Direct(_))));
+    assert_eq!(sim.path_mtu(a, addr_b), Some(1472));
+    assert_eq!(sim.path_mtu(b, addr_a), Some(1472), "B probes its own way");
+    assert_eq!(
+        sim.path_mtu(a, root),
+        Some(usize::from(PATH_MTU_BASE_BYTES)),
+        "no probes to a root carrying nothing of ours"
+    );
+    let probes = sim.hosts[a].node.counters().path_mtu_probes_sent;
+    assert!(probes > 0 && probes < 100, "{probes} probes");
+    assert!(sim.too_big.get() > 0, "some probes were too big");
+
+    // The path now carries 1,300 bytes (a tunnel on the way).
+    let (ip_a, ip_b) = (sim.hosts[a].local.ip(), sim.hosts[b].local.ip());
+    sim.narrow.push((ip_a, ip_b, 1300));
+    keep_busy(&mut sim, PATH_MTU_CONFIRM_INTERVAL_MS + 3_000, &mut id);
+    for (h, to) in [(a, addr_b), (b, addr_a)] {
+        let mtu = sim.path_mtu(h, to).expect("a direct path");
+        assert!((1292..=1300).contains(&mtu), "{mtu}");
+    }
+    assert_eq!(sim.hosts[a].node.counters().path_mtu_lowered, 1);
+    assert!(matches!(sim.route(a, addr_b), Some(PeerRoute::Direct(_))));
+    assert!(sim.echo_route(a, id).is_some(), "pings still answered");
+
+    // Idle: no more probes once the peer is no longer in use.
+    sim.run(120_000);
+    let probes = sim.hosts[a].node.counters().path_mtu_probes_sent;
+    sim.run(60_000);
+    assert_eq!(sim.hosts[a].node.counters().path_mtu_probes_sent, probes);
 }
 
 #[test]
@@ -1934,7 +2017,7 @@ mod rogue_member {
                 }
                 let p = entry.remove();
                 let Some((h, socket)) = sim
-                    .deliver_to(p.from, p.to)
+                    .deliver_to(p.from, p.to, p.bytes.len())
                     .and_then(|(h, local)| Some((h, socket_at(local)?)))
                 else {
                     continue;
@@ -2210,10 +2293,9 @@ mod rogue_member {
             assert_eq!(allocations, 0, "a {len}-byte frame allocated");
             // OFFLOAD_FRAME (the peers announced it to each other).
             let packet = len + vnet_proto::constants::OFFLOAD_FRAME_HEADROOM_BYTES;
-            let expected = vnet_proto::fragment::fragment_count(
-                packet,
-                vnet_proto::constants::UDP_PAYLOAD_MTU_BYTES,
-            );
+            let mtu = sim.path_mtu(a, mb.0).expect("a direct path");
+            assert_eq!(mtu, sim.link_mtu, "A found the path's MTU");
+            let expected = vnet_proto::fragment::fragment_count(packet, mtu);
             assert_eq!(datagrams, expected, "{len} bytes");
         }
     }
@@ -2512,7 +2594,7 @@ mod rogue_member {
                 }
                 let p = entry.remove();
                 let Some((h, socket)) = sim
-                    .deliver_to(p.from, p.to)
+                    .deliver_to(p.from, p.to, p.bytes.len())
                     .and_then(|(h, local)| Some((h, socket_at(local)?)))
                 else {
                     continue;

@@ -279,6 +279,8 @@ pub struct PeerPath {
     pub expired: bool,
     /// The one packets go out on.
     pub preferred: bool,
+    /// The largest datagram sent on it (bytes), as path MTU discovery found.
+    pub mtu: Option<usize>,
 }
 
 /// `GET /netcheck` answer, as the service writes it.
@@ -390,7 +392,7 @@ mod tests {
     /// does not know.
     const CAPTURED_PEERS: &str = r#"[{"address":"8056c2e21c","latency":12,"natMapping":null,
         "paths":[{"active":true,"address":"203.0.113.5/9993","expired":false,"lastReceive":130,
-        "lastSend":120,"latency":12,"preferred":true,"socket":"udp"}],"relay":null,"role":"PLANET",
+        "lastSend":120,"latency":12,"mtu":1472,"preferred":true,"socket":"udp"}],"relay":null,"role":"PLANET",
         "route":"DIRECT","session":true,"sessionAge":5000,"upgradedAgo":null,"version":"0.1.0",
         "someFutureField":{"x":1}}]"#;
 
@@ -413,6 +415,7 @@ mod tests {
                     active: true,
                     expired: false,
                     preferred: true,
+                    mtu: Some(1472),
                 }],
             }]
         );
@@ -455,6 +458,7 @@ mod tests {
                 expired: false,
                 preferred: false,
                 latency: Some(15),
+                mtu: 1232,
                 socket: "tcp",
             }],
         };
@@ -469,6 +473,7 @@ mod tests {
         assert_eq!(path.address.as_deref(), Some("[2001:db8::1]/9993"));
         assert_eq!((path.last_send, path.last_receive), (Some(4000), None));
         assert!(path.active && !path.expired && !path.preferred);
+        assert_eq!(path.mtu, Some(1232));
     }
 
     #[test]

@@ -102,6 +102,7 @@ fn open(registry: &Registry, token: Token, to: SocketAddr) -> io::Result<(UdpSoc
         SocketAddr::from(([0u16; 8], 0))
     };
     let mut socket = UdpSocket::bind(bind)?;
+    super::udp_sockets::forbid_ip_fragmentation(&socket, to.is_ipv6());
     registry.register(&mut socket, token, Interest::READABLE)?;
     Ok((socket, token))
 }

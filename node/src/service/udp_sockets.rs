@@ -46,7 +46,8 @@ impl BatchedSocket {
     fn new(socket: UdpSocket) -> io::Result<Self> {
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
         raise_buffers(&socket, &state);
-        allow_ip_fragmentation(&socket);
+        let ipv6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+        forbid_ip_fragmentation(&socket, ipv6);
         Ok(Self { socket, state })
     }
 
@@ -68,8 +69,8 @@ impl BatchedSocket {
                 .try_send(UdpSockRef::from(&self.socket), &transmit)
             {
                 Ok(()) => {}
-                // GSO cannot cut segments wider than the route's MTU: send
-                // them one by one, for the kernel to fragment.
+                // GSO refused (segments wider than the route's MTU, no
+                // GSO on the device): send them one by one.
                 Err(e)
                     if transmit.segment_size.is_some() && e.kind() != io::ErrorKind::WouldBlock =>
                 {
@@ -131,14 +132,13 @@ fn raise_buffers(socket: &UdpSocket, state: &UdpSocketState) {
     );
 }
 
-/// quinn-udp forbids IP fragmentation (`IP_PMTUDISC_PROBE`), right for a
-/// protocol that discovers its path MTU. vnet does not yet (it cuts packets
-/// at `UDP_PAYLOAD_MTU_BYTES`), so a path narrower than that would swallow
-/// every full datagram: the socket goes back to the kernel's default, which
-/// fragments what exceeds the route's known MTU.
-fn allow_ip_fragmentation(socket: &UdpSocket) {
+/// Sets Don't Fragment on every datagram and ignores the kernel's path MTU
+/// cache (`IP_PMTUDISC_PROBE`): the node discovers each path's MTU with its
+/// own probes (PROTOCOL.md §3.10) and never relies on IP fragmentation, which
+/// NATs and firewalls often drop. A datagram longer than the interface's
+/// MTU fails to send (a probe too large, by design).
+pub(crate) fn forbid_ip_fragmentation(socket: &impl std::os::fd::AsRawFd, ipv6: bool) {
     let set = |level, option, value: libc::c_int| {
-        use std::os::fd::AsRawFd;
         // SAFETY: a valid fd, and a c_int option value of the size given.
         unsafe {
             libc::setsockopt(
@@ -153,13 +153,13 @@ fn allow_ip_fragmentation(socket: &UdpSocket) {
     let _ = set(
         libc::IPPROTO_IP,
         libc::IP_MTU_DISCOVER,
-        libc::IP_PMTUDISC_WANT,
+        libc::IP_PMTUDISC_PROBE,
     );
-    if socket.local_addr().is_ok_and(|a| a.is_ipv6()) {
+    if ipv6 {
         let _ = set(
             libc::IPPROTO_IPV6,
             libc::IPV6_MTU_DISCOVER,
-            libc::IPV6_PMTUDISC_WANT,
+            libc::IPV6_PMTUDISC_PROBE,
         );
     }
 }

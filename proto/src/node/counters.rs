@@ -9,6 +9,12 @@ use serde::Serialize;
 pub struct Counters {
     /// Datagrams received.
     pub received: u64,
+    /// PATH_MTU_PROBE datagrams sent (each size twice).
+    pub path_mtu_probes_sent: u64,
+    /// PATH_MTU_PROBE sizes answered (the path carries them).
+    pub path_mtu_probes_answered: u64,
+    /// Paths whose discovered MTU stopped passing and fell back to the base.
+    pub path_mtu_lowered: u64,
     /// Datagrams that are not packets or fragments.
     pub dropped_malformed: u64,
     /// Packets whose MAC did not verify.

@@ -36,8 +36,8 @@ use crate::identity::Identity;
 use crate::identity_hash::IdentityHashScratch;
 use crate::local_socket::LocalSocket;
 use crate::message::{
-    self, Capabilities, Echo, EchoKind, Hello, HelloOk, InRe, OkBody, Rendezvous, Versions,
-    decode_error, decode_ok, decode_push_direct_paths, decode_whois, encode_in_re,
+    self, Capabilities, Echo, EchoKind, Hello, HelloOk, InRe, OkBody, PathMtuProbe, Rendezvous,
+    Versions, decode_error, decode_ok, decode_push_direct_paths, decode_whois, encode_in_re,
     encode_push_direct_paths,
 };
 use crate::rng::{NodeRng, Rng, SeedableRng};
@@ -641,9 +641,16 @@ impl Node {
         // a peer from being forgotten as idle.
         let keepalive = match verb {
             // What a new session says of itself (a rekey) is not use either.
-            Verb::Nop | Verb::PushDirectPaths | Verb::Rendezvous | Verb::Capabilities => true,
+            Verb::Nop
+            | Verb::PushDirectPaths
+            | Verb::Rendezvous
+            | Verb::Capabilities
+            | Verb::PathMtuProbe => true,
             Verb::Echo => Echo::is_probe(payload),
-            Verb::Ok => Echo::ok_answers_probe(payload),
+            Verb::Ok => {
+                Echo::ok_answers_probe(payload)
+                    || payload.first() == Some(&Verb::PathMtuProbe.code())
+            }
             _ => false,
         };
         if !keepalive && let Some(peer) = self.peers.get_mut(&src) {
@@ -748,6 +755,22 @@ impl Node {
                 if let Some(peer) = self.peers.get_mut(&src) {
                     peer.offload_frames = caps.offload_frames;
                     peer.aes_gcm = caps.aes_gcm;
+                    peer.path_mtu_probes = caps.path_mtu_probes;
+                }
+            }),
+            Verb::PathMtuProbe => PathMtuProbe::decode(payload).map(|probe| {
+                // Answered only when it came straight, on the path it probes.
+                if header.hops == 0 && !self.no_udp_to(src) {
+                    let mut reply = Vec::with_capacity(11);
+                    encode_in_re(
+                        InRe {
+                            verb: Verb::PathMtuProbe,
+                            counter: header.counter,
+                        },
+                        &mut reply,
+                    );
+                    reply.extend_from_slice(&probe.answer());
+                    self.send_session(now_ms, src, Some(from), Verb::Ok, &reply, out);
                 }
             }),
             Verb::NetworkCredentials => {
@@ -1173,6 +1196,19 @@ impl Node {
                         route,
                         tcp,
                     });
+                }
+            }
+            OkBody::PathMtuProbe(size) => {
+                let answered = header.hops == 0
+                    && self
+                        .peers
+                        .get_mut(&header.src)
+                        .and_then(|p| p.paths.get_mut(from))
+                        .is_some_and(|p| p.mtu.answered(now_ms, size));
+                if answered {
+                    self.counters.path_mtu_probes_answered += 1;
+                    // The next round goes at once, not at the next tick.
+                    self.probe_path_mtu(now_ms, header.src, out);
                 }
             }
             OkBody::Whois(bytes) => {
@@ -1900,10 +1936,12 @@ impl Node {
         if let Some(peer) = self.peers.get_mut(&addr) {
             peer.offload_frames = false;
             peer.aes_gcm = false;
+            peer.path_mtu_probes = false;
         }
         let caps = Capabilities {
             offload_frames: self.offload_frames,
             aes_gcm: self.aes_gcm,
+            path_mtu_probes: true,
         };
         if caps != Capabilities::default() {
             self.send_session(now_ms, addr, None, Verb::Capabilities, &caps.encode(), out);
@@ -2167,7 +2205,13 @@ impl Node {
             peer.relayed_since_ms.get_or_insert(now_ms);
         }
         let to = route_addr(route);
-        let mtu = UDP_PAYLOAD_MTU_BYTES;
+        let mtu = match route {
+            // Sized to what it probes, and sent whole.
+            _ if verb == Verb::PathMtuProbe => usize::from(PATH_MTU_MAX_BYTES),
+            PeerRoute::Direct(to) => peer.paths.mtu_to(to),
+            // The hop past the root is not ours to probe.
+            PeerRoute::Relayed { .. } => usize::from(PATH_MTU_BASE_BYTES),
+        };
         let buffer = out.buffer_mut();
         let packet = &mut buffer[start..];
         let fragmented = crate::fragment::fragment_count(packet.len(), mtu) > 1;
@@ -2202,6 +2246,11 @@ impl Node {
             buffer.len() - start
         };
         out.commit(socket, to, start, segment_size);
+        if verb == Verb::PathMtuProbe {
+            // A probe too large for the path is lost by design: it says
+            // nothing of whether the path is alive.
+            return;
+        }
         // An answer waits for something back only while the peer is in
         // use (its traffic comes back; a dead path must be left at once).
         let waits = expects_answer(verb) || peer.is_active(now_ms);
@@ -2472,6 +2521,51 @@ impl Node {
             self.push_direct_paths(now_ms, addr, out);
         }
         self.note_route(now_ms, addr);
+        self.probe_path_mtu(now_ms, addr, out);
+    }
+
+    /// Sends the path MTU probes due on the direct path to a peer in use
+    /// (a search round, or the confirmation of the size in use), each size
+    /// twice, sealed and whole.
+    fn probe_path_mtu(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
+        let Some(PeerRoute::Direct(to)) = self.route(now_ms, addr) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if !peer.path_mtu_probes || !peer.sessions.is_established() || !peer.is_active(now_ms) {
+            return;
+        }
+        let Some(path) = peer.paths.get_mut(to) else {
+            return;
+        };
+        if path.socket.is_tcp() {
+            return;
+        }
+        let socket = path.socket;
+        let lowered = path.mtu.times_lowered();
+        let sizes = path.mtu.due_probes(now_ms, path.latency_ms);
+        if path.mtu.times_lowered() != lowered {
+            self.counters.path_mtu_lowered += 1;
+        }
+        for size in sizes {
+            for _ in 0..2 {
+                let buffer = out.buffer_mut();
+                let start = append_packet_start(buffer, Verb::PathMtuProbe);
+                PathMtuProbe { size }.encode_into(buffer);
+                self.seal_and_queue(
+                    now_ms,
+                    addr,
+                    Some(to),
+                    Some(socket),
+                    Verb::PathMtuProbe,
+                    start,
+                    out,
+                );
+                self.counters.path_mtu_probes_sent += 1;
+            }
+        }
     }
 
     /// Notices route changes: relayed -> direct is an upgrade, direct ->

@@ -70,6 +70,8 @@ pub(crate) struct Peer {
     pub offload_frames: bool,
     /// It announced (CAPABILITIES, this session) that it opens AES-256-GCM.
     pub aes_gcm: bool,
+    /// It announced (CAPABILITIES, this session) that it answers PATH_MTU_PROBE.
+    pub path_mtu_probes: bool,
     pub latency_ms: Option<u64>,
     pub last_receive_ms: Option<u64>,
     /// Last time traffic that matters to the user went either way.
@@ -133,6 +135,7 @@ impl Peer {
             versions: None,
             offload_frames: false,
             aes_gcm: false,
+            path_mtu_probes: false,
             latency_ms: None,
             last_receive_ms: None,
             last_active_ms: None,

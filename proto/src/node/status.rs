@@ -24,6 +24,9 @@ pub struct PathStatus {
     pub preferred: bool,
     /// Round-trip time on it.
     pub latency: Option<u64>,
+    /// The largest UDP payload sent on it in one datagram (bytes): what
+    /// path MTU discovery found, else the base every path carries.
+    pub mtu: usize,
     /// Our socket on it: `udp`, `mapped` (the gateway-mapped port), `punch`
     /// (a birthday-punch socket) or `tcp` (a TCP relay connection).
     pub socket: &'static str,
@@ -162,6 +165,7 @@ impl Node {
                         expired: !alive,
                         preferred: Some(p.addr) == preferred,
                         latency: p.latency_ms,
+                        mtu: p.mtu.usable(),
                         socket: match p.socket {
                             LocalSocket::Primary => "udp",
                             LocalSocket::Mapped => "mapped",
