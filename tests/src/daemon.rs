@@ -134,6 +134,16 @@ impl<'a> Daemon<'a> {
             .unwrap_or_default()
     }
 
+    /// The MTU (UDP payload bytes) of the preferred path to peer `addr`, as
+    /// path MTU discovery left it; None without a preferred path.
+    pub fn path_mtu_to(&self, addr: &str) -> Option<u64> {
+        let peers = self.json(&["listpeers"]);
+        let peer = peers.as_array()?.iter().find(|p| p["address"] == addr)?;
+        let paths = peer["paths"].as_array()?;
+        let path = paths.iter().find(|p| p["preferred"] == true)?;
+        path["mtu"].as_u64()
+    }
+
     /// The `listnetworks` line of `nwid`, split into fields.
     pub fn network_line(&self, nwid: &str) -> Vec<String> {
         self.cli(&["listnetworks"])

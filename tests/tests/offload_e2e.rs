@@ -4,14 +4,15 @@
 //! them in software); to a member whose node predates OFFLOAD_FRAME and
 //! AES-256-GCM (the sender cuts them, and seals with Salsa20/12 +
 //! Poly1305 for it while it seals with AES-256-GCM for the others); and
-//! to a member behind a router whose LAN has a smaller MTU (1,300) than
-//! vnet's datagrams, which the kernels fragment rather than lose.
+//! to a member behind a router whose LAN has a smaller MTU (1,300), found
+//! by path MTU discovery with no IP fragment on the way; and between two
+//! members whose path narrows while they talk.
 
 use std::fs;
 
 use serde_json::{Value, json};
 use vnet_tests::daemon::{Daemon, make_planet, network_of};
-use vnet_tests::netns::{Lab, NatKind, Node};
+use vnet_tests::netns::{Lab, NatKind, Node, Router};
 
 /// Writes `<home>/local.conf` for `host`'s daemon (before it starts).
 fn local_conf(lab: &Lab, host: &Node, settings: Value) {
@@ -63,23 +64,7 @@ fn super_frames_cross_both_ways_and_reach_members_without_offloads() {
     // e sits behind a router whose LAN carries at most 1,300 bytes.
     let router = lab.nat_router("re", NatKind::Easy);
     let he = lab.host_behind("e", &router);
-    let narrow = format!(
-        "for i in $(ip -o link show | awk -F': ' '{{print $2}}' | cut -d@ -f1); do \
-         [ \"$i\" = lo ] || [ \"$i\" = {} ] || ip link set dev \"$i\" mtu 1300 || exit 1; done",
-        router.wan_iface()
-    );
-    assert!(
-        lab.exec(&router, "sh", &["-c", &narrow]).ok,
-        "narrow the LAN"
-    );
-    assert!(
-        lab.exec(
-            &he,
-            "ip",
-            &["link", "set", "dev", he.iface(), "mtu", "1300"]
-        )
-        .ok
-    );
+    narrow_lan(&lab, &router, &he, 1300);
     make_planet(
         &lab,
         &root_host,
@@ -144,10 +129,94 @@ fn super_frames_cross_both_ways_and_reach_members_without_offloads() {
     assert_eq!(counter(d, "sealedAesGcm"), 0);
     assert!(iperf(&lab, &ha, &hd, &ips[3], true) > 0.0, "d -> a");
 
-    // a <-> e across the narrow LAN: datagrams of up to 1,460 bytes (with
-    // their IP and UDP headers) do not fit 1,300; the router's ICMP teaches
-    // a's kernel the path MTU and e's kernel knows its own, so both
-    // fragment and TCP goes through both ways.
+    // a <-> e across the narrow LAN: path MTU discovery finds 1,272-byte
+    // datagrams (1,300 less IPv4 and UDP headers) both ways, the sockets
+    // forbid IP fragmentation, and TCP goes through both ways.
+    let (addr_a, addr_b, addr_e) = (a.address(), b.address(), e.address());
     assert!(iperf(&lab, &ha, &he, &ips[4], false) > 0.0, "a -> e");
     assert!(iperf(&lab, &ha, &he, &ips[4], true) > 0.0, "e -> a");
+    assert_eq!(a.route_to(&addr_e), "DIRECT");
+    assert_eq!(a.path_mtu_to(&addr_e), Some(1272), "a's path to e");
+    assert_eq!(e.path_mtu_to(&addr_a), Some(1272), "e's path to a");
+    for (host, name) in [(&ha, "a"), (&he, "e")] {
+        assert_eq!(
+            ip_fragments_received(&lab, host),
+            0,
+            "{name} got IP fragments"
+        );
+    }
+    assert!(counter(a, "pathMtuProbesAnswered") > 0);
+
+    // a <-> b: the whole 1,500-byte Ethernet MTU.
+    assert_eq!(a.path_mtu_to(&addr_b), Some(1472), "a's path to b");
+    assert_eq!(b.path_mtu_to(&addr_a), Some(1472), "b's path to a");
+
+    // e's LAN narrows to 1,280 while a and e talk: the next confirmation of
+    // 1,272 is lost, both fall back to the base and find 1,252, and TCP
+    // flows on, still without an IP fragment.
+    narrow_lan(&lab, &router, &he, 1280);
+    let narrowed = vnet_tests::netns::wait_until(std::time::Duration::from_secs(30), || {
+        // Traffic keeps the peers in use (probes go only to peers in use).
+        lab.exec(&ha, "ping", &["-c", "1", "-W", "1", &ips[4]]);
+        a.path_mtu_to(&addr_e) == Some(1252) && e.path_mtu_to(&addr_a) == Some(1252)
+    });
+    assert!(
+        narrowed,
+        "a -> e {:?}, e -> a {:?}",
+        a.path_mtu_to(&addr_e),
+        e.path_mtu_to(&addr_a)
+    );
+    assert!(counter(a, "pathMtuLowered") >= 1);
+    assert!(
+        iperf(&lab, &ha, &he, &ips[4], false) > 0.0,
+        "a -> e narrowed"
+    );
+    assert!(
+        iperf(&lab, &ha, &he, &ips[4], true) > 0.0,
+        "e -> a narrowed"
+    );
+    for (host, name) in [(&ha, "a"), (&he, "e")] {
+        assert_eq!(
+            ip_fragments_received(&lab, host),
+            0,
+            "{name} got IP fragments"
+        );
+    }
+}
+
+/// Sets the MTU of every LAN-side interface of `router` and of `host`'s.
+fn narrow_lan(lab: &Lab, router: &Router, host: &Node, mtu: u32) {
+    let narrow = format!(
+        "for i in $(ip -o link show | awk -F': ' '{{print $2}}' | cut -d@ -f1); do \
+         [ \"$i\" = lo ] || [ \"$i\" = {} ] || ip link set dev \"$i\" mtu {mtu} || exit 1; done",
+        router.wan_iface()
+    );
+    assert!(
+        lab.exec(router, "sh", &["-c", &narrow]).ok,
+        "narrow the LAN"
+    );
+    let mtu = mtu.to_string();
+    let set = lab.exec(
+        host,
+        "ip",
+        &["link", "set", "dev", host.iface(), "mtu", &mtu],
+    );
+    assert!(set.ok, "{set:?}");
+}
+
+/// IP fragments that reached `host` (its namespace's `ReasmReqds`).
+fn ip_fragments_received(lab: &Lab, host: &Node) -> u64 {
+    let snmp = lab.exec(host, "cat", &["/proc/net/snmp"]);
+    assert!(snmp.ok, "{snmp:?}");
+    let mut lines = snmp.stdout.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (
+        lines.next().expect("Ip header"),
+        lines.next().expect("Ip values"),
+    );
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ReasmReqds")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("ReasmReqds")
 }

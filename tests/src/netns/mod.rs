@@ -765,6 +765,22 @@ impl Lab {
     }
 
     /// A veth `iface` in `ns` whose peer `<prefix>u<i>` is a port of the underlay bridge.
+    /// Narrows the link between public host `host` and the underlay to
+    /// `mtu` bytes both ways (its interface and its bridge port), as a
+    /// tunnel on the way would.
+    pub fn set_link_mtu(&self, host: &Node, mtu: u32) {
+        let i = host
+            .edge_iface
+            .strip_prefix(&format!("{}h", self.prefix))
+            .expect("a public host's link");
+        let port = format!("{}u{i}", self.prefix);
+        ip(&format!(
+            "-n {} link set {} mtu {mtu}",
+            host.edge_ns, host.edge_iface
+        ));
+        ip(&format!("-n {} link set {port} mtu {mtu}", self.underlay));
+    }
+
     fn plug(&self, ns: &str, iface: &str, i: u32) {
         let port = format!("{}u{i}", self.prefix);
         ip(&format!(
