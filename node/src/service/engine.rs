@@ -231,6 +231,8 @@ pub struct Engine {
     rx: RecvBatch,
     /// Frames a super-frame is cut into for a TAP without offloads.
     segments: Vec<u8>,
+    /// Sources to read this round.
+    ready: Vec<Token>,
 }
 
 impl Engine {
@@ -283,6 +285,7 @@ impl Engine {
             buf: vec![0u8; PACKET_MAX_LEN_BYTES],
             rx: RecvBatch::default(),
             segments: Vec::new(),
+            ready: Vec::new(),
         })
     }
 
@@ -317,11 +320,13 @@ impl Engine {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let mut ready: Vec<Token> = self.backlog.drain(..).collect();
+            let mut ready = std::mem::take(&mut self.ready);
+            ready.extend(self.backlog.drain(..));
             ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKER));
-            for token in ready {
+            for token in ready.drain(..) {
                 self.read(token);
             }
+            self.ready = ready;
             self.flush();
             if !self.run_commands() {
                 return Ok(());
