@@ -10,6 +10,7 @@
 #   ZTBIN=/path/to/zt/bin                ZeroTier binaries (default ../shared/lab/zt/bin)
 #   SYSTEMS=vnet                         one system only (default: zerotier vnet)
 #   PERF=1                               perf profile of the two members during the 1-stream run
+#   PERF=udp64                           ... during the 64-byte UDP run instead
 # Per system and round one line: 1 TCP stream, 4 streams, reverse (Mbit/s),
 # retransmits of the 1-stream run, 64-byte UDP packets/s delivered, RTT idle
 # and under load (ms), CPU of the two member daemons per Gbit/s of the
@@ -93,14 +94,14 @@ figures() {
   declare -A c0
   for p in $members $root; do c0[$p]=$(ticks "$p"); done
   local perf_pids=()
-  if [ -n "${PERF:-}" ]; then
+  if [ "${PERF:-}" = 1 ]; then
     for p in $members; do
       perf record -q -F 999 -p "$p" -o "$RUN/perf-$p.data" -- sleep "$T" >/dev/null 2>&1 &
       perf_pids+=($!)
     done
   fi
   local j1; j1=$(iperf_json h2 "$ip")
-  if [ -n "${PERF:-}" ]; then
+  if [ "${PERF:-}" = 1 ]; then
     wait "${perf_pids[@]}" 2>/dev/null || true
     for p in $members; do
       echo "   perf of $(ps -o comm= -p "$p") $p during the 1-stream run (top symbols, % of its samples):"
@@ -126,14 +127,32 @@ figures() {
   local rtt_load
   rtt_load=$(ip netns exec h2 ping -q -c "$PINGS" -i 0.05 "$ip" | awk -F/ '/^rtt/{print $5}')
   wait "$load_pid" || true
-  local kpps
+  local kpps perf64=()
+  if [ "${PERF:-}" = udp64 ]; then
+    for p in $members; do
+      perf record -q -F 999 -p "$p" -o "$RUN/perf64-$p.data" -- sleep "$T" >/dev/null 2>&1 &
+      perf64+=($!)
+    done
+  fi
+  declare -A u0
+  for p in $members; do u0[$p]=$(ticks "$p"); done
   kpps=$(iperf_json h2 "$ip" -u -b 0 -l 64 | jq -r '.end.sum | ((.packets - .lost_packets) / .seconds / 1000 | floor)' 2>/dev/null || echo 0)
+  local udp_cpu=""
+  for p in $members; do udp_cpu+="$((($(ticks "$p") - ${u0[$p]}) * 100 / (HZ * T)))/"; done
+  if [ "${PERF:-}" = udp64 ]; then
+    wait "${perf64[@]}" 2>/dev/null || true
+    for p in $members; do
+      echo "   perf of $(ps -o comm= -p "$p") $p during the 64-byte UDP run (top symbols, % of its samples):"
+      perf report -q -i "$RUN/perf64-$p.data" --stdio --no-children --sort dso,symbol 2>/dev/null |
+        grep -v '^$' | grep '%' | head -25 | sed 's/^/     /'
+    done
+  fi
   local gbit per_gbit root_per_gbit
   gbit=$(awk -v m="$one" 'BEGIN{print (m > 0 ? m / 1000 : 0)}')
   per_gbit=$(awk -v c="$cpu_m" -v g="$gbit" 'BEGIN{printf "%d", (g > 0 ? c / g : 0)}')
   root_per_gbit=$(awk -v c="$cpu_r" -v g="$gbit" 'BEGIN{printf "%d", (g > 0 ? c / g : 0)}')
-  printf '%-34s 1s=%-6s 4s=%-6s rev=%-6s retr=%-6s udp64_kpps=%-5s rtt_idle=%-6s rtt_load=%-6s cpu_per_gbit=%s%% root_cpu_per_gbit=%s%% rss_kb=%s\n' \
-    "$name" "$one" "$four" "$rev" "$retr" "$kpps" "${rtt_idle:-?}" "${rtt_load:-?}" "$per_gbit" "$root_per_gbit" "${rss_line%/}" | tee -a "$OUT"
+  printf '%-34s 1s=%-6s 4s=%-6s rev=%-6s retr=%-6s udp64_kpps=%-5s udp64_cpu=%-8s rtt_idle=%-6s rtt_load=%-6s cpu_per_gbit=%s%% root_cpu_per_gbit=%s%% rss_kb=%s\n' \
+    "$name" "$one" "$four" "$rev" "$retr" "$kpps" "${udp_cpu%/}%" "${rtt_idle:-?}" "${rtt_load:-?}" "$per_gbit" "$root_per_gbit" "${rss_line%/}" | tee -a "$OUT"
 }
 
 # lab KIND: a fresh 3-host lab; KIND relayed puts h2 and h3 behind hard NATs.
