@@ -112,8 +112,22 @@ fn mapped_port_for(address: Address) -> u16 {
     20_000 + (address.to_u64() % 40_000) as u16
 }
 
+/// Keeps glibc's allocator to one arena for every thread. By default each
+/// thread that allocates gets its own (the engine, the control plane, the
+/// identity checker, the TCP relay), each holding its own free memory: half
+/// a megabyte to a megabyte more resident for nothing, since the packet
+/// path allocates nothing once warm and the other threads allocate little.
+fn one_malloc_arena() {
+    // SAFETY: mallopt only sets an allocator parameter; called before the
+    // service starts its threads.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// Runs the service until SIGTERM or SIGINT.
 pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
+    one_malloc_arena();
     let home = Home::open(&options.home)?;
     let conf = home.local_conf()?;
     let identity_checks_per_second = conf
