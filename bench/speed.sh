@@ -181,6 +181,9 @@ for kind in direct relayed; do
         for h in 1 2 3; do
           echo "   h$h UDP: $(ip netns exec "h$h" awk '/^Udp:/{getline; print "InErrors=" $4, "RcvbufErrors=" $6, "SndbufErrors=" $7}' /proc/net/snmp)"
         done
+        for h in 2 3; do
+          echo "   h$h TAP: $(ip netns exec "h$h" sh -c 'for d in /sys/class/net/*; do case ${d##*/} in vn*|zt*) echo ${d##*/} rx_dropped=$(cat $d/statistics/rx_dropped) tx_dropped=$(cat $d/statistics/tx_dropped) qlen=$(cat $d/tx_queue_len);; esac; done')"
+        done
         for m in root m2 m3; do
           local_ns=h1; [ "$m" = m2 ] && local_ns=h2; [ "$m" = m3 ] && local_ns=h3
           echo "   $m counters: $(vcli "$local_ns" -D "$RUN/vnet/$m" -j info 2>/dev/null | jq -c '.counters | with_entries(select(.value != 0))')"
