@@ -700,6 +700,48 @@ fn hard_nats_on_both_sides_stay_relayed_and_still_talk() {
     }
 }
 
+/// Peers relayed through a root (hard NATs both sides) find the MTU of
+/// the relayed route end to end, probes and answers through the root, and
+/// follow it down when the root's link to one of them narrows.
+#[test]
+fn relayed_routes_find_their_mtu_through_the_root() {
+    use vnet_proto::constants::PATH_MTU_CONFIRM_INTERVAL_MS;
+    let (mut sim, a, b, addr_a, addr_b) = world_of_two(Some(NatKind::Hard), Some(NatKind::Hard));
+    let route_mtu = |sim: &Sim, h: usize, to: Address| {
+        sim.hosts[h].node.peer_status(sim.now, to).map(|p| p.mtu)
+    };
+    let mut id = 0;
+    let mut keep_busy = |sim: &mut Sim, ms: u64| {
+        for _ in 0..ms / 500 {
+            id += 1;
+            sim.ping(a, addr_b, id);
+            sim.run(500);
+        }
+    };
+    keep_busy(&mut sim, 4_000);
+    assert!(matches!(
+        sim.route(a, addr_b),
+        Some(PeerRoute::Relayed { .. })
+    ));
+    assert_eq!(route_mtu(&sim, a, addr_b), Some(1472));
+    assert_eq!(route_mtu(&sim, b, addr_a), Some(1472));
+
+    // The root's link to B's NAT now carries 1,300 bytes.
+    let root_ip = IpAddr::V4(Ipv4Addr::from(ROOT_IP));
+    let b_public = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 2));
+    sim.narrow.push((root_ip, b_public, 1300));
+    keep_busy(&mut sim, PATH_MTU_CONFIRM_INTERVAL_MS + 4_000);
+    for (h, to) in [(a, addr_b), (b, addr_a)] {
+        let mtu = route_mtu(&sim, h, to).expect("a route");
+        assert!((1292..=1300).contains(&mtu), "{mtu}");
+    }
+    assert!(sim.hosts[a].node.counters().path_mtu_lowered >= 1);
+    assert!(matches!(
+        sim.route(a, addr_b),
+        Some(PeerRoute::Relayed { .. })
+    ));
+}
+
 #[test]
 fn dead_direct_path_falls_back_to_relay_within_ten_seconds_and_recovers() {
     let (mut sim, a, _b, _, addr_b) = world_of_two(None, None);

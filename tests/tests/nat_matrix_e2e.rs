@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use vnet_tests::daemon::{Daemon, make_planet_with_roots, network_of};
-use vnet_tests::netns::{Lab, NatKind, Node, Proc, Router};
+use vnet_tests::netns::{Lab, NatKind, Node, Proc, Router, wait_until};
 
 /// Where a member sits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -97,6 +97,16 @@ struct Outcome {
     /// a's preferred path to b (`ip/port`), and the gateway-mapped endpoint b advertises.
     a_path: String,
     b_mapped: Option<String>,
+    /// The MTU a uses on its route to b (path MTU discovery; every link
+    /// of this lab carries 1,500-byte packets).
+    mtu_ab: Option<u64>,
+}
+
+/// The MTU `from` uses on its route to peer `to` now (`GET /peer` `mtu`).
+fn route_mtu(from: &Daemon, to: &str) -> Option<u64> {
+    let peers = from.json(&["listpeers"]);
+    let peer = peers.as_array()?.iter().find(|p| p["address"] == to)?;
+    peer["mtu"].as_u64()
 }
 
 /// `a` pings `b`'s virtual IP every 200 ms until the route settles on what is
@@ -147,6 +157,15 @@ fn run_pair(lab: &Lab, a: &Daemon, a_kind: Kind, b: &Daemon, b_kind: Kind, b_ip:
     let b_mapped = b.json(&["info"])["mappedEndpoint"]
         .as_str()
         .map(str::to_string);
+    // Discovery runs while the pings keep the peers in use: a few rounds
+    // of probes (over UDP only; a TCP relay route stays at the base).
+    let mut mtu_ab = route_mtu(a, &b_addr);
+    if route_ab != "TCP_RELAY" {
+        wait_until(Duration::from_secs(5), || {
+            mtu_ab = route_mtu(a, &b_addr);
+            mtu_ab == Some(1472)
+        });
+    }
     ping.stop();
     let replies = ping
         .stdout_text()
@@ -162,6 +181,7 @@ fn run_pair(lab: &Lab, a: &Daemon, a_kind: Kind, b: &Daemon, b_kind: Kind, b_ip:
         replies,
         a_path,
         b_mapped,
+        mtu_ab,
     }
 }
 
@@ -276,6 +296,19 @@ fn every_pair_of_placements_gets_the_path_the_network_allows() {
                 o.a.name()
             );
         }
+        let want_mtu = if o.route_ab == "TCP_RELAY" {
+            1232
+        } else {
+            1472
+        };
+        assert_eq!(
+            o.mtu_ab,
+            Some(want_mtu),
+            "{} – {}: route MTU over {}\n{table}",
+            o.a.name(),
+            o.b.name(),
+            o.route_ab
+        );
         assert!(
             o.replies >= 5,
             "{} – {}: only {} ping replies\n{table}",

@@ -450,6 +450,7 @@ mod tests {
             session: false,
             session_age: None,
             upgraded_ago: Some(3),
+            mtu: 1232,
             paths: vec![PathStatus {
                 address: "[2001:db8::1]/9993".into(),
                 last_send: Some(4000),

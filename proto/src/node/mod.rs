@@ -759,18 +759,26 @@ impl Node {
                 }
             }),
             Verb::PathMtuProbe => PathMtuProbe::decode(payload).map(|probe| {
-                // Answered only when it came straight, on the path it probes.
-                if header.hops == 0 && !self.no_udp_to(src) {
-                    let mut reply = Vec::with_capacity(11);
-                    encode_in_re(
-                        InRe {
-                            verb: Verb::PathMtuProbe,
-                            counter: header.counter,
-                        },
-                        &mut reply,
-                    );
-                    reply.extend_from_slice(&probe.answer());
-                    self.send_session(now_ms, src, Some(from), Verb::Ok, &reply, out);
+                let mut reply = Vec::with_capacity(11);
+                encode_in_re(
+                    InRe {
+                        verb: Verb::PathMtuProbe,
+                        counter: header.counter,
+                    },
+                    &mut reply,
+                );
+                reply.extend_from_slice(&probe.answer());
+                // Answered the way it came: straight on the path it probes,
+                // or through the root that relayed it (so the answer tells
+                // of that route, whatever ours to the sender is).
+                if header.hops == 0 {
+                    if !self.no_udp_to(src) {
+                        self.send_session(now_ms, src, Some(from), Verb::Ok, &reply, out);
+                    }
+                } else {
+                    // Over our TCP relay connection too, if it came that way.
+                    let socket = Some(self.rx_socket);
+                    self.send_session_via(now_ms, src, Some(from), socket, Verb::Ok, &reply, out);
                 }
             }),
             Verb::NetworkCredentials => {
@@ -1199,12 +1207,17 @@ impl Node {
                 }
             }
             OkBody::PathMtuProbe(size) => {
-                let answered = header.hops == 0
-                    && self
-                        .peers
-                        .get_mut(&header.src)
-                        .and_then(|p| p.paths.get_mut(from))
-                        .is_some_and(|p| p.mtu.answered(now_ms, size));
+                let answered = self.peers.get_mut(&header.src).is_some_and(|p| {
+                    if header.hops == 0 {
+                        p.paths
+                            .get_mut(from)
+                            .is_some_and(|path| path.mtu.answered(now_ms, size))
+                    } else {
+                        p.relayed_mtu
+                            .as_mut()
+                            .is_some_and(|(_, mtu)| mtu.answered(now_ms, size))
+                    }
+                });
                 if answered {
                     self.counters.path_mtu_probes_answered += 1;
                     // The next round goes at once, not at the next tick.
@@ -2205,12 +2218,11 @@ impl Node {
             peer.relayed_since_ms.get_or_insert(now_ms);
         }
         let to = route_addr(route);
-        let mtu = match route {
+        let mtu = if verb == Verb::PathMtuProbe {
             // Sized to what it probes, and sent whole.
-            _ if verb == Verb::PathMtuProbe => usize::from(PATH_MTU_MAX_BYTES),
-            PeerRoute::Direct(to) => peer.paths.mtu_to(to),
-            // The hop past the root is not ours to probe.
-            PeerRoute::Relayed { .. } => usize::from(PATH_MTU_BASE_BYTES),
+            usize::from(PATH_MTU_MAX_BYTES)
+        } else {
+            peer.route_mtu(route)
         };
         let buffer = out.buffer_mut();
         let packet = &mut buffer[start..];
@@ -2524,29 +2536,61 @@ impl Node {
         self.probe_path_mtu(now_ms, addr, out);
     }
 
-    /// Sends the path MTU probes due on the direct path to a peer in use
-    /// (a search round, or the confirmation of the size in use), each size
+    /// Sends the path MTU probes due on the route to a peer in use (a
+    /// search round, or the confirmation of the size in use): on its direct
+    /// path, or end to end through the root that relays for it; each size
     /// twice, sealed and whole.
     fn probe_path_mtu(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
-        let Some(PeerRoute::Direct(to)) = self.route(now_ms, addr) else {
+        let Some(route) = self.route(now_ms, addr) else {
             return;
+        };
+        // Over a TCP relay connection datagrams are not cut by any MTU.
+        let tcp_root = match route {
+            PeerRoute::Relayed { root, via } => self
+                .peers
+                .get(&root)
+                .and_then(|r| r.paths.socket_of(via))
+                .is_none_or(|s| s.is_tcp()),
+            PeerRoute::Direct(_) => false,
         };
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
-        if !peer.path_mtu_probes || !peer.sessions.is_established() || !peer.is_active(now_ms) {
+        if !peer.path_mtu_probes
+            || !peer.sessions.is_established()
+            || !peer.is_active(now_ms)
+            || tcp_root
+        {
             return;
         }
-        let Some(path) = peer.paths.get_mut(to) else {
-            return;
+        let (mtu, rtt, to, socket) = match route {
+            PeerRoute::Direct(to) => {
+                let Some(path) = peer.paths.get_mut(to) else {
+                    return;
+                };
+                if path.socket.is_tcp() {
+                    return;
+                }
+                (&mut path.mtu, path.latency_ms, Some(to), Some(path.socket))
+            }
+            PeerRoute::Relayed { root, .. } => {
+                // A route through another root starts from the base again.
+                if peer
+                    .relayed_mtu
+                    .as_ref()
+                    .is_none_or(|(via, _)| *via != root)
+                {
+                    peer.relayed_mtu = Some((root, Default::default()));
+                }
+                let Some((_, mtu)) = peer.relayed_mtu.as_mut() else {
+                    return;
+                };
+                (mtu, peer.latency_ms, None, None)
+            }
         };
-        if path.socket.is_tcp() {
-            return;
-        }
-        let socket = path.socket;
-        let lowered = path.mtu.times_lowered();
-        let sizes = path.mtu.due_probes(now_ms, path.latency_ms);
-        if path.mtu.times_lowered() != lowered {
+        let lowered = mtu.times_lowered();
+        let sizes = mtu.due_probes(now_ms, rtt);
+        if mtu.times_lowered() != lowered {
             self.counters.path_mtu_lowered += 1;
         }
         for size in sizes {
@@ -2554,15 +2598,7 @@ impl Node {
                 let buffer = out.buffer_mut();
                 let start = append_packet_start(buffer, Verb::PathMtuProbe);
                 PathMtuProbe { size }.encode_into(buffer);
-                self.seal_and_queue(
-                    now_ms,
-                    addr,
-                    Some(to),
-                    Some(socket),
-                    Verb::PathMtuProbe,
-                    start,
-                    out,
-                );
+                self.seal_and_queue(now_ms, addr, to, socket, Verb::PathMtuProbe, start, out);
                 self.counters.path_mtu_probes_sent += 1;
             }
         }

@@ -72,6 +72,9 @@ pub(crate) struct Peer {
     pub aes_gcm: bool,
     /// It announced (CAPABILITIES, this session) that it answers PATH_MTU_PROBE.
     pub path_mtu_probes: bool,
+    /// The largest datagram that reaches it through a root, and that root:
+    /// discovered end to end like a direct path's (PROTOCOL.md §3.10).
+    pub relayed_mtu: Option<(crate::address::Address, crate::path_mtu::PathMtu)>,
     pub latency_ms: Option<u64>,
     pub last_receive_ms: Option<u64>,
     /// Last time traffic that matters to the user went either way.
@@ -136,6 +139,7 @@ impl Peer {
             offload_frames: false,
             aes_gcm: false,
             path_mtu_probes: false,
+            relayed_mtu: None,
             latency_ms: None,
             last_receive_ms: None,
             last_active_ms: None,
@@ -164,6 +168,18 @@ impl Peer {
     }
 
     /// Whether user traffic flowed recently (its paths are then probed often).
+    /// The largest datagram to send on `route` to it: the direct path's
+    /// discovered MTU, the relayed route's through that root, else the base.
+    pub fn route_mtu(&self, route: PeerRoute) -> usize {
+        match route {
+            PeerRoute::Direct(to) => self.paths.mtu_to(to),
+            PeerRoute::Relayed { root, .. } => match &self.relayed_mtu {
+                Some((via, mtu)) if *via == root => mtu.usable(),
+                _ => usize::from(crate::constants::PATH_MTU_BASE_BYTES),
+            },
+        }
+    }
+
     pub fn is_active(&self, now_ms: u64) -> bool {
         self.last_active_ms
             .is_some_and(|t| now_ms.saturating_sub(t) < crate::constants::PEER_ACTIVE_WINDOW_MS)

@@ -57,6 +57,10 @@ pub struct PeerStatus {
     pub session_age: Option<u64>,
     /// Milliseconds since the route last went from relayed to direct.
     pub upgraded_ago: Option<u64>,
+    /// The largest UDP payload sent to it in one datagram (bytes) on its
+    /// route now: the direct path's, or the relayed route's, as path MTU
+    /// discovery found (PROTOCOL.md §3.10).
+    pub mtu: usize,
     /// Physical paths.
     pub paths: Vec<PathStatus>,
 }
@@ -152,6 +156,9 @@ impl Node {
             session: peer.sessions.is_established(),
             session_age: peer.sessions.age_ms(now_ms),
             upgraded_ago: peer.last_upgrade_ms.map(|t| now_ms.saturating_sub(t)),
+            mtu: route.map_or(usize::from(crate::constants::PATH_MTU_BASE_BYTES), |r| {
+                peer.route_mtu(r)
+            }),
             paths: peer
                 .paths
                 .iter()
