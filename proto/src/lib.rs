@@ -28,7 +28,6 @@ pub mod rng;
 pub mod session;
 pub mod switch;
 pub mod tls_record;
-pub mod udp_train;
 pub mod verb;
 pub mod wire;
 pub mod world;

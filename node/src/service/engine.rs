@@ -25,8 +25,7 @@ use crate::core::constants::{
 use crate::core::identity_hash::IdentityHashScratch;
 use crate::core::local_socket::LocalSocket;
 use crate::core::network_id::NetworkId;
-use crate::core::node::{Event, IdentityCheck, IdentityCheckResult, Node, Outbox, TapFrame};
-use crate::core::udp_train::{MAX_TRAIN_FRAMES, UdpTrain};
+use crate::core::node::{Event, IdentityCheck, IdentityCheckResult, Node, Outbox};
 use crate::service::punch_sockets::PunchSockets;
 use crate::service::tap::TapDevice;
 use crate::service::tcp_relay::{TcpRelayClient, TcpRelayServer};
@@ -166,9 +165,6 @@ enum Source {
 struct Device {
     tap: TapDevice,
     token: Token,
-    /// Small UDP frames of one flow go to it in trains (one write each):
-    /// until a kernel refuses one.
-    udp_trains: bool,
 }
 
 /// Everything the engine needs before it starts, and its handle.
@@ -237,8 +233,6 @@ pub struct Engine {
     segments: Vec<u8>,
     /// Sources to read this round.
     ready: Vec<Token>,
-    /// Where a UDP train is built.
-    train: Vec<u8>,
 }
 
 impl Engine {
@@ -292,7 +286,6 @@ impl Engine {
             rx: RecvBatch::default(),
             segments: Vec::new(),
             ready: Vec::new(),
-            train: Vec::new(),
         })
     }
 
@@ -506,15 +499,7 @@ impl Engine {
             return;
         }
         self.sources.insert(token, Source::Tap(nwid));
-        let udp_trains = tap.virtio_header();
-        self.devices.insert(
-            nwid,
-            Device {
-                tap,
-                token,
-                udp_trains,
-            },
-        );
+        self.devices.insert(nwid, Device { tap, token });
         // Frames may have queued before registration (edge-triggered).
         self.backlog.push_back(token);
     }
@@ -618,58 +603,10 @@ impl Engine {
                 }
             }
         }
-        let mut frames = self.out.frames().peekable();
-        while let Some(f) = frames.next() {
-            let Some(device) = self.devices.get_mut(&f.network) else {
+        for f in self.out.frames() {
+            let Some(device) = self.devices.get(&f.network) else {
                 continue;
             };
-            // Consecutive UDP frames of one flow: one write for them all.
-            // (A partial checksum is fine: the train's is recomputed and the
-            // kernel completes each datagram's.)
-            let whole = |f: &TapFrame| f.offload.segmentation.is_none();
-            if device.udp_trains
-                && whole(&f)
-                && frames
-                    .peek()
-                    .is_some_and(|n| n.network == f.network && whole(n))
-                && let Some(mut train) = UdpTrain::start(f.frame(), &mut self.train)
-            {
-                let mut members = [f; MAX_TRAIN_FRAMES];
-                while let Some(next) = frames.peek()
-                    && next.network == f.network
-                    && whole(next)
-                    && train.push(next.frame(), &mut self.train)
-                {
-                    members[train.frames() - 1] = *next;
-                    frames.next();
-                }
-                let members = &members[..train.frames()];
-                if members.len() > 1 {
-                    train.finish(&mut self.train);
-                    match device.tap.write(&self.train) {
-                        Ok(_) => {
-                            self.node.note_udp_train(members.len());
-                            continue;
-                        }
-                        // A kernel without UDP segmentation on TAP devices
-                        // (before 6.2): frames one by one from now on.
-                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                            warn!(nwid = %f.network, "TAP takes no UDP trains; frames one by one");
-                            device.udp_trains = false;
-                        }
-                        Err(e) => {
-                            debug!(nwid = %f.network, error = %e, "TAP write failed");
-                            continue;
-                        }
-                    }
-                }
-                for m in members {
-                    if let Err(e) = device.tap.write(m.with_virtio_header()) {
-                        debug!(nwid = %f.network, error = %e, "TAP write failed");
-                    }
-                }
-                continue;
-            }
             let written = if device.tap.virtio_header() {
                 device.tap.write(f.with_virtio_header()).map(drop)
             } else if f.offload.is_none() {
@@ -688,7 +625,6 @@ impl Engine {
                 debug!(nwid = %f.network, error = %e, "TAP write failed");
             }
         }
-        drop(frames);
         self.out.clear();
         while let Some(e) = self.node.poll_event() {
             let _ = self.events.send(e);

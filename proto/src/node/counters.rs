@@ -15,11 +15,6 @@ pub struct Counters {
     pub path_mtu_probes_answered: u64,
     /// Paths whose discovered MTU stopped passing and fell back to the base.
     pub path_mtu_lowered: u64,
-    /// UDP trains written to TAP devices (several small frames of one flow
-    /// in one write, cut back by the kernel), and the frames they carried.
-    pub udp_trains_written: u64,
-    /// Frames carried in UDP trains.
-    pub udp_train_frames: u64,
     /// Datagrams that are not packets or fragments.
     pub dropped_malformed: u64,
     /// Packets whose MAC did not verify.

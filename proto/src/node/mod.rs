@@ -295,13 +295,6 @@ impl Node {
     }
 
     /// Drop and relay counters.
-    /// Counts a UDP train of `frames` frames that the driver wrote to a TAP
-    /// device (`udp_train.rs`).
-    pub fn note_udp_train(&mut self, frames: usize) {
-        self.counters.udp_trains_written += 1;
-        self.counters.udp_train_frames += frames as u64;
-    }
-
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
