@@ -50,7 +50,8 @@ pub const FRAGMENT_HEADER_LEN_BYTES: usize = 17;
 pub const FRAGMENT_INDICATOR: u8 = 0xff;
 /// Most pieces one packet is cut into, head included.
 pub const MAX_FRAGMENTS: usize = 64;
-/// Default path MTU: the largest UDP payload sent in one datagram.
+/// ZeroTier's default path MTU (UDP payload bytes): a common size, used by
+/// tests; vnet's own sends follow each route's discovered MTU (§3.10).
 pub const UDP_PAYLOAD_MTU_BYTES: usize = 1432;
 
 // ---- Path MTU discovery (PROTOCOL.md §3.10) ----

@@ -167,7 +167,6 @@ impl Peer {
         self.role != PeerRole::Leaf
     }
 
-    /// Whether user traffic flowed recently (its paths are then probed often).
     /// The largest datagram to send on `route` to it: the direct path's
     /// discovered MTU, the relayed route's through that root, else the base.
     pub fn route_mtu(&self, route: PeerRoute) -> usize {
@@ -180,6 +179,7 @@ impl Peer {
         }
     }
 
+    /// Whether user traffic flowed recently (its paths are then probed often).
     pub fn is_active(&self, now_ms: u64) -> bool {
         self.last_active_ms
             .is_some_and(|t| now_ms.saturating_sub(t) < crate::constants::PEER_ACTIVE_WINDOW_MS)
