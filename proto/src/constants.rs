@@ -243,6 +243,17 @@ pub const TCP_RELAY_UDP_RETRY_INTERVAL_MS: u64 = 5_000;
 pub const RELAY_RATE_PACKETS_PER_SECOND: u64 = 1_000_000;
 /// ...and its burst (a few super-frames' worth of fragments).
 pub const RELAY_BURST_PACKETS: u32 = 100_000;
+/// A root's relay threads forward with a table (who talks from where, where
+/// each peer is reached) the node rebuilds this often...
+pub const RELAY_TABLE_REFRESH_MS: u64 = 250;
+/// ...and trust it this long after it was built: past that (the engine is
+/// stalled) they hand every datagram to the node.
+pub const RELAY_TABLE_TTL_MS: u64 = 2_000;
+/// Relay threads a root runs besides its engine when `relayThreads` is not
+/// set: one per core beyond the first, at most this many.
+pub const RELAY_THREADS_MAX_DEFAULT: usize = 3;
+/// Relay threads a root may be asked to run (`relayThreads`).
+pub const RELAY_THREADS_MAX: usize = 64;
 /// A peer relayed this long, with an easy NAT facing our hard one, gets a birthday punch.
 pub const PUNCH_AFTER_RELAYED_MS: u64 = 1_000;
 /// Sockets the hard-NAT side opens for a birthday punch (one NAT mapping each).

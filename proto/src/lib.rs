@@ -23,6 +23,7 @@ pub mod node;
 pub mod offload;
 pub mod path;
 pub mod path_mtu;
+pub mod relay;
 pub mod replay;
 pub mod rng;
 pub mod session;

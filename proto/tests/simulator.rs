@@ -12,6 +12,7 @@ use vnet_proto::local_socket::LocalSocket;
 use vnet_proto::message::Versions;
 use vnet_proto::netconf::NetworkController;
 use vnet_proto::node::{Event, Node, NodeConfig, Outbox, PeerRoute};
+use vnet_proto::relay::{RelayDecision, RelayTable};
 use vnet_proto::rng::{NodeRng, SeedableRng};
 use vnet_proto::world::{Root, World, WorldKind};
 
@@ -139,6 +140,9 @@ struct Host {
     /// The network controller this host serves, answering the node's
     /// `Event::ConfigRequested` as the daemon's control plane does.
     controller: Option<Box<dyn NetworkController>>,
+    /// A root's relay thread, as the daemon runs it: the table it forwards
+    /// with (rebuilt every `RELAY_TABLE_REFRESH_MS`) and when it was built.
+    relay_thread: Option<(RelayTable, u64)>,
 }
 
 struct Packet {
@@ -212,6 +216,7 @@ impl Sim {
             down: false,
             deadline: self.now,
             controller: None,
+            relay_thread: None,
         });
         self.hosts.len() - 1
     }
@@ -340,6 +345,9 @@ impl Sim {
                     }
                     let mut bytes = p.bytes.clone();
                     self.delivered.push((h, p.from, p.bytes));
+                    if self.relay_thread_forwards(h, p.from, &mut bytes, &mut out) {
+                        continue;
+                    }
                     self.hosts[h]
                         .node
                         .handle_datagram(self.now, socket, p.from, &mut bytes, &mut out);
@@ -361,6 +369,44 @@ impl Sim {
                 self.collect(h);
             }
         }
+    }
+
+    /// Host `h`'s relay thread (if it runs one) looks at a datagram first,
+    /// as the daemon's do: true if it forwarded it (the node told after).
+    fn relay_thread_forwards(
+        &mut self,
+        h: usize,
+        from: SocketAddr,
+        bytes: &mut [u8],
+        out: &mut Outbox,
+    ) -> bool {
+        use vnet_proto::constants::RELAY_TABLE_REFRESH_MS;
+        let now = self.now;
+        let host = &mut self.hosts[h];
+        let Some((table, built)) = host.relay_thread.as_mut() else {
+            return false;
+        };
+        if now >= *built + RELAY_TABLE_REFRESH_MS {
+            *table = host.node.relay_table(now);
+            *built = now;
+        }
+        let RelayDecision::Forward { to, src, dest } = table.decide(now, from, bytes) else {
+            return false;
+        };
+        let local = host.local;
+        host.node
+            .relayed_by_thread(now, from, src, dest, to, 1, out);
+        self.seq += 1;
+        self.queue.insert(
+            (self.now + LINK_DELAY_MS, self.seq),
+            Packet {
+                from: local,
+                to,
+                bytes: bytes.to_vec(),
+            },
+        );
+        self.send_all(h, out);
+        true
     }
 
     /// The longest datagram the link between two addresses carries.
@@ -698,6 +744,70 @@ fn hard_nats_on_both_sides_stay_relayed_and_still_talk() {
             sim.echo_route(a, id)
         );
     }
+}
+
+/// A root whose relay thread forwards with the node's table: relayed peers
+/// talk as before, the thread carries their traffic (not the node), and its
+/// MTU probes and answers pass too.
+#[test]
+fn a_roots_relay_thread_carries_relayed_traffic() {
+    let (mut sim, a, _b, _, addr_b) = world_of_two(Some(NatKind::Hard), Some(NatKind::Hard));
+    let empty = sim.hosts[0].node.relay_table(sim.now);
+    sim.hosts[0].relay_thread = Some((empty, 0));
+    for id in 1..=8 {
+        sim.ping(a, addr_b, id);
+        sim.run(1_000);
+    }
+    for id in 1..=8 {
+        assert!(
+            matches!(sim.echo_route(a, id), Some(PeerRoute::Relayed { .. })),
+            "ping {id}: {:?}",
+            sim.echo_route(a, id)
+        );
+    }
+    let c = sim.hosts[0].node.counters();
+    assert!(
+        c.relayed_by_threads >= 16,
+        "pings and answers by the thread: {c:?}"
+    );
+    assert!(c.relayed_by_threads <= c.relayed);
+    assert_eq!(
+        sim.hosts[a]
+            .node
+            .peer_status(sim.now, addr_b)
+            .map(|p| p.mtu),
+        Some(1472)
+    );
+}
+
+/// Peers first relayed by a root's relay thread are introduced (RENDEZVOUS)
+/// as the node would introduce them (the thread tells the node), and go
+/// direct.
+#[test]
+fn peers_relayed_by_a_relay_thread_are_introduced_and_go_direct() {
+    let (mut sim, a, _b, _, addr_b) = world_of_two(Some(NatKind::Easy), Some(NatKind::Easy));
+    let empty = sim.hosts[0].node.relay_table(sim.now);
+    sim.hosts[0].relay_thread = Some((empty, 0));
+    for id in 1..=6 {
+        sim.ping(a, addr_b, id);
+        sim.run(1_000);
+    }
+    let c = sim.hosts[0].node.counters();
+    assert!(c.relayed_by_threads > 0, "{c:?}");
+    assert_eq!(
+        c.relayed, c.relayed_by_threads,
+        "every relayed packet went by the thread"
+    );
+    assert_eq!(
+        sim.hosts[0].node.table_sizes().rendezvous,
+        1,
+        "the pair was introduced"
+    );
+    assert!(
+        matches!(sim.route(a, addr_b), Some(PeerRoute::Direct(_))),
+        "{:?}",
+        sim.route(a, addr_b)
+    );
 }
 
 /// Peers relayed through a root (hard NATs both sides) find the MTU of

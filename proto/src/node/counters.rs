@@ -60,6 +60,8 @@ pub struct Counters {
     pub peer_timer_runs: u64,
     /// Packets relayed for others.
     pub relayed: u64,
+    /// Of `relayed`, those a root's relay threads forwarded.
+    pub relayed_by_threads: u64,
     /// World updates refused.
     pub refused_world_updates: u64,
     /// Frames dropped: not joined, not configured, or refused by the switch.

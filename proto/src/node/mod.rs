@@ -40,6 +40,7 @@ use crate::message::{
     Versions, decode_error, decode_ok, decode_push_direct_paths, decode_whois, encode_in_re,
     encode_push_direct_paths,
 };
+use crate::relay::{RelayTable, rate_key};
 use crate::rng::{NodeRng, Rng, SeedableRng};
 use crate::session::{Ephemeral, OpenError, Role, derive_session};
 use crate::verb::Verb;
@@ -1772,6 +1773,62 @@ impl Node {
         }
     }
 
+    /// On a root: the table relay threads forward with until the next one
+    /// (PROTOCOL.md is unchanged: they forward as [`Node::relay`] does in its
+    /// simple case). Sources are the known paths that stay fresh for the
+    /// table's life; routes are peers' preferred direct paths on the
+    /// primary socket. Empty on a node that is no root.
+    pub fn relay_table(&self, now_ms: u64) -> RelayTable {
+        if !self.am_root {
+            return RelayTable::empty(self.hash_state.clone());
+        }
+        let mut table = RelayTable::new(self.address, now_ms, self.hash_state.clone());
+        for (from, (peer, heard_ms)) in &self.known_paths {
+            if RelayTable::source_fresh(*heard_ms, now_ms) && self.peers.contains_key(peer) {
+                table.add_source(*from, *peer);
+            }
+        }
+        for (addr, peer) in &self.peers {
+            if let Some(p) = peer.paths.preferred(now_ms, false)
+                && p.socket == LocalSocket::Primary
+            {
+                table.add_route(*addr, p.addr);
+            }
+        }
+        table
+    }
+
+    /// On a root: a relay thread forwarded `count` datagrams from `from` to
+    /// `dest` at `to` with [`Node::relay_table`]'s table, `rate_limited` more
+    /// it refused over the source's budget. Counts them, and introduces the
+    /// two peers as [`Node::relay`] does for a packet straight from `src`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn relayed_by_thread(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddr,
+        src: Option<Address>,
+        dest: Address,
+        to: SocketAddr,
+        count: u64,
+        out: &mut Outbox,
+    ) {
+        self.counters.relayed += count;
+        self.counters.relayed_by_threads += count;
+        if let Some(src) = src
+            && self.am_root
+            && self.peers.contains_key(&src)
+            && self.peers.contains_key(&dest)
+        {
+            self.rendezvous(now_ms, src, from, dest, to, out);
+        }
+    }
+
+    /// On a root: datagrams relay threads refused over their source's budget.
+    pub fn relay_thread_rate_limited(&mut self, count: u64) {
+        self.counters.dropped_rate_limited += count;
+    }
+
     fn rendezvous(
         &mut self,
         now_ms: u64,
@@ -2648,20 +2705,6 @@ fn echo_probe(now_ms: u64) -> Vec<u8> {
         sent_ms: now_ms,
     }
     .encode()
-}
-
-/// The key of a source's rate budget: its IP, or its /64 for IPv6 (one
-/// host holds a whole /64).
-fn rate_key(ip: std::net::IpAddr) -> std::net::IpAddr {
-    match ip {
-        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            std::net::IpAddr::V6(std::net::Ipv6Addr::from(octets))
-        }
-        std::net::IpAddr::V6(v6) => std::net::IpAddr::V4(v6.to_ipv4_mapped().expect("mapped")),
-        v4 => v4,
-    }
 }
 
 /// Whether a packet of `verb` calls for a packet back (answers and NOPs do not).

@@ -21,11 +21,12 @@ use super::{Node, PeerRole, PeerRoute, echo_probe};
 use crate::address::Address;
 use crate::constants::*;
 use crate::endpoint::format_endpoint;
-use crate::hash_state::{HashMap, HashState};
+use crate::hash_state::HashState;
 use crate::local_socket::LocalSocket;
 use crate::message::{PunchMessage, encode_punch};
 pub use crate::nat_mapping::NatMapping;
 use crate::node::Outbox;
+use crate::relay::RelayBudget;
 use crate::rng::{NodeRng, Rng};
 use crate::verb::Verb;
 
@@ -42,8 +43,8 @@ pub(crate) struct TraversalState {
     last_udp_retry_ms: Option<u64>,
     /// The gateway's port mapping: the external IP it reports, if any, and the external port.
     port_mapping: Option<(Option<IpAddr>, u16)>,
-    /// Relay token buckets per source IP (per /64 for IPv6): (last refill, tokens).
-    relay_buckets: HashMap<IpAddr, (u64, u32)>,
+    /// Relay token buckets per source IP (per /64 for IPv6).
+    relay_budget: RelayBudget,
     /// Next birthday-punch socket id (never reused, so a late datagram on
     /// a closed socket cannot be taken for a new one's).
     next_punch_socket: u32,
@@ -58,50 +59,25 @@ impl TraversalState {
             force_tcp: false,
             last_udp_retry_ms: None,
             port_mapping: None,
-            relay_buckets: HashMap::with_hasher(hasher),
+            relay_budget: RelayBudget::new(hasher),
             next_punch_socket: 0,
         }
     }
 
     /// Sources with a relay budget tracked.
     pub fn relay_bucket_count(&self) -> usize {
-        self.relay_buckets.len()
+        self.relay_budget.len()
     }
 
     /// Whether a datagram from `from` may be relayed now (token bucket per
     /// source IP, or /64; the table is bounded).
     pub fn relay_allowed(&mut self, now_ms: u64, from: SocketAddr) -> bool {
-        let key = super::rate_key(from.ip());
-        if !self.relay_buckets.contains_key(&key)
-            && self.relay_buckets.len() >= crate::constants::MAX_RATE_LIMITED_SOURCES
-        {
-            self.expire_relay_buckets(now_ms);
-            if self.relay_buckets.len() >= crate::constants::MAX_RATE_LIMITED_SOURCES {
-                return false;
-            }
-        }
-        let bucket = self
-            .relay_buckets
-            .entry(key)
-            .or_insert((now_ms, RELAY_BURST_PACKETS));
-        let refill = now_ms.saturating_sub(bucket.0) * RELAY_RATE_PACKETS_PER_SECOND / 1000;
-        if refill > 0 {
-            bucket.1 = (u64::from(bucket.1) + refill).min(u64::from(RELAY_BURST_PACKETS)) as u32;
-            bucket.0 = now_ms;
-        }
-        if bucket.1 == 0 {
-            return false;
-        }
-        bucket.1 -= 1;
-        true
+        self.relay_budget.allowed(now_ms, from)
     }
 
     /// Forgets buckets that are full again (idle sources).
     pub fn expire_relay_buckets(&mut self, now_ms: u64) {
-        let full_after_ms =
-            u64::from(RELAY_BURST_PACKETS) * 1000 / RELAY_RATE_PACKETS_PER_SECOND + 1;
-        self.relay_buckets
-            .retain(|_, (t, _)| now_ms.saturating_sub(*t) < full_after_ms);
+        self.relay_budget.expire(now_ms)
     }
 }
 
@@ -410,9 +386,7 @@ impl Node {
     /// roots over UDP while relaying through TCP, age the relay buckets.
     pub(crate) fn tick_traversal(&mut self, now_ms: u64, out: &mut Outbox) {
         self.traversal.first_tick_ms.get_or_insert(now_ms);
-        self.traversal
-            .relay_buckets
-            .retain(|_, (t, _)| now_ms.saturating_sub(*t) < 10_000);
+        self.traversal.expire_relay_buckets(now_ms);
         if self.traversal.force_tcp || !self.tcp_relay_wanted(now_ms) {
             return;
         }

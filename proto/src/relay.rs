@@ -1,0 +1,389 @@
+//! What a root needs to forward a datagram for others without the node: the
+//! per-source relay budget and [`RelayTable`], a snapshot of where peers
+//! talk from and where they are reached, which the node builds and relay
+//! threads read (sans-IO: no lock, no clock; time is passed in).
+//!
+//! The node keeps the full relay logic (chains of roots, relay routes,
+//! TCP); a table answers only the common case, a datagram straight from a
+//! peer to a peer reached straight over UDP, and says [`RelayDecision::Node`]
+//! for everything else.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use crate::address::Address;
+use crate::constants::{
+    MAX_RATE_LIMITED_SOURCES, PATH_IDLE_TIMEOUT_MS, RELAY_BURST_PACKETS,
+    RELAY_RATE_PACKETS_PER_SECOND, RELAY_TABLE_TTL_MS,
+};
+use crate::hash_state::{HashMap, HashState};
+use crate::wire::{Datagram, classify, increment_hops};
+
+/// The key a source's budgets are kept under: its IPv4 address, or its IPv6
+/// /64 (one host holds a whole /64).
+pub fn rate_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(Ipv6Addr::from(octets))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// Relay token buckets per source IP (per /64 for IPv6): a bounded table of
+/// (last refill ms, tokens).
+#[derive(Debug)]
+pub struct RelayBudget {
+    buckets: HashMap<IpAddr, (u64, u32)>,
+}
+
+impl RelayBudget {
+    /// An empty table hashed with `hasher`.
+    pub fn new(hasher: HashState) -> Self {
+        Self {
+            buckets: HashMap::with_hasher(hasher),
+        }
+    }
+
+    /// Sources tracked.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether no source is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// Whether a datagram from `from` may be relayed now (and takes a
+    /// token); a new source past the table's bound is refused.
+    pub fn allowed(&mut self, now_ms: u64, from: SocketAddr) -> bool {
+        let key = rate_key(from.ip());
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= MAX_RATE_LIMITED_SOURCES {
+            self.expire(now_ms);
+            if self.buckets.len() >= MAX_RATE_LIMITED_SOURCES {
+                return false;
+            }
+        }
+        let bucket = self
+            .buckets
+            .entry(key)
+            .or_insert((now_ms, RELAY_BURST_PACKETS));
+        let refill = now_ms.saturating_sub(bucket.0) * RELAY_RATE_PACKETS_PER_SECOND / 1000;
+        if refill > 0 {
+            bucket.1 = (u64::from(bucket.1) + refill).min(u64::from(RELAY_BURST_PACKETS)) as u32;
+            bucket.0 = now_ms;
+        }
+        if bucket.1 == 0 {
+            return false;
+        }
+        bucket.1 -= 1;
+        true
+    }
+
+    /// Forgets buckets that are full again (idle sources).
+    pub fn expire(&mut self, now_ms: u64) {
+        let full_after_ms =
+            u64::from(RELAY_BURST_PACKETS) * 1000 / RELAY_RATE_PACKETS_PER_SECOND + 1;
+        self.buckets
+            .retain(|_, (t, _)| now_ms.saturating_sub(*t) < full_after_ms);
+    }
+}
+
+/// What to do with a datagram a relay thread read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayDecision {
+    /// Send it to `to` on the primary socket (its hop count is raised).
+    Forward {
+        /// The destination peer's direct path.
+        to: SocketAddr,
+        /// The sending peer (a whole packet), or `None` (a fragment).
+        src: Option<Address>,
+        /// The destination peer.
+        dest: Address,
+    },
+    /// Hand it to the node: for us, malformed, or not the simple case.
+    Node,
+}
+
+/// A root's snapshot of who talks from where and where each peer is reached
+/// straight over UDP, valid for [`RELAY_TABLE_TTL_MS`] after it was built.
+#[derive(Debug, Clone)]
+pub struct RelayTable {
+    own: Option<Address>,
+    built_ms: u64,
+    sources: std::collections::HashMap<SocketAddr, Address, HashState>,
+    routes: std::collections::HashMap<Address, SocketAddr, HashState>,
+}
+
+impl RelayTable {
+    /// A table that forwards nothing (not a root, or not built yet).
+    pub fn empty(hasher: HashState) -> Self {
+        Self {
+            own: None,
+            built_ms: 0,
+            sources: HashMap::with_hasher(hasher.clone()),
+            routes: HashMap::with_hasher(hasher),
+        }
+    }
+
+    /// An empty table of root `own`, built at `now_ms`, to be filled.
+    pub fn new(own: Address, now_ms: u64, hasher: HashState) -> Self {
+        Self {
+            own: Some(own),
+            built_ms: now_ms,
+            ..Self::empty(hasher)
+        }
+    }
+
+    /// `peer` talks to us from `from` (a confirmed path, heard lately).
+    pub fn add_source(&mut self, from: SocketAddr, peer: Address) {
+        self.sources.insert(from, peer);
+    }
+
+    /// `peer` is reached straight at `to` over the primary socket.
+    pub fn add_route(&mut self, peer: Address, to: SocketAddr) {
+        self.routes.insert(peer, to);
+    }
+
+    /// Sources and routes held.
+    pub fn len(&self) -> (usize, usize) {
+        (self.sources.len(), self.routes.len())
+    }
+
+    /// When a source heard at `heard_ms` may go in a table built at
+    /// `now_ms`: it must stay a known path for the table's whole life.
+    pub fn source_fresh(heard_ms: u64, now_ms: u64) -> bool {
+        now_ms.saturating_sub(heard_ms) + RELAY_TABLE_TTL_MS < PATH_IDLE_TIMEOUT_MS
+    }
+
+    /// Decides what to do with `datagram`, read at `now_ms` from `from`, and
+    /// raises its hop count when it is to be forwarded. Forwards only a
+    /// datagram not for us, straight from the peer at `from` (a whole packet
+    /// whose source is that peer, or a fragment), to a peer with a direct
+    /// path, within the hop limit, while the table is fresh; the node
+    /// decides everything else.
+    pub fn decide(&self, now_ms: u64, from: SocketAddr, datagram: &mut [u8]) -> RelayDecision {
+        let Some(own) = self.own else {
+            return RelayDecision::Node;
+        };
+        if now_ms.saturating_sub(self.built_ms) >= RELAY_TABLE_TTL_MS {
+            return RelayDecision::Node;
+        }
+        let (dest, src) = match classify(datagram) {
+            Ok(Datagram::Packet { header, .. }) => (header.dest, Some(header.src)),
+            Ok(Datagram::Fragment { header, .. }) => (header.dest, None),
+            Err(_) => return RelayDecision::Node,
+        };
+        if dest == own {
+            return RelayDecision::Node;
+        }
+        let Some(from_peer) = self.sources.get(&from).copied() else {
+            return RelayDecision::Node;
+        };
+        // Passed on by another relayer (its source is not the sender).
+        if src.is_some_and(|s| s != from_peer) {
+            return RelayDecision::Node;
+        }
+        let Some(to) = self.routes.get(&dest).copied() else {
+            return RelayDecision::Node;
+        };
+        if to == from || increment_hops(datagram).is_err() {
+            return RelayDecision::Node;
+        }
+        RelayDecision::Forward { to, src, dest }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::constants::{FRAGMENT_HEADER_LEN_BYTES, PACKET_MIN_LEN_BYTES, RELAY_MAX_HOPS};
+    use crate::rng::{NodeRng, SeedableRng};
+    use crate::wire::{FragmentHeader, PacketHeader};
+
+    fn addr(n: u64) -> Address {
+        Address::from_u64(0x10_0000_0000 + n).unwrap()
+    }
+
+    fn hasher() -> HashState {
+        HashState::new(&mut NodeRng::seed_from_u64(7))
+    }
+
+    fn packet(src: Address, dest: Address, hops: u8) -> Vec<u8> {
+        let mut p = vec![0u8; PACKET_MIN_LEN_BYTES + 20];
+        PacketHeader {
+            counter: 1,
+            dest,
+            src,
+            hops,
+            key_slot: 1,
+            more_fragments: false,
+            clear: false,
+            aes_gcm: false,
+        }
+        .encode_into(&mut p);
+        p
+    }
+
+    fn fragment(dest: Address) -> Vec<u8> {
+        let mut f = vec![0u8; FRAGMENT_HEADER_LEN_BYTES + 20];
+        FragmentHeader {
+            counter: 1,
+            dest,
+            total: 2,
+            index: 1,
+            hops: 0,
+        }
+        .encode_into(&mut f);
+        f
+    }
+
+    const ROOT: u64 = 1;
+    const A: u64 = 2;
+    const B: u64 = 3;
+
+    fn a_at() -> SocketAddr {
+        "192.0.2.2:9993".parse().unwrap()
+    }
+
+    fn b_at() -> SocketAddr {
+        "192.0.2.3:9993".parse().unwrap()
+    }
+
+    /// A root's table at 1,000 ms: A and B talk from their addresses and
+    /// are reached there.
+    fn table() -> RelayTable {
+        let mut t = RelayTable::new(addr(ROOT), 1_000, hasher());
+        t.add_source(a_at(), addr(A));
+        t.add_source(b_at(), addr(B));
+        t.add_route(addr(A), a_at());
+        t.add_route(addr(B), b_at());
+        t
+    }
+
+    fn hops(p: &[u8]) -> u8 {
+        match classify(p).unwrap() {
+            Datagram::Packet { header, .. } => header.hops,
+            Datagram::Fragment { header, .. } => header.hops,
+        }
+    }
+
+    #[test]
+    fn a_packet_straight_from_a_peer_to_a_reached_peer_is_forwarded_with_one_more_hop() {
+        let mut p = packet(addr(A), addr(B), 0);
+        assert_eq!(
+            table().decide(1_100, a_at(), &mut p),
+            RelayDecision::Forward {
+                to: b_at(),
+                src: Some(addr(A)),
+                dest: addr(B)
+            }
+        );
+        assert_eq!(hops(&p), 1);
+        let mut f = fragment(addr(B));
+        assert_eq!(
+            table().decide(1_100, a_at(), &mut f),
+            RelayDecision::Forward {
+                to: b_at(),
+                src: None,
+                dest: addr(B)
+            }
+        );
+        assert_eq!(hops(&f), 1);
+    }
+
+    #[test]
+    fn everything_but_the_simple_case_goes_to_the_node_untouched() {
+        let t = table();
+        let cases: Vec<(&str, SocketAddr, Vec<u8>, u64)> = vec![
+            (
+                "for the root itself",
+                a_at(),
+                packet(addr(A), addr(ROOT), 0),
+                1_100,
+            ),
+            (
+                "from an address no peer talks from",
+                "192.0.2.9:1".parse().unwrap(),
+                packet(addr(A), addr(B), 0),
+                1_100,
+            ),
+            (
+                "passed on by another relayer (source is not the sender)",
+                b_at(),
+                packet(addr(A), addr(9), 0),
+                1_100,
+            ),
+            (
+                "to a peer not reached straight",
+                a_at(),
+                packet(addr(A), addr(9), 0),
+                1_100,
+            ),
+            (
+                "back where it came from",
+                a_at(),
+                packet(addr(A), addr(A), 0),
+                1_100,
+            ),
+            (
+                "at the hop limit",
+                a_at(),
+                packet(addr(A), addr(B), RELAY_MAX_HOPS),
+                1_100,
+            ),
+            ("malformed", a_at(), vec![0u8; 10], 1_100),
+            (
+                "with a stale table",
+                a_at(),
+                packet(addr(A), addr(B), 0),
+                1_000 + RELAY_TABLE_TTL_MS,
+            ),
+        ];
+        for (what, from, mut d, now) in cases {
+            let before = d.clone();
+            assert_eq!(t.decide(now, from, &mut d), RelayDecision::Node, "{what}");
+            assert_eq!(d, before, "{what}: left as it came");
+        }
+        let mut p = packet(addr(A), addr(B), 0);
+        assert_eq!(
+            RelayTable::empty(hasher()).decide(1_100, a_at(), &mut p),
+            RelayDecision::Node,
+            "a node that is no root"
+        );
+    }
+
+    #[test]
+    fn a_source_goes_in_only_if_it_stays_known_for_the_tables_life() {
+        assert!(RelayTable::source_fresh(0, 1_000));
+        assert!(!RelayTable::source_fresh(
+            0,
+            PATH_IDLE_TIMEOUT_MS - RELAY_TABLE_TTL_MS
+        ));
+    }
+
+    #[test]
+    fn relay_budget_keys_ipv6_by_64_and_mapped_ipv4_as_ipv4() {
+        assert_eq!(
+            rate_key("2001:db8:1:2:3:4:5:6".parse().unwrap()),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            rate_key("::ffff:192.0.2.1".parse().unwrap()),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+        let mut b = RelayBudget::new(hasher());
+        assert!(b.is_empty());
+        let from: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        let passed = (0..RELAY_BURST_PACKETS + 10)
+            .filter(|_| b.allowed(0, from))
+            .count();
+        assert_eq!(passed, RELAY_BURST_PACKETS as usize);
+        assert_eq!(b.len(), 1);
+    }
+}
