@@ -394,8 +394,10 @@ impl Sim {
             return false;
         };
         let local = host.local;
-        host.node
-            .relayed_by_thread(now, from, src, dest, to, 1, out);
+        host.node.count_relay_threads(1, 0);
+        if let Some(src) = src {
+            host.node.relayed_by_thread(now, from, src, dest, to, out);
+        }
         self.seq += 1;
         self.queue.insert(
             (self.now + LINK_DELAY_MS, self.seq),

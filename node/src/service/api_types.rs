@@ -191,6 +191,8 @@ pub struct Settings {
     pub force_tcp_relay: bool,
     /// The identity check budget.
     pub identity_checks_per_second: u32,
+    /// Relay threads running besides the engine (roots).
+    pub relay_threads: usize,
 }
 
 /// `config` in the `GET /status` answer.

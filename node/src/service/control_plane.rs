@@ -51,6 +51,8 @@ pub struct ControlPlane {
     pub tap_offload: bool,
     /// `identityChecksPerSecond` from local.conf (or the default).
     pub identity_checks_per_second: u32,
+    /// Relay threads running besides the engine (`relayThreads`, roots).
+    pub relay_threads: usize,
     /// Whether the node has an IPv6 socket.
     pub(crate) with_v6: bool,
     pub(crate) pings: Mutex<HashMap<u64, oneshot::Sender<PingReply>>>,

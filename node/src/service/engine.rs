@@ -10,6 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ use crate::core::local_socket::LocalSocket;
 use crate::core::network_id::NetworkId;
 use crate::core::node::{Event, IdentityCheck, IdentityCheckResult, Node, Outbox};
 use crate::service::punch_sockets::PunchSockets;
+use crate::service::relay_threads::RelayThreads;
 use crate::service::tap::TapDevice;
 use crate::service::tcp_relay::{TcpRelayClient, TcpRelayServer};
 use crate::service::udp_sockets::{BatchedSocket, RecvBatch, UdpSockets};
@@ -81,11 +83,15 @@ pub enum Command {
     Stop,
 }
 
-/// A datagram that came over the TCP relay.
+/// A datagram handed to the engine by another thread: one that came over
+/// the TCP relay, or one a relay thread leaves to the node.
 struct RelayDatagram {
     socket: LocalSocket,
     from: SocketAddr,
     bytes: Vec<u8>,
+    /// Counted up once the node handled it and what it queued was sent (a
+    /// relay thread waits for that before it forwards again).
+    done: Option<Arc<AtomicU64>>,
 }
 
 /// The engine is gone (it stopped or panicked).
@@ -135,6 +141,7 @@ impl EngineHandle {
             socket,
             from,
             bytes: bytes.to_vec(),
+            done: None,
         };
         match self.relayed.try_send(d) {
             Ok(()) => {
@@ -142,6 +149,31 @@ impl EngineHandle {
             }
             Err(TrySendError::Full(_)) => debug!("engine busy; TCP-relayed datagram dropped"),
             Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Hands the engine a datagram a relay thread read and leaves to the
+    /// node; `done` is counted up once it is handled. False (dropped) when
+    /// the engine is that far behind or gone.
+    pub fn hand_over(
+        &self,
+        socket: LocalSocket,
+        from: SocketAddr,
+        bytes: &[u8],
+        done: Arc<AtomicU64>,
+    ) -> bool {
+        let d = RelayDatagram {
+            socket,
+            from,
+            bytes: bytes.to_vec(),
+            done: Some(done),
+        };
+        match self.relayed.try_send(d) {
+            Ok(()) => {
+                let _ = self.waker.wake();
+                true
+            }
+            Err(_) => false,
         }
     }
 }
@@ -233,6 +265,8 @@ pub struct Engine {
     segments: Vec<u8>,
     /// Sources to read this round.
     ready: Vec<Token>,
+    /// A root's relay threads, if it runs any.
+    relay_threads: Option<RelayThreads>,
 }
 
 impl Engine {
@@ -242,6 +276,7 @@ impl Engine {
         node: Node,
         udp: UdpSockets,
         tcp: TcpRelay,
+        relay_threads: Option<RelayThreads>,
         events: tokio_mpsc::UnboundedSender<Event>,
         start: Instant,
     ) -> io::Result<Self> {
@@ -286,6 +321,7 @@ impl Engine {
             rx: RecvBatch::default(),
             segments: Vec::new(),
             ready: Vec::new(),
+            relay_threads,
         })
     }
 
@@ -312,6 +348,10 @@ impl Engine {
             if !self.checking && self.node.identity_checks_waiting() {
                 wait = wait.min(IDENTITY_CHECK_POLL);
             }
+            if let Some(r) = &self.relay_threads {
+                let at = self.start + Duration::from_millis(r.next_publish_ms());
+                wait = wait.min(at.saturating_duration_since(Instant::now()));
+            }
             if !self.backlog.is_empty() {
                 wait = Duration::ZERO;
             }
@@ -329,9 +369,13 @@ impl Engine {
             self.ready = ready;
             self.flush();
             if !self.run_commands() {
+                if let Some(mut r) = self.relay_threads.take() {
+                    r.stop();
+                }
                 return Ok(());
             }
             self.start_identity_check();
+            self.publish_relay_table();
         }
     }
 
@@ -455,6 +499,9 @@ impl Engine {
             self.node
                 .handle_datagram(now, d.socket, d.from, &mut d.bytes, &mut self.out);
             self.flush();
+            if let Some(done) = d.done {
+                done.fetch_add(1, Ordering::Release);
+            }
         }
         loop {
             let command = match self.commands.try_recv() {
@@ -539,6 +586,16 @@ impl Engine {
         self.flush();
         let next = self.node.next_timeout(now);
         self.next_timeout = self.start + Duration::from_millis(next.max(now + 1));
+    }
+
+    /// Gives the relay threads a fresh table when it is due.
+    fn publish_relay_table(&mut self) {
+        let now = self.now_ms();
+        if let Some(r) = self.relay_threads.as_mut()
+            && now >= r.next_publish_ms()
+        {
+            r.publish(now, &mut self.node);
+        }
     }
 
     /// Hands a waiting identity check to the checker thread when it is idle.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::core::constants::MAX_IDENTITY_CHECKS_PER_SECOND;
+use crate::core::constants::{MAX_IDENTITY_CHECKS_PER_SECOND, RELAY_THREADS_MAX};
 use crate::core::identity::Identity;
 use crate::core::world::{World, WorldKind};
 use crate::service::atomic_file::{PUBLIC_FILE_MODE, SECRET_FILE_MODE, write_atomic};
@@ -136,6 +136,10 @@ pub struct LocalSettings {
     /// Announce AES-256-GCM and seal with it to peers that announced it too
     /// (default on; off, every packet is Salsa20/12 + Poly1305).
     pub aes_gcm: Option<bool>,
+    /// On a root: threads that relay for others besides the engine, sharing
+    /// its UDP port (0 to `RELAY_THREADS_MAX`; default one per core beyond
+    /// the first, at most `RELAY_THREADS_MAX_DEFAULT`).
+    pub relay_threads: Option<usize>,
 }
 
 /// A node's home directory.
@@ -235,6 +239,14 @@ impl Home {
                         problem: format!(
                             "identityChecksPerSecond {n} is not within 1..={MAX_IDENTITY_CHECKS_PER_SECOND}"
                         ),
+                    });
+                }
+                if let Some(n) = conf.settings.relay_threads
+                    && n > RELAY_THREADS_MAX
+                {
+                    return Err(HomeError::Invalid {
+                        path,
+                        problem: format!("relayThreads {n} is not within 0..={RELAY_THREADS_MAX}"),
                     });
                 }
                 Ok(conf)
@@ -458,6 +470,25 @@ mod tests {
             let err = home.local_conf().unwrap_err().to_string();
             assert!(err.contains("local.conf"), "{err}");
             assert!(err.contains("identityChecksPerSecond"), "{err}");
+        }
+    }
+
+    #[test]
+    fn relay_threads_out_of_range_are_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).unwrap();
+        let conf = dir.path().join("local.conf");
+        fs::write(&conf, r#"{"settings": {"relayThreads": 0}}"#).unwrap();
+        assert_eq!(home.local_conf().unwrap().settings.relay_threads, Some(0));
+        fs::write(&conf, r#"{"settings": {"relayThreads": 65}}"#).unwrap();
+        let err = home.local_conf().unwrap_err().to_string();
+        assert!(err.contains("local.conf"), "{err}");
+        assert!(err.contains("relayThreads 65"), "{err}");
+        for bad in ["-1", "\"two\""] {
+            let text = format!(r#"{{"settings": {{"relayThreads": {bad}}}}}"#);
+            fs::write(&conf, text).unwrap();
+            let err = home.local_conf().unwrap_err().to_string();
+            assert!(err.contains("local.conf"), "{bad}: {err}");
         }
     }
 

@@ -12,6 +12,7 @@ pub mod netlink;
 pub mod network_devices;
 pub mod port_mapping;
 pub mod punch_sockets;
+pub mod relay_threads;
 pub mod runtime;
 pub mod tap;
 pub mod tcp_relay;

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::core::address::Address;
-use crate::core::constants::IDENTITY_CHECKS_PER_SECOND;
+use crate::core::constants::{IDENTITY_CHECKS_PER_SECOND, RELAY_THREADS_MAX_DEFAULT};
 use crate::core::local_socket::LocalSocket;
 use crate::core::message::Versions;
 use crate::core::node::{Event, Node, NodeConfig};
@@ -26,6 +26,7 @@ use crate::service::home::{Home, HomeError};
 use crate::service::netlink::Netlink;
 use crate::service::network_devices::{configure_network, remove_all_routes, sync_all_routes};
 use crate::service::port_mapping::{PortMappingState, run_port_mapper};
+use crate::service::relay_threads::RelayThreads;
 use crate::service::tcp_relay::{
     TcpRelayClient, TcpRelayClientHandler, TcpRelayConfig, TcpRelayHandler, TcpRelayServer,
 };
@@ -125,6 +126,15 @@ fn one_malloc_arena() {
     }
 }
 
+/// Relay threads of a root whose local.conf does not say: one per core
+/// beyond the first (the engine's), at most `RELAY_THREADS_MAX_DEFAULT`.
+fn default_relay_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_sub(1)
+        .min(RELAY_THREADS_MAX_DEFAULT)
+}
+
 /// Runs the service until SIGTERM or SIGINT.
 pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     one_malloc_arena();
@@ -185,12 +195,23 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     node.set_offload_frames(conf.settings.offload_frames.unwrap_or(true));
     node.set_aes_gcm(conf.settings.aes_gcm.unwrap_or(true));
     node.set_identity_checks_per_second(identity_checks_per_second);
-    let udp = UdpSockets::bind(port, port_mapping.then(|| mapped_port_for(node.address())))
-        .map_err(|e| ServiceError::Bind {
-            what: "UDP",
-            addr: e.addr,
-            error: e.error,
-        })?;
+    let relay_threads = if node.is_root() {
+        conf.settings
+            .relay_threads
+            .unwrap_or_else(default_relay_threads)
+    } else {
+        0
+    };
+    let (udp, relay_sockets) = UdpSockets::bind(
+        port,
+        port_mapping.then(|| mapped_port_for(node.address())),
+        relay_threads,
+    )
+    .map_err(|e| ServiceError::Bind {
+        what: "UDP",
+        addr: e.addr,
+        error: e.error,
+    })?;
     let with_v6 = udp.v6.is_some();
     let mapped_local = udp.mapped.as_ref().and_then(|s| s.socket.local_addr().ok());
     node.set_local_endpoints(local_endpoints(port, with_v6));
@@ -213,6 +234,7 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         force_tcp_relay: conf.settings.force_tcp_relay.unwrap_or(false),
         tap_offload: conf.settings.tap_offload.unwrap_or(true),
         identity_checks_per_second,
+        relay_threads,
         with_v6,
         pings: Mutex::new(HashMap::new()),
         next_ping: AtomicU64::new(1),
@@ -237,7 +259,17 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         let _ = engine.cast(move |node, now, out| node.join(now, nwid, out));
     }
 
-    let engine_loop = Engine::new(parts, node, udp, tcp, events_tx, Instant::now())?;
+    let start = Instant::now();
+    let relay = if relay_sockets.is_empty() {
+        None
+    } else {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(std::io::Error::other)?;
+        let threads = RelayThreads::start(relay_sockets, &engine, start, seed)?;
+        info!(threads = threads.len(), "relay threads running");
+        Some(threads)
+    };
+    let engine_loop = Engine::new(parts, node, udp, tcp, relay, events_tx, start)?;
     // A stopped engine ends the daemon (systemd restarts it); never a
     // silently dead packet path.
     let (engine_thread, engine_stopped) =

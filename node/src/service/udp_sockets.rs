@@ -182,6 +182,101 @@ fn force_buffer(socket: &UdpSocket, option: libc::c_int) {
     }
 }
 
+/// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic; libc has it for Android only).
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+
+/// Binds `members` sockets to `addr` (IPv6 ones v6-only): one plain socket,
+/// or, for more, an `SO_REUSEPORT` group (the first is bound first, at the
+/// port it got for port 0) whose datagrams are steered by source IP. A port
+/// already bound elsewhere is refused first, as a plain bind would be.
+pub(crate) fn bind_group(addr: SocketAddr, members: usize) -> io::Result<Vec<BatchedSocket>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let shared = members > 1;
+    let socket = |addr: SocketAddr, reuse_port: bool| -> io::Result<Socket> {
+        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            // v6-only, so it can share the port with the IPv4 socket.
+            s.set_only_v6(true)?;
+        }
+        s.set_reuse_port(reuse_port)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        Ok(s)
+    };
+    if shared && addr.port() != 0 {
+        // SO_REUSEPORT would let us join another daemon's group (same user):
+        // the port must be free first.
+        drop(socket(addr, false)?);
+    }
+    let bind = |addr: SocketAddr| -> io::Result<BatchedSocket> {
+        BatchedSocket::new(UdpSocket::from_std(socket(addr, shared)?.into()))
+    };
+    let first = bind(addr)?;
+    let at = first.socket.local_addr()?;
+    let mut group = vec![first];
+    for _ in 1..members {
+        group.push(bind(at)?);
+    }
+    if shared && let Err(e) = steer_by_source_ip(&group[0].socket, at.is_ipv6(), members) {
+        warn!(error = %e, "cannot steer datagrams by source IP; the kernel spreads them by address and port");
+    }
+    Ok(group)
+}
+
+/// Attaches to a reuseport group of `members` sockets a classic BPF program
+/// that picks the socket by source IP (IPv4), or by the /64 of it (IPv6):
+/// all of one source's datagrams reach one thread, in order, and its relay
+/// budget is kept in one place.
+fn steer_by_source_ip(
+    socket: &impl std::os::fd::AsRawFd,
+    ipv6: bool,
+    members: usize,
+) -> io::Result<()> {
+    let op = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    // Offsets into the IP header (SKF_NET_OFF): IPv4's source at 12, IPv6's
+    // at 8 (its /64: the two words at 8 and 12).
+    let net = |offset: i32| (libc::SKF_NET_OFF + offset) as u32;
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let modulo = op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, members as u32);
+    let ret_a = op(libc::BPF_RET | libc::BPF_A, 0);
+    let program = if ipv6 {
+        vec![
+            op(load, net(8)),
+            op(libc::BPF_MISC | libc::BPF_TAX, 0),
+            op(load, net(12)),
+            op(libc::BPF_ALU | libc::BPF_XOR | libc::BPF_X, 0),
+            modulo,
+            ret_a,
+        ]
+    } else {
+        vec![op(load, net(12)), modulo, ret_a]
+    };
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: a valid fd, and a sock_fprog pointing at `program`, which
+    // outlives the call (the kernel copies it).
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Buffers one batched read fills, reused for every read.
 pub struct RecvBatch {
     buffers: Vec<u8>,
@@ -202,6 +297,13 @@ impl RecvBatch {
     /// Buffer `i` of the last read: its source and its datagrams (several
     /// when the kernel coalesced them), each to be handled in place.
     pub fn datagrams(&mut self, i: usize) -> Option<(SocketAddr, std::slice::ChunksMut<'_, u8>)> {
+        let (from, bytes, stride) = self.buffer(i)?;
+        Some((from, bytes.chunks_mut(stride)))
+    }
+
+    /// Buffer `i` of the last read whole: its source, its bytes, and the
+    /// length of each datagram in it (back to back; the last may be shorter).
+    pub fn buffer(&mut self, i: usize) -> Option<(SocketAddr, &mut [u8], usize)> {
         let meta = self.meta.get(i)?;
         let start = i * RECV_BUFFER_BYTES;
         let len = meta.len.min(RECV_BUFFER_BYTES);
@@ -218,7 +320,7 @@ impl RecvBatch {
             },
             v4 => v4,
         };
-        Some((addr, self.buffers[start..start + len].chunks_mut(stride)))
+        Some((addr, &mut self.buffers[start..start + len], stride))
     }
 }
 
@@ -232,34 +334,50 @@ pub struct UdpSockets {
     pub mapped: Option<BatchedSocket>,
 }
 
+/// A relay thread's own sockets on the primary port (members of the
+/// port's `SO_REUSEPORT` group with the engine's).
+pub struct RelaySockets {
+    /// IPv4.
+    pub v4: BatchedSocket,
+    /// IPv6, where the engine has an IPv6 socket.
+    pub v6: Option<BatchedSocket>,
+}
+
 impl UdpSockets {
     /// Binds the primary port and, given one, a socket for the gateway to
-    /// map (the preferred port, else any).
-    pub fn bind(port: u16, mapped_port: Option<u16>) -> Result<Self, BindError> {
+    /// map (the preferred port, else any). With `relay_threads`, the primary
+    /// port is shared (`SO_REUSEPORT`) with that many more sockets of each
+    /// family, one pair per relay thread, and each source IP (IPv6 /64) is
+    /// steered to one of them; a port another process holds is refused as
+    /// without them.
+    pub fn bind(
+        port: u16,
+        mapped_port: Option<u16>,
+        relay_threads: usize,
+    ) -> Result<(Self, Vec<RelaySockets>), BindError> {
         let v4_addr = SocketAddr::from(([0, 0, 0, 0], port));
-        let v4 = UdpSocket::bind(v4_addr)
-            .and_then(BatchedSocket::new)
+        let mut v4_group = bind_group(v4_addr, relay_threads + 1)
             .map_err(|error| BindError {
                 addr: v4_addr,
                 error,
-            })?;
+            })?
+            .into_iter();
+        let v4 = v4_group.next().expect("a group of at least one");
         let v6_addr = SocketAddr::from(([0u16; 8], port));
-        let v6 = (|| -> io::Result<BatchedSocket> {
-            use socket2::{Domain, Protocol, Socket, Type};
-            let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-            // v6-only, so it can share the port with the IPv4 socket.
-            s.set_only_v6(true)?;
-            s.set_nonblocking(true)?;
-            s.bind(&v6_addr.into())?;
-            BatchedSocket::new(UdpSocket::from_std(s.into()))
-        })();
-        let v6 = match v6 {
-            Ok(s) => Some(s),
+        let mut v6_group = match bind_group(v6_addr, relay_threads + 1) {
+            Ok(group) => Some(group.into_iter()),
             Err(e) => {
                 warn!(error = %e, "no IPv6 socket; IPv4 only");
                 None
             }
         };
+        let v6 = v6_group.as_mut().and_then(|g| g.next());
+        let relay = v4_group
+            .map(|v4| RelaySockets {
+                v4,
+                v6: v6_group.as_mut().and_then(|g| g.next()),
+            })
+            .collect();
         let mapped = mapped_port.and_then(|p| {
             let s = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], p)))
                 .or_else(|_| UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0))))
@@ -272,7 +390,7 @@ impl UdpSockets {
                 }
             }
         });
-        Ok(Self { v4, v6, mapped })
+        Ok((Self { v4, v6, mapped }, relay))
     }
 
     /// Sends a transmit on the primary or mapped socket; false if `socket`
@@ -355,6 +473,43 @@ mod tests {
             assert_eq!(d[998..], (i as u16).to_be_bytes());
         }
         assert_eq!(got[100].1, b"tail");
+    }
+
+    #[test]
+    fn a_shared_port_steers_each_source_ip_to_one_socket() {
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let to = group[0].socket.local_addr().unwrap();
+        assert_eq!(group[1].socket.local_addr().unwrap(), to);
+        // Eight source ports on each of two source IPs: the kernel's own
+        // hash (address and port) would spread each IP over both sockets.
+        for ip in ["127.0.0.1", "127.0.0.2"] {
+            for _ in 0..8 {
+                let s = std::net::UdpSocket::bind((ip, 0)).unwrap();
+                s.send_to(ip.as_bytes(), to).unwrap();
+            }
+        }
+        let got: Vec<Vec<(SocketAddr, Vec<u8>)>> = group.iter().map(|s| read_all(s, 8)).collect();
+        // The source IP modulo the group's size picks the socket.
+        for (i, want) in [(0, "127.0.0.2"), (1, "127.0.0.1")] {
+            assert_eq!(got[i].len(), 8, "socket {i}: {:?}", got[i]);
+            assert!(
+                got[i]
+                    .iter()
+                    .all(|(from, d)| from.ip().to_string() == want && d == want.as_bytes()),
+                "socket {i}: {:?}",
+                got[i]
+            );
+        }
+    }
+
+    #[test]
+    fn a_shared_port_held_by_another_socket_is_refused() {
+        let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let at = other.local_addr().unwrap();
+        assert_eq!(
+            bind_group(at, 3).err().map(|e| e.kind()),
+            Some(io::ErrorKind::AddrInUse)
+        );
     }
 
     #[test]

@@ -1798,35 +1798,30 @@ impl Node {
         table
     }
 
-    /// On a root: a relay thread forwarded `count` datagrams from `from` to
-    /// `dest` at `to` with [`Node::relay_table`]'s table, `rate_limited` more
-    /// it refused over the source's budget. Counts them, and introduces the
-    /// two peers as [`Node::relay`] does for a packet straight from `src`.
-    #[allow(clippy::too_many_arguments)]
+    /// On a root: a relay thread forwarded a packet from `src` at `from` to
+    /// `dest` at `to` with [`Node::relay_table`]'s table: introduces the two
+    /// as [`Node::relay`] does for a packet straight from its sender.
     pub fn relayed_by_thread(
         &mut self,
         now_ms: u64,
         from: SocketAddr,
-        src: Option<Address>,
+        src: Address,
         dest: Address,
         to: SocketAddr,
-        count: u64,
         out: &mut Outbox,
     ) {
-        self.counters.relayed += count;
-        self.counters.relayed_by_threads += count;
-        if let Some(src) = src
-            && self.am_root
-            && self.peers.contains_key(&src)
-            && self.peers.contains_key(&dest)
-        {
+        if self.am_root && self.peers.contains_key(&src) && self.peers.contains_key(&dest) {
             self.rendezvous(now_ms, src, from, dest, to, out);
         }
     }
 
-    /// On a root: datagrams relay threads refused over their source's budget.
-    pub fn relay_thread_rate_limited(&mut self, count: u64) {
-        self.counters.dropped_rate_limited += count;
+    /// On a root: what relay threads did since the last call, folded into
+    /// the counters: datagrams forwarded, and refused over their source's
+    /// budget.
+    pub fn count_relay_threads(&mut self, relayed: u64, rate_limited: u64) {
+        self.counters.relayed += relayed;
+        self.counters.relayed_by_threads += relayed;
+        self.counters.dropped_rate_limited += rate_limited;
     }
 
     fn rendezvous(
