@@ -11,6 +11,7 @@
 #   SYSTEMS=vnet                         one system only (default: zerotier vnet)
 #   PERF=1                               perf profile of the two members during the 1-stream run
 #   PERF=udp64                           ... during the 64-byte UDP run instead
+#   RELAY_THREADS=N                      the vnet root's relayThreads (default: the daemon's, one per core beyond the first)
 # Per system and round one line: 1 TCP stream, 4 streams, reverse (Mbit/s),
 # retransmits of the 1-stream run, 64-byte UDP packets/s delivered, RTT idle
 # and under load (ms), CPU of the two member daemons per Gbit/s of the
@@ -49,6 +50,9 @@ vnet_up() {
   sed -i 's|"stableEndpoints": \[\]|"stableEndpoints": ["10.99.0.1/9993"]|' "$d/planet.json"
   "$BIN/vnet-planet" mkworld "$d/planet.json" -o "$d/planet" >/dev/null
   for h in root ctl m2 m3; do cp "$d/planet" "$d/$h/"; done
+  if [ -n "${RELAY_THREADS:-}" ]; then
+    echo "{\"settings\": {\"relayThreads\": $RELAY_THREADS}}" >"$d/root/local.conf"
+  fi
   bg h1 vnet-root "$BIN/vnet-planet" serve -d "$d/root" -p 9993
   bg h1 vnet-ctl "$BIN/vnet-controller" -d "$d/ctl" -p 9994
   bg h2 vnet-m2 "$BIN/vnet-node" -d "$d/m2" -p 9993
