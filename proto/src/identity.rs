@@ -116,6 +116,17 @@ impl Identity {
         })
     }
 
+    /// An identity this node verified itself before (its own record, kept
+    /// on disk across a restart), rebuilt without the memory-hard hash.
+    /// Never for an identity that came from anywhere else.
+    pub fn previously_verified(address: Address, public: PublicKey) -> Self {
+        Self {
+            address,
+            public,
+            secret: None,
+        }
+    }
+
     /// Adds the secret key, checking that it belongs to the public key.
     pub fn with_secret(mut self, secret: SecretKey) -> Result<Self, IdentityError> {
         let pair = KeyPair::from_secret(secret);

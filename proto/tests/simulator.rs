@@ -748,6 +748,51 @@ fn hard_nats_on_both_sides_stay_relayed_and_still_talk() {
     }
 }
 
+/// A root restarted with the identities it verified before (the daemon's
+/// `verified-identities` file) readmits its peers without hashing any of
+/// them again; restarted without, it hashes each one.
+#[test]
+fn a_restarted_root_readmits_known_peers_without_hashing_them() {
+    for restore in [true, false] {
+        let (mut sim, a, _b, _, addr_b) = world_of_two(None, None);
+        sim.ping(a, addr_b, 1);
+        sim.run(2_000);
+        let old = &sim.hosts[0].node;
+        assert!(old.counters().identity_checks >= 2);
+        let verified = old.verified_identities();
+        assert!(verified.len() >= 2, "{}", verified.len());
+        let key = KeyPair::generate(&mut NodeRng::seed_from_u64(42));
+        let planet = planet_with_roots(&[(0, ROOT_IP)], &key);
+        let mut restarted = node_seeded(0, &planet, 1);
+        if restore {
+            restarted.restore_verified_identities(verified);
+        }
+        sim.hosts[0].node = restarted;
+        sim.hosts[0].deadline = sim.now;
+        // The members notice the root's new keys and say HELLO again; the
+        // relayed and direct traffic goes on.
+        for id in 2..40 {
+            sim.ping(a, addr_b, id);
+            sim.run(1_000);
+        }
+        let root = &sim.hosts[0].node;
+        let checks = root.counters().identity_checks;
+        let online = [1, 2]
+            .iter()
+            .filter(|i| {
+                root.peer_status(sim.now, identity(**i).address())
+                    .is_some_and(|p| !p.paths.is_empty())
+            })
+            .count();
+        assert_eq!(online, 2, "restore {restore}: both members back");
+        if restore {
+            assert_eq!(checks, 0, "restored: nothing hashed again");
+        } else {
+            assert!(checks >= 2, "not restored: each member hashed ({checks})");
+        }
+    }
+}
+
 /// A root whose relay thread forwards with the node's table: relayed peers
 /// talk as before, the thread carries their traffic (not the node), and its
 /// MTU probes and answers pass too.

@@ -11,6 +11,7 @@ use crate::core::constants::{MAX_IDENTITY_CHECKS_PER_SECOND, RELAY_THREADS_MAX};
 use crate::core::identity::Identity;
 use crate::core::world::{World, WorldKind};
 use crate::service::atomic_file::{PUBLIC_FILE_MODE, SECRET_FILE_MODE, write_atomic};
+use crate::service::verified_identities::{self, VERIFIED_IDENTITIES_FILE};
 
 /// Why the home directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -285,6 +286,27 @@ impl Home {
 
     fn moons_dir(&self) -> PathBuf {
         self.path("moons.d")
+    }
+
+    /// Reads `verified-identities` (absent: none); a file that does not
+    /// parse is refused naming it, its line and the problem.
+    pub fn load_verified_identities(&self) -> Result<Vec<(Identity, u64)>, HomeError> {
+        let path = self.path(VERIFIED_IDENTITIES_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => verified_identities::decode(&text).map_err(|e| HomeError::Invalid {
+                path,
+                problem: e.to_string(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io_error(&path)(e)),
+        }
+    }
+
+    /// Writes `verified-identities` atomically (oldest first).
+    pub fn save_verified_identities(&self, list: &[(Identity, u64)]) -> Result<(), HomeError> {
+        let path = self.path(VERIFIED_IDENTITIES_FILE);
+        let text = verified_identities::encode(list);
+        write_atomic(&path, text.as_bytes(), PUBLIC_FILE_MODE).map_err(io_error(&path))
     }
 
     /// Loads `moons.d/*.moon`: the good ones, and for each bad one its error

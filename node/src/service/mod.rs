@@ -17,6 +17,7 @@ pub mod runtime;
 pub mod tap;
 pub mod tcp_relay;
 pub mod udp_sockets;
+pub mod verified_identities;
 
 /// The operating system's random source, for the core's key generation
 /// (the core itself never reads it).

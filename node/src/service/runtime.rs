@@ -31,6 +31,7 @@ use crate::service::tcp_relay::{
     TcpRelayClient, TcpRelayClientHandler, TcpRelayConfig, TcpRelayHandler, TcpRelayServer,
 };
 use crate::service::udp_sockets::UdpSockets;
+use crate::service::verified_identities::VERIFIED_IDENTITIES_SAVE_INTERVAL;
 
 /// Default UDP and API port.
 pub const DEFAULT_PORT: u16 = 9993;
@@ -136,6 +137,34 @@ fn lean_malloc() {
 /// start, kept from moving).
 const MMAP_THRESHOLD_BYTES: libc::c_int = 128 * 1024;
 
+/// Writes `verified-identities` if identities were added since the node's
+/// count was `saved` (always with `None`); returns the count written.
+async fn save_verified_identities(shared: &Arc<ControlPlane>, saved: Option<u64>) -> u64 {
+    let answer = shared
+        .engine
+        .call(move |node, _, _| {
+            let added = node.verified_identities_added();
+            (
+                added,
+                (Some(added) != saved).then(|| node.verified_identities()),
+            )
+        })
+        .await;
+    let unchanged = saved.unwrap_or(0);
+    let Ok((added, Some(list))) = answer else {
+        return unchanged;
+    };
+    let home = shared.home.clone();
+    match tokio::task::spawn_blocking(move || home.save_verified_identities(&list)).await {
+        Ok(Ok(())) => added,
+        Ok(Err(e)) => {
+            warn!("{e}");
+            unchanged
+        }
+        Err(_) => unchanged,
+    }
+}
+
 /// Relay threads of a root whose local.conf does not say: one per core
 /// beyond the first (the engine's), at most `RELAY_THREADS_MAX_DEFAULT`.
 fn default_relay_threads() -> usize {
@@ -182,6 +211,15 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         problem: e.to_string(),
     })?;
     node.set_clock_epoch_ms(wall_clock_ms());
+    // Identities verified before the restart are not hashed again.
+    match home.load_verified_identities() {
+        Ok(list) if list.is_empty() => {}
+        Ok(list) => {
+            info!(identities = list.len(), "verified identities restored");
+            node.restore_verified_identities(list);
+        }
+        Err(e) => error!("{e}; starting without verified identities"),
+    }
     let controller_routes = match options.controller {
         Some(factory) => {
             let (plugin, routes) =
@@ -375,6 +413,23 @@ async fn control_plane(
             }
         }
     };
+    // Identities verified since the last write go to disk now and then.
+    let identities_task = {
+        let shared = shared.clone();
+        async move {
+            let mut saved = shared
+                .engine
+                .call(|node, _, _| node.verified_identities_added())
+                .await
+                .unwrap_or(0);
+            let mut tick = tokio::time::interval(VERIFIED_IDENTITIES_SAVE_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                saved = save_verified_identities(&shared, Some(saved)).await;
+            }
+        }
+    };
     // The gateway maps a port to our mapped socket; the core hears of it.
     let (mapper_stop, mapper_stopped) = tokio::sync::watch::channel(false);
     let mapper = mapped_local.map(|local| {
@@ -405,12 +460,15 @@ async fn control_plane(
         _ = refresh_task => Ok(()),
         _ = changes_task => Ok(()),
         _ = routes_task => Ok(()),
+        _ = identities_task => Ok(()),
         why = engine_stopped => Err(ServiceError::EngineStopped(
             why.unwrap_or_else(|_| "it ended".into()),
         )),
         _ = sigterm.recv() => { info!("SIGTERM: shutting down"); Ok(()) }
         _ = tokio::signal::ctrl_c() => { info!("SIGINT: shutting down"); Ok(()) }
     };
+    // A clean stop keeps what was verified, HELLO timestamps included.
+    save_verified_identities(&shared, None).await;
     // A clean stop removes the gateway's mapping (bounded: a dead gateway
     // must not hold the shutdown).
     if let Some(mapper) = mapper {

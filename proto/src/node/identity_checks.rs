@@ -90,6 +90,8 @@ pub(crate) struct IdentityChecks {
     asked_order: VecDeque<u64>,
     /// Checks run so far.
     pub run: u64,
+    /// Identities added to `verified` so far (a change counter).
+    pub verified_added: u64,
 }
 
 impl IdentityChecks {
@@ -106,6 +108,7 @@ impl IdentityChecks {
             asked: HashSet::with_hasher(hasher),
             asked_order: VecDeque::new(),
             run: 0,
+            verified_added: 0,
         }
     }
 }
@@ -317,6 +320,16 @@ impl IdentityChecks {
         }
     }
 
+    /// Verified identities, oldest first, each with the timestamp of the
+    /// last HELLO accepted from it.
+    pub fn verified_list(&self) -> Vec<(Identity, u64)> {
+        self.verified_order
+            .iter()
+            .filter_map(|a| self.verified.get(a))
+            .map(|(i, t)| (i.clone(), *t))
+            .collect()
+    }
+
     /// Remembers an identity as verified (bounded, oldest forgotten first).
     pub fn remember_verified(&mut self, identity: Identity) {
         let address = identity.address();
@@ -324,6 +337,7 @@ impl IdentityChecks {
             return;
         }
         if self.verified.insert(address, (identity, 0)).is_none() {
+            self.verified_added += 1;
             self.verified_order.push_back(address);
             while self.verified_order.len() > MAX_VERIFIED_IDENTITIES {
                 if let Some(old) = self.verified_order.pop_front() {

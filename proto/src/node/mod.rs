@@ -1294,6 +1294,35 @@ impl Node {
         })
     }
 
+    /// Identities this node verified (oldest first, at most
+    /// `MAX_VERIFIED_IDENTITIES`), each with the timestamp of the last HELLO
+    /// accepted from it: for the driver to keep across a restart.
+    pub fn verified_identities(&self) -> Vec<(Identity, u64)> {
+        self.identity_checks.verified_list()
+    }
+
+    /// Identities verified so far (grows with each new one): tells the
+    /// driver when [`Node::verified_identities`] changed.
+    pub fn verified_identities_added(&self) -> u64 {
+        self.identity_checks.verified_added
+    }
+
+    /// Takes back identities this node verified before a restart (what
+    /// [`Node::verified_identities`] gave, oldest first): their HELLOs are
+    /// accepted without the memory-hard hash, and HELLOs not newer than the
+    /// timestamps kept are refused as replays. Only for the node's own record.
+    pub fn restore_verified_identities(&mut self, list: impl IntoIterator<Item = (Identity, u64)>) {
+        for (identity, hello_timestamp_ms) in list {
+            let address = identity.address();
+            if address == self.address {
+                continue;
+            }
+            self.identity_checks.remember_verified(identity.to_public());
+            self.identity_checks
+                .note_hello_timestamp(address, hello_timestamp_ms);
+        }
+    }
+
     /// Sets the node-wide budget of identity checks per second (and burst),
     /// `identityChecksPerSecond` in local.conf.
     pub fn set_identity_checks_per_second(&mut self, per_second: u32) {
