@@ -511,6 +511,9 @@ impl Engine {
             };
             match command {
                 Command::Call(f) => {
+                    if let Some(r) = &self.relay_threads {
+                        r.fold_counts(&mut self.node);
+                    }
                     let now = self.now_ms();
                     f(&mut self.node, now, &mut self.out);
                 }

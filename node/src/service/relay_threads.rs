@@ -151,6 +151,12 @@ impl RelayThreads {
     pub fn publish(&mut self, now_ms: u64, node: &mut Node) {
         self.table.store(Arc::new(node.relay_table(now_ms)));
         self.next_publish_ms = now_ms + RELAY_TABLE_REFRESH_MS;
+        self.fold_counts(node);
+    }
+
+    /// Folds what the threads did since the last call into `node`'s
+    /// counters (before anything reads them, so they are exact).
+    pub fn fold_counts(&self, node: &mut Node) {
         let (mut relayed, mut rate_limited) = (0, 0);
         for t in &self.threads {
             relayed += t.counts.relayed.swap(0, Ordering::Relaxed);
