@@ -109,7 +109,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Runs `cmd` (which restarts the root) and returns the seconds from its
-/// end until the root holds `want` peers again, the swarm running all along.
+/// end until the root has heard from `want` peers again, the swarm running
+/// all along.
 fn restart_and_readmit(
     cmd: &str,
     root: &RootApi,
@@ -130,7 +131,7 @@ fn restart_and_readmit(
     let restarted = Instant::now();
     loop {
         swarm.run_for(Duration::from_millis(200))?;
-        if root.peers().is_ok_and(|n| n >= want) {
+        if root.peers_heard_from().is_ok_and(|n| n >= want) {
             return Ok(restarted.elapsed().as_secs_f64());
         }
         if restarted.elapsed() > Duration::from_secs(120) {
@@ -139,9 +140,9 @@ fn restart_and_readmit(
     }
 }
 
-/// The root's local API (`GET /status`).
+/// The root's local API (`GET /status`, `GET /peer`).
 struct RootApi {
-    url: String,
+    base: String,
     token: String,
 }
 
@@ -153,25 +154,44 @@ impl RootApi {
             .trim()
             .to_string();
         Ok(Self {
-            url: format!("http://127.0.0.1:{port}/status"),
+            base: format!("http://127.0.0.1:{port}"),
             token,
         })
     }
 
-    /// Peers the root holds (`tables.peers`).
-    fn peers(&self) -> anyhow::Result<usize> {
-        let body = ureq::get(&self.url)
+    fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let body = ureq::get(format!("{}{path}", self.base))
             .header("X-VNet-Auth", &self.token)
             .call()
             .context("root API")?
             .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
             .read_to_string()
             .context("root API")?;
-        let status: serde_json::Value = serde_json::from_str(&body).context("root API JSON")?;
-        status["tables"]["peers"]
+        serde_json::from_str(&body).context("root API JSON")
+    }
+
+    /// Peers the root holds (`tables.peers`).
+    fn peers(&self) -> anyhow::Result<usize> {
+        self.get("/status")?["tables"]["peers"]
             .as_u64()
             .map(|n| n as usize)
             .context("root API: no tables.peers")
+    }
+
+    /// Peers with a path the root has heard from (`GET /peer`).
+    fn peers_heard_from(&self) -> anyhow::Result<usize> {
+        let peers = self.get("/peer")?;
+        let peers = peers.as_array().context("root API: /peer is no list")?;
+        Ok(peers
+            .iter()
+            .filter(|p| {
+                p["paths"]
+                    .as_array()
+                    .is_some_and(|paths| paths.iter().any(|x| !x["lastReceive"].is_null()))
+            })
+            .count())
     }
 }
 

@@ -254,6 +254,9 @@ pub const RELAY_TABLE_TTL_MS: u64 = 2_000;
 pub const RELAY_THREADS_MAX_DEFAULT: usize = 3;
 /// Relay threads a root may be asked to run (`relayThreads`).
 pub const RELAY_THREADS_MAX: usize = 64;
+/// A restarted root says HELLO to at most this many peers it knew (at their
+/// last path) per timer tick, until it has greeted them all.
+pub const READMIT_HELLOS_PER_TICK: usize = 500;
 /// A peer relayed this long, with an easy NAT facing our hard one, gets a birthday punch.
 pub const PUNCH_AFTER_RELAYED_MS: u64 = 1_000;
 /// Sockets the hard-NAT side opens for a birthday punch (one NAT mapping each).

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::core::constants::{MAX_IDENTITY_CHECKS_PER_SECOND, RELAY_THREADS_MAX};
 use crate::core::identity::Identity;
+use crate::core::node::VerifiedIdentity;
 use crate::core::world::{World, WorldKind};
 use crate::service::atomic_file::{PUBLIC_FILE_MODE, SECRET_FILE_MODE, write_atomic};
 use crate::service::verified_identities::{self, VERIFIED_IDENTITIES_FILE};
@@ -290,7 +291,7 @@ impl Home {
 
     /// Reads `verified-identities` (absent: none); a file that does not
     /// parse is refused naming it, its line and the problem.
-    pub fn load_verified_identities(&self) -> Result<Vec<(Identity, u64)>, HomeError> {
+    pub fn load_verified_identities(&self) -> Result<Vec<VerifiedIdentity>, HomeError> {
         let path = self.path(VERIFIED_IDENTITIES_FILE);
         match fs::read_to_string(&path) {
             Ok(text) => verified_identities::decode(&text).map_err(|e| HomeError::Invalid {
@@ -303,7 +304,7 @@ impl Home {
     }
 
     /// Writes `verified-identities` atomically (oldest first).
-    pub fn save_verified_identities(&self, list: &[(Identity, u64)]) -> Result<(), HomeError> {
+    pub fn save_verified_identities(&self, list: &[VerifiedIdentity]) -> Result<(), HomeError> {
         let path = self.path(VERIFIED_IDENTITIES_FILE);
         let text = verified_identities::encode(list);
         write_atomic(&path, text.as_bytes(), PUBLIC_FILE_MODE).map_err(io_error(&path))

@@ -142,11 +142,11 @@ const MMAP_THRESHOLD_BYTES: libc::c_int = 128 * 1024;
 async fn save_verified_identities(shared: &Arc<ControlPlane>, saved: Option<u64>) -> u64 {
     let answer = shared
         .engine
-        .call(move |node, _, _| {
+        .call(move |node, now, _| {
             let added = node.verified_identities_added();
             (
                 added,
-                (Some(added) != saved).then(|| node.verified_identities()),
+                (Some(added) != saved).then(|| node.verified_identities(now)),
             )
         })
         .await;

@@ -3,10 +3,12 @@
 //! hash, about 17 ms), kept across restarts so a restarted root readmits
 //! known peers without hashing them again. Also the timestamp of the last
 //! HELLO accepted from each, so old HELLOs replayed after a restart are
-//! still refused.
+//! still refused, and the peer's last direct path, where a restarted root
+//! greets it at once.
 //!
 //! Text, one identity per line after a header:
-//! `<address>:0:<public key hex> <last HELLO timestamp, ms>`. Written
+//! `<address>:0:<public key hex> <last HELLO timestamp, ms> <ip/port or ->`
+//! (version 1 files, without the path, are read too). Written
 //! atomically (a crash leaves the old file or the new one). A file that
 //! does not parse is refused whole, with its line and problem: it is only a
 //! cache, so the node starts with none and writes a good one later.
@@ -17,7 +19,9 @@ use std::time::Duration;
 use crate::core::address::Address;
 use crate::core::c25519::PublicKey;
 use crate::core::constants::{C25519_PUBLIC_KEY_LEN_BYTES, MAX_VERIFIED_IDENTITIES};
+use crate::core::endpoint::{format_endpoint, parse_endpoint};
 use crate::core::identity::{Identity, decode_hex};
+use crate::core::node::VerifiedIdentity;
 
 /// The file's name in the home directory.
 pub const VERIFIED_IDENTITIES_FILE: &str = "verified-identities";
@@ -25,7 +29,9 @@ pub const VERIFIED_IDENTITIES_FILE: &str = "verified-identities";
 /// (and once more at a clean stop).
 pub const VERIFIED_IDENTITIES_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 /// The file's first line.
-const HEADER: &str = "# vnet verified identities v1: <address>:0:<public key> <last HELLO ms>";
+const HEADER: &str = "# vnet verified identities v2: <address>:0:<public key> <last HELLO ms> <last path ip/port or ->";
+/// Version 1's first line (no paths).
+const HEADER_V1: &str = "# vnet verified identities v1: <address>:0:<public key> <last HELLO ms>";
 
 /// Why the file was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -47,22 +53,32 @@ pub enum VerifiedIdentitiesError {
 }
 
 /// The file's text for `list` (oldest first).
-pub fn encode(list: &[(Identity, u64)]) -> String {
-    let mut text = String::with_capacity(32 + list.len() * 160);
+pub fn encode(list: &[VerifiedIdentity]) -> String {
+    let mut text = String::with_capacity(64 + list.len() * 180);
     text.push_str(HEADER);
     text.push('\n');
-    for (identity, hello_ms) in list {
-        let _ = writeln!(text, "{} {hello_ms}", identity.to_text(false));
+    for v in list {
+        let path = v
+            .last_path
+            .map_or_else(|| "-".to_string(), |p| format_endpoint(&p));
+        let _ = writeln!(
+            text,
+            "{} {} {path}",
+            v.identity.to_text(false),
+            v.hello_timestamp_ms
+        );
     }
     text
 }
 
 /// Reads the file's text back (oldest first).
-pub fn decode(text: &str) -> Result<Vec<(Identity, u64)>, VerifiedIdentitiesError> {
+pub fn decode(text: &str) -> Result<Vec<VerifiedIdentity>, VerifiedIdentitiesError> {
     let mut lines = text.lines();
-    if lines.next() != Some(HEADER) {
-        return Err(VerifiedIdentitiesError::Header);
-    }
+    let with_paths = match lines.next() {
+        Some(HEADER) => true,
+        Some(HEADER_V1) => false,
+        _ => return Err(VerifiedIdentitiesError::Header),
+    };
     let mut list = Vec::new();
     for (i, line) in lines.enumerate() {
         if line.trim().is_empty() {
@@ -71,22 +87,31 @@ pub fn decode(text: &str) -> Result<Vec<(Identity, u64)>, VerifiedIdentitiesErro
         if list.len() == MAX_VERIFIED_IDENTITIES {
             return Err(VerifiedIdentitiesError::TooMany);
         }
-        let entry = decode_line(line).map_err(|problem| VerifiedIdentitiesError::Line {
-            line: i + 2,
-            problem,
-        })?;
+        let entry =
+            decode_line(line, with_paths).map_err(|problem| VerifiedIdentitiesError::Line {
+                line: i + 2,
+                problem,
+            })?;
         list.push(entry);
     }
     Ok(list)
 }
 
-fn decode_line(line: &str) -> Result<(Identity, u64), String> {
-    let (identity, hello_ms) = line
-        .split_once(' ')
-        .ok_or("expected `<address>:0:<public key> <ms>`")?;
+fn decode_line(line: &str, with_paths: bool) -> Result<VerifiedIdentity, String> {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let (identity, hello_ms, path) = match (with_paths, &fields[..]) {
+        (true, [identity, hello_ms, path]) => (*identity, *hello_ms, Some(*path)),
+        (false, [identity, hello_ms]) => (*identity, *hello_ms, None),
+        (true, _) => return Err("expected `<address>:0:<public key> <ms> <ip/port or ->`".into()),
+        (false, _) => return Err("expected `<address>:0:<public key> <ms>`".into()),
+    };
     let hello_ms: u64 = hello_ms
         .parse()
         .map_err(|e| format!("HELLO timestamp {hello_ms:?}: {e}"))?;
+    let last_path = match path {
+        None | Some("-") => None,
+        Some(p) => Some(parse_endpoint(p).map_err(|e| format!("path {p:?}: {e}"))?),
+    };
     let fields: Vec<&str> = identity.split(':').collect();
     let [address, kind, public] = fields[..] else {
         return Err(format!(
@@ -102,10 +127,11 @@ fn decode_line(line: &str) -> Result<(Identity, u64), String> {
     }
     let public = decode_hex::<C25519_PUBLIC_KEY_LEN_BYTES>(public, "public key")
         .map_err(|e| e.to_string())?;
-    Ok((
-        Identity::previously_verified(address, PublicKey::from_bytes(public)),
-        hello_ms,
-    ))
+    Ok(VerifiedIdentity {
+        identity: Identity::previously_verified(address, PublicKey::from_bytes(public)),
+        hello_timestamp_ms: hello_ms,
+        last_path,
+    })
 }
 
 #[cfg(test)]
@@ -113,10 +139,14 @@ mod tests {
     use super::*;
     use crate::core::rng::{NodeRng, SeedableRng};
 
-    fn identities(n: usize) -> Vec<(Identity, u64)> {
+    fn identities(n: usize) -> Vec<VerifiedIdentity> {
         let mut rng = NodeRng::seed_from_u64(9);
         (0..n)
-            .map(|i| (Identity::generate(&mut rng).to_public(), 1_000 * i as u64))
+            .map(|i| VerifiedIdentity {
+                identity: Identity::generate(&mut rng).to_public(),
+                hello_timestamp_ms: 1_000 * i as u64,
+                last_path: (i % 2 == 0).then(|| format!("192.0.2.{i}:9993").parse().unwrap()),
+            })
             .collect()
     }
 
@@ -126,13 +156,19 @@ mod tests {
         let text = encode(&list);
         assert!(text.starts_with(HEADER));
         let back = decode(&text).unwrap();
-        assert_eq!(back.len(), 3);
-        for ((a, ta), (b, tb)) in list.iter().zip(&back) {
-            assert_eq!(a.to_text(false), b.to_text(false));
-            assert!(!b.has_secret());
-            assert_eq!(ta, tb);
-        }
+        assert_eq!(back, list);
+        assert!(back.iter().all(|v| !v.identity.has_secret()));
         assert_eq!(decode(&encode(&[])).unwrap().len(), 0);
+        // Version 1 (no paths) is read too.
+        let v1: Vec<String> = std::iter::once(HEADER_V1.to_string())
+            .chain(
+                list.iter()
+                    .map(|v| format!("{} {}", v.identity.to_text(false), v.hello_timestamp_ms)),
+            )
+            .collect();
+        let back = decode(&v1.join("\n")).unwrap();
+        assert_eq!(back.len(), 3);
+        assert!(back.iter().all(|v| v.last_path.is_none()));
     }
 
     #[test]
@@ -145,13 +181,18 @@ mod tests {
         );
         let cases = [
             ("no timestamp", "0123456789:0:00"),
-            ("bad timestamp", "0123456789:0:00 x"),
-            ("two fields", "0123456789:00 5"),
-            ("reserved address", "ff00000000:0:00 5"),
-            ("unknown type", "0123456789:1:00 5"),
-            ("short key", "0123456789:0:abcd 5"),
+            ("no path", "0123456789:0:00 5"),
+            ("bad timestamp", "0123456789:0:00 x -"),
+            ("two fields", "0123456789:00 5 -"),
+            ("reserved address", "ff00000000:0:00 5 -"),
+            ("unknown type", "0123456789:1:00 5 -"),
+            ("short key", "0123456789:0:abcd 5 -"),
+            (
+                "bad path",
+                &format!("{} 5 nowhere", identities(1)[0].identity.to_text(false)),
+            ),
         ];
-        for (what, bad) in cases {
+        for (what, bad) in &cases {
             lines.push(bad);
             let err = decode(&lines.join("\n")).unwrap_err();
             assert!(

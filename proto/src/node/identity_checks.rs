@@ -27,6 +27,17 @@ pub(crate) struct StashedHello {
     pub datagram: Vec<u8>,
 }
 
+/// An identity this node verified, as it keeps it across a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedIdentity {
+    /// The identity (public part).
+    pub identity: Identity,
+    /// The timestamp of the last HELLO accepted from it (0 if none).
+    pub hello_timestamp_ms: u64,
+    /// Where it was last reached straight over UDP, if anywhere.
+    pub last_path: Option<SocketAddr>,
+}
+
 /// One identity waiting for its check.
 struct Waiting {
     identity: UncheckedIdentity,
@@ -143,6 +154,11 @@ impl IdentityChecks {
         if let Some((_, t)) = self.verified.get_mut(&address) {
             *t = (*t).max(timestamp_ms);
         }
+    }
+
+    /// The identity verified for `address`, if any.
+    pub fn verified_identity(&self, address: Address) -> Option<&Identity> {
+        self.verified.get(&address).map(|(i, _)| i)
     }
 
     /// The key verified for `address`, if any (a different key claiming it is refused).

@@ -18,7 +18,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 
 pub use counters::{Counters, TableSizes};
-pub use identity_checks::{IdentityCheck, IdentityCheckResult};
+pub use identity_checks::{IdentityCheck, IdentityCheckResult, VerifiedIdentity};
 pub use membership::NetworkStatus;
 pub use network::NetworkView;
 pub use outbox::{Outbox, TapFrame, Transmit, TransmitView};
@@ -172,6 +172,9 @@ pub struct Node {
     /// On a root: peers that relayed packets of others to us (moons, other
     /// roots), newest last: WHOIS we cannot answer goes to them too.
     relayers: Vec<(Address, u64)>,
+    /// A restarted root's peers from before, to greet with HELLO at their
+    /// last path (`READMIT_HELLOS_PER_TICK` a tick).
+    readmit: VecDeque<(Address, SocketAddr)>,
     local_endpoints: Vec<SocketAddr>,
     reflected: HashMap<Address, SocketAddr>,
     events: VecDeque<Event>,
@@ -238,6 +241,7 @@ impl Node {
             last_sweep_ms: 0,
             am_root: false,
             relayers: Vec::new(),
+            readmit: VecDeque::new(),
             local_endpoints: Vec::new(),
             reflected: HashMap::with_hasher(hash_state.clone()),
             events: VecDeque::new(),
@@ -1296,9 +1300,26 @@ impl Node {
 
     /// Identities this node verified (oldest first, at most
     /// `MAX_VERIFIED_IDENTITIES`), each with the timestamp of the last HELLO
-    /// accepted from it: for the driver to keep across a restart.
-    pub fn verified_identities(&self) -> Vec<(Identity, u64)> {
-        self.identity_checks.verified_list()
+    /// accepted from it and, for a peer it holds, its preferred UDP path: for
+    /// the driver to keep across a restart.
+    pub fn verified_identities(&self, now_ms: u64) -> Vec<VerifiedIdentity> {
+        self.identity_checks
+            .verified_list()
+            .into_iter()
+            .map(|(identity, hello_timestamp_ms)| {
+                let last_path = self
+                    .peers
+                    .get(&identity.address())
+                    .and_then(|p| p.paths.preferred(now_ms, false))
+                    .filter(|p| p.socket == LocalSocket::Primary)
+                    .map(|p| p.addr);
+                VerifiedIdentity {
+                    identity,
+                    hello_timestamp_ms,
+                    last_path,
+                }
+            })
+            .collect()
     }
 
     /// Identities verified so far (grows with each new one): tells the
@@ -1310,16 +1331,46 @@ impl Node {
     /// Takes back identities this node verified before a restart (what
     /// [`Node::verified_identities`] gave, oldest first): their HELLOs are
     /// accepted without the memory-hard hash, and HELLOs not newer than the
-    /// timestamps kept are refused as replays. Only for the node's own record.
-    pub fn restore_verified_identities(&mut self, list: impl IntoIterator<Item = (Identity, u64)>) {
-        for (identity, hello_timestamp_ms) in list {
-            let address = identity.address();
+    /// timestamps kept are refused as replays. A root also greets each at
+    /// its last path with HELLO, so its peers are back within seconds
+    /// instead of at their next keepalive. Only for the node's own record.
+    pub fn restore_verified_identities(
+        &mut self,
+        list: impl IntoIterator<Item = VerifiedIdentity>,
+    ) {
+        for v in list {
+            let address = v.identity.address();
             if address == self.address {
                 continue;
             }
-            self.identity_checks.remember_verified(identity.to_public());
             self.identity_checks
-                .note_hello_timestamp(address, hello_timestamp_ms);
+                .remember_verified(v.identity.to_public());
+            self.identity_checks
+                .note_hello_timestamp(address, v.hello_timestamp_ms);
+            if let Some(path) = v.last_path
+                && self.am_root
+                && !self.root_addrs.contains(&address)
+            {
+                self.readmit.push_back((address, path));
+            }
+        }
+    }
+
+    /// A restarted root greets the next of the peers it knew.
+    fn readmit_known_peers(&mut self, now_ms: u64, out: &mut Outbox) {
+        for _ in 0..READMIT_HELLOS_PER_TICK {
+            let Some((address, path)) = self.readmit.pop_front() else {
+                return;
+            };
+            if self.peers.contains_key(&address) {
+                continue;
+            }
+            let Some(identity) = self.identity_checks.verified_identity(address).cloned() else {
+                continue;
+            };
+            if self.admit_peer(now_ms, identity, PeerRole::Leaf) {
+                self.send_hello(now_ms, address, &[path], out);
+            }
         }
     }
 
@@ -2400,6 +2451,7 @@ impl Node {
     /// probes, WHOIS retries, expiry.
     pub fn handle_timeout(&mut self, now_ms: u64, out: &mut Outbox) {
         self.tick_due_peers(now_ms, out);
+        self.readmit_known_peers(now_ms, out);
         // WHOIS retries and give-ups.
         let pending: Vec<Address> = self.whois.keys().copied().collect();
         for addr in pending {
