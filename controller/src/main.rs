@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         home: cli.home,
         port: cli.port,
         controller: Some(vnet_controller::factory()),
+        root_server: false,
     }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -79,6 +79,7 @@ fn serve(home: PathBuf, port: Option<u16>) -> anyhow::Result<()> {
         home,
         port,
         controller: None,
+        root_server: true,
     })?;
     Ok(())
 }

@@ -2,6 +2,8 @@
 //! agreement authenticates a HELLO/OK exchange of ephemeral X25519 keys;
 //! traffic keys come from both, one per direction.
 
+use std::cell::OnceCell;
+
 use crate::rng::CryptoRng;
 use sha2::{Digest, Sha512};
 use zeroize::Zeroize;
@@ -118,8 +120,8 @@ pub fn derive_session(
     };
     Some(Session {
         slot,
-        send_aead: AeadKey::derive(&send),
-        recv_aead: AeadKey::derive(&recv),
+        send_aead: OnceCell::new(),
+        recv_aead: OnceCell::new(),
         send,
         recv,
         first_counter: first_counter(random),
@@ -154,9 +156,11 @@ pub struct Session {
     slot: u8,
     send: PacketKey,
     recv: PacketKey,
-    /// AES-256-GCM keys derived from `send` and `recv`.
-    send_aead: AeadKey,
-    recv_aead: AeadKey,
+    /// AES-256-GCM keys derived from `send` and `recv` when first used
+    /// (half a kilobyte each: a root's sessions, which carry only control
+    /// packets in Salsa20/12, never make them).
+    send_aead: OnceCell<Box<AeadKey>>,
+    recv_aead: OnceCell<Box<AeadKey>>,
     /// The first counter this session sent (random).
     first_counter: u64,
     next_counter: u64,
@@ -170,6 +174,16 @@ impl Session {
     /// The key slot packets of this session carry.
     pub fn slot(&self) -> u8 {
         self.slot
+    }
+
+    fn send_aead(&self) -> &AeadKey {
+        self.send_aead
+            .get_or_init(|| Box::new(AeadKey::derive(&self.send)))
+    }
+
+    fn recv_aead(&self) -> &AeadKey {
+        self.recv_aead
+            .get_or_init(|| Box::new(AeadKey::derive(&self.recv)))
     }
 }
 
@@ -192,7 +206,8 @@ pub enum OpenError {
 #[derive(Default)]
 pub struct SessionSet {
     sessions: Vec<Session>,
-    pending: Option<Session>,
+    /// Boxed: a session is 2 KB, and most peers have none pending.
+    pending: Option<Box<Session>>,
     newly_confirmed: bool,
 }
 
@@ -214,7 +229,7 @@ impl SessionSet {
     /// sends only once a packet under it has authenticated. Replaces an
     /// earlier pending one; live sessions are untouched.
     pub fn install_pending(&mut self, now_ms: u64, session: Session) {
-        self.pending = Some(session);
+        self.pending = Some(Box::new(session));
         self.expire(now_ms);
     }
 
@@ -327,7 +342,7 @@ impl SessionSet {
                 }
                 Suite::Aes256Gcm => {
                     packet[FLAGS_OFFSET] |= FLAG_AES_GCM;
-                    seal_aes_gcm(&s.send_aead, packet);
+                    seal_aes_gcm(s.send_aead(), packet);
                 }
             }
         }
@@ -374,7 +389,7 @@ impl SessionSet {
                 p.last_receive_ms = Some(now_ms);
                 // Key confirmed: the peer holds this session; it now sends.
                 let confirmed = self.pending.take().expect("checked above");
-                self.install(now_ms, confirmed);
+                self.install(now_ms, *confirmed);
                 self.newly_confirmed = true;
                 return Ok(());
             }
@@ -401,7 +416,7 @@ fn open_with(s: &Session, packet: &mut [u8], others: bool) -> Result<(), MacErro
         if others && !check_only(s, packet) {
             return Err(MacError);
         }
-        open_aes_gcm(&s.recv_aead, packet)
+        open_aes_gcm(s.recv_aead(), packet)
     } else {
         dearmor(&s.recv, packet, true)
     }
@@ -416,7 +431,7 @@ fn check_only(s: &Session, packet: &[u8]) -> bool {
         .get(FLAGS_OFFSET)
         .is_some_and(|f| f & FLAG_AES_GCM != 0)
     {
-        open_aes_gcm(&s.recv_aead, &mut copy).is_ok()
+        open_aes_gcm(s.recv_aead(), &mut copy).is_ok()
     } else {
         dearmor(&s.recv, &mut copy, false).is_ok()
     }

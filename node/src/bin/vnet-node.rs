@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         home: cli.home,
         port: cli.port,
         controller: None,
+        root_server: false,
     }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -89,6 +89,10 @@ pub struct ServiceOptions {
     pub port: Option<u16>,
     /// Run as a network controller too (`vnet-controller`).
     pub controller: Option<ControllerFactory>,
+    /// A root server without TAP (`vnet-planet serve`): it seals only control
+    /// packets, so `aesGcm` defaults to off (no AES-GCM keys, about a
+    /// kilobyte, per peer).
+    pub root_server: bool,
 }
 
 /// Logs to stderr through `tracing`; `RUST_LOG` sets the level (default `info`).
@@ -241,7 +245,7 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     let port_mapping = conf.settings.port_mapping_enabled.unwrap_or(true) && !node.is_root();
     node.set_force_tcp_relay(conf.settings.force_tcp_relay.unwrap_or(false));
     node.set_offload_frames(conf.settings.offload_frames.unwrap_or(true));
-    node.set_aes_gcm(conf.settings.aes_gcm.unwrap_or(true));
+    node.set_aes_gcm(conf.settings.aes_gcm.unwrap_or(!options.root_server));
     node.set_identity_checks_per_second(identity_checks_per_second);
     let relay_threads = if node.is_root() {
         conf.settings

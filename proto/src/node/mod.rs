@@ -146,7 +146,9 @@ pub struct Node {
     planet: World,
     moons: Vec<World>,
     wanted_moons: Vec<WantedMoon>,
-    peers: HashMap<Address, Peer>,
+    /// Boxed: the table holds room for up to twice its peers, and a peer
+    /// is about a kilobyte.
+    peers: HashMap<Address, Box<Peer>>,
     whois: HashMap<Address, WhoisPending>,
     reassembler: Reassembler,
     rendezvous_sent: HashMap<(Address, Address), u64>,
@@ -443,8 +445,10 @@ impl Node {
                 let Ok(agreement) = self.key_pair.agree(root.identity.public_key()) else {
                     continue;
                 };
-                self.peers
-                    .insert(addr, Peer::new(root.identity.clone(), agreement, role));
+                self.peers.insert(
+                    addr,
+                    Box::new(Peer::new(root.identity.clone(), agreement, role)),
+                );
             }
             self.wake(addr);
             if !self.root_addrs.contains(&addr) {
@@ -1057,7 +1061,7 @@ impl Node {
         let mut peer = Peer::new(identity, agreement, role);
         peer.last_hello_timestamp_ms = last_hello;
         peer.admitted_ms = now_ms;
-        self.peers.insert(addr, peer);
+        self.peers.insert(addr, Box::new(peer));
         self.wake(addr);
         true
     }

@@ -19,7 +19,7 @@ impl Node {
             return false;
         };
         let peer = Peer::new(identity.to_public(), agreement, PeerRole::Leaf);
-        self.peers.insert(addr, peer);
+        self.peers.insert(addr, Box::new(peer));
         self.wake(addr);
         true
     }
