@@ -303,11 +303,12 @@ impl Home {
         }
     }
 
-    /// Writes `verified-identities` atomically (oldest first).
+    /// Writes `verified-identities` atomically (oldest first), readable by
+    /// the daemon alone: it says where each peer was reached.
     pub fn save_verified_identities(&self, list: &[VerifiedIdentity]) -> Result<(), HomeError> {
         let path = self.path(VERIFIED_IDENTITIES_FILE);
         let text = verified_identities::encode(list);
-        write_atomic(&path, text.as_bytes(), PUBLIC_FILE_MODE).map_err(io_error(&path))
+        write_atomic(&path, text.as_bytes(), SECRET_FILE_MODE).map_err(io_error(&path))
     }
 
     /// Loads `moons.d/*.moon`: the good ones, and for each bad one its error
@@ -494,6 +495,29 @@ mod tests {
             assert!(err.contains("local.conf"), "{err}");
             assert!(err.contains("identityChecksPerSecond"), "{err}");
         }
+    }
+
+    #[test]
+    fn verified_identities_are_kept_private_and_read_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).unwrap();
+        assert!(home.load_verified_identities().unwrap().is_empty());
+        use crate::core::rng::SeedableRng;
+        let mut rng = crate::core::rng::NodeRng::seed_from_u64(4);
+        let list = vec![VerifiedIdentity {
+            identity: Identity::generate(&mut rng).to_public(),
+            hello_timestamp_ms: 7,
+            last_path: Some("192.0.2.1:9993".parse().unwrap()),
+        }];
+        home.save_verified_identities(&list).unwrap();
+        let path = dir.path().join(VERIFIED_IDENTITIES_FILE);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(home.load_verified_identities().unwrap(), list);
+        fs::write(&path, "garbage").unwrap();
+        let err = home.load_verified_identities().unwrap_err().to_string();
+        assert!(err.contains("verified-identities"), "{err}");
     }
 
     #[test]
