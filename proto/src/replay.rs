@@ -1,7 +1,9 @@
 //! Replay protection (§3.4): a sliding window over a receiving key's packet
-//! counters, kept as a fixed bitmap (no allocation, O(1) per in-order packet).
+//! counters, kept as a bitmap allocated once per key (O(1) per in-order
+//! packet).
 //!
-//! The window is the `REPLAY_WINDOW_PACKETS` counters ending at the highest
+//! The window is the `REPLAY_WINDOW_PACKETS` counters (or fewer, chosen per
+//! node: a root's sessions carry only control packets) ending at the highest
 //! counter accepted so far. A counter above it is new (and slides the window);
 //! one inside it is new once; one below it is refused, as it can no longer be
 //! told apart from a replay.
@@ -10,9 +12,7 @@ use crate::constants::REPLAY_WINDOW_PACKETS;
 
 /// Bits in one bitmap word.
 const WORD_BITS: u64 = u64::BITS as u64;
-/// Words in the bitmap.
-const WORDS: usize = (REPLAY_WINDOW_PACKETS / WORD_BITS) as usize;
-const _: () = assert!(REPLAY_WINDOW_PACKETS.is_multiple_of(WORD_BITS) && WORDS > 0);
+const _: () = assert!(REPLAY_WINDOW_PACKETS.is_multiple_of(WORD_BITS));
 
 /// Which counters of one receiving key have been seen. Counter `c` is bit
 /// `c mod REPLAY_WINDOW_PACKETS` of a ring; bits for counters above the highest
@@ -25,8 +25,10 @@ const _: () = assert!(REPLAY_WINDOW_PACKETS.is_multiple_of(WORD_BITS) && WORDS >
 pub struct ReplayWindow {
     /// Highest counter accepted so far (0 before any: counter 0 is then new).
     highest: u64,
-    /// One bit per counter in `highest - (REPLAY_WINDOW_PACKETS - 1) ..= highest`.
-    bits: [u64; WORDS],
+    /// Counters the window spans (a multiple of 64).
+    packets: u64,
+    /// One bit per counter in `highest - (packets - 1) ..= highest`.
+    bits: Box<[u64]>,
 }
 
 impl Default for ReplayWindow {
@@ -44,12 +46,27 @@ impl std::fmt::Debug for ReplayWindow {
 }
 
 impl ReplayWindow {
-    /// An empty window: every counter is new.
+    /// An empty window of `REPLAY_WINDOW_PACKETS`: every counter is new.
     pub fn new() -> Self {
+        Self::spanning(REPLAY_WINDOW_PACKETS)
+    }
+
+    /// An empty window spanning `packets` counters, rounded up to a multiple
+    /// of 64 within 64..=`REPLAY_WINDOW_PACKETS`.
+    pub fn spanning(packets: u64) -> Self {
+        let packets = packets
+            .clamp(WORD_BITS, REPLAY_WINDOW_PACKETS)
+            .next_multiple_of(WORD_BITS);
         Self {
             highest: 0,
-            bits: [0; WORDS],
+            packets,
+            bits: vec![0; (packets / WORD_BITS) as usize].into_boxed_slice(),
         }
+    }
+
+    /// Counters the window spans.
+    pub fn packets(&self) -> u64 {
+        self.packets
     }
 
     /// The highest counter accepted so far (0 if none).
@@ -63,10 +80,10 @@ impl ReplayWindow {
         if counter > self.highest {
             return true;
         }
-        if self.highest - counter >= REPLAY_WINDOW_PACKETS {
+        if self.highest - counter >= self.packets {
             return false;
         }
-        let (word, bit) = position(counter);
+        let (word, bit) = self.position(counter);
         self.bits[word] & bit == 0
     }
 
@@ -80,7 +97,7 @@ impl ReplayWindow {
             self.clear_above_highest(counter);
             self.highest = counter;
         }
-        let (word, bit) = position(counter);
+        let (word, bit) = self.position(counter);
         self.bits[word] |= bit;
         true
     }
@@ -89,14 +106,14 @@ impl ReplayWindow {
     /// ring positions of counters that are leaving the window.
     fn clear_above_highest(&mut self, counter: u64) {
         let distance = counter - self.highest;
-        if distance >= REPLAY_WINDOW_PACKETS {
-            self.bits = [0; WORDS];
+        if distance >= self.packets {
+            self.bits.fill(0);
             return;
         }
         let mut next = self.highest + 1;
         let mut left = distance;
         while left > 0 {
-            let (word, _) = position(next);
+            let (word, _) = self.position(next);
             let offset = next % WORD_BITS;
             let run = left.min(WORD_BITS - offset);
             let mask = if run == WORD_BITS {
@@ -111,10 +128,12 @@ impl ReplayWindow {
     }
 }
 
-/// Word index and bit mask of `counter` in the ring.
-fn position(counter: u64) -> (usize, u64) {
-    let slot = counter % REPLAY_WINDOW_PACKETS;
-    ((slot / WORD_BITS) as usize, 1u64 << (slot % WORD_BITS))
+impl ReplayWindow {
+    /// Word index and bit mask of `counter` in the ring.
+    fn position(&self, counter: u64) -> (usize, u64) {
+        let slot = counter % self.packets;
+        ((slot / WORD_BITS) as usize, 1u64 << (slot % WORD_BITS))
+    }
 }
 
 #[cfg(test)]
@@ -132,6 +151,22 @@ mod tests {
             assert!(!w.check(c));
         }
         assert_eq!(w.highest(), 10 * W - 1);
+    }
+
+    #[test]
+    fn a_smaller_window_refuses_what_falls_out_of_it() {
+        let mut w = ReplayWindow::spanning(1_000);
+        assert_eq!(w.packets(), 1_024, "rounded up to whole words");
+        assert_eq!(ReplayWindow::spanning(0).packets(), 64);
+        assert_eq!(ReplayWindow::spanning(u64::MAX).packets(), W);
+        assert!(w.accept(5_000));
+        assert!(w.check(5_000 - 1_023));
+        assert!(!w.check(5_000 - 1_024));
+        assert!(w.accept(4_990));
+        assert!(!w.accept(4_990), "a replay inside the window");
+        // Sliding far clears the ring: old positions are new again above.
+        assert!(w.accept(5_000 + 1_024 + 4_990 % 1_024));
+        assert!(!w.check(4_990));
     }
 
     #[test]

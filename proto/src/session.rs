@@ -176,6 +176,13 @@ impl Session {
         self.slot
     }
 
+    /// The same session with a replay window spanning `packets` counters
+    /// (see [`ReplayWindow::spanning`]); set before any packet is received.
+    pub fn with_replay_window(mut self, packets: u64) -> Self {
+        self.replay = ReplayWindow::spanning(packets);
+        self
+    }
+
     fn send_aead(&self) -> &AeadKey {
         self.send_aead
             .get_or_init(|| Box::new(AeadKey::derive(&self.send)))

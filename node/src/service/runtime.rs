@@ -14,7 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::core::address::Address;
-use crate::core::constants::{IDENTITY_CHECKS_PER_SECOND, RELAY_THREADS_MAX_DEFAULT};
+use crate::core::constants::{
+    IDENTITY_CHECKS_PER_SECOND, RELAY_THREADS_MAX_DEFAULT, ROOT_REPLAY_WINDOW_PACKETS,
+};
 use crate::core::local_socket::LocalSocket;
 use crate::core::message::Versions;
 use crate::core::node::{Event, Node, NodeConfig};
@@ -91,7 +93,8 @@ pub struct ServiceOptions {
     pub controller: Option<ControllerFactory>,
     /// A root server without TAP (`vnet-planet serve`): it seals only control
     /// packets, so `aesGcm` defaults to off (no AES-GCM keys, about a
-    /// kilobyte, per peer).
+    /// kilobyte, per peer) and its replay windows span
+    /// `ROOT_REPLAY_WINDOW_PACKETS`.
     pub root_server: bool,
 }
 
@@ -246,6 +249,9 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     node.set_force_tcp_relay(conf.settings.force_tcp_relay.unwrap_or(false));
     node.set_offload_frames(conf.settings.offload_frames.unwrap_or(true));
     node.set_aes_gcm(conf.settings.aes_gcm.unwrap_or(!options.root_server));
+    if options.root_server {
+        node.set_replay_window_packets(ROOT_REPLAY_WINDOW_PACKETS);
+    }
     node.set_identity_checks_per_second(identity_checks_per_second);
     let relay_threads = if node.is_root() {
         conf.settings

@@ -198,6 +198,8 @@ pub struct Node {
     offload_frames: bool,
     /// Whether we announce AES-256-GCM and seal with it to peers that did.
     aes_gcm: bool,
+    /// Counters each session's replay window spans (`set_replay_window_packets`).
+    replay_window_packets: u64,
     /// Whether a root session was ever established.
     online_once: bool,
     /// The socket the datagram being handled arrived on.
@@ -258,6 +260,7 @@ impl Node {
             frame_segments: Vec::new(),
             offload_frames: true,
             aes_gcm: true,
+            replay_window_packets: REPLAY_WINDOW_PACKETS,
             online_once: false,
             rx_socket: LocalSocket::Primary,
             traversal: traversal::TraversalState::new(hash_state.clone()),
@@ -338,6 +341,14 @@ impl Node {
     /// packet is Salsa20/12 + Poly1305).
     pub fn set_aes_gcm(&mut self, on: bool) {
         self.aes_gcm = on;
+    }
+
+    /// Sets how many counters the replay window of each new session spans
+    /// (64 to `REPLAY_WINDOW_PACKETS`, the default): a root whose sessions
+    /// carry only control packets keeps `ROOT_REPLAY_WINDOW_PACKETS`, an
+    /// eighth of the memory per peer.
+    pub fn set_replay_window_packets(&mut self, packets: u64) {
+        self.replay_window_packets = packets;
     }
 
     /// Sets the addresses of this node's own sockets (interface addresses
@@ -977,6 +988,7 @@ impl Node {
                     self.counters.dropped_bad_payload += 1;
                     return;
                 };
+                let session = session.with_replay_window(self.replay_window_packets);
                 peer.sessions.install_pending(now_ms, session);
                 peer.answered = Some((hello.ephemeral, eph_public));
                 peer.last_hello_timestamp_ms = hello.timestamp_ms;
@@ -1113,6 +1125,7 @@ impl Node {
             self.counters.dropped_bad_payload += 1;
             return;
         };
+        let session = session.with_replay_window(self.replay_window_packets);
         peer.sessions.install(now_ms, session);
         peer.versions = Some(ok.versions);
         membership::forget_credentials_sent(&mut self.networks, header.src);
