@@ -246,8 +246,11 @@ fn garbage_datagrams_are_counted_and_the_node_keeps_working_then_stops_cleanly()
     let target = format!("/dev/udp/{}/{PORT}", a_host.ip());
     let b_addr = b.address();
     let a_addr = a.address();
+    // Through dd, so the packet leaves in one write (one datagram): printf
+    // may flush at a newline byte, and addresses can hold 0x0a.
     let forged = format!(
-        "printf '\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x07{}{}\\x08{}\\x0c' > {target}",
+        "printf '\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x07{}{}\\x08{}\\x0c' \
+         | dd bs=4096 iflag=fullblock status=none > {target}",
         hex_escape(&a_addr),
         hex_escape(&b_addr),
         "\\x55".repeat(16)
