@@ -593,10 +593,11 @@ impl Engine {
 
     /// Gives the relay threads a fresh table when it is due.
     fn publish_relay_table(&mut self) {
-        let now = self.now_ms();
-        if let Some(r) = self.relay_threads.as_mut()
-            && now >= r.next_publish_ms()
-        {
+        let Some(r) = self.relay_threads.as_mut() else {
+            return;
+        };
+        let now = self.start.elapsed().as_millis() as u64;
+        if now >= r.next_publish_ms() {
             r.publish(now, &mut self.node);
         }
     }
