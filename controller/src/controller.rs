@@ -71,15 +71,6 @@ pub enum ControllerError {
     Store(#[from] StoreError),
 }
 
-/// One authorized member in a config's directory: its address and IPs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirectoryEntry {
-    /// The member.
-    pub address: Address,
-    /// Its assigned addresses.
-    pub ips: Vec<IpAddr>,
-}
-
 /// What one member of a network is told (unsigned; the node signs it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberConfig {
@@ -110,8 +101,6 @@ pub struct MemberConfig {
     pub routes: Vec<ManagedRoute>,
     /// The network's authorized active bridges.
     pub bridges: Vec<Address>,
-    /// Every authorized member and its IPs (PROTOCOL.md §4.6).
-    pub directory: Vec<DirectoryEntry>,
 }
 
 impl From<MemberConfig> for NetworkConfigData {
@@ -128,14 +117,6 @@ impl From<MemberConfig> for NetworkConfigData {
             assigned: c.assigned,
             routes: c.routes,
             bridges: c.bridges.iter().map(ToString::to_string).collect(),
-            directory: c
-                .directory
-                .into_iter()
-                .map(|e| vnet_node::core::netconf::DirectoryEntry {
-                    address: e.address.to_string(),
-                    ips: e.ips,
-                })
-                .collect(),
         }
     }
 }
@@ -172,11 +153,12 @@ impl NetworkEntry {
     }
 }
 
-/// What of a member every other member's config shows (directory and bridges).
-fn shown_to_others(member: Option<&Member>) -> Option<(bool, &[IpAddr])> {
-    member
-        .filter(|m| m.authorized)
-        .map(|m| (m.active_bridge, m.ip_assignments.as_slice()))
+/// What of a member every other member's config shows: whether it is an
+/// authorized active bridge. (Members' addresses are not in configs: they
+/// announce them to the roots, PROTOCOL.md §4.6, so a member joining or
+/// changing its addresses changes no one else's config.)
+fn shown_to_others(member: Option<&Member>) -> bool {
+    member.is_some_and(|m| m.authorized && m.active_bridge)
 }
 
 /// What the controller refused or put off, by reason, since start.
@@ -568,8 +550,8 @@ impl Controller {
                 .remove(nwid, addr)
                 .ok_or(ControllerError::MemberNotFound(nwid, addr));
         };
-        // What others are told changes if it was authorized.
-        let others_change = shown_to_others(Some(&member)).is_some();
+        // What others are told changes if it was an authorized active bridge.
+        let others_change = shown_to_others(Some(&member));
         let mut network = entry.network.clone();
         if others_change {
             network.revision += 1;
@@ -779,12 +761,6 @@ impl Controller {
                 .filter(|m| m.active_bridge)
                 .map(|m| m.address)
                 .collect(),
-            directory: authorized()
-                .map(|m| DirectoryEntry {
-                    address: m.address,
-                    ips: m.ip_assignments.clone(),
-                })
-                .collect(),
         }
     }
 
@@ -810,7 +786,7 @@ impl Controller {
 
     /// Members of `nwid` whose config (or access) changed after sequence
     /// number `since`: members changed themselves, every member when
-    /// something all are told changed (network settings, the directory,
+    /// something all are told changed (network settings, active
     /// bridges), and members removed since (alone or with the network; the
     /// last 10,000 removals are remembered). Sorted, without repeats.
     pub fn changed_members(&self, nwid: NetworkId, since: u64) -> Vec<Address> {
@@ -869,7 +845,7 @@ impl Controller {
     /// Saves and then commits a change of network `nwid`: its new settings
     /// (if any) and new member states (checked already; revisions are set
     /// here). The network's revision grows if its settings changed or if
-    /// what every member is told about the others did (directory, bridges).
+    /// what every member is told about the others did (active bridges).
     /// The network is written first, then each member; memory follows each
     /// write, so it never holds what the disk does not.
     fn apply(
@@ -1286,19 +1262,6 @@ mod tests {
             }]
         );
         assert_eq!(cfg.bridges, vec![addr(2)]);
-        assert_eq!(
-            cfg.directory,
-            vec![
-                DirectoryEntry {
-                    address: addr(1),
-                    ips: vec![ip("10.0.0.1")]
-                },
-                DirectoryEntry {
-                    address: addr(2),
-                    ips: vec![ip("10.0.0.2")]
-                },
-            ]
-        );
         assert_eq!(c.authorized_members(nwid), vec![addr(1), addr(2)]);
         let data: NetworkConfigData = cfg.into();
         assert_eq!(data.bridges, vec![addr(2).to_string()]);
@@ -1318,10 +1281,8 @@ mod tests {
         assert_eq!(c.member(nwid, addr(3)), None);
         let seq = c.sequence();
         assert_eq!(c.save_requested(NOW + 9, usize::MAX), 0);
-        assert_eq!(
-            c.changed_members(nwid, seq),
-            vec![addr(1), addr(2), addr(3)]
-        );
+        // Only the newcomer's config changed: no config lists the members.
+        assert_eq!(c.changed_members(nwid, seq), vec![addr(3)]);
         let cfg = c.request_config(NOW + 9, nwid, addr(3)).unwrap();
         assert_eq!(
             cfg.assigned,
@@ -1345,8 +1306,13 @@ mod tests {
         let nwid = with_network(&mut c);
         authorize(&mut c, nwid, addr(1));
         let r1 = c.request_config(NOW, nwid, addr(1)).unwrap().revision;
-        // Another member joining the directory changes what member 1 is told.
+        // Another member joining changes nothing member 1 is told (members
+        // announce their addresses to the roots, not in configs)...
         authorize(&mut c, nwid, addr(2));
+        assert_eq!(c.request_config(NOW, nwid, addr(1)).unwrap().revision, r1);
+        // ...but it becoming an active bridge does (configs list bridges).
+        c.update_member(NOW, nwid, addr(2), &json!({"activeBridge": true}))
+            .unwrap();
         let r2 = c.request_config(NOW, nwid, addr(1)).unwrap().revision;
         assert!(r2 > r1);
         c.update_network(nwid, &json!({"mtu": 1400})).unwrap();
@@ -1369,9 +1335,13 @@ mod tests {
         c.update_member(NOW, nwid, addr(2), &json!({"activeBridge": true}))
             .unwrap();
         assert_eq!(c.changed_members(nwid, s0), vec![addr(2)]);
-        // Authorizing puts a member in everyone's directory: all changed.
+        // Authorizing a member changes its own config only...
         let s1 = c.sequence();
         authorize(&mut c, nwid, addr(3));
+        assert_eq!(c.changed_members(nwid, s1), vec![addr(3)]);
+        // ...unless it is an active bridge, which every config lists.
+        let s1 = c.sequence();
+        authorize(&mut c, nwid, addr(2));
         assert_eq!(c.changed_members(nwid, s1), vec![addr(1), addr(2), addr(3)]);
         // Network settings: all.
         let s2 = c.sequence();

@@ -29,9 +29,7 @@ pub mod store;
 pub mod update;
 
 pub use assign::AssignError;
-pub use controller::{
-    ConfigDenied, Controller, ControllerCounters, ControllerError, DirectoryEntry, MemberConfig,
-};
+pub use controller::{ConfigDenied, Controller, ControllerCounters, ControllerError, MemberConfig};
 pub use ip::Cidr;
 pub use model::{IpPool, ManagedRouteSpec, Member, Network};
 pub use node_plugin::{NodeController, factory, plugin};

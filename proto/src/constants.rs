@@ -325,6 +325,29 @@ pub const MULTICAST_SUBSCRIPTION_TTL_MS: u64 = 600_000;
 pub const MAX_MULTICAST_SUBSCRIPTIONS: usize = 65_536;
 /// Most recipients of one multicast frame unless the network says otherwise (ZeroTier's default).
 pub const DEFAULT_MULTICAST_LIMIT: u32 = 32;
+
+// ---- Multicast directory on the roots (PROTOCOL.md §4.6) ----
+
+/// Most (network, group) entries in one MULTICAST_LIKE.
+pub const MULTICAST_LIKE_MAX_GROUPS: usize = 64;
+/// Most members named in one OK(MULTICAST_GATHER) (fits the 1,232-byte base MTU).
+pub const MULTICAST_GATHER_MAX_RESULTS: usize = 128;
+/// A member tells its roots what it listens to this often, and at once when
+/// that changes or a root session is new (ZeroTier: 120 s).
+pub const MULTICAST_ANNOUNCE_INTERVAL_MS: u64 = 120_000;
+/// With no recipient of a group known, a member asks the roots again at most this often.
+pub const MULTICAST_GATHER_RETRY_MS: u64 = 1_000;
+/// With fewer recipients known than the limit, a member asks again at most this often.
+pub const MULTICAST_GATHER_REFRESH_MS: u64 = 60_000;
+/// A multicast frame waits at most this long for the roots to name its recipients.
+pub const MULTICAST_GATHER_WAIT_MS: u64 = 2_000;
+/// Most multicast frames waiting for recipients, per network; older ones are dropped.
+pub const MAX_FRAMES_AWAITING_GATHER: usize = 32;
+/// Most groups per network whose last gather a member remembers.
+pub const MAX_GATHERS_TRACKED: usize = 1_024;
+/// Most (network, group, member) subscriptions a root holds; more are
+/// refused until some lapse (`MULTICAST_SUBSCRIPTION_TTL_MS`).
+pub const MAX_ROOT_MULTICAST_SUBSCRIPTIONS: usize = 262_144;
 /// ERROR code: access to the network denied (private, not authorized).
 pub const ERROR_NETWORK_ACCESS_DENIED: u8 = 0x06;
 /// A member asks for its config this often until it gets one.

@@ -15,6 +15,7 @@ pub mod identity_hash;
 pub mod ip_prefix;
 pub mod local_socket;
 pub mod message;
+pub mod multicast_message;
 pub mod nat_mapping;
 pub mod netconf;
 pub mod network_id;

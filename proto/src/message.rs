@@ -182,6 +182,8 @@ pub enum OkBody {
     Echo(Vec<u8>),
     /// Answer to PATH_MTU_PROBE: the size that arrived.
     PathMtuProbe(u16),
+    /// Answer to MULTICAST_GATHER: members of the group.
+    MulticastGather(crate::multicast_message::GatherResult),
     /// Answer to a verb we do not track.
     Other(Verb),
 }
@@ -397,6 +399,9 @@ pub fn decode_ok(bytes: &[u8]) -> Result<(InRe, OkBody), MessageError> {
                 .try_into()
                 .map_err(|_| MessageError::BadField("OK(PATH_MTU_PROBE) length"))?;
             OkBody::PathMtuProbe(u16::from_be_bytes(size))
+        }
+        Verb::MulticastGather => {
+            OkBody::MulticastGather(crate::multicast_message::GatherResult::decode(c.rest())?)
         }
         other => {
             c.rest();

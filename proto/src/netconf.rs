@@ -184,19 +184,6 @@ pub struct NetworkConfigData {
     pub routes: Vec<ManagedRoute>,
     /// Active bridges of the network (unknown unicast goes to them).
     pub bridges: Vec<String>,
-    /// The network's authorized members and their assigned addresses, so
-    /// address resolution is a local lookup (PROTOCOL.md §4.6).
-    #[serde(default)]
-    pub directory: Vec<DirectoryEntry>,
-}
-
-/// One member in a config's directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirectoryEntry {
-    /// The member's address (10 hex digits).
-    pub address: String,
-    /// Its assigned addresses.
-    pub ips: Vec<IpAddr>,
 }
 
 /// A signed network configuration, as a member holds it.
@@ -244,11 +231,6 @@ impl NetworkConfig {
         for b in &d.bridges {
             b.parse::<Address>()
                 .map_err(|e| bad("bridges", e.to_string()))?;
-        }
-        for m in &d.directory {
-            m.address
-                .parse::<Address>()
-                .map_err(|e| bad("directory", e.to_string()))?;
         }
         if self.certificate.network != self.network
             || self.certificate.issued_to != self.issued_to
@@ -472,7 +454,6 @@ mod tests {
                 via: None,
             }],
             bridges: vec![],
-            directory: vec![],
         }
     }
 

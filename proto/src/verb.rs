@@ -49,11 +49,16 @@ pub enum Verb {
     /// A datagram padded to the size it names, sent whole on one path;
     /// answered by OK naming the size (path MTU discovery).
     PathMtuProbe = 0x12,
+    /// The multicast groups the sender listens to, on which networks (to its
+    /// roots, PROTOCOL.md §4.6).
+    MulticastLike = 0x13,
+    /// Who listens to a group: asked of a root, answered by OK naming members.
+    MulticastGather = 0x14,
 }
 
 impl Verb {
     /// Every verb, in code order.
-    pub const ALL: [Verb; 19] = [
+    pub const ALL: [Verb; 21] = [
         Verb::Nop,
         Verb::Hello,
         Verb::Error,
@@ -73,6 +78,8 @@ impl Verb {
         Verb::OffloadFrame,
         Verb::Capabilities,
         Verb::PathMtuProbe,
+        Verb::MulticastLike,
+        Verb::MulticastGather,
     ];
 
     /// The verb's code byte.
@@ -116,7 +123,7 @@ mod tests {
 
     #[test]
     fn unknown_codes_are_refused() {
-        for code in 0x13..=0xff {
+        for code in 0x15..=0xff {
             assert_eq!(Verb::try_from(code), Err(UnknownVerb(code)));
         }
     }

@@ -403,7 +403,7 @@ proptest! {
 #[test]
 fn verbs_round_trip() {
     // The verb codes of PROTOCOL.md §3.5, written out independently of `Verb::ALL`.
-    const SPEC: [(u8, Verb); 19] = [
+    const SPEC: [(u8, Verb); 21] = [
         (0x00, Verb::Nop),
         (0x01, Verb::Hello),
         (0x02, Verb::Error),
@@ -423,6 +423,8 @@ fn verbs_round_trip() {
         (0x10, Verb::OffloadFrame),
         (0x11, Verb::Capabilities),
         (0x12, Verb::PathMtuProbe),
+        (0x13, Verb::MulticastLike),
+        (0x14, Verb::MulticastGather),
     ];
     assert_eq!(Verb::ALL.len(), SPEC.len(), "a verb is missing from SPEC");
     let mut decoded = 0;

@@ -451,7 +451,6 @@ mod tests {
             assigned: Vec::new(),
             routes: Vec::new(),
             bridges: Vec::new(),
-            directory: Vec::new(),
         };
         c.routes = routes
             .iter()

@@ -84,11 +84,11 @@ pub struct Counters {
     /// Frames from our own TAP whose `virtio_net_hdr` we could not use (an
     /// offload we did not enable, or one that does not fit the frame).
     pub dropped_tap_offloads: u64,
-    /// Frames from members without a valid certificate of membership, or no
-    /// longer listed by the controller (private networks).
+    /// Frames from members without a valid certificate of membership, or
+    /// whose membership the controller revoked (private networks).
     pub dropped_frames_unauthorized: u64,
     /// Frames not sent to a member without a fresh certificate (private
-    /// networks): unlisted, or none came within `FRAME_AWAITING_CREDENTIALS_MS`.
+    /// networks): revoked, or none came within `FRAME_AWAITING_CREDENTIALS_MS`.
     pub dropped_frames_to_unauthorized: u64,
     /// Certificates ignored unchecked: for a network we are not configured on,
     /// a public one, or stale against ours.
@@ -97,6 +97,17 @@ pub struct Counters {
     pub dropped_credentials_rate_limited: u64,
     /// Certificate signatures checked (each costs an Ed25519 verification).
     pub credential_signatures_checked: u64,
+    /// MULTICAST_LIKE packets sent to roots (what we listen to).
+    pub multicast_likes_sent: u64,
+    /// MULTICAST_GATHERs asked (of a root, or of our own directory on a root).
+    pub multicast_gathers_sent: u64,
+    /// On a root: MULTICAST_GATHERs answered.
+    pub multicast_gathers_answered: u64,
+    /// MULTICAST_LIKE or MULTICAST_GATHER received by a node that is no root.
+    pub dropped_multicast_not_root: u64,
+    /// On a root: subscriptions refused, the multicast directory being full
+    /// (`MAX_ROOT_MULTICAST_SUBSCRIPTIONS`).
+    pub dropped_multicast_directory_full: u64,
     /// What reassembly of fragmented packets did, drops by reason (copied
     /// every tick).
     pub reassembly: crate::fragment::ReassemblyStats,
@@ -127,4 +138,7 @@ pub struct TableSizes {
     pub reassembly: usize,
     /// Entries of the peers' timer heap (at most four per peer plus 1,024).
     pub timer_heap: usize,
+    /// On a root: (network, group, member) subscriptions held
+    /// (`MAX_ROOT_MULTICAST_SUBSCRIPTIONS`).
+    pub multicast_subscriptions: usize,
 }

@@ -3,7 +3,7 @@
 //! through the certificate check and the switch to the TAP.
 //!
 //! On a private network no frame goes to, or is taken from, a member whose
-//! latest verified certificate does not agree with ours. A frame for a listed
+//! latest verified certificate does not agree with ours. A frame for a
 //! member whose fresh certificate we lack waits (the newest few per member,
 //! at most `FRAME_AWAITING_CREDENTIALS_MS`) while our certificate goes to it:
 //! a member that stores a new certificate from a peer answers with its own.
@@ -75,13 +75,35 @@ impl Node {
         };
         let mut targets = std::mem::take(&mut self.frame_targets);
         targets.clear();
+        // A multicast group whose recipients to ask the roots about, and
+        // whether none is known (the frame then waits for the answer).
+        let mut gather = None;
         if let Some(switch) = self.networks.get_mut(&nwid).and_then(|m| m.switch.as_mut()) {
+            let limit = switch.policy().multicast_limit as usize;
             match switch.outbound(now_ms, &out.bytes()[frame_at..]) {
                 Outbound::Unicast(a) => targets.push(a),
                 Outbound::Bridges(list) => targets.extend_from_slice(list),
-                Outbound::Multicast { members, .. } => targets.extend_from_slice(members),
+                Outbound::Multicast { group, members } => {
+                    targets.extend_from_slice(members);
+                    if members.len() < limit {
+                        gather = Some((group, false));
+                    }
+                }
+                Outbound::Unresolved(group) => gather = Some((group, true)),
                 Outbound::Drop(_) => {}
             }
+        }
+        // (A gather for more recipients goes after the frame, which may lie
+        // in the outbox to be sealed where it is.)
+        if let Some((group, true)) = gather {
+            let mut frame = std::mem::take(&mut self.frame_copy);
+            frame.clear();
+            frame.extend_from_slice(&out.bytes()[frame_at..]);
+            out.buffer_mut().truncate(start);
+            self.hold_for_gather(now_ms, nwid, group, offload, &frame, out);
+            self.frame_copy = frame;
+            self.frame_targets = targets;
+            return;
         }
         let in_place = match targets[..] {
             [to] if self.frame_goes_in_place(now_ms, nwid, to) => {
@@ -126,6 +148,10 @@ impl Node {
             }
         }
         self.frame_targets = targets;
+        if let Some((group, false)) = gather {
+            // Fewer recipients known than the limit: ask for more now and then.
+            self.gather(now_ms, nwid, group, false, out);
+        }
     }
 
     /// Whether a frame for `to` goes straight out as one packet: it may be
@@ -147,7 +173,7 @@ impl Node {
                 .is_some_and(|p| p.sessions.is_established())
     }
 
-    fn send_frame(
+    pub(crate) fn send_frame(
         &mut self,
         now_ms: u64,
         nwid: NetworkId,
@@ -163,8 +189,8 @@ impl Node {
             return;
         };
         if !switch.may_send_to(to, &config.certificate, m.peer_certificates.get(&to)) {
-            if !switch.is_member_valid(to) {
-                // Not listed by the controller: never sent anything.
+            if m.revocations.is_revoked(to) {
+                // Revoked by the controller: never sent anything.
                 switch.count_unsent();
                 self.counters.dropped_frames_to_unauthorized += 1;
                 return;
@@ -376,10 +402,10 @@ impl Node {
             }
             Inbound::Drop(DropReason::NotAuthorized) => {
                 // No certificate, one the controller stopped refreshing, or
-                // a member it no longer lists.
+                // one revoked.
                 self.counters.dropped_frames_unauthorized += 1;
-                if switch.is_member_valid(src) {
-                    // Listed: its certificate may just have been lost.
+                if !m.revocations.is_revoked(src) {
+                    // Its certificate (or ours, at its end) may just have been lost.
                     self.push_credentials(now_ms, nwid, src, true, out);
                 }
             }

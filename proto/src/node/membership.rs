@@ -13,7 +13,7 @@ use crate::hash_state::{HashMap, HashState};
 use crate::netconf::{Certificate, NetworkConfig};
 use crate::network_id::{Mac, NetworkId};
 use crate::offload::Offload;
-use crate::switch::{MulticastGroup, Switch, SwitchPolicy, eui64_link_local, groups_for_ips};
+use crate::switch::{MulticastGroup, Switch, SwitchPolicy, eui64_link_local};
 
 /// A joined network's status, as `listnetworks` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -31,6 +31,21 @@ pub enum NetworkStatus {
 
 /// A frame held for a member's certificate: its offloads and bytes.
 pub(crate) type HeldFrame = (Offload, Vec<u8>);
+
+/// Members whose membership the controller revoked: any certificate of
+/// theirs issued at or before the threshold (controller's clock, ms) is
+/// refused (PROTOCOL.md §4.7). Bounded by `MAX_REVOCATIONS_PER_NETWORK`.
+#[derive(Debug, Default)]
+pub(crate) struct Revocations {
+    by_member: std::collections::HashMap<Address, u64>,
+}
+
+impl Revocations {
+    /// Whether `member` has a revocation in force.
+    pub fn is_revoked(&self, member: Address) -> bool {
+        self.by_member.contains_key(&member)
+    }
+}
 
 /// A config being received in chunks.
 pub(super) struct Assembly {
@@ -53,12 +68,18 @@ pub(crate) struct Membership {
     pub peer_certificates: HashMap<Address, Certificate>,
     /// Our certificate last sent to each peer: its timestamp, and when.
     pub credentials_sent: HashMap<Address, (u64, u64)>,
-    /// The newest frames for each listed member whose fresh certificate we
+    /// The newest frames for each member whose fresh certificate we
     /// lack, with when the wait began (bounded by
     /// `MAX_MEMBERS_AWAITING_CREDENTIALS` and `MAX_FRAMES_AWAITING_CREDENTIALS_PER_MEMBER`).
     pub awaiting_credentials: HashMap<Address, (u64, Vec<HeldFrame>)>,
     /// Signature checks of each peer's certificates this second: (start, used).
     pub credential_checks: HashMap<Address, (u64, u32)>,
+    /// Multicast frames waiting for the roots to name recipients, oldest first.
+    pub awaiting_gather: std::collections::VecDeque<super::multicast::FrameAwaitingGather>,
+    /// When each group's recipients were last asked of a root.
+    pub gathers: HashMap<MulticastGroup, u64>,
+    /// Members whose membership the controller revoked.
+    pub revocations: Revocations,
     /// The node's keyed hasher, for the switch's tables.
     hasher: HashState,
 }
@@ -77,6 +98,9 @@ impl Membership {
             credentials_sent: HashMap::with_hasher(hasher.clone()),
             awaiting_credentials: HashMap::with_hasher(hasher.clone()),
             credential_checks: HashMap::with_hasher(hasher.clone()),
+            awaiting_gather: std::collections::VecDeque::new(),
+            gathers: HashMap::with_hasher(hasher.clone()),
+            revocations: Revocations::default(),
             hasher,
         }
     }
@@ -99,15 +123,9 @@ impl Membership {
     }
 }
 
-/// (Re)configures a network's switch from a new config: policy, bridges,
-/// our addresses, and the directory's members as subscribers of the groups
-/// their addresses resolve through.
-pub(crate) fn configure_switch(
-    m: &mut Membership,
-    me: Address,
-    now_ms: u64,
-    config: &NetworkConfig,
-) {
+/// (Re)configures a network's switch from a new config: policy, bridges and
+/// our addresses (whose groups we announce to the roots, PROTOCOL.md §4.6).
+pub(crate) fn configure_switch(m: &mut Membership, me: Address, config: &NetworkConfig) {
     let d = &config.data;
     let policy = SwitchPolicy {
         private: d.private,
@@ -127,36 +145,6 @@ pub(crate) fn configure_switch(
         config.network,
     ))));
     switch.set_local_ips(&ours);
-    // Exactly the members this config lists: one the controller dropped
-    // (deauthorized) loses its subscriptions now, not when they lapse.
-    let listed: Vec<Address> = d
-        .directory
-        .iter()
-        .filter_map(|e| e.address.parse::<Address>().ok())
-        .filter(|a| *a != me)
-        .collect();
-    switch.set_listed_members(&listed);
-    let listed: std::collections::HashSet<Address> = listed.into_iter().collect();
-    m.peer_certificates.retain(|a, _| listed.contains(a));
-    m.awaiting_credentials.retain(|a, _| listed.contains(a));
-    for entry in &d.directory {
-        let Ok(member) = entry.address.parse::<Address>() else {
-            continue;
-        };
-        if member == me {
-            continue;
-        }
-        let mut ips = entry.ips.clone();
-        ips.push(IpAddr::V6(eui64_link_local(Mac::for_member(
-            member,
-            config.network,
-        ))));
-        let mut groups = groups_for_ips(&ips);
-        if d.enable_broadcast {
-            groups.push(MulticastGroup::BROADCAST);
-        }
-        switch.replace_subscriptions(now_ms, member, &groups);
-    }
 }
 
 /// A new session with `peer` may mean it restarted and lost the

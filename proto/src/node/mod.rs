@@ -6,6 +6,7 @@ mod counters;
 pub(crate) mod frames;
 mod identity_checks;
 mod membership;
+mod multicast;
 mod network;
 mod outbox;
 mod peer;
@@ -40,6 +41,7 @@ use crate::message::{
     Versions, decode_error, decode_ok, decode_push_direct_paths, decode_whois, encode_in_re,
     encode_push_direct_paths,
 };
+use crate::multicast_message::{MulticastGather, MulticastLike};
 use crate::relay::{RelayTable, rate_key};
 use crate::rng::{NodeRng, Rng, SeedableRng};
 use crate::session::{Ephemeral, OpenError, Role, derive_session};
@@ -185,6 +187,8 @@ pub struct Node {
     tx: Vec<u8>,
     networks: HashMap<crate::network_id::NetworkId, membership::Membership>,
     controller: network::ControllerState,
+    /// Group announcements, gathers, and on a root the multicast directory.
+    multicast: multicast::MulticastState,
     /// Reused buffers of the frame path.
     frame_buf: Vec<u8>,
     frame_targets: Vec<Address>,
@@ -253,6 +257,7 @@ impl Node {
             scratch: IdentityHashScratch::new(),
             tx: Vec::with_capacity(PACKET_MAX_LEN_BYTES),
             networks: HashMap::with_hasher(hash_state.clone()),
+            multicast: multicast::MulticastState::new(hash_state.clone()),
             controller: network::ControllerState::new(hash_state.clone()),
             frame_buf: Vec::with_capacity(PACKET_MAX_LEN_BYTES),
             frame_targets: Vec::new(),
@@ -322,6 +327,7 @@ impl Node {
             identity_checks_waiting: self.identity_checks.waiting_len(),
             reassembly: self.reassembler.pending(),
             timer_heap: self.tick_heap.len(),
+            multicast_subscriptions: self.multicast_directory_len(),
         }
     }
 
@@ -602,6 +608,7 @@ impl Node {
             // asked again (ours goes to it); what waited goes now.
             membership::forget_credentials_sent(&mut self.networks, header.src);
             self.announce_capabilities(now_ms, header.src, out);
+            self.announce_groups_on_new_session(now_ms, header.src, out);
             self.flush_queued(now_ms, header.src, out);
         }
         let Some(&verb_byte) = packet.get(PACKET_HEADER_LEN_BYTES) else {
@@ -665,7 +672,8 @@ impl Node {
             | Verb::PushDirectPaths
             | Verb::Rendezvous
             | Verb::Capabilities
-            | Verb::PathMtuProbe => true,
+            | Verb::PathMtuProbe
+            | Verb::MulticastLike => true,
             Verb::Echo => Echo::is_probe(payload),
             Verb::Ok => {
                 Echo::ok_answers_probe(payload)
@@ -805,6 +813,11 @@ impl Node {
                 self.handle_credentials(now_ms, src, payload, out);
                 Ok(())
             }
+            Verb::MulticastLike => MulticastLike::decode(payload)
+                .map(|like| self.handle_multicast_like(now_ms, src, like)),
+            Verb::MulticastGather => MulticastGather::decode(payload).map(|gather| {
+                self.handle_multicast_gather(now_ms, src, header.counter, gather, out)
+            }),
             Verb::WorldUpdate => {
                 self.handle_world_update(now_ms, src, payload);
                 Ok(())
@@ -1144,6 +1157,7 @@ impl Node {
         let first_root_session = is_root && !self.online_once;
         self.note_route(now_ms, header.src);
         self.announce_capabilities(now_ms, header.src, out);
+        self.announce_groups_on_new_session(now_ms, header.src, out);
         if is_root && header.hops == 0 {
             // The handshake's round trip may include the root checking our
             // identity: measure again at once, so the closer root is told
@@ -1227,6 +1241,9 @@ impl Node {
                         tcp,
                     });
                 }
+            }
+            OkBody::MulticastGather(result) => {
+                self.handle_gather_result(now_ms, header.src, result, out);
             }
             OkBody::PathMtuProbe(size) => {
                 let answered = self.peers.get_mut(&header.src).is_some_and(|p| {
@@ -2495,11 +2512,13 @@ impl Node {
                 .retain(|_, (_, t)| now_ms.saturating_sub(*t) < RELAY_ROUTE_TTL_MS);
             self.relayers
                 .retain(|(_, t)| now_ms.saturating_sub(*t) < RELAY_ROUTE_TTL_MS);
+            self.sweep_multicast_directory(now_ms);
         }
         self.reassembler.expire(now_ms);
         self.counters.reassembly = *self.reassembler.stats();
         self.tick_traversal(now_ms, out);
         self.tick_networks(now_ms, out);
+        self.tick_multicast(now_ms, out);
     }
 
     /// Makes `addr`'s timer work due at the next tick.

@@ -585,7 +585,7 @@ impl Node {
             old
         }) != Some(config.data.clone())
             || m.status != NetworkStatus::Ok;
-        super::membership::configure_switch(m, self.address, now_ms, &config);
+        super::membership::configure_switch(m, self.address, &config);
         m.config = Some(config);
         m.status = NetworkStatus::Ok;
         if changed {
@@ -651,7 +651,6 @@ mod tests {
             assigned: vec![],
             routes: vec![],
             bridges: vec![],
-            directory: vec![],
         };
         let certificate = Certificate::issue(&key, nwid, node.address, now_ms);
         let address = node.address;

@@ -22,8 +22,7 @@ pub enum DropReason {
     /// A frame to ourselves (outbound), or one claiming to come from us (inbound).
     Loopback,
     /// Inbound, private network: from a member without a fresh certificate
-    /// (none, or one that no longer agrees with ours), or one the controller's
-    /// config no longer lists.
+    /// (none, one that no longer agrees with ours, or one revoked).
     NotAuthorized,
     /// Inbound unicast to a MAC that is not ours, and we are not a bridge.
     NotForUs,
@@ -31,7 +30,8 @@ pub enum DropReason {
     BroadcastDisabled,
     /// Inbound multicast to a group we did not subscribe to.
     NotSubscribed,
-    /// Outbound multicast that no member subscribed to (or multicast limit 0).
+    /// Outbound multicast that no member subscribed to: the roots named none
+    /// in time (or the multicast limit is 0).
     NoRecipients,
     /// Outbound unicast to a MAC neither a member's nor learned, with no bridge to flood to.
     UnknownDestination,
@@ -166,14 +166,17 @@ pub struct SwitchCounters {
     pub sent_to_bridges: u64,
     /// Outbound multicast frames sent (each counted once, whatever its recipients).
     pub sent_multicast: u64,
+    /// Outbound multicast frames with no recipient known yet, held while the
+    /// roots are asked (MULTICAST_GATHER); sent or dropped (`noRecipients`) later.
+    pub multicast_unresolved: u64,
     /// Inbound frames delivered to our TAP.
     pub delivered: u64,
     /// MACs newly learned (or moved) behind a bridge.
     pub macs_learned: u64,
     /// Learned MACs forgotten early because the table was full.
     pub macs_evicted: u64,
-    /// Subscriptions refused: from a member without a fresh certificate, for a
-    /// non-multicast MAC, or with the subscription table full.
+    /// Subscriptions refused: for a non-multicast MAC, or with the
+    /// subscription table full.
     pub subscriptions_refused: u64,
     /// Dropped frames by reason.
     pub drops: DropCounters,

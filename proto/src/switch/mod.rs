@@ -10,20 +10,21 @@
 //!   MACs are learned ([`MacTable`]) so unicast to them goes to the bridge.
 //!   Unicast to an unknown MAC goes to the active bridges, or nowhere.
 //! - Multicast goes to the members subscribed to the group ([`Subscriptions`],
-//!   filled from the controller's directory: each listed member subscribes to
-//!   broadcast and to the groups its addresses resolve through), plus the
-//!   active bridges, at most `multicast_limit` of them. A broadcast ARP
+//!   filled from what the roots name when asked, PROTOCOL.md §4.6: members
+//!   announce broadcast and the groups their addresses resolve through),
+//!   plus the active bridges, at most `multicast_limit` of them. A group with
+//!   no subscriber known is [`Outbound::Unresolved`]: the node asks a root. A broadcast ARP
 //!   request goes to the group of its target address (ADI = the IPv4
 //!   address), which only that address's owner holds; IPv6 neighbour
 //!   solicitations go to solicited-node MACs that only their owners hold.
 //!   On a network with active bridges, an ARP request whose target no member
 //!   holds also goes to the broadcast group: there, members may hold
-//!   addresses from the bridged LAN (its DHCP server) that no directory lists.
+//!   addresses from the bridged LAN (its DHCP server) that none announces.
 //! - On a private network, frames go only between members holding fresh
 //!   certificates that agree ([`Switch::receive`] for frames received,
 //!   [`Switch::may_send_to`] before sending any frame, unicast, ARP, ND,
-//!   broadcast or multicast), and only members the controller's current config
-//!   lists may subscribe to groups ([`Switch::set_listed_members`]).
+//!   broadcast or multicast); a member whose membership the controller
+//!   revoked loses its subscriptions and learned MACs ([`Switch::forget_member`]).
 //! - Inbound frames need an honest source MAC, and a destination that is us,
 //!   or a group we announce.
 //!
@@ -87,6 +88,9 @@ pub enum Outbound<'a> {
         /// The recipients: active bridges first, then subscribers, most recent first.
         members: &'a [Address],
     },
+    /// A multicast of `group` for which no recipient is known yet: ask the
+    /// roots who listens to it (MULTICAST_GATHER) and send it then.
+    Unresolved(MulticastGroup),
     /// Nowhere.
     Drop(DropReason),
 }
@@ -107,7 +111,6 @@ pub struct Switch {
     address: Address,
     mac: Mac,
     policy: SwitchPolicy,
-    valid: HashSet<Address>,
     bridges: Vec<Address>,
     local_ips: Vec<IpAddr>,
     extra_groups: Vec<MulticastGroup>,
@@ -151,7 +154,6 @@ impl Switch {
             address,
             mac: Mac::for_member(address, network_id),
             policy,
-            valid: HashSet::with_hasher(hasher.clone()),
             bridges: Vec::new(),
             local_ips: Vec::new(),
             extra_groups: Vec::new(),
@@ -191,45 +193,11 @@ impl Switch {
         self.recompute_local_groups();
     }
 
-    /// Marks whether `member` currently holds a fresh certificate. Revoking a
-    /// member on a private network also drops its subscriptions and the MACs
-    /// learned behind it.
-    pub fn set_member_valid(&mut self, member: Address, valid: bool) {
-        if valid {
-            self.valid.insert(member);
-        } else {
-            self.valid.remove(&member);
-            if self.policy.private {
-                self.subscriptions.remove_member(member);
-                self.macs.forget_bridge(member);
-            }
-        }
-    }
-
-    /// Makes `members` exactly the members the controller's current config
-    /// lists (its directory). A member no longer listed loses its
-    /// subscriptions and the MACs learned behind it at once (whatever the
-    /// network's type), and on a private network its frames are refused.
-    pub fn set_listed_members(&mut self, members: &[Address]) {
-        let listed: std::collections::HashSet<Address> = members.iter().copied().collect();
-        let gone: Vec<Address> = self
-            .valid
-            .iter()
-            .copied()
-            .filter(|m| !listed.contains(m))
-            .collect();
-        for member in gone {
-            self.valid.remove(&member);
-            self.subscriptions.remove_member(member);
-            self.macs.forget_bridge(member);
-        }
-        self.valid.extend(listed);
-    }
-
-    /// Whether frames and subscriptions from `member` are accepted: always on a
-    /// public network, with a fresh certificate on a private one.
-    pub fn is_member_valid(&self, member: Address) -> bool {
-        !self.policy.private || self.valid.contains(&member)
+    /// Forgets `member`'s subscriptions and the MACs learned behind it (its
+    /// membership was revoked, PROTOCOL.md §4.7).
+    pub fn forget_member(&mut self, member: Address) {
+        self.subscriptions.remove_member(member);
+        self.macs.forget_bridge(member);
     }
 
     /// The certificate rule (PROTOCOL.md §4.5): on a private network, a peer
@@ -240,17 +208,22 @@ impl Switch {
         !self.policy.private || theirs.is_some_and(|t| t.agrees_with(ours))
     }
 
-    /// Whether we may send a frame to `to` now: [`Switch::certificate_admits`]
-    /// and, on a private network, `to` still listed. The caller asks for the
-    /// certificate when this says no, and counts a frame it finally gives up
-    /// on with [`Switch::count_unsent`].
+    /// Whether we may send a frame to `to` now: [`Switch::certificate_admits`].
+    /// The caller asks for the certificate when this says no, and counts a
+    /// frame it finally gives up on with [`Switch::count_unsent`].
     pub fn may_send_to(
         &self,
-        to: Address,
+        _to: Address,
         ours: &Certificate,
         theirs: Option<&Certificate>,
     ) -> bool {
-        self.is_member_valid(to) && self.certificate_admits(ours, theirs)
+        self.certificate_admits(ours, theirs)
+    }
+
+    /// Counts a frame dropped outside the switch's own decisions: a
+    /// multicast whose recipients the roots did not name in time.
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.counters.drops.record(reason);
     }
 
     /// Counts a frame not sent to a recipient without a fresh certificate.
@@ -303,7 +276,7 @@ impl Switch {
     /// Whether a broadcast ARP request to `group` is also carried as plain
     /// broadcast when no member owns its target: on a network with active
     /// bridges (and broadcast enabled), where members may hold addresses the
-    /// controller's directory does not list, e.g. leased from the DHCP server
+    /// members do not announce, e.g. leased from the DHCP server
     /// of a bridged LAN. Such a request goes to the bridges and the broadcast
     /// group's members, and every member takes it in.
     fn unowned_arp_is_broadcast(&self, group: MulticastGroup) -> bool {
@@ -353,33 +326,18 @@ impl Switch {
         self.local_groups.contains(&group)
     }
 
-    /// Records that `member` listens to `group`; false (and counted) if refused:
-    /// ourselves, a member without a fresh certificate, a non-multicast MAC, or a full table.
+    /// Records that `member` listens to `group` (a root named it in answer to
+    /// a gather, PROTOCOL.md §4.6); false (and counted) if refused:
+    /// ourselves, a non-multicast MAC, or a full table. Frames still go to it
+    /// only once its certificate agrees with ours ([`Switch::may_send_to`]).
     pub fn subscribe(&mut self, now_ms: u64, member: Address, group: MulticastGroup) -> bool {
         let taken = member != self.address
             && group.mac.is_multicast()
-            && self.is_member_valid(member)
             && self.subscriptions.subscribe(now_ms, member, group) != Subscribed::Full;
         if !taken {
             self.counters.subscriptions_refused += 1;
         }
         taken
-    }
-
-    /// Makes `groups` exactly the groups `member` subscribes to, as of `now_ms`
-    /// (for a member directory pushed in the config, PROTOCOL.md §4.6, rather
-    /// than announcements); returns how many were taken.
-    pub fn replace_subscriptions(
-        &mut self,
-        now_ms: u64,
-        member: Address,
-        groups: &[MulticastGroup],
-    ) -> usize {
-        self.subscriptions.remove_member(member);
-        groups
-            .iter()
-            .filter(|g| self.subscribe(now_ms, member, **g))
-            .count()
     }
 
     /// Forgets lapsed subscriptions and learned MACs (call from the timer).
@@ -420,6 +378,10 @@ impl Switch {
                     group,
                     members: &self.recipients,
                 }
+            }
+            Forwarding::Unresolved(group) => {
+                self.counters.multicast_unresolved += 1;
+                Outbound::Unresolved(group)
             }
             Forwarding::Drop(reason) => {
                 self.counters.drops.record(reason);
@@ -470,8 +432,14 @@ impl Switch {
                         .take(room),
                 );
             }
-            return if self.recipients.is_empty() {
+            return if limit == 0 {
                 Forwarding::Drop(DropReason::NoRecipients)
+            } else if self.recipients.is_empty() && self.unowned_arp_is_broadcast(group) {
+                // Its owner may hold a bridged LAN's address that no member
+                // announces: the broadcast group's members are asked for.
+                Forwarding::Unresolved(MulticastGroup::BROADCAST)
+            } else if self.recipients.is_empty() {
+                Forwarding::Unresolved(group)
             } else {
                 Forwarding::Multicast(group)
             };
@@ -515,9 +483,6 @@ impl Switch {
         let f = Frame::parse(frame).ok_or(DropReason::Malformed)?;
         if from == self.address {
             return Err(DropReason::Loopback);
-        }
-        if !self.is_member_valid(from) {
-            return Err(DropReason::NotAuthorized);
         }
         let src = f.src();
         if src.is_multicast() {
@@ -563,6 +528,7 @@ enum Forwarding {
     Unicast(Address),
     Bridges,
     Multicast(MulticastGroup),
+    Unresolved(MulticastGroup),
     Drop(DropReason),
 }
 

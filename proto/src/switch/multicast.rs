@@ -133,17 +133,18 @@ pub enum Subscribed {
 }
 
 /// Which members subscribed to which groups; each subscription lapses
-/// [`MULTICAST_SUBSCRIPTION_TTL_MS`] after it was last renewed.
+/// [`MULTICAST_SUBSCRIPTION_TTL_MS`] after it was last renewed. A member's
+/// switch keys it by group; a root's directory by (network, group).
 #[derive(Debug, Clone)]
-pub struct Subscriptions {
+pub struct Subscriptions<K = MulticastGroup> {
     /// Per group, subscribers in order of announcement: the newest last.
-    groups: HashMap<MulticastGroup, Vec<Subscriber>>,
+    groups: HashMap<K, Vec<Subscriber>>,
     total: usize,
     capacity: usize,
     ttl_ms: u64,
 }
 
-impl Subscriptions {
+impl<K: std::hash::Hash + Eq + Copy> Subscriptions<K> {
     /// An empty table with the standard limits.
     pub fn new(hasher: HashState) -> Self {
         Self::with_limits(
@@ -164,7 +165,7 @@ impl Subscriptions {
     }
 
     /// Records that `member` announced `group` at `now_ms`.
-    pub fn subscribe(&mut self, now_ms: u64, member: Address, group: MulticastGroup) -> Subscribed {
+    pub fn subscribe(&mut self, now_ms: u64, member: Address, group: K) -> Subscribed {
         if let Some(subs) = self.groups.get_mut(&group)
             && let Some(i) = subs.iter().position(|s| s.member == member)
         {
@@ -189,11 +190,7 @@ impl Subscriptions {
     }
 
     /// Members currently subscribed to `group`, the most recently announced first.
-    pub fn members(
-        &self,
-        now_ms: u64,
-        group: MulticastGroup,
-    ) -> impl Iterator<Item = Address> + '_ {
+    pub fn members(&self, now_ms: u64, group: K) -> impl Iterator<Item = Address> + '_ {
         let ttl = self.ttl_ms;
         self.groups
             .get(&group)
@@ -205,8 +202,36 @@ impl Subscriptions {
             .map(|s| s.member)
     }
 
+    /// Members currently subscribed to `group`, starting at the `start`-th
+    /// (modulo their number) and wrapping around: a root hands each asker a
+    /// different slice of a large group, so no member gets all the traffic.
+    pub fn members_rotated(
+        &self,
+        now_ms: u64,
+        group: K,
+        start: usize,
+    ) -> impl Iterator<Item = Address> + '_ {
+        let ttl = self.ttl_ms;
+        let subs = self.groups.get(&group).map_or(&[][..], |s| s.as_slice());
+        let at = if subs.is_empty() {
+            0
+        } else {
+            start % subs.len()
+        };
+        subs[at..]
+            .iter()
+            .chain(subs[..at].iter())
+            .filter(move |s| now_ms.saturating_sub(s.announced_ms) < ttl)
+            .map(|s| s.member)
+    }
+
+    /// Members currently subscribed to `group`.
+    pub fn count(&self, now_ms: u64, group: K) -> usize {
+        self.members(now_ms, group).count()
+    }
+
     /// Whether `member` is currently subscribed to `group`.
-    pub fn is_subscribed(&self, now_ms: u64, member: Address, group: MulticastGroup) -> bool {
+    pub fn is_subscribed(&self, now_ms: u64, member: Address, group: K) -> bool {
         self.members(now_ms, group).any(|m| m == member)
     }
 

@@ -48,11 +48,7 @@ fn arp_request(src: Mac, target: Ipv4Addr) -> Vec<u8> {
 }
 
 fn switch(policy: SwitchPolicy) -> Switch {
-    let mut s = Switch::new(nwid(), addr(ME), policy, super::tests_hasher());
-    for n in 1..10 {
-        s.set_member_valid(addr(n), true);
-    }
-    s
+    Switch::new(nwid(), addr(ME), policy, super::tests_hasher())
 }
 
 fn bridge_policy() -> SwitchPolicy {
@@ -71,6 +67,7 @@ fn out(
         Outbound::Unicast(a) => Ok((None, vec![a])),
         Outbound::Bridges(b) => Ok((None, b.to_vec())),
         Outbound::Multicast { group, members } => Ok((Some(group), members.to_vec())),
+        Outbound::Unresolved(group) => Ok((Some(group), vec![])),
         Outbound::Drop(r) => Err(r),
     }
 }
@@ -181,7 +178,9 @@ fn multicast_goes_to_subscribers_bridges_first_capped_never_to_us() {
     });
     let g = MulticastGroup::new(Mac([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]), 0);
     let f = raw(g.mac, mac_of(ME), 0x0800);
-    assert_eq!(s.outbound(0, &f), Outbound::Drop(DropReason::NoRecipients));
+    // No recipient known: the roots are asked (the node holds the frame).
+    assert_eq!(s.outbound(0, &f), Outbound::Unresolved(g));
+    assert_eq!(s.counters().multicast_unresolved, 1);
     for n in [2, 3, 4, 5] {
         assert!(s.subscribe(n * 10, addr(n), g));
     }
@@ -248,10 +247,10 @@ fn arp_for_an_address_no_member_owns_is_broadcast_on_a_bridged_network_only() {
         s.subscribe(0, addr(n), MulticastGroup::BROADCAST);
     }
     let unowned = arp_request(mac_of(ME), leased);
-    // No bridge: nobody owns it, nobody gets it (as before).
+    // No bridge: no owner known, so the roots are asked who owns it.
     assert_eq!(
         s.outbound(0, &unowned),
-        Outbound::Drop(DropReason::NoRecipients)
+        Outbound::Unresolved(MulticastGroup::arp(leased))
     );
     s.set_bridges(&[addr(9)]);
     assert_eq!(
@@ -282,6 +281,11 @@ fn arp_for_an_address_no_member_owns_is_broadcast_on_a_bridged_network_only() {
     // behalf of a LAN host: every broadcast listener but itself.
     let mut b = switch(bridge_policy());
     b.set_bridges(&[addr(ME)]);
+    // No broadcast listener known yet: the roots are asked for them.
+    assert_eq!(
+        b.outbound(0, &arp_request(HOST, leased)),
+        Outbound::Unresolved(MulticastGroup::BROADCAST)
+    );
     for n in [2, 3] {
         b.subscribe(0, addr(n), MulticastGroup::BROADCAST);
     }
@@ -315,26 +319,35 @@ fn arp_for_an_address_no_member_owns_is_broadcast_on_a_bridged_network_only() {
 }
 
 #[test]
-fn inbound_needs_a_fresh_certificate_on_private_networks_only() {
+fn inbound_needs_an_agreeing_certificate_on_private_networks_only() {
+    use crate::c25519::KeyPair;
+    use crate::constants::CERTIFICATE_MAX_DELTA_MS;
+    let key = KeyPair::generate(&mut crate::rng::os_rng());
+    let ours = Certificate::issue(&key, nwid(), addr(ME), 1_000_000);
+    let fresh = Certificate::issue(&key, nwid(), addr(20), 1_000_000);
+    let stale = Certificate::issue(
+        &key,
+        nwid(),
+        addr(20),
+        1_000_000 - CERTIFICATE_MAX_DELTA_MS - 1,
+    );
     let mut s = switch(SwitchPolicy::default());
     let f = raw(mac_of(ME), mac_of(20), 0x0800);
+    let refused = Inbound::Drop(DropReason::NotAuthorized);
+    assert_eq!(s.receive(0, addr(20), &ours, None, &f), refused);
+    assert_eq!(s.receive(0, addr(20), &ours, Some(&stale), &f), refused);
     assert_eq!(
-        s.inbound(0, addr(20), &f),
-        Inbound::Drop(DropReason::NotAuthorized)
+        s.receive(0, addr(20), &ours, Some(&fresh), &f),
+        Inbound::Deliver
     );
-    s.set_member_valid(addr(20), true);
-    assert_eq!(s.inbound(0, addr(20), &f), Inbound::Deliver);
-    s.set_member_valid(addr(20), false);
-    assert_eq!(
-        s.inbound(0, addr(20), &f),
-        Inbound::Drop(DropReason::NotAuthorized)
-    );
+    assert!(!s.may_send_to(addr(20), &ours, Some(&stale)));
+    assert!(s.may_send_to(addr(20), &ours, Some(&fresh)));
     s.set_policy(SwitchPolicy {
         private: false,
         ..SwitchPolicy::default()
     });
-    assert!(s.is_member_valid(addr(20)));
-    assert_eq!(s.inbound(0, addr(20), &f), Inbound::Deliver);
+    assert_eq!(s.receive(0, addr(20), &ours, None, &f), Inbound::Deliver);
+    assert!(s.may_send_to(addr(20), &ours, None));
     assert_eq!(s.counters().drops.not_authorized, 2);
     assert_eq!(s.counters().delivered, 2);
 }
@@ -473,22 +486,17 @@ fn our_groups_follow_ips_extra_groups_and_broadcast() {
 }
 
 #[test]
-fn subscriptions_need_validity_and_a_multicast_mac() {
+fn subscriptions_need_a_multicast_mac_and_a_revoked_member_is_forgotten() {
     let mut s = switch(SwitchPolicy::default());
     let g = MulticastGroup::BROADCAST;
-    assert!(!s.subscribe(0, addr(20), g), "no certificate");
     assert!(!s.subscribe(0, addr(2), MulticastGroup::new(HOST, 0)));
     assert!(s.subscribe(0, addr(2), g));
-    assert_eq!(s.counters().subscriptions_refused, 2);
+    assert_eq!(s.counters().subscriptions_refused, 1);
     // Revoking a member drops its subscriptions at once.
-    s.set_member_valid(addr(2), false);
+    s.forget_member(addr(2));
     assert!(s.subscriptions().is_empty());
-    // A directory replaces a member's groups wholesale.
-    s.set_member_valid(addr(2), true);
     let a = MulticastGroup::arp("10.0.0.2".parse().unwrap());
-    assert_eq!(s.replace_subscriptions(0, addr(2), &[g, a]), 2);
-    assert_eq!(s.replace_subscriptions(0, addr(2), &[a]), 1);
-    assert!(!s.subscriptions().is_subscribed(0, addr(2), g));
+    assert!(s.subscribe(0, addr(2), a));
     assert!(s.subscriptions().is_subscribed(0, addr(2), a));
     s.expire(crate::constants::MULTICAST_SUBSCRIPTION_TTL_MS);
     assert!(s.subscriptions().is_empty());
@@ -504,7 +512,6 @@ fn a_full_mac_table_counts_evictions() {
         Subscriptions::new(super::tests_hasher()),
         super::tests_hasher(),
     );
-    s.set_member_valid(addr(2), true);
     s.set_bridges(&[addr(2)]);
     for (i, last) in [1u8, 2, 3].into_iter().enumerate() {
         let f = raw(mac_of(ME), Mac([0, 0x16, 0x3e, 0, 0, last]), 0x0800);
