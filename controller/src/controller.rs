@@ -764,6 +764,16 @@ impl Controller {
         }
     }
 
+    /// Whether `member` of `nwid` is admitted now (the network exists and
+    /// the member is stored as authorized): answers certificate refreshes
+    /// from memory, without building a config.
+    pub fn admits(&self, nwid: NetworkId, member: Address) -> bool {
+        self.networks
+            .get(&nwid)
+            .and_then(|e| e.members.get(&member))
+            .is_some_and(|e| e.member.authorized)
+    }
+
     /// The authorized members of a network (empty if there is no such network).
     pub fn authorized_members(&self, nwid: NetworkId) -> Vec<Address> {
         self.networks

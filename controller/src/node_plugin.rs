@@ -85,6 +85,11 @@ impl NetworkController for NodeController {
         c.request_config(now, network, member).map(Into::into)
     }
 
+    fn still_admitted(&mut self, members: &[(NetworkId, Address)]) -> Option<Vec<bool>> {
+        let c = try_lock(&self.shared)?;
+        Some(members.iter().map(|(n, a)| c.admits(*n, *a)).collect())
+    }
+
     fn known_members(&self) -> Vec<(NetworkId, Address)> {
         self.known.clone()
     }

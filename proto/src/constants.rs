@@ -280,9 +280,14 @@ pub const PUNCH_BACKOFF_MAX_MS: u64 = 600_000;
 
 /// Two certificates of membership agree when issued at most this far apart;
 /// a member no longer refreshed is cut off within this plus the refresh interval.
-pub const CERTIFICATE_MAX_DELTA_MS: u64 = 20_000;
+pub const CERTIFICATE_MAX_DELTA_MS: u64 = 120_000;
 /// The controller re-issues certificates to authorized members this often.
-pub const CERTIFICATE_REFRESH_INTERVAL_MS: u64 = 5_000;
+pub const CERTIFICATE_REFRESH_INTERVAL_MS: u64 = 30_000;
+/// Most revocations a member holds, and a controller keeps, per network.
+pub const MAX_REVOCATIONS_PER_NETWORK: usize = 1_024;
+/// Most revocations in one NETWORK_CREDENTIALS (and signatures of them
+/// checked per packet).
+pub const MAX_REVOCATIONS_PER_PUSH: usize = 8;
 /// A member we want a certificate from gets ours again at most this often.
 pub const CREDENTIALS_RESEND_INTERVAL_MS: u64 = 1_000;
 /// How long a frame waits for its recipient's fresh certificate before it is dropped.
@@ -358,6 +363,9 @@ pub const NETWORK_CONFIG_PULL_INTERVAL_MS: u64 = 60_000;
 /// beyond it new ones are dropped (and counted) until answers come: the
 /// member simply asks again.
 pub const MAX_PENDING_CONFIG_REQUESTS: usize = 4_096;
+/// A restarted controller pushes configs to the members it remembers this
+/// many a timer tick (2,000 a second), so 10,000 members cost it no burst.
+pub const STARTUP_PUSHES_PER_TICK: usize = 500;
 
 // ---- TCP relay (datagrams over TCP to a root when UDP is blocked) ----
 

@@ -18,6 +18,8 @@ use crate::network_id::NetworkId;
 const CERTIFICATE_LABEL: &[u8] = b"vnet certificate of membership v1";
 /// Domain separation for config chunk signatures.
 const CHUNK_LABEL: &[u8] = b"vnet network config chunk v1";
+/// Domain separation for revocation signatures.
+const REVOCATION_LABEL: &[u8] = b"vnet revocation v1";
 
 /// Why a certificate, config or chunk was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,6 +137,154 @@ impl Certificate {
             ),
         };
         Ok((cert, CERTIFICATE_LEN_BYTES))
+    }
+}
+
+/// A revocation: the controller declares every certificate of `member` on
+/// `network` issued at or before `threshold_ms` void (PROTOCOL.md §4.7), so
+/// a deauthorized member is cut off at once rather than when its last
+/// certificate stops agreeing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// The network.
+    pub network: NetworkId,
+    /// The member revoked.
+    pub member: Address,
+    /// Certificates issued at or before this (controller's clock, ms) are void.
+    pub threshold_ms: u64,
+    signature: Signature,
+}
+
+/// Bytes of an encoded revocation.
+pub const REVOCATION_LEN_BYTES: usize = 8 + 5 + 8 + C25519_SIGNATURE_LEN_BYTES;
+
+impl Revocation {
+    /// Issues and signs a revocation (controller side).
+    pub fn issue(
+        controller: &KeyPair,
+        network: NetworkId,
+        member: Address,
+        threshold_ms: u64,
+    ) -> Self {
+        let mut r = Self {
+            network,
+            member,
+            threshold_ms,
+            signature: Signature::from_bytes([0; C25519_SIGNATURE_LEN_BYTES]),
+        };
+        r.signature = controller.sign(&r.signed_bytes());
+        r
+    }
+
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(48);
+        b.extend_from_slice(REVOCATION_LABEL);
+        b.extend_from_slice(&self.network.to_u64().to_be_bytes());
+        b.extend_from_slice(&self.member.to_bytes());
+        b.extend_from_slice(&self.threshold_ms.to_be_bytes());
+        b
+    }
+
+    /// Whether the network's controller signed it.
+    pub fn verify(&self, controller_key: &PublicKey) -> bool {
+        controller_key.verify(&self.signed_bytes(), &self.signature)
+    }
+
+    /// Whether it voids `certificate`.
+    pub fn voids(&self, certificate: &Certificate) -> bool {
+        certificate.network == self.network
+            && certificate.issued_to == self.member
+            && certificate.timestamp_ms <= self.threshold_ms
+    }
+
+    /// Appends the binary form.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.network.to_u64().to_be_bytes());
+        out.extend_from_slice(&self.member.to_bytes());
+        out.extend_from_slice(&self.threshold_ms.to_be_bytes());
+        out.extend_from_slice(self.signature.as_bytes());
+    }
+
+    /// Decodes one revocation from the front of `bytes` (signature not checked).
+    pub fn decode(bytes: &[u8]) -> Result<(Self, usize), NetconfError> {
+        if bytes.len() < REVOCATION_LEN_BYTES {
+            return Err(NetconfError::Malformed("revocation"));
+        }
+        let network = NetworkId::from_u64(u64::from_be_bytes(bytes[..8].try_into().expect("8")))
+            .map_err(|_| NetconfError::Malformed("revocation network id"))?;
+        let member = Address::from_bytes(bytes[8..13].try_into().expect("5"))
+            .map_err(|_| NetconfError::Malformed("revocation member address"))?;
+        let r = Self {
+            network,
+            member,
+            threshold_ms: u64::from_be_bytes(bytes[13..21].try_into().expect("8")),
+            signature: Signature::from_bytes(
+                bytes[21..REVOCATION_LEN_BYTES].try_into().expect("96"),
+            ),
+        };
+        Ok((r, REVOCATION_LEN_BYTES))
+    }
+}
+
+/// NETWORK_CREDENTIALS: `count (1) | certificates`, then optionally
+/// `count (1) | revocations` (PROTOCOL.md §4.5, §4.7). Signatures are
+/// checked by the receiver, not here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// Certificates of membership: the sender's own, or from the
+    /// controller, the receiver's refreshed one.
+    pub certificates: Vec<Certificate>,
+    /// Revocations (sent by the controller).
+    pub revocations: Vec<Revocation>,
+}
+
+impl Credentials {
+    /// The body; at most 255 of each.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            2 + self.certificates.len() * CERTIFICATE_LEN_BYTES
+                + self.revocations.len() * REVOCATION_LEN_BYTES,
+        );
+        let certs = &self.certificates[..self.certificates.len().min(255)];
+        out.push(certs.len() as u8);
+        for c in certs {
+            c.encode_into(&mut out);
+        }
+        if !self.revocations.is_empty() {
+            let revs = &self.revocations[..self.revocations.len().min(255)];
+            out.push(revs.len() as u8);
+            for r in revs {
+                r.encode_into(&mut out);
+            }
+        }
+        out
+    }
+
+    /// Reads a body (a body of certificates alone, as nodes before
+    /// revocations send, included).
+    pub fn decode(mut bytes: &[u8]) -> Result<Self, NetconfError> {
+        let mut c = Self::default();
+        let (&count, rest) = bytes
+            .split_first()
+            .ok_or(NetconfError::Malformed("credentials"))?;
+        bytes = rest;
+        for _ in 0..count {
+            let (cert, used) = Certificate::decode(bytes)?;
+            c.certificates.push(cert);
+            bytes = &bytes[used..];
+        }
+        if let Some((&count, rest)) = bytes.split_first() {
+            bytes = rest;
+            for _ in 0..count {
+                let (r, used) = Revocation::decode(bytes)?;
+                c.revocations.push(r);
+                bytes = &bytes[used..];
+            }
+        }
+        if !bytes.is_empty() {
+            return Err(NetconfError::Malformed("credentials (trailing bytes)"));
+        }
+        Ok(c)
     }
 }
 
@@ -411,6 +561,19 @@ pub trait NetworkController: Send {
     /// members deauthorized or removed (who simply stop getting fresh certificates).
     fn take_changed(&mut self) -> Vec<(NetworkId, Address)>;
 
+    /// Which of `members` the controller still admits (authorized, network
+    /// there), in order, for certificate refreshes; `None` if it cannot
+    /// tell now (the refresh waits for the next round). The default asks
+    /// for each member's config; a controller should answer from memory.
+    fn still_admitted(&mut self, members: &[(NetworkId, Address)]) -> Option<Vec<bool>> {
+        Some(
+            members
+                .iter()
+                .map(|(n, a)| self.request(*n, *a).is_ok())
+                .collect(),
+        )
+    }
+
     /// Every member the controller knows (authorized or not), so a restarted
     /// controller pushes configs and denials without waiting to be asked.
     fn known_members(&self) -> Vec<(NetworkId, Address)> {
@@ -531,5 +694,49 @@ mod tests {
         assert!(err.to_string().contains("mtu"), "{err}");
         bytes.truncate(bytes.len() - 3);
         assert!(NetworkConfig::decode(&bytes, nwid, member, k.public()).is_err());
+    }
+
+    #[test]
+    fn revocations_void_older_certificates_and_travel_with_them() {
+        let controller = KeyPair::generate(&mut crate::rng::os_rng());
+        let nwid = NetworkId::from_u64(0x8056_c2e2_1c00_0001).unwrap();
+        let member = Address::from_u64(0x01_0203_0405).unwrap();
+        let r = Revocation::issue(&controller, nwid, member, 5_000);
+        assert!(r.verify(controller.public()));
+        assert!(!r.verify(KeyPair::generate(&mut crate::rng::os_rng()).public()));
+        let old = Certificate::issue(&controller, nwid, member, 5_000);
+        let new = Certificate::issue(&controller, nwid, member, 5_001);
+        let other = Certificate::issue(
+            &controller,
+            nwid,
+            Address::from_u64(0x01_0203_0406).unwrap(),
+            1,
+        );
+        assert!(r.voids(&old) && !r.voids(&new) && !r.voids(&other));
+        let c = Credentials {
+            certificates: vec![new.clone()],
+            revocations: vec![r.clone()],
+        };
+        let bytes = c.encode();
+        assert_eq!(
+            bytes.len(),
+            2 + CERTIFICATE_LEN_BYTES + REVOCATION_LEN_BYTES
+        );
+        assert_eq!(Credentials::decode(&bytes).unwrap(), c);
+        // Certificates alone (the older form) still decode.
+        let alone = Credentials {
+            certificates: vec![new],
+            revocations: vec![],
+        };
+        assert_eq!(alone.encode().len(), 1 + CERTIFICATE_LEN_BYTES);
+        assert_eq!(Credentials::decode(&alone.encode()).unwrap(), alone);
+        assert!(Credentials::decode(&bytes[..bytes.len() - 1]).is_err());
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(Credentials::decode(&trailing).is_err());
+        // A tampered threshold no longer verifies.
+        let mut tampered = r.clone();
+        tampered.threshold_ms += 1;
+        assert!(!tampered.verify(controller.public()));
     }
 }

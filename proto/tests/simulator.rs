@@ -459,6 +459,15 @@ impl Sim {
                     .node
                     .answer_config(now, network, member, answer, &mut out);
             }
+            if let Event::CertificatesDue(due) = &e
+                && let Some(c) = self.hosts[h].controller.as_mut()
+                && let Some(admitted) = c.still_admitted(due)
+            {
+                let decisions: Vec<_> = due.iter().copied().zip(admitted).collect();
+                self.hosts[h]
+                    .node
+                    .refresh_certificates(now, &decisions, &mut out);
+            }
             self.events.push((h, e));
         }
         if !out.is_empty() {
@@ -1848,6 +1857,7 @@ mod rogue {
 mod membership {
     use super::*;
     use std::sync::{Arc, Mutex};
+    use vnet_proto::constants::CERTIFICATE_REFRESH_INTERVAL_MS;
     use vnet_proto::netconf::{AssignedIp, ConfigDenied, NetworkConfigData};
     use vnet_proto::network_id::NetworkId;
     use vnet_proto::node::NetworkStatus;
@@ -2067,7 +2077,8 @@ mod membership {
             .unwrap()
             .certificate
             .timestamp_ms;
-        sim.run(6_000);
+        let refreshed = sim.hosts[member].node.counters().certificates_refreshed;
+        sim.run(CERTIFICATE_REFRESH_INTERVAL_MS + 1_000);
         let later = sim.hosts[member]
             .node
             .network_config(nwid)
@@ -2075,9 +2086,11 @@ mod membership {
             .certificate
             .timestamp_ms;
         assert!(later > first, "certificate refreshed");
+        // By a fresh certificate alone, not a re-signed config.
+        assert!(sim.hosts[member].node.counters().certificates_refreshed > refreshed);
         // Deauthorize: the next refresh is a denial and the config is withdrawn.
         controller.authorized.lock().unwrap().clear();
-        sim.run(6_000);
+        sim.run(CERTIFICATE_REFRESH_INTERVAL_MS + 1_000);
         assert_eq!(status(&sim, member, nwid), NetworkStatus::AccessDenied);
         assert!(sim.hosts[member].node.network_config(nwid).is_none());
     }
@@ -2116,7 +2129,7 @@ mod rogue_member {
     use etherparse::{
         ArpHardwareId, ArpOperation, ArpPacket, EtherType, Icmpv6Type, PacketBuilder,
     };
-    use vnet_proto::constants::{CERTIFICATE_MAX_DELTA_MS, CERTIFICATE_REFRESH_INTERVAL_MS};
+    use vnet_proto::constants::CERTIFICATE_REFRESH_INTERVAL_MS;
     use vnet_proto::netconf::{AssignedIp, ConfigDenied, NetworkConfigData, NetworkController};
     use vnet_proto::network_id::{Mac, NetworkId};
     use vnet_proto::node::NetworkStatus;
@@ -2604,9 +2617,11 @@ mod rogue_member {
     }
 
     /// Root and controller (host 0), honest members A and B (hosts 1, 2) and
-    /// the rogue R (host 3). With `still_listed`, the controller keeps R in
-    /// the directory after deauthorizing it, so only the certificates cut it off.
-    fn rogue_is_cut_off(still_listed: bool) {
+    /// the rogue R (host 3). The controller revokes R's certificates and
+    /// tells A and B at once; with `missed`, A and B are cut off from the
+    /// controller for 5 s then, and learn of it from the next certificate
+    /// refresh, which repeats the revocations in force.
+    fn rogue_is_cut_off(missed: bool) {
         let lab = NetworkLab::new(7, &[]);
         let (mut sim, ctl, controller, nwid) = (lab.sim, lab.ctl, lab.controller, lab.nwid);
         let (a, b, r) = (lab.hosts[0], lab.hosts[1], lab.hosts[2]);
@@ -2626,22 +2641,42 @@ mod rogue_member {
         // Deauthorize R. R never hears it: its link to the controller is cut,
         // so it keeps its config and certificate and goes on sending.
         controller.authorized.lock().unwrap().retain(|m| *m != mr);
-        if !still_listed {
-            controller.listed.lock().unwrap().retain(|m| *m != mr);
+        controller.changed.lock().unwrap().push((nwid, mr.0));
+        let ctl_ip = sim.hosts[ctl].local.ip();
+        let honest = [sim.hosts[a].local.ip(), sim.hosts[b].local.ip()];
+        const MISSED_MS: u64 = 5_000;
+        if missed {
+            sim.cut.extend(honest.iter().map(|ip| (*ip, ctl_ip)));
         }
-        controller
-            .changed
-            .lock()
-            .unwrap()
-            .extend([(nwid, ma.0), (nwid, mb.0)]);
-        let window = CERTIFICATE_MAX_DELTA_MS + CERTIFICATE_REFRESH_INTERVAL_MS;
+        let window = if missed {
+            MISSED_MS + CERTIFICATE_REFRESH_INTERVAL_MS + 1_000
+        } else {
+            1_000
+        };
+        let before_revocations =
+            |sim: &Sim, h: usize| sim.hosts[h].node.counters().revocations_applied;
+        let revoked_before = (before_revocations(&sim, a), before_revocations(&sim, b));
         let mut taps = Taps::new();
         let deauthorized_at = sim.now;
         while sim.now < deauthorized_at + window {
+            if missed && sim.now >= deauthorized_at + MISSED_MS {
+                sim.cut.clear();
+            }
             tap_send(&mut sim, r, nwid, &frames_to(nwid, mr, ma));
             tap_send(&mut sim, a, nwid, &frames_to(nwid, ma, mr));
             run_recording(&mut sim, 500, rogue_deaf, &mut taps);
         }
+        assert!(sim.cut.is_empty() || !missed);
+        assert_eq!(
+            before_revocations(&sim, a),
+            revoked_before.0 + 1,
+            "A applied the revocation"
+        );
+        assert_eq!(
+            before_revocations(&sim, b),
+            revoked_before.1 + 1,
+            "B applied the revocation"
+        );
         assert_eq!(
             sim.hosts[r].node.network(nwid).unwrap().status,
             NetworkStatus::Ok,
@@ -2692,12 +2727,12 @@ mod rogue_member {
     }
 
     #[test]
-    fn a_deauthorized_member_that_keeps_sending_is_cut_off_both_ways() {
+    fn a_deauthorized_member_that_keeps_sending_is_revoked_and_cut_off_both_ways_at_once() {
         rogue_is_cut_off(false);
     }
 
     #[test]
-    fn stale_certificates_alone_cut_off_a_member_the_directory_still_lists() {
+    fn members_that_missed_a_revocation_learn_it_from_the_next_certificate_refresh() {
         rogue_is_cut_off(true);
     }
 

@@ -169,7 +169,24 @@ pub(crate) fn handle_event(shared: &ControlPlane, event: Event) {
         Event::ConfigRequested { network, member } => {
             answer_config_request(shared, network, member)
         }
+        Event::CertificatesDue(due) => answer_certificates_due(shared, due),
     }
+}
+
+/// Answers the engine's `Event::CertificatesDue`: which of these members
+/// the controller still admits (a busy controller skips this round; the
+/// certificates' lifetime allows for several).
+fn answer_certificates_due(shared: &ControlPlane, due: Vec<(NetworkId, Address)>) {
+    let Some(controller) = shared.controller.as_ref() else {
+        return;
+    };
+    let Some(admitted) = lock(controller).still_admitted(&due) else {
+        return;
+    };
+    let decisions: Vec<_> = due.into_iter().zip(admitted).collect();
+    let _ = shared
+        .engine
+        .cast(move |node, now, out| node.refresh_certificates(now, &decisions, out));
 }
 
 /// Answers the engine's `Event::ConfigRequested` with the controller's

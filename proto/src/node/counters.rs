@@ -95,8 +95,17 @@ pub struct Counters {
     pub dropped_credentials_irrelevant: u64,
     /// Certificates not checked: over the per-packet or per-peer signature budget.
     pub dropped_credentials_rate_limited: u64,
-    /// Certificate signatures checked (each costs an Ed25519 verification).
+    /// Certificate and revocation signatures checked (each costs an
+    /// Ed25519 verification).
     pub credential_signatures_checked: u64,
+    /// Certificates refused: the controller revoked them (PROTOCOL.md §4.7).
+    pub dropped_credentials_revoked: u64,
+    /// Our own certificates refreshed by the controller.
+    pub certificates_refreshed: u64,
+    /// On a controller: certificates issued by refresh (one signature each).
+    pub certificates_issued: u64,
+    /// Revocations verified and applied.
+    pub revocations_applied: u64,
     /// MULTICAST_LIKE packets sent to roots (what we listen to).
     pub multicast_likes_sent: u64,
     /// MULTICAST_GATHERs asked (of a root, or of our own directory on a root).

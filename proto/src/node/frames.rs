@@ -11,13 +11,10 @@
 use super::{Node, Outbox};
 use crate::address::Address;
 use crate::constants::{
-    CREDENTIAL_CHECKS_PER_PEER_PER_SECOND, FRAME_AWAITING_CREDENTIALS_MS, FRAME_HEADROOM_BYTES,
-    MAX_CREDENTIAL_BUDGETS, MAX_CREDENTIAL_CHECKS_PER_PACKET,
+    FRAME_AWAITING_CREDENTIALS_MS, FRAME_HEADROOM_BYTES,
     MAX_FRAMES_AWAITING_CREDENTIALS_PER_MEMBER, MAX_MEMBERS_AWAITING_CREDENTIALS,
     OFFLOAD_FRAME_HEADROOM_BYTES, PACKET_HEADER_LEN_BYTES, VIRTIO_NET_HDR_LEN_BYTES,
 };
-use crate::hash_state::HashMap;
-use crate::netconf::{CERTIFICATE_LEN_BYTES, Certificate};
 use crate::network_id::NetworkId;
 use crate::network_message::{FrameMessage, OffloadFrameMessage};
 use crate::offload::Offload;
@@ -280,33 +277,6 @@ impl Node {
         self.frame_buf = payload;
     }
 
-    /// Sends our certificate of `nwid` to `to` when
-    /// [`super::membership::Membership::credentials_due`] says so.
-    fn push_credentials(
-        &mut self,
-        now_ms: u64,
-        nwid: NetworkId,
-        to: Address,
-        asking: bool,
-        out: &mut Outbox,
-    ) {
-        let Some(m) = self.networks.get_mut(&nwid) else {
-            return;
-        };
-        if !m.credentials_due(to, asking, now_ms) {
-            return;
-        }
-        let Some(config) = m.config.as_ref() else {
-            return;
-        };
-        let ts = config.certificate.timestamp_ms;
-        let mut payload = Vec::with_capacity(1 + CERTIFICATE_LEN_BYTES);
-        payload.push(1);
-        config.certificate.encode_into(&mut payload);
-        m.credentials_sent.insert(to, (ts, now_ms));
-        self.send(now_ms, to, Verb::NetworkCredentials, &payload, out);
-    }
-
     /// Frames held for a certificate that did not come in time are dropped
     /// and counted (call from the timer).
     pub(crate) fn expire_awaiting_credentials(&mut self, now_ms: u64) {
@@ -412,116 +382,4 @@ impl Node {
             Inbound::Drop(_) => self.counters.dropped_frames += 1,
         }
     }
-
-    /// NETWORK_CREDENTIALS: a member's certificates of membership. Everything
-    /// cheap is checked before a signature: the certificate is the sender's,
-    /// for a private network we are configured on, agrees with ours and is
-    /// newer than the one we hold. At most `MAX_CREDENTIAL_CHECKS_PER_PACKET`
-    /// signatures per packet and `CREDENTIAL_CHECKS_PER_PEER_PER_SECOND` per
-    /// peer and network are checked; the rest are dropped and counted.
-    pub(crate) fn handle_credentials(
-        &mut self,
-        now_ms: u64,
-        src: Address,
-        payload: &[u8],
-        out: &mut Outbox,
-    ) {
-        let Some((&count, mut rest)) = payload.split_first() else {
-            self.counters.dropped_bad_payload += 1;
-            return;
-        };
-        let mut checked = 0usize;
-        let mut stored: Vec<NetworkId> = Vec::new();
-        for _ in 0..count {
-            let Ok((cert, used)) = Certificate::decode(rest) else {
-                self.counters.dropped_bad_payload += 1;
-                break;
-            };
-            rest = &rest[used..];
-            if cert.issued_to != src {
-                self.counters.dropped_bad_payload += 1;
-                continue;
-            }
-            let Some(m) = self.networks.get_mut(&cert.network) else {
-                self.counters.dropped_credentials_irrelevant += 1;
-                continue;
-            };
-            let Some(config) = m.config.as_ref().filter(|c| c.data.private) else {
-                self.counters.dropped_credentials_irrelevant += 1;
-                continue;
-            };
-            if !cert.agrees_with(&config.certificate) {
-                // Stale (or from a controller clock far off ours): admits nothing.
-                self.counters.dropped_credentials_irrelevant += 1;
-                continue;
-            }
-            if m.peer_certificates
-                .get(&src)
-                .is_some_and(|old| old.timestamp_ms >= cert.timestamp_ms)
-            {
-                continue;
-            }
-            let controller = cert.network.controller();
-            let key = if controller == self.address {
-                *self.identity.public_key()
-            } else {
-                match self.peers.get(&controller) {
-                    Some(p) => *p.identity.public_key(),
-                    // Unknown controller: nothing to check against.
-                    None => continue,
-                }
-            };
-            if checked >= MAX_CREDENTIAL_CHECKS_PER_PACKET
-                || !take_credential_check(&mut m.credential_checks, now_ms, src)
-            {
-                self.counters.dropped_credentials_rate_limited += 1;
-                continue;
-            }
-            checked += 1;
-            self.counters.credential_signatures_checked += 1;
-            if !cert.verify(&key) {
-                self.counters.dropped_bad_payload += 1;
-                continue;
-            }
-            stored.push(cert.network);
-            m.peer_certificates.insert(src, cert);
-        }
-        for nwid in stored {
-            // A member that had none of ours (or an old one) may be waiting
-            // for it to send to us; and frames we held for it may go now.
-            self.push_credentials(now_ms, nwid, src, true, out);
-            let held = self
-                .networks
-                .get_mut(&nwid)
-                .and_then(|m| m.awaiting_credentials.remove(&src));
-            for (offload, frame) in held.map(|(_, frames)| frames).unwrap_or_default() {
-                self.send_frame(now_ms, nwid, src, offload, &frame, out);
-            }
-        }
-    }
-}
-
-/// Takes one signature check from `src`'s budget for this second; false if
-/// it is spent (or the table of budgets is full of peers active this second).
-fn take_credential_check(
-    budgets: &mut HashMap<Address, (u64, u32)>,
-    now_ms: u64,
-    src: Address,
-) -> bool {
-    if !budgets.contains_key(&src) && budgets.len() >= MAX_CREDENTIAL_BUDGETS {
-        budgets.retain(|_, (start, _)| now_ms.saturating_sub(*start) < 1_000);
-        if budgets.len() >= MAX_CREDENTIAL_BUDGETS {
-            return false;
-        }
-    }
-    let (start, used) = budgets.entry(src).or_insert((now_ms, 0));
-    if now_ms.saturating_sub(*start) >= 1_000 {
-        *start = now_ms;
-        *used = 0;
-    }
-    if *used >= CREDENTIAL_CHECKS_PER_PEER_PER_SECOND {
-        return false;
-    }
-    *used += 1;
-    true
 }

@@ -8,7 +8,9 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::address::Address;
-use crate::constants::CREDENTIALS_RESEND_INTERVAL_MS;
+use crate::constants::{
+    CERTIFICATE_MAX_DELTA_MS, CREDENTIALS_RESEND_INTERVAL_MS, MAX_REVOCATIONS_PER_NETWORK,
+};
 use crate::hash_state::{HashMap, HashState};
 use crate::netconf::{Certificate, NetworkConfig};
 use crate::network_id::{Mac, NetworkId};
@@ -34,7 +36,9 @@ pub(crate) type HeldFrame = (Offload, Vec<u8>);
 
 /// Members whose membership the controller revoked: any certificate of
 /// theirs issued at or before the threshold (controller's clock, ms) is
-/// refused (PROTOCOL.md §4.7). Bounded by `MAX_REVOCATIONS_PER_NETWORK`.
+/// refused (PROTOCOL.md §4.7). At most `MAX_REVOCATIONS_PER_NETWORK`
+/// (the lowest threshold goes first); forgotten once no certificate they
+/// void could agree with ours.
 #[derive(Debug, Default)]
 pub(crate) struct Revocations {
     by_member: std::collections::HashMap<Address, u64>,
@@ -44,6 +48,44 @@ impl Revocations {
     /// Whether `member` has a revocation in force.
     pub fn is_revoked(&self, member: Address) -> bool {
         self.by_member.contains_key(&member)
+    }
+
+    /// The threshold in force for `member`, if any.
+    pub fn threshold(&self, member: Address) -> Option<u64> {
+        self.by_member.get(&member).copied()
+    }
+
+    /// Whether a certificate of `member` issued at `timestamp_ms` is void.
+    pub fn refuses(&self, member: Address, timestamp_ms: u64) -> bool {
+        self.threshold(member).is_some_and(|t| timestamp_ms <= t)
+    }
+
+    /// Records a revocation (raising the threshold only).
+    pub fn insert(&mut self, member: Address, threshold_ms: u64) {
+        if !self.by_member.contains_key(&member)
+            && self.by_member.len() >= MAX_REVOCATIONS_PER_NETWORK
+            && let Some(lowest) = self
+                .by_member
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(a, _)| *a)
+        {
+            self.by_member.remove(&lowest);
+        }
+        let t = self.by_member.entry(member).or_insert(threshold_ms);
+        *t = (*t).max(threshold_ms);
+    }
+
+    /// Forgets `member`'s revocation (a newer certificate of it came).
+    pub fn remove(&mut self, member: Address) {
+        self.by_member.remove(&member);
+    }
+
+    /// Forgets revocations that void nothing agreeing with a certificate of
+    /// `ours_ms` any more.
+    pub fn expire(&mut self, ours_ms: u64) {
+        self.by_member
+            .retain(|_, t| *t + CERTIFICATE_MAX_DELTA_MS >= ours_ms);
     }
 }
 
@@ -102,6 +144,13 @@ impl Membership {
             gathers: HashMap::with_hasher(hasher.clone()),
             revocations: Revocations::default(),
             hasher,
+        }
+    }
+
+    /// Forgets revocations our current certificate makes moot.
+    pub fn expire_revocations(&mut self) {
+        if let Some(config) = self.config.as_ref() {
+            self.revocations.expire(config.certificate.timestamp_ms);
         }
     }
 

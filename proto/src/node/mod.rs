@@ -3,6 +3,7 @@
 //! [`Outbox`]) and [`Event`]s. It never reads a clock or touches a socket.
 
 mod counters;
+mod credentials;
 pub(crate) mod frames;
 mod identity_checks;
 mod membership;
@@ -121,6 +122,11 @@ pub enum Event {
         /// Who wants it.
         member: Address,
     },
+    /// A controller node's certificates are due for refresh: the driver asks
+    /// the controller which of these members it still admits
+    /// ([`crate::netconf::NetworkController::still_admitted`]) and hands the
+    /// answer to [`Node::refresh_certificates`].
+    CertificatesDue(Vec<(crate::network_id::NetworkId, Address)>),
 }
 
 /// An address whose identity we are asking the roots for.

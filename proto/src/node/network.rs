@@ -12,7 +12,7 @@ use crate::address::Address;
 use crate::constants::{
     CERTIFICATE_MAX_DELTA_MS, CERTIFICATE_REFRESH_INTERVAL_MS, ERROR_NETWORK_ACCESS_DENIED,
     ERROR_OBJECT_NOT_FOUND, MAX_PENDING_CONFIG_REQUESTS, NETWORK_CONFIG_PULL_INTERVAL_MS,
-    NETWORK_CONFIG_REQUEST_INTERVAL_MS, PEER_IDLE_TIMEOUT_MS,
+    NETWORK_CONFIG_REQUEST_INTERVAL_MS, PEER_IDLE_TIMEOUT_MS, STARTUP_PUSHES_PER_TICK,
 };
 use crate::hash_state::{HashMap, HashState};
 use crate::message::{InRe, encode_in_re};
@@ -60,14 +60,29 @@ pub(crate) struct ControllerState {
     /// Whether this node serves configs for its networks (the driver
     /// answers [`Event::ConfigRequested`]).
     pub serving: bool,
-    /// (network, member) -> last request time, for members the controller
-    /// answered with a config (so bounded by the members it admits; a
-    /// refused request leaves nothing here).
-    pub members: HashMap<(NetworkId, Address), u64>,
+    /// Members the controller answered with a config (so bounded by the
+    /// members it admits; a refused request leaves nothing here).
+    pub members: HashMap<(NetworkId, Address), AdmittedMember>,
+    /// Revocations still in force, per network, oldest first (repeated with
+    /// certificate refreshes).
+    pub revocations: HashMap<NetworkId, Vec<crate::netconf::Revocation>>,
     /// Requests passed to the driver and not answered yet.
     pub pending: HashMap<(NetworkId, Address), PendingRequest>,
-    pub last_refresh_ms: u64,
+    /// Remembered members still to be pushed their config after a restart.
+    pub startup_pushes: std::collections::VecDeque<(NetworkId, Address)>,
+    /// When certificates were last refreshed (none yet: at the first tick,
+    /// so a restarted controller tells its remembered members at once).
+    pub last_refresh_ms: Option<u64>,
     pub next_update_id: u64,
+}
+
+/// A member the controller admitted.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AdmittedMember {
+    /// When it last asked for its config.
+    pub asked_ms: u64,
+    /// The timestamp of the newest certificate issued to it.
+    pub certified_ms: u64,
 }
 
 /// A config request the driver has not answered yet.
@@ -86,8 +101,10 @@ impl ControllerState {
         Self {
             serving: false,
             members: HashMap::with_hasher(hasher.clone()),
+            revocations: HashMap::with_hasher(hasher.clone()),
             pending: HashMap::with_hasher(hasher),
-            last_refresh_ms: 0,
+            startup_pushes: std::collections::VecDeque::new(),
+            last_refresh_ms: None,
             next_update_id: 0,
         }
     }
@@ -103,10 +120,21 @@ impl Node {
 
     /// Members the controller knows from before (its store), so a
     /// restarted controller pushes configs and denials without waiting to
-    /// be asked.
+    /// be asked (what changed while it was down, or was acknowledged but not
+    /// pushed before a crash, arrives at once), `STARTUP_PUSHES_PER_TICK`
+    /// a tick.
     pub fn remember_members(&mut self, now_ms: u64, members: &[(NetworkId, Address)]) {
+        self.controller
+            .startup_pushes
+            .extend(members.iter().copied());
         for key in members {
-            self.controller.members.entry(*key).or_insert(now_ms);
+            self.controller
+                .members
+                .entry(*key)
+                .or_insert(AdmittedMember {
+                    asked_ms: now_ms,
+                    certified_ms: 0,
+                });
         }
     }
 
@@ -350,22 +378,38 @@ impl Node {
             }
         }
         self.expire_awaiting_credentials(now_ms);
-        // Fresh certificates for every member that asked lately.
+        // A restarted controller's pushes, a few a tick.
+        for _ in 0..STARTUP_PUSHES_PER_TICK {
+            if self.controller.pending.len() >= MAX_PENDING_CONFIG_REQUESTS / 2 {
+                break;
+            }
+            let Some((nwid, member)) = self.controller.startup_pushes.pop_front() else {
+                break;
+            };
+            self.config_changed(nwid, member);
+        }
+        // Fresh certificates (not whole configs) for every member that
+        // asked lately.
         if self.controller.serving
-            && now_ms.saturating_sub(self.controller.last_refresh_ms)
-                >= CERTIFICATE_REFRESH_INTERVAL_MS
+            && self
+                .controller
+                .last_refresh_ms
+                .is_none_or(|t| now_ms.saturating_sub(t) >= CERTIFICATE_REFRESH_INTERVAL_MS)
         {
-            self.controller.last_refresh_ms = now_ms;
+            self.controller.last_refresh_ms = Some(now_ms);
             self.controller
                 .members
-                .retain(|_, t| now_ms.saturating_sub(*t) < PEER_IDLE_TIMEOUT_MS);
-            let mut targets: Vec<(NetworkId, Address)> =
+                .retain(|_, r| now_ms.saturating_sub(r.asked_ms) < PEER_IDLE_TIMEOUT_MS);
+            let mut due: Vec<(NetworkId, Address)> =
                 self.controller.members.keys().copied().collect();
             // In a fixed order: a run with one seed repeats exactly.
-            targets.sort();
-            for (nwid, member) in targets {
-                self.ask_controller(nwid, member, None);
+            due.sort();
+            if !due.is_empty() {
+                self.events.push_back(Event::CertificatesDue(due));
             }
+        }
+        for m in self.networks.values_mut() {
+            m.expire_revocations();
         }
     }
 
@@ -403,9 +447,24 @@ impl Node {
     ) {
         match answer {
             Ok(data) => {
-                if counter.is_some() {
-                    // Asked by the member itself (pushes do not refresh it).
-                    self.controller.members.insert((nwid, member), now_ms);
+                let record = self.controller.members.get_mut(&(nwid, member));
+                match (record, counter) {
+                    (Some(r), Some(_)) => {
+                        r.asked_ms = now_ms;
+                        r.certified_ms = r.certified_ms.max(data.timestamp_ms);
+                    }
+                    (Some(r), None) => r.certified_ms = r.certified_ms.max(data.timestamp_ms),
+                    // Asked by the member itself (pushes do not admit it).
+                    (None, Some(_)) => {
+                        self.controller.members.insert(
+                            (nwid, member),
+                            AdmittedMember {
+                                asked_ms: now_ms,
+                                certified_ms: data.timestamp_ms,
+                            },
+                        );
+                    }
+                    (None, None) => {}
                 }
                 let certificate =
                     Certificate::issue(&self.key_pair, nwid, member, data.timestamp_ms);
@@ -429,8 +488,11 @@ impl Node {
                     _ => ERROR_OBJECT_NOT_FOUND,
                 };
                 // Stop pushing to a member that is no longer authorized (or
-                // whose network is gone).
-                self.controller.members.remove(&(nwid, member));
+                // whose network is gone); one that was admitted is revoked.
+                let admitted = self.controller.members.remove(&(nwid, member));
+                if let (Some(r), ConfigDenied::AccessDenied) = (admitted, &denied) {
+                    self.revoke_member(now_ms, nwid, member, r.certified_ms, out);
+                }
                 self.send_config_error(now_ms, member, counter.unwrap_or(0), nwid, code, out);
             }
         }
@@ -573,9 +635,16 @@ impl Node {
         // Never go back to an older config (a reordered or replayed push).
         if m.config
             .as_ref()
-            .is_some_and(|old| old.certificate.timestamp_ms > config.certificate.timestamp_ms)
+            .is_some_and(|old| old.data.timestamp_ms > config.data.timestamp_ms)
         {
             return;
+        }
+        // Nor to an older certificate than a refresh brought (§4.7).
+        let mut config = config;
+        if let Some(old) = m.config.as_ref()
+            && old.certificate.timestamp_ms > config.certificate.timestamp_ms
+        {
+            config.certificate = old.certificate.clone();
         }
         m.received_ms = Some(now_ms);
         // Certificates refresh every few seconds; only a change of settings is news.
@@ -667,11 +736,11 @@ mod tests {
     }
 
     fn credentials(certs: &[Certificate]) -> Vec<u8> {
-        let mut payload = vec![certs.len() as u8];
-        for c in certs {
-            c.encode_into(&mut payload);
+        crate::netconf::Credentials {
+            certificates: certs.to_vec(),
+            revocations: vec![],
         }
-        payload
+        .encode()
     }
 
     #[test]
@@ -689,7 +758,7 @@ mod tests {
         for certs in [
             vec![Certificate::issue(&forger, not_ours, src, now); 255],
             vec![Certificate::issue(&forger, nwid, other, now); 255],
-            vec![Certificate::issue(&forger, nwid, src, now - 60_000); 255],
+            vec![Certificate::issue(&forger, nwid, src, now - 2 * CERTIFICATE_MAX_DELTA_MS); 255],
         ] {
             node.handle_credentials(now, src, &credentials(&certs), &mut out);
         }
@@ -742,5 +811,106 @@ mod tests {
         let before = checked(&node);
         node.handle_credentials(now + 3_000, src, &credentials(&[genuine]), &mut out);
         assert_eq!(checked(&node), before);
+    }
+
+    #[test]
+    fn revocations_come_from_the_controller_only_and_void_older_certificates() {
+        use crate::netconf::{Credentials, Revocation};
+        let now = 10_000_000;
+        let (mut node, nwid, key) = configured_node(now);
+        let controller = node.address;
+        let member = Address::from_u64(0x0102030405).unwrap();
+        let mut out = Outbox::new();
+        let send = |node: &mut Node, from: Address, c: Credentials, out: &mut Outbox| {
+            node.handle_credentials(now, from, &c.encode(), out);
+        };
+        let cert = |ts: u64| Certificate::issue(&key, nwid, member, ts);
+        send(
+            &mut node,
+            member,
+            Credentials {
+                certificates: vec![cert(now)],
+                revocations: vec![],
+            },
+            &mut out,
+        );
+        assert!(node.networks[&nwid].peer_certificates.contains_key(&member));
+
+        // A revocation relayed by anyone but the controller is refused.
+        let revocation = Revocation::issue(&key, nwid, member, now);
+        let only = |r: Revocation| Credentials {
+            certificates: vec![],
+            revocations: vec![r],
+        };
+        send(&mut node, member, only(revocation.clone()), &mut out);
+        assert_eq!(node.counters.revocations_applied, 0);
+        // A forged one from the controller is refused after its signature check.
+        let forger = KeyPair::generate(&mut crate::rng::os_rng());
+        send(
+            &mut node,
+            controller,
+            only(Revocation::issue(&forger, nwid, member, now)),
+            &mut out,
+        );
+        assert_eq!(node.counters.revocations_applied, 0);
+        // The controller's: the member's certificate goes, older ones are refused.
+        send(&mut node, controller, only(revocation.clone()), &mut out);
+        assert_eq!(node.counters.revocations_applied, 1);
+        let m = &node.networks[&nwid];
+        assert!(!m.peer_certificates.contains_key(&member));
+        assert!(m.revocations.is_revoked(member));
+        send(
+            &mut node,
+            member,
+            Credentials {
+                certificates: vec![cert(now)],
+                revocations: vec![],
+            },
+            &mut out,
+        );
+        assert_eq!(node.counters.dropped_credentials_revoked, 1);
+        assert!(!node.networks[&nwid].peer_certificates.contains_key(&member));
+        // The same revocation again costs no signature check.
+        let checks = node.counters.credential_signatures_checked;
+        send(&mut node, controller, only(revocation), &mut out);
+        assert_eq!(node.counters.credential_signatures_checked, checks);
+        // Re-authorized: a certificate issued after the threshold is taken.
+        send(
+            &mut node,
+            member,
+            Credentials {
+                certificates: vec![cert(now + 1)],
+                revocations: vec![],
+            },
+            &mut out,
+        );
+        let m = &node.networks[&nwid];
+        assert!(m.peer_certificates.contains_key(&member));
+        assert!(!m.revocations.is_revoked(member));
+        // At most MAX_REVOCATIONS_PER_PUSH are checked per packet.
+        let many: Vec<Revocation> = (0..20)
+            .map(|i| {
+                Revocation::issue(
+                    &key,
+                    nwid,
+                    Address::from_u64(0x0200000000 + i).unwrap(),
+                    now,
+                )
+            })
+            .collect();
+        let applied = node.counters.revocations_applied;
+        send(
+            &mut node,
+            controller,
+            Credentials {
+                certificates: vec![],
+                revocations: many,
+            },
+            &mut out,
+        );
+        assert_eq!(
+            node.counters.revocations_applied,
+            applied + crate::constants::MAX_REVOCATIONS_PER_PUSH as u64
+        );
     }
 }
