@@ -7,6 +7,8 @@
 //! `--restart-cmd`, how long the restarted root takes to have them all back.
 
 mod identity_cache;
+mod join_scenario;
+mod local_api;
 mod process_stats;
 mod swarm;
 
@@ -18,6 +20,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use vnet_node::core::world::World;
 
+use crate::local_api::LocalApi;
 use crate::swarm::Swarm;
 
 /// Simulated vnet nodes against a real root.
@@ -52,6 +55,22 @@ struct Args {
     /// time until the restarted root holds every node again is measured.
     #[arg(long)]
     restart_cmd: Option<String>,
+    /// `root` (keepalive and restart figures of the root) or `join` (every
+    /// node joins one network on a real controller).
+    #[arg(long, default_value = "root")]
+    scenario: String,
+    /// join: the network (its controller must be running).
+    #[arg(long)]
+    network: Option<String>,
+    /// join: the controller's process id.
+    #[arg(long)]
+    controller_pid: Option<u32>,
+    /// join: the controller's home (for its API token).
+    #[arg(long)]
+    controller_home: Option<PathBuf>,
+    /// join: the controller's port (UDP and API).
+    #[arg(long)]
+    controller_port: Option<u16>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,7 +81,7 @@ fn main() -> anyhow::Result<()> {
     let planet = World::decode(&planet_bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.planet.display()))?;
     let identities = identity_cache::load_or_make(&args.identities, args.peers)?;
-    let root = RootApi::new(&args.root_home, args.root_port)?;
+    let root = LocalApi::new(&args.root_home, args.root_port)?;
 
     let idle_rss_kb = process_stats::rss_kb(args.root_pid)?;
     let mut swarm = Swarm::new(identities, &planet)?;
@@ -82,6 +101,18 @@ fn main() -> anyhow::Result<()> {
     let admitted_s = started.elapsed().as_secs_f64();
     eprintln!("all {} nodes admitted in {admitted_s:.1} s", swarm.len());
     swarm.run_for(Duration::from_secs(5))?;
+    if args.scenario == "join" {
+        let controller = join_scenario::Controller::from_args(
+            args.network.as_deref(),
+            args.controller_pid,
+            args.controller_home.as_deref(),
+            args.controller_port,
+        )?;
+        return join_scenario::run(&mut swarm, &controller, &root, args.window_s);
+    }
+    if args.scenario != "root" {
+        bail!("unknown scenario {:?} (root or join)", args.scenario);
+    }
     let cpu_before = process_stats::cpu_seconds(args.root_pid)?;
     let window = Instant::now();
     swarm.run_for(Duration::from_secs(args.window_s))?;
@@ -113,7 +144,7 @@ fn main() -> anyhow::Result<()> {
 /// all along.
 fn restart_and_readmit(
     cmd: &str,
-    root: &RootApi,
+    root: &LocalApi,
     swarm: &mut Swarm,
     want: usize,
 ) -> anyhow::Result<f64> {
@@ -137,61 +168,6 @@ fn restart_and_readmit(
         if restarted.elapsed() > Duration::from_secs(120) {
             bail!("the restarted root did not readmit {want} peers within 120 s");
         }
-    }
-}
-
-/// The root's local API (`GET /status`, `GET /peer`).
-struct RootApi {
-    base: String,
-    token: String,
-}
-
-impl RootApi {
-    fn new(home: &std::path::Path, port: u16) -> anyhow::Result<Self> {
-        let path = home.join("authtoken.secret");
-        let token = std::fs::read_to_string(&path)
-            .with_context(|| format!("{}", path.display()))?
-            .trim()
-            .to_string();
-        Ok(Self {
-            base: format!("http://127.0.0.1:{port}"),
-            token,
-        })
-    }
-
-    fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        let body = ureq::get(format!("{}{path}", self.base))
-            .header("X-VNet-Auth", &self.token)
-            .call()
-            .context("root API")?
-            .body_mut()
-            .with_config()
-            .limit(64 * 1024 * 1024)
-            .read_to_string()
-            .context("root API")?;
-        serde_json::from_str(&body).context("root API JSON")
-    }
-
-    /// Peers the root holds (`tables.peers`).
-    fn peers(&self) -> anyhow::Result<usize> {
-        self.get("/status")?["tables"]["peers"]
-            .as_u64()
-            .map(|n| n as usize)
-            .context("root API: no tables.peers")
-    }
-
-    /// Peers with a path the root has heard from (`GET /peer`).
-    fn peers_heard_from(&self) -> anyhow::Result<usize> {
-        let peers = self.get("/peer")?;
-        let peers = peers.as_array().context("root API: /peer is no list")?;
-        Ok(peers
-            .iter()
-            .filter(|p| {
-                p["paths"]
-                    .as_array()
-                    .is_some_and(|paths| paths.iter().any(|x| !x["lastReceive"].is_null()))
-            })
-            .count())
     }
 }
 

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
+use vnet_node::core::address::Address;
 use vnet_node::core::identity::Identity;
 use vnet_node::core::local_socket::LocalSocket;
-use vnet_node::core::node::{Node, NodeConfig, Outbox};
+use vnet_node::core::network_id::NetworkId;
+use vnet_node::core::node::{Event, NetworkStatus, Node, NodeConfig, Outbox};
 use vnet_node::core::world::World;
 use vnet_node::service::runtime::software_versions;
 
@@ -37,6 +39,10 @@ pub struct Swarm {
     out: Outbox,
     buf: Vec<u8>,
     start: Instant,
+    /// Frames the nodes handed to their TAPs (node, bytes), while recording.
+    taps: Option<Vec<(usize, Vec<u8>)>>,
+    /// Ping answers (node, peer, round trip in ms).
+    echoes: Vec<(usize, Address, u64)>,
 }
 
 impl Swarm {
@@ -76,6 +82,8 @@ impl Swarm {
             out: Outbox::new(),
             buf: vec![0; DATAGRAM_MAX_BYTES],
             start: Instant::now(),
+            taps: None,
+            echoes: Vec::new(),
         })
     }
 
@@ -92,6 +100,60 @@ impl Swarm {
     pub fn online(&self) -> usize {
         let now = self.now_ms();
         self.nodes.iter().filter(|n| n.status(now).online).count()
+    }
+
+    /// Node `i`.
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i]
+    }
+
+    /// Every node joins network `nwid`.
+    pub fn join_all(&mut self, nwid: NetworkId) {
+        let now = self.now_ms();
+        for i in 0..self.nodes.len() {
+            self.nodes[i].join(now, nwid, &mut self.out);
+            self.flush(i, now);
+        }
+    }
+
+    /// How many nodes have a config of `nwid` (status OK).
+    pub fn configured(&self, nwid: NetworkId) -> usize {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                n.network(nwid)
+                    .is_some_and(|v| v.status == NetworkStatus::Ok)
+            })
+            .count()
+    }
+
+    /// Node `i` reads `frame` from its TAP of `nwid`.
+    pub fn tap_send(&mut self, i: usize, nwid: NetworkId, frame: &[u8]) {
+        let now = self.now_ms();
+        self.nodes[i].handle_tap_frame(now, nwid, frame, &mut self.out);
+        self.flush(i, now);
+    }
+
+    /// Node `i` pings `peer` (the answer lands in [`Swarm::echoes`]).
+    pub fn ping(&mut self, i: usize, peer: Address, id: u64) {
+        let now = self.now_ms();
+        self.nodes[i].ping(now, peer, id, &mut self.out);
+        self.flush(i, now);
+    }
+
+    /// Ping answers so far: (node, peer, round trip ms).
+    pub fn echoes(&self) -> &[(usize, Address, u64)] {
+        &self.echoes
+    }
+
+    /// Starts recording what reaches the nodes' TAPs (forgetting earlier records).
+    pub fn record_taps(&mut self) {
+        self.taps = Some(Vec::new());
+    }
+
+    /// What reached the nodes' TAPs since [`Swarm::record_taps`].
+    pub fn taps(&self) -> &[(usize, Vec<u8>)] {
+        self.taps.as_deref().unwrap_or(&[])
     }
 
     /// Runs every node for `how_long`: datagrams as they come, timers when due.
@@ -159,7 +221,15 @@ impl Swarm {
         for (_, to, datagram) in self.out.iter() {
             let _ = self.sockets[i].send_to(datagram, to);
         }
+        if let Some(taps) = self.taps.as_mut() {
+            taps.extend(self.out.frames().map(|f| (i, f.frame().to_vec())));
+        }
         self.out.clear();
+        while let Some(event) = self.nodes[i].poll_event() {
+            if let Event::EchoReply { peer, rtt_ms, .. } = event {
+                self.echoes.push((i, peer, rtt_ms));
+            }
+        }
         let next = self.nodes[i].next_timeout(now).max(now + 1);
         if next != self.deadlines[i] {
             self.deadlines[i] = next;

@@ -350,6 +350,10 @@ pub const MULTICAST_GATHER_WAIT_MS: u64 = 2_000;
 pub const MAX_FRAMES_AWAITING_GATHER: usize = 32;
 /// Most groups per network whose last gather a member remembers.
 pub const MAX_GATHERS_TRACKED: usize = 1_024;
+/// Most groups whose gather a root has passed on to the other roots at once.
+pub const MAX_PASSED_ON_GATHERS: usize = 1_024;
+/// Most members waiting for one passed-on gather (older ones are forgotten).
+pub const MAX_GATHER_ASKERS: usize = 8;
 /// Most (network, group, member) subscriptions a root holds; more are
 /// refused until some lapse (`MULTICAST_SUBSCRIPTION_TTL_MS`).
 pub const MAX_ROOT_MULTICAST_SUBSCRIPTIONS: usize = 262_144;

@@ -112,6 +112,8 @@ pub struct Counters {
     pub multicast_gathers_sent: u64,
     /// On a root: MULTICAST_GATHERs answered.
     pub multicast_gathers_answered: u64,
+    /// On a root: MULTICAST_GATHERs passed on to the other roots.
+    pub multicast_gathers_passed_on: u64,
     /// MULTICAST_LIKE or MULTICAST_GATHER received by a node that is no root.
     pub dropped_multicast_not_root: u64,
     /// On a root: subscriptions refused, the multicast directory being full

@@ -9,11 +9,12 @@
 use super::{Node, Outbox};
 use crate::address::Address;
 use crate::constants::{
-    MAX_FRAMES_AWAITING_GATHER, MAX_GATHERS_TRACKED, MAX_ROOT_MULTICAST_SUBSCRIPTIONS,
-    MULTICAST_ANNOUNCE_INTERVAL_MS, MULTICAST_GATHER_MAX_RESULTS, MULTICAST_GATHER_REFRESH_MS,
-    MULTICAST_GATHER_RETRY_MS, MULTICAST_GATHER_WAIT_MS, MULTICAST_SUBSCRIPTION_TTL_MS,
+    MAX_FRAMES_AWAITING_GATHER, MAX_GATHER_ASKERS, MAX_GATHERS_TRACKED, MAX_PASSED_ON_GATHERS,
+    MAX_ROOT_MULTICAST_SUBSCRIPTIONS, MULTICAST_ANNOUNCE_INTERVAL_MS, MULTICAST_GATHER_MAX_RESULTS,
+    MULTICAST_GATHER_REFRESH_MS, MULTICAST_GATHER_RETRY_MS, MULTICAST_GATHER_WAIT_MS,
+    MULTICAST_SUBSCRIPTION_TTL_MS,
 };
-use crate::hash_state::HashState;
+use crate::hash_state::{HashMap, HashState};
 use crate::message::{InRe, encode_in_re};
 use crate::multicast_message::{GatherResult, MulticastGather, MulticastLike};
 use crate::network_id::NetworkId;
@@ -30,12 +31,22 @@ pub(crate) struct MulticastState {
     /// When we last told our roots our groups, and what we told them.
     pub last_announce_ms: u64,
     pub announced: Vec<(NetworkId, MulticastGroup)>,
+    /// On a root: gathers passed on to the other roots, by group: when, and
+    /// who asked (with the counter to answer and the limit asked for).
+    pub passed_on: HashMap<(NetworkId, MulticastGroup), PassedOnGather>,
+}
+
+/// A gather a root passed on to the other roots, waiting for their answers.
+pub(crate) struct PassedOnGather {
+    pub since_ms: u64,
+    pub askers: Vec<(Address, u64, u32)>,
 }
 
 impl MulticastState {
     /// Nothing known, nothing announced.
     pub fn new(hasher: HashState) -> Self {
         Self {
+            passed_on: HashMap::with_hasher(hasher.clone()),
             directory: Subscriptions::with_limits(
                 MAX_ROOT_MULTICAST_SUBSCRIPTIONS,
                 MULTICAST_SUBSCRIPTION_TTL_MS,
@@ -146,6 +157,9 @@ impl Node {
     /// On a root, forgets lapsed subscriptions (from the sweep).
     pub(crate) fn sweep_multicast_directory(&mut self, now_ms: u64) {
         self.multicast.directory.expire(now_ms);
+        self.multicast
+            .passed_on
+            .retain(|_, p| now_ms.saturating_sub(p.since_ms) < MULTICAST_GATHER_WAIT_MS);
     }
 
     /// Subscriptions the root holds (`GET /status` tables).
@@ -201,7 +215,12 @@ impl Node {
         }
     }
 
-    /// MULTICAST_GATHER from `src`: a root answers with the members it knows.
+    /// MULTICAST_GATHER from `src`: a root answers with the members it
+    /// knows; knowing fewer than asked for, it passes the question on to the
+    /// other roots it has a session with (once per group within
+    /// `MULTICAST_GATHER_WAIT_MS`; never a question from a root), and
+    /// passes their answers back (a member may announce to roots the asker
+    /// cannot reach: a moon's members and the planet's).
     pub(crate) fn handle_multicast_gather(
         &mut self,
         now_ms: u64,
@@ -216,6 +235,51 @@ impl Node {
         }
         let result =
             self.gather_from_directory(now_ms, src, gather.network, gather.group, gather.limit);
+        let short = result.members.len() < gather.limit as usize;
+        if !result.members.is_empty() || !short {
+            self.answer_gather(now_ms, src, counter, &result, out);
+        }
+        if !short || self.is_root_or_relayer(src) {
+            return;
+        }
+        let ups = self.upstream_roots(now_ms, src);
+        if ups.is_empty() {
+            return;
+        }
+        let key = (gather.network, gather.group);
+        let fresh = !self.multicast.passed_on.contains_key(&key);
+        if fresh && self.multicast.passed_on.len() >= MAX_PASSED_ON_GATHERS {
+            return;
+        }
+        let entry = self
+            .multicast
+            .passed_on
+            .entry(key)
+            .or_insert(PassedOnGather {
+                since_ms: now_ms,
+                askers: Vec::new(),
+            });
+        entry.askers.retain(|(a, _, _)| *a != src);
+        if entry.askers.len() >= MAX_GATHER_ASKERS {
+            entry.askers.remove(0);
+        }
+        entry.askers.push((src, counter, gather.limit));
+        if fresh {
+            self.counters.multicast_gathers_passed_on += 1;
+            for up in ups {
+                self.send(now_ms, up, Verb::MulticastGather, &gather.encode(), out);
+            }
+        }
+    }
+
+    fn answer_gather(
+        &mut self,
+        now_ms: u64,
+        to: Address,
+        counter: u64,
+        result: &GatherResult,
+        out: &mut Outbox,
+    ) {
         let mut reply = Vec::with_capacity(40 + result.members.len() * 5);
         encode_in_re(
             InRe {
@@ -226,7 +290,7 @@ impl Node {
         );
         result.encode_into(&mut reply);
         self.counters.multicast_gathers_answered += 1;
-        self.send_session(now_ms, src, None, Verb::Ok, &reply, out);
+        self.send_session(now_ms, to, None, Verb::Ok, &reply, out);
     }
 
     /// OK(MULTICAST_GATHER) from `src`: taken only from a root of ours; the
@@ -238,9 +302,32 @@ impl Node {
         result: GatherResult,
         out: &mut Outbox,
     ) {
-        if !self.root_addrs.contains(&src) {
+        if !self.root_addrs.contains(&src) && !self.is_root_or_relayer(src) {
             self.counters.dropped_bad_payload += 1;
             return;
+        }
+        // Answers to a question we passed on go back to who asked.
+        if let Some(passed) = self
+            .multicast
+            .passed_on
+            .remove(&(result.network, result.group))
+        {
+            for (asker, counter, limit) in passed.askers {
+                let members: Vec<Address> = result
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|m| *m != asker)
+                    .take(limit as usize)
+                    .collect();
+                if !members.is_empty() {
+                    let answer = GatherResult {
+                        members,
+                        ..result.clone()
+                    };
+                    self.answer_gather(now_ms, asker, counter, &answer, out);
+                }
+            }
         }
         self.learn_gathered(now_ms, result, out);
     }
@@ -253,10 +340,17 @@ impl Node {
         let Some(switch) = m.switch.as_mut() else {
             return;
         };
+        let mut taken = 0;
         for member in &result.members {
-            if !m.revocations.is_revoked(*member) {
-                switch.subscribe(now_ms, *member, result.group);
+            if !m.revocations.is_revoked(*member) && switch.subscribe(now_ms, *member, result.group)
+            {
+                taken += 1;
             }
+        }
+        if taken == 0 {
+            // Nobody named: held frames wait on (a root that passed the
+            // question on may answer again).
+            return;
         }
         // Frames that waited for this group go now (in order); the rest wait on.
         let mut ready = Vec::new();
