@@ -40,7 +40,7 @@ use vnet_proto::identity::Identity;
 use vnet_proto::local_socket::LocalSocket;
 use vnet_proto::message::Versions;
 use vnet_proto::netconf::{
-    AssignedIp, ConfigDenied, DirectoryEntry, ManagedRoute, NetworkConfigData, NetworkController,
+    AssignedIp, ConfigDenied, ManagedRoute, NetworkConfigData, NetworkController,
 };
 use vnet_proto::network_id::NetworkId;
 use vnet_proto::node::{Event, NetworkStatus, Node, NodeConfig, Outbox};
@@ -151,13 +151,6 @@ impl NetworkController for Controller {
                 via: None,
             }],
             bridges: vec![address(C).to_string()],
-            directory: [A, C]
-                .iter()
-                .map(|&i| DirectoryEntry {
-                    address: address(i).to_string(),
-                    ips: vec![ip(i)],
-                })
-                .collect(),
         })
     }
 
