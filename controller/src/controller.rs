@@ -134,9 +134,33 @@ struct NetworkEntry {
     members: BTreeMap<Address, MemberEntry>,
     /// Sequence number of the last change of what every member is told.
     changed_at: u64,
+    /// The authorized active bridges (every config lists them), kept up to
+    /// date on each change rather than found among thousands of members
+    /// for every config.
+    bridges: Vec<Address>,
 }
 
 impl NetworkEntry {
+    fn new(network: Network, members: BTreeMap<Address, MemberEntry>, changed_at: u64) -> Self {
+        let mut e = Self {
+            network,
+            members,
+            changed_at,
+            bridges: Vec::new(),
+        };
+        e.recompute_bridges();
+        e
+    }
+
+    fn recompute_bridges(&mut self) {
+        self.bridges = self
+            .members
+            .values()
+            .filter(|e| shown_to_others(Some(&e.member)))
+            .map(|e| e.member.address)
+            .collect();
+    }
+
     fn taken_ips(&self) -> HashSet<IpAddr> {
         self.members
             .values()
@@ -327,14 +351,8 @@ impl Controller {
                     )
                 })
                 .collect();
-            c.networks.insert(
-                network.id,
-                NetworkEntry {
-                    network,
-                    members,
-                    changed_at: 1,
-                },
-            );
+            c.networks
+                .insert(network.id, NetworkEntry::new(network, members, 1));
         }
         c.store = Some(store);
         Ok(c)
@@ -419,11 +437,10 @@ impl Controller {
             store.save_network(&network)?;
         }
         let changed_at = self.next_sequence();
-        let entry = self.networks.entry(nwid).or_insert(NetworkEntry {
-            network,
-            members: BTreeMap::new(),
-            changed_at,
-        });
+        let entry = self
+            .networks
+            .entry(nwid)
+            .or_insert_with(|| NetworkEntry::new(network, BTreeMap::new(), changed_at));
         Ok(&entry.network)
     }
 
@@ -569,6 +586,7 @@ impl Controller {
         if others_change {
             entry.network = network;
             entry.changed_at = seq;
+            entry.recompute_bridges();
         }
         self.note_removed(seq, nwid, addr);
         Ok(member)
@@ -722,13 +740,6 @@ impl Controller {
     fn config_for(&self, now_ms: u64, nwid: NetworkId, member: &Member) -> MemberConfig {
         let entry = &self.networks[&nwid];
         let n = &entry.network;
-        let authorized = || {
-            entry
-                .members
-                .values()
-                .map(|e| &e.member)
-                .filter(|m| m.authorized)
-        };
         MemberConfig {
             nwid,
             member: member.address,
@@ -757,10 +768,7 @@ impl Controller {
                     via: r.via,
                 })
                 .collect(),
-            bridges: authorized()
-                .filter(|m| m.active_bridge)
-                .map(|m| m.address)
-                .collect(),
+            bridges: entry.bridges.clone(),
         }
     }
 
@@ -902,6 +910,9 @@ impl Controller {
                     changed_at: seq,
                 },
             );
+            if others_change {
+                entry.recompute_bridges();
+            }
         }
         Ok(())
     }

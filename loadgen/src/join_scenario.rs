@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, PacketBuilder};
+use vnet_node::core::identity::Identity;
 use vnet_node::core::network_id::{Mac, NetworkId};
 
 use crate::local_api::LocalApi;
@@ -22,6 +23,7 @@ pub struct Controller {
     nwid: NetworkId,
     pid: u32,
     api: LocalApi,
+    identity: Identity,
 }
 
 impl Controller {
@@ -40,10 +42,17 @@ impl Controller {
         let nwid: NetworkId = network
             .parse()
             .map_err(|e| anyhow::anyhow!("--network {network}: {e}"))?;
+        let path = home.join("identity.public");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+        let identity: Identity = text
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(Self {
             nwid,
             pid,
             api: LocalApi::new(home, port)?,
+            identity,
         })
     }
 }
@@ -101,6 +110,17 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let nwid = controller.nwid;
     let n = swarm.len();
+    // Members know the controller's identity and node 0's (the asker of the
+    // ARP and broadcast below), node 0 everyone's.
+    let all: Vec<Identity> = (0..n)
+        .map(|i| swarm.node(i).identity().to_public())
+        .collect();
+    for i in 1..n {
+        swarm.trust(i, &[controller.identity.clone(), all[0].clone()]);
+    }
+    let mut for_asker = all.clone();
+    for_asker.push(controller.identity.clone());
+    swarm.trust(0, &for_asker);
     let started = Instant::now();
     for i in 0..n {
         let addr = swarm.node(i).address();
@@ -149,7 +169,8 @@ pub fn run(
     // ARP for a member node 0 never talked to, and node 0's round trip to the root.
     let (asker, owner) = (0, n - 1);
     let root_addr = root_address(root)?;
-    swarm.ping(asker, root_addr, 1);
+    const PING_ID: u64 = 0x6c6f_6164_6765_6e31;
+    swarm.ping(asker, root_addr, PING_ID);
     let pinged = Instant::now();
     while !swarm
         .echoes()
@@ -201,9 +222,9 @@ pub fn run(
     let subscriptions = root.table("multicastSubscriptions")?;
 
     println!(
-        "members={n} authorize_s={authorize_s:.1} join_s={join_s:.1} config_bytes={config_bytes} \\
-         controller_cpu_pct={controller_cpu_pct:.2} controller_rss_kb={controller_rss_kb} \\
-         root_rtt_ms={root_rtt_ms} arp_ms={arp_ms:.1} arp_receivers={arp_receivers} \\
+        "members={n} authorize_s={authorize_s:.1} join_s={join_s:.1} config_bytes={config_bytes} \
+         controller_cpu_pct={controller_cpu_pct:.2} controller_rss_kb={controller_rss_kb} \
+         root_rtt_ms={root_rtt_ms:.1} arp_ms={arp_ms:.1} arp_receivers={arp_receivers} \
          broadcast_receivers={broadcast_receivers} root_multicast_subscriptions={subscriptions}"
     );
     Ok(())

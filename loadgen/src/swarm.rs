@@ -17,7 +17,7 @@ use vnet_node::core::address::Address;
 use vnet_node::core::identity::Identity;
 use vnet_node::core::local_socket::LocalSocket;
 use vnet_node::core::network_id::NetworkId;
-use vnet_node::core::node::{Event, NetworkStatus, Node, NodeConfig, Outbox};
+use vnet_node::core::node::{Event, NetworkStatus, Node, NodeConfig, Outbox, VerifiedIdentity};
 use vnet_node::core::world::World;
 use vnet_node::service::runtime::software_versions;
 
@@ -41,7 +41,7 @@ pub struct Swarm {
     start: Instant,
     /// Frames the nodes handed to their TAPs (node, bytes), while recording.
     taps: Option<Vec<(usize, Vec<u8>)>>,
-    /// Ping answers (node, peer, round trip in ms).
+    /// Ping answers (node, peer, ping id).
     echoes: Vec<(usize, Address, u64)>,
 }
 
@@ -107,6 +107,19 @@ impl Swarm {
         &self.nodes[i]
     }
 
+    /// Node `i` takes `identities` as verified (the swarm's own, checked
+    /// when they were generated, and the controller's): simulated members
+    /// skip the memory-hard check of peers whose identity the load
+    /// generator already knows, so the hashing measured is the root's and
+    /// the controller's, not the swarm's.
+    pub fn trust(&mut self, i: usize, identities: &[Identity]) {
+        self.nodes[i].restore_verified_identities(identities.iter().map(|id| VerifiedIdentity {
+            identity: id.to_public(),
+            hello_timestamp_ms: 0,
+            last_path: None,
+        }));
+    }
+
     /// Every node joins network `nwid`.
     pub fn join_all(&mut self, nwid: NetworkId) {
         let now = self.now_ms();
@@ -141,7 +154,7 @@ impl Swarm {
         self.flush(i, now);
     }
 
-    /// Ping answers so far: (node, peer, round trip ms).
+    /// Ping answers so far: (node, peer, ping id).
     pub fn echoes(&self) -> &[(usize, Address, u64)] {
         &self.echoes
     }
@@ -218,6 +231,8 @@ impl Swarm {
 
     /// Sends what node `i` queued and notes its next deadline.
     fn flush(&mut self, i: usize, now: u64) {
+        // Any identity still to check (none the swarm was told to trust).
+        self.nodes[i].run_identity_checks(now, &mut self.out);
         for (_, to, datagram) in self.out.iter() {
             let _ = self.sockets[i].send_to(datagram, to);
         }
@@ -226,8 +241,8 @@ impl Swarm {
         }
         self.out.clear();
         while let Some(event) = self.nodes[i].poll_event() {
-            if let Event::EchoReply { peer, rtt_ms, .. } = event {
-                self.echoes.push((i, peer, rtt_ms));
+            if let Event::EchoReply { peer, id, .. } = event {
+                self.echoes.push((i, peer, id));
             }
         }
         let next = self.nodes[i].next_timeout(now).max(now + 1);

@@ -1184,11 +1184,14 @@ impl Node {
             }
             self.request_unconfigured(now_ms, out);
         }
-        // Kept for every peer (a seed becomes a root once its moon
-        // arrives); only roots' count (see `root_reflections`).
+        // Kept for roots and moon seeds (a seed becomes a root once its
+        // moon arrives), so the table stays as small as the root list: a
+        // controller with thousands of members reads it on every peer's tick.
         if let Some(reflected) = ok.reflected
             && !self.rx_socket.is_tcp()
             && self.rx_socket != LocalSocket::Mapped
+            && (self.root_addrs.contains(&header.src)
+                || self.wanted_moons.iter().any(|m| m.seed == header.src))
         {
             self.reflected.insert(header.src, reflected);
         }
