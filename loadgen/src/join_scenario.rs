@@ -171,23 +171,18 @@ pub fn run(
     let root_addr = root_address(root)?;
     const PING_ID: u64 = 0x6c6f_6164_6765_6e31;
     swarm.ping(asker, root_addr, PING_ID);
+    // Timed as the ARP below is (the same polling), not by the node's
+    // millisecond clock.
     let pinged = Instant::now();
-    while !swarm
-        .echoes()
-        .iter()
-        .any(|(i, p, _)| *i == asker && *p == root_addr)
-    {
+    let root_rtt_ms = loop {
+        if swarm.echoes().contains(&(asker, root_addr, PING_ID)) {
+            break pinged.elapsed().as_secs_f64() * 1_000.0;
+        }
         if pinged.elapsed() > Duration::from_secs(5) {
             bail!("no answer from the root to a ping");
         }
         swarm.run_for(Duration::from_millis(1))?;
-    }
-    let root_rtt_ms = swarm
-        .echoes()
-        .iter()
-        .rev()
-        .find(|(i, p, _)| *i == asker && *p == root_addr)
-        .map_or(0, |(_, _, rtt)| *rtt);
+    };
     let ask_mac = Mac::for_member(swarm.node(asker).address(), nwid);
     let request = arp_request(
         ask_mac,

@@ -361,8 +361,10 @@ pub const MAX_ROOT_MULTICAST_SUBSCRIPTIONS: usize = 262_144;
 pub const ERROR_NETWORK_ACCESS_DENIED: u8 = 0x06;
 /// A member asks for its config this often until it gets one.
 pub const NETWORK_CONFIG_REQUEST_INTERVAL_MS: u64 = 2_000;
-/// A configured member asks again this often (the controller also pushes).
-pub const NETWORK_CONFIG_PULL_INTERVAL_MS: u64 = 60_000;
+/// A configured member asks again this often (the controller pushes
+/// changes and refreshes certificates; this only heals a lost push, and
+/// keeps the member on the controller's list, `PEER_IDLE_TIMEOUT_MS`).
+pub const NETWORK_CONFIG_PULL_INTERVAL_MS: u64 = 120_000;
 /// Config requests a controller node holds for the driver to answer at most;
 /// beyond it new ones are dropped (and counted) until answers come: the
 /// member simply asks again.
