@@ -3229,6 +3229,28 @@ mod directory_at_scale {
             gathers + 1
         );
 
+        // A group no member announces (an MLD report's): dropped at once,
+        // no root asked.
+        let gathers = sim.hosts[h_ask].node.counters().multicast_gathers_sent;
+        let mut mld = udp4(
+            ask_mac,
+            Mac([0x33, 0x33, 0, 0, 0, 0x16]),
+            member_ip(asker),
+            member_ip(owner),
+        );
+        mld.truncate(mld.len() - b"rogue-test".len());
+        tap_send(&mut sim, h_ask, nwid, &[mld]);
+        run_recording(
+            &mut sim,
+            4 * LINK_DELAY_MS,
+            (usize::MAX, ROOT_IP.into()),
+            &mut Taps::new(),
+        );
+        assert_eq!(
+            sim.hosts[h_ask].node.counters().multicast_gathers_sent,
+            gathers
+        );
+
         // A broadcast reaches exactly multicastLimit (32) members of 1,999.
         let tag = b"scale-broadcast-1";
         let bcast = |tag: &[u8]| {

@@ -86,7 +86,12 @@ impl Node {
                         gather = Some((group, false));
                     }
                 }
-                Outbound::Unresolved(group) => gather = Some((group, true)),
+                Outbound::Unresolved(group) if group.is_announced_kind() => {
+                    gather = Some((group, true));
+                }
+                // No root can name a listener (MLD reports, mDNS...): dropped
+                // at once, not held and asked about.
+                Outbound::Unresolved(_) => switch.count_drop(DropReason::NoRecipients),
                 Outbound::Drop(_) => {}
             }
         }

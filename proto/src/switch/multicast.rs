@@ -50,6 +50,17 @@ impl MulticastGroup {
         Self::new(Mac([0x33, 0x33, 0xff, o[13], o[14], o[15]]), 0)
     }
 
+    /// Whether members announce groups of this kind to the roots
+    /// (PROTOCOL.md §4.6): broadcast (with or without an ARP target), IPv6
+    /// solicited-node groups and all-nodes. For any other group no root can
+    /// name a listener, so a frame for it is not held and asked about.
+    pub fn is_announced_kind(&self) -> bool {
+        let m = self.mac.0;
+        self.mac == Mac::BROADCAST
+            || *self == Self::IPV6_ALL_NODES
+            || (m[0] == 0x33 && m[1] == 0x33 && m[2] == 0xff)
+    }
+
     /// The address-resolution group of `ip` (ZeroTier's
     /// `deriveMulticastGroupForAddressResolution`).
     pub fn for_address_resolution(ip: IpAddr) -> Self {
@@ -291,6 +302,23 @@ mod tests {
             MulticastGroup::new(Mac([0x33, 0x33, 0xff, 0x34, 0x56, 0x78]), 0)
         );
         assert!(g.mac.is_multicast() && MulticastGroup::IPV6_ALL_NODES.mac.is_multicast());
+    }
+
+    #[test]
+    fn only_the_kinds_members_announce_are_asked_about() {
+        assert!(MulticastGroup::BROADCAST.is_announced_kind());
+        assert!(MulticastGroup::arp("10.0.0.1".parse().unwrap()).is_announced_kind());
+        assert!(MulticastGroup::IPV6_ALL_NODES.is_announced_kind());
+        let ns = MulticastGroup::ipv6_solicited_node("fd00::1".parse().unwrap());
+        assert!(ns.is_announced_kind());
+        // MLD reports, all-routers, mDNS: nobody announces them.
+        for mac in [
+            [0x33, 0x33, 0, 0, 0, 0x16],
+            [0x33, 0x33, 0, 0, 0, 0x02],
+            [0x01, 0x00, 0x5e, 0, 0, 0xfb],
+        ] {
+            assert!(!MulticastGroup::new(Mac(mac), 0).is_announced_kind());
+        }
     }
 
     #[test]
