@@ -74,7 +74,7 @@ impl Node {
         let mut stored: Vec<NetworkId> = Vec::new();
         for cert in credentials.certificates {
             if cert.issued_to == self.address && src == cert.network.controller() {
-                self.install_refreshed_certificate(now_ms, src, cert);
+                self.install_refreshed_certificate(now_ms, cert);
                 continue;
             }
             if cert.issued_to != src {
@@ -184,17 +184,8 @@ impl Node {
 
     /// Our own certificate, refreshed by the controller: it replaces the
     /// config's if it verifies and is newer.
-    fn install_refreshed_certificate(
-        &mut self,
-        now_ms: u64,
-        controller: Address,
-        cert: Certificate,
-    ) {
-        let Some(key) = self
-            .peers
-            .get(&controller)
-            .map(|p| *p.identity.public_key())
-        else {
+    fn install_refreshed_certificate(&mut self, now_ms: u64, cert: Certificate) {
+        let Some(key) = self.controller_key(cert.network) else {
             return;
         };
         let Some(m) = self.networks.get_mut(&cert.network) else {
@@ -259,6 +250,7 @@ impl Node {
         out: &mut Outbox,
     ) {
         let clock = self.controller_clock_ms(now_ms);
+        let mut in_force: Option<(NetworkId, Vec<Revocation>)> = None;
         for &((nwid, member), admitted) in decisions {
             let Some(issued) = self
                 .controller
@@ -279,7 +271,15 @@ impl Node {
             if let Some(r) = self.controller.members.get_mut(&(nwid, member)) {
                 r.certified_ms = ts;
             }
-            let revocations = self.controller.revocations_in_force(nwid, clock);
+            // Decisions come sorted by network: its revocations are looked
+            // up once per network, not once per member.
+            if in_force.as_ref().is_none_or(|(n, _)| *n != nwid) {
+                in_force = Some((nwid, self.controller.revocations_in_force(nwid, clock)));
+            }
+            let revocations = in_force
+                .as_ref()
+                .map(|(_, r)| r.clone())
+                .unwrap_or_default();
             let payload = Credentials {
                 certificates: vec![cert],
                 revocations,

@@ -825,15 +825,11 @@ mod tests {
             node.handle_credentials(now, from, &c.encode(), out);
         };
         let cert = |ts: u64| Certificate::issue(&key, nwid, member, ts);
-        send(
-            &mut node,
-            member,
-            Credentials {
-                certificates: vec![cert(now)],
-                revocations: vec![],
-            },
-            &mut out,
-        );
+        let only_cert = |ts: u64| Credentials {
+            certificates: vec![cert(ts)],
+            revocations: vec![],
+        };
+        send(&mut node, member, only_cert(now), &mut out);
         assert!(node.networks[&nwid].peer_certificates.contains_key(&member));
 
         // A revocation relayed by anyone but the controller is refused.
@@ -859,15 +855,7 @@ mod tests {
         let m = &node.networks[&nwid];
         assert!(!m.peer_certificates.contains_key(&member));
         assert!(m.revocations.is_revoked(member));
-        send(
-            &mut node,
-            member,
-            Credentials {
-                certificates: vec![cert(now)],
-                revocations: vec![],
-            },
-            &mut out,
-        );
+        send(&mut node, member, only_cert(now), &mut out);
         assert_eq!(node.counters.dropped_credentials_revoked, 1);
         assert!(!node.networks[&nwid].peer_certificates.contains_key(&member));
         // The same revocation again costs no signature check.
@@ -875,15 +863,7 @@ mod tests {
         send(&mut node, controller, only(revocation), &mut out);
         assert_eq!(node.counters.credential_signatures_checked, checks);
         // Re-authorized: a certificate issued after the threshold is taken.
-        send(
-            &mut node,
-            member,
-            Credentials {
-                certificates: vec![cert(now + 1)],
-                revocations: vec![],
-            },
-            &mut out,
-        );
+        send(&mut node, member, only_cert(now + 1), &mut out);
         let m = &node.networks[&nwid];
         assert!(m.peer_certificates.contains_key(&member));
         assert!(!m.revocations.is_revoked(member));
