@@ -9,9 +9,10 @@ set -euo pipefail
 # conntrack: flushing NAT mappings mid-transfer; dnsmasq-base + udhcpc: a LAN's DHCP server and a
 # client across an L2 bridge; python3: raw frames and broadcasts in the bridge tests;
 # systemd: `systemd-analyze verify` of the units in dist/systemd; g++: libFuzzer, which
-# cargo-fuzz builds for the fuzz smoke in scripts/test.sh).
+# cargo-fuzz builds for the fuzz smoke in scripts/test.sh; postgresql: the controller's
+# PostgreSQL store and failover tests, which start a server of their own in a temp directory).
 PACKAGES=(ca-certificates curl gcc g++ libc6-dev pkg-config iproute2 iptables iputils-ping iperf3
-  nftables miniupnpd-nftables conntrack dnsmasq-base udhcpc python3 systemd)
+  nftables miniupnpd-nftables conntrack dnsmasq-base udhcpc python3 systemd postgresql)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

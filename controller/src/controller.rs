@@ -335,8 +335,13 @@ impl Controller {
     /// (`home/controller.d`); loads what is there (an error names a
     /// malformed file).
     pub fn open(address: Address, home: &Path) -> Result<Self, StoreError> {
-        let store = Store::new(home);
-        let loaded = store.load()?;
+        Self::open_store(address, Store::new(home))
+    }
+
+    /// A controller with address `address` whose state lives in `store`;
+    /// loads its networks (an error names a malformed file or row).
+    pub fn open_store(address: Address, store: Store) -> Result<Self, StoreError> {
+        let loaded = store.load(Some(address))?;
         let mut c = Self::in_memory(address);
         for (network, members) in loaded {
             let members = members

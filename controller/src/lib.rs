@@ -5,8 +5,11 @@
 //! - [`model`]: [`Network`] and [`Member`] and their JSON form;
 //! - [`update`]: partial updates from JSON, checked whole ([`FieldError`]);
 //! - [`assign`]: automatic IPv4 assignment from the pools;
-//! - [`store`]: `HOME/controller.d/network/<nwid>.json` and
-//!   `HOME/controller.d/network/<nwid>/member/<addr>.json`;
+//! - [`store`]: where the state lives, as `controllerDbPath` says:
+//!   [`file_store`] (`HOME/controller.d/network/<nwid>.json` and
+//!   `.../<nwid>/member/<addr>.json`, the default) or [`pg_store`]
+//!   (PostgreSQL, schema by [`pg_migrations`], one active controller of
+//!   several by [`controller_lease`]);
 //! - [`requesters`]: unauthorized requesters of private networks, in
 //!   memory and bounded, until an admin acts on them;
 //! - [`controller`]: [`Controller`], which ties them together and answers
@@ -20,10 +23,14 @@
 pub mod api;
 pub mod assign;
 pub mod controller;
+pub mod controller_lease;
 pub mod controller_lock;
+pub mod file_store;
 pub mod ip;
 pub mod model;
 pub mod node_plugin;
+pub mod pg_migrations;
+pub mod pg_store;
 pub mod requesters;
 pub mod store;
 pub mod update;
@@ -34,5 +41,5 @@ pub use ip::Cidr;
 pub use model::{IpPool, ManagedRouteSpec, Member, Network};
 pub use node_plugin::{NodeController, factory, plugin};
 pub use requesters::Requesters;
-pub use store::{Store, StoreError};
+pub use store::{Store, StoreError, StoreSpec};
 pub use update::FieldError;

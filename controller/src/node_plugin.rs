@@ -14,7 +14,12 @@ use vnet_node::service::runtime::{ControllerFactory, wall_clock_ms};
 
 use crate::api;
 use crate::controller::{Controller, Stats};
+use crate::controller_lease::hold_lease;
 pub use crate::controller_lock::{lock, try_lock};
+use crate::file_store::FileStore;
+use crate::pg_store::PgStore;
+use crate::store::{Store, StoreError, StoreSpec};
+use vnet_node::service::home::Home;
 
 /// Most deferred requests remembered, to be answered by a push once the
 /// controller is free again (beyond it the member simply asks again).
@@ -141,20 +146,59 @@ fn saver_loop(shared: &Weak<Mutex<Controller>>, woken: &Receiver<()>, clock: &dy
     }
 }
 
-/// The controller of the node at `address` with home `home` (loading
+/// The controller of the node at `address` with home `home`, its state
+/// where `local.conf`'s `controllerDbPath` says (default
 /// `home/controller.d`): the core's plugin (on the wall clock) and the REST
-/// routes, sharing one [`Controller`], and its saver thread. The error
-/// names a malformed file.
+/// routes, sharing one [`Controller`], and its saver thread. With the
+/// PostgreSQL store this first waits, as a standby, for the controller's
+/// lease ([`hold_lease`]), and ends the process if the lease is lost. The
+/// error names a malformed file, row or setting.
 pub fn plugin(
     address: Address,
     home: &Path,
 ) -> Result<(Box<dyn NetworkController>, axum::Router), String> {
-    let controller = Controller::open(address, home).map_err(|e| e.to_string())?;
+    let conf = Home::open(home)
+        .and_then(|h| h.local_conf())
+        .map_err(|e| e.to_string())?;
+    let spec = match &conf.settings.controller_db_path {
+        Some(text) => StoreSpec::parse(text, home)?,
+        None => StoreSpec::default_for(home),
+    };
+    let store = open_store(&spec, Some(address)).map_err(|e| e.to_string())?;
+    let controller = Controller::open_store(address, store).map_err(|e| e.to_string())?;
+    tracing::info!(store = %spec.describe(), "controller state loaded");
     let shared = Arc::new(Mutex::new(controller));
     spawn_saver(&shared, wall_clock_ms).map_err(|e| format!("cannot start the saver: {e}"))?;
     let routes = api::router(shared.clone());
     Ok((Box::new(NodeController::new(shared, wall_clock_ms)), routes))
 }
+
+/// Opens the store `spec` names. For PostgreSQL with `lease_for` set, this
+/// returns once this process holds that controller's lease; losing it
+/// later ends the process (exit code [`LEASE_LOST_EXIT_CODE`]) so that a
+/// standby takes over and a supervisor restarts this one as a standby.
+pub fn open_store(spec: &StoreSpec, lease_for: Option<Address>) -> Result<Store, StoreError> {
+    match spec {
+        StoreSpec::Files(dir) => Ok(Store::Files(FileStore::at(dir))),
+        StoreSpec::Postgres(conninfo) => {
+            let store = PgStore::connect(conninfo)?;
+            if let Some(address) = lease_for {
+                hold_lease(
+                    conninfo,
+                    address,
+                    Arc::new(|why: String| {
+                        tracing::error!("lost the controller lease ({why}): stopping");
+                        std::process::exit(LEASE_LOST_EXIT_CODE);
+                    }),
+                )?;
+            }
+            Ok(Store::Postgres(store))
+        }
+    }
+}
+
+/// The exit code of a controller that lost its lease.
+pub const LEASE_LOST_EXIT_CODE: i32 = 3;
 
 /// [`plugin`] as the service's `ServiceOptions::controller`.
 pub fn factory() -> ControllerFactory {

@@ -2,6 +2,7 @@
 
 pub mod daemon;
 pub mod netns;
+pub mod pg_cluster;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -142,6 +142,10 @@ pub struct LocalSettings {
     /// its UDP port (0 to `RELAY_THREADS_MAX`; default one per core beyond
     /// the first, at most `RELAY_THREADS_MAX_DEFAULT`).
     pub relay_threads: Option<usize>,
+    /// vnet-controller's store (ZeroTier's setting): absent, the files in
+    /// `controller.d`; a path, another `controller.d` directory;
+    /// `postgres:<connection string>`, a PostgreSQL database.
+    pub controller_db_path: Option<String>,
 }
 
 /// A node's home directory.
