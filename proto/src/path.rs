@@ -210,6 +210,18 @@ impl PathSet {
         }
         p.last_receive_ms = Some(now_ms);
         p.unanswered_since_ms = None;
+        if !was_alive {
+            // The peer may have moved (a new address, a restart elsewhere, a
+            // standby taking over its identity): its other paths must answer
+            // within PATH_ANSWER_TIMEOUT_MS or give way, rather than keep
+            // the traffic for the idle timeout on the strength of an old
+            // latency figure.
+            for other in self.paths.iter_mut().filter(|o| o.addr != addr) {
+                if other.is_alive(now_ms, active) {
+                    other.unanswered_since_ms.get_or_insert(now_ms);
+                }
+            }
+        }
         !was_alive
     }
 
@@ -386,6 +398,40 @@ mod tests {
         for _ in 0..20 {
             assert!(set.note_probe(addr(10)));
         }
+    }
+
+    #[test]
+    fn a_peer_heard_on_a_new_path_has_its_old_paths_checked_and_a_dead_one_gives_way() {
+        let mut set = PathSet::default();
+        assert!(set.received(0, addr(1), LocalSocket::Primary, false));
+        set.measured(addr(1), 1);
+        // Heard from again on the old path 10 s later, then from a new address
+        // (the peer moved); the new path has no latency figure yet.
+        set.received(10_000, addr(1), LocalSocket::Primary, false);
+        assert!(set.received(10_100, addr(2), LocalSocket::Primary, false));
+        assert_eq!(set.preferred(10_100, false).unwrap().addr, addr(1));
+        // The old path is probed quickly; unanswered, it gives way within a second.
+        set.due_probes(10_100, false);
+        let due = set.due_probes(10_100 + PATH_QUICK_PROBE_AFTER_MS, false);
+        assert_eq!(
+            due,
+            vec![addr(1)],
+            "a quick probe, the new path waits for its keepalive"
+        );
+        let t = 10_100 + PATH_ANSWER_TIMEOUT_MS;
+        assert_eq!(set.preferred(t, false).unwrap().addr, addr(2));
+        // A path that still answers keeps its place.
+        let mut set = PathSet::default();
+        set.received(0, addr(1), LocalSocket::Primary, false);
+        set.measured(addr(1), 1);
+        set.received(100, addr(2), LocalSocket::Primary, false);
+        set.received(400, addr(1), LocalSocket::Primary, false);
+        assert_eq!(
+            set.preferred(100 + PATH_ANSWER_TIMEOUT_MS, false)
+                .unwrap()
+                .addr,
+            addr(1)
+        );
     }
 
     #[test]

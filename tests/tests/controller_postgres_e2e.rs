@@ -27,6 +27,13 @@ fn use_postgres(home: &Path, pg: &PgCluster) {
     fs::write(home.join("local.conf"), conf.to_string()).expect("local.conf");
 }
 
+/// Whether `from` gets a ping answer from `ip` within 10 s (the first
+/// packets to a member wait for its session and address resolution).
+fn reaches(lab: &Lab, from: &Node, ip: &str) -> bool {
+    let ip = ip.parse().expect("IPv4");
+    wait_until(Duration::from_secs(10), || lab.ping(from, ip))
+}
+
 /// Whether the daemon's API answers.
 fn api_up(d: &Daemon) -> bool {
     d.cli(&["info"]).ok
@@ -203,13 +210,13 @@ fn the_standby_takes_over_within_10_s_of_kill_9_under_write_load_losing_no_ackno
     use_postgres(&lab.home(&a_host), &pg);
     use_postgres(&lab.home(&b_host), &pg);
     let _root = Daemon::start(&lab, &root_host, "vnet-planet");
-    let a = Daemon::start(&lab, &a_host, "vnet-controller");
+    let mut a = Daemon::start(&lab, &a_host, "vnet-controller");
     a.wait_online();
     // The standby has the same identity.
     for file in ["identity.secret", "identity.public"] {
         fs::copy(a.home.join(file), lab.home(&b_host).join(file)).expect("copy identity");
     }
-    let b = Daemon::start(&lab, &b_host, "vnet-controller");
+    let mut b = Daemon::start(&lab, &b_host, "vnet-controller");
     assert_eq!(b.address(), a.address());
     assert!(
         wait_until(Duration::from_secs(15), || b
@@ -228,7 +235,7 @@ fn the_standby_takes_over_within_10_s_of_kill_9_under_write_load_losing_no_ackno
         m.wait_online();
     }
     let (nwid, ips) = network_of(&a, &[&members[0], &members[1]], "ha");
-    assert!(lab.ping(&m_hosts[0], ips[1].parse().unwrap()));
+    assert!(reaches(&lab, &m_hosts[0], &ips[1]), "m0 -> {}", ips[1]);
 
     // API writes, one after another, to whichever controller answers.
     let stop = AtomicBool::new(false);
@@ -307,7 +314,7 @@ fn the_standby_takes_over_within_10_s_of_kill_9_under_write_load_losing_no_ackno
     for m in &members {
         assert_eq!(m.status(&nwid), "OK");
     }
-    assert!(lab.ping(&m_hosts[0], ips[1].parse().unwrap()));
+    assert!(reaches(&lab, &m_hosts[0], &ips[1]), "m0 -> {}", ips[1]);
     assert!(b.cli(&["network", "set", &nwid, "name=ha-b"]).ok);
     assert!(
         wait_until(Duration::from_secs(10), || members[0].network_line(&nwid)
@@ -316,5 +323,55 @@ fn the_standby_takes_over_within_10_s_of_kill_9_under_write_load_losing_no_ackno
         "{:?}",
         members[0].network_line(&nwid)
     );
-    assert!(lab.ping(&m_hosts[1], ips[0].parse().unwrap()));
+    assert!(reaches(&lab, &m_hosts[1], &ips[0]), "m1 -> {}", ips[0]);
+
+    // The first comes back as a standby. The active one fences itself (exit
+    // code 3) when its lease session is cut, and the first takes over again.
+    a.forget_proc();
+    a.restart();
+    assert!(
+        wait_until(Duration::from_secs(15), || a
+            .proc()
+            .stderr_text()
+            .contains("standby")),
+        "{}",
+        a.proc().stderr_text()
+    );
+    assert!(!api_up(&a));
+    let cut = pg.psql(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+    );
+    assert_eq!(cut, "1", "one lease is held");
+    let cut_at = Instant::now();
+    let status = b.proc().wait_timeout(Duration::from_secs(10));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(3),
+        "{}",
+        b.proc().stderr_text()
+    );
+    assert!(b.proc().stderr_text().contains("lost the controller lease"));
+    b.forget_proc();
+    assert!(
+        wait_until(Duration::from_secs(10), || a
+            .cli(&["info"])
+            .stdout
+            .contains("ONLINE")),
+        "{}",
+        a.proc().stderr_text()
+    );
+    eprintln!(
+        "lease cut: the other controller ONLINE {:?} later",
+        cut_at.elapsed()
+    );
+    assert!(listed_members(&a, &nwid).is_superset(&acked.iter().cloned().collect()));
+    assert!(a.cli(&["network", "set", &nwid, "name=ha-a"]).ok);
+    assert!(
+        wait_until(Duration::from_secs(10), || members[1].network_line(&nwid)
+            [3]
+            == "ha-a"),
+        "{:?}",
+        members[1].network_line(&nwid)
+    );
+    assert!(reaches(&lab, &m_hosts[0], &ips[1]), "m0 -> {}", ips[1]);
 }
