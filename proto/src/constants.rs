@@ -215,6 +215,13 @@ pub const PATH_QUICK_PROBE_INTERVAL_MS: u64 = 250;
 pub const PATH_ANSWER_TIMEOUT_MS: u64 = 1_000;
 /// A path of an idle peer is dead (and forgotten) after this much silence.
 pub const PATH_IDLE_TIMEOUT_MS: u64 = 45_000;
+/// Roots whose latency is within this of the nearest root's count as
+/// equally near (plus [`ROOT_NEAR_SLACK_PERCENT`] of it): among them each
+/// node picks by a hash of its address and theirs, so nodes spread evenly
+/// over equally near roots instead of all taking the lowest address.
+pub const ROOT_NEAR_SLACK_MS: u64 = 5;
+/// See [`ROOT_NEAR_SLACK_MS`] (percent of the nearest root's latency).
+pub const ROOT_NEAR_SLACK_PERCENT: u64 = 25;
 /// A root or busy peer silent this long on every path gets a new HELLO (it may have restarted).
 pub const SILENT_PEER_HELLO_AFTER_MS: u64 = 2_000;
 /// A peer is in use if user traffic went either way this recently.

@@ -174,6 +174,9 @@ struct Sim {
     delivered: Delivered,
     /// Datagrams sent, by destination (delivered or not).
     sent_log: HashMap<SocketAddr, usize>,
+    /// One-way delay added to datagrams to or from these addresses (ms),
+    /// on top of [`LINK_DELAY_MS`]: a host far from the others.
+    far: HashMap<IpAddr, u64>,
 }
 
 impl Sim {
@@ -191,7 +194,15 @@ impl Sim {
             too_big: Default::default(),
             delivered: Vec::new(),
             sent_log: HashMap::new(),
+            far: HashMap::new(),
         }
+    }
+
+    /// The one-way delay of a datagram from `from` to `to` (ms).
+    fn delay_ms(&self, from: IpAddr, to: IpAddr) -> u64 {
+        LINK_DELAY_MS
+            + self.far.get(&from).copied().unwrap_or(0)
+            + self.far.get(&to).copied().unwrap_or(0)
     }
 
     fn add_nat(&mut self, public: [u8; 4], kind: NatKind) -> usize {
@@ -266,10 +277,9 @@ impl Sim {
             };
             *self.sent_log.entry(to).or_default() += 1;
             self.seq += 1;
-            self.queue.insert(
-                (self.now + LINK_DELAY_MS, self.seq),
-                Packet { from, to, bytes },
-            );
+            let delay = self.delay_ms(from.ip(), to.ip());
+            self.queue
+                .insert((self.now + delay, self.seq), Packet { from, to, bytes });
         }
     }
 
@@ -399,8 +409,9 @@ impl Sim {
             host.node.relayed_by_thread(now, from, src, dest, to, out);
         }
         self.seq += 1;
+        let delay = self.delay_ms(local.ip(), to.ip());
         self.queue.insert(
-            (self.now + LINK_DELAY_MS, self.seq),
+            (self.now + delay, self.seq),
             Packet {
                 from: local,
                 to,
@@ -2985,7 +2996,7 @@ mod directory_at_scale {
 
     /// Member `i`'s identity: a real key pair under an address the nodes
     /// are told is verified, so 2,000 identities cost no memory-hard hashes.
-    fn member_identity(i: usize) -> Identity {
+    pub(super) fn member_identity(i: usize) -> Identity {
         let pair = KeyPair::generate(&mut NodeRng::seed_from_u64(0xd1_0000 + i as u64));
         let address = Address::from_u64(0x20_0000_0000 + i as u64).unwrap();
         Identity::previously_verified(address, *pair.public())
@@ -2993,7 +3004,7 @@ mod directory_at_scale {
             .unwrap()
     }
 
-    fn verified(identities: &[Identity]) -> Vec<VerifiedIdentity> {
+    pub(super) fn verified(identities: &[Identity]) -> Vec<VerifiedIdentity> {
         identities
             .iter()
             .map(|i| VerifiedIdentity {
@@ -3288,5 +3299,118 @@ mod directory_at_scale {
             5,
             "broadcast receivers at limit 5"
         );
+    }
+}
+
+/// Several roots share the load: nodes equally near several roots spread
+/// over them, nodes avoid a far root, and a root relays for nodes that
+/// chose another (every node keeps a session with every root).
+mod roots_share_the_load {
+    use super::directory_at_scale::{member_identity, verified};
+    use super::*;
+
+    const ROOT_IPS: [[u8; 4]; 3] = [[198, 51, 100, 1], [198, 51, 100, 2], [198, 51, 100, 3]];
+    /// Members on the open internet, and members behind hard NATs (relayed).
+    const OPEN: usize = 60;
+    const NATTED: usize = 8;
+
+    /// How many members use each root now.
+    fn relay_roots(sim: &Sim, members: &[usize]) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for &h in members {
+            let root = sim.hosts[h].node.status(sim.now).relay_root;
+            *counts
+                .entry(root.unwrap_or_else(|| "none".into()))
+                .or_insert(0) += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn members_spread_over_equally_near_roots_avoid_a_far_one_and_any_root_relays_for_any() {
+        let key = KeyPair::generate(&mut NodeRng::seed_from_u64(7));
+        let root_ids = [0, 5, 6];
+        let roots: Vec<(usize, [u8; 4])> = root_ids.iter().copied().zip(ROOT_IPS).collect();
+        let planet = planet_with_roots(&roots, &key);
+        let identities: Vec<Identity> = (0..OPEN + NATTED).map(member_identity).collect();
+        let mut sim = Sim::new();
+        for (i, ip) in &roots {
+            let mut r = node(*i, &planet);
+            r.restore_verified_identities(verified(&identities));
+            sim.add_host(r, *ip, None);
+        }
+        let mut members = Vec::new();
+        for (i, id) in identities.iter().enumerate() {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&(0x10ad_u64 + i as u64).to_le_bytes());
+            let mut n = Node::new(NodeConfig {
+                identity: id.clone(),
+                planet: planet.clone(),
+                moons: Vec::new(),
+                versions: versions(),
+                rng_seed: seed,
+            })
+            .unwrap();
+            n.restore_verified_identities(verified(&identities));
+            let public = (0x6440_0000u32 + 10 + i as u32).to_be_bytes();
+            let h = if i < OPEN {
+                sim.add_host(n, public, None)
+            } else {
+                let nat = sim.add_nat(public, NatKind::Hard);
+                sim.add_host(n, [10, 0, (i - OPEN) as u8, 2], Some(nat))
+            };
+            members.push(h);
+        }
+        sim.run(5_000);
+        let root_addr = |k: usize| identity(root_ids[k]).address().to_string();
+
+        // Equally near: each root serves about a third of the members.
+        let counts = relay_roots(&sim, &members);
+        eprintln!("equally near roots: {counts:?}");
+        assert_eq!(counts.get("none"), None, "every member online: {counts:?}");
+        for k in 0..3 {
+            let n = counts.get(&root_addr(k)).copied().unwrap_or(0);
+            assert!(n >= (OPEN + NATTED) / 6, "root {k} serves {n}: {counts:?}");
+        }
+
+        // Any root relays for any member: two members behind hard NATs that
+        // chose different roots still reach each other, through the
+        // sender's root.
+        let natted: Vec<(usize, Option<String>)> = members[OPEN..]
+            .iter()
+            .map(|&h| (h, sim.hosts[h].node.status(sim.now).relay_root))
+            .collect();
+        let ((a, a_root), (b, b_root)) = natted
+            .iter()
+            .flat_map(|a| natted.iter().map(move |b| (a.clone(), b.clone())))
+            .find(|(a, b)| a.1 != b.1)
+            .expect("two NATed members on different roots");
+        let b_addr = sim.hosts[b].node.address();
+        sim.ping(a, b_addr, 1);
+        sim.run(1_000);
+        // The request went through a's root (b answered it); the reply
+        // came back through b's.
+        match sim.echo_route(a, 1) {
+            Some(PeerRoute::Relayed { root, .. }) => {
+                assert_eq!(
+                    Some(root.to_string()),
+                    b_root,
+                    "through the answerer's root"
+                );
+                assert_ne!(Some(root.to_string()), a_root);
+            }
+            other => panic!("a relayed echo reply, got {other:?}"),
+        }
+
+        // A far root (30 ms more each way) is left once latencies are measured.
+        sim.far.insert(IpAddr::V4(Ipv4Addr::from(ROOT_IPS[0])), 30);
+        sim.run(60_000);
+        let counts = relay_roots(&sim, &members);
+        eprintln!("root 0 far: {counts:?}");
+        assert_eq!(counts.get(&root_addr(0)), None, "{counts:?}");
+        for k in 1..3 {
+            let n = counts.get(&root_addr(k)).copied().unwrap_or(0);
+            assert!(n >= (OPEN + NATTED) / 4, "root {k} serves {n}: {counts:?}");
+        }
     }
 }

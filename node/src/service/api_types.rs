@@ -243,6 +243,8 @@ pub struct Status {
     pub nat_mapping: Option<String>,
     /// Whether packets go through a TCP relay connection.
     pub tcp_relay: bool,
+    /// The root relayed through now.
+    pub relay_root: Option<String>,
 }
 
 /// One element of the `GET /peer` answer, as the CLI reads it.
@@ -493,6 +495,7 @@ mod tests {
                 nat_mapping: NatMapping::EndpointIndependent,
                 tcp_relay: false,
                 mapped_endpoint: None,
+                relay_root: Some("1122334455".into()),
             },
             version: "0.1.0".into(),
             counters: Counters::default(),
@@ -516,6 +519,7 @@ mod tests {
             "natMapping",
             "tcpRelay",
             "mappedEndpoint",
+            "relayRoot",
             "portMapping",
             "counters",
             "tables",
@@ -532,6 +536,7 @@ mod tests {
         assert_eq!(read.version.as_deref(), Some("0.1.0"));
         assert!(read.online);
         assert_eq!(read.nat_mapping.as_deref(), Some("endpointIndependent"));
+        assert_eq!(read.relay_root.as_deref(), Some("1122334455"));
     }
 
     #[test]

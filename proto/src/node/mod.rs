@@ -1724,15 +1724,27 @@ impl Node {
         }
     }
 
-    /// The root with a live session and the lowest latency.
-    fn best_root(&self, now_ms: u64) -> Option<Address> {
-        self.root_addrs
+    /// The root to relay through and ask: among the roots with a live
+    /// session, those about as near as the nearest ([`ROOT_NEAR_SLACK_MS`],
+    /// [`ROOT_NEAR_SLACK_PERCENT`]), and of those the one this node's
+    /// address hashes to (rendezvous hashing: stable, and even over roots).
+    pub(crate) fn best_root(&self, now_ms: u64) -> Option<Address> {
+        let live: Vec<(Address, u64)> = self
+            .root_addrs
             .iter()
-            .filter_map(|a| self.peers.get(a).map(|p| (a, p)))
+            .filter_map(|a| self.peers.get(a).map(|p| (*a, p)))
             .filter(|(_, p)| p.is_root() && p.sessions.is_established())
             .filter(|(_, p)| p.paths.preferred(now_ms, false).is_some())
-            .min_by_key(|(a, p)| (p.latency_ms.unwrap_or(u64::MAX / 2), **a))
-            .map(|(a, _)| *a)
+            .map(|(a, p)| (a, p.latency_ms.unwrap_or(u64::MAX / 2)))
+            .collect();
+        let nearest = live.iter().map(|(_, l)| *l).min()?;
+        let near = nearest
+            .saturating_add(ROOT_NEAR_SLACK_MS)
+            .saturating_add(nearest.saturating_mul(ROOT_NEAR_SLACK_PERCENT) / 100);
+        live.into_iter()
+            .filter(|(_, l)| *l <= near)
+            .max_by_key(|(a, _)| (root_affinity(self.address, *a), *a))
+            .map(|(a, _)| a)
     }
 
     fn handle_rendezvous(&mut self, now_ms: u64, src: Address, r: Rendezvous, out: &mut Outbox) {
@@ -2839,4 +2851,15 @@ fn expects_answer(verb: Verb) -> bool {
 /// A first packet counter: random, and never 0.
 fn random_counter(rng: &mut NodeRng) -> u64 {
     rng.next_u64() | 1
+}
+
+/// How much node `node` prefers root `root` among equally near ones: a
+/// 64-bit mix of both addresses (splitmix64's finalizer), so each node
+/// ranks the roots in its own order.
+fn root_affinity(node: Address, root: Address) -> u64 {
+    let mut z = node.to_u64().rotate_left(24) ^ root.to_u64();
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }

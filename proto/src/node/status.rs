@@ -89,6 +89,8 @@ pub struct NodeStatus {
     pub tcp_relay: bool,
     /// The gateway-mapped endpoint advertised to peers (`ip/port`), if any.
     pub mapped_endpoint: Option<String>,
+    /// The root this node relays through and asks now (10 hex digits).
+    pub relay_root: Option<String>,
 }
 
 impl Node {
@@ -100,10 +102,12 @@ impl Node {
             .collect();
         reflected.sort();
         reflected.dedup();
+        let relay_root = self.best_root(now_ms);
         NodeStatus {
             address: self.address.to_string(),
             public_identity: self.identity.to_text(false),
-            online: self.best_root(now_ms).is_some(),
+            online: relay_root.is_some(),
+            relay_root: relay_root.map(|a| a.to_string()),
             root: self.is_root(),
             planet_world_id: self.planet.id(),
             planet_world_timestamp: self.planet.timestamp_ms(),
