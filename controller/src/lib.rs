@@ -6,8 +6,10 @@
 //! - [`update`]: partial updates from JSON, checked whole ([`FieldError`]);
 //! - [`assign`]: automatic IPv4 assignment from the pools;
 //! - [`store`]: where the state lives, as `controllerDbPath` says:
-//!   [`file_store`] (`HOME/controller.d/network/<nwid>.json` and
-//!   `.../<nwid>/member/<addr>.json`, the default) or [`pg_store`]
+//!   [`sqlite_store`] (`HOME/controller.db`, the default; [`store_import`]
+//!   moves an older home's files into it), [`file_store`]
+//!   (`controller.d/network/<nwid>.json` and
+//!   `.../<nwid>/member/<addr>.json`) or [`pg_store`]
 //!   (PostgreSQL, schema by [`pg_migrations`], one active controller of
 //!   several by [`controller_lease`]);
 //! - [`requesters`]: unauthorized requesters of private networks, in
@@ -32,7 +34,9 @@ pub mod node_plugin;
 pub mod pg_migrations;
 pub mod pg_store;
 pub mod requesters;
+pub mod sqlite_store;
 pub mod store;
+pub mod store_import;
 pub mod update;
 
 pub use assign::AssignError;

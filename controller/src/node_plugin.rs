@@ -18,7 +18,9 @@ use crate::controller_lease::hold_lease;
 pub use crate::controller_lock::{lock, try_lock};
 use crate::file_store::FileStore;
 use crate::pg_store::PgStore;
+use crate::sqlite_store::SqliteStore;
 use crate::store::{Store, StoreError, StoreSpec};
+use crate::store_import::import_file_store;
 use vnet_node::service::home::Home;
 
 /// Most deferred requests remembered, to be answered by a push once the
@@ -148,7 +150,8 @@ fn saver_loop(shared: &Weak<Mutex<Controller>>, woken: &Receiver<()>, clock: &dy
 
 /// The controller of the node at `address` with home `home`, its state
 /// where `local.conf`'s `controllerDbPath` says (default
-/// `home/controller.d`): the core's plugin (on the wall clock) and the REST
+/// `home/controller.db`, into which an older home's `controller.d` files
+/// are moved first): the core's plugin (on the wall clock) and the REST
 /// routes, sharing one [`Controller`], and its saver thread. With the
 /// PostgreSQL store this first waits, as a standby, for the controller's
 /// lease ([`hold_lease`]), and ends the process if the lease is lost. The
@@ -162,7 +165,17 @@ pub fn plugin(
         .map_err(|e| e.to_string())?;
     let spec = match &conf.settings.controller_db_path {
         Some(text) => StoreSpec::parse(text, home)?,
-        None => StoreSpec::default_for(home),
+        None => {
+            if let Some(done) = import_file_store(home).map_err(|e| e.to_string())? {
+                tracing::info!(
+                    networks = done.networks,
+                    members = done.members,
+                    files_kept_at = %done.kept_at.display(),
+                    "moved the controller's files into its SQLite database"
+                );
+            }
+            StoreSpec::default_for(home)
+        }
     };
     let store = open_store(&spec, Some(address)).map_err(|e| e.to_string())?;
     let controller = Controller::open_store(address, store).map_err(|e| e.to_string())?;
@@ -179,6 +192,7 @@ pub fn plugin(
 /// standby takes over and a supervisor restarts this one as a standby.
 pub fn open_store(spec: &StoreSpec, lease_for: Option<Address>) -> Result<Store, StoreError> {
     match spec {
+        StoreSpec::Sqlite(file) => Ok(Store::Sqlite(SqliteStore::open(file)?)),
         StoreSpec::Files(dir) => Ok(Store::Files(FileStore::at(dir))),
         StoreSpec::Postgres(conninfo) => {
             let store = PgStore::connect(conninfo)?;
@@ -242,10 +256,24 @@ mod tests {
         let (mut node, _routes) = plugin(address, home.path()).unwrap();
         let nwid = NetworkId::new(address, 1);
         assert_eq!(node.request(nwid, address), Err(ConfigDenied::NotFound));
-        let dir = home.path().join("controller.d/network");
+        assert!(
+            home.path().join("controller.db").exists(),
+            "the default store"
+        );
+        // An older home's files are imported first; a malformed one is refused by name.
+        let old_home = tempfile::tempdir().unwrap();
+        let dir = old_home.path().join("controller.d/network");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{nwid}.json")), b"{").unwrap();
-        let e = factory()(address, home.path()).err().unwrap();
+        let e = factory()(address, old_home.path()).err().unwrap();
         assert!(e.contains(&format!("{nwid}.json")), "{e}");
+        // A setting that does not parse is refused by name.
+        std::fs::write(
+            home.path().join("local.conf"),
+            r#"{"settings": {"controllerDbPath": "postgres:port=x"}}"#,
+        )
+        .unwrap();
+        let e = factory()(address, home.path()).err().unwrap();
+        assert!(e.starts_with("controllerDbPath: "), "{e}");
     }
 }

@@ -1,7 +1,8 @@
-//! Where the controller keeps its networks and members: [`Store`], the
-//! files under the home (the default, [`FileStore`]) or a PostgreSQL
-//! database ([`PgStore`]), chosen by `local.conf`'s `controllerDbPath`
-//! ([`StoreSpec`], ZeroTier's setting and syntax).
+//! Where the controller keeps its networks and members: [`Store`], an
+//! SQLite file under the home (the default, [`SqliteStore`]), JSON files in
+//! a `controller.d` directory ([`FileStore`], ZeroTier's layout) or a
+//! PostgreSQL database ([`PgStore`]), chosen by `local.conf`'s
+//! `controllerDbPath` ([`StoreSpec`], ZeroTier's setting and syntax).
 //!
 //! Both stores keep each network and member in the JSON form the API shows
 //! (less computed fields), so state moves between them unchanged
@@ -18,9 +19,12 @@ use vnet_node::core::network_id::NetworkId;
 use crate::file_store::FileStore;
 use crate::model::{Member, Network};
 use crate::pg_store::PgStore;
+use crate::sqlite_store::{SQLITE_FILE, SqliteStore};
 
 /// The prefix of a `controllerDbPath` that names a PostgreSQL database.
 pub const POSTGRES_PREFIX: &str = "postgres:";
+/// The prefix of a `controllerDbPath` that names an SQLite database file.
+pub const SQLITE_PREFIX: &str = "sqlite:";
 
 /// A failed load or save, naming the file or the database row.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +86,8 @@ pub fn duplicate_ip(members: &[&Member]) -> Option<(usize, String)> {
 /// Where a controller's state lives, as `controllerDbPath` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
+    /// An SQLite database file.
+    Sqlite(PathBuf),
     /// A `controller.d` directory.
     Files(PathBuf),
     /// A PostgreSQL connection string (libpq's `key=value` form or a
@@ -90,10 +96,16 @@ pub enum StoreSpec {
 }
 
 impl StoreSpec {
-    /// Parses a `controllerDbPath`: `postgres:<connection string>`, or the
-    /// path of a `controller.d` directory. Relative paths are under `home`.
+    /// Parses a `controllerDbPath`: `postgres:<connection string>`,
+    /// `sqlite:<file>`, or the path of a `controller.d` directory. Relative
+    /// paths are under `home`.
     pub fn parse(text: &str, home: &Path) -> Result<Self, String> {
-        if let Some(conninfo) = text.strip_prefix(POSTGRES_PREFIX) {
+        if let Some(file) = text.strip_prefix(SQLITE_PREFIX) {
+            if file.trim().is_empty() {
+                return Err("controllerDbPath: sqlite: names no file".into());
+            }
+            Ok(Self::Sqlite(home.join(file)))
+        } else if let Some(conninfo) = text.strip_prefix(POSTGRES_PREFIX) {
             conninfo.parse::<postgres::Config>().map_err(|e| {
                 format!("controllerDbPath: not a PostgreSQL connection string: {e}")
             })?;
@@ -105,14 +117,15 @@ impl StoreSpec {
         }
     }
 
-    /// The default: `home/controller.d`.
+    /// The default: `home/controller.db`.
     pub fn default_for(home: &Path) -> Self {
-        Self::Files(home.join(crate::file_store::CONTROLLER_DIR))
+        Self::Sqlite(home.join(SQLITE_FILE))
     }
 
     /// A name for logs and messages that shows no password.
     pub fn describe(&self) -> String {
         match self {
+            Self::Sqlite(file) => format!("SQLite database {}", file.display()),
             Self::Files(dir) => dir.display().to_string(),
             Self::Postgres(conninfo) => match conninfo.parse::<postgres::Config>() {
                 Ok(c) => {
@@ -128,6 +141,8 @@ impl StoreSpec {
 /// The controller's store.
 #[derive(Debug)]
 pub enum Store {
+    /// An SQLite database file.
+    Sqlite(SqliteStore),
     /// Files under `controller.d`.
     Files(FileStore),
     /// A PostgreSQL database.
@@ -145,6 +160,7 @@ impl Store {
     /// is an error naming it.
     pub fn load(&self, controller: Option<Address>) -> Result<Loaded, StoreError> {
         match self {
+            Self::Sqlite(s) => s.load(controller),
             Self::Files(s) => s.load(),
             Self::Postgres(s) => s.load(controller),
         }
@@ -153,6 +169,7 @@ impl Store {
     /// Writes a network (durable when this returns).
     pub fn save_network(&self, network: &Network) -> Result<(), StoreError> {
         match self {
+            Self::Sqlite(s) => s.save_network(network),
             Self::Files(s) => s.save_network(network),
             Self::Postgres(s) => s.save_network(network),
         }
@@ -161,6 +178,7 @@ impl Store {
     /// Writes a member (durable when this returns).
     pub fn save_member(&self, member: &Member) -> Result<(), StoreError> {
         match self {
+            Self::Sqlite(s) => s.save_member(member),
             Self::Files(s) => s.save_member(member),
             Self::Postgres(s) => s.save_member(member),
         }
@@ -169,6 +187,7 @@ impl Store {
     /// Removes a network and its members.
     pub fn delete_network(&self, nwid: NetworkId) -> Result<(), StoreError> {
         match self {
+            Self::Sqlite(s) => s.delete_network(nwid),
             Self::Files(s) => s.delete_network(nwid),
             Self::Postgres(s) => s.delete_network(nwid),
         }
@@ -177,6 +196,7 @@ impl Store {
     /// Removes a member.
     pub fn delete_member(&self, nwid: NetworkId, addr: Address) -> Result<(), StoreError> {
         match self {
+            Self::Sqlite(s) => s.delete_member(nwid, addr),
             Self::Files(s) => s.delete_member(nwid, addr),
             Self::Postgres(s) => s.delete_member(nwid, addr),
         }
@@ -214,5 +234,14 @@ mod tests {
         let e = StoreSpec::parse("postgres:host=x port=notaport", home).unwrap_err();
         assert!(e.starts_with("controllerDbPath: not a PostgreSQL"), "{e}");
         assert!(StoreSpec::parse(" ", home).is_err());
+        assert_eq!(
+            StoreSpec::parse("sqlite:ctl.db", home),
+            Ok(StoreSpec::Sqlite(home.join("ctl.db")))
+        );
+        assert!(StoreSpec::parse("sqlite:", home).is_err());
+        assert_eq!(
+            StoreSpec::default_for(home),
+            StoreSpec::Sqlite(home.join("controller.db"))
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! vnet-controller on PostgreSQL (Debian's server, started by the test in
-//! the lab's directory): state copied from files into the database and
-//! back (`copy-store`), malformed rows and a newer schema refused by name,
+//! the lab's directory): state copied from the default SQLite store into
+//! the database and from there into JSON files (`copy-store`), malformed rows and a newer schema refused by name,
 //! and high availability: two controllers with one identity, one active,
 //! the standby taking over when the active one is killed with `kill -9`
 //! under API write load, losing no acknowledged write, members staying OK.
@@ -64,7 +64,7 @@ fn listed_members(ctl: &Daemon, nwid: &str) -> BTreeSet<String> {
 }
 
 #[test]
-fn state_moves_between_files_and_postgres_and_bad_rows_are_refused_by_name() {
+fn state_moves_between_sqlite_postgres_and_files_and_bad_rows_are_refused_by_name() {
     let lab = Lab::new();
     let root_host = lab.host("root");
     let ctl_host = lab.host("ctl");
@@ -95,9 +95,10 @@ fn state_moves_between_files_and_postgres_and_bad_rows_are_refused_by_name() {
     ctl.proc().stop();
     ctl.forget_proc();
 
-    // Files -> PostgreSQL; a second copy into the now full database is refused.
-    let files = ctl.home.join("controller.d");
-    let files = files.to_str().expect("UTF-8");
+    // The default SQLite store -> PostgreSQL; a second copy into the now
+    // full database is refused.
+    let sqlite = format!("sqlite:{}", ctl.home.join("controller.db").display());
+    let files = sqlite.as_str();
     let db = format!("postgres:{}", pg.conninfo());
     let run = copy_store(&lab, &ctl_host, files, &db);
     assert!(run.ok, "{run:?}");
@@ -115,11 +116,6 @@ fn state_moves_between_files_and_postgres_and_bad_rows_are_refused_by_name() {
 
     // The controller runs on the database and serves the same state.
     use_postgres(&ctl.home, &pg);
-    fs::rename(
-        ctl.home.join("controller.d"),
-        ctl.home.join("controller.d.old"),
-    )
-    .unwrap();
     ctl.restart();
     assert!(
         wait_until(Duration::from_secs(15), || api_up(&ctl)),

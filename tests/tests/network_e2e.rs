@@ -401,25 +401,31 @@ fn controller_killed_mid_flight_loses_no_acknowledged_change() {
     }));
 }
 
-/// Every file and directory under `dir`, relative, sorted.
-fn tree(dir: &std::path::Path) -> Vec<String> {
-    fn walk(base: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
-        for e in fs::read_dir(dir).expect("read_dir") {
-            let p = e.expect("entry").path();
-            out.push(p.strip_prefix(base).unwrap().display().to_string());
-            if p.is_dir() {
-                walk(base, &p, out);
-            }
-        }
+/// Every row of the controller's database (`HOME/controller.db`, read
+/// while it runs: write-ahead log), as "table key doc", sorted.
+fn stored_rows(home: &std::path::Path) -> Vec<String> {
+    use rusqlite::{Connection, OpenFlags};
+    let db =
+        Connection::open_with_flags(home.join("controller.db"), OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("controller.db");
+    let mut rows = Vec::new();
+    for sql in [
+        "SELECT 'network ' || id || ' ' || doc FROM vnet_network",
+        "SELECT 'member ' || network_id || '/' || address || ' ' || doc FROM vnet_member",
+    ] {
+        let mut stmt = db.prepare(sql).expect("query");
+        let found = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .expect("rows")
+            .map(|r| r.expect("row"));
+        rows.extend(found);
     }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
+    rows.sort();
+    rows
 }
 
 #[test]
-fn requests_for_random_networks_and_unauthorized_requests_leave_controller_d_unchanged() {
+fn requests_for_random_networks_and_unauthorized_requests_leave_the_store_unchanged() {
     let lab = Lab::new();
     let root_host = lab.host("root");
     let ctl_host = lab.host("ctl");
@@ -435,10 +441,11 @@ fn requests_for_random_networks_and_unauthorized_requests_leave_controller_d_unc
     ctl.wait_online();
     rogue.wait_online();
     let (nwid, _) = vnet_tests::daemon::network_of(&ctl, &[], "private");
-    let store = ctl.home.join("controller.d");
-    let before = tree(&store);
+    let before = stored_rows(&ctl.home);
     assert!(
-        before.iter().any(|p| p.ends_with(&format!("{nwid}.json"))),
+        before
+            .iter()
+            .any(|r| r.starts_with(&format!("network {nwid} "))),
         "{before:?}"
     );
 
@@ -463,7 +470,7 @@ fn requests_for_random_networks_and_unauthorized_requests_leave_controller_d_unc
         == "ACCESS_DENIED"));
     // Let them ask again a few times.
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(tree(&store), before, "controller.d unchanged");
+    assert_eq!(stored_rows(&ctl.home), before, "the store unchanged");
     let networks = ctl.json(&["network", "list"]);
     assert_eq!(
         networks.to_string().matches(&ctl.address()).count(),
@@ -487,7 +494,11 @@ fn requests_for_random_networks_and_unauthorized_requests_leave_controller_d_unc
     // A restart forgets it (nothing was stored); it asks again and is listed again.
     ctl.restart();
     ctl.wait_online();
-    assert_eq!(tree(&store), before, "controller.d unchanged after restart");
+    assert_eq!(
+        stored_rows(&ctl.home),
+        before,
+        "the store unchanged after restart"
+    );
     assert!(
         wait_until(Duration::from_secs(10), || ctl
             .cli(&["member", "list", &nwid])
@@ -497,10 +508,12 @@ fn requests_for_random_networks_and_unauthorized_requests_leave_controller_d_unc
     );
     // Authorized by the admin: stored, and configured.
     assert!(ctl.cli(&["member", "authorize", &nwid, &r]).ok);
+    let stored = stored_rows(&ctl.home);
     assert!(
-        ctl.home
-            .join(format!("controller.d/network/{nwid}/member/{r}.json"))
-            .exists()
+        stored
+            .iter()
+            .any(|row| row.starts_with(&format!("member {nwid}/{r} "))),
+        "{stored:?}"
     );
     assert!(wait_until(Duration::from_secs(5), || rogue.status(&nwid) == "OK"));
 }
@@ -553,10 +566,13 @@ fn a_public_network_member_is_stored_once_and_gets_its_address_pushed() {
     );
     eprintln!("public join -> address: {} ms", start.elapsed().as_millis());
     let a = member.address();
-    let file = ctl
-        .home
-        .join(format!("controller.d/network/{nwid}/member/{a}.json"));
-    assert!(file.exists(), "stored");
+    let stored = stored_rows(&ctl.home);
+    assert!(
+        stored
+            .iter()
+            .any(|row| row.starts_with(&format!("member {nwid}/{a} "))),
+        "stored: {stored:?}"
+    );
     let shown = ctl.json(&["member", "show", &nwid, &a]);
     assert_eq!(shown["authorized"], true, "{shown}");
     assert_eq!(shown["ipAssignments"][0], "10.147.18.10", "{shown}");
