@@ -76,7 +76,9 @@ pub enum IdentityError {
 pub struct Identity {
     address: Address,
     public: PublicKey,
-    secret: Option<SecretKey>,
+    /// Boxed: only our own identity has one, and a root holds thousands of
+    /// others' (in peers and in the verified-identities table).
+    secret: Option<Box<SecretKey>>,
 }
 
 impl Identity {
@@ -91,7 +93,7 @@ impl Identity {
                 return Self {
                     address,
                     public: *pair.public(),
-                    secret: Some(pair.secret().clone()),
+                    secret: Some(Box::new(pair.secret().clone())),
                 };
             }
         }
@@ -133,7 +135,7 @@ impl Identity {
         if pair.public() != &self.public {
             return Err(IdentityError::SecretDoesNotMatchPublic);
         }
-        self.secret = Some(pair.secret().clone());
+        self.secret = Some(Box::new(pair.secret().clone()));
         Ok(self)
     }
 
@@ -292,7 +294,7 @@ impl Identity {
 
     /// The key pair, if this identity holds its secret key.
     pub fn key_pair(&self) -> Option<KeyPair> {
-        self.secret.clone().map(KeyPair::from_secret)
+        self.secret.as_deref().cloned().map(KeyPair::from_secret)
     }
 
     /// Whether the secret key is held.

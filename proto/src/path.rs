@@ -142,6 +142,9 @@ impl PathSet {
                 None => return false,
             }
         }
+        // Grown one at a time: a Vec's first push reserves four, and most
+        // peers (all of a root's) have one path.
+        self.paths.reserve_exact(1);
         self.paths.push(Path {
             addr,
             socket,
@@ -351,9 +354,18 @@ impl PathSet {
 
     /// Forgets paths not heard from for the idle timeout.
     pub fn expire(&mut self, now_ms: u64) {
-        let (stale, live): (Vec<Path>, Vec<Path>) =
-            self.paths.drain(..).partition(|p| p.is_stale(now_ms));
-        self.paths = live;
+        if !self.paths.iter().any(|p| p.is_stale(now_ms)) {
+            return;
+        }
+        let stale: Vec<Path> = self
+            .paths
+            .iter()
+            .filter(|p| p.is_stale(now_ms))
+            .cloned()
+            .collect();
+        // In place, and shrunk: a root keeps thousands of these.
+        self.paths.retain(|p| !p.is_stale(now_ms));
+        self.paths.shrink_to_fit();
         for p in &stale {
             self.remember_given_up(now_ms, p);
         }

@@ -225,6 +225,9 @@ impl SessionSet {
         for old in &mut self.sessions {
             old.superseded_ms.get_or_insert(now_ms);
         }
+        // Grown one at a time: a Vec's first push reserves four, and a root
+        // holds one session per peer for thousands of peers.
+        self.sessions.reserve_exact(1);
         self.sessions.push(session);
         self.expire(now_ms);
         while self.sessions.len() > MAX_SESSIONS_PER_PEER {

@@ -1262,7 +1262,7 @@ impl Node {
                             .is_some_and(|path| path.mtu.answered(now_ms, size))
                     } else {
                         p.relayed_mtu
-                            .as_mut()
+                            .as_deref_mut()
                             .is_some_and(|(_, mtu)| mtu.answered(now_ms, size))
                     }
                 });
@@ -2283,11 +2283,11 @@ impl Node {
             out.push(*socket, *to, &self.tx);
             peer.paths.sent(now_ms, *to, *socket, true);
         }
-        peer.handshake = Some(PendingHandshake {
+        peer.handshake = Some(Box::new(PendingHandshake {
             ephemeral,
             counters,
             sent_ms,
-        });
+        }));
     }
 
     /// Sends a static-key packet (OK(HELLO)) to `to`, or along the route.
@@ -2767,12 +2767,12 @@ impl Node {
                 // A route through another root starts from the base again.
                 if peer
                     .relayed_mtu
-                    .as_ref()
+                    .as_deref()
                     .is_none_or(|(via, _)| *via != root)
                 {
-                    peer.relayed_mtu = Some((root, Default::default()));
+                    peer.relayed_mtu = Some(Box::new((root, Default::default())));
                 }
-                let Some((_, mtu)) = peer.relayed_mtu.as_mut() else {
+                let Some((_, mtu)) = peer.relayed_mtu.as_deref_mut() else {
                     return;
                 };
                 (mtu, peer.latency_ms, None, None)

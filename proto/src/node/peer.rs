@@ -56,7 +56,8 @@ pub(crate) struct Peer {
     pub static_agreement: SharedKey,
     pub static_key: PacketKey,
     pub sessions: SessionSet,
-    pub handshake: Option<PendingHandshake>,
+    /// Boxed, as the other rarely set fields: a root holds thousands of peers.
+    pub handshake: Option<Box<PendingHandshake>>,
     /// The last HELLO ephemeral answered and our ephemeral public key in the
     /// answer: a HELLO repeated to another path gets the same answer, not a
     /// second session.
@@ -74,7 +75,7 @@ pub(crate) struct Peer {
     pub path_mtu_probes: bool,
     /// The largest datagram that reaches it through a root, and that root:
     /// discovered end to end like a direct path's (PROTOCOL.md §3.10).
-    pub relayed_mtu: Option<(crate::address::Address, crate::path_mtu::PathMtu)>,
+    pub relayed_mtu: Option<Box<(crate::address::Address, crate::path_mtu::PathMtu)>>,
     pub latency_ms: Option<u64>,
     pub last_receive_ms: Option<u64>,
     /// Last time traffic that matters to the user went either way.
@@ -99,7 +100,7 @@ pub(crate) struct Peer {
     /// relaying over TCP is reached only through its TCP root).
     pub relayed_via: Option<crate::address::Address>,
     /// A birthday hole punch in progress with this peer.
-    pub punch: Option<crate::node::traversal::Punch>,
+    pub punch: Option<Box<crate::node::traversal::Punch>>,
     /// Failed punches in a row, and no new one before this time.
     pub punch_failures: u32,
     pub punch_not_before_ms: u64,
@@ -172,7 +173,7 @@ impl Peer {
     pub fn route_mtu(&self, route: PeerRoute) -> usize {
         match route {
             PeerRoute::Direct(to) => self.paths.mtu_to(to),
-            PeerRoute::Relayed { root, .. } => match &self.relayed_mtu {
+            PeerRoute::Relayed { root, .. } => match self.relayed_mtu.as_deref() {
                 Some((via, mtu)) if *via == root => mtu.usable(),
                 _ => usize::from(crate::constants::PATH_MTU_BASE_BYTES),
             },

@@ -495,13 +495,13 @@ impl Node {
             .map(|i| first.wrapping_add(i))
             .collect();
         if let Some(peer) = self.peers.get_mut(&addr) {
-            peer.punch = Some(Punch {
+            peer.punch = Some(Box::new(Punch {
                 role: PunchRole::Hard,
                 started_ms: now_ms,
                 sockets: sockets.clone(),
                 ports: Vec::new(),
                 target,
-            });
+            }));
         }
         // One probe from each socket opens one mapping toward the target.
         for n in sockets {
@@ -549,13 +549,13 @@ impl Node {
         let Some(target) = peer.root_observed else {
             return;
         };
-        peer.punch = Some(Punch {
+        peer.punch = Some(Box::new(Punch {
             role: PunchRole::Easy,
             started_ms: now_ms,
             sockets: Vec::new(),
             ports: random_ports(&mut self.rng, PUNCH_PROBES_MAX),
             target,
-        });
+        }));
         // The first batch now; the rest on the next ticks.
         self.tick_punch(now_ms, src, out);
     }
