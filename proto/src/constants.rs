@@ -297,6 +297,11 @@ pub const MAX_REVOCATIONS_PER_NETWORK: usize = 1_024;
 pub const MAX_REVOCATIONS_PER_PUSH: usize = 8;
 /// A member we want a certificate from gets ours again at most this often.
 pub const CREDENTIALS_RESEND_INTERVAL_MS: u64 = 1_000;
+/// A member that sends us again a certificate we hold (it sends its own when
+/// it lacks ours: a push of ours was lost) gets ours again, at most this
+/// often; longer than a round trip, so two members never keep answering
+/// each other.
+pub const CREDENTIALS_ANSWER_INTERVAL_MS: u64 = 5_000;
 /// How long a frame waits for its recipient's fresh certificate before it is dropped.
 pub const FRAME_AWAITING_CREDENTIALS_MS: u64 = 2_000;
 /// Most members whose certificate frames wait for, per network.

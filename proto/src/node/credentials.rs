@@ -72,6 +72,7 @@ impl Node {
         };
         let mut checked = 0usize;
         let mut stored: Vec<NetworkId> = Vec::new();
+        let mut answer: Vec<NetworkId> = Vec::new();
         for cert in credentials.certificates {
             if cert.issued_to == self.address && src == cert.network.controller() {
                 self.install_refreshed_certificate(now_ms, cert);
@@ -102,6 +103,11 @@ impl Node {
                 .get(&src)
                 .is_some_and(|old| old.timestamp_ms >= cert.timestamp_ms)
             {
+                // Held already: the sender sends its own again when it
+                // lacks ours (our push was lost), so it gets ours again.
+                if m.credentials_answer_due(src, now_ms) {
+                    answer.push(cert.network);
+                }
                 continue;
             }
             let Some(key) = self.controller_key(cert.network) else {
@@ -155,6 +161,13 @@ impl Node {
                 continue;
             }
             self.apply_revocation(&revocation);
+        }
+        for nwid in answer {
+            if let Some(m) = self.networks.get_mut(&nwid) {
+                // Sent anew (credentials_due would see ours as sent already).
+                m.credentials_sent.remove(&src);
+            }
+            self.push_credentials(now_ms, nwid, src, true, out);
         }
         for nwid in stored {
             // A member that had none of ours (or an old one) may be waiting

@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::address::Address;
 use crate::constants::{
-    CERTIFICATE_MAX_DELTA_MS, CREDENTIALS_RESEND_INTERVAL_MS, MAX_REVOCATIONS_PER_NETWORK,
+    CERTIFICATE_MAX_DELTA_MS, CREDENTIALS_ANSWER_INTERVAL_MS, CREDENTIALS_RESEND_INTERVAL_MS,
+    MAX_REVOCATIONS_PER_NETWORK,
 };
 use crate::hash_state::{HashMap, HashState};
 use crate::netconf::{Certificate, NetworkConfig};
@@ -158,6 +159,15 @@ impl Membership {
     /// now: it has not had this one yet, or, when `asking` (we want its
     /// certificate in return), we last sent it `CREDENTIALS_RESEND_INTERVAL_MS`
     /// ago or more.
+    /// Whether a member that sent us a certificate we already hold gets
+    /// ours again: not within `CREDENTIALS_ANSWER_INTERVAL_MS` of the last.
+    pub fn credentials_answer_due(&self, to: Address, now_ms: u64) -> bool {
+        self.config.as_ref().is_some_and(|c| c.data.private)
+            && self.credentials_sent.get(&to).is_none_or(|&(_, sent_ms)| {
+                now_ms.saturating_sub(sent_ms) >= CREDENTIALS_ANSWER_INTERVAL_MS
+            })
+    }
+
     pub fn credentials_due(&self, to: Address, asking: bool, now_ms: u64) -> bool {
         let Some(config) = self.config.as_ref().filter(|c| c.data.private) else {
             return false;

@@ -814,6 +814,50 @@ mod tests {
     }
 
     #[test]
+    fn a_member_that_sends_a_held_certificate_again_gets_ours_again_every_few_seconds() {
+        use crate::constants::CREDENTIALS_ANSWER_INTERVAL_MS;
+        let now = 10_000_000;
+        let (mut node, nwid, key) = configured_node(now);
+        let src = Address::from_u64(0x0102030405).unwrap();
+        let mut out = Outbox::new();
+        let cert = Certificate::issue(&key, nwid, src, now);
+        let sent = |node: &Node| node.networks[&nwid].credentials_sent.get(&src).map(|s| s.1);
+        node.handle_credentials(
+            now,
+            src,
+            &credentials(std::slice::from_ref(&cert)),
+            &mut out,
+        );
+        assert_eq!(
+            sent(&node),
+            Some(now),
+            "ours goes back when theirs is stored"
+        );
+        let checked = node.counters.credential_signatures_checked;
+        // Theirs again: it lacks ours (our push was lost). Answered, but not
+        // within the interval, so two members never keep answering each other.
+        node.handle_credentials(
+            now + 1_000,
+            src,
+            &credentials(std::slice::from_ref(&cert)),
+            &mut out,
+        );
+        assert_eq!(sent(&node), Some(now));
+        let later = now + CREDENTIALS_ANSWER_INTERVAL_MS;
+        node.handle_credentials(
+            later,
+            src,
+            &credentials(std::slice::from_ref(&cert)),
+            &mut out,
+        );
+        assert_eq!(sent(&node), Some(later), "answered");
+        assert_eq!(
+            node.counters.credential_signatures_checked, checked,
+            "a held certificate costs no signature check"
+        );
+    }
+
+    #[test]
     fn revocations_come_from_the_controller_only_and_void_older_certificates() {
         use crate::netconf::{Credentials, Revocation};
         let now = 10_000_000;
