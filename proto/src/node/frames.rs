@@ -167,7 +167,7 @@ impl Node {
             return false;
         };
         to != self.address
-            && switch.may_send_to(to, &config.certificate, m.peer_certificates.get(&to))
+            && switch.certificate_admits(&config.certificate, m.peer_certificates.get(&to))
             && !m.credentials_due(to, false, now_ms)
             && self
                 .peers
@@ -190,7 +190,7 @@ impl Node {
         let (Some(config), Some(switch)) = (m.config.as_ref(), m.switch.as_mut()) else {
             return;
         };
-        if !switch.may_send_to(to, &config.certificate, m.peer_certificates.get(&to)) {
+        if !switch.certificate_admits(&config.certificate, m.peer_certificates.get(&to)) {
             if m.revocations.is_revoked(to) {
                 // Revoked by the controller: never sent anything.
                 switch.count_unsent();

@@ -22,7 +22,7 @@
 //!   addresses from the bridged LAN (its DHCP server) that none announces.
 //! - On a private network, frames go only between members holding fresh
 //!   certificates that agree ([`Switch::receive`] for frames received,
-//!   [`Switch::may_send_to`] before sending any frame, unicast, ARP, ND,
+//!   [`Switch::certificate_admits`] before sending any frame, unicast, ARP, ND,
 //!   broadcast or multicast); a member whose membership the controller
 //!   revoked loses its subscriptions and learned MACs ([`Switch::forget_member`]).
 //! - Inbound frames need an honest source MAC, and a destination that is us,
@@ -204,20 +204,11 @@ impl Switch {
     /// may exchange frames with us only while `theirs`, its latest verified
     /// certificate, agrees with `ours` (same network, timestamps within the
     /// certificate's max delta). Always true on a public network.
+    /// The caller asks for the certificate when this says no before a
+    /// send, and counts a frame it finally gives up on with
+    /// [`Switch::count_unsent`].
     pub fn certificate_admits(&self, ours: &Certificate, theirs: Option<&Certificate>) -> bool {
         !self.policy.private || theirs.is_some_and(|t| t.agrees_with(ours))
-    }
-
-    /// Whether we may send a frame to `to` now: [`Switch::certificate_admits`].
-    /// The caller asks for the certificate when this says no, and counts a
-    /// frame it finally gives up on with [`Switch::count_unsent`].
-    pub fn may_send_to(
-        &self,
-        _to: Address,
-        ours: &Certificate,
-        theirs: Option<&Certificate>,
-    ) -> bool {
-        self.certificate_admits(ours, theirs)
     }
 
     /// Counts a frame dropped outside the switch's own decisions: a
@@ -329,7 +320,7 @@ impl Switch {
     /// Records that `member` listens to `group` (a root named it in answer to
     /// a gather, PROTOCOL.md §4.6); false (and counted) if refused:
     /// ourselves, a non-multicast MAC, or a full table. Frames still go to it
-    /// only once its certificate agrees with ours ([`Switch::may_send_to`]).
+    /// only once its certificate agrees with ours ([`Switch::certificate_admits`]).
     pub fn subscribe(&mut self, now_ms: u64, member: Address, group: MulticastGroup) -> bool {
         let taken = member != self.address
             && group.mac.is_multicast()

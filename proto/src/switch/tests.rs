@@ -340,14 +340,14 @@ fn inbound_needs_an_agreeing_certificate_on_private_networks_only() {
         s.receive(0, addr(20), &ours, Some(&fresh), &f),
         Inbound::Deliver
     );
-    assert!(!s.may_send_to(addr(20), &ours, Some(&stale)));
-    assert!(s.may_send_to(addr(20), &ours, Some(&fresh)));
+    assert!(!s.certificate_admits(&ours, Some(&stale)));
+    assert!(s.certificate_admits(&ours, Some(&fresh)));
     s.set_policy(SwitchPolicy {
         private: false,
         ..SwitchPolicy::default()
     });
     assert_eq!(s.receive(0, addr(20), &ours, None, &f), Inbound::Deliver);
-    assert!(s.may_send_to(addr(20), &ours, None));
+    assert!(s.certificate_admits(&ours, None));
     assert_eq!(s.counters().drops.not_authorized, 2);
     assert_eq!(s.counters().delivered, 2);
 }
