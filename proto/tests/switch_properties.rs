@@ -428,7 +428,7 @@ proptest! {
     }
 
     /// The calls the node makes: `Switch::receive` on every EXT_FRAME (with
-    /// the sender's latest verified certificate), `Switch::may_send_to` before
+    /// the sender's latest verified certificate), `Switch::certificate_admits` before
     /// sending any frame, `Switch::forget_member` on a revocation.
     #[test]
     fn frames_from_members_without_a_fresh_certificate_are_dropped(
@@ -453,8 +453,8 @@ proptest! {
             public,
             "no certificate at all"
         );
-        prop_assert_eq!(switch.may_send_to(sender, &ours, Some(&theirs)), admitted);
-        prop_assert_eq!(switch.may_send_to(sender, &ours, None), public);
+        prop_assert_eq!(switch.certificate_admits(&ours, Some(&theirs)), admitted);
+        prop_assert_eq!(switch.certificate_admits(&ours, None), public);
         let refused = u64::from(!admitted) + u64::from(!public);
         prop_assert_eq!(net.drops(to, DropReason::NotAuthorized), refused);
 
