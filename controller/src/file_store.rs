@@ -26,7 +26,8 @@ use crate::update::{member_from_stored, network_from_stored};
 /// The controller's directory under the node's home.
 pub const CONTROLLER_DIR: &str = "controller.d";
 
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+/// Wraps an I/O error with the path it concerns.
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -227,7 +228,8 @@ fn remove_file(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+/// Makes a directory's entries (a rename, a new file) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_error(dir))
@@ -258,31 +260,9 @@ fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::update::{member_update, network_update};
-    use serde_json::json;
-
-    fn nwid(n: u32) -> NetworkId {
-        NetworkId::new("8056c2e21c".parse().unwrap(), n)
-    }
 
     fn sample() -> (Network, Member, Member) {
-        let mut n = network_update(
-            &Network::new(nwid(1), 100),
-            &json!({"name": "office", "routes": [{"target": "10.0.0.0/24"}],
-                    "ipAssignmentPools": [{"ipRangeStart": "10.0.0.1", "ipRangeEnd": "10.0.0.9"}]}),
-        )
-        .unwrap();
-        n.revision = 4;
-        let mut a = member_update(
-            &Member::new(n.id, "a1b2c3d4e5".parse().unwrap(), 101),
-            &json!({"authorized": true, "ipAssignments": ["10.0.0.1"]}),
-            102,
-        )
-        .unwrap();
-        a.revision = 2;
-        let mut b = Member::new(n.id, "0102030405".parse().unwrap(), 103);
-        b.revision = 1;
-        (n, a, b)
+        crate::store::sample_state()
     }
 
     /// Every file and directory under `dir`, relative, sorted.

@@ -18,8 +18,7 @@ use vnet_node::core::network_id::NetworkId;
 
 use crate::model::{Member, Network};
 use crate::pg_migrations::migrate;
-use crate::store::{Loaded, StoreError, duplicate_ip};
-use crate::update::{member_from_stored, network_from_stored};
+use crate::store::{Loaded, StoreError, assemble_rows};
 
 /// A call run on the connection's thread.
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -157,39 +156,12 @@ impl PgStore {
                 .collect();
             Ok((networks, members))
         })?;
-        let mut loaded: Loaded = Vec::with_capacity(network_rows.len());
-        for (id, doc) in network_rows {
-            let row = format!("vnet_network {id}");
-            let nwid: NetworkId = id
-                .parse()
-                .map_err(|e| malformed_row(&row, format!("id: {e}")))?;
-            let network =
-                network_from_stored(nwid, &doc).map_err(|e| malformed_row(&row, e.to_string()))?;
-            loaded.push((network, Vec::new()));
-        }
-        for (nwid, addr, doc) in member_rows {
-            let row = format!("vnet_member {nwid}/{addr}");
-            let address: Address = addr
-                .parse()
-                .map_err(|e| malformed_row(&row, format!("address: {e}")))?;
-            let (network, members) = loaded
-                .iter_mut()
-                .find(|(n, _)| n.id.to_string() == nwid)
-                .ok_or_else(|| malformed_row(&row, "its network is not loaded"))?;
-            let member = member_from_stored(network.id, address, &doc)
-                .map_err(|e| malformed_row(&row, e.to_string()))?;
-            members.push(member);
-        }
-        for (network, members) in &loaded {
-            let sorted: Vec<&Member> = members.iter().collect();
-            if let Some((i, message)) = duplicate_ip(&sorted) {
-                return Err(malformed_row(
-                    &format!("vnet_member {}/{}", network.id, members[i].address),
-                    message,
-                ));
+        assemble_rows(network_rows, member_rows, |row, message| {
+            StoreError::MalformedRow {
+                row: row.to_string(),
+                message,
             }
-        }
-        Ok(loaded)
+        })
     }
 
     /// Writes a network.
@@ -241,12 +213,5 @@ impl PgStore {
             )
             .map(drop)
         })
-    }
-}
-
-fn malformed_row(row: &str, message: impl Into<String>) -> StoreError {
-    StoreError::MalformedRow {
-        row: row.to_string(),
-        message: message.into(),
     }
 }

@@ -20,8 +20,7 @@ use vnet_node::core::network_id::NetworkId;
 use vnet_node::service::atomic_file::SECRET_FILE_MODE;
 
 use crate::model::{Member, Network};
-use crate::store::{Loaded, StoreError, duplicate_ip};
-use crate::update::{member_from_stored, network_from_stored};
+use crate::store::{Loaded, StoreError, assemble_rows};
 
 /// The database file under the node's home.
 pub const SQLITE_FILE: &str = "controller.db";
@@ -109,7 +108,7 @@ impl SqliteStore {
         let sql = |e: rusqlite::Error| database_error(&self.path, e);
         let filter = controller.map(|a| a.to_string());
         let tx = self.conn.unchecked_transaction().map_err(sql)?;
-        let mut loaded: Loaded = Vec::new();
+        let mut networks = Vec::new();
         {
             let mut stmt = tx
                 .prepare(
@@ -124,16 +123,12 @@ impl SqliteStore {
                 .map_err(sql)?;
             for row in rows {
                 let (id, doc) = row.map_err(sql)?;
-                let name = format!("vnet_network {id}");
-                let nwid: NetworkId = id
-                    .parse()
-                    .map_err(|e| self.malformed(&name, format!("id: {e}")))?;
-                let doc = parse_doc(&doc).map_err(|m| self.malformed(&name, m))?;
-                let network = network_from_stored(nwid, &doc)
-                    .map_err(|e| self.malformed(&name, e.to_string()))?;
-                loaded.push((network, Vec::new()));
+                let doc = parse_doc(&doc)
+                    .map_err(|m| self.malformed(&format!("vnet_network {id}"), m))?;
+                networks.push((id, doc));
             }
         }
+        let mut members = Vec::new();
         {
             let mut stmt = tx
                 .prepare(
@@ -152,36 +147,17 @@ impl SqliteStore {
                     ))
                 })
                 .map_err(sql)?;
-            let mut i = 0;
             for row in rows {
                 let (nwid, addr, doc) = row.map_err(sql)?;
-                let name = format!("vnet_member {nwid}/{addr}");
-                while loaded.get(i).is_some_and(|(n, _)| n.id.to_string() != nwid) {
-                    i += 1;
-                }
-                let Some((network, members)) = loaded.get_mut(i) else {
-                    return Err(self.malformed(&name, "its network is not loaded"));
-                };
-                let address: Address = addr
-                    .parse()
-                    .map_err(|e| self.malformed(&name, format!("address: {e}")))?;
-                let doc = parse_doc(&doc).map_err(|m| self.malformed(&name, m))?;
-                let member = member_from_stored(network.id, address, &doc)
-                    .map_err(|e| self.malformed(&name, e.to_string()))?;
-                members.push(member);
+                let doc = parse_doc(&doc)
+                    .map_err(|m| self.malformed(&format!("vnet_member {nwid}/{addr}"), m))?;
+                members.push((nwid, addr, doc));
             }
         }
         tx.finish().map_err(sql)?;
-        for (network, members) in &loaded {
-            let sorted: Vec<&Member> = members.iter().collect();
-            if let Some((i, message)) = duplicate_ip(&sorted) {
-                return Err(self.malformed(
-                    &format!("vnet_member {}/{}", network.id, members[i].address),
-                    message,
-                ));
-            }
-        }
-        Ok(loaded)
+        assemble_rows(networks, members, |row, message| {
+            self.malformed(row, message)
+        })
     }
 
     /// Writes a network (durable when this returns).
@@ -286,31 +262,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::update::{member_update, network_update};
-    use serde_json::json;
-
-    fn nwid(n: u32) -> NetworkId {
-        NetworkId::new("8056c2e21c".parse().unwrap(), n)
-    }
 
     fn sample() -> (Network, Member, Member) {
-        let mut n = network_update(
-            &Network::new(nwid(1), 100),
-            &json!({"name": "office", "routes": [{"target": "10.0.0.0/24"}],
-                    "ipAssignmentPools": [{"ipRangeStart": "10.0.0.1", "ipRangeEnd": "10.0.0.9"}]}),
-        )
-        .unwrap();
-        n.revision = 4;
-        let mut a = member_update(
-            &Member::new(n.id, "a1b2c3d4e5".parse().unwrap(), 101),
-            &json!({"authorized": true, "ipAssignments": ["10.0.0.1"]}),
-            102,
-        )
-        .unwrap();
-        a.revision = 2;
-        let mut b = Member::new(n.id, "0102030405".parse().unwrap(), 103);
-        b.revision = 1;
-        (n, a, b)
+        crate::store::sample_state()
     }
 
     #[test]

@@ -13,6 +13,8 @@ use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
+
 use vnet_node::core::address::Address;
 use vnet_node::core::network_id::NetworkId;
 
@@ -20,6 +22,7 @@ use crate::file_store::FileStore;
 use crate::model::{Member, Network};
 use crate::pg_store::PgStore;
 use crate::sqlite_store::{SQLITE_FILE, SqliteStore};
+use crate::update::{member_from_stored, network_from_stored};
 
 /// The prefix of a `controllerDbPath` that names a PostgreSQL database.
 pub const POSTGRES_PREFIX: &str = "postgres:";
@@ -81,6 +84,53 @@ pub fn duplicate_ip(members: &[&Member]) -> Option<(usize, String)> {
         }
     }
     None
+}
+
+/// A database's network rows (id, document) and member rows (network id,
+/// address, document), each ordered by key, parsed into networks and their
+/// members; a row that does not parse, or a member whose IP another holds,
+/// is refused with `malformed(row name, problem)`. The one reading of rows
+/// for the SQLite and PostgreSQL stores.
+pub fn assemble_rows(
+    networks: Vec<(String, Value)>,
+    members: Vec<(String, String, Value)>,
+    malformed: impl Fn(&str, String) -> StoreError,
+) -> Result<Loaded, StoreError> {
+    let mut loaded: Loaded = Vec::with_capacity(networks.len());
+    for (id, doc) in networks {
+        let row = format!("vnet_network {id}");
+        let nwid: NetworkId = id
+            .parse()
+            .map_err(|e| malformed(&row, format!("id: {e}")))?;
+        let network =
+            network_from_stored(nwid, &doc).map_err(|e| malformed(&row, e.to_string()))?;
+        loaded.push((network, Vec::new()));
+    }
+    let mut i = 0;
+    for (nwid, addr, doc) in members {
+        let row = format!("vnet_member {nwid}/{addr}");
+        // Both lists are ordered by network id: walk them together.
+        while loaded.get(i).is_some_and(|(n, _)| n.id.to_string() != nwid) {
+            i += 1;
+        }
+        let Some((network, list)) = loaded.get_mut(i) else {
+            return Err(malformed(&row, "its network is not loaded".into()));
+        };
+        let address: Address = addr
+            .parse()
+            .map_err(|e| malformed(&row, format!("address: {e}")))?;
+        let member = member_from_stored(network.id, address, &doc)
+            .map_err(|e| malformed(&row, e.to_string()))?;
+        list.push(member);
+    }
+    for (network, list) in &loaded {
+        let sorted: Vec<&Member> = list.iter().collect();
+        if let Some((i, message)) = duplicate_ip(&sorted) {
+            let row = format!("vnet_member {}/{}", network.id, list[i].address);
+            return Err(malformed(&row, message));
+        }
+    }
+    Ok(loaded)
 }
 
 /// Where a controller's state lives, as `controllerDbPath` says.
@@ -201,6 +251,32 @@ impl Store {
             Self::Postgres(s) => s.delete_member(nwid, addr),
         }
     }
+}
+
+/// A network and two members, one authorized with an address, for the
+/// stores' tests.
+#[cfg(test)]
+pub(crate) fn sample_state() -> (Network, Member, Member) {
+    use crate::update::{member_update, network_update};
+    use serde_json::json;
+    let nwid = NetworkId::new("8056c2e21c".parse().unwrap(), 1);
+    let mut n = network_update(
+        &Network::new(nwid, 100),
+        &json!({"name": "office", "routes": [{"target": "10.0.0.0/24"}],
+                "ipAssignmentPools": [{"ipRangeStart": "10.0.0.1", "ipRangeEnd": "10.0.0.9"}]}),
+    )
+    .unwrap();
+    n.revision = 4;
+    let mut a = member_update(
+        &Member::new(n.id, "a1b2c3d4e5".parse().unwrap(), 101),
+        &json!({"authorized": true, "ipAssignments": ["10.0.0.1"]}),
+        102,
+    )
+    .unwrap();
+    a.revision = 2;
+    let mut b = Member::new(n.id, "0102030405".parse().unwrap(), 103);
+    b.revision = 1;
+    (n, a, b)
 }
 
 #[cfg(test)]

@@ -6,11 +6,11 @@
 //! at any point leaves either the files in use (the import runs again) or
 //! the database in place (the files are ignored, with a warning).
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::file_store::{CONTROLLER_DIR, FileStore};
+use crate::file_store::{CONTROLLER_DIR, FileStore, io_error, sync_dir};
 use crate::sqlite_store::{SQLITE_FILE, SqliteStore};
 use crate::store::StoreError;
 
@@ -23,13 +23,6 @@ pub struct Imported {
     pub members: usize,
     /// The files' new name.
     pub kept_at: PathBuf,
-}
-
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Imports `home/controller.d` into `home/controller.db` if there are
@@ -106,12 +99,6 @@ fn free_name(home: &Path, name: &str) -> PathBuf {
         .map(|n| home.join(format!("{name}.{n}")))
         .find(|p| !p.exists())
         .expect("a free name")
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))
 }
 
 #[cfg(test)]

@@ -3004,6 +3004,20 @@ mod directory_at_scale {
             .unwrap()
     }
 
+    /// A node with `identity` under `planet`, its random seed from `seed`.
+    pub(super) fn member_node(identity: &Identity, planet: &World, seed: u64) -> Node {
+        let mut rng_seed = [0u8; 32];
+        rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
+        Node::new(NodeConfig {
+            identity: identity.clone(),
+            planet: planet.clone(),
+            moons: Vec::new(),
+            versions: versions(),
+            rng_seed,
+        })
+        .unwrap()
+    }
+
     pub(super) fn verified(identities: &[Identity]) -> Vec<VerifiedIdentity> {
         identities
             .iter()
@@ -3100,16 +3114,7 @@ mod directory_at_scale {
         let asker = 0;
         let mut hosts = Vec::with_capacity(MEMBERS);
         for (i, id) in identities.iter().enumerate() {
-            let mut seed = [0u8; 32];
-            seed[..8].copy_from_slice(&(0x5ca1e_u64 + i as u64).to_le_bytes());
-            let mut n = Node::new(NodeConfig {
-                identity: id.clone(),
-                planet: planet.clone(),
-                moons: Vec::new(),
-                versions: versions(),
-                rng_seed: seed,
-            })
-            .unwrap();
+            let mut n = member_node(id, &planet, 0x5ca1e + i as u64);
             if i == asker {
                 n.restore_verified_identities(verified(&identities));
             } else {
@@ -3306,7 +3311,7 @@ mod directory_at_scale {
 /// over them, nodes avoid a far root, and a root relays for nodes that
 /// chose another (every node keeps a session with every root).
 mod roots_share_the_load {
-    use super::directory_at_scale::{member_identity, verified};
+    use super::directory_at_scale::{member_identity, member_node, verified};
     use super::*;
 
     const ROOT_IPS: [[u8; 4]; 3] = [[198, 51, 100, 1], [198, 51, 100, 2], [198, 51, 100, 3]];
@@ -3341,16 +3346,7 @@ mod roots_share_the_load {
         }
         let mut members = Vec::new();
         for (i, id) in identities.iter().enumerate() {
-            let mut seed = [0u8; 32];
-            seed[..8].copy_from_slice(&(0x10ad_u64 + i as u64).to_le_bytes());
-            let mut n = Node::new(NodeConfig {
-                identity: id.clone(),
-                planet: planet.clone(),
-                moons: Vec::new(),
-                versions: versions(),
-                rng_seed: seed,
-            })
-            .unwrap();
+            let mut n = member_node(id, &planet, 0x10ad + i as u64);
             n.restore_verified_identities(verified(&identities));
             let public = (0x6440_0000u32 + 10 + i as u32).to_be_bytes();
             let h = if i < OPEN {
