@@ -115,9 +115,10 @@ pub const MAX_PENDING_REASSEMBLIES_PER_SOURCE: usize = 16;
 /// As large as WireGuard's (8,192) so reordering by a busy path is not mistaken for replay.
 pub const REPLAY_WINDOW_PACKETS: u64 = 8192;
 /// The replay window of a root server's sessions (`vnet-planet`): they carry
-/// only control packets, never a burst that could arrive out of order by
-/// thousands (128 bytes per session instead of 1 KiB).
-pub const ROOT_REPLAY_WINDOW_PACKETS: u64 = 1024;
+/// only control packets (a few a minute per peer), never a burst that could
+/// arrive out of order by hundreds; the window then fits inline in the
+/// session (no 1 KiB bitmap per session).
+pub const ROOT_REPLAY_WINDOW_PACKETS: u64 = 128;
 
 // ---- Peers, sessions and paths (PROTOCOL.md §3.4, node behaviour) ----
 

@@ -23,6 +23,11 @@ impl IdentityHashScratch {
     pub fn new() -> Self {
         Self(Vec::new())
     }
+
+    /// Gives the 2 MiB back (a node between checks need not hold it).
+    pub fn release(&mut self) {
+        self.0 = Vec::new();
+    }
 }
 
 impl Default for IdentityHashScratch {

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod identity_hash;
 pub mod ip_prefix;
 pub mod local_socket;
+pub mod maybe_ms;
 pub mod message;
 pub mod multicast_message;
 pub mod nat_mapping;

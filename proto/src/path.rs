@@ -9,6 +9,7 @@ use crate::constants::{
     PATH_PROBE_INTERVAL_ACTIVE_MS, PATH_QUICK_PROBE_AFTER_MS, PATH_QUICK_PROBE_INTERVAL_MS,
 };
 use crate::local_socket::LocalSocket;
+use crate::maybe_ms::MaybeMs;
 
 /// One physical path to a peer.
 #[derive(Debug, Clone)]
@@ -19,19 +20,19 @@ pub struct Path {
     /// NAT mappings and TCP connections line up).
     pub socket: LocalSocket,
     /// When we last sent on it (ms), if ever.
-    pub last_send_ms: Option<u64>,
+    pub last_send_ms: crate::maybe_ms::MaybeMs,
     /// When an authenticated packet last arrived on it (ms), if ever.
-    pub last_receive_ms: Option<u64>,
+    pub last_receive_ms: crate::maybe_ms::MaybeMs,
     /// When it was first learned (ms).
     pub learned_ms: u64,
     /// Round-trip time measured on it.
-    pub latency_ms: Option<u64>,
+    pub latency_ms: crate::maybe_ms::MaybeMs,
     /// When the last probe was sent on it.
-    last_probe_ms: Option<u64>,
+    last_probe_ms: crate::maybe_ms::MaybeMs,
     /// The first send not followed by any receive yet: a path that stops
     /// answering is dead within [`PATH_ANSWER_TIMEOUT_MS`], whatever its
     /// last receive.
-    unanswered_since_ms: Option<u64>,
+    unanswered_since_ms: crate::maybe_ms::MaybeMs,
     /// Probes sent on it while it was never heard from: a candidate that
     /// never answers is given up after a few (it could be anyone's address).
     candidate_probes: u32,
@@ -54,6 +55,7 @@ impl Path {
             PATH_IDLE_TIMEOUT_MS
         };
         self.last_receive_ms
+            .get()
             .is_some_and(|t| now_ms.saturating_sub(t) < timeout)
             && !self.stopped_answering(now_ms)
     }
@@ -63,18 +65,20 @@ impl Path {
     /// it did before.
     pub fn stopped_answering(&self, now_ms: u64) -> bool {
         self.unanswered_since_ms
+            .get()
             .is_some_and(|t| now_ms.saturating_sub(t) >= PATH_ANSWER_TIMEOUT_MS)
     }
 
     /// Whether a send has waited long enough for an answer to be suspicious.
     fn answer_overdue(&self, now_ms: u64) -> bool {
         self.unanswered_since_ms
+            .get()
             .is_some_and(|t| now_ms.saturating_sub(t) >= PATH_QUICK_PROBE_AFTER_MS)
     }
 
     /// Whether it has never been confirmed and is older than the idle timeout.
     fn is_stale(&self, now_ms: u64) -> bool {
-        let since = self.last_receive_ms.unwrap_or(self.learned_ms);
+        let since = self.last_receive_ms.get().unwrap_or(self.learned_ms);
         now_ms.saturating_sub(since) >= PATH_IDLE_TIMEOUT_MS
     }
 }
@@ -148,12 +152,12 @@ impl PathSet {
         self.paths.push(Path {
             addr,
             socket,
-            last_send_ms: None,
-            last_receive_ms: None,
+            last_send_ms: MaybeMs::NONE,
+            last_receive_ms: MaybeMs::NONE,
             learned_ms: now_ms,
-            latency_ms: None,
-            last_probe_ms: None,
-            unanswered_since_ms: None,
+            latency_ms: MaybeMs::NONE,
+            last_probe_ms: MaybeMs::NONE,
+            unanswered_since_ms: MaybeMs::NONE,
             candidate_probes: 0,
             mtu: Default::default(),
         });
@@ -211,8 +215,8 @@ impl PathSet {
         if !(other_punch && was_alive) {
             p.socket = socket;
         }
-        p.last_receive_ms = Some(now_ms);
-        p.unanswered_since_ms = None;
+        p.last_receive_ms = MaybeMs::at(now_ms);
+        p.unanswered_since_ms = MaybeMs::NONE;
         if !was_alive {
             // The peer may have moved (a new address, a restart elsewhere, a
             // standby taking over its identity): its other paths must answer
@@ -245,7 +249,7 @@ impl PathSet {
             .iter_mut()
             .find(|p| p.addr == addr && p.socket == socket)
         {
-            p.last_send_ms = Some(now_ms);
+            p.last_send_ms = MaybeMs::at(now_ms);
             if expects_answer {
                 p.unanswered_since_ms.get_or_insert(now_ms);
             }
@@ -266,7 +270,7 @@ impl PathSet {
     pub fn measured(&mut self, addr: SocketAddr, rtt_ms: u64) {
         if let Some(p) = self.paths.iter_mut().find(|p| p.addr == addr) {
             // Smooth a little so one slow reply does not flip the preference.
-            p.latency_ms = Some(match p.latency_ms {
+            p.latency_ms = MaybeMs::at(match p.latency_ms.get() {
                 Some(old) => (old * 3 + rtt_ms) / 4,
                 None => rtt_ms,
             });
@@ -282,8 +286,8 @@ impl PathSet {
                 (
                     // A path whose answers are overdue ranks after those that answer.
                     p.answer_overdue(now_ms),
-                    p.latency_ms.unwrap_or(u64::MAX / 2),
-                    u64::MAX - p.last_receive_ms.unwrap_or(0),
+                    p.latency_ms.get().unwrap_or(u64::MAX / 2),
+                    u64::MAX - p.last_receive_ms.get().unwrap_or(0),
                 )
             })
     }
@@ -312,9 +316,10 @@ impl PathSet {
                 interval
             };
             if p.last_probe_ms
+                .get()
                 .is_none_or(|t| now_ms.saturating_sub(t) >= wait)
             {
-                p.last_probe_ms = Some(now_ms);
+                p.last_probe_ms = MaybeMs::at(now_ms);
                 due.push(p.addr);
             }
         }
@@ -330,15 +335,15 @@ impl PathSet {
         self.paths
             .iter()
             .map(|p| {
-                let since = p.last_receive_ms.unwrap_or(p.learned_ms);
+                let since = p.last_receive_ms.get().unwrap_or(p.learned_ms);
                 let stale = since + PATH_IDLE_TIMEOUT_MS;
                 if p.given_up() {
                     return stale;
                 }
-                let probe_after = |wait: u64| p.last_probe_ms.map_or(0, |t| t + wait);
+                let probe_after = |wait: u64| p.last_probe_ms.get().map_or(0, |t| t + wait);
                 let probe = if p.last_receive_ms.is_none() || p.stopped_answering(now_ms) {
                     probe_after(PATH_PROBE_INTERVAL_ACTIVE_MS)
-                } else if let Some(t) = p.unanswered_since_ms {
+                } else if let Some(t) = p.unanswered_since_ms.get() {
                     if p.answer_overdue(now_ms) {
                         probe_after(PATH_QUICK_PROBE_INTERVAL_MS).min(t + PATH_ANSWER_TIMEOUT_MS)
                     } else {

@@ -9,6 +9,7 @@ use crate::constants::{
     PATH_MTU_PRECISION_BYTES, PATH_MTU_PROBE_WAIT_MAX_MS, PATH_MTU_PROBE_WAIT_MIN_MS,
     PATH_MTU_SEARCH_INTERVAL_MS, PATH_MTU_SPREAD_PROBES,
 };
+use crate::maybe_ms::MaybeMs;
 
 /// UDP payloads of common paths (Ethernet, PPPoE, WireGuard and other
 /// tunnels, jumbo frames) less IPv4's 28 or IPv6's 48 header bytes, probed
@@ -23,7 +24,7 @@ pub struct PathMtu {
     usable: u16,
     probing: Option<Box<Probing>>,
     /// None until the first search: due at once.
-    next_search_ms: Option<u64>,
+    next_search_ms: crate::maybe_ms::MaybeMs,
     next_confirm_ms: u64,
     lowered: u64,
 }
@@ -44,7 +45,7 @@ impl Default for PathMtu {
         Self {
             usable: PATH_MTU_BASE_BYTES,
             probing: None,
-            next_search_ms: None,
+            next_search_ms: MaybeMs::NONE,
             next_confirm_ms: 0,
             lowered: 0,
         }
@@ -76,7 +77,7 @@ impl PathMtu {
             (3 * rtt).clamp(PATH_MTU_PROBE_WAIT_MIN_MS, PATH_MTU_PROBE_WAIT_MAX_MS)
         });
         if self.probing.is_none() {
-            if self.next_search_ms.is_none_or(|t| now_ms >= t) {
+            if self.next_search_ms.get().is_none_or(|t| now_ms >= t) {
                 self.probing = Some(Box::new(Probing::search(
                     self.usable,
                     PATH_MTU_MAX_BYTES + 1,
@@ -116,7 +117,7 @@ impl PathMtu {
         }
         if p.hi.saturating_sub(p.lo) <= PATH_MTU_PRECISION_BYTES {
             self.probing = None;
-            self.next_search_ms = Some(now_ms + PATH_MTU_SEARCH_INTERVAL_MS);
+            self.next_search_ms = MaybeMs::at(now_ms + PATH_MTU_SEARCH_INTERVAL_MS);
             self.next_confirm_ms = now_ms + PATH_MTU_CONFIRM_INTERVAL_MS;
             return Vec::new();
         }
@@ -157,7 +158,7 @@ impl PathMtu {
         if let Some(p) = &self.probing {
             return Some(p.round_ends_ms);
         }
-        let search = self.next_search_ms.unwrap_or(0);
+        let search = self.next_search_ms.get().unwrap_or(0);
         if self.usable > PATH_MTU_BASE_BYTES {
             Some(search.min(self.next_confirm_ms))
         } else {

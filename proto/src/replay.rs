@@ -1,12 +1,14 @@
 //! Replay protection (§3.4): a sliding window over a receiving key's packet
-//! counters, kept as a bitmap allocated once per key (O(1) per in-order
-//! packet).
+//! counters, kept as a bitmap made once per key (O(1) per in-order packet);
+//! a root's small window lives inline, with no allocation of its own.
 //!
 //! The window is the `REPLAY_WINDOW_PACKETS` counters (or fewer, chosen per
 //! node: a root's sessions carry only control packets) ending at the highest
 //! counter accepted so far. A counter above it is new (and slides the window);
 //! one inside it is new once; one below it is refused, as it can no longer be
 //! told apart from a replay.
+
+use smallvec::SmallVec;
 
 use crate::constants::REPLAY_WINDOW_PACKETS;
 
@@ -27,8 +29,9 @@ pub struct ReplayWindow {
     highest: u64,
     /// Counters the window spans (a multiple of 64).
     packets: u64,
-    /// One bit per counter in `highest - (packets - 1) ..= highest`.
-    bits: Box<[u64]>,
+    /// One bit per counter in `highest - (packets - 1) ..= highest`
+    /// (up to 128 counters inline: a root holds thousands of sessions).
+    bits: SmallVec<[u64; 2]>,
 }
 
 impl Default for ReplayWindow {
@@ -60,7 +63,7 @@ impl ReplayWindow {
         Self {
             highest: 0,
             packets,
-            bits: vec![0; (packets / WORD_BITS) as usize].into_boxed_slice(),
+            bits: smallvec::smallvec![0; (packets / WORD_BITS) as usize],
         }
     }
 

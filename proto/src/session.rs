@@ -4,6 +4,7 @@
 
 use std::cell::OnceCell;
 
+use crate::maybe_ms::MaybeMs;
 use crate::rng::CryptoRng;
 use sha2::{Digest, Sha512};
 use zeroize::Zeroize;
@@ -128,8 +129,8 @@ pub fn derive_session(
         next_counter: first_counter(random),
         replay: ReplayWindow::default(),
         established_ms: now_ms,
-        superseded_ms: None,
-        last_receive_ms: None,
+        superseded_ms: MaybeMs::NONE,
+        last_receive_ms: MaybeMs::NONE,
     })
 }
 
@@ -166,8 +167,8 @@ pub struct Session {
     next_counter: u64,
     replay: ReplayWindow,
     established_ms: u64,
-    superseded_ms: Option<u64>,
-    last_receive_ms: Option<u64>,
+    superseded_ms: crate::maybe_ms::MaybeMs,
+    last_receive_ms: crate::maybe_ms::MaybeMs,
 }
 
 impl Session {
@@ -263,11 +264,16 @@ impl SessionSet {
     pub fn expire(&mut self, now_ms: u64) {
         self.sessions.retain(|s| {
             now_ms.saturating_sub(s.established_ms) < SESSION_MAX_AGE_MS
-                && s.superseded_ms.is_none_or(|t| {
-                    let last_use = t.max(s.last_receive_ms.unwrap_or(0));
+                && s.superseded_ms.get().is_none_or(|t| {
+                    let last_use = t.max(s.last_receive_ms.get().unwrap_or(0));
                     now_ms.saturating_sub(last_use) < KEY_OVERLAP_MS
                 })
         });
+        // A rekey grows the set to two for the overlap; a root holds
+        // thousands of sets, so the room is given back after it.
+        if self.sessions.capacity() > self.sessions.len().max(1) {
+            self.sessions.shrink_to_fit();
+        }
         if self
             .pending
             .as_ref()
@@ -287,8 +293,8 @@ impl SessionSet {
             .map(|s| s.established_ms + REKEY_INTERVAL_MS);
         let expiries = self.sessions.iter().map(|s| {
             let old = s.established_ms + SESSION_MAX_AGE_MS;
-            match s.superseded_ms {
-                Some(t) => old.min(t.max(s.last_receive_ms.unwrap_or(0)) + KEY_OVERLAP_MS),
+            match s.superseded_ms.get() {
+                Some(t) => old.min(t.max(s.last_receive_ms.get().unwrap_or(0)) + KEY_OVERLAP_MS),
                 None => old,
             }
         });
@@ -386,7 +392,7 @@ impl SessionSet {
             match open_with(s, packet, candidates > 1) {
                 Ok(()) => {
                     s.replay.accept(counter);
-                    s.last_receive_ms = Some(now_ms);
+                    s.last_receive_ms = MaybeMs::at(now_ms);
                     return Ok(());
                 }
                 Err(MacError) => continue,
@@ -396,7 +402,7 @@ impl SessionSet {
             any = true;
             if counter != 0 && p.replay.check(counter) && open_with(p, packet, false).is_ok() {
                 p.replay.accept(counter);
-                p.last_receive_ms = Some(now_ms);
+                p.last_receive_ms = MaybeMs::at(now_ms);
                 // Key confirmed: the peer holds this session; it now sends.
                 let confirmed = self.pending.take().expect("checked above");
                 self.install(now_ms, *confirmed);

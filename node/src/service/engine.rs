@@ -735,11 +735,27 @@ pub fn spawn_supervised(
     Ok((thread, stopped))
 }
 
+/// How long the identity checker keeps its scratch after its last check.
+const CHECKER_SCRATCH_KEEP: Duration = Duration::from_secs(2);
+
 /// Runs identity checks (the memory-hard hash, ~17 ms each) off the engine
 /// thread: packets never wait for them.
 fn identity_checker(jobs: &Receiver<IdentityCheck>, engine: &EngineHandle) {
     let mut scratch = IdentityHashScratch::new();
-    while let Ok(job) = jobs.recv() {
+    loop {
+        let job = match jobs.recv_timeout(CHECKER_SCRATCH_KEEP) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // The scratch is 2 MiB: a root's whole table of 2,000
+                // peers. Kept through a burst of checks, not between them.
+                scratch.release();
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let result = job.run(&mut scratch);
         if engine
             .send(Command::IdentityChecked(Box::new(result)))

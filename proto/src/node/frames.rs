@@ -15,6 +15,7 @@ use crate::constants::{
     MAX_FRAMES_AWAITING_CREDENTIALS_PER_MEMBER, MAX_MEMBERS_AWAITING_CREDENTIALS,
     OFFLOAD_FRAME_HEADROOM_BYTES, PACKET_HEADER_LEN_BYTES, VIRTIO_NET_HDR_LEN_BYTES,
 };
+use crate::maybe_ms::MaybeMs;
 use crate::network_id::NetworkId;
 use crate::network_message::{FrameMessage, OffloadFrameMessage};
 use crate::offload::Offload;
@@ -124,7 +125,7 @@ impl Node {
         match in_place {
             Some((to, verb, packet_at)) => {
                 if let Some(peer) = self.peers.get_mut(&to) {
-                    peer.last_active_ms = Some(now_ms);
+                    peer.last_active_ms = MaybeMs::at(now_ms);
                 }
                 let packet = &mut out.buffer_mut()[packet_at..];
                 write_verb(packet, verb);
@@ -226,7 +227,7 @@ impl Node {
         }
         self.push_credentials(now_ms, nwid, to, false, out);
         if let Some(peer) = self.peers.get_mut(&to) {
-            peer.last_active_ms = Some(now_ms);
+            peer.last_active_ms = MaybeMs::at(now_ms);
         }
         let mut payload = std::mem::take(&mut self.frame_buf);
         if self.peers.get(&to).is_some_and(|p| p.offload_frames) {
@@ -366,7 +367,7 @@ impl Node {
             && let Some(peer) = self.peers.get_mut(&src)
         {
             // A member's traffic keeps its paths probed, delivered or not.
-            peer.last_active_ms = Some(now_ms);
+            peer.last_active_ms = MaybeMs::at(now_ms);
         }
         match verdict {
             Inbound::Deliver => {

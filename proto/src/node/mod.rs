@@ -37,6 +37,7 @@ use crate::hash_state::{HashMap, HashState};
 use crate::identity::Identity;
 use crate::identity_hash::IdentityHashScratch;
 use crate::local_socket::LocalSocket;
+use crate::maybe_ms::MaybeMs;
 use crate::message::{
     self, Capabilities, Echo, EchoKind, Hello, HelloOk, InRe, OkBody, PathMtuProbe, Rendezvous,
     Versions, decode_error, decode_ok, decode_push_direct_paths, decode_whois, encode_in_re,
@@ -643,7 +644,7 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&src) else {
             return;
         };
-        peer.last_receive_ms = Some(now_ms);
+        peer.last_receive_ms = MaybeMs::at(now_ms);
         if direct {
             let active = peer.is_active(now_ms);
             if peer.is_root() && !self.rx_socket.is_tcp() {
@@ -688,7 +689,7 @@ impl Node {
             _ => false,
         };
         if !keepalive && let Some(peer) = self.peers.get_mut(&src) {
-            peer.last_useful_ms = Some(now_ms);
+            peer.last_useful_ms = MaybeMs::at(now_ms);
         }
         let result: Result<(), message::MessageError> = match verb {
             Verb::Nop => Ok(()),
@@ -698,7 +699,7 @@ impl Node {
                 if Echo::is_ping(payload)
                     && let Some(peer) = self.peers.get_mut(&src)
                 {
-                    peer.last_active_ms = Some(now_ms);
+                    peer.last_active_ms = MaybeMs::at(now_ms);
                 }
                 let mut reply = Vec::with_capacity(9 + payload.len());
                 encode_in_re(
@@ -922,7 +923,7 @@ impl Node {
             return;
         }
         let mac_ok = match self.peers.get(&header.src) {
-            Some(peer) => dearmor(&peer.static_key, packet, false).is_ok(),
+            Some(peer) => dearmor(&peer.static_key(), packet, false).is_ok(),
             None => match self.key_pair.agree(&hello.identity.public) {
                 Ok(agreement) => {
                     let key = crate::armor::PacketKey::from_bytes(
@@ -973,7 +974,7 @@ impl Node {
             if header.hops > 0
                 && let Some(peer) = self.peers.get_mut(&header.src)
             {
-                peer.relayed_since_ms = Some(now_ms);
+                peer.relayed_since_ms = MaybeMs::at(now_ms);
             }
             self.whois_resolved(now_ms, header.src, out);
         }
@@ -1110,7 +1111,7 @@ impl Node {
             self.counters.dropped_unknown_peer += 1;
             return;
         };
-        if dearmor(&peer.static_key, packet, true).is_err() {
+        if dearmor(&peer.static_key(), packet, true).is_err() {
             self.counters.dropped_bad_mac += 1;
             return;
         }
@@ -1148,7 +1149,7 @@ impl Node {
         peer.sessions.install(now_ms, session);
         peer.versions = Some(ok.versions);
         membership::forget_credentials_sent(&mut self.networks, header.src);
-        peer.last_receive_ms = Some(now_ms);
+        peer.last_receive_ms = MaybeMs::at(now_ms);
         let rtt = (self.clock_epoch_ms + now_ms).saturating_sub(ok.echoed_timestamp_ms);
         peer.measured(rtt);
         if header.hops == 0 {
@@ -1735,7 +1736,7 @@ impl Node {
             .filter_map(|a| self.peers.get(a).map(|p| (*a, p)))
             .filter(|(_, p)| p.is_root() && p.sessions.is_established())
             .filter(|(_, p)| p.paths.preferred(now_ms, false).is_some())
-            .map(|(a, p)| (a, p.latency_ms.unwrap_or(u64::MAX / 2)))
+            .map(|(a, p)| (a, p.latency_ms.get().unwrap_or(u64::MAX / 2)))
             .collect();
         let nearest = live.iter().map(|(_, l)| *l).min()?;
         let near = nearest
@@ -1779,6 +1780,7 @@ impl Node {
             .iter()
             .filter(|p| {
                 p.last_receive_ms
+                    .get()
                     .is_none_or(|t| now_ms.saturating_sub(t) > PATH_PROBE_INTERVAL_ACTIVE_MS)
             })
             .map(|p| p.addr)
@@ -1822,7 +1824,7 @@ impl Node {
         let mut payload = Vec::with_capacity(3 + paths.len() * 20);
         encode_push_direct_paths(&paths, self.nat_mapping(), &mut payload);
         if let Some(peer) = self.peers.get_mut(&addr) {
-            peer.last_paths_pushed_ms = Some(now_ms);
+            peer.last_paths_pushed_ms = MaybeMs::at(now_ms);
         }
         self.send_session(now_ms, addr, None, Verb::PushDirectPaths, &payload, out);
     }
@@ -2039,8 +2041,10 @@ impl Node {
             self.counters.refused_world_updates += 1;
             return;
         };
+        // World updates are rare: their 2 MiB of hashing space is not kept.
+        let mut scratch = IdentityHashScratch::new();
         if id == self.planet.id() {
-            match self.planet.decode_update(bytes, &mut self.scratch) {
+            match self.planet.decode_update(bytes, &mut scratch) {
                 Ok(world) => {
                     self.planet = world.clone();
                     self.recompute_roles();
@@ -2051,7 +2055,7 @@ impl Node {
             return;
         }
         if let Some(i) = self.moons.iter().position(|m| m.id() == id) {
-            match self.moons[i].decode_update(bytes, &mut self.scratch) {
+            match self.moons[i].decode_update(bytes, &mut scratch) {
                 Ok(world) => {
                     self.moons[i] = world.clone();
                     self.recompute_roles();
@@ -2068,7 +2072,7 @@ impl Node {
         {
             // First contact: trust the seed we were told to orbit, as ZeroTier does,
             // but only a self-signed moon whose roots include that seed.
-            match World::decode_with(bytes, &mut self.scratch) {
+            match World::decode_with(bytes, &mut scratch) {
                 Ok(world)
                     if world.kind() == WorldKind::Moon
                         && world.is_self_signed()
@@ -2098,7 +2102,7 @@ impl Node {
         }
         .encode();
         if let Some(peer) = self.peers.get_mut(&addr) {
-            peer.last_active_ms = Some(now_ms);
+            peer.last_active_ms = MaybeMs::at(now_ms);
         }
         self.send(now_ms, addr, Verb::Echo, &payload, out);
     }
@@ -2172,7 +2176,7 @@ impl Node {
         {
             return;
         }
-        let mut targets: Vec<SocketAddr> = peer.stable_endpoints.clone();
+        let mut targets: Vec<SocketAddr> = peer.stable_endpoints.to_vec();
         if let Some(p) = peer.paths.preferred(now_ms, false)
             && !targets.contains(&p.addr)
         {
@@ -2279,7 +2283,7 @@ impl Node {
                 more_fragments: false,
             };
             header.encode_into(&mut self.tx);
-            armor(&peer.static_key, &mut self.tx, false);
+            armor(&peer.static_key(), &mut self.tx, false);
             out.push(*socket, *to, &self.tx);
             peer.paths.sent(now_ms, *to, *socket, true);
         }
@@ -2329,7 +2333,7 @@ impl Node {
             more_fragments: false,
         }
         .encode_into(&mut self.tx);
-        armor(&peer.static_key, &mut self.tx, true);
+        armor(&peer.static_key(), &mut self.tx, true);
         out.push(socket, to, &self.tx);
         let waits = expects_answer(verb) || peer.is_active(now_ms);
         peer.paths.sent(now_ms, to, socket, waits);
@@ -2533,6 +2537,12 @@ impl Node {
                 .retain(|_, (_, t)| now_ms.saturating_sub(*t) < RELAY_ROUTE_TTL_MS);
             self.relayers
                 .retain(|(_, t)| now_ms.saturating_sub(*t) < RELAY_ROUTE_TTL_MS);
+            // A burst (thousands of HELLOs from as many addresses) leaves
+            // these tables' room behind; it is given back once they empty.
+            shrink_if_sparse(&mut self.hello_buckets);
+            shrink_if_sparse(&mut self.known_paths);
+            shrink_if_sparse(&mut self.rendezvous_sent);
+            shrink_if_sparse(&mut self.relay_routes);
             self.sweep_multicast_directory(now_ms);
         }
         self.reassembler.expire(now_ms);
@@ -2607,6 +2617,7 @@ impl Node {
         let soon = now_ms + TIMER_TICK_MS;
         let heard_lately = p
             .last_receive_ms
+            .get()
             .is_some_and(|t| now_ms.saturating_sub(t) < PEER_IDLE_TIMEOUT_MS);
         let busy = p.is_root()
             || p.is_active(now_ms)
@@ -2625,10 +2636,10 @@ impl Node {
         if let Some(at) = p.paths.next_due_ms(now_ms) {
             due(at);
         }
-        if let Some(t) = p.last_receive_ms {
+        if let Some(t) = p.last_receive_ms.get() {
             due(t + PEER_IDLE_TIMEOUT_MS);
         }
-        if let Some(t) = p.last_paths_pushed_ms {
+        if let Some(t) = p.last_paths_pushed_ms.get() {
             due(t + PUSH_DIRECT_PATHS_INTERVAL_MS);
         }
         due(p.last_wanted_ms(self.am_root) + PEER_IDLE_TIMEOUT_MS);
@@ -2681,6 +2692,7 @@ impl Node {
         // no sessions with the nodes it asked about.
         let recently_used = peer
             .last_receive_ms
+            .get()
             .is_some_and(|t| now_ms.saturating_sub(t) < PEER_IDLE_TIMEOUT_MS);
         let wants_session = is_root || recently_used || !peer.queued.is_empty();
         // A root or busy peer whose every path stopped answering may have
@@ -2690,6 +2702,7 @@ impl Node {
             && (is_root || active)
             && peer
                 .last_receive_ms
+                .get()
                 .is_none_or(|t| now_ms.saturating_sub(t) >= SILENT_PEER_HELLO_AFTER_MS)
             && peer.paths.iter().all(|p| !p.is_alive(now_ms, active));
         if wants_session && (peer.sessions.needs_rekey(now_ms) || silent) {
@@ -2714,6 +2727,7 @@ impl Node {
             && recently_used
             && peer
                 .last_paths_pushed_ms
+                .get()
                 .is_none_or(|t| now_ms.saturating_sub(t) >= PUSH_DIRECT_PATHS_INTERVAL_MS);
         for to in probes {
             self.probe(now_ms, addr, to, out);
@@ -2779,7 +2793,7 @@ impl Node {
             }
         };
         let lowered = mtu.times_lowered();
-        let sizes = mtu.due_probes(now_ms, rtt);
+        let sizes = mtu.due_probes(now_ms, rtt.get());
         if mtu.times_lowered() != lowered {
             self.counters.path_mtu_lowered += 1;
         }
@@ -2806,16 +2820,16 @@ impl Node {
         }
         match route {
             Some(PeerRoute::Direct(path)) if peer.direct_since_ms.is_none() => {
-                peer.direct_since_ms = Some(now_ms);
+                peer.direct_since_ms = MaybeMs::at(now_ms);
                 if peer.relayed_since_ms.take().is_some() {
-                    peer.last_upgrade_ms = Some(now_ms);
+                    peer.last_upgrade_ms = MaybeMs::at(now_ms);
                     self.events
                         .push_back(Event::PathUpgraded { peer: addr, path });
                 }
             }
             Some(PeerRoute::Direct(_)) => {}
             _ if peer.direct_since_ms.take().is_some() => {
-                peer.relayed_since_ms = Some(now_ms);
+                peer.relayed_since_ms = MaybeMs::at(now_ms);
                 self.events.push_back(Event::PathLost { peer: addr });
             }
             _ => {}
@@ -2862,4 +2876,12 @@ fn root_affinity(node: Address, root: Address) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// Gives back a table's room when it holds under a quarter of it (room for
+/// at least 64 entries is kept, so a table in use is not resized to and fro).
+fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(table: &mut HashMap<K, V>) {
+    if table.capacity() > 4 * table.len().max(64) {
+        table.shrink_to_fit();
+    }
 }

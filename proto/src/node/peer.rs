@@ -3,10 +3,12 @@
 use std::net::SocketAddr;
 
 use serde::Serialize;
+use thin_vec::ThinVec;
 
 use crate::armor::PacketKey;
 use crate::c25519::SharedKey;
 use crate::identity::Identity;
+use crate::maybe_ms::MaybeMs;
 use crate::message::Versions;
 use crate::path::PathSet;
 use crate::session::{Ephemeral, SessionSet};
@@ -50,11 +52,11 @@ pub(crate) struct PendingHandshake {
     pub sent_ms: u64,
 }
 
-/// Everything known about one peer.
+/// Everything known about one peer. The rarely filled lists are `ThinVec`s
+/// (8 bytes while empty): a root holds thousands of peers.
 pub(crate) struct Peer {
     pub identity: Identity,
     pub static_agreement: SharedKey,
-    pub static_key: PacketKey,
     pub sessions: SessionSet,
     /// Boxed, as the other rarely set fields: a root holds thousands of peers.
     pub handshake: Option<Box<PendingHandshake>>,
@@ -65,7 +67,7 @@ pub(crate) struct Peer {
     pub paths: PathSet,
     pub role: PeerRole,
     /// A root's stable endpoints from its world.
-    pub stable_endpoints: Vec<SocketAddr>,
+    pub stable_endpoints: ThinVec<SocketAddr>,
     pub versions: Option<Versions>,
     /// It announced (CAPABILITIES, this session) that it takes OFFLOAD_FRAME.
     pub offload_frames: bool,
@@ -76,22 +78,22 @@ pub(crate) struct Peer {
     /// The largest datagram that reaches it through a root, and that root:
     /// discovered end to end like a direct path's (PROTOCOL.md §3.10).
     pub relayed_mtu: Option<Box<(crate::address::Address, crate::path_mtu::PathMtu)>>,
-    pub latency_ms: Option<u64>,
-    pub last_receive_ms: Option<u64>,
+    pub latency_ms: crate::maybe_ms::MaybeMs,
+    pub last_receive_ms: crate::maybe_ms::MaybeMs,
     /// Last time traffic that matters to the user went either way.
-    pub last_active_ms: Option<u64>,
+    pub last_active_ms: crate::maybe_ms::MaybeMs,
     /// Messages waiting for a session.
-    pub queued: Vec<(Verb, Vec<u8>)>,
-    pub last_paths_pushed_ms: Option<u64>,
+    pub queued: ThinVec<(Verb, Vec<u8>)>,
+    pub last_paths_pushed_ms: crate::maybe_ms::MaybeMs,
     /// World ids this peer holds an older copy of (or wants); sent once a
     /// session packet arrives straight from it (no amplification).
-    pub worlds_due: Vec<u64>,
+    pub worlds_due: ThinVec<u64>,
     /// Whether the last route computed was direct, and since when.
-    pub direct_since_ms: Option<u64>,
+    pub direct_since_ms: crate::maybe_ms::MaybeMs,
     /// When the route last went from relayed to direct.
-    pub last_upgrade_ms: Option<u64>,
+    pub last_upgrade_ms: crate::maybe_ms::MaybeMs,
     /// When relayed traffic to/from this peer was first seen in the current relayed stretch.
-    pub relayed_since_ms: Option<u64>,
+    pub relayed_since_ms: crate::maybe_ms::MaybeMs,
     /// How the peer's NAT maps ports, as it told us in PUSH_DIRECT_PATHS.
     pub nat_mapping: Option<crate::node::NatMapping>,
     /// Where a root sees the peer (from RENDEZVOUS): the target of a birthday punch.
@@ -111,7 +113,7 @@ pub(crate) struct Peer {
     /// forgotten like an idle one).
     pub admitted_ms: u64,
     /// Last time something other than a keepalive came from this peer.
-    pub last_useful_ms: Option<u64>,
+    pub last_useful_ms: crate::maybe_ms::MaybeMs,
     /// PUSH_DIRECT_PATHS budget: (last refill ms, tokens).
     pub push_budget: (u64, u32),
     /// When its timer work is next due (ms; `u64::MAX`: not scheduled).
@@ -121,35 +123,29 @@ pub(crate) struct Peer {
 
 impl Peer {
     pub fn new(identity: Identity, static_agreement: SharedKey, role: PeerRole) -> Self {
-        let static_key = PacketKey::from_bytes(
-            static_agreement.as_bytes()[..32]
-                .try_into()
-                .expect("32 bytes"),
-        );
         Self {
             identity,
             static_agreement,
-            static_key,
             sessions: SessionSet::default(),
             handshake: None,
             answered: None,
             paths: PathSet::default(),
             role,
-            stable_endpoints: Vec::new(),
+            stable_endpoints: ThinVec::new(),
             versions: None,
             offload_frames: false,
             aes_gcm: false,
             path_mtu_probes: false,
             relayed_mtu: None,
-            latency_ms: None,
-            last_receive_ms: None,
-            last_active_ms: None,
-            queued: Vec::new(),
-            last_paths_pushed_ms: None,
-            worlds_due: Vec::new(),
-            direct_since_ms: None,
-            last_upgrade_ms: None,
-            relayed_since_ms: None,
+            latency_ms: MaybeMs::NONE,
+            last_receive_ms: MaybeMs::NONE,
+            last_active_ms: MaybeMs::NONE,
+            queued: ThinVec::new(),
+            last_paths_pushed_ms: MaybeMs::NONE,
+            worlds_due: ThinVec::new(),
+            direct_since_ms: MaybeMs::NONE,
+            last_upgrade_ms: MaybeMs::NONE,
+            relayed_since_ms: MaybeMs::NONE,
             nat_mapping: None,
             root_observed: None,
             relayed_via: None,
@@ -158,10 +154,21 @@ impl Peer {
             punch_not_before_ms: 0,
             last_hello_timestamp_ms: 0,
             admitted_ms: 0,
-            last_useful_ms: None,
+            last_useful_ms: MaybeMs::NONE,
             push_budget: (0, PUSH_BUDGET_BURST),
             next_tick_ms: u64::MAX,
         }
+    }
+
+    /// The key of packets armored under the static agreement (HELLO, OK,
+    /// ERROR): its first 32 bytes, made when needed (a root holds thousands
+    /// of peers and uses it rarely).
+    pub fn static_key(&self) -> PacketKey {
+        PacketKey::from_bytes(
+            self.static_agreement.as_bytes()[..32]
+                .try_into()
+                .expect("32 bytes"),
+        )
     }
 
     pub fn is_root(&self) -> bool {
@@ -183,6 +190,7 @@ impl Peer {
     /// Whether user traffic flowed recently (its paths are then probed often).
     pub fn is_active(&self, now_ms: u64) -> bool {
         self.last_active_ms
+            .get()
             .is_some_and(|t| now_ms.saturating_sub(t) < crate::constants::PEER_ACTIVE_WINDOW_MS)
     }
 
@@ -208,7 +216,8 @@ impl Peer {
     /// for); elsewhere, only use ([`Peer::last_heard_ms`]).
     pub fn last_wanted_ms(&self, am_root: bool) -> u64 {
         if am_root {
-            self.last_heard_ms().max(self.last_receive_ms.unwrap_or(0))
+            self.last_heard_ms()
+                .max(self.last_receive_ms.get().unwrap_or(0))
         } else {
             self.last_heard_ms()
         }
@@ -218,17 +227,35 @@ impl Peer {
     /// came from it, user traffic went to it, or it was admitted.
     pub fn last_heard_ms(&self) -> u64 {
         self.admitted_ms
-            .max(self.last_useful_ms.unwrap_or(0))
-            .max(self.last_active_ms.unwrap_or(0))
+            .max(self.last_useful_ms.get().unwrap_or(0))
+            .max(self.last_active_ms.get().unwrap_or(0))
     }
 
     pub fn measured(&mut self, rtt_ms: u64) {
         // Delays only ever add to a round trip: a lower sample is believed
         // at once, a higher one only a quarter.
-        self.latency_ms = Some(match self.latency_ms {
+        self.latency_ms = MaybeMs::at(match self.latency_ms.get() {
             Some(old) if rtt_ms < old => rtt_ms,
             Some(old) => (old * 3 + rtt_ms) / 4,
             None => rtt_ms,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A root keeps one per peer, for tens of thousands of peers: a field
+    /// added here costs that many times over (672 bytes before times became
+    /// `MaybeMs` and the rare lists `ThinVec`s).
+    #[test]
+    fn a_peer_and_its_path_stay_small() {
+        assert!(
+            std::mem::size_of::<Peer>() <= 528,
+            "{}",
+            std::mem::size_of::<Peer>()
+        );
+        assert!(std::mem::size_of::<crate::path::Path>() <= 136);
     }
 }

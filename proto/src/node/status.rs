@@ -148,7 +148,7 @@ impl Node {
         };
         Some(PeerStatus {
             address: addr.to_string(),
-            latency: peer.latency_ms.map_or(-1, |l| l as i64),
+            latency: peer.latency_ms.get().map_or(-1, |l| l as i64),
             role: peer.role,
             version: peer.versions.map_or_else(
                 || "-".to_string(),
@@ -159,7 +159,7 @@ impl Node {
             relay,
             session: peer.sessions.is_established(),
             session_age: peer.sessions.age_ms(now_ms),
-            upgraded_ago: peer.last_upgrade_ms.map(|t| now_ms.saturating_sub(t)),
+            upgraded_ago: peer.last_upgrade_ms.get().map(|t| now_ms.saturating_sub(t)),
             mtu: route.map_or(usize::from(crate::constants::PATH_MTU_BASE_BYTES), |r| {
                 peer.route_mtu(r)
             }),
@@ -170,12 +170,12 @@ impl Node {
                     let alive = p.is_alive(now_ms, active);
                     PathStatus {
                         address: format_endpoint(&p.addr),
-                        last_send: p.last_send_ms.map(|t| now_ms.saturating_sub(t)),
-                        last_receive: p.last_receive_ms.map(|t| now_ms.saturating_sub(t)),
+                        last_send: p.last_send_ms.get().map(|t| now_ms.saturating_sub(t)),
+                        last_receive: p.last_receive_ms.get().map(|t| now_ms.saturating_sub(t)),
                         active: alive,
                         expired: !alive,
                         preferred: Some(p.addr) == preferred,
-                        latency: p.latency_ms,
+                        latency: p.latency_ms.get(),
                         mtu: p.mtu.usable(),
                         socket: match p.socket {
                             LocalSocket::Primary => "udp",

@@ -23,6 +23,7 @@ use crate::constants::*;
 use crate::endpoint::format_endpoint;
 use crate::hash_state::HashState;
 use crate::local_socket::LocalSocket;
+use crate::maybe_ms::MaybeMs;
 use crate::message::{PunchMessage, encode_punch};
 pub use crate::nat_mapping::NatMapping;
 use crate::node::Outbox;
@@ -261,7 +262,7 @@ impl Node {
         self.traversal.port_mapping = mapping;
         // Advertise the change to peers in use at the next tick.
         for p in self.peers.values_mut() {
-            p.last_paths_pushed_ms = None;
+            p.last_paths_pushed_ms = MaybeMs::NONE;
         }
     }
 
@@ -357,7 +358,7 @@ impl Node {
                 address: a.to_string(),
                 role: p.role,
                 reflected: self.reflected.get(a).map(format_endpoint),
-                latency: p.latency_ms,
+                latency: p.latency_ms.get(),
                 udp: p
                     .paths
                     .iter()
@@ -485,6 +486,7 @@ impl Node {
             && now_ms >= peer.punch_not_before_ms
             && peer
                 .relayed_since_ms
+                .get()
                 .is_some_and(|t| now_ms.saturating_sub(t) >= PUNCH_AFTER_RELAYED_MS);
         let Some(target) = peer.root_observed.filter(|_| due) else {
             return;
