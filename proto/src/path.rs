@@ -76,6 +76,20 @@ impl Path {
             .is_some_and(|t| now_ms.saturating_sub(t) >= PATH_QUICK_PROBE_AFTER_MS)
     }
 
+    /// When it is next probed, `wait` after the last probe; a keepalive
+    /// (`keepalive`: an idle, answering path) also waits `wait` after the
+    /// last packet received on it: whichever end probes first keeps it
+    /// alive for both (a controller or root with thousands of idle members
+    /// does not send a keepalive of its own to each). `None`: never probed.
+    fn next_probe_ms(&self, wait: u64, keepalive: bool) -> Option<u64> {
+        let last_probe = self.last_probe_ms.get()?;
+        let since = match self.last_receive_ms.get() {
+            Some(received) if keepalive => last_probe.max(received),
+            _ => last_probe,
+        };
+        Some(since + wait)
+    }
+
     /// Whether it has never been confirmed and is older than the idle timeout.
     fn is_stale(&self, now_ms: u64) -> bool {
         let since = self.last_receive_ms.get().unwrap_or(self.learned_ms);
@@ -308,16 +322,16 @@ impl PathSet {
                 continue;
             }
             let candidate = p.last_receive_ms.is_none() || p.stopped_answering(now_ms);
-            let wait = if p.answer_overdue(now_ms) && !p.stopped_answering(now_ms) {
+            let quick = p.answer_overdue(now_ms) && !p.stopped_answering(now_ms);
+            let wait = if quick {
                 PATH_QUICK_PROBE_INTERVAL_MS
             } else if candidate {
                 PATH_PROBE_INTERVAL_ACTIVE_MS
             } else {
                 interval
             };
-            if p.last_probe_ms
-                .get()
-                .is_none_or(|t| now_ms.saturating_sub(t) >= wait)
+            if p.next_probe_ms(wait, !quick && !candidate && !active)
+                .is_none_or(|t| now_ms >= t)
             {
                 p.last_probe_ms = MaybeMs::at(now_ms);
                 due.push(p.addr);
@@ -350,7 +364,8 @@ impl PathSet {
                         t + PATH_QUICK_PROBE_AFTER_MS
                     }
                 } else {
-                    probe_after(PATH_KEEPALIVE_INTERVAL_MS)
+                    p.next_probe_ms(PATH_KEEPALIVE_INTERVAL_MS, true)
+                        .unwrap_or(0)
                 };
                 probe.min(stale)
             })
@@ -449,6 +464,39 @@ mod tests {
                 .addr,
             addr(1)
         );
+    }
+
+    #[test]
+    fn an_idle_path_the_peer_keeps_alive_gets_no_keepalive_of_ours() {
+        let mut set = PathSet::default();
+        set.received(0, addr(1), LocalSocket::Primary, false);
+        assert_eq!(set.due_probes(0, false), vec![addr(1)]);
+        // The peer's own keepalives arrive every 10 s: ours never fall due.
+        let mut ours = 0;
+        for second in 1..=60u64 {
+            let t = second * 1000;
+            if second % 10 == 0 {
+                set.received(t, addr(1), LocalSocket::Primary, false);
+            }
+            ours += set.due_probes(t, false).len();
+        }
+        assert_eq!(ours, 0);
+        assert_eq!(
+            set.next_due_ms(60_000),
+            Some(60_000 + PATH_KEEPALIVE_INTERVAL_MS)
+        );
+        // Once the peer falls silent, ours go out again.
+        assert!(
+            set.due_probes(60_000 + PATH_KEEPALIVE_INTERVAL_MS - 1, false)
+                .is_empty()
+        );
+        assert_eq!(
+            set.due_probes(60_000 + PATH_KEEPALIVE_INTERVAL_MS, false),
+            vec![addr(1)]
+        );
+        // A path in use is probed every second whatever it receives.
+        set.received(80_000, addr(1), LocalSocket::Primary, false);
+        assert_eq!(set.due_probes(80_000, true), vec![addr(1)]);
     }
 
     #[test]
