@@ -41,6 +41,10 @@ pub struct SharedKey([u8; 64]);
 pub struct KeyPair {
     public: PublicKey,
     secret: SecretKey,
+    /// The Ed25519 signing key, made on first use and kept: making one
+    /// derives its public half (a scalar multiplication, as costly as the
+    /// signature itself), and a controller signs a certificate per member.
+    signer: std::sync::OnceLock<ed25519_dalek::SigningKey>,
 }
 
 impl PublicKey {
@@ -161,7 +165,11 @@ impl KeyPair {
         #[cfg(fuzzing)]
         if fuzz_mode::on() {
             let public = PublicKey(fuzz_mode::public_of(&secret));
-            return Self { public, secret };
+            return Self {
+                public,
+                secret,
+                signer: std::sync::OnceLock::new(),
+            };
         }
         Self::derive(secret)
     }
@@ -170,10 +178,12 @@ impl KeyPair {
     fn derive(secret: SecretKey) -> Self {
         let mut public = [0u8; C25519_PUBLIC_KEY_LEN_BYTES];
         public[..32].copy_from_slice(x25519_dalek::PublicKey::from(&secret.x25519()).as_bytes());
-        public[32..].copy_from_slice(secret.ed25519().verifying_key().as_bytes());
+        let signer = secret.ed25519();
+        public[32..].copy_from_slice(signer.verifying_key().as_bytes());
         Self {
             public: PublicKey(public),
             secret,
+            signer: signer.into(),
         }
     }
 
@@ -204,7 +214,10 @@ impl KeyPair {
         if fuzz_mode::on() {
             return Signature(fuzz_mode::signature(&self.public.ed25519(), &digest));
         }
-        let ed = self.secret.ed25519().sign(&digest[..32]);
+        let ed = self
+            .signer
+            .get_or_init(|| self.secret.ed25519())
+            .sign(&digest[..32]);
         let mut out = [0u8; C25519_SIGNATURE_LEN_BYTES];
         out[..64].copy_from_slice(&ed.to_bytes());
         out[64..].copy_from_slice(&digest[..32]);

@@ -130,8 +130,13 @@ pub const ECHO_MAX_LEN_BYTES: usize = 256;
 pub const WHOIS_MAX_ADDRESSES: usize = 64;
 /// ERROR code: the object asked for is not known.
 pub const ERROR_OBJECT_NOT_FOUND: u8 = 0x03;
-/// A new handshake is started when the newest session is this old.
+/// A new handshake is started when the newest session is this old and
+/// the peer is in use (user traffic, `PEER_ACTIVE_WINDOW_MS`)...
 pub const REKEY_INTERVAL_MS: u64 = 120_000;
+/// ...or this old while it is not: sessions that carry only keepalives and
+/// control (a root's or a controller's with thousands of idle members) are
+/// not rekeyed every two minutes; traffic starting on an older one rekeys at once.
+pub const REKEY_IDLE_INTERVAL_MS: u64 = 600_000;
 /// ...or when its send counter reaches this.
 pub const REKEY_AFTER_PACKETS: u64 = 1 << 48;
 /// A superseded session still receives for this long.
@@ -139,8 +144,9 @@ pub const KEY_OVERLAP_MS: u64 = 30_000;
 /// Sessions kept per peer (the newest sends).
 pub const MAX_SESSIONS_PER_PEER: usize = 3;
 /// A session is wiped this long after it was made, used or not: keys never
-/// outlive a few rekey intervals even when rekeys are blocked.
-pub const SESSION_MAX_AGE_MS: u64 = 3 * REKEY_INTERVAL_MS;
+/// outlive the idle rekey interval by more than two rekey intervals, even
+/// when rekeys are blocked.
+pub const SESSION_MAX_AGE_MS: u64 = REKEY_IDLE_INTERVAL_MS + 2 * REKEY_INTERVAL_MS;
 /// A session answered to a HELLO and never confirmed by a packet under it
 /// is dropped after this.
 pub const SESSION_PENDING_TIMEOUT_MS: u64 = 30_000;

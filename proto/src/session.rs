@@ -15,8 +15,8 @@ use crate::armor::{
 };
 use crate::c25519::SharedKey;
 use crate::constants::{
-    KEY_OVERLAP_MS, MAX_SESSIONS_PER_PEER, REKEY_AFTER_PACKETS, REKEY_INTERVAL_MS,
-    SESSION_MAX_AGE_MS, SESSION_PENDING_TIMEOUT_MS,
+    KEY_OVERLAP_MS, MAX_SESSIONS_PER_PEER, REKEY_AFTER_PACKETS, REKEY_IDLE_INTERVAL_MS,
+    REKEY_INTERVAL_MS, SESSION_MAX_AGE_MS, SESSION_PENDING_TIMEOUT_MS,
 };
 use crate::replay::ReplayWindow;
 use crate::wire::{FLAG_AES_GCM, FLAGS_OFFSET};
@@ -284,13 +284,13 @@ impl SessionSet {
     }
 
     /// When these sessions next need the timer (ms): the newest one's rekey
-    /// time, or the earliest expiry of a superseded, pending or too old
-    /// one; `None` without sessions.
-    pub fn next_due_ms(&self) -> Option<u64> {
+    /// time (as [`SessionSet::needs_rekey`] with `active`), or the earliest
+    /// expiry of a superseded, pending or too old one; `None` without sessions.
+    pub fn next_due_ms(&self, active: bool) -> Option<u64> {
         let rekey = self
             .sessions
             .last()
-            .map(|s| s.established_ms + REKEY_INTERVAL_MS);
+            .map(|s| s.established_ms + rekey_interval_ms(active));
         let expiries = self.sessions.iter().map(|s| {
             let old = s.established_ms + SESSION_MAX_AGE_MS;
             match s.superseded_ms.get() {
@@ -316,13 +316,14 @@ impl SessionSet {
         !self.sessions.is_empty()
     }
 
-    /// Whether a new handshake is due: no session, or the newest is old or
-    /// has used too many counters.
-    pub fn needs_rekey(&self, now_ms: u64) -> bool {
+    /// Whether a new handshake is due: no session, or the newest is old
+    /// (for a peer in use, `active`, or an idle one) or has used too many
+    /// counters.
+    pub fn needs_rekey(&self, now_ms: u64, active: bool) -> bool {
         match self.sessions.last() {
             None => true,
             Some(s) => {
-                now_ms.saturating_sub(s.established_ms) >= REKEY_INTERVAL_MS
+                now_ms.saturating_sub(s.established_ms) >= rekey_interval_ms(active)
                     || s.next_counter - s.first_counter >= REKEY_AFTER_PACKETS
             }
         }
@@ -418,6 +419,16 @@ impl SessionSet {
         } else {
             OpenError::BadMac
         })
+    }
+}
+
+/// How old the newest session may grow before a rekey: two minutes for a
+/// peer in use, ten for an idle one.
+fn rekey_interval_ms(active: bool) -> u64 {
+    if active {
+        REKEY_INTERVAL_MS
+    } else {
+        REKEY_IDLE_INTERVAL_MS
     }
 }
 
@@ -606,8 +617,12 @@ mod tests {
             Err(expired(live_slot, slot1))
         );
         assert_eq!(set_b.sessions.len(), 1, "only session 2 is left");
-        assert!(!set_b.needs_rekey(1000 + REKEY_INTERVAL_MS - 1));
-        assert!(set_b.needs_rekey(1000 + REKEY_INTERVAL_MS));
+        assert!(!set_b.needs_rekey(1000 + REKEY_INTERVAL_MS - 1, true));
+        assert!(set_b.needs_rekey(1000 + REKEY_INTERVAL_MS, true));
+        // An idle peer's session lives longer before its rekey.
+        assert!(!set_b.needs_rekey(1000 + REKEY_IDLE_INTERVAL_MS - 1, false));
+        assert!(set_b.needs_rekey(1000 + REKEY_IDLE_INTERVAL_MS, false));
+        assert_eq!(set_b.next_due_ms(true), Some(1000 + REKEY_INTERVAL_MS));
     }
 
     #[test]
@@ -668,12 +683,12 @@ mod tests {
         assert_eq!(first_counter(0), 1, "never 0");
         let mut set = SessionSet::default();
         set.install(0, one);
-        assert!(!set.needs_rekey(1));
+        assert!(!set.needs_rekey(1, true));
         // Rekey after REKEY_AFTER_PACKETS sent, counted from the first counter.
         set.sessions[0].next_counter += REKEY_AFTER_PACKETS - 1;
-        assert!(!set.needs_rekey(1));
+        assert!(!set.needs_rekey(1, true));
         set.sessions[0].next_counter += 1;
-        assert!(set.needs_rekey(1));
+        assert!(set.needs_rekey(1, true));
     }
 
     #[test]

@@ -1454,8 +1454,12 @@ mod rogue {
             .map(|(_, from, bytes)| (*from, bytes.clone()))
             .collect();
         assert!(!hellos.is_empty());
-        // Past a rekey, so the captured HELLOs are all older than the last one.
-        sim.run(REKEY_INTERVAL_MS + 5_000);
+        // Past a rekey (the peers in use all along: an idle pair rekeys
+        // far later), so the captured HELLOs are all older than the last one.
+        for id in 0..(REKEY_INTERVAL_MS + 5_000) / 5_000 {
+            sim.ping(a, addr_b, 1_000 + id);
+            sim.run(5_000);
+        }
         let attacker: SocketAddr = "192.0.2.66:6666".parse().unwrap();
         let before = sim.hosts[b].node.counters().clone();
         for (from, hello) in &hellos {

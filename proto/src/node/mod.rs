@@ -2630,7 +2630,7 @@ impl Node {
         }
         let mut next = now_ms + PATH_KEEPALIVE_INTERVAL_MS;
         let mut due = |at: u64| next = next.min(at);
-        if let Some(at) = p.sessions.next_due_ms() {
+        if let Some(at) = p.sessions.next_due_ms(false) {
             due(at);
         }
         if let Some(at) = p.paths.next_due_ms(now_ms) {
@@ -2705,7 +2705,7 @@ impl Node {
                 .get()
                 .is_none_or(|t| now_ms.saturating_sub(t) >= SILENT_PEER_HELLO_AFTER_MS)
             && peer.paths.iter().all(|p| !p.is_alive(now_ms, active));
-        if wants_session && (peer.sessions.needs_rekey(now_ms) || silent) {
+        if wants_session && (peer.sessions.needs_rekey(now_ms, active) || silent) {
             self.ensure_handshake(now_ms, addr, out);
         }
         let Some(peer) = self.peers.get_mut(&addr) else {
