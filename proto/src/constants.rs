@@ -294,9 +294,11 @@ pub const PUNCH_BACKOFF_MAX_MS: u64 = 600_000;
 
 /// Two certificates of membership agree when issued at most this far apart;
 /// a member no longer refreshed is cut off within this plus the refresh interval.
-pub const CERTIFICATE_MAX_DELTA_MS: u64 = 120_000;
-/// The controller re-issues certificates to authorized members this often.
-pub const CERTIFICATE_REFRESH_INTERVAL_MS: u64 = 30_000;
+pub const CERTIFICATE_MAX_DELTA_MS: u64 = 240_000;
+/// The controller re-issues certificates to authorized members this often
+/// (four chances per max delta; one signature and one packet per member: a
+/// controller of 10,000 members signs 167 a second).
+pub const CERTIFICATE_REFRESH_INTERVAL_MS: u64 = 60_000;
 /// Most revocations a member holds, and a controller keeps, per network.
 pub const MAX_REVOCATIONS_PER_NETWORK: usize = 1_024;
 /// Most revocations in one NETWORK_CREDENTIALS (and signatures of them
@@ -376,6 +378,10 @@ pub const MAX_GATHER_ASKERS: usize = 8;
 /// Most (network, group, member) subscriptions a root holds; more are
 /// refused until some lapse (`MULTICAST_SUBSCRIPTION_TTL_MS`).
 pub const MAX_ROOT_MULTICAST_SUBSCRIPTIONS: usize = 262_144;
+/// Most of those one member holds (a member announces broadcast, all-nodes
+/// and one group per address on each network it is in): a stranger with
+/// one identity cannot fill the directory for everyone.
+pub const MAX_ROOT_MULTICAST_SUBSCRIPTIONS_PER_MEMBER: usize = 1_024;
 /// ERROR code: access to the network denied (private, not authorized).
 pub const ERROR_NETWORK_ACCESS_DENIED: u8 = 0x06;
 /// A member asks for its config this often until it gets one.

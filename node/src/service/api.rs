@@ -80,7 +80,8 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
 /// Puts `app` behind the two checks every request passes, outermost first:
 /// the Host header must name this machine's loopback (a web page whose name
 /// was re-bound to 127.0.0.1 sends its own name: 403), then the token must be
-/// in the `X-VNet-Auth` header (401). The token is never read from the URL,
+/// in the `X-VNet-Auth` header, ZeroTier's `X-ZT1-Auth` or
+/// `Authorization: Bearer` (401). The token is never read from the URL,
 /// where it would end up in logs and browser history.
 fn guard(app: Router, token: Arc<str>) -> Router {
     app.layer(middleware::from_fn_with_state(token, require_token))
@@ -121,16 +122,38 @@ async fn require_local_host(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+/// The token a request carries: in `X-VNet-Auth`, in ZeroTier's
+/// `X-ZT1-Auth` (what ZeroTier's web UIs send), or as
+/// `Authorization: Bearer <token>`; each header that is present must hold
+/// it (a request naming two different tokens is refused).
+fn given_tokens(headers: &axum::http::HeaderMap) -> Vec<&[u8]> {
+    let mut given: Vec<&[u8]> = ["x-vnet-auth", "x-zt1-auth"]
+        .iter()
+        .flat_map(|name| headers.get_all(*name))
+        .map(|v| v.as_bytes())
+        .collect();
+    for v in headers.get_all(axum::http::header::AUTHORIZATION) {
+        let bytes = v.as_bytes();
+        match bytes.get(..7) {
+            Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => {
+                given.push(bytes[7..].trim_ascii())
+            }
+            // Another scheme: no token of ours, and not one to ignore.
+            _ => given.push(b""),
+        }
+    }
+    given
+}
+
 async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
-    let given = request
-        .headers()
-        .get("x-vnet-auth")
-        .and_then(|v| v.to_str().ok());
-    let ok = given.is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+    let given = given_tokens(request.headers());
+    let ok = !given.is_empty() && given.iter().all(|t| constant_time_eq(t, token.as_bytes()));
     if !ok {
         return ApiError(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong auth token (X-VNet-Auth header; see authtoken.secret)".into(),
+            "missing or wrong auth token (X-VNet-Auth, X-ZT1-Auth or Authorization: Bearer; \
+             see authtoken.secret)"
+                .into(),
         )
         .into_response();
     }
@@ -547,6 +570,30 @@ mod tests {
             get_request("/status", &["Host: 127.0.0.1:9993"]),
             // No Host at all (HTTP/1.0): refused as well.
             "GET /status HTTP/1.0\r\nX-VNet-Auth: sekrit\r\n\r\n".to_string(),
+            // ZeroTier's header (every ZeroTier web UI sends it) and a bearer token.
+            get_request("/status", &["Host: 127.0.0.1:9993", "X-ZT1-Auth: sekrit"]),
+            get_request(
+                "/status",
+                &["Host: localhost", "Authorization: Bearer sekrit"],
+            ),
+            get_request(
+                "/status",
+                &["Host: localhost", "authorization: bearer sekrit"],
+            ),
+            get_request("/status", &["Host: localhost", "X-ZT1-Auth: wrong"]),
+            get_request(
+                "/status",
+                &["Host: localhost", "Authorization: Basic c2Vrcml0"],
+            ),
+            // Two headers naming different tokens: refused.
+            get_request(
+                "/status",
+                &[
+                    "Host: localhost",
+                    "X-VNet-Auth: sekrit",
+                    "X-ZT1-Auth: wrong",
+                ],
+            ),
         ]);
         let codes: Vec<&str> = got
             .iter()
@@ -555,7 +602,8 @@ mod tests {
         assert_eq!(
             codes,
             [
-                "200", "200", "200", "403", "403", "401", "401", "401", "403"
+                "200", "200", "200", "403", "403", "401", "401", "401", "403", "200", "200", "200",
+                "401", "401", "401"
             ],
             "{got:?}"
         );

@@ -119,6 +119,9 @@ pub struct Counters {
     /// On a root: subscriptions refused, the multicast directory being full
     /// (`MAX_ROOT_MULTICAST_SUBSCRIPTIONS`).
     pub dropped_multicast_directory_full: u64,
+    /// On a root: subscriptions refused, the member holding its share of
+    /// the directory (`MAX_ROOT_MULTICAST_SUBSCRIPTIONS_PER_MEMBER`).
+    pub dropped_multicast_member_quota: u64,
     /// What reassembly of fragmented packets did, drops by reason (copied
     /// every tick).
     pub reassembly: crate::fragment::ReassemblyStats,

@@ -10,9 +10,9 @@ use super::{Node, Outbox};
 use crate::address::Address;
 use crate::constants::{
     MAX_FRAMES_AWAITING_GATHER, MAX_GATHER_ASKERS, MAX_GATHERS_TRACKED, MAX_PASSED_ON_GATHERS,
-    MAX_ROOT_MULTICAST_SUBSCRIPTIONS, MULTICAST_ANNOUNCE_INTERVAL_MS, MULTICAST_GATHER_MAX_RESULTS,
-    MULTICAST_GATHER_REFRESH_MS, MULTICAST_GATHER_RETRY_MS, MULTICAST_GATHER_WAIT_MS,
-    MULTICAST_SUBSCRIPTION_TTL_MS,
+    MAX_ROOT_MULTICAST_SUBSCRIPTIONS, MAX_ROOT_MULTICAST_SUBSCRIPTIONS_PER_MEMBER,
+    MULTICAST_ANNOUNCE_INTERVAL_MS, MULTICAST_GATHER_MAX_RESULTS, MULTICAST_GATHER_REFRESH_MS,
+    MULTICAST_GATHER_RETRY_MS, MULTICAST_GATHER_WAIT_MS, MULTICAST_SUBSCRIPTION_TTL_MS,
 };
 use crate::hash_state::{HashMap, HashState};
 use crate::message::{InRe, encode_in_re};
@@ -51,7 +51,8 @@ impl MulticastState {
                 MAX_ROOT_MULTICAST_SUBSCRIPTIONS,
                 MULTICAST_SUBSCRIPTION_TTL_MS,
                 hasher,
-            ),
+            )
+            .with_member_limit(MAX_ROOT_MULTICAST_SUBSCRIPTIONS_PER_MEMBER),
             last_announce_ms: 0,
             announced: Vec::new(),
         }
@@ -180,6 +181,7 @@ impl Node {
                 .subscribe(now_ms, src, (network, group))
             {
                 Subscribed::Full => self.counters.dropped_multicast_directory_full += 1,
+                Subscribed::MemberFull => self.counters.dropped_multicast_member_quota += 1,
                 Subscribed::Added | Subscribed::Renewed => {}
             }
         }

@@ -141,6 +141,9 @@ pub enum Subscribed {
     Renewed,
     /// Refused: the table holds [`MAX_MULTICAST_SUBSCRIPTIONS`] live subscriptions.
     Full,
+    /// Refused: this member holds as many subscriptions as one member may
+    /// ([`Subscriptions::with_member_limit`]).
+    MemberFull,
 }
 
 /// Which members subscribed to which groups; each subscription lapses
@@ -153,6 +156,9 @@ pub struct Subscriptions<K = MulticastGroup> {
     total: usize,
     capacity: usize,
     ttl_ms: u64,
+    /// Subscriptions per member, when one member's share is bounded (a
+    /// root's directory: no stranger fills it for everyone).
+    per_member: Option<(usize, HashMap<Address, usize>)>,
 }
 
 impl<K: std::hash::Hash + Eq + Copy> Subscriptions<K> {
@@ -172,7 +178,15 @@ impl<K: std::hash::Hash + Eq + Copy> Subscriptions<K> {
             total: 0,
             capacity,
             ttl_ms,
+            per_member: None,
         }
+    }
+
+    /// The same table, holding at most `limit` subscriptions of any one member.
+    pub fn with_member_limit(mut self, limit: usize) -> Self {
+        let hasher = self.groups.hasher().clone();
+        self.per_member = Some((limit, HashMap::with_hasher(hasher)));
+        self
     }
 
     /// Records that `member` announced `group` at `now_ms`.
@@ -191,6 +205,13 @@ impl<K: std::hash::Hash + Eq + Copy> Subscriptions<K> {
             if self.total >= self.capacity {
                 return Subscribed::Full;
             }
+        }
+        if let Some((limit, counts)) = self.per_member.as_mut() {
+            let held = counts.entry(member).or_default();
+            if *held >= *limit {
+                return Subscribed::MemberFull;
+            }
+            *held += 1;
         }
         self.groups.entry(group).or_default().push(Subscriber {
             member,
@@ -260,8 +281,21 @@ impl<K: std::hash::Hash + Eq + Copy> Subscriptions<K> {
     fn retain(&mut self, mut keep: impl FnMut(&Subscriber) -> bool) -> usize {
         let before = self.total;
         let mut total = 0;
+        let mut counts = self.per_member.as_mut().map(|(_, c)| c);
         self.groups.retain(|_, subs| {
-            subs.retain(&mut keep);
+            subs.retain(|s| {
+                let kept = keep(s);
+                if !kept
+                    && let Some(counts) = counts.as_deref_mut()
+                    && let Some(held) = counts.get_mut(&s.member)
+                {
+                    *held -= 1;
+                    if *held == 0 {
+                        counts.remove(&s.member);
+                    }
+                }
+                kept
+            });
             total += subs.len();
             !subs.is_empty()
         });
@@ -379,5 +413,31 @@ mod tests {
         assert!(!t.is_subscribed(1000, addr(1), g));
         assert!(t.is_subscribed(1000, addr(3), g));
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn one_member_holds_only_its_share() {
+        let mut t = Subscriptions::<(u8, MulticastGroup)>::with_limits(
+            100,
+            1000,
+            crate::switch::tests_hasher(),
+        )
+        .with_member_limit(3);
+        let g = |n: u8| (n, MulticastGroup::BROADCAST);
+        for n in 0..3 {
+            assert_eq!(t.subscribe(0, addr(1), g(n)), Subscribed::Added);
+        }
+        assert_eq!(t.subscribe(0, addr(1), g(3)), Subscribed::MemberFull);
+        // Renewing what it holds is fine, and others are not held back.
+        assert_eq!(t.subscribe(10, addr(1), g(0)), Subscribed::Renewed);
+        assert_eq!(t.subscribe(10, addr(2), g(3)), Subscribed::Added);
+        // Its own lapse or removal gives its share back.
+        assert_eq!(t.expire(1005), 2);
+        assert_eq!(t.subscribe(1005, addr(1), g(4)), Subscribed::Added);
+        t.remove_member(addr(1));
+        for n in 5..8 {
+            assert_eq!(t.subscribe(1006, addr(1), g(n)), Subscribed::Added);
+        }
+        assert_eq!(t.subscribe(1006, addr(1), g(8)), Subscribed::MemberFull);
     }
 }
