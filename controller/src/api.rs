@@ -6,7 +6,7 @@
 //! | `GET /controller` | `{"controller": true, "apiVersion": 4, "clock": ms, "unauthorizedRequesters": n, "queuedSaves": n, "counters": {...}}` |
 //! | `GET /controller/network` | `["<nwid>", ...]` |
 //! | `POST /controller/network/<controller addr>______` | creates a network with a random free number; body: initial fields |
-//! | `GET`, `POST`, `DELETE /controller/network/<nwid>` | the network; `POST` updates (or creates that id) |
+//! | `GET`, `POST`, `DELETE /controller/network/<nwid>` | the network; `POST` updates (or creates that id); `PUT` is `POST`, as in ZeroTier |
 //! | `GET /controller/network/<nwid>/member` | `{"<addr>": revision, ...}` (unauthorized requesters too) |
 //! | `GET`, `POST`, `DELETE /controller/network/<nwid>/member/<addr>` | the member; `POST` updates (or records it) |
 //!
@@ -88,12 +88,18 @@ where
         .route("/controller/network", get(list_networks))
         .route(
             "/controller/network/{nwid}",
-            get(show_network).post(post_network).delete(delete_network),
+            get(show_network)
+                .post(post_network)
+                .put(post_network)
+                .delete(delete_network),
         )
         .route("/controller/network/{nwid}/member", get(list_members))
         .route(
             "/controller/network/{nwid}/member/{addr}",
-            get(show_member).post(post_member).delete(delete_member),
+            get(show_member)
+                .post(post_member)
+                .put(post_member)
+                .delete(delete_member),
         )
         .method_not_allowed_fallback(|| async {
             ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())

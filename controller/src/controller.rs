@@ -1200,7 +1200,7 @@ mod tests {
         assert_eq!(c.member(nwid, addr(2)), Some(&before));
         // A refused update of an unknown member records nothing.
         assert!(
-            c.update_member(NOW, nwid, addr(3), &json!({"authorized": 1}))
+            c.update_member(NOW, nwid, addr(3), &json!({"authorized": null}))
                 .is_err()
         );
         assert_eq!(c.member(nwid, addr(3)), None);

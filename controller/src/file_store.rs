@@ -390,7 +390,7 @@ mod tests {
             ),
             (
                 "8056c2e21c000001/member/a1b2c3d4e5.json",
-                br#"{"authorized": 1}"#.to_vec(),
+                br#"{"authorized": null}"#.to_vec(),
                 "authorized: expected true or false",
             ),
             (

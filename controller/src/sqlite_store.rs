@@ -313,7 +313,7 @@ mod tests {
         let (n, a, b) = sample();
         let cases = [
             (
-                "UPDATE vnet_member SET doc = '{\"authorized\": 1}' WHERE address = 'a1b2c3d4e5'",
+                "UPDATE vnet_member SET doc = '{\"authorized\": []}' WHERE address = 'a1b2c3d4e5'",
                 "vnet_member 8056c2e21c000001/a1b2c3d4e5: authorized: expected true or false",
             ),
             (

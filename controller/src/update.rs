@@ -67,17 +67,37 @@ fn object<'a>(body: &'a Value, field: &str) -> Result<&'a Map<String, Value>, Fi
     })
 }
 
+/// A boolean as ZeroTier's controller reads one (`OSUtils::jsonBool`), so
+/// its web UIs work unchanged: a JSON boolean; a number, true when above 0
+/// (ZeroUI sends `"private": 0`); a string, true when it starts with `t`,
+/// `T` or `1` (ztncui sends `"authorized": "true"`). Anything else is refused.
 fn boolean(value: &Value, field: &str) -> Result<bool, FieldError> {
-    value.as_bool().ok_or_else(|| {
-        FieldError::new(
+    match value {
+        Value::Bool(b) => Ok(*b),
+        // ZeroTier casts to an unsigned 64-bit integer: a negative number
+        // wraps (true), a fraction truncates.
+        Value::Number(n) => Ok(n.as_u64().map_or_else(
+            || {
+                n.as_i64()
+                    .map_or_else(|| n.as_f64().is_some_and(|f| f >= 1.0), |i| i != 0)
+            },
+            |u| u > 0,
+        )),
+        Value::String(s) => Ok(matches!(s.as_bytes().first(), Some(b't' | b'T' | b'1'))),
+        _ => Err(FieldError::new(
             field,
             format!("expected true or false, got {}", describe(value)),
-        )
-    })
+        )),
+    }
 }
 
+/// An integer in `min..=max`: a JSON number, or a string of digits as
+/// ZeroTier's controller also takes (`OSUtils::jsonInt`).
 fn integer(value: &Value, field: &str, min: u64, max: u64) -> Result<u64, FieldError> {
-    match value.as_u64() {
+    let n = value
+        .as_u64()
+        .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()));
+    match n {
         Some(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(FieldError::new(
             field,
@@ -255,10 +275,15 @@ fn routes(value: &Value) -> Result<Vec<ManagedRouteSpec>, FieldError> {
             .parse()
             .map_err(|e: crate::ip::CidrError| FieldError::new(&target_field, e.to_string()))?;
         let via_field = format!("{field}.via");
-        let via = match obj.get("via") {
-            None | Some(Value::Null) => None,
-            Some(v) => {
-                let via = ip(v, &via_field)?;
+        let via = match obj
+            .get("via")
+            .and_then(Value::as_str)
+            .map(str::parse::<IpAddr>)
+        {
+            // As ZeroTier: a via that is no address (null, absent, or ztnet's
+            // "") means none.
+            None | Some(Err(_)) => None,
+            Some(Ok(via)) => {
                 if via.is_ipv4() != target.addr().is_ipv4() {
                     return Err(FieldError::new(
                         via_field,
@@ -441,10 +466,6 @@ mod tests {
                 "name: longer than 127 bytes",
             ),
             (
-                json!({"private": "yes"}),
-                "private: expected true or false, got \"yes\"",
-            ),
-            (
                 json!({"private": null}),
                 "private: expected true or false, got null",
             ),
@@ -461,24 +482,12 @@ mod tests {
                 "mtu: expected an integer from 1280 to 10000, got 1500.5",
             ),
             (
-                json!({"mtu": "1500"}),
-                "mtu: expected an integer from 1280 to 10000, got \"1500\"",
-            ),
-            (
                 json!({"multicastLimit": -1}),
                 "multicastLimit: expected an integer from 0 to 4294967295, got -1",
             ),
             (
-                json!({"enableBroadcast": 1}),
-                "enableBroadcast: expected true or false, got 1",
-            ),
-            (
                 json!({"v4AssignMode": true}),
                 "v4AssignMode: expected a JSON object, got true",
-            ),
-            (
-                json!({"v4AssignMode": {"zt": "on"}}),
-                "v4AssignMode.zt: expected true or false, got \"on\"",
             ),
             (
                 json!({"ipAssignmentPools": {}}),
@@ -554,14 +563,6 @@ mod tests {
                 "routes[0].via: fe80::1 is IPv6 but target 10.0.0.0/8 is IPv4",
             ),
             (
-                json!({"routes": [{"target": "10.0.0.0/8", "via": "gw"}]}),
-                "routes[0].via: \"gw\" is not an IPv4 or IPv6 address",
-            ),
-            (
-                json!({"routes": [{"target": "10.0.0.0/8", "via": false}]}),
-                "routes[0].via: expected an IP address string, got false",
-            ),
-            (
                 json!({"routes": [{"target": "10.0.0.0/8"}, {"target": "10.0.0.0/8", "via": null}]}),
                 "routes[1]: duplicates routes[0]",
             ),
@@ -576,6 +577,45 @@ mod tests {
             refused(json!({"routes": many})),
             "routes: at most 64 routes"
         );
+    }
+
+    /// What ZeroTier's web UIs post, read as ZeroTier's controller reads it
+    /// (`OSUtils::jsonBool`, `jsonInt`, a via that is no address).
+    #[test]
+    fn values_from_zerotier_uis_are_read_as_zerotier_reads_them() {
+        let n = network_update(
+            &network(),
+            &json!({"private": 0, "enableBroadcast": "true", "mtu": "1500",
+                    "multicastLimit": "64", "v4AssignMode": {"zt": "1"},
+                    "routes": [{"target": "10.0.0.0/8", "via": ""},
+                               {"target": "10.1.0.0/16", "via": "gw"},
+                               {"target": "10.2.0.0/16", "via": false}]}),
+        )
+        .unwrap();
+        assert!(!n.private && n.enable_broadcast && n.v4_assign_zt);
+        assert_eq!((n.mtu, n.multicast_limit), (1500, 64));
+        assert!(n.routes.iter().all(|r| r.via.is_none()));
+        for (given, want) in [
+            (json!(true), true),
+            (json!(false), false),
+            (json!(1), true),
+            (json!(0), false),
+            (json!(-1), true),
+            (json!(0.5), false),
+            (json!("true"), true),
+            (json!("True"), true),
+            (json!("1"), true),
+            (json!("yes"), false),
+            (json!("false"), false),
+            (json!(""), false),
+        ] {
+            let m = member_update(&member(), &json!({ "authorized": given }), 5).unwrap();
+            assert_eq!(m.authorized, want, "{given}");
+        }
+        for refused in [json!(null), json!([true]), json!({"v": true})] {
+            let e = member_update(&member(), &json!({ "authorized": refused }), 5).unwrap_err();
+            assert_eq!(e.field, "authorized");
+        }
     }
 
     #[test]
@@ -601,14 +641,6 @@ mod tests {
         assert_eq!(m.last_authorized_time, 50);
         assert_eq!(m.ip_assignments.len(), 2);
         let cases = [
-            (
-                json!({"authorized": "true"}),
-                "authorized: expected true or false, got \"true\"",
-            ),
-            (
-                json!({"activeBridge": 0}),
-                "activeBridge: expected true or false, got 0",
-            ),
             (
                 json!({"noAutoAssignIps": null}),
                 "noAutoAssignIps: expected true or false, got null",

@@ -293,8 +293,8 @@ async fn bad_requests_name_the_field_and_change_nothing() {
             "routes[0].target: 10.0.0.1/8 has host bits set (the network is 10.0.0.0/8)",
         ),
         (
-            json!({"private": "no"}),
-            "private: expected true or false, got \"no\"",
+            json!({"private": ["no"]}),
+            "private: expected true or false, got [\"no\"]",
         ),
         (
             json!(["not", "an", "object"]),
@@ -355,9 +355,9 @@ async fn bad_requests_name_the_field_and_change_nothing() {
         error(&v),
         format!("ipAssignments[0]: 10.0.0.1 is already assigned to member {MEMBER}")
     );
-    let (status, v) = post(&app, &member, json!({"authorized": "yes"})).await;
+    let (status, v) = post(&app, &member, json!({"authorized": null})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(error(&v), "authorized: expected true or false, got \"yes\"");
+    assert_eq!(error(&v), "authorized: expected true or false, got null");
 
     // Bad ids.
     let (status, v) = get(&app, "/controller/network/nothex").await;
@@ -403,7 +403,7 @@ async fn bad_requests_name_the_field_and_change_nothing() {
     );
 
     // Unsupported method: 405 with a JSON error.
-    let (status, v) = call(&app, "PUT", &path, Some("{}")).await;
+    let (status, v) = call(&app, "PATCH", &path, Some("{}")).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error(&v), "method not allowed");
 }
@@ -563,4 +563,30 @@ async fn unauthorized_requesters_are_shown_like_members_until_an_admin_acts() {
     assert_eq!(list, json!({MEMBER: 1}));
     let (_, c) = get(&app, "/controller").await;
     assert_eq!(c["unauthorizedRequesters"], 0, "{c}");
+}
+
+/// What ZeroTier's web UIs send: `PUT` as `POST` (ZeroUI, ztnet), booleans
+/// as strings (ztncui) and numbers (ZeroUI), an empty route `via` (ztnet).
+#[tokio::test]
+async fn requests_shaped_like_zerotier_uis_are_taken() {
+    let app = app();
+    let nwid = create(&app, json!({})).await;
+    let net = format!("/controller/network/{nwid}");
+    let (status, n) = call(
+        &app,
+        "PUT",
+        &net,
+        Some(r#"{"private": 0, "routes": [{"target": "10.9.0.0/24", "via": ""}]}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{n}");
+    assert_eq!(n["private"], false);
+    assert_eq!(n["routes"], json!([{"target": "10.9.0.0/24", "via": null}]));
+    let one = format!("{net}/member/{MEMBER}");
+    let (status, m) = call(&app, "PUT", &one, Some(r#"{"authorized": "true"}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    assert_eq!(m["authorized"], true);
+    let (status, m) = post(&app, &one, json!({"authorized": "false"})).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    assert_eq!(m["authorized"], false);
 }

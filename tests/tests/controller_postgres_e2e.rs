@@ -157,7 +157,7 @@ fn state_moves_between_sqlite_postgres_and_files_and_bad_rows_are_refused_by_nam
 
     // A malformed row is refused naming it; the controller does not start.
     pg.psql(&format!(
-        "UPDATE vnet_member SET doc = '{{\"authorized\": 1}}' WHERE network_id = '{nwid}' AND address = '0102030405'"
+        "UPDATE vnet_member SET doc = '{{\"authorized\": null}}' WHERE network_id = '{nwid}' AND address = '0102030405'"
     ));
     ctl.restart();
     let status = ctl.proc().wait_timeout(Duration::from_secs(15));
