@@ -73,6 +73,9 @@ pub struct Network {
     pub ip_assignment_pools: Vec<IpPool>,
     /// Managed routes.
     pub routes: Vec<ManagedRouteSpec>,
+    /// The rules' source text as a UI keeps it (ZeroTier's `rulesSource`;
+    /// kept and shown, never compiled by the controller).
+    pub rules_source: String,
 }
 
 impl Network {
@@ -91,6 +94,7 @@ impl Network {
             v4_assign_zt: true,
             ip_assignment_pools: Vec::new(),
             routes: Vec::new(),
+            rules_source: String::new(),
         }
     }
 
@@ -117,6 +121,15 @@ impl Network {
                 "target": r.target.to_string(),
                 "via": r.via.map(|v| v.to_string()),
             })).collect::<Vec<_>>(),
+            // What ZeroTier returns and its web UIs read (a page throws when
+            // one is missing); an update may only set them to these values
+            // until flow rules, IPv6 assignment and DNS are supported.
+            "rules": [{"type": "ACTION_ACCEPT", "not": false, "or": false}],
+            "rulesSource": self.rules_source,
+            "capabilities": [],
+            "tags": [],
+            "v6AssignMode": {"rfc4193": false, "zt": false, "6plane": false},
+            "dns": {"domain": "", "servers": []},
         })
     }
 
@@ -162,6 +175,8 @@ pub struct Member {
     pub last_authorized_time: u64,
     /// When last deauthorized (0: never).
     pub last_deauthorized_time: u64,
+    /// A name an admin gave it (ZeroTier's member `name`).
+    pub name: String,
 }
 
 impl Member {
@@ -179,6 +194,7 @@ impl Member {
             revision: 0,
             last_authorized_time: 0,
             last_deauthorized_time: 0,
+            name: String::new(),
         }
     }
 
@@ -215,6 +231,14 @@ impl Member {
             "revision": self.revision,
             "lastAuthorizedTime": self.last_authorized_time,
             "lastDeauthorizedTime": self.last_deauthorized_time,
+            "name": self.name,
+            // ZeroTier's fields, at its values for "none" and "unknown".
+            "capabilities": [],
+            "tags": [],
+            "vMajor": -1,
+            "vMinor": -1,
+            "vRev": -1,
+            "vProto": -1,
         })
     }
 }

@@ -150,26 +150,94 @@ pub fn network_update(network: &Network, body: &Value) -> Result<Network, FieldE
             }
             "ipAssignmentPools" => n.ip_assignment_pools = pools(value)?,
             "routes" => n.routes = routes(value)?,
+            "rulesSource" => n.rules_source = text(value, key, MAX_RULES_SOURCE_LEN)?,
+            "rules" if !is_accept_all(value) => {
+                return Err(not_yet(
+                    key,
+                    "only the accept-all default, [{\"type\": \"ACTION_ACCEPT\"}]",
+                ));
+            }
+            "capabilities" | "tags" | "authTokens" if !is_empty(value) => {
+                return Err(not_yet(key, "none"));
+            }
+            "v6AssignMode" => {
+                for (mode, on) in object(value, key)? {
+                    if boolean(on, &format!("v6AssignMode.{mode}"))? {
+                        return Err(not_yet(&format!("v6AssignMode.{mode}"), "false"));
+                    }
+                }
+            }
+            "dns" if !is_empty_dns(value) => {
+                return Err(not_yet(key, "{\"domain\": \"\", \"servers\": []}"));
+            }
             _ => {}
         }
     }
     Ok(n)
 }
 
-fn name(value: &Value) -> Result<String, FieldError> {
+/// Longest `rulesSource` kept, in bytes.
+pub const MAX_RULES_SOURCE_LEN: usize = 65_536;
+
+/// A field ZeroTier has that this controller cannot honour yet: refused
+/// (never taken and dropped), saying what it takes for now.
+fn not_yet(field: &str, takes: &str) -> FieldError {
+    FieldError::new(field, format!("not supported yet; only {takes} is taken"))
+}
+
+/// Whether `value` is ZeroTier's default rule set: accept everything.
+fn is_accept_all(value: &Value) -> bool {
+    let Some([rule]) = value.as_array().map(Vec::as_slice) else {
+        return false;
+    };
+    rule.as_object().is_some_and(|r| {
+        r.get("type").and_then(Value::as_str) == Some("ACTION_ACCEPT")
+            && r.iter().all(|(k, v)| match k.as_str() {
+                "type" => true,
+                "not" | "or" => v == &Value::Bool(false),
+                _ => false,
+            })
+    })
+}
+
+/// Whether `value` holds nothing: null, `[]`, `{}`, or ZeroTier's `[{}]`.
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(items) => items
+            .iter()
+            .all(|i| i.as_object().is_some_and(Map::is_empty)),
+        Value::Object(map) => map.is_empty(),
+        _ => false,
+    }
+}
+
+/// Whether a `dns` value configures nothing (no domain, no servers).
+fn is_empty_dns(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Object(map) => map.iter().all(|(k, v)| match k.as_str() {
+            "domain" => v.as_str().is_some_and(str::is_empty) || v.is_null(),
+            "servers" => v.as_array().is_some_and(Vec::is_empty) || v.is_null(),
+            _ => false,
+        }),
+        _ => false,
+    }
+}
+
+/// A string of at most `max` bytes.
+fn text(value: &Value, field: &str, max: usize) -> Result<String, FieldError> {
     let text = value.as_str().ok_or_else(|| {
-        FieldError::new(
-            "name",
-            format!("expected a string, got {}", describe(value)),
-        )
+        FieldError::new(field, format!("expected a string, got {}", describe(value)))
     })?;
-    if text.len() > MAX_NAME_LEN {
-        return Err(FieldError::new(
-            "name",
-            format!("longer than {MAX_NAME_LEN} bytes"),
-        ));
+    if text.len() > max {
+        return Err(FieldError::new(field, format!("longer than {max} bytes")));
     }
     Ok(text.to_string())
+}
+
+fn name(value: &Value) -> Result<String, FieldError> {
+    text(value, "name", MAX_NAME_LEN)
 }
 
 fn array<'a>(value: &'a Value, field: &str, what: &str) -> Result<&'a Vec<Value>, FieldError> {
@@ -317,6 +385,10 @@ pub fn member_update(member: &Member, body: &Value, now_ms: u64) -> Result<Membe
             "activeBridge" => m.active_bridge = boolean(value, key)?,
             "noAutoAssignIps" => m.no_auto_assign_ips = boolean(value, key)?,
             "ipAssignments" => m.ip_assignments = member_ips(value)?,
+            "name" => m.name = name(value)?,
+            "capabilities" | "tags" if !is_empty(value) => {
+                return Err(not_yet(key, "none"));
+            }
             _ => {}
         }
     }
@@ -615,6 +687,75 @@ mod tests {
         for refused in [json!(null), json!([true]), json!({"v": true})] {
             let e = member_update(&member(), &json!({ "authorized": refused }), 5).unwrap_err();
             assert_eq!(e.field, "authorized");
+        }
+    }
+
+    /// Every field ZeroTier's network and member objects have is returned;
+    /// one posted is kept (names, `rulesSource`) or, while vnet cannot honour
+    /// it, taken only at its default and otherwise refused naming it.
+    #[test]
+    fn zerotier_fields_are_kept_or_refused_never_dropped() {
+        let n = network_update(
+            &network(),
+            &json!({"rules": [{"type": "ACTION_ACCEPT", "not": false, "or": false}],
+                    "rulesSource": "accept;", "capabilities": [], "tags": [],
+                    "authTokens": [{}], "dns": {"domain": "", "servers": []},
+                    "v6AssignMode": {"rfc4193": false, "zt": false, "6plane": false}}),
+        )
+        .unwrap();
+        assert_eq!(n.rules_source, "accept;");
+        let j = n.to_json();
+        for field in [
+            "rules",
+            "rulesSource",
+            "capabilities",
+            "tags",
+            "v6AssignMode",
+            "dns",
+        ] {
+            assert!(j.get(field).is_some(), "{field}");
+        }
+        let refused = [
+            (json!({"rules": [{"type": "ACTION_DROP"}]}), "rules"),
+            (json!({"rules": []}), "rules"),
+            (
+                json!({"capabilities": [{"id": 1, "rules": []}]}),
+                "capabilities",
+            ),
+            (json!({"tags": [{"id": 1000, "default": 1}]}), "tags"),
+            (json!({"authTokens": {"abc": 0}}), "authTokens"),
+            (
+                json!({"dns": {"domain": "zt.example", "servers": ["10.0.0.1"]}}),
+                "dns",
+            ),
+            (
+                json!({"v6AssignMode": {"rfc4193": true}}),
+                "v6AssignMode.rfc4193",
+            ),
+            (json!({"rulesSource": 5}), "rulesSource"),
+        ];
+        for (body, field) in refused {
+            let e = network_update(&network(), &body).unwrap_err();
+            assert_eq!(e.field, field, "{body}");
+        }
+        let m = member_update(
+            &member(),
+            &json!({"name": "laptop", "tags": [], "capabilities": []}),
+            5,
+        )
+        .unwrap();
+        assert_eq!(m.name, "laptop");
+        let j = m.to_json();
+        assert_eq!(j["name"], "laptop");
+        for field in ["capabilities", "tags", "vMajor", "vMinor", "vRev", "vProto"] {
+            assert!(j.get(field).is_some(), "{field}");
+        }
+        for (body, field) in [
+            (json!({"tags": [[1000, 1]]}), "tags"),
+            (json!({"capabilities": [1]}), "capabilities"),
+            (json!({"name": "x".repeat(128)}), "name"),
+        ] {
+            assert_eq!(member_update(&member(), &body, 5).unwrap_err().field, field);
         }
     }
 
