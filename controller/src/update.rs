@@ -76,13 +76,10 @@ fn boolean(value: &Value, field: &str) -> Result<bool, FieldError> {
         Value::Bool(b) => Ok(*b),
         // ZeroTier casts to an unsigned 64-bit integer: a negative number
         // wraps (true), a fraction truncates.
-        Value::Number(n) => Ok(n.as_u64().map_or_else(
-            || {
-                n.as_i64()
-                    .map_or_else(|| n.as_f64().is_some_and(|f| f >= 1.0), |i| i != 0)
-            },
-            |u| u > 0,
-        )),
+        Value::Number(n) => Ok(match n.as_u64() {
+            Some(u) => u > 0,
+            None => n.as_i64().is_some() || n.as_f64().is_some_and(|f| f >= 1.0),
+        }),
         Value::String(s) => Ok(matches!(s.as_bytes().first(), Some(b't' | b'T' | b'1'))),
         _ => Err(FieldError::new(
             field,

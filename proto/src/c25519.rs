@@ -148,6 +148,12 @@ impl SharedKey {
     pub fn as_bytes(&self) -> &[u8; 64] {
         &self.0
     }
+
+    /// The key of packets armored under this agreement itself (HELLO, OK,
+    /// ERROR): its first 32 bytes.
+    pub fn packet_key(&self) -> crate::armor::PacketKey {
+        crate::armor::PacketKey::from_bytes(self.0[..32].try_into().expect("32 bytes"))
+    }
 }
 
 impl KeyPair {

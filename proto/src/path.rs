@@ -20,19 +20,19 @@ pub struct Path {
     /// NAT mappings and TCP connections line up).
     pub socket: LocalSocket,
     /// When we last sent on it (ms), if ever.
-    pub last_send_ms: crate::maybe_ms::MaybeMs,
+    pub last_send_ms: MaybeMs,
     /// When an authenticated packet last arrived on it (ms), if ever.
-    pub last_receive_ms: crate::maybe_ms::MaybeMs,
+    pub last_receive_ms: MaybeMs,
     /// When it was first learned (ms).
     pub learned_ms: u64,
     /// Round-trip time measured on it.
-    pub latency_ms: crate::maybe_ms::MaybeMs,
+    pub latency_ms: MaybeMs,
     /// When the last probe was sent on it.
-    last_probe_ms: crate::maybe_ms::MaybeMs,
+    last_probe_ms: MaybeMs,
     /// The first send not followed by any receive yet: a path that stops
     /// answering is dead within [`PATH_ANSWER_TIMEOUT_MS`], whatever its
     /// last receive.
-    unanswered_since_ms: crate::maybe_ms::MaybeMs,
+    unanswered_since_ms: MaybeMs,
     /// Probes sent on it while it was never heard from: a candidate that
     /// never answers is given up after a few (it could be anyone's address).
     candidate_probes: u32,
@@ -354,7 +354,7 @@ impl PathSet {
                 if p.given_up() {
                     return stale;
                 }
-                let probe_after = |wait: u64| p.last_probe_ms.get().map_or(0, |t| t + wait);
+                let probe_after = |wait: u64| p.next_probe_ms(wait, false).unwrap_or(0);
                 let probe = if p.last_receive_ms.is_none() || p.stopped_answering(now_ms) {
                     probe_after(PATH_PROBE_INTERVAL_ACTIVE_MS)
                 } else if let Some(t) = p.unanswered_since_ms.get() {

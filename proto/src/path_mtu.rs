@@ -24,7 +24,7 @@ pub struct PathMtu {
     usable: u16,
     probing: Option<Box<Probing>>,
     /// None until the first search: due at once.
-    next_search_ms: crate::maybe_ms::MaybeMs,
+    next_search_ms: MaybeMs,
     next_confirm_ms: u64,
     lowered: u64,
 }

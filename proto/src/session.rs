@@ -167,8 +167,8 @@ pub struct Session {
     next_counter: u64,
     replay: ReplayWindow,
     established_ms: u64,
-    superseded_ms: crate::maybe_ms::MaybeMs,
-    last_receive_ms: crate::maybe_ms::MaybeMs,
+    superseded_ms: MaybeMs,
+    last_receive_ms: MaybeMs,
 }
 
 impl Session {

@@ -925,12 +925,7 @@ impl Node {
         let mac_ok = match self.peers.get(&header.src) {
             Some(peer) => dearmor(&peer.static_key(), packet, false).is_ok(),
             None => match self.key_pair.agree(&hello.identity.public) {
-                Ok(agreement) => {
-                    let key = crate::armor::PacketKey::from_bytes(
-                        agreement.as_bytes()[..32].try_into().expect("32"),
-                    );
-                    dearmor(&key, packet, false).is_ok()
-                }
+                Ok(agreement) => dearmor(&agreement.packet_key(), packet, false).is_ok(),
                 Err(_) => false,
             },
         };

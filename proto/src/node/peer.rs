@@ -78,22 +78,22 @@ pub(crate) struct Peer {
     /// The largest datagram that reaches it through a root, and that root:
     /// discovered end to end like a direct path's (PROTOCOL.md §3.10).
     pub relayed_mtu: Option<Box<(crate::address::Address, crate::path_mtu::PathMtu)>>,
-    pub latency_ms: crate::maybe_ms::MaybeMs,
-    pub last_receive_ms: crate::maybe_ms::MaybeMs,
+    pub latency_ms: MaybeMs,
+    pub last_receive_ms: MaybeMs,
     /// Last time traffic that matters to the user went either way.
-    pub last_active_ms: crate::maybe_ms::MaybeMs,
+    pub last_active_ms: MaybeMs,
     /// Messages waiting for a session.
     pub queued: ThinVec<(Verb, Vec<u8>)>,
-    pub last_paths_pushed_ms: crate::maybe_ms::MaybeMs,
+    pub last_paths_pushed_ms: MaybeMs,
     /// World ids this peer holds an older copy of (or wants); sent once a
     /// session packet arrives straight from it (no amplification).
     pub worlds_due: ThinVec<u64>,
     /// Whether the last route computed was direct, and since when.
-    pub direct_since_ms: crate::maybe_ms::MaybeMs,
+    pub direct_since_ms: MaybeMs,
     /// When the route last went from relayed to direct.
-    pub last_upgrade_ms: crate::maybe_ms::MaybeMs,
+    pub last_upgrade_ms: MaybeMs,
     /// When relayed traffic to/from this peer was first seen in the current relayed stretch.
-    pub relayed_since_ms: crate::maybe_ms::MaybeMs,
+    pub relayed_since_ms: MaybeMs,
     /// How the peer's NAT maps ports, as it told us in PUSH_DIRECT_PATHS.
     pub nat_mapping: Option<crate::node::NatMapping>,
     /// Where a root sees the peer (from RENDEZVOUS): the target of a birthday punch.
@@ -113,7 +113,7 @@ pub(crate) struct Peer {
     /// forgotten like an idle one).
     pub admitted_ms: u64,
     /// Last time something other than a keepalive came from this peer.
-    pub last_useful_ms: crate::maybe_ms::MaybeMs,
+    pub last_useful_ms: MaybeMs,
     /// PUSH_DIRECT_PATHS budget: (last refill ms, tokens).
     pub push_budget: (u64, u32),
     /// When its timer work is next due (ms; `u64::MAX`: not scheduled).
@@ -161,14 +161,10 @@ impl Peer {
     }
 
     /// The key of packets armored under the static agreement (HELLO, OK,
-    /// ERROR): its first 32 bytes, made when needed (a root holds thousands
-    /// of peers and uses it rarely).
+    /// ERROR), made when needed (a root holds thousands of peers and uses
+    /// it rarely).
     pub fn static_key(&self) -> PacketKey {
-        PacketKey::from_bytes(
-            self.static_agreement.as_bytes()[..32]
-                .try_into()
-                .expect("32 bytes"),
-        )
+        self.static_agreement.packet_key()
     }
 
     pub fn is_root(&self) -> bool {
