@@ -253,3 +253,25 @@ pub fn network_of(ctl: &Daemon, members: &[&Daemon], name: &str) -> (String, Vec
     }
     (nwid, ips)
 }
+
+/// `vnet-cli -j ping <to> -c 1` until a reply comes back by `route` through
+/// `root`, up to `limit`; returns the last reply seen (the matching one, or
+/// the last other one) and whether it matched.
+pub fn ping_until_via(from: &Daemon, to: &str, root: &str, limit: Duration) -> (bool, Value) {
+    let mut last = Value::Null;
+    let ok = wait_until(limit, || {
+        let run = from.cli(&["-j", "ping", to, "-c", "1"]);
+        last = serde_json::from_str(&run.stdout).unwrap_or_else(
+            |_| serde_json::json!({"error": run.stderr.trim(), "stdout": run.stdout.trim()}),
+        );
+        run.ok && last["route"] == "RELAY" && last["root"] == root
+    });
+    (ok, last)
+}
+
+/// The `relayed` counter of a daemon.
+pub fn relayed(d: &Daemon) -> u64 {
+    d.json(&["info"])["counters"]["relayed"]
+        .as_u64()
+        .expect("counters.relayed")
+}

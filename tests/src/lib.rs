@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: find and run the workspace's binaries.
 
 pub mod daemon;
+pub mod delay;
 pub mod netns;
 pub mod pg_cluster;
 

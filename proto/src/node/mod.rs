@@ -2865,7 +2865,7 @@ fn random_counter(rng: &mut NodeRng) -> u64 {
 /// How much node `node` prefers root `root` among equally near ones: a
 /// 64-bit mix of both addresses (splitmix64's finalizer), so each node
 /// ranks the roots in its own order.
-fn root_affinity(node: Address, root: Address) -> u64 {
+pub fn root_affinity(node: Address, root: Address) -> u64 {
     let mut z = node.to_u64().rotate_left(24) ^ root.to_u64();
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
