@@ -1,6 +1,7 @@
 //! 40-bit node addresses.
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::str::FromStr;
 
 use crate::constants::ADDRESS_LEN_BYTES;
@@ -19,9 +20,10 @@ pub enum AddressError {
     Reserved(u64),
 }
 
-/// A node's 40-bit address, never reserved.
+/// A node's 40-bit address, never reserved. Never zero, so an
+/// `Option<Address>` takes 8 bytes (a root keeps several per peer).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Address(u64);
+pub struct Address(NonZeroU64);
 
 impl Address {
     /// Makes an address from its five big-endian bytes.
@@ -36,15 +38,15 @@ impl Address {
         if value >> 40 != 0 {
             return Err(AddressError::OutOfRange(value));
         }
-        if value == 0 || value >> 32 == 0xff {
-            return Err(AddressError::Reserved(value));
+        match NonZeroU64::new(value) {
+            Some(nonzero) if value >> 32 != 0xff => Ok(Self(nonzero)),
+            _ => Err(AddressError::Reserved(value)),
         }
-        Ok(Self(value))
     }
 
     /// The five big-endian bytes.
     pub fn to_bytes(self) -> [u8; ADDRESS_LEN_BYTES] {
-        let wide = self.0.to_be_bytes();
+        let wide = self.0.get().to_be_bytes();
         let mut out = [0u8; ADDRESS_LEN_BYTES];
         out.copy_from_slice(&wide[3..]);
         out
@@ -52,7 +54,7 @@ impl Address {
 
     /// The address as an integer.
     pub fn to_u64(self) -> u64 {
-        self.0
+        self.0.get()
     }
 }
 
@@ -71,7 +73,7 @@ impl FromStr for Address {
 
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:010x}", self.0)
+        write!(f, "{:010x}", self.0.get())
     }
 }
 

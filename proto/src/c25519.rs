@@ -3,7 +3,7 @@
 
 use ed25519_dalek::Signer;
 use sha2::{Digest, Sha512};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::rng::CryptoRng;
 
@@ -32,9 +32,11 @@ pub struct SecretKey([u8; C25519_SECRET_KEY_LEN_BYTES]);
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Signature([u8; C25519_SIGNATURE_LEN_BYTES]);
 
-/// 64 bytes of key material from an agreement: SHA-512 of the X25519 shared secret.
+/// An agreement's X25519 shared secret; its key material is the SHA-512
+/// of it, made when used (32 bytes kept instead of 64: a root keeps one
+/// per peer and uses it only for handshakes).
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct SharedKey([u8; 64]);
+pub struct SharedKey([u8; 32]);
 
 /// A public key with its secret key.
 #[derive(Clone)]
@@ -144,15 +146,16 @@ impl std::fmt::Debug for Signature {
 }
 
 impl SharedKey {
-    /// The 64 bytes of key material.
-    pub fn as_bytes(&self) -> &[u8; 64] {
-        &self.0
+    /// The 64 bytes of key material: SHA-512 of the shared secret.
+    pub fn material(&self) -> Zeroizing<[u8; 64]> {
+        Zeroizing::new(Sha512::digest(self.0).into())
     }
 
     /// The key of packets armored under this agreement itself (HELLO, OK,
-    /// ERROR): its first 32 bytes.
+    /// ERROR): the first 32 bytes of its key material.
     pub fn packet_key(&self) -> crate::armor::PacketKey {
-        crate::armor::PacketKey::from_bytes(self.0[..32].try_into().expect("32 bytes"))
+        let material = self.material();
+        crate::armor::PacketKey::from_bytes(material[..32].try_into().expect("32 bytes"))
     }
 }
 
@@ -235,7 +238,7 @@ impl KeyPair {
         #[cfg(fuzzing)]
         if fuzz_mode::on() {
             let shared = fuzz_mode::shared(&self.public.x25519(), &peer.x25519());
-            return Ok(SharedKey(Sha512::digest(shared).into()));
+            return Ok(SharedKey(shared));
         }
         let shared = self
             .secret
@@ -244,7 +247,7 @@ impl KeyPair {
         if !shared.was_contributory() {
             return Err(AgreementError::NonContributory);
         }
-        Ok(SharedKey(Sha512::digest(shared.as_bytes()).into()))
+        Ok(SharedKey(*shared.as_bytes()))
     }
 }
 
@@ -289,8 +292,8 @@ mod tests {
         let a = KeyPair::generate(&mut crate::rng::os_rng());
         let b = KeyPair::generate(&mut crate::rng::os_rng());
         assert_eq!(
-            a.agree(b.public()).unwrap().as_bytes(),
-            b.agree(a.public()).unwrap().as_bytes()
+            *a.agree(b.public()).unwrap().material(),
+            *b.agree(a.public()).unwrap().material()
         );
     }
 

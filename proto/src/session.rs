@@ -103,7 +103,7 @@ pub fn derive_session(
     };
     let mut h = Sha512::new();
     h.update(SESSION_KDF_LABEL);
-    h.update(static_agreement.as_bytes());
+    h.update(*static_agreement.material());
     h.update(dh);
     h.update(e_init);
     h.update(e_resp);

@@ -1364,7 +1364,7 @@ fn hello_floods_are_rate_limited_per_source() {
 /// fails if the defence it checks goes away.
 mod rogue {
     use super::*;
-    use vnet_proto::armor::{PacketKey, armor};
+    use vnet_proto::armor::armor;
     use vnet_proto::constants::{
         IDENTITY_CHECKS_PER_SECOND, MAX_PENDING_IDENTITY_CHECKS, MAX_PENDING_REASSEMBLIES,
         MAX_PENDING_WHOIS, MAX_RATE_LIMITED_SOURCES, MAX_UNANSWERED_CANDIDATE_PROBES,
@@ -1411,7 +1411,7 @@ mod rogue {
         }
         .encode_into(&mut p);
         let shared = pair.agree(to.public_key()).unwrap();
-        let key = PacketKey::from_bytes(shared.as_bytes()[..32].try_into().unwrap());
+        let key = shared.packet_key();
         armor(&key, &mut p, false);
         p
     }

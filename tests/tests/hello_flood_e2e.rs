@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use vnet_node::core::address::Address;
-use vnet_node::core::armor::{PacketKey, armor};
+use vnet_node::core::armor::armor;
 use vnet_node::core::c25519::KeyPair;
 use vnet_node::core::identity::Identity;
 use vnet_node::core::verb::Verb;
@@ -75,7 +75,7 @@ fn forged_hello(claimed: Address, pair: &KeyPair, to: &Identity, counter: u64) -
     }
     .encode_into(&mut p);
     let shared = pair.agree(to.public_key()).expect("made-up key agrees");
-    let key = PacketKey::from_bytes(shared.as_bytes()[..32].try_into().expect("32 bytes"));
+    let key = shared.packet_key();
     armor(&key, &mut p, false);
     p
 }

@@ -86,9 +86,7 @@ impl RelayThreads {
         seed: [u8; 32],
     ) -> io::Result<Self> {
         let mut rng = NodeRng::from_seed(seed);
-        let table = Arc::new(ArcSwap::from_pointee(RelayTable::empty(HashState::new(
-            &mut rng,
-        ))));
+        let table = Arc::new(ArcSwap::from_pointee(RelayTable::empty()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for (i, mut sockets) in sockets.into_iter().enumerate() {
@@ -480,10 +478,11 @@ mod tests {
         let (a, b, root) = (addr(1), addr(2), addr(3));
         let mut rng = NodeRng::from_seed([5; 32]);
         let mut hasher = || HashState::new(&mut rng);
-        let without_a = RelayTable::new(root, 0, hasher());
-        let mut full = RelayTable::new(root, 0, hasher());
+        let without_a = RelayTable::builder(root, 0, 0, 0).build();
+        let mut full = RelayTable::builder(root, 0, 1, 1);
         full.add_source(from, a);
         full.add_route(b, to);
+        let full = full.build();
         let counts = ThreadCounts::default();
         let mut budget = RelayBudget::new(hasher());
         let (mut handed_over, mut told, mut news) = (0, HashMap::with_hasher(hasher()), Vec::new());

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::address::Address;
 use crate::c25519::PublicKey;
@@ -90,7 +91,8 @@ pub(crate) struct IdentityChecks {
     /// Verified identities, with the timestamp of the last HELLO accepted
     /// from each (kept after its peer is forgotten: an old HELLO replayed
     /// later is still stale).
-    verified: HashMap<Address, (Identity, u64)>,
+    /// Shared with the peer table: a peer's identity is counted once.
+    verified: HashMap<Address, (Arc<Identity>, u64)>,
     verified_order: VecDeque<Address>,
     failed: HashMap<(Address, [u8; 64]), ()>,
     failed_order: VecDeque<(Address, [u8; 64])>,
@@ -140,7 +142,7 @@ impl IdentityChecks {
     pub fn verified(&self, address: Address, public: &PublicKey) -> Option<&Identity> {
         self.verified
             .get(&address)
-            .map(|(i, _)| i)
+            .map(|(i, _)| &**i)
             .filter(|i| i.public_key().as_bytes() == public.as_bytes())
     }
 
@@ -158,7 +160,7 @@ impl IdentityChecks {
 
     /// The identity verified for `address`, if any.
     pub fn verified_identity(&self, address: Address) -> Option<&Identity> {
-        self.verified.get(&address).map(|(i, _)| i)
+        self.verified.get(&address).map(|(i, _)| &**i)
     }
 
     /// The key verified for `address`, if any (a different key claiming it is refused).
@@ -317,7 +319,9 @@ impl IdentityChecks {
         });
         let waiting = position.map(|i| self.waiting.swap_remove(i));
         match verified {
-            Some(identity) => self.remember_verified(identity.to_public()),
+            Some(identity) => {
+                self.remember_verified(identity.to_public());
+            }
             None => {
                 let key = (claimed.address, *claimed.public.as_bytes());
                 if self.failed.insert(key, ()).is_none() {
@@ -342,25 +346,30 @@ impl IdentityChecks {
         self.verified_order
             .iter()
             .filter_map(|a| self.verified.get(a))
-            .map(|(i, t)| (i.clone(), *t))
+            .map(|(i, t)| ((**i).clone(), *t))
             .collect()
     }
 
-    /// Remembers an identity as verified (bounded, oldest forgotten first).
-    pub fn remember_verified(&mut self, identity: Identity) {
+    /// Remembers an identity as verified (bounded, oldest forgotten first);
+    /// returns it shared, for the peer table to hold the same copy.
+    pub fn remember_verified(&mut self, identity: Identity) -> Arc<Identity> {
         let address = identity.address();
-        if self.verified.contains_key(&address) {
-            return;
+        if let Some((known, _)) = self.verified.get(&address) {
+            if known.public_key().as_bytes() == identity.public_key().as_bytes() {
+                return known.clone();
+            }
+            return Arc::new(identity);
         }
-        if self.verified.insert(address, (identity, 0)).is_none() {
-            self.verified_added += 1;
-            self.verified_order.push_back(address);
-            while self.verified_order.len() > MAX_VERIFIED_IDENTITIES {
-                if let Some(old) = self.verified_order.pop_front() {
-                    self.verified.remove(&old);
-                }
+        let shared = Arc::new(identity);
+        self.verified.insert(address, (shared.clone(), 0));
+        self.verified_added += 1;
+        self.verified_order.push_back(address);
+        while self.verified_order.len() > MAX_VERIFIED_IDENTITIES {
+            if let Some(old) = self.verified_order.pop_front() {
+                self.verified.remove(&old);
             }
         }
+        shared
     }
 }
 
@@ -427,6 +436,28 @@ mod tests {
         assert_eq!(checks.request(forged(1), false, None, 0), Queued::KnownBad);
         assert!(checks.verified(real.address(), real.public_key()).is_some());
         assert_eq!(checks.run, 2);
+    }
+
+    #[test]
+    fn a_verified_identity_is_held_once_and_shared_with_its_peer() {
+        let real = Identity::generate(&mut crate::rng::os_rng()).to_public();
+        let mut checks = IdentityChecks::new(crate::switch::tests_hasher());
+        let first = checks.remember_verified(real.clone());
+        let again = checks.remember_verified(real.clone());
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "one copy for the table and the peer"
+        );
+        assert_eq!(Arc::strong_count(&first), 3);
+        // Another key claiming the address is not taken for the verified one.
+        let other = Identity::generate(&mut crate::rng::os_rng()).to_public();
+        let claim = Identity::previously_verified(real.address(), *other.public_key());
+        let separate = checks.remember_verified(claim);
+        assert!(!Arc::ptr_eq(&first, &separate));
+        assert_eq!(
+            checks.verified_key(real.address()).map(|k| *k.as_bytes()),
+            Some(*real.public_key().as_bytes())
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod counters;
 mod credentials;
 pub(crate) mod frames;
 mod identity_checks;
+mod known_paths;
 mod membership;
 mod multicast;
 mod network;
@@ -18,6 +19,9 @@ mod traversal;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use known_paths::KnownPaths;
 
 pub use counters::{Counters, TableSizes};
 pub use identity_checks::{IdentityCheck, IdentityCheckResult, VerifiedIdentity};
@@ -169,7 +173,7 @@ pub struct Node {
     clock_epoch_ms: u64,
     /// On a root: socket addresses that are confirmed paths of a peer (a
     /// session packet came straight from there) and when last heard.
-    known_paths: HashMap<SocketAddr, (Address, u64)>,
+    known_paths: KnownPaths,
     /// On a root: destinations whose packets came relayed by another root
     /// (moons and other planet roots), and when: what we cannot deliver
     /// straight goes back the same way.
@@ -250,7 +254,7 @@ impl Node {
             hello_buckets: HashMap::with_hasher(hash_state.clone()),
             identity_checks: identity_checks::IdentityChecks::new(hash_state.clone()),
             clock_epoch_ms: 0,
-            known_paths: HashMap::with_hasher(hash_state.clone()),
+            known_paths: KnownPaths::new(hash_state.clone()),
             relay_routes: HashMap::with_hasher(hash_state.clone()),
             root_addrs: Vec::new(),
             last_sweep_ms: 0,
@@ -471,7 +475,7 @@ impl Node {
                 };
                 self.peers.insert(
                     addr,
-                    Box::new(Peer::new(root.identity.clone(), agreement, role)),
+                    Box::new(Peer::new(Arc::new(root.identity.clone()), agreement, role)),
                 );
             }
             self.wake(addr);
@@ -608,6 +612,9 @@ impl Node {
             }
         }
         let newly_confirmed = peer.sessions.take_newly_confirmed();
+        if newly_confirmed {
+            peer.answered = None;
+        }
         self.heard_from(now_ms, header.src, from, direct);
         if newly_confirmed {
             // A new session with this peer: it may have restarted, so the
@@ -980,8 +987,8 @@ impl Node {
         // the static key; a HELLO with an ephemeral already answered (the
         // same handshake sent to several paths, or a retry) gets the same
         // answer and changes nothing.
-        let eph_public = match peer.answered {
-            Some((theirs, ours)) if theirs == hello.ephemeral => ours,
+        let eph_public = match peer.answered.as_deref() {
+            Some(&(theirs, ours)) if theirs == hello.ephemeral => ours,
             _ => {
                 if hello.timestamp_ms <= peer.last_hello_timestamp_ms {
                     // Not newer than the last HELLO accepted: a replay.
@@ -1005,7 +1012,7 @@ impl Node {
                 };
                 let session = session.with_replay_window(self.replay_window_packets);
                 peer.sessions.install_pending(now_ms, session);
-                peer.answered = Some((hello.ephemeral, eph_public));
+                peer.answered = Some(Box::new((hello.ephemeral, eph_public)));
                 peer.last_hello_timestamp_ms = hello.timestamp_ms;
                 self.identity_checks
                     .note_hello_timestamp(header.src, hello.timestamp_ms);
@@ -1084,7 +1091,7 @@ impl Node {
             return false;
         };
         let last_hello = self.identity_checks.hello_timestamp(addr);
-        self.identity_checks.remember_verified(identity.clone());
+        let identity = self.identity_checks.remember_verified(identity);
         let mut peer = Peer::new(identity, agreement, role);
         peer.last_hello_timestamp_ms = last_hello;
         peer.admitted_ms = now_ms;
@@ -1440,25 +1447,25 @@ impl Node {
         if !self.am_root {
             return;
         }
-        if !self.known_paths.contains_key(&from) && self.known_paths.len() >= MAX_KNOWN_PATHS {
+        if self.known_paths.get(from).is_none() && self.known_paths.len() >= MAX_KNOWN_PATHS {
             self.known_paths
-                .retain(|_, (_, t)| now_ms.saturating_sub(*t) < PATH_IDLE_TIMEOUT_MS);
+                .retain_heard_within(now_ms, PATH_IDLE_TIMEOUT_MS);
             if self.known_paths.len() >= MAX_KNOWN_PATHS {
                 return;
             }
         }
-        self.known_paths.insert(from, (peer, now_ms));
+        self.known_paths.insert(from, peer, now_ms);
     }
 
     /// The peer that talks to us from `from` (a confirmed path heard
     /// recently), if any.
     fn known_path_owner(&self, now_ms: u64, from: SocketAddr) -> Option<Address> {
         self.known_paths
-            .get(&from)
+            .get(from)
             .filter(|(a, t)| {
                 now_ms.saturating_sub(*t) < PATH_IDLE_TIMEOUT_MS && self.peers.contains_key(a)
             })
-            .map(|(a, _)| *a)
+            .map(|(a, _)| a)
     }
 
     /// On a root: `dest` is reached through `relayer` (another root that
@@ -1757,7 +1764,7 @@ impl Node {
         };
         peer.paths.learn_introduced(now_ms, r.endpoint);
         if !(r.endpoint.ip().is_loopback() || r.endpoint.ip().is_unspecified()) {
-            peer.root_observed = Some(r.endpoint);
+            peer.root_observed = Some(Box::new(r.endpoint));
         }
         self.probe_candidates(now_ms, r.peer, out);
     }
@@ -1912,12 +1919,17 @@ impl Node {
     /// primary socket. Empty on a node that is no root.
     pub fn relay_table(&self, now_ms: u64) -> RelayTable {
         if !self.am_root {
-            return RelayTable::empty(self.hash_state.clone());
+            return RelayTable::empty();
         }
-        let mut table = RelayTable::new(self.address, now_ms, self.hash_state.clone());
-        for (from, (peer, heard_ms)) in &self.known_paths {
-            if RelayTable::source_fresh(*heard_ms, now_ms) && self.peers.contains_key(peer) {
-                table.add_source(*from, *peer);
+        let mut table = RelayTable::builder(
+            self.address,
+            now_ms,
+            self.known_paths.len(),
+            self.peers.len(),
+        );
+        for (from, peer, heard_ms) in self.known_paths.iter() {
+            if RelayTable::source_fresh(heard_ms, now_ms) && self.peers.contains_key(&peer) {
+                table.add_source(from, peer);
             }
         }
         for (addr, peer) in &self.peers {
@@ -1927,7 +1939,7 @@ impl Node {
                 table.add_route(*addr, p.addr);
             }
         }
-        table
+        table.build()
     }
 
     /// On a root: a relay thread forwarded a packet from `src` at `from` to
@@ -2527,7 +2539,7 @@ impl Node {
             self.hello_buckets
                 .retain(|_, (t, _)| now_ms.saturating_sub(*t) < HELLO_BUCKET_IDLE_MS);
             self.known_paths
-                .retain(|_, (_, t)| now_ms.saturating_sub(*t) < PATH_IDLE_TIMEOUT_MS);
+                .retain_heard_within(now_ms, PATH_IDLE_TIMEOUT_MS);
             self.relay_routes
                 .retain(|_, (_, t)| now_ms.saturating_sub(*t) < RELAY_ROUTE_TTL_MS);
             self.relayers
@@ -2535,7 +2547,7 @@ impl Node {
             // A burst (thousands of HELLOs from as many addresses) leaves
             // these tables' room behind; it is given back once they empty.
             shrink_if_sparse(&mut self.hello_buckets);
-            shrink_if_sparse(&mut self.known_paths);
+            self.known_paths.shrink_if_sparse();
             shrink_if_sparse(&mut self.rendezvous_sent);
             shrink_if_sparse(&mut self.relay_routes);
             self.sweep_multicast_directory(now_ms);
@@ -2592,14 +2604,17 @@ impl Node {
             }
         }
         self.due_peers = due;
-        // Stale entries are bounded: rebuild when they outnumber the live.
-        if self.tick_heap.len() > 4 * self.peers.len() + 1024 {
-            self.tick_heap = self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.next_tick_ms != u64::MAX)
-                .map(|(a, p)| Reverse((p.next_tick_ms, *a)))
-                .collect();
+        // Stale entries are bounded: rebuild, at the exact size, when they
+        // outnumber the live (a root's heap is 16 bytes a peer, not 64).
+        if self.tick_heap.len() > 2 * self.peers.len() + 1024 {
+            let mut live = Vec::with_capacity(self.peers.len());
+            live.extend(
+                self.peers
+                    .iter()
+                    .filter(|(_, p)| p.next_tick_ms != u64::MAX)
+                    .map(|(a, p)| Reverse((p.next_tick_ms, *a))),
+            );
+            self.tick_heap = BinaryHeap::from(live);
         }
     }
 

@@ -1,6 +1,7 @@
 //! What a node knows about one peer.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
 use thin_vec::ThinVec;
@@ -55,15 +56,17 @@ pub(crate) struct PendingHandshake {
 /// Everything known about one peer. The rarely filled lists are `ThinVec`s
 /// (8 bytes while empty): a root holds thousands of peers.
 pub(crate) struct Peer {
-    pub identity: Identity,
+    /// Shared with the verified-identity table.
+    pub identity: Arc<Identity>,
     pub static_agreement: SharedKey,
     pub sessions: SessionSet,
     /// Boxed, as the other rarely set fields: a root holds thousands of peers.
     pub handshake: Option<Box<PendingHandshake>>,
     /// The last HELLO ephemeral answered and our ephemeral public key in the
     /// answer: a HELLO repeated to another path gets the same answer, not a
-    /// second session.
-    pub answered: Option<([u8; 32], [u8; 32])>,
+    /// second session. Kept until the peer confirms the session (a copy
+    /// coming later is no newer than the HELLO accepted: dropped as stale).
+    pub answered: Option<Box<([u8; 32], [u8; 32])>>,
     pub paths: PathSet,
     pub role: PeerRole,
     /// A root's stable endpoints from its world.
@@ -97,7 +100,8 @@ pub(crate) struct Peer {
     /// How the peer's NAT maps ports, as it told us in PUSH_DIRECT_PATHS.
     pub nat_mapping: Option<crate::node::NatMapping>,
     /// Where a root sees the peer (from RENDEZVOUS): the target of a birthday punch.
-    pub root_observed: Option<SocketAddr>,
+    /// Boxed: only leaves that punch set it.
+    pub root_observed: Option<Box<SocketAddr>>,
     /// On a root: the root this peer's packets last came through (a node
     /// relaying over TCP is reached only through its TCP root).
     pub relayed_via: Option<crate::address::Address>,
@@ -114,15 +118,17 @@ pub(crate) struct Peer {
     pub admitted_ms: u64,
     /// Last time something other than a keepalive came from this peer.
     pub last_useful_ms: MaybeMs,
-    /// PUSH_DIRECT_PATHS budget: (last refill ms, tokens).
-    pub push_budget: (u64, u32),
+    /// PUSH_DIRECT_PATHS budget: last refill (ms) and tokens (two fields,
+    /// so the tokens fill the padding beside the flags).
+    pub push_refill_ms: u64,
+    pub push_tokens: u32,
     /// When its timer work is next due (ms; `u64::MAX`: not scheduled).
     /// Matches its live entry in the node's timer heap.
     pub next_tick_ms: u64,
 }
 
 impl Peer {
-    pub fn new(identity: Identity, static_agreement: SharedKey, role: PeerRole) -> Self {
+    pub fn new(identity: Arc<Identity>, static_agreement: SharedKey, role: PeerRole) -> Self {
         Self {
             identity,
             static_agreement,
@@ -155,7 +161,8 @@ impl Peer {
             last_hello_timestamp_ms: 0,
             admitted_ms: 0,
             last_useful_ms: MaybeMs::NONE,
-            push_budget: (0, PUSH_BUDGET_BURST),
+            push_refill_ms: 0,
+            push_tokens: PUSH_BUDGET_BURST,
             next_tick_ms: u64::MAX,
         }
     }
@@ -194,7 +201,7 @@ impl Peer {
     /// per `PUSH_DIRECT_PATHS_MIN_INTERVAL_MS`, burst 2); charges it.
     pub fn push_allowed(&mut self, now_ms: u64) -> bool {
         use crate::constants::PUSH_DIRECT_PATHS_MIN_INTERVAL_MS;
-        let (last, tokens) = &mut self.push_budget;
+        let (last, tokens) = (&mut self.push_refill_ms, &mut self.push_tokens);
         let refill = now_ms.saturating_sub(*last) / PUSH_DIRECT_PATHS_MIN_INTERVAL_MS;
         if refill > 0 {
             *tokens = (*tokens as u64 + refill).min(PUSH_BUDGET_BURST as u64) as u32;
@@ -248,7 +255,7 @@ mod tests {
     #[test]
     fn a_peer_and_its_path_stay_small() {
         assert!(
-            std::mem::size_of::<Peer>() <= 528,
+            std::mem::size_of::<Peer>() <= 360,
             "{}",
             std::mem::size_of::<Peer>()
         );

@@ -18,7 +18,11 @@ impl Node {
         let Ok(agreement) = self.key_pair.agree(identity.public_key()) else {
             return false;
         };
-        let peer = Peer::new(identity.to_public(), agreement, PeerRole::Leaf);
+        let peer = Peer::new(
+            std::sync::Arc::new(identity.to_public()),
+            agreement,
+            PeerRole::Leaf,
+        );
         self.peers.insert(addr, Box::new(peer));
         self.wake(addr);
         true

@@ -488,7 +488,7 @@ impl Node {
                 .relayed_since_ms
                 .get()
                 .is_some_and(|t| now_ms.saturating_sub(t) >= PUNCH_AFTER_RELAYED_MS);
-        let Some(target) = peer.root_observed.filter(|_| due) else {
+        let Some(target) = peer.root_observed.as_deref().copied().filter(|_| due) else {
             return;
         };
         let first = self.traversal.next_punch_socket;
@@ -548,7 +548,7 @@ impl Node {
         if direct || peer.punch.is_some() || now_ms < peer.punch_not_before_ms {
             return;
         }
-        let Some(target) = peer.root_observed else {
+        let Some(target) = peer.root_observed.as_deref().copied() else {
             return;
         };
         peer.punch = Some(Box::new(Punch {
