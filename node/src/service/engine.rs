@@ -19,7 +19,6 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::heap_trim::HeapTrim;
 use crate::core::constants::{
     MAX_SUPER_FRAME_LEN_BYTES, MAX_TAP_FRAME_LEN_BYTES, PACKET_MAX_LEN_BYTES,
     VIRTIO_NET_HDR_LEN_BYTES,
@@ -268,7 +267,6 @@ pub struct Engine {
     ready: Vec<Token>,
     /// A root's relay threads, if it runs any.
     relay_threads: Option<RelayThreads>,
-    heap_trim: HeapTrim,
 }
 
 impl Engine {
@@ -324,7 +322,6 @@ impl Engine {
             segments: Vec::new(),
             ready: Vec::new(),
             relay_threads,
-            heap_trim: HeapTrim::new(start),
         })
     }
 
@@ -379,7 +376,6 @@ impl Engine {
             }
             self.start_identity_check();
             self.publish_relay_table();
-            self.heap_trim.maybe_trim(Instant::now());
         }
     }
 

@@ -5,7 +5,6 @@ pub mod api_types;
 pub mod atomic_file;
 pub mod control_plane;
 pub mod engine;
-pub mod heap_trim;
 pub mod home;
 pub mod identity_file;
 pub mod managed_routes;

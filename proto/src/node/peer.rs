@@ -255,7 +255,7 @@ mod tests {
     #[test]
     fn a_peer_and_its_path_stay_small() {
         assert!(
-            std::mem::size_of::<Peer>() <= 360,
+            std::mem::size_of::<Peer>() <= 328,
             "{}",
             std::mem::size_of::<Peer>()
         );
