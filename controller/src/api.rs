@@ -5,7 +5,9 @@
 //! |---|---|
 //! | `GET /controller` | `{"controller": true, "apiVersion": 4, "clock": ms, "unauthorizedRequesters": n, "queuedSaves": n, "counters": {...}}` |
 //! | `GET /controller/network` | `["<nwid>", ...]` |
-//! | `POST /controller/network/<controller addr>______` | creates a network with a random free number; body: initial fields |
+//! | `POST /controller/network` or `/controller/network/<controller addr>______` | creates a network with a random free number; body: initial fields |
+//! | `GET /unstable/controller/network` | `{"data": [network + "meta": {"totalMemberCount", "authorizedMemberCount"}, ...], "meta": {"networkCount": n}}` |
+//! | `GET /unstable/controller/network/<nwid>/member` | `{"data": [member, ...], "meta": {"totalCount", "authorizedCount"}}` |
 //! | `GET`, `POST`, `DELETE /controller/network/<nwid>` | the network; `POST` updates (or creates that id); `PUT` is `POST`, as in ZeroTier |
 //! | `GET /controller/network/<nwid>/member` | `{"<addr>": revision, ...}` (unauthorized requesters too) |
 //! | `GET`, `POST`, `DELETE /controller/network/<nwid>/member/<addr>` | the member; `POST` updates (or records it) |
@@ -85,7 +87,17 @@ where
 {
     Router::new()
         .route("/controller", get(status))
-        .route("/controller/network", get(list_networks))
+        .route(
+            "/controller/network",
+            get(list_networks)
+                .post(create_random_network)
+                .put(create_random_network),
+        )
+        .route("/unstable/controller/network", get(list_networks_in_full))
+        .route(
+            "/unstable/controller/network/{nwid}/member",
+            get(list_members_in_full),
+        )
         .route(
             "/controller/network/{nwid}",
             get(show_network)
@@ -167,6 +179,38 @@ async fn list_networks(State(s): State<Shared>) -> Json<Value> {
     Json(json!(ids))
 }
 
+/// Every network in full, each with its member counts (ZeroTier's
+/// `/unstable` list, which ZeroUI and ztnet read instead of one request
+/// per network).
+async fn list_networks_in_full(State(s): State<Shared>) -> Json<Value> {
+    let c = lock(&s);
+    let data: Vec<Value> = c
+        .network_ids()
+        .iter()
+        .filter_map(|nwid| {
+            let mut j = c.network(*nwid)?.to_json();
+            let members = c.members(*nwid).unwrap_or_default();
+            let authorized = members.iter().filter(|m| m.authorized).count();
+            j["meta"] = json!({
+                "totalMemberCount": members.len(),
+                "authorizedMemberCount": authorized,
+            });
+            Some(j)
+        })
+        .collect();
+    Json(json!({"data": data, "meta": {"networkCount": data.len()}}))
+}
+
+/// A new network with a random free number (ZeroTier's newer path).
+async fn create_random_network(
+    State(s): State<Shared>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body = parse_body(&body)?;
+    let mut c = lock(&s);
+    Ok(Json(c.create_network(now_ms(), &body)?.to_json()))
+}
+
 async fn show_network(
     State(s): State<Shared>,
     Path(nwid): Path<String>,
@@ -235,6 +279,25 @@ async fn list_members(
         .map(|m| (m.address.to_string(), json!(m.revision)))
         .collect();
     Ok(Json(Value::Object(map)))
+}
+
+/// Every member of a network in full, with counts (ZeroTier's `/unstable`
+/// list).
+async fn list_members_in_full(
+    State(s): State<Shared>,
+    Path(nwid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let nwid = parse_nwid(&nwid)?;
+    let c = lock(&s);
+    let members = c
+        .members(nwid)
+        .ok_or(ControllerError::NetworkNotFound(nwid))?;
+    let authorized = members.iter().filter(|m| m.authorized).count();
+    let data: Vec<Value> = members.iter().map(|m| member_json(&c, m)).collect();
+    Ok(Json(json!({
+        "data": data,
+        "meta": {"totalCount": members.len(), "authorizedCount": authorized},
+    })))
 }
 
 async fn show_member(

@@ -494,7 +494,7 @@ async fn merges_into_a_router_with_its_own_state_and_layers() {
     // The method fallback of the controller's routes survives the merge.
     let put = node
         .oneshot(
-            Request::put("/controller/network")
+            Request::patch("/controller/network")
                 .header("x-vnet-auth", "t")
                 .body(Body::empty())
                 .unwrap(),
@@ -589,4 +589,71 @@ async fn requests_shaped_like_zerotier_uis_are_taken() {
     let (status, m) = post(&app, &one, json!({"authorized": "false"})).await;
     assert_eq!(status, StatusCode::OK, "{m}");
     assert_eq!(m["authorized"], false);
+}
+
+/// ZeroTier's newer paths: `POST /controller/network` makes a network with
+/// a random number; the `/unstable` lists give every network and member in
+/// full with counts (ZeroUI and ztnet read them).
+#[tokio::test]
+async fn random_networks_and_the_unstable_lists_are_served() {
+    let app = app();
+    let (status, n) = call(
+        &app,
+        "POST",
+        "/controller/network",
+        Some(r#"{"name": "a"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{n}");
+    let nwid = n["id"].as_str().expect("id").to_string();
+    assert_eq!(n["name"], "a");
+    let (status, other) = call(&app, "PUT", "/controller/network", None).await;
+    assert_eq!(status, StatusCode::OK, "{other}");
+    assert_ne!(other["id"], n["id"], "a second random network");
+    let net = format!("/controller/network/{nwid}");
+    let (status, _) = post(
+        &app,
+        &format!("{net}/member/{MEMBER}"),
+        json!({"authorized": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = post(
+        &app,
+        &format!("{net}/member/0102030405"),
+        json!({"name": "x"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, all) = get(&app, "/unstable/controller/network").await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(all["meta"]["networkCount"], 2, "{all}");
+    let listed = all["data"]
+        .as_array()
+        .and_then(|d| d.iter().find(|x| x["id"] == nwid.as_str()))
+        .unwrap_or_else(|| panic!("{nwid} not listed: {all}"));
+    assert_eq!(listed["name"], "a");
+    assert_eq!(
+        listed["meta"],
+        json!({"totalMemberCount": 2, "authorizedMemberCount": 1})
+    );
+
+    let (status, members) = get(&app, &format!("/unstable{net}/member")).await;
+    assert_eq!(status, StatusCode::OK, "{members}");
+    assert_eq!(
+        members["meta"],
+        json!({"totalCount": 2, "authorizedCount": 1})
+    );
+    let data = members["data"].as_array().expect("data");
+    let one = data.iter().find(|m| m["id"] == MEMBER).expect("member");
+    assert_eq!(one["authorized"], true);
+    assert_eq!(one["nwid"], nwid.as_str());
+    assert!(
+        data.iter()
+            .any(|m| m["name"] == "x" && m["authorized"] == false)
+    );
+
+    let (status, _) = get(&app, "/unstable/controller/network/8056c2e21c000099/member").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -225,4 +225,15 @@ fn members_spread_over_near_roots_each_relays_for_all_and_the_far_root_is_the_la
     assert!(ok, "a → b through the far root: last reply {reply}");
     let (ok, reply) = ping_until_via(&b, &a_addr, &far_addr, Duration::from_secs(10));
     assert!(ok, "b → a through the far root: last reply {reply}");
+
+    // Logs to a file (as to journald) carry no terminal colour codes.
+    for d in [&a, &b, &far] {
+        let log = d.proc().stderr_text();
+        assert!(log.contains("vnet node starting"), "{log}");
+        assert!(
+            !log.contains('\x1b'),
+            "{} logs ANSI escapes to a file:\n{log}",
+            d.host.name()
+        );
+    }
 }

@@ -98,13 +98,16 @@ pub struct ServiceOptions {
     pub root_server: bool,
 }
 
-/// Logs to stderr through `tracing`; `RUST_LOG` sets the level (default `info`).
+/// Logs to stderr through `tracing`; `RUST_LOG` sets the level (default
+/// `info`). Colours only on a terminal: journald and log files get plain text.
 pub fn init_logging() {
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -28,6 +28,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Show this node's address, version and whether it is online.
+    #[command(visible_alias = "status")]
     Info,
     /// List peers, one line each (zerotier-cli listpeers format).
     Listpeers,
@@ -78,7 +79,8 @@ pub enum Command {
     },
     /// List joined networks, one line each (zerotier-cli format).
     Listnetworks,
-    /// Print one field of a joined network (e.g. status, name, mac, assignedAddresses).
+    /// Print one field of a joined network (e.g. status, name, mac,
+    /// assignedAddresses), or its addresses one per line: ip, ip4 or ip6.
     Get {
         /// The network id (16 hex digits).
         nwid: String,
@@ -185,6 +187,13 @@ pub enum MemberCommand {
         /// The member's address (10 hex digits).
         addr: String,
     },
+    /// Delete a member: it is forgotten (and deauthorized, if it was).
+    Delete {
+        /// The network id (16 hex digits).
+        nwid: String,
+        /// The member's address (10 hex digits).
+        addr: String,
+    },
     /// Change a member's settings.
     Set {
         /// The network id (16 hex digits).
@@ -227,6 +236,7 @@ impl Command {
                 MemberCommand::Show { .. } => "member show",
                 MemberCommand::Authorize { .. } => "member authorize",
                 MemberCommand::Deauthorize { .. } => "member deauthorize",
+                MemberCommand::Delete { .. } => "member delete",
                 MemberCommand::Set { .. } => "member set",
             },
         }

@@ -105,6 +105,7 @@ pub fn check(command: &MemberCommand) -> Result<Action, String> {
             Some(json!({ "authorized": false })),
             Shown::Ok,
         ),
+        MemberCommand::Delete { nwid, addr } => one(nwid, addr, Method::Delete, None, Shown::Ok),
         MemberCommand::Set {
             nwid,
             addr,
@@ -248,6 +249,30 @@ mod tests {
                 &member(json!({"ipAssignments": [], "ipAssignmentError": "pools used up"}))
             ),
             "200 member authorize n a - (pools used up)\n"
+        );
+    }
+
+    #[test]
+    fn member_delete_sends_delete_and_says_ok() {
+        let m = json!({"address": "a1b2c3d4e5", "authorized": false});
+        let (port, requests) = fake_server(vec![http_response("200 OK", &m.to_string())]);
+        let port = port.to_string();
+        let (result, out) = run_args(&[
+            "-T",
+            "t",
+            "-p",
+            port.as_str(),
+            "member",
+            "delete",
+            NWID,
+            "A1B2C3D4E5",
+        ]);
+        assert_eq!(result, Ok(()));
+        assert_eq!(out, "200 member delete 8056c2e21c000001 a1b2c3d4e5 OK\n");
+        assert!(
+            requests.recv().unwrap().starts_with(
+                "DELETE /controller/network/8056c2e21c000001/member/a1b2c3d4e5 HTTP/1.1"
+            )
         );
     }
 

@@ -198,6 +198,18 @@ mod tests {
     }
 
     #[test]
+    fn status_is_info_as_in_zerotier_cli() {
+        let body = r#"{"address": "8056c2e21c", "version": "0.1.0", "online": true}"#;
+        let (port, requests) = fake_server(vec![http_response("200 OK", body)]);
+        let port = port.to_string();
+        let (result, out) = run_args(&["-T", "t", "-p", &port, "status"]);
+        assert_eq!(result, Ok(()));
+        assert_eq!(out, "200 info 8056c2e21c 0.1.0 ONLINE\n");
+        let request = requests.recv().unwrap().to_ascii_lowercase();
+        assert!(request.starts_with("get /status http/1.1\r\n"), "{request}");
+    }
+
+    #[test]
     fn json_flag_prints_the_api_json() {
         let body = r#"{"address":"8056c2e21c","online":false}"#;
         let (port, _requests) = fake_server(vec![http_response("200 OK", body)]);

@@ -106,6 +106,12 @@ pub fn run(call: &Invocation, out: &mut dyn Write, action: Action) -> Result<(),
         Action::Get { path, field } => {
             // Any field, as the API names it: read untyped.
             let answer = call.request(Method::Get, &path, None)?;
+            if let Some(family) = AddressFamily::of_field(&field) {
+                for ip in assigned_ips(&answer, family) {
+                    writeln!(out, "{ip}")?;
+                }
+                return Ok(());
+            }
             let value = answer.get(&field).ok_or_else(|| {
                 Failure::bad_argument(call.name, &format!("no field {field:?} in the network"))
             })?;
@@ -123,6 +129,44 @@ pub fn run(call: &Invocation, out: &mut dyn Write, action: Action) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Which assigned addresses `get <nwid> ip|ip4|ip6` prints (zerotier-cli's
+/// pseudo-fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AddressFamily {
+    Any,
+    V4,
+    V6,
+}
+
+impl AddressFamily {
+    fn of_field(field: &str) -> Option<Self> {
+        match field {
+            "ip" => Some(Self::Any),
+            "ip4" => Some(Self::V4),
+            "ip6" => Some(Self::V6),
+            _ => None,
+        }
+    }
+}
+
+/// The network's assigned addresses of `family`, without their prefix
+/// length, as zerotier-cli prints them (one per line, for scripts).
+fn assigned_ips(network: &Value, family: AddressFamily) -> Vec<String> {
+    let Some(all) = network.get("assignedAddresses").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    all.iter()
+        .filter_map(Value::as_str)
+        .map(|a| a.split('/').next().unwrap_or(a))
+        .filter(|ip| match family {
+            AddressFamily::Any => true,
+            AddressFamily::V4 => ip.contains('.'),
+            AddressFamily::V6 => ip.contains(':'),
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// A field's value for `get`: strings as they are, arrays joined by `,`,
@@ -242,6 +286,23 @@ mod tests {
                 .contains("unknown setting")
         );
         assert!(network_local_setting("allowDefault").is_err());
+    }
+
+    #[test]
+    fn get_ip_prints_assigned_addresses_of_a_family_one_per_line() {
+        let n = json!({"assignedAddresses": ["10.147.17.5/24", "fd80::1/88", "10.9.0.2/16"]});
+        assert_eq!(
+            assigned_ips(&n, AddressFamily::Any),
+            ["10.147.17.5", "fd80::1", "10.9.0.2"]
+        );
+        assert_eq!(
+            assigned_ips(&n, AddressFamily::V4),
+            ["10.147.17.5", "10.9.0.2"]
+        );
+        assert_eq!(assigned_ips(&n, AddressFamily::V6), ["fd80::1"]);
+        assert!(assigned_ips(&json!({}), AddressFamily::Any).is_empty());
+        assert_eq!(AddressFamily::of_field("ip4"), Some(AddressFamily::V4));
+        assert_eq!(AddressFamily::of_field("status"), None);
     }
 
     #[test]
