@@ -249,7 +249,11 @@ pub fn network_of(ctl: &Daemon, members: &[&Daemon], name: &str) -> (String, Vec
             m.proc().stderr_text()
         );
         let line = m.network_line(&nwid);
-        ips.push(line[8].split('/').next().expect("assigned IP").to_string());
+        let ip = line[8].split('/').next().expect("assigned IP").to_string();
+        // zerotier-cli's habit: `get <nwid> ip4` prints the address alone.
+        let got = m.cli(&["get", &nwid, "ip4"]);
+        assert_eq!(got.stdout.trim(), ip, "{got:?}");
+        ips.push(ip);
     }
     (nwid, ips)
 }
