@@ -279,3 +279,63 @@ pub fn relayed(d: &Daemon) -> u64 {
         .as_u64()
         .expect("counters.relayed")
 }
+
+/// One sample of a `/metrics` scrape: its labels and value.
+#[derive(Debug, Clone)]
+pub struct MetricSample {
+    /// The metric's name as scraped (`vnet_received_total`).
+    pub name: String,
+    /// Its labels.
+    pub labels: std::collections::HashMap<String, String>,
+    /// Its value.
+    pub value: f64,
+}
+
+impl Daemon<'_> {
+    /// Scrapes `GET /metrics` with curl (token in `X-ZT1-Auth`, as
+    /// Prometheus is set up for ZeroTier) and parses it with a Prometheus
+    /// text parser.
+    pub fn metrics(&self) -> Vec<MetricSample> {
+        let token =
+            fs::read_to_string(self.home.join("authtoken.secret")).expect("authtoken.secret");
+        let port = fs::read_to_string(self.home.join("vnet.port")).unwrap_or_else(|_| PORT.into());
+        let url = format!("http://127.0.0.1:{}/metrics", port.trim());
+        let header = format!("X-ZT1-Auth: {}", token.trim());
+        let run = self
+            .lab
+            .exec(self.host, "curl", &["-sS", "--fail", "-H", &header, &url]);
+        assert!(run.ok, "curl {url}: {run:?}");
+        let scrape = prometheus_parse::Scrape::parse(run.stdout.lines().map(|l| Ok(l.to_string())))
+            .unwrap_or_else(|e| panic!("{url} is no Prometheus text ({e}):\n{}", run.stdout));
+        scrape
+            .samples
+            .into_iter()
+            .filter_map(|s| {
+                let value = match s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => v,
+                    _ => return None,
+                };
+                Some(MetricSample {
+                    name: s.metric,
+                    labels: (*s.labels).clone(),
+                    value,
+                })
+            })
+            .collect()
+    }
+
+    /// The value of `name` with `labels` in a `/metrics` scrape.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.metrics()
+            .into_iter()
+            .find(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+    }
+}

@@ -111,25 +111,26 @@ fn members_spread_over_near_roots_each_relays_for_all_and_the_far_root_is_the_la
     a.wait_online();
     b.wait_online();
 
-    // Once each has measured every root, it settles on its near root.
-    for (m, want) in [(&a, &a_root), (&b, &b_root)] {
-        let settled = wait_until(Duration::from_secs(20), || relay_root(m) == *want);
-        assert!(
-            settled,
-            "{} relays through {:?}, not its near root {want} (near {near:?}, far {far_addr}); netcheck:\n{}",
-            m.host.name(),
-            relay_root(m),
-            m.cli(&["netcheck"]).stdout
-        );
-        let netcheck = m.json(&["netcheck"]);
-        let far_latency = netcheck["roots"]
+    // Once each has measured every root (the far one answers last), it
+    // settles on its near root.
+    let far_latency = |m: &Daemon| -> u64 {
+        m.json(&["netcheck"])["roots"]
             .as_array()
             .and_then(|r| r.iter().find(|x| x["address"] == far_addr.as_str()))
             .and_then(|x| x["latency"].as_u64())
-            .unwrap_or(0);
+            .unwrap_or(0)
+    };
+    for (m, want) in [(&a, &a_root), (&b, &b_root)] {
+        let settled = wait_until(Duration::from_secs(20), || {
+            far_latency(m) >= FAR_DELAY.as_millis() as u64 && relay_root(m) == *want
+        });
         assert!(
-            far_latency >= FAR_DELAY.as_millis() as u64,
-            "the far root is the farther one: {netcheck}"
+            settled,
+            "{} relays through {:?}, not its near root {want} (near {near:?}, far {far_addr}, {} ms); netcheck:\n{}",
+            m.host.name(),
+            relay_root(m),
+            far_latency(m),
+            m.cli(&["netcheck"]).stdout
         );
     }
 
@@ -225,6 +226,33 @@ fn members_spread_over_near_roots_each_relays_for_all_and_the_far_root_is_the_la
     assert!(ok, "a → b through the far root: last reply {reply}");
     let (ok, reply) = ping_until_via(&b, &a_addr, &far_addr, Duration::from_secs(10));
     assert!(ok, "b → a through the far root: last reply {reply}");
+
+    // Prometheus scrapes: the far root counts what it relayed and holds
+    // both members; a member sees its peer relayed.
+    let relayed_by_far = far
+        .metric("vnet_relayed_total", &[])
+        .expect("vnet_relayed_total on the root");
+    assert!(relayed_by_far >= 4.0, "{relayed_by_far}");
+    assert!(
+        far.metric("vnet_table_entries", &[("table", "peers")])
+            .is_some_and(|n| n >= 2.0)
+    );
+    assert!(
+        far.metric("vnet_received_bytes_total", &[])
+            .is_some_and(|n| n > 0.0)
+    );
+    assert!(a.metric("vnet_sent_total", &[]).is_some_and(|n| n > 0.0));
+    assert!(
+        a.metric("vnet_peers", &[("route", "relay")])
+            .is_some_and(|n| n >= 1.0),
+        "{:?}",
+        a.metrics()
+    );
+    assert!(
+        a.metric("vnet_dropped_total", &[("reason", "bad_mac")])
+            .is_some(),
+        "drops by reason"
+    );
 
     // Logs to a file (as to journald) carry no terminal colour codes.
     for d in [&a, &b, &far] {

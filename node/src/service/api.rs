@@ -58,6 +58,7 @@ impl From<EngineGone> for ApiError {
 pub fn router(state: AppState, extra: Option<Router>) -> Router {
     let app = Router::new()
         .route("/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/peer", get(peers))
         .route("/peer/{addr}", get(peer))
         .route("/moon", get(moons))
@@ -179,6 +180,41 @@ fn parse_world_id(text: &str) -> Result<u64, ApiError> {
         .ok()
         .filter(|&id| id != 0)
         .ok_or_else(|| bad_request(format!("bad world id {text:?}")))
+}
+
+/// Prometheus scrapes here (token required, as every route).
+async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let (counters, tables, peers) = s
+        .engine
+        .call(|node, now, _| {
+            (
+                node.counters().clone(),
+                node.table_sizes(),
+                node.peer_statuses(now),
+            )
+        })
+        .await?;
+    let snapshot = crate::service::metrics::MetricsSnapshot {
+        counters,
+        tables,
+        peers,
+        controller: s.controller_counters(),
+        port_mapped: !s.port_mapping_json()["protocol"].is_null(),
+    };
+    let text = crate::service::metrics::render(&snapshot).map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("metrics encoding failed: {e}"),
+        )
+    })?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::service::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn status(State(s): State<AppState>) -> Result<Json<StatusAnswer>, ApiError> {

@@ -627,11 +627,14 @@ impl Engine {
     /// Sends what the outbox holds, writes its frames to their TAP devices,
     /// passes the node's events on, and empties the outbox.
     fn flush(&mut self) {
+        let (mut datagrams, mut bytes) = (0u64, 0u64);
         for t in self.out.transmits() {
+            bytes += t.contents.len() as u64;
+            datagrams += t.datagrams().len() as u64;
             if self.udp.send(t.socket, t.to, t.contents, t.segment_size) {
                 continue;
             }
-            for bytes in t.datagrams() {
+            for datagram in t.datagrams() {
                 let to = t.to;
                 match t.socket {
                     LocalSocket::Punch(id) => {
@@ -647,23 +650,24 @@ impl Engine {
                             },
                             id,
                             to,
-                            bytes,
+                            datagram,
                         );
                     }
                     LocalSocket::TcpToRoot => {
                         if let Some(c) = &self.tcp.client {
-                            c.send(self.tcp_target.unwrap_or(to), bytes);
+                            c.send(self.tcp_target.unwrap_or(to), datagram);
                         }
                     }
                     LocalSocket::TcpFromNode(conn) => {
                         if let Some(s) = &self.tcp.server {
-                            s.send(conn, bytes);
+                            s.send(conn, datagram);
                         }
                     }
                     LocalSocket::Primary | LocalSocket::Mapped => {}
                 }
             }
         }
+        self.node.count_sent(datagrams, bytes);
         for f in self.out.frames() {
             let Some(device) = self.devices.get(&f.network) else {
                 continue;

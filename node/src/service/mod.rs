@@ -8,6 +8,7 @@ pub mod engine;
 pub mod home;
 pub mod identity_file;
 pub mod managed_routes;
+pub mod metrics;
 pub mod netlink;
 pub mod network_devices;
 pub mod port_mapping;

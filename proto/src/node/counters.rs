@@ -9,6 +9,12 @@ use serde::Serialize;
 pub struct Counters {
     /// Datagrams received.
     pub received: u64,
+    /// Bytes of the datagrams received.
+    pub received_bytes: u64,
+    /// Datagrams sent by the engine (each segment of a batch counts).
+    pub sent: u64,
+    /// Bytes of the datagrams sent.
+    pub sent_bytes: u64,
     /// PATH_MTU_PROBE datagrams sent (each size twice).
     pub path_mtu_probes_sent: u64,
     /// PATH_MTU_PROBE sizes answered (the path carries them).

@@ -325,6 +325,13 @@ impl Node {
         &self.counters
     }
 
+    /// Counts what the driver sent from an [`Outbox`]: `datagrams`
+    /// datagrams of `bytes` bytes in all.
+    pub fn count_sent(&mut self, datagrams: u64, bytes: u64) {
+        self.counters.sent += datagrams;
+        self.counters.sent_bytes += bytes;
+    }
+
     /// Sizes of the tables a stranger can make grow (each bounded).
     pub fn table_sizes(&self) -> TableSizes {
         TableSizes {
@@ -509,6 +516,7 @@ impl Node {
         out: &mut Outbox,
     ) {
         self.counters.received += 1;
+        self.counters.received_bytes += datagram.len() as u64;
         self.rx_socket = socket;
         // From inside one of our virtual networks: the tunnel running through
         // itself (a peer probed our virtual address). Never a path.
