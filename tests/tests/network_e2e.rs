@@ -131,6 +131,16 @@ fn join_is_denied_until_authorized_then_configured_cut_off_and_restored_after_re
     assert_eq!(member.cli(&["leave", &nwid]).stdout.trim(), "200 leave OK");
     assert!(wait_until(Duration::from_secs(3), || !link(&device).ok));
     assert!(member.network_line(&nwid).is_empty());
+
+    // The controller's scrape carries its own counters beside the node's.
+    let scrape = ctl.metrics();
+    let value = |name: &str| scrape.iter().find(|s| s.name == name).map(|s| s.value);
+    assert_eq!(
+        value("vnet_controller_saves_failed_total"),
+        Some(0.0),
+        "{scrape:?}"
+    );
+    assert!(value("vnet_received_total").is_some_and(|n| n > 0.0));
 }
 
 /// A root, a controller, two members on a private network, both authorized.
