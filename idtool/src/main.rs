@@ -109,9 +109,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            // zerotier-idtool prints its help and exits 1 on bad usage.
+            // Usage errors exit 2, as every vnet binary's (zerotier-idtool
+            // says 1; a refused file or identity still exits 1 here too).
             return if e.use_stderr() {
-                ExitCode::from(1)
+                ExitCode::from(2)
             } else {
                 ExitCode::SUCCESS
             };

@@ -7,8 +7,11 @@ use clap::{Parser, Subcommand};
 use crate::discovery::DEFAULT_HOME;
 /// Control a running vnet-node through its local API.
 #[derive(Parser, Debug)]
-#[command(name = "vnet-cli", version, about)]
+#[command(name = "vnet-cli", version, about, disable_version_flag = true)]
 pub struct Cli {
+    /// Print the version (`-v`, as zerotier-cli, or `-V`).
+    #[arg(short = 'v', short_alias = 'V', long = "version", action = clap::ArgAction::Version)]
+    version: (),
     /// The node's home directory (where vnet.port and authtoken.secret are).
     #[arg(short = 'D', long = "home", global = true, default_value = DEFAULT_HOME)]
     pub home: PathBuf,

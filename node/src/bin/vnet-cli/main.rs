@@ -48,8 +48,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
+            // Usage errors exit 2, as clap's and every vnet binary's.
             return if e.use_stderr() {
-                ExitCode::from(1)
+                ExitCode::from(2)
             } else {
                 ExitCode::SUCCESS
             };
