@@ -189,7 +189,10 @@ fn a_gateway_member_routes_a_remote_member_into_its_lan_and_allow_managed_turns_
 
     // allowManaged=0: no managed route, no managed address; at once.
     let run = remote.cli(&["set", &nwid, "allowManaged=0"]);
-    assert_eq!(run.stdout.trim(), "200 set OK", "{run:?}");
+    // The network's JSON after the change, as zerotier-cli prints it.
+    let set: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:?}"));
+    assert_eq!(set["allowManaged"], false, "{run:?}");
     let run = remote.cli(&["get", &nwid, "allowManaged"]);
     assert_eq!(run.stdout.trim(), "false", "{run:?}");
     assert!(
@@ -331,7 +334,9 @@ fn an_exit_node_carries_default_traffic_only_with_allow_default_and_leaves_route
     assert!(!pings(&lab, &remote_host, &internet));
 
     let run = remote.cli(&["set", &nwid, "allowDefault=1"]);
-    assert_eq!(run.stdout.trim(), "200 set OK", "{run:?}");
+    let set: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:?}"));
+    assert_eq!(set["allowDefault"], true, "{run:?}");
     assert_eq!(
         remote.cli(&["get", &nwid, "allowDefault"]).stdout.trim(),
         "true"

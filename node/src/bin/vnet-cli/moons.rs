@@ -66,9 +66,10 @@ pub fn run(call: &Invocation, out: &mut dyn Write, action: Action) -> Result<(),
     Ok(())
 }
 
-/// `200 listmoons`, then the JSON array of `GET /moon` as the node sent it.
+/// The JSON array of `GET /moon` alone, as zerotier-cli prints it (so
+/// `| jq` works).
 pub fn format_listmoons(moons: &Value) -> String {
-    format!("200 listmoons\n{}", pretty(moons))
+    pretty(moons)
 }
 
 #[cfg(test)]
@@ -81,9 +82,8 @@ mod tests {
     fn listmoons_output() {
         let moons = json!([{"id": "000000deadbeef00", "waiting": true, "seed": "deadbeef00"}]);
         let text = format_listmoons(&moons);
-        assert!(text.starts_with("200 listmoons\n[\n"));
-        let json_part = text.strip_prefix("200 listmoons\n").unwrap();
-        assert_eq!(serde_json::from_str::<Value>(json_part).unwrap(), moons);
+        assert!(text.starts_with("[\n"), "{text}");
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), moons);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::Invocation;
 use crate::client::Method;
 use crate::failure::Failure;
 use crate::ids::normalize_network_id;
-use crate::output::{list_or_dash, or_dash, write_ok};
+use crate::output::{list_or_dash, or_dash, pretty, write_ok};
 use crate::setting_args::split_setting;
 
 /// The settings of a joined network that `set` may change (docs/API.md).
@@ -118,8 +118,9 @@ pub fn run(call: &Invocation, out: &mut dyn Write, action: Action) -> Result<(),
             writeln!(out, "{}", field_text(value))?;
         }
         Action::Set { path, body } => {
+            // The network's JSON after the change, as zerotier-cli prints it.
             let answer = call.request(Method::Post, &path, Some(&body))?;
-            write_ok(out, call.name, call.json, &answer)?;
+            out.write_all(pretty(&answer).as_bytes())?;
             if !call.json {
                 // Only a warning: an answer it cannot read changes nothing.
                 if let Ok(network) = Network::deserialize(&answer) {

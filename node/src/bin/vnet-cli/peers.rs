@@ -33,32 +33,26 @@ fn usable(path: &PeerPath) -> bool {
     path.active && !path.expired
 }
 
-/// `200 listpeers <addr> <paths> <latency> <version> <role>` per peer, where
-/// paths are the active ones as `ip/port;msSinceLastSend;msSinceLastRecv`
-/// joined by `,`, or `-`.
+/// zerotier-cli's lines: a header, then
+/// `200 listpeers <addr> <path> <latency> <version> <role>` per peer, where
+/// path is the one traffic takes (the preferred active one, else the first
+/// active one) as `ip/port;msSinceLastSend;msSinceLastRecv`, or `-`.
 pub fn format_listpeers(peers: &[Peer]) -> String {
-    let mut out = String::new();
+    let mut out = String::from("200 listpeers <ztaddr> <path> <latency> <version> <role>\n");
     for peer in peers {
-        let active: Vec<String> = peer
-            .paths
-            .iter()
-            .filter(|p| usable(p))
-            .map(|p| {
+        let path = best_path(peer).map_or_else(
+            || "-".to_string(),
+            |p| {
                 format!(
                     "{};{};{}",
                     or_dash(p.address.as_deref()),
                     number_or_dash(p.last_send),
                     number_or_dash(p.last_receive)
                 )
-            })
-            .collect();
-        let active = if active.is_empty() {
-            "-".to_string()
-        } else {
-            active.join(",")
-        };
+            },
+        );
         out.push_str(&format!(
-            "200 listpeers {} {active} {} {} {}\n",
+            "200 listpeers {} {path} {} {} {}\n",
             or_dash(peer.address.as_deref()),
             number_or_dash(peer.latency),
             or_dash(peer.version.as_deref()),
@@ -181,10 +175,14 @@ mod tests {
     fn listpeers_lines() {
         assert_eq!(
             format_listpeers(&sample_peers()),
-            "200 listpeers 8056c2e21c 203.0.113.5/9993;120;130,[2001:db8::1]/9993;4000;- 12 0.1.0 PLANET\n\
+            "200 listpeers <ztaddr> <path> <latency> <version> <role>\n\
+             200 listpeers 8056c2e21c 203.0.113.5/9993;120;130 12 0.1.0 PLANET\n\
              200 listpeers a1b2c3d4e5 - -1 - LEAF\n"
         );
-        assert_eq!(format_listpeers(&[]), "");
+        assert_eq!(
+            format_listpeers(&[]),
+            "200 listpeers <ztaddr> <path> <latency> <version> <role>\n"
+        );
     }
 
     #[test]
