@@ -180,7 +180,7 @@ for kind in direct relayed; do
       lab "$kind"
       vnet_up
       figures "vnet $kind r$round" "$VNET_IP3" "$(pidof_bg vnet-m2) $(pidof_bg vnet-m3)" "$(pidof_bg vnet-root)"
-      echo "   vnet h2 peers: $(vcli h2 -D "$RUN/vnet/m2" listpeers 2>/dev/null | awk 'NR>1 && $4 == "LEAF" {print $1, $2, $3}' | tr '\n' ' ')"
+      echo "   vnet h2 peers: $(vcli h2 -D "$RUN/vnet/m2" listpeers 2>/dev/null | awk 'NR>1 && $7 == "LEAF" {print $3, $4, $5}' | tr '\n' ' ')"
       if [ -n "${DIAG:-}" ]; then
         for h in 1 2 3; do
           echo "   h$h UDP: $(ip netns exec "h$h" awk '/^Udp:/{getline; print "InErrors=" $4, "RcvbufErrors=" $6, "SndbufErrors=" $7}' /proc/net/snmp)"
