@@ -265,15 +265,19 @@ async fn delete_network(
     Ok(Json(network.to_json()))
 }
 
+/// A network's members (requesters included), or 404.
+fn members_of(c: &Controller, nwid: NetworkId) -> Result<Vec<&Member>, ApiError> {
+    Ok(c.members(nwid)
+        .ok_or(ControllerError::NetworkNotFound(nwid))?)
+}
+
 async fn list_members(
     State(s): State<Shared>,
     Path(nwid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let nwid = parse_nwid(&nwid)?;
     let c = lock(&s);
-    let members = c
-        .members(nwid)
-        .ok_or(ControllerError::NetworkNotFound(nwid))?;
+    let members = members_of(&c, nwid)?;
     let map: Map<String, Value> = members
         .iter()
         .map(|m| (m.address.to_string(), json!(m.revision)))
@@ -289,9 +293,7 @@ async fn list_members_in_full(
 ) -> Result<Json<Value>, ApiError> {
     let nwid = parse_nwid(&nwid)?;
     let c = lock(&s);
-    let members = c
-        .members(nwid)
-        .ok_or(ControllerError::NetworkNotFound(nwid))?;
+    let members = members_of(&c, nwid)?;
     let authorized = members.iter().filter(|m| m.authorized).count();
     let data: Vec<Value> = members.iter().map(|m| member_json(&c, m)).collect();
     Ok(Json(json!({

@@ -54,6 +54,12 @@ fn preferred_root(member: &str, roots: &[&str]) -> String {
         .to_string()
 }
 
+/// Kills a root with SIGKILL, as a machine dies.
+fn kill(root: &mut Daemon) {
+    assert!(!root.proc().kill().success());
+    root.forget_proc();
+}
+
 /// `relayRoot` of a daemon's `GET /status`.
 fn relay_root(d: &Daemon) -> String {
     d.json(&["info"])["relayRoot"]
@@ -169,13 +175,13 @@ fn members_spread_over_near_roots_each_relays_for_all_and_the_far_root_is_the_la
     );
 
     // a's root dies: a moves to the other near root, not the far one.
-    let (dead, alive) = if r1.address() == a_root {
-        (&mut r1, &r2)
+    let alive = if r1.address() == a_root {
+        kill(&mut r1);
+        &r2
     } else {
-        (&mut r2, &r1)
+        kill(&mut r2);
+        &r1
     };
-    assert!(!dead.proc().kill().success());
-    dead.forget_proc();
     let died = Instant::now();
     let moved = wait_until(Duration::from_secs(25), || relay_root(&a) == b_root);
     assert!(
@@ -199,15 +205,12 @@ fn members_spread_over_near_roots_each_relays_for_all_and_the_far_root_is_the_la
     );
 
     // The other near root dies too: both fall back to the far one.
-    let alive_addr = alive.address();
-    assert_eq!(alive_addr, b_root);
-    let (dead, _) = if r1.address() == b_root {
-        (&mut r1, &r2)
+    assert_eq!(alive.address(), b_root);
+    if r1.address() == b_root {
+        kill(&mut r1);
     } else {
-        (&mut r2, &r1)
-    };
-    assert!(!dead.proc().kill().success());
-    dead.forget_proc();
+        kill(&mut r2);
+    }
     let died = Instant::now();
     let moved = wait_until(Duration::from_secs(25), || {
         relay_root(&a) == far_addr && relay_root(&b) == far_addr
