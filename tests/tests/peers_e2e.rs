@@ -350,7 +350,8 @@ fn ipv6_roots_work_and_the_api_wants_its_token() {
         "online through an IPv6 root: {}",
         node.stderr_text()
     );
-    let peers = cli(&["listpeers"]).stdout;
+    // Every path, not only the one listpeers' line shows (that may be IPv4).
+    let peers = cli(&["-j", "listpeers"]).stdout;
     assert!(peers.contains("::1/9993"), "{peers}");
     // The API: no token, 401; token in the header, 200; token in the URL
     // (it would end up in logs), 401; a Host that is not the loopback (DNS
