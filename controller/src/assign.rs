@@ -1,11 +1,14 @@
-//! Automatic IPv4 assignment from a network's pools.
+//! Automatic address assignment from a network's pools: IPv4 lowest
+//! free first, IPv6 as ZeroTier's controller picks it.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use vnet_node::core::address::Address;
 
 use crate::model::{Member, Network};
 
-/// Why a member that should get an IPv4 address has none.
+/// Why a member that should get an address has none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AssignError {
     /// The network has no IPv4 pool.
@@ -14,6 +17,110 @@ pub enum AssignError {
     /// Every usable address of the IPv4 pools is held by some member.
     #[error("every usable address in the IPv4 ipAssignmentPools is already assigned")]
     Exhausted,
+    /// The network assigns IPv6 (`v6AssignMode.zt`) and has no IPv6 pool.
+    #[error("no IPv6 range in ipAssignmentPools to assign an address from")]
+    NoIpv6Pools,
+    /// No free IPv6 address was found in the IPv6 pools.
+    #[error("no free address found in the IPv6 ipAssignmentPools")]
+    Ipv6Exhausted,
+}
+
+/// Gives `member` the addresses it is due (see [`wants_ipv4`] and
+/// [`wants_ipv6`]) that are free in `taken`, and marks them taken.
+pub fn assign_due(network: &Network, member: &mut Member, taken: &mut HashSet<IpAddr>) {
+    if wants_ipv4(network, member)
+        && let Ok(ip) = lowest_free_ipv4(network, taken)
+    {
+        member.ip_assignments.push(IpAddr::V4(ip));
+        taken.insert(IpAddr::V4(ip));
+    }
+    if wants_ipv6(network, member)
+        && let Ok(ip) = free_ipv6(network, member.address, taken)
+    {
+        member.ip_assignments.push(IpAddr::V6(ip));
+        taken.insert(IpAddr::V6(ip));
+    }
+}
+
+/// Why authorized `member` has no address it is due, if it will not get
+/// one at its next request.
+pub fn assignment_problem(
+    network: &Network,
+    member: &Member,
+    taken: &HashSet<IpAddr>,
+) -> Option<AssignError> {
+    if wants_ipv4(network, member)
+        && let Err(e) = lowest_free_ipv4(network, taken)
+    {
+        return Some(e);
+    }
+    if wants_ipv6(network, member) {
+        return free_ipv6(network, member.address, taken).err();
+    }
+    None
+}
+
+/// Addresses of one IPv6 pool tried before it counts as full.
+pub const IPV6_TRIALS_PER_POOL: u64 = 1000;
+
+/// Whether `member` is due an automatic IPv6 address: authorized, not
+/// opted out, the network assigns IPv6 (`v6AssignMode.zt`), and it has none.
+pub fn wants_ipv6(network: &Network, member: &Member) -> bool {
+    member.authorized && !member.no_auto_assign_ips && network.v6_assign.zt && !member.has_ipv6()
+}
+
+/// An IPv6 address for `member` from the network's IPv6 pools, not in
+/// `taken`, as ZeroTier's controller picks it: where a pool's low 64 bits
+/// span at least 2^40 addresses, its start plus the member's address (so
+/// a /64 pool gives `<prefix>::<member address>`); otherwise, and when
+/// that is taken, [`IPV6_TRIALS_PER_POOL`] addresses walked from the
+/// start plus the address modulo the pool's size (ZeroTier tries random
+/// ones; a walk gives the same answer on every request).
+pub fn free_ipv6(
+    network: &Network,
+    member: Address,
+    taken: &HashSet<IpAddr>,
+) -> Result<Ipv6Addr, AssignError> {
+    let pools = network
+        .ip_assignment_pools
+        .iter()
+        .filter_map(|p| match (p.start, p.end) {
+            (IpAddr::V6(s), IpAddr::V6(e)) => Some((u128::from(s), u128::from(e))),
+            _ => None,
+        });
+    let mut any = false;
+    let addr = u128::from(member.to_u64());
+    for (start, end) in pools {
+        any = true;
+        let free = |c: u128| {
+            let ip = Ipv6Addr::from(c);
+            (start..=end).contains(&c)
+                && !ip.is_unspecified()
+                && !ip.is_multicast()
+                && !taken.contains(&IpAddr::V6(ip))
+        };
+        let (s_lo, e_lo) = (start as u64, end as u64);
+        if e_lo > s_lo && e_lo - s_lo >= 0xff_ffff_ffff {
+            // ZeroTier adds to the low half only, without carry.
+            let c =
+                (start & !u128::from(u64::MAX)) | u128::from(s_lo.wrapping_add(member.to_u64()));
+            if free(c) {
+                return Ok(Ipv6Addr::from(c));
+            }
+        }
+        let size = (end - start).saturating_add(1);
+        for k in 0..u128::from(IPV6_TRIALS_PER_POOL) {
+            let c = start + (addr.wrapping_add(k) % size);
+            if free(c) {
+                return Ok(Ipv6Addr::from(c));
+            }
+        }
+    }
+    Err(if any {
+        AssignError::Ipv6Exhausted
+    } else {
+        AssignError::NoIpv6Pools
+    })
 }
 
 /// Whether `member` is due an automatic IPv4 address: authorized, not opted
@@ -167,6 +274,43 @@ mod tests {
         assert_eq!(lowest(&n, &[]).unwrap(), "240.0.0.1");
         let n = network(&[("255.255.255.255", "255.255.255.255")], &[]);
         assert_eq!(lowest(&n, &[]), Err(AssignError::Exhausted));
+    }
+
+    #[test]
+    fn ipv6_from_a_large_pool_is_the_prefix_plus_the_member_address() {
+        let member: Address = "89e92ceee5".parse().unwrap();
+        let n = network(&[("fd00:1::", "fd00:1::ffff:ffff:ffff:ffff")], &[]);
+        let ip = free_ipv6(&n, member, &taken(&[])).unwrap();
+        assert_eq!(ip.to_string(), "fd00:1::89:e92c:eee5");
+        // Taken: the walk finds the next one, the same on every request.
+        let next = free_ipv6(&n, member, &taken(&["fd00:1::89:e92c:eee5"])).unwrap();
+        assert_eq!(next.to_string(), "fd00:1::89:e92c:eee6");
+    }
+
+    #[test]
+    fn ipv6_from_a_small_pool_stays_inside_and_runs_out() {
+        let member: Address = "89e92ceee5".parse().unwrap();
+        let n = network(&[("10.0.0.1", "10.0.0.9"), ("fd00::10", "fd00::12")], &[]);
+        let first = free_ipv6(&n, member, &taken(&[])).unwrap();
+        let ips = ["fd00::10", "fd00::11", "fd00::12"];
+        assert!(ips.contains(&first.to_string().as_str()), "{first}");
+        assert_eq!(
+            free_ipv6(&n, member, &taken(&ips)),
+            Err(AssignError::Ipv6Exhausted)
+        );
+        let v4 = network(&[("10.0.0.1", "10.0.0.9")], &[]);
+        assert_eq!(
+            free_ipv6(&v4, member, &taken(&[])),
+            Err(AssignError::NoIpv6Pools)
+        );
+        let mut m = Member::new(n.id, member, 0);
+        m.authorized = true;
+        assert!(!wants_ipv6(&n, &m));
+        let mut on = n.clone();
+        on.v6_assign.zt = true;
+        assert!(wants_ipv6(&on, &m));
+        m.ip_assignments = vec![first.into()];
+        assert!(!wants_ipv6(&on, &m));
     }
 
     #[test]

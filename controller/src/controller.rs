@@ -10,16 +10,17 @@ use std::sync::mpsc::SyncSender;
 
 use serde_json::Value;
 use vnet_node::core::address::Address;
+use vnet_node::core::constants::{RFC4193_PREFIX_LEN, SIXPLANE_PREFIX_LEN};
 use vnet_node::core::netconf::{AssignedIp, ManagedRoute, NetworkConfigData};
 use vnet_node::core::network_id::NetworkId;
 
 pub use vnet_node::core::netconf::ConfigDenied;
 
-use crate::assign::{AssignError, lowest_free_ipv4, wants_ipv4};
+use crate::assign::{AssignError, assign_due, assignment_problem};
 use crate::model::{Member, Network};
 use crate::requesters::Requesters;
 use crate::store::{Store, StoreError};
-use crate::update::{FieldError, member_update, network_update};
+use crate::update::{FieldError, MAX_MEMBER_IPS, member_update, network_update};
 
 /// How many removed members [`Controller::changed_members`] remembers.
 const MAX_REMOVED: usize = 10_000;
@@ -119,6 +120,33 @@ impl From<MemberConfig> for NetworkConfigData {
             bridges: c.bridges.iter().map(ToString::to_string).collect(),
         }
     }
+}
+
+/// The addresses a member's config gives it: the derived IPv6 addresses
+/// its network's `v6AssignMode` calls for (RFC 4193 /88, then 6PLANE /40,
+/// as ZeroTier lists them), then its `ipAssignments` with the prefix length
+/// of their managed route; at most [`MAX_MEMBER_IPS`] in all.
+fn assigned_ips(n: &Network, member: &Member) -> Vec<AssignedIp> {
+    let mode = n.v6_assign;
+    let derived = [
+        mode.rfc4193
+            .then(|| (n.id.rfc4193_addr(member.address), RFC4193_PREFIX_LEN)),
+        mode.sixplane
+            .then(|| (n.id.sixplane_addr(member.address), SIXPLANE_PREFIX_LEN)),
+    ];
+    derived
+        .into_iter()
+        .flatten()
+        .map(|(ip, prefix_len)| AssignedIp {
+            ip: IpAddr::V6(ip),
+            prefix_len,
+        })
+        .chain(member.ip_assignments.iter().map(|&ip| AssignedIp {
+            ip,
+            prefix_len: n.prefix_len_for(ip),
+        }))
+        .take(MAX_MEMBER_IPS)
+        .collect()
 }
 
 #[derive(Debug)]
@@ -480,12 +508,9 @@ impl Controller {
         let mut taken = entry.taken_ips();
         let mut assigned = Vec::new();
         for e in entry.members.values() {
-            if wants_ipv4(&network, &e.member)
-                && let Ok(ip) = lowest_free_ipv4(&network, &taken)
-            {
-                taken.insert(IpAddr::V4(ip));
-                let mut m = e.member.clone();
-                m.ip_assignments.push(IpAddr::V4(ip));
+            let mut m = e.member.clone();
+            assign_due(&network, &mut m, &mut taken);
+            if m != e.member {
                 assigned.push(m);
             }
         }
@@ -543,11 +568,7 @@ impl Controller {
                 .into());
             }
         }
-        if wants_ipv4(&entry.network, &member)
-            && let Ok(ip) = lowest_free_ipv4(&entry.network, &entry.taken_ips())
-        {
-            member.ip_assignments.push(IpAddr::V4(ip));
-        }
+        assign_due(&entry.network, &mut member, &mut entry.taken_ips());
         let is_new = !entry.members.contains_key(&addr);
         if is_new || member != before {
             self.apply(nwid, None, vec![member])?;
@@ -603,10 +624,7 @@ impl Controller {
     pub fn ip_assignment_problem(&self, nwid: NetworkId, addr: Address) -> Option<AssignError> {
         let entry = self.networks.get(&nwid)?;
         let member = &entry.members.get(&addr)?.member;
-        if !wants_ipv4(&entry.network, member) {
-            return None;
-        }
-        lowest_free_ipv4(&entry.network, &entry.taken_ips()).err()
+        assignment_problem(&entry.network, member, &entry.taken_ips())
     }
 
     /// A member asks for its config at `now_ms`. Nothing is written here
@@ -670,11 +688,7 @@ impl Controller {
         if !entry.network.private {
             member.set_authorized(true, now_ms);
         }
-        if wants_ipv4(&entry.network, &member)
-            && let Ok(ip) = lowest_free_ipv4(&entry.network, &entry.taken_ips())
-        {
-            member.ip_assignments.push(IpAddr::V4(ip));
-        }
+        assign_due(&entry.network, &mut member, &mut entry.taken_ips());
         member
     }
 
@@ -756,14 +770,7 @@ impl Controller {
             multicast_limit: n.multicast_limit,
             enable_broadcast: n.enable_broadcast,
             active_bridge: member.active_bridge,
-            assigned: member
-                .ip_assignments
-                .iter()
-                .map(|&ip| AssignedIp {
-                    ip,
-                    prefix_len: n.prefix_len_for(ip),
-                })
-                .collect(),
+            assigned: assigned_ips(n, member),
             routes: n
                 .routes
                 .iter()
@@ -958,6 +965,59 @@ mod tests {
         c.update_member(NOW, nwid, a, &json!({"authorized": true}))
             .unwrap()
             .clone()
+    }
+
+    #[test]
+    fn v6_assign_modes_give_zerotiers_addresses() {
+        let mut c = Controller::in_memory(ctl());
+        let nwid = with_network(&mut c);
+        let m = authorize(&mut c, nwid, addr(7));
+        let config = |c: &mut Controller| {
+            c.request_config(NOW, nwid, addr(7))
+                .unwrap()
+                .assigned
+                .iter()
+                .map(|a| format!("{}/{}", a.ip, a.prefix_len))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(config(&mut c), vec!["10.0.0.1/24"]);
+        // Turning the modes on hands the member its IPv6 addresses at once.
+        c.update_network(
+            nwid,
+            &json!({"v6AssignMode": {"rfc4193": true, "6plane": true, "zt": true},
+                    "ipAssignmentPools": [
+                        {"ipRangeStart": "10.0.0.1", "ipRangeEnd": "10.0.0.20"},
+                        {"ipRangeStart": "fd00:7::", "ipRangeEnd": "fd00:7::ffff:ffff:ffff:ffff"}]}),
+        )
+        .unwrap();
+        let rfc = nwid.rfc4193_addr(m.address);
+        let six = nwid.sixplane_addr(m.address);
+        assert_eq!(
+            config(&mut c),
+            vec![
+                format!("{rfc}/88"),
+                format!("{six}/40"),
+                "10.0.0.1/24".into(),
+                "fd00:7::1:0:7/64".into()
+            ]
+        );
+        // The derived ones are not stored as assignments (ZeroTier neither).
+        assert_eq!(
+            c.member(nwid, addr(7)).unwrap().ip_assignments,
+            vec![ip("10.0.0.1"), ip("fd00:7::1:0:7")]
+        );
+        // No IPv6 pool: the problem is said.
+        c.update_network(
+            nwid,
+            &json!({"ipAssignmentPools": [{"ipRangeStart": "10.0.0.1", "ipRangeEnd": "10.0.0.20"}]}),
+        )
+        .unwrap();
+        let late = authorize(&mut c, nwid, addr(8));
+        assert_eq!(late.ip_assignments, vec![ip("10.0.0.2")]);
+        assert_eq!(
+            c.ip_assignment_problem(nwid, addr(8)),
+            Some(AssignError::NoIpv6Pools)
+        );
     }
 
     #[test]

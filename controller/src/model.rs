@@ -48,6 +48,19 @@ pub struct ManagedRouteSpec {
     pub via: Option<IpAddr>,
 }
 
+/// `v6AssignMode`: which IPv6 addresses members are given, as ZeroTier's
+/// controller gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct V6AssignMode {
+    /// `zt`: one address from the network's IPv6 pools.
+    pub zt: bool,
+    /// `rfc4193`: `fd` + network id + `9993` + member address, /88.
+    pub rfc4193: bool,
+    /// `6plane`: `fc` + folded network id + member address + `::1`, /40; the
+    /// member owns the /80 it heads.
+    pub sixplane: bool,
+}
+
 /// A network on this controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Network {
@@ -69,6 +82,8 @@ pub struct Network {
     pub enable_broadcast: bool,
     /// `v4AssignMode.zt`: whether IPv4 addresses are assigned from the pools.
     pub v4_assign_zt: bool,
+    /// `v6AssignMode`.
+    pub v6_assign: V6AssignMode,
     /// Address ranges for automatic assignment.
     pub ip_assignment_pools: Vec<IpPool>,
     /// Managed routes.
@@ -92,6 +107,7 @@ impl Network {
             multicast_limit: DEFAULT_MULTICAST_LIMIT,
             enable_broadcast: true,
             v4_assign_zt: true,
+            v6_assign: V6AssignMode::default(),
             ip_assignment_pools: Vec::new(),
             routes: Vec::new(),
             rules_source: String::new(),
@@ -121,14 +137,18 @@ impl Network {
                 "target": r.target.to_string(),
                 "via": r.via.map(|v| v.to_string()),
             })).collect::<Vec<_>>(),
+            "v6AssignMode": {
+                "zt": self.v6_assign.zt,
+                "rfc4193": self.v6_assign.rfc4193,
+                "6plane": self.v6_assign.sixplane,
+            },
             // What ZeroTier returns and its web UIs read (a page throws when
             // one is missing); an update may only set them to these values
-            // until flow rules, IPv6 assignment and DNS are supported.
+            // until flow rules and DNS are supported.
             "rules": [{"type": "ACTION_ACCEPT", "not": false, "or": false}],
             "rulesSource": self.rules_source,
             "capabilities": [],
             "tags": [],
-            "v6AssignMode": {"rfc4193": false, "zt": false, "6plane": false},
             "dns": {"domain": "", "servers": []},
         })
     }
@@ -213,6 +233,11 @@ impl Member {
     /// Whether it holds an IPv4 address.
     pub fn has_ipv4(&self) -> bool {
         self.ip_assignments.iter().any(IpAddr::is_ipv4)
+    }
+
+    /// Whether it holds an IPv6 address.
+    pub fn has_ipv6(&self) -> bool {
+        self.ip_assignments.iter().any(IpAddr::is_ipv6)
     }
 
     /// The JSON form, as the store writes it (the API adds `ipAssignmentError`).

@@ -151,7 +151,7 @@ pub fn network_update(network: &Network, body: &Value) -> Result<Network, FieldE
             "rules" if !is_accept_all(value) => {
                 return Err(not_yet(
                     key,
-                    "only the accept-all default, [{\"type\": \"ACTION_ACCEPT\"}]",
+                    "the accept-all default, [{\"type\": \"ACTION_ACCEPT\"}]",
                 ));
             }
             "capabilities" | "tags" | "authTokens" if !is_empty(value) => {
@@ -159,8 +159,13 @@ pub fn network_update(network: &Network, body: &Value) -> Result<Network, FieldE
             }
             "v6AssignMode" => {
                 for (mode, on) in object(value, key)? {
-                    if boolean(on, &format!("v6AssignMode.{mode}"))? {
-                        return Err(not_yet(&format!("v6AssignMode.{mode}"), "false"));
+                    let on = boolean(on, &format!("v6AssignMode.{mode}"))?;
+                    match mode.as_str() {
+                        "zt" => n.v6_assign.zt = on,
+                        "rfc4193" => n.v6_assign.rfc4193 = on,
+                        "6plane" => n.v6_assign.sixplane = on,
+                        // ZeroTier ignores modes it does not know.
+                        _ => {}
                     }
                 }
             }
@@ -687,6 +692,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn v6_assign_modes_are_kept_one_by_one_as_zerotier_reads_them() {
+        let n = network_update(
+            &network(),
+            &json!({"v6AssignMode": {"rfc4193": "true", "6plane": 1, "bogus": true}}),
+        )
+        .unwrap();
+        assert!(n.v6_assign.rfc4193 && n.v6_assign.sixplane && !n.v6_assign.zt);
+        // A body naming one mode leaves the others as they were.
+        let n =
+            network_update(&n, &json!({"v6AssignMode": {"zt": true, "6plane": false}})).unwrap();
+        assert!(n.v6_assign.rfc4193 && !n.v6_assign.sixplane && n.v6_assign.zt);
+        assert_eq!(
+            n.to_json()["v6AssignMode"],
+            json!({"zt": true, "rfc4193": true, "6plane": false})
+        );
+        // What the store writes reads back the same.
+        assert_eq!(
+            network_update(&network(), &n.to_json()).unwrap().v6_assign,
+            n.v6_assign
+        );
+    }
+
     /// Every field ZeroTier's network and member objects have is returned;
     /// one posted is kept (names, `rulesSource`) or, while vnet cannot honour
     /// it, taken only at its default and otherwise refused naming it.
@@ -726,9 +754,10 @@ mod tests {
                 "dns",
             ),
             (
-                json!({"v6AssignMode": {"rfc4193": true}}),
+                json!({"v6AssignMode": {"rfc4193": [true]}}),
                 "v6AssignMode.rfc4193",
             ),
+            (json!({"v6AssignMode": true}), "v6AssignMode"),
             (json!({"rulesSource": 5}), "rulesSource"),
         ];
         for (body, field) in refused {

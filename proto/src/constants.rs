@@ -337,6 +337,15 @@ pub const NETWORK_MTU_DEFAULT_BYTES: u16 = 2800;
 /// header and one VLAN tag.
 pub const MAX_TAP_FRAME_LEN_BYTES: usize = NETWORK_MTU_MAX_BYTES as usize + 14 + 4;
 
+/// Prefix length of a member's RFC 4193 address (`v6AssignMode.rfc4193`:
+/// `fd` + network id + `9993` + member address), as ZeroTier gives it.
+pub const RFC4193_PREFIX_LEN: u8 = 88;
+/// Prefix length of a 6PLANE address (`v6AssignMode.6plane`: `fc` + folded
+/// network id + member address + `::1`): the route covering every member.
+pub const SIXPLANE_PREFIX_LEN: u8 = 40;
+/// Prefix length of the block each member owns under 6PLANE.
+pub const SIXPLANE_MEMBER_PREFIX_LEN: u8 = 80;
+
 // ---- Virtual switch (proto/src/switch) ----
 
 /// Shortest Ethernet frame switched: destination MAC, source MAC, ethertype.

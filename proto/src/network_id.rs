@@ -1,6 +1,7 @@
 //! Network ids and member MAC addresses, as ZeroTier forms them.
 
 use std::fmt;
+use std::net::Ipv6Addr;
 use std::str::FromStr;
 
 use crate::address::Address;
@@ -46,6 +47,58 @@ impl NetworkId {
     pub fn number(self) -> u32 {
         (self.0 & 0xff_ffff) as u32
     }
+
+    /// Member `addr`'s RFC 4193 address on this network (ZeroTier's
+    /// `InetAddress::makeIpv6rfc4193`): `fd`, the 8 bytes of the network id,
+    /// `99 93`, the 5 bytes of the address; prefix [`RFC4193_PREFIX_LEN`].
+    ///
+    /// [`RFC4193_PREFIX_LEN`]: crate::constants::RFC4193_PREFIX_LEN
+    pub fn rfc4193_addr(self, addr: Address) -> Ipv6Addr {
+        let mut b = [0u8; 16];
+        b[0] = 0xfd;
+        b[1..9].copy_from_slice(&self.0.to_be_bytes());
+        b[9] = 0x99;
+        b[10] = 0x93;
+        b[11..16].copy_from_slice(&addr.to_bytes());
+        Ipv6Addr::from(b)
+    }
+
+    /// Member `addr`'s 6PLANE address on this network (ZeroTier's
+    /// `InetAddress::makeIpv66plane`): `fc`, the network id folded to 4
+    /// bytes (high half XOR low half), the 5 bytes of the address, then
+    /// `::1`. The member owns the /[`SIXPLANE_MEMBER_PREFIX_LEN`] it heads.
+    ///
+    /// [`SIXPLANE_MEMBER_PREFIX_LEN`]: crate::constants::SIXPLANE_MEMBER_PREFIX_LEN
+    pub fn sixplane_addr(self, addr: Address) -> Ipv6Addr {
+        let mut b = [0u8; 16];
+        b[0] = 0xfc;
+        b[1..5].copy_from_slice(&self.sixplane_tag());
+        b[5..10].copy_from_slice(&addr.to_bytes());
+        b[15] = 0x01;
+        Ipv6Addr::from(b)
+    }
+
+    /// The form of `ip` if it is an RFC 4193 address or lies in a 6PLANE
+    /// block of this network, and the member it belongs to.
+    pub fn derived_v6_member(self, ip: Ipv6Addr) -> Option<(DerivedV6, Address)> {
+        let b = ip.octets();
+        let from = |bytes: &[u8]| {
+            let mut wide = [0u8; 8];
+            wide[3..].copy_from_slice(bytes);
+            Address::from_u64(u64::from_be_bytes(wide)).ok()
+        };
+        if b[0] == 0xfd && b[1..9] == self.0.to_be_bytes() && b[9..11] == [0x99, 0x93] {
+            return from(&b[11..16]).map(|a| (DerivedV6::Rfc4193, a));
+        }
+        if b[0] == 0xfc && b[1..5] == self.sixplane_tag() {
+            return from(&b[5..10]).map(|a| (DerivedV6::SixPlane, a));
+        }
+        None
+    }
+
+    fn sixplane_tag(self) -> [u8; 4] {
+        (((self.0 ^ (self.0 >> 32)) & 0xffff_ffff) as u32).to_be_bytes()
+    }
 }
 
 impl FromStr for NetworkId {
@@ -71,6 +124,16 @@ impl fmt::Debug for NetworkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "NetworkId({self})")
     }
+}
+
+/// The two IPv6 address forms derived from a network id and a member
+/// address (`v6AssignMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DerivedV6 {
+    /// `fd` + network id + `9993` + member address (/88).
+    Rfc4193,
+    /// `fc` + folded network id + member address: the member's /80.
+    SixPlane,
 }
 
 /// A 48-bit Ethernet MAC address.
@@ -179,5 +242,36 @@ mod tests {
         let mut foreign = mac;
         foreign.0[0] ^= 0x04;
         assert_eq!(foreign.member(nwid), None);
+    }
+
+    #[test]
+    fn derived_ipv6_addresses_match_zerotier() {
+        // Byte layouts of ZeroTier's makeIpv6rfc4193 / makeIpv66plane.
+        let nwid: NetworkId = "8056c2e21c000001".parse().unwrap();
+        let addr: Address = "89e92ceee5".parse().unwrap();
+        let rfc = nwid.rfc4193_addr(addr);
+        assert_eq!(rfc.to_string(), "fd80:56c2:e21c:0:199:9389:e92c:eee5");
+        // 6PLANE folds the id: 0x8056c2e2 ^ 0x1c000001 = 0x9c56c2e3.
+        let six = nwid.sixplane_addr(addr);
+        assert_eq!(six.to_string(), "fc9c:56c2:e389:e92c:eee5::1");
+        assert_eq!(
+            nwid.derived_v6_member(rfc),
+            Some((DerivedV6::Rfc4193, addr))
+        );
+        assert_eq!(
+            nwid.derived_v6_member(six),
+            Some((DerivedV6::SixPlane, addr))
+        );
+        // Anywhere in the member's /80 is the member's.
+        let mut inside = six.octets();
+        inside[12] = 0x42;
+        assert_eq!(
+            nwid.derived_v6_member(Ipv6Addr::from(inside)),
+            Some((DerivedV6::SixPlane, addr))
+        );
+        let other: NetworkId = "8056c2e21c000002".parse().unwrap();
+        assert_eq!(other.derived_v6_member(rfc), None);
+        assert_eq!(other.derived_v6_member(six), None);
+        assert_eq!(nwid.derived_v6_member("fd00::1".parse().unwrap()), None);
     }
 }

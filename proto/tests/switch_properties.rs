@@ -57,6 +57,8 @@ enum Fate {
     /// A multicast whose recipients the sender's switch does not know: the
     /// node asks the roots (MULTICAST_GATHER).
     Unresolved,
+    /// Answered by the sender's own switch (NDP emulation), sent to no one.
+    Answered,
 }
 
 impl Net {
@@ -130,6 +132,7 @@ impl Net {
             Outbound::Bridges(b) => b.to_vec(),
             Outbound::Multicast { members, .. } => members.to_vec(),
             Outbound::Unresolved(_) => return Fate::Unresolved,
+            Outbound::Answer(_) => return Fate::Answered,
             Outbound::Drop(reason) => return Fate::Dropped(reason),
         };
         let sender = self.members[from].addr;
@@ -406,6 +409,7 @@ proptest! {
                 prop_assert_eq!(r, DropReason::NoRecipients);
             }
             Fate::Unresolved => prop_assert_eq!(expected, 0),
+            Fate::Answered => prop_assert!(false, "a broadcast is never answered locally"),
         }
     }
 

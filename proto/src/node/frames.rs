@@ -76,9 +76,17 @@ impl Node {
         // A multicast group whose recipients to ask the roots about, and
         // whether none is known (the frame then waits for the answer).
         let mut gather = None;
+        let mut answered = false;
         if let Some(switch) = self.networks.get_mut(&nwid).and_then(|m| m.switch.as_mut()) {
             let limit = switch.policy().multicast_limit as usize;
             match switch.outbound(now_ms, &out.bytes()[frame_at..]) {
+                Outbound::Answer(reply) => {
+                    let mut frame = std::mem::take(&mut self.frame_copy);
+                    frame.clear();
+                    frame.extend_from_slice(reply);
+                    self.frame_copy = frame;
+                    answered = true;
+                }
                 Outbound::Unicast(a) => targets.push(a),
                 Outbound::Bridges(list) => targets.extend_from_slice(list),
                 Outbound::Multicast { group, members } => {
@@ -95,6 +103,14 @@ impl Node {
                 Outbound::Unresolved(_) => switch.count_drop(DropReason::NoRecipients),
                 Outbound::Drop(_) => {}
             }
+        }
+        if answered {
+            out.buffer_mut().truncate(start);
+            let reply = std::mem::take(&mut self.frame_copy);
+            out.push_frame(nwid, Offload::NONE, &reply);
+            self.frame_copy = reply;
+            self.frame_targets = targets;
+            return;
         }
         // (A gather for more recipients goes after the frame, which may lie
         // in the outbox to be sealed where it is.)

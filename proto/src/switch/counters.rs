@@ -169,6 +169,9 @@ pub struct SwitchCounters {
     /// Outbound multicast frames with no recipient known yet, held while the
     /// roots are asked (MULTICAST_GATHER); sent or dropped (`noRecipients`) later.
     pub multicast_unresolved: u64,
+    /// Neighbour solicitations for members' derived IPv6 addresses answered
+    /// locally (NDP emulation), not sent.
+    pub neighbors_answered: u64,
     /// Inbound frames delivered to our TAP.
     pub delivered: u64,
     /// MACs newly learned (or moved) behind a bridge.

@@ -35,6 +35,7 @@ pub mod counters;
 pub mod frame;
 pub mod mac_table;
 pub mod multicast;
+pub mod ndp_emulation;
 
 use std::net::IpAddr;
 
@@ -91,6 +92,9 @@ pub enum Outbound<'a> {
     /// A multicast of `group` for which no recipient is known yet: ask the
     /// roots who listens to it (MULTICAST_GATHER) and send it then.
     Unresolved(MulticastGroup),
+    /// Nowhere; this frame goes back to our TAP instead: a neighbour
+    /// solicitation answered locally ([`ndp_emulation`]).
+    Answer(&'a [u8]),
     /// Nowhere.
     Drop(DropReason),
 }
@@ -119,6 +123,8 @@ pub struct Switch {
     subscriptions: Subscriptions,
     /// Reused for each frame's recipients, so forwarding does not allocate.
     recipients: Vec<Address>,
+    /// Reused for a locally made answer ([`Outbound::Answer`]).
+    answer: Vec<u8>,
     counters: SwitchCounters,
 }
 
@@ -161,6 +167,7 @@ impl Switch {
             macs,
             subscriptions,
             recipients: Vec::new(),
+            answer: Vec::new(),
             counters: SwitchCounters::default(),
         };
         switch.recompute_local_groups();
@@ -374,6 +381,10 @@ impl Switch {
                 self.counters.multicast_unresolved += 1;
                 Outbound::Unresolved(group)
             }
+            Forwarding::Answer => {
+                self.counters.neighbors_answered += 1;
+                Outbound::Answer(&self.answer)
+            }
             Forwarding::Drop(reason) => {
                 self.counters.drops.record(reason);
                 Outbound::Drop(reason)
@@ -396,6 +407,18 @@ impl Switch {
         }
         let dst = f.dst();
         if dst.is_multicast() {
+            // Only IPv6 multicast (33:33:..) can be a neighbour solicitation.
+            if dst.0[..2] == [0x33, 0x33]
+                && ndp_emulation::answer(
+                    self.network_id,
+                    self.address,
+                    &self.local_ips,
+                    frame,
+                    &mut self.answer,
+                )
+            {
+                return Forwarding::Answer;
+            }
             let group = f.multicast_group();
             if group == MulticastGroup::BROADCAST && !self.policy.enable_broadcast {
                 return Forwarding::Drop(DropReason::BroadcastDisabled);
@@ -516,6 +539,7 @@ impl Switch {
 
 /// [`Outbound`] before borrowing the recipients.
 enum Forwarding {
+    Answer,
     Unicast(Address),
     Bridges,
     Multicast(MulticastGroup),

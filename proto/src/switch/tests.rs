@@ -68,8 +68,43 @@ fn out(
         Outbound::Bridges(b) => Ok((None, b.to_vec())),
         Outbound::Multicast { group, members } => Ok((Some(group), members.to_vec())),
         Outbound::Unresolved(group) => Ok((Some(group), vec![])),
+        Outbound::Answer(_) => panic!("answered locally"),
         Outbound::Drop(r) => Err(r),
     }
+}
+
+#[test]
+fn a_solicitation_for_a_members_6plane_block_is_answered_not_sent() {
+    let mut s = switch(SwitchPolicy::default());
+    let target = nwid().sixplane_addr(addr(2));
+    let solicit = |s: &Switch| {
+        let t = target.octets();
+        let mut body = t.to_vec();
+        body.extend_from_slice(&[1, 1]);
+        body.extend_from_slice(&s.mac().0);
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(s.mac().0, [0x33, 0x33, 0xff, t[13], t[14], t[15]])
+            .ipv6(
+                nwid().sixplane_addr(addr(ME)).octets(),
+                [
+                    0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15],
+                ],
+                255,
+            )
+            .icmpv6(etherparse::Icmpv6Type::NeighborSolicitation)
+            .write(&mut frame, &body)
+            .unwrap();
+        frame
+    };
+    // Without a 6PLANE address of ours the solicitation goes out as usual.
+    let frame = solicit(&s);
+    assert!(!matches!(s.outbound(0, &frame), Outbound::Answer(_)));
+    s.set_local_ips(&[IpAddr::V6(nwid().sixplane_addr(addr(ME)))]);
+    match s.outbound(0, &frame) {
+        Outbound::Answer(reply) => assert_eq!(&reply[6..12], &mac_of(2).0),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.counters().neighbors_answered, 1);
 }
 
 #[test]

@@ -139,7 +139,8 @@ pub enum NetworkCommand {
     Set {
         /// The network id (16 hex digits).
         nwid: String,
-        /// key=value with key one of name, private, mtu, multicastLimit, enableBroadcast.
+        /// key=value with key one of name, private, mtu, multicastLimit, enableBroadcast,
+        /// v4AssignMode (zt or none), v6AssignMode (a list of zt, rfc4193, 6plane, or none).
         #[arg(value_name = "KEY=VALUE")]
         settings: Vec<String>,
         /// Replace the address pools with these (repeatable).

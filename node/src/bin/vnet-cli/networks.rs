@@ -12,7 +12,7 @@ use crate::client::Method;
 use crate::failure::Failure;
 use crate::ids::normalize_network_id;
 use crate::output::{list_or_dash, or_dash, pretty, write_ok};
-use crate::setting_args::split_setting;
+use crate::setting_args::{parse_bool, split_setting};
 
 /// The settings of a joined network that `set` may change (docs/API.md).
 const LOCAL_SETTINGS: [&str; 4] = ["allowManaged", "allowGlobal", "allowDefault", "allowDNS"];
@@ -192,11 +192,7 @@ pub fn network_local_setting(setting: &str) -> Result<Value, String> {
             "unknown setting {key:?} (allowManaged, allowGlobal, allowDefault, allowDNS)"
         ));
     }
-    let on = match value {
-        "1" | "true" => true,
-        "0" | "false" => false,
-        other => return Err(format!("{key}={other}: expected 1 or 0")),
-    };
+    let on = parse_bool(key, value)?;
     let mut body = Map::new();
     body.insert(key.to_string(), Value::Bool(on));
     Ok(Value::Object(body))
@@ -276,10 +272,15 @@ mod tests {
             network_local_setting("allowManaged=false").unwrap(),
             json!({ "allowManaged": false })
         );
+        // zerotier-cli's habit: `t` and `T` are true too.
+        assert_eq!(
+            network_local_setting("allowDNS=t").unwrap(),
+            json!({ "allowDNS": true })
+        );
         assert!(
             network_local_setting("allowDefault=yes")
                 .unwrap_err()
-                .contains("expected 1 or 0")
+                .contains("expected true or false (or 1 or 0)")
         );
         assert!(
             network_local_setting("mtu=1500")

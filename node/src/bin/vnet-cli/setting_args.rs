@@ -5,12 +5,17 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
-/// `true` or `false`, for a flag or setting named `what`.
+/// A yes or no for a flag or setting named `what`, read as zerotier-cli
+/// reads one: true when it starts with `t`, `T` or `1` (`true`, `t`, `1`);
+/// false when it starts with `f`, `F` or `0`. Anything else is refused
+/// rather than taken as false, so a typo is not a silent "off".
 pub fn parse_bool(what: &str, text: &str) -> Result<bool, String> {
-    match text {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(format!("bad {what} {text:?}: expected true or false")),
+    match text.as_bytes().first() {
+        Some(b't' | b'T' | b'1') => Ok(true),
+        Some(b'f' | b'F' | b'0') => Ok(false),
+        _ => Err(format!(
+            "bad {what} {text:?}: expected true or false (or 1 or 0)"
+        )),
     }
 }
 
@@ -82,6 +87,28 @@ fn whole_number(key: &str, value: &str) -> Result<u64, String> {
         .map_err(|_| format!("bad {key} {value:?}: expected a whole number"))
 }
 
+/// `v6AssignMode=rfc4193,6plane` (or `none`) as `{"zt": false, "rfc4193":
+/// true, "6plane": true}`: the modes named are on, the others off.
+fn assign_modes(key: &str, value: &str, modes: &[&str]) -> Result<Value, String> {
+    let named: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty() && *m != "none")
+        .collect();
+    if let Some(bad) = named.iter().find(|m| !modes.contains(m)) {
+        return Err(format!(
+            "bad {key} {value:?}: {bad:?} is not one of {} (or none)",
+            modes.join(", ")
+        ));
+    }
+    Ok(Value::Object(
+        modes
+            .iter()
+            .map(|m| (m.to_string(), json!(named.contains(m))))
+            .collect(),
+    ))
+}
+
 /// `network set`'s KEY=VALUE settings as an update body.
 pub fn network_settings(settings: &[String]) -> Result<serde_json::Map<String, Value>, String> {
     let mut body = serde_json::Map::new();
@@ -91,10 +118,12 @@ pub fn network_settings(settings: &[String]) -> Result<serde_json::Map<String, V
             "name" => json!(value),
             "private" | "enableBroadcast" => json!(parse_bool(key, value)?),
             "mtu" | "multicastLimit" => json!(whole_number(key, value)?),
+            "v4AssignMode" => assign_modes(key, value, &["zt"])?,
+            "v6AssignMode" => assign_modes(key, value, &["zt", "rfc4193", "6plane"])?,
             _ => {
                 return Err(format!(
-                    "unknown setting {key:?}: expected name, private, mtu, multicastLimit or \
-                     enableBroadcast"
+                    "unknown setting {key:?}: expected name, private, mtu, multicastLimit, \
+                     enableBroadcast, v4AssignMode or v6AssignMode"
                 ));
             }
         };
@@ -138,11 +167,23 @@ mod tests {
 
     #[test]
     fn bools_pools_and_routes() {
-        assert_eq!(parse_bool("--private", "false"), Ok(false));
-        assert_eq!(
-            parse_bool("--private", "no").unwrap_err(),
-            "bad --private \"no\": expected true or false"
-        );
+        for (text, on) in [
+            ("false", false),
+            ("0", false),
+            ("F", false),
+            ("true", true),
+            ("t", true),
+            ("T", true),
+            ("1", true),
+        ] {
+            assert_eq!(parse_bool("--private", text), Ok(on), "{text}");
+        }
+        for bad in ["no", "", "yes"] {
+            assert_eq!(
+                parse_bool("--private", bad).unwrap_err(),
+                format!("bad --private {bad:?}: expected true or false (or 1 or 0)")
+            );
+        }
         assert_eq!(
             parse_pools(&["10.0.0.10-10.0.0.250".into(), "fd00::1-fd00::ff".into()]).unwrap(),
             json!([{"ipRangeStart": "10.0.0.10", "ipRangeEnd": "10.0.0.250"},
@@ -184,6 +225,22 @@ mod tests {
             Value::Object(body),
             json!({"name": "my net", "private": false, "mtu": 1400, "multicastLimit": 0,
                    "enableBroadcast": true})
+        );
+        assert_eq!(
+            Value::Object(
+                network_settings(&[
+                    "v6AssignMode=rfc4193,6plane".into(),
+                    "v4AssignMode=none".into()
+                ])
+                .unwrap()
+            ),
+            json!({"v6AssignMode": {"zt": false, "rfc4193": true, "6plane": true},
+                   "v4AssignMode": {"zt": false}})
+        );
+        assert!(
+            network_settings(&["v6AssignMode=6plane,slaac".into()])
+                .unwrap_err()
+                .contains("\"slaac\" is not one of zt, rfc4193, 6plane")
         );
         assert_eq!(
             network_settings(&["name=a=b".into()]).unwrap()["name"],
