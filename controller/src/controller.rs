@@ -17,10 +17,11 @@ use vnet_node::core::network_id::NetworkId;
 pub use vnet_node::core::netconf::ConfigDenied;
 
 use crate::assign::{AssignError, assign_due, assignment_problem};
+use crate::member_report::MemberReport;
 use crate::model::{Member, Network};
 use crate::requesters::Requesters;
 use crate::store::{Store, StoreError};
-use crate::update::{FieldError, MAX_MEMBER_IPS, member_update, network_update};
+use crate::update::{FieldError, MAX_MEMBER_IPS, MAX_ROUTES, member_update, network_update};
 
 /// How many removed members [`Controller::changed_members`] remembers.
 const MAX_REMOVED: usize = 10_000;
@@ -40,6 +41,9 @@ pub const MAX_MEMBERS_ADMITTED_BY_REQUEST: usize = 10_000;
 pub const MAX_QUEUED_SAVES: usize = 4_096;
 /// The window of [`PUBLIC_JOINS_PER_MINUTE`].
 const JOIN_WINDOW_MS: u64 = 60_000;
+/// Most managed routes in one config: the network's own (at most
+/// [`MAX_ROUTES`]) and as many approved routes via members.
+pub const MAX_CONFIG_ROUTES: usize = 2 * MAX_ROUTES;
 
 /// Why a controller operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +170,9 @@ struct NetworkEntry {
     /// date on each change rather than found among thousands of members
     /// for every config.
     bridges: Vec<Address>,
+    /// Managed routes via members: the routes they advertise that an
+    /// admin approved (kept like `bridges`).
+    gateway_routes: Vec<ManagedRoute>,
 }
 
 impl NetworkEntry {
@@ -175,17 +182,24 @@ impl NetworkEntry {
             members,
             changed_at,
             bridges: Vec::new(),
+            gateway_routes: Vec::new(),
         };
-        e.recompute_bridges();
+        e.recompute_shared();
         e
     }
 
-    fn recompute_bridges(&mut self) {
+    /// Recomputes what every member is told about the others.
+    fn recompute_shared(&mut self) {
         self.bridges = self
             .members
             .values()
-            .filter(|e| shown_to_others(Some(&e.member)))
+            .filter(|e| is_bridge(&e.member))
             .map(|e| e.member.address)
+            .collect();
+        self.gateway_routes = self
+            .members
+            .values()
+            .flat_map(|e| gateway_routes(&e.member))
             .collect();
     }
 
@@ -206,11 +220,38 @@ impl NetworkEntry {
 }
 
 /// What of a member every other member's config shows: whether it is an
-/// authorized active bridge. (Members' addresses are not in configs: they
-/// announce them to the roots, PROTOCOL.md §4.6, so a member joining or
-/// changing its addresses changes no one else's config.)
-fn shown_to_others(member: Option<&Member>) -> bool {
-    member.is_some_and(|m| m.authorized && m.active_bridge)
+/// authorized active bridge, and the managed routes via it. (Members'
+/// addresses are not in configs: they announce them to the roots,
+/// PROTOCOL.md §4.6, so a member joining or changing its addresses changes
+/// no one else's config, unless it is a route's gateway.)
+fn shown_to_others(member: Option<&Member>) -> (bool, Vec<ManagedRoute>) {
+    member.map_or((false, Vec::new()), |m| (is_bridge(m), gateway_routes(m)))
+}
+
+fn is_bridge(m: &Member) -> bool {
+    m.authorized && m.active_bridge
+}
+
+/// The managed routes via an authorized member: each route it advertises
+/// that an admin approved, via its first address of the route's family
+/// (none while it has no such address).
+fn gateway_routes(m: &Member) -> Vec<ManagedRoute> {
+    if !m.authorized {
+        return Vec::new();
+    }
+    m.routes_in_use()
+        .filter_map(|r| {
+            let via = m
+                .ip_assignments
+                .iter()
+                .find(|ip| ip.is_ipv4() == r.addr().is_ipv4())?;
+            Some(ManagedRoute {
+                target: r.addr(),
+                prefix_len: r.prefix_len(),
+                via: Some(*via),
+            })
+        })
+        .collect()
 }
 
 /// What the controller refused or put off, by reason, since start.
@@ -227,6 +268,9 @@ pub struct ControllerCounters {
     /// Requests not answered because the controller was busy (an admin
     /// change or a save held it); the member asks again or is pushed to.
     pub requests_deferred_busy: u64,
+    /// Requests refused because the key was not the one pinned for the
+    /// member's address at first contact.
+    pub identities_refused: u64,
 }
 
 impl ControllerCounters {
@@ -238,6 +282,7 @@ impl ControllerCounters {
             ("savesDeferred", self.saves_deferred),
             ("savesFailed", self.saves_failed),
             ("requestsDeferredBusy", self.requests_deferred_busy),
+            ("identitiesRefused", self.identities_refused),
         ]
     }
 }
@@ -251,6 +296,7 @@ pub struct Stats {
     saves_deferred: AtomicU64,
     saves_failed: AtomicU64,
     requests_deferred_busy: AtomicU64,
+    identities_refused: AtomicU64,
 }
 
 impl Stats {
@@ -263,6 +309,7 @@ impl Stats {
             saves_deferred: get(&self.saves_deferred),
             saves_failed: get(&self.saves_failed),
             requests_deferred_busy: get(&self.requests_deferred_busy),
+            identities_refused: get(&self.identities_refused),
         }
     }
 
@@ -303,6 +350,9 @@ pub struct Controller {
     requesters: Requesters,
     /// Members whose request called for a save, not yet made.
     to_save: BTreeSet<(NetworkId, Address)>,
+    /// What those requests told (taken when the save is made; at most one
+    /// per queued save).
+    reports: HashMap<(NetworkId, Address), MemberReport>,
     /// Wakes the saver thread when `to_save` grows.
     saver: Option<SyncSender<()>>,
     /// Public networks' admissions by request: (window start, count).
@@ -321,6 +371,7 @@ impl Controller {
             removed: VecDeque::new(),
             requesters: Requesters::default(),
             to_save: BTreeSet::new(),
+            reports: HashMap::new(),
             saver: None,
             joins: HashMap::new(),
             stats: Arc::default(),
@@ -593,8 +644,9 @@ impl Controller {
                 .remove(nwid, addr)
                 .ok_or(ControllerError::MemberNotFound(nwid, addr));
         };
-        // What others are told changes if it was an authorized active bridge.
-        let others_change = shown_to_others(Some(&member));
+        // What others are told changes if it was an authorized active
+        // bridge or a route's gateway.
+        let others_change = shown_to_others(Some(&member)) != shown_to_others(None);
         let mut network = entry.network.clone();
         if others_change {
             network.revision += 1;
@@ -612,7 +664,7 @@ impl Controller {
         if others_change {
             entry.network = network;
             entry.changed_at = seq;
-            entry.recompute_bridges();
+            entry.recompute_shared();
         }
         self.note_removed(seq, nwid, addr);
         Ok(member)
@@ -641,15 +693,32 @@ impl Controller {
         now_ms: u64,
         nwid: NetworkId,
         addr: Address,
+        report: Option<MemberReport>,
     ) -> Result<MemberConfig, ConfigDenied> {
         let entry = self.networks.get(&nwid).ok_or(ConfigDenied::NotFound)?;
         let private = entry.network.private;
         let stored_count = entry.members.len();
         let current = entry.members.get(&addr).map(|e| e.member.clone());
+        if let Some(r) = &report {
+            let known = current.as_ref().or_else(|| self.requesters.get(nwid, addr));
+            if let Some(m) = known.filter(|m| !r.matches(m)) {
+                bump(&self.stats.identities_refused);
+                tracing::warn!(
+                    "controller: network {nwid}: member {addr} refused: its key is not the one \
+                     pinned at first contact ({} instead of {})",
+                    r.identity,
+                    m.identity.as_deref().unwrap_or("?")
+                );
+                return Err(ConfigDenied::AccessDenied);
+            }
+        }
         let Some(current) = current else {
             if private {
                 if self.requesters.note(now_ms, nwid, addr) {
                     bump(&self.stats.requesters_evicted);
+                }
+                if let (Some(r), Some(m)) = (&report, self.requesters.get_mut(nwid, addr)) {
+                    r.apply_to(m);
                 }
                 return Err(ConfigDenied::AccessDenied);
             }
@@ -662,14 +731,20 @@ impl Controller {
                 if !self.queue_save(nwid, addr) {
                     return Err(ConfigDenied::Later);
                 }
+                if let Some(r) = report {
+                    self.reports.insert((nwid, addr), r);
+                }
             }
             // A public network lets anyone in; its address comes once saved.
             let mut newcomer = Member::new(nwid, addr, now_ms);
             newcomer.set_authorized(true, now_ms);
             return Ok(self.config_for(now_ms, nwid, &newcomer));
         };
-        if self.wanted(now_ms, nwid, &current) != current {
-            self.queue_save(nwid, addr);
+        if self.wanted(now_ms, nwid, &current, report.as_ref()) != current
+            && self.queue_save(nwid, addr)
+            && let Some(r) = report
+        {
+            self.reports.insert((nwid, addr), r);
         }
         let mut served = current;
         // A public network lets anyone in, saved or not.
@@ -681,10 +756,20 @@ impl Controller {
     }
 
     /// What a request of stored member `current` calls for: authorized on
-    /// a public network, and an IPv4 address if it is due one.
-    fn wanted(&self, now_ms: u64, nwid: NetworkId, current: &Member) -> Member {
+    /// a public network, the addresses it is due, and what it reported
+    /// (identity pinned, versions, advertised routes).
+    fn wanted(
+        &self,
+        now_ms: u64,
+        nwid: NetworkId,
+        current: &Member,
+        report: Option<&MemberReport>,
+    ) -> Member {
         let entry = &self.networks[&nwid];
         let mut member = current.clone();
+        if let Some(r) = report.filter(|r| r.matches(current)) {
+            r.apply_to(&mut member);
+        }
         if !entry.network.private {
             member.set_authorized(true, now_ms);
         }
@@ -734,18 +819,19 @@ impl Controller {
             let Some((nwid, addr)) = self.to_save.pop_first() else {
                 break;
             };
+            let report = self.reports.remove(&(nwid, addr));
             let Some(entry) = self.networks.get(&nwid) else {
                 continue;
             };
             let member = match entry.members.get(&addr) {
-                Some(e) => self.wanted(now_ms, nwid, &e.member),
+                Some(e) => self.wanted(now_ms, nwid, &e.member, report.as_ref()),
                 // Only a public network admits by request (it may have
                 // turned private since).
                 None if entry.network.private => continue,
                 None => {
                     let mut m = Member::new(nwid, addr, now_ms);
                     m.set_authorized(true, now_ms);
-                    self.wanted(now_ms, nwid, &m)
+                    self.wanted(now_ms, nwid, &m, report.as_ref())
                 }
             };
             if let Err(e) = self.apply(nwid, None, vec![member]) {
@@ -779,6 +865,8 @@ impl Controller {
                     prefix_len: r.target.prefix_len(),
                     via: r.via,
                 })
+                .chain(entry.gateway_routes.iter().copied())
+                .take(MAX_CONFIG_ROUTES)
                 .collect(),
             bridges: entry.bridges.clone(),
         }
@@ -923,7 +1011,7 @@ impl Controller {
                 },
             );
             if others_change {
-                entry.recompute_bridges();
+                entry.recompute_shared();
             }
         }
         Ok(())
@@ -967,13 +1055,112 @@ mod tests {
             .clone()
     }
 
+    fn report(identity: &str, routes: &[&str]) -> Option<MemberReport> {
+        Some(MemberReport {
+            identity: identity.to_string(),
+            versions: Some(vnet_node::core::message::Versions {
+                protocol: 1,
+                major: 0,
+                minor: 3,
+                revision: 7,
+            }),
+            advertised_routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
+            join_key: None,
+        })
+    }
+
+    #[test]
+    fn identities_are_pinned_at_first_contact_and_versions_kept() {
+        let mut c = Controller::in_memory(ctl());
+        let nwid = with_network(&mut c);
+        let key_a = format!("{}:0:{}", addr(1), "a".repeat(128));
+        let key_b = format!("{}:0:{}", addr(1), "b".repeat(128));
+        // An unauthorized requester: its identity is noted, not stored.
+        let denied = c.request_config(NOW, nwid, addr(1), report(&key_a, &[]));
+        assert_eq!(denied, Err(ConfigDenied::AccessDenied));
+        // Another key for the same address is refused and counted.
+        assert_eq!(
+            c.request_config(NOW, nwid, addr(1), report(&key_b, &[])),
+            Err(ConfigDenied::AccessDenied)
+        );
+        assert_eq!(c.counters().identities_refused, 1);
+        // Authorized: the pinned key carries over from the requester.
+        let m = authorize(&mut c, nwid, addr(1));
+        assert_eq!(m.identity.as_deref(), Some(key_a.as_str()));
+        assert!(
+            c.request_config(NOW, nwid, addr(1), report(&key_a, &[]))
+                .is_ok()
+        );
+        c.save_requested(NOW, 10);
+        let m = c.member(nwid, addr(1)).unwrap();
+        assert_eq!(m.to_json()["vMinor"], 3);
+        assert_eq!(m.to_json()["vRev"], 7);
+        assert_eq!(
+            c.request_config(NOW, nwid, addr(1), report(&key_b, &[])),
+            Err(ConfigDenied::AccessDenied)
+        );
+        assert_eq!(c.counters().identities_refused, 2);
+        // The API cannot re-pin it either.
+        let e = c
+            .update_member(NOW, nwid, addr(1), &json!({"identity": key_b}))
+            .unwrap_err();
+        assert!(e.to_string().contains("identity"), "{e}");
+    }
+
+    #[test]
+    fn advertised_routes_become_managed_routes_once_approved() {
+        let mut c = Controller::in_memory(ctl());
+        let nwid = with_network(&mut c);
+        let gw = authorize(&mut c, nwid, addr(1));
+        let other = authorize(&mut c, nwid, addr(2));
+        let key = format!("{}:0:{}", addr(1), "c".repeat(128));
+        let lan = "192.168.31.0/24";
+        c.request_config(NOW, nwid, addr(1), report(&key, &[lan, "0.0.0.0/0"]))
+            .unwrap();
+        c.save_requested(NOW, 10);
+        let m = c.member(nwid, addr(1)).unwrap();
+        assert_eq!(m.to_json()["advertisedRoutes"], json!([lan, "0.0.0.0/0"]));
+        let routes = |c: &mut Controller| {
+            c.request_config(NOW, nwid, other.address, None)
+                .unwrap()
+                .routes
+                .iter()
+                .map(|r| format!("{}/{} via {:?}", r.target, r.prefix_len, r.via))
+                .collect::<Vec<_>>()
+        };
+        // Pending: nothing is routed via it yet.
+        assert_eq!(routes(&mut c), vec!["10.0.0.0/24 via None"]);
+        let revision = c.network(nwid).unwrap().revision;
+        c.update_member(NOW, nwid, addr(1), &json!({"approvedRoutes": [lan]}))
+            .unwrap();
+        let via = gw.ip_assignments[0];
+        assert_eq!(
+            routes(&mut c),
+            vec![
+                "10.0.0.0/24 via None".to_string(),
+                format!("{lan} via Some({via})")
+            ]
+        );
+        // Every member's config changed: the network's revision grew.
+        assert!(c.network(nwid).unwrap().revision > revision);
+        // It stops advertising it: the route goes, the approval stays.
+        c.request_config(NOW, nwid, addr(1), report(&key, &[]))
+            .unwrap();
+        c.save_requested(NOW, 10);
+        assert_eq!(routes(&mut c), vec!["10.0.0.0/24 via None"]);
+        assert_eq!(
+            c.member(nwid, addr(1)).unwrap().approved_routes,
+            vec![lan.parse().unwrap()]
+        );
+    }
+
     #[test]
     fn v6_assign_modes_give_zerotiers_addresses() {
         let mut c = Controller::in_memory(ctl());
         let nwid = with_network(&mut c);
         let m = authorize(&mut c, nwid, addr(7));
         let config = |c: &mut Controller| {
-            c.request_config(NOW, nwid, addr(7))
+            c.request_config(NOW, nwid, addr(7), None)
                 .unwrap()
                 .assigned
                 .iter()
@@ -1290,12 +1477,12 @@ mod tests {
         let nwid = with_network(&mut c);
         let unknown = NetworkId::new(ctl(), 0xabcdef);
         assert_eq!(
-            c.request_config(NOW, unknown, addr(1)),
+            c.request_config(NOW, unknown, addr(1), None),
             Err(ConfigDenied::NotFound)
         );
         // Private: a stranger is listed (in memory), unauthorized, and denied.
         assert_eq!(
-            c.request_config(NOW, nwid, addr(1)),
+            c.request_config(NOW, nwid, addr(1), None),
             Err(ConfigDenied::AccessDenied)
         );
         let m = c.member(nwid, addr(1)).unwrap();
@@ -1313,7 +1500,7 @@ mod tests {
             &json!({"authorized": true, "activeBridge": true}),
         )
         .unwrap();
-        let cfg = c.request_config(NOW + 5, nwid, addr(1)).unwrap();
+        let cfg = c.request_config(NOW + 5, nwid, addr(1), None).unwrap();
         let n = c.network(nwid).unwrap();
         let m = c.member(nwid, addr(1)).unwrap();
         assert_eq!(cfg.revision, n.revision + m.revision);
@@ -1355,13 +1542,13 @@ mod tests {
         c.update_member(NOW, nwid, addr(1), &json!({"authorized": false}))
             .unwrap();
         assert_eq!(
-            c.request_config(NOW, nwid, addr(1)),
+            c.request_config(NOW, nwid, addr(1), None),
             Err(ConfigDenied::AccessDenied)
         );
         // Public: anyone is let in at once, and stored as authorized with
         // an address by the saver (its config then pushed).
         c.update_network(nwid, &json!({"private": false})).unwrap();
-        let cfg = c.request_config(NOW + 9, nwid, addr(3)).unwrap();
+        let cfg = c.request_config(NOW + 9, nwid, addr(3), None).unwrap();
         assert!(!cfg.private);
         assert!(cfg.assigned.is_empty(), "no address before it is saved");
         assert_eq!(c.member(nwid, addr(3)), None);
@@ -1369,7 +1556,7 @@ mod tests {
         assert_eq!(c.save_requested(NOW + 9, usize::MAX), 0);
         // Only the newcomer's config changed: no config lists the members.
         assert_eq!(c.changed_members(nwid, seq), vec![addr(3)]);
-        let cfg = c.request_config(NOW + 9, nwid, addr(3)).unwrap();
+        let cfg = c.request_config(NOW + 9, nwid, addr(3), None).unwrap();
         assert_eq!(
             cfg.assigned,
             vec![AssignedIp {
@@ -1382,7 +1569,7 @@ mod tests {
         assert_eq!(m.last_authorized_time, NOW + 9);
         // A request that changes nothing saves nothing.
         let rev = m.revision;
-        c.request_config(NOW + 10, nwid, addr(3)).unwrap();
+        c.request_config(NOW + 10, nwid, addr(3), None).unwrap();
         assert_eq!(c.member(nwid, addr(3)).unwrap().revision, rev);
     }
 
@@ -1391,21 +1578,24 @@ mod tests {
         let mut c = Controller::in_memory(ctl());
         let nwid = with_network(&mut c);
         authorize(&mut c, nwid, addr(1));
-        let r1 = c.request_config(NOW, nwid, addr(1)).unwrap().revision;
+        let r1 = c.request_config(NOW, nwid, addr(1), None).unwrap().revision;
         // Another member joining changes nothing member 1 is told (members
         // announce their addresses to the roots, not in configs)...
         authorize(&mut c, nwid, addr(2));
-        assert_eq!(c.request_config(NOW, nwid, addr(1)).unwrap().revision, r1);
+        assert_eq!(
+            c.request_config(NOW, nwid, addr(1), None).unwrap().revision,
+            r1
+        );
         // ...but it becoming an active bridge does (configs list bridges).
         c.update_member(NOW, nwid, addr(2), &json!({"activeBridge": true}))
             .unwrap();
-        let r2 = c.request_config(NOW, nwid, addr(1)).unwrap().revision;
+        let r2 = c.request_config(NOW, nwid, addr(1), None).unwrap().revision;
         assert!(r2 > r1);
         c.update_network(nwid, &json!({"mtu": 1400})).unwrap();
-        let r3 = c.request_config(NOW, nwid, addr(1)).unwrap().revision;
+        let r3 = c.request_config(NOW, nwid, addr(1), None).unwrap().revision;
         assert!(r3 > r2);
         c.delete_member(nwid, addr(2)).unwrap();
-        assert!(c.request_config(NOW, nwid, addr(1)).unwrap().revision > r3);
+        assert!(c.request_config(NOW, nwid, addr(1), None).unwrap().revision > r3);
     }
 
     #[test]
@@ -1443,7 +1633,7 @@ mod tests {
         assert_eq!(c.changes_since(s4), vec![(nwid, addr(2)), (nwid, addr(3))]);
         assert!(c.changes_since(c.sequence()).is_empty());
         assert_eq!(
-            c.request_config(NOW, nwid, addr(2)),
+            c.request_config(NOW, nwid, addr(2), None),
             Err(ConfigDenied::NotFound)
         );
     }
@@ -1455,7 +1645,7 @@ mod tests {
         let nwid = with_network(&mut c);
         authorize(&mut c, nwid, addr(1));
         assert_eq!(
-            c.request_config(NOW, nwid, addr(2)),
+            c.request_config(NOW, nwid, addr(2), None),
             Err(ConfigDenied::AccessDenied)
         );
         let gone = with_network(&mut c);
@@ -1518,11 +1708,14 @@ mod tests {
         assert_eq!(c.network(nwid), Some(&net_before));
         // Config requests serve what was saved, and store nothing.
         assert_eq!(
-            c.request_config(NOW, nwid, addr(1)).unwrap().assigned.len(),
+            c.request_config(NOW, nwid, addr(1), None)
+                .unwrap()
+                .assigned
+                .len(),
             1
         );
         assert_eq!(
-            c.request_config(NOW, nwid, addr(2)),
+            c.request_config(NOW, nwid, addr(2), None),
             Err(ConfigDenied::AccessDenied)
         );
         assert_eq!(c.stored_members(nwid).unwrap().len(), 1);
@@ -1530,7 +1723,7 @@ mod tests {
         c.update_network(nwid, &json!({"private": false}))
             .unwrap_err();
         c.networks.get_mut(&nwid).unwrap().network.private = false;
-        assert!(c.request_config(NOW, nwid, addr(3)).is_ok());
+        assert!(c.request_config(NOW, nwid, addr(3), None).is_ok());
         assert_eq!(c.save_requested(NOW, usize::MAX), 0);
         assert_eq!(c.counters().saves_failed, 1);
         assert_eq!(c.member(nwid, addr(3)), None);

@@ -12,6 +12,8 @@
 //!   `.../<nwid>/member/<addr>.json`) or [`pg_store`]
 //!   (PostgreSQL, schema by [`pg_migrations`], one active controller of
 //!   several by [`controller_lease`]);
+//! - [`member_report`]: what a member's own request tells about it
+//!   (identity pinned at first contact, versions, advertised routes);
 //! - [`requesters`]: unauthorized requesters of private networks, in
 //!   memory and bounded, until an admin acts on them;
 //! - [`controller`]: [`Controller`], which ties them together and answers
@@ -29,6 +31,7 @@ pub mod controller_lease;
 pub mod controller_lock;
 pub mod file_store;
 pub mod ip;
+pub mod member_report;
 pub mod model;
 pub mod node_plugin;
 pub mod pg_migrations;

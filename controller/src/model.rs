@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use serde_json::{Value, json};
 use vnet_node::core::address::Address;
 use vnet_node::core::constants::NETWORK_MTU_DEFAULT_BYTES;
+use vnet_node::core::message::Versions;
 use vnet_node::core::network_id::NetworkId;
 
 use crate::ip::{Cidr, to_u128};
@@ -197,6 +198,16 @@ pub struct Member {
     pub last_deauthorized_time: u64,
     /// A name an admin gave it (ZeroTier's member `name`).
     pub name: String,
+    /// Its public identity (`<address>:0:<public key hex>`), pinned when it
+    /// first asks: a different key claiming this address is refused.
+    pub identity: Option<String>,
+    /// Its versions as its last request told them.
+    pub versions: Option<Versions>,
+    /// Networks behind it that it offers to route (`advertiseRoutes`).
+    pub advertised_routes: Vec<Cidr>,
+    /// Of the routes it advertises, those an admin approved: managed
+    /// routes via this member while it advertises them.
+    pub approved_routes: Vec<Cidr>,
 }
 
 impl Member {
@@ -215,7 +226,20 @@ impl Member {
             last_authorized_time: 0,
             last_deauthorized_time: 0,
             name: String::new(),
+            identity: None,
+            versions: None,
+            advertised_routes: Vec::new(),
+            approved_routes: Vec::new(),
         }
+    }
+
+    /// The routes via this member its network carries: those it
+    /// advertises that an admin approved.
+    pub fn routes_in_use(&self) -> impl Iterator<Item = Cidr> + '_ {
+        self.approved_routes
+            .iter()
+            .copied()
+            .filter(|r| self.advertised_routes.contains(r))
     }
 
     /// Authorizes or deauthorizes, stamping the time when it changes.
@@ -257,13 +281,16 @@ impl Member {
             "lastAuthorizedTime": self.last_authorized_time,
             "lastDeauthorizedTime": self.last_deauthorized_time,
             "name": self.name,
+            "identity": self.identity,
             // ZeroTier's fields, at its values for "none" and "unknown".
             "capabilities": [],
             "tags": [],
-            "vMajor": -1,
-            "vMinor": -1,
-            "vRev": -1,
-            "vProto": -1,
+            "vMajor": self.versions.map_or(-1, |v| i64::from(v.major)),
+            "vMinor": self.versions.map_or(-1, |v| i64::from(v.minor)),
+            "vRev": self.versions.map_or(-1, |v| i64::from(v.revision)),
+            "vProto": self.versions.map_or(-1, |v| i64::from(v.protocol)),
+            "advertisedRoutes": self.advertised_routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "approvedRoutes": self.approved_routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
         })
     }
 }

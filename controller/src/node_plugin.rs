@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use vnet_node::core::address::Address;
 use vnet_node::core::netconf::{ConfigDenied, NetworkConfigData, NetworkController};
 use vnet_node::core::network_id::NetworkId;
+use vnet_node::core::node::MemberAsked;
 
 use vnet_node::service::runtime::{ControllerFactory, wall_clock_ms};
 
@@ -17,6 +18,7 @@ use crate::controller::{Controller, Stats};
 use crate::controller_lease::hold_lease;
 pub use crate::controller_lock::{lock, try_lock};
 use crate::file_store::FileStore;
+use crate::member_report::MemberReport;
 use crate::pg_store::PgStore;
 use crate::sqlite_store::SqliteStore;
 use crate::store::{Store, StoreError, StoreSpec};
@@ -80,6 +82,7 @@ impl NetworkController for NodeController {
         &mut self,
         network: NetworkId,
         member: Address,
+        asked: Option<&MemberAsked>,
     ) -> Result<NetworkConfigData, ConfigDenied> {
         let now = (self.clock)();
         let Some(mut c) = try_lock(&self.shared) else {
@@ -89,7 +92,8 @@ impl NetworkController for NodeController {
             }
             return Err(ConfigDenied::Later);
         };
-        c.request_config(now, network, member).map(Into::into)
+        c.request_config(now, network, member, asked.map(MemberReport::from_asked))
+            .map(Into::into)
     }
 
     fn still_admitted(&mut self, members: &[(NetworkId, Address)]) -> Option<Vec<bool>> {
@@ -235,16 +239,22 @@ mod tests {
         let member: Address = "a1b2c3d4e5".parse().unwrap();
         let mut node = NodeController::new(shared.clone(), || 42);
         assert!(node.take_changed().is_empty(), "only changes after new()");
-        assert_eq!(node.request(nwid, member), Err(ConfigDenied::AccessDenied));
+        assert_eq!(
+            node.request(nwid, member, None),
+            Err(ConfigDenied::AccessDenied)
+        );
         lock(&shared)
             .update_member(5, nwid, member, &json!({"authorized": true}))
             .unwrap();
         assert_eq!(node.take_changed(), vec![(nwid, member)]);
         assert!(node.take_changed().is_empty());
-        let data = node.request(nwid, member).unwrap();
+        let data = node.request(nwid, member, None).unwrap();
         assert_eq!((data.name.as_str(), data.timestamp_ms), ("n", 42));
         let other = NetworkId::new(address, 99);
-        assert_eq!(node.request(other, member), Err(ConfigDenied::NotFound));
+        assert_eq!(
+            node.request(other, member, None),
+            Err(ConfigDenied::NotFound)
+        );
         lock(&shared).delete_network(nwid).unwrap();
         assert_eq!(node.take_changed(), vec![(nwid, member)]);
     }
@@ -255,7 +265,10 @@ mod tests {
         let address: Address = "8056c2e21c".parse().unwrap();
         let (mut node, _routes) = plugin(address, home.path()).unwrap();
         let nwid = NetworkId::new(address, 1);
-        assert_eq!(node.request(nwid, address), Err(ConfigDenied::NotFound));
+        assert_eq!(
+            node.request(nwid, address, None),
+            Err(ConfigDenied::NotFound)
+        );
         assert!(
             home.path().join("controller.db").exists(),
             "the default store"

@@ -115,6 +115,15 @@ impl Requesters {
         Some(member)
     }
 
+    /// Requester `addr` of `nwid`, to record what it reported.
+    pub fn get_mut(&mut self, nwid: NetworkId, addr: Address) -> Option<&mut Member> {
+        self.networks
+            .get_mut(&nwid)?
+            .members
+            .get_mut(&addr)
+            .map(|(m, _)| m)
+    }
+
     /// Forgets every requester of `nwid` (the network was deleted).
     pub fn remove_network(&mut self, nwid: NetworkId) {
         if let Some(net) = self.networks.remove(&nwid) {

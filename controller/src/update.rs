@@ -13,6 +13,10 @@ use serde_json::{Map, Value};
 use vnet_node::core::constants::{NETWORK_MTU_MAX_BYTES, NETWORK_MTU_MIN_BYTES};
 use vnet_node::core::network_id::NetworkId;
 
+use vnet_node::core::Identity;
+use vnet_node::core::constants::MAX_ADVERTISED_ROUTES;
+use vnet_node::core::message::Versions;
+
 use crate::ip::{Cidr, is_assignable, to_u128};
 use crate::model::{IpPool, ManagedRouteSpec, Member, Network};
 use vnet_node::core::address::Address;
@@ -388,6 +392,8 @@ pub fn member_update(member: &Member, body: &Value, now_ms: u64) -> Result<Membe
             "noAutoAssignIps" => m.no_auto_assign_ips = boolean(value, key)?,
             "ipAssignments" => m.ip_assignments = member_ips(value)?,
             "name" => m.name = name(value)?,
+            "identity" if !value.is_null() => m.identity = Some(posted_identity(&m, value)?),
+            "approvedRoutes" => m.approved_routes = cidrs(value, key, MAX_ROUTES)?,
             "capabilities" | "tags" if !is_empty(value) => {
                 return Err(not_yet(key, "none"));
             }
@@ -395,6 +401,97 @@ pub fn member_update(member: &Member, body: &Value, now_ms: u64) -> Result<Membe
         }
     }
     Ok(m)
+}
+
+/// A member's `identity` as an admin posts it (ZeroTier takes one only
+/// while none is known): checked in full (the key hashes to the member's
+/// address); refused if another one is pinned.
+fn posted_identity(m: &Member, value: &Value) -> Result<String, FieldError> {
+    const FIELD: &str = "identity";
+    let text = value.as_str().ok_or_else(|| {
+        FieldError::new(
+            FIELD,
+            format!("expected an identity string, got {}", describe(value)),
+        )
+    })?;
+    let identity: Identity = text
+        .parse()
+        .map_err(|e| FieldError::new(FIELD, format!("not a valid identity: {e}")))?;
+    if identity.address() != m.address {
+        return Err(FieldError::new(
+            FIELD,
+            format!(
+                "is the identity of {}, not of {}",
+                identity.address(),
+                m.address
+            ),
+        ));
+    }
+    let public = identity.to_text(false);
+    match &m.identity {
+        Some(pinned) if *pinned != public => Err(FieldError::new(
+            FIELD,
+            format!("{} is pinned to another key ({pinned})", m.address),
+        )),
+        _ => Ok(public),
+    }
+}
+
+/// A stored identity: `<address>:0:<128 hex digits>` for this member (its
+/// key was checked when it was pinned; not hashed again at every start).
+fn stored_identity(address: Address, value: &Value) -> Result<String, FieldError> {
+    let text = value.as_str().unwrap_or_default();
+    let well_formed = text.split_once(":0:").is_some_and(|(a, key)| {
+        a == address.to_string() && key.len() == 128 && key.bytes().all(|b| b.is_ascii_hexdigit())
+    });
+    if !well_formed {
+        return Err(FieldError::new(
+            "identity",
+            format!(
+                "{} is not the public identity of {address}",
+                describe(value)
+            ),
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// A list of CIDR networks (at most `max`, none twice).
+fn cidrs(value: &Value, field: &str, max: usize) -> Result<Vec<Cidr>, FieldError> {
+    let items = array(value, field, "CIDR strings")?;
+    if items.len() > max {
+        return Err(FieldError::new(field, format!("at most {max} routes")));
+    }
+    let mut out: Vec<Cidr> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let text = item.as_str().ok_or_else(|| {
+            FieldError::new(
+                &f,
+                format!("expected a CIDR string, got {}", describe(item)),
+            )
+        })?;
+        let cidr: Cidr = text
+            .parse()
+            .map_err(|e: crate::ip::CidrError| FieldError::new(&f, e.to_string()))?;
+        if !out.contains(&cidr) {
+            out.push(cidr);
+        }
+    }
+    Ok(out)
+}
+
+/// A stored version number: -1 (unknown) or `0..=max`.
+fn stored_version(
+    body: &Map<String, Value>,
+    key: &str,
+    max: u64,
+) -> Result<Option<u64>, FieldError> {
+    match body.get(key) {
+        None => Ok(None),
+        Some(v) if v.as_i64() == Some(-1) => Ok(None),
+        Some(v) => integer(v, key, 0, max).map(Some),
+    }
 }
 
 fn member_ips(value: &Value) -> Result<Vec<IpAddr>, FieldError> {
@@ -467,7 +564,31 @@ pub fn member_from_stored(
     let obj = object(body, "file")?;
     check_id(obj, &["id", "address"], &address.to_string())?;
     check_id(obj, &["nwid"], &nwid.to_string())?;
-    let mut m = member_update(&Member::new(nwid, address, 0), body, 0)?;
+    // The stored identity is not hashed again (see stored_identity).
+    let mut updatable = obj.clone();
+    updatable.remove("identity");
+    let mut m = member_update(&Member::new(nwid, address, 0), &Value::Object(updatable), 0)?;
+    m.identity = match obj.get("identity") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(stored_identity(address, v)?),
+    };
+    let versions = (
+        stored_version(obj, "vProto", u8::MAX.into())?,
+        stored_version(obj, "vMajor", u8::MAX.into())?,
+        stored_version(obj, "vMinor", u8::MAX.into())?,
+        stored_version(obj, "vRev", u16::MAX.into())?,
+    );
+    if let (Some(protocol), Some(major), Some(minor), Some(revision)) = versions {
+        m.versions = Some(Versions {
+            protocol: protocol as u8,
+            major: major as u8,
+            minor: minor as u8,
+            revision: revision as u16,
+        });
+    }
+    if let Some(routes) = obj.get("advertisedRoutes") {
+        m.advertised_routes = cidrs(routes, "advertisedRoutes", MAX_ADVERTISED_ROUTES)?;
+    }
     m.creation_time = stored_u64(obj, "creationTime")?;
     m.revision = stored_u64(obj, "revision")?;
     m.last_authorized_time = stored_u64(obj, "lastAuthorizedTime")?;

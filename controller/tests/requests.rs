@@ -84,7 +84,7 @@ fn requests_for_random_network_numbers_create_nothing() {
         asked += 1;
         let member = addr(rng.next() & 0xffff_ffff);
         assert_eq!(
-            c.request_config(NOW, random, member),
+            c.request_config(NOW, random, member, None),
             Err(ConfigDenied::NotFound)
         );
     }
@@ -104,7 +104,7 @@ fn unauthorized_requesters_stay_at_the_cap_in_memory_only() {
     let before = tree(home.path());
     for i in 0..10_000 {
         assert_eq!(
-            c.request_config(NOW + i, nwid, addr(i)),
+            c.request_config(NOW + i, nwid, addr(i), None),
             Err(ConfigDenied::AccessDenied)
         );
         assert!(c.requester_count() <= MAX_REQUESTERS_PER_NETWORK);
@@ -137,7 +137,7 @@ fn unauthorized_requesters_stay_at_the_cap_in_memory_only() {
     }
     for (k, n) in nets.iter().enumerate() {
         for i in 0..MAX_REQUESTERS_PER_NETWORK as u64 {
-            let _ = c.request_config(NOW, *n, addr(1_000_000 * (k as u64 + 1) + i));
+            let _ = c.request_config(NOW, *n, addr(1_000_000 * (k as u64 + 1) + i), None);
         }
     }
     assert_eq!(c.requester_count(), MAX_REQUESTERS_TOTAL);
@@ -150,7 +150,7 @@ fn an_admin_acting_on_a_requester_stores_it_and_a_restart_forgets_the_rest() {
     let nwid = private_network(&mut c);
     for i in 1..=3 {
         assert_eq!(
-            c.request_config(NOW + i, nwid, addr(i)),
+            c.request_config(NOW + i, nwid, addr(i), None),
             Err(ConfigDenied::AccessDenied)
         );
     }
@@ -172,7 +172,7 @@ fn an_admin_acting_on_a_requester_stores_it_and_a_restart_forgets_the_rest() {
     assert!(!member_file(addr(3)).exists());
     assert_eq!(c.requester_count(), 1);
     assert_eq!(c.members(nwid).unwrap().len(), 3);
-    assert!(c.request_config(NOW + 12, nwid, addr(1)).is_ok());
+    assert!(c.request_config(NOW + 12, nwid, addr(1), None).is_ok());
 
     let again = Controller::open(ctl(), home.path()).unwrap();
     let listed: Vec<Address> = again
@@ -187,7 +187,7 @@ fn an_admin_acting_on_a_requester_stores_it_and_a_restart_forgets_the_rest() {
 
     // Deleting a requester forgets it (nothing on disk to remove).
     let mut c = again;
-    let _ = c.request_config(NOW, nwid, addr(4));
+    let _ = c.request_config(NOW, nwid, addr(4), None);
     assert!(!c.delete_member(nwid, addr(4)).unwrap().authorized);
     assert_eq!(c.member(nwid, addr(4)), None);
 }
@@ -202,7 +202,7 @@ fn a_public_network_admits_strangers_at_a_bounded_rate() {
         .id;
     let mut admitted = 0;
     for i in 0..10_000 {
-        match c.request_config(NOW + i, nwid, addr(i)) {
+        match c.request_config(NOW + i, nwid, addr(i), None) {
             Ok(cfg) => {
                 assert!(cfg.assigned.is_empty());
                 admitted += 1;
@@ -230,9 +230,12 @@ fn a_public_network_admits_strangers_at_a_bounded_rate() {
     );
     assert_eq!(files.len(), PUBLIC_JOINS_PER_MINUTE as usize);
     // A minute later, more are let in.
-    assert!(c.request_config(NOW + 70_000, nwid, addr(20_000)).is_ok());
+    assert!(
+        c.request_config(NOW + 70_000, nwid, addr(20_000), None)
+            .is_ok()
+    );
     // An admitted member is answered at once, without a save.
-    assert!(c.request_config(NOW + 70_000, nwid, addr(0)).is_ok());
+    assert!(c.request_config(NOW + 70_000, nwid, addr(0), None).is_ok());
 }
 
 #[test]
@@ -250,7 +253,7 @@ fn the_saver_stores_what_requests_decided_and_the_member_is_pushed() {
     let shared = Arc::new(Mutex::new(c));
     spawn_saver(&shared, || NOW).unwrap();
     let mut node = NodeController::new(shared.clone(), || NOW);
-    let first = node.request(nwid, addr(1)).unwrap();
+    let first = node.request(nwid, addr(1), None).unwrap();
     assert!(first.assigned.is_empty(), "no address before it is on disk");
     let file = home.path().join(format!(
         "controller.d/network/{nwid}/member/{}.json",
@@ -264,7 +267,7 @@ fn the_saver_stores_what_requests_decided_and_the_member_is_pushed() {
     }
     assert_eq!(changed, vec![(nwid, addr(1))]);
     assert!(file.exists());
-    let pushed = node.request(nwid, addr(1)).unwrap();
+    let pushed = node.request(nwid, addr(1), None).unwrap();
     assert_eq!(pushed.assigned.len(), 1);
     assert!(pushed.revision > first.revision);
 }
@@ -282,7 +285,7 @@ fn a_busy_controller_defers_requests_and_answers_them_later() {
         // The API (or the saver) holds the lock during a slow write.
         let _held = lock(&shared);
         let t = Instant::now();
-        assert_eq!(node.request(nwid, addr(1)), Err(ConfigDenied::Later));
+        assert_eq!(node.request(nwid, addr(1), None), Err(ConfigDenied::Later));
         assert!(node.take_changed().is_empty());
         assert!(t.elapsed() < Duration::from_secs(1), "never waits");
     }
@@ -290,5 +293,5 @@ fn a_busy_controller_defers_requests_and_answers_them_later() {
     assert!(node.counters().contains(&("requestsDeferredBusy", 1)));
     // Once free, the deferred member is reported, to be pushed to.
     assert_eq!(node.take_changed(), vec![(nwid, addr(1))]);
-    assert!(node.request(nwid, addr(1)).is_ok());
+    assert!(node.request(nwid, addr(1), None).is_ok());
 }

@@ -515,11 +515,12 @@ async fn unauthorized_requesters_are_shown_like_members_until_an_admin_acts() {
         .path()
         .join(format!("controller.d/network/{nwid}/member/{MEMBER}.json"));
     for (i, addr) in [MEMBER, "0102030405"].into_iter().enumerate() {
-        let denied =
-            shared
-                .lock()
-                .unwrap()
-                .request_config(1_000 + i as u64, id, addr.parse().unwrap());
+        let denied = shared.lock().unwrap().request_config(
+            1_000 + i as u64,
+            id,
+            addr.parse().unwrap(),
+            None,
+        );
         assert_eq!(denied, Err(vnet_controller::ConfigDenied::AccessDenied));
     }
     let (status, list) = get(&app, &format!("/controller/network/{nwid}/member")).await;

@@ -126,6 +126,7 @@ impl NetworkController for Controller {
         &mut self,
         network: NetworkId,
         member: Address,
+        _asked: Option<&vnet_proto::node::MemberAsked>,
     ) -> Result<NetworkConfigData, ConfigDenied> {
         if network != nwid() {
             return Err(ConfigDenied::NotFound);
@@ -248,8 +249,13 @@ impl Net {
         // B's config requests are answered at once, as the daemon's
         // control plane answers them.
         while let Some(event) = node.poll_event() {
-            if let Event::ConfigRequested { network, member } = event {
-                let answer = Controller.request(network, member);
+            if let Event::ConfigRequested {
+                network,
+                member,
+                asked,
+            } = event
+            {
+                let answer = Controller.request(network, member, asked.as_deref());
                 node.answer_config(now, network, member, answer, &mut self.out);
             }
         }

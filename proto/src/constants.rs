@@ -346,6 +346,14 @@ pub const SIXPLANE_PREFIX_LEN: u8 = 40;
 /// Prefix length of the block each member owns under 6PLANE.
 pub const SIXPLANE_MEMBER_PREFIX_LEN: u8 = 80;
 
+/// Longest metadata a member sends with NETWORK_CONFIG_REQUEST, in bytes.
+pub const REQUEST_META_MAX_BYTES: usize = 4096;
+/// Longest join key a member presents, in bytes.
+pub const JOIN_KEY_MAX_LEN_BYTES: usize = 128;
+/// Most routes a member advertises to its controller (ZeroTier's
+/// `ZT_MAX_NETWORK_ROUTES`).
+pub const MAX_ADVERTISED_ROUTES: usize = 64;
+
 // ---- Virtual switch (proto/src/switch) ----
 
 /// Shortest Ethernet frame switched: destination MAC, source MAC, ethertype.

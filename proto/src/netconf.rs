@@ -550,11 +550,14 @@ pub enum ConfigDenied {
 /// controller decides. The node never calls it (no controller work, disk or
 /// clock inside a packet handler).
 pub trait NetworkController: Send {
-    /// A member asks for its config.
+    /// A member asks for its config; `asked` is what came with its own
+    /// request (its verified identity, versions, join key, advertised
+    /// routes), none when the node asks on its behalf (a push).
     fn request(
         &mut self,
         network: NetworkId,
         member: Address,
+        asked: Option<&crate::node::MemberAsked>,
     ) -> Result<NetworkConfigData, ConfigDenied>;
 
     /// Members whose config changed since the last call (to be pushed), and
@@ -569,7 +572,7 @@ pub trait NetworkController: Send {
         Some(
             members
                 .iter()
-                .map(|(n, a)| self.request(*n, *a).is_ok())
+                .map(|(n, a)| self.request(*n, *a, None).is_ok())
                 .collect(),
         )
     }

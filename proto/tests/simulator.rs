@@ -462,10 +462,15 @@ impl Sim {
             }
         }
         while let Some(e) = self.hosts[h].node.poll_event() {
-            if let Event::ConfigRequested { network, member } = e
+            if let Event::ConfigRequested {
+                network,
+                member,
+                asked,
+            } = &e
                 && let Some(c) = self.hosts[h].controller.as_mut()
             {
-                let answer = c.request(network, member);
+                let (network, member) = (*network, *member);
+                let answer = c.request(network, member, asked.as_deref());
                 self.hosts[h]
                     .node
                     .answer_config(now, network, member, answer, &mut out);
@@ -1893,6 +1898,7 @@ mod membership {
             &mut self,
             nwid: NetworkId,
             member: Address,
+            _asked: Option<&vnet_proto::node::MemberAsked>,
         ) -> Result<NetworkConfigData, ConfigDenied> {
             *self.calls.lock().unwrap() += 1;
             if Some(nwid) != self.nwid {
@@ -1969,7 +1975,7 @@ mod membership {
         let mut c = controller.clone();
         let stranger = identity(6).address();
         let now = sim.now;
-        let answer = c.request(nwid, stranger);
+        let answer = c.request(nwid, stranger, None);
         sim.hosts[ctl]
             .node
             .answer_config(now, nwid, stranger, answer, &mut out);
@@ -1978,7 +1984,7 @@ mod membership {
         // computed before the change): once served, it is asked again.
         sim.hosts[ctl].node.config_changed(nwid, addr_member);
         // The driver answers the member: it is configured.
-        let answer = c.request(nwid, addr_member);
+        let answer = c.request(nwid, addr_member, None);
         sim.hosts[ctl]
             .node
             .answer_config(now, nwid, addr_member, answer, &mut out);
@@ -2172,6 +2178,7 @@ mod rogue_member {
             &mut self,
             nwid: NetworkId,
             member: Address,
+            _asked: Option<&vnet_proto::node::MemberAsked>,
         ) -> Result<NetworkConfigData, ConfigDenied> {
             if Some(nwid) != self.nwid {
                 return Err(ConfigDenied::NotFound);
@@ -3053,6 +3060,7 @@ mod directory_at_scale {
             &mut self,
             nwid: NetworkId,
             member: Address,
+            _asked: Option<&vnet_proto::node::MemberAsked>,
         ) -> Result<NetworkConfigData, ConfigDenied> {
             if nwid != self.nwid {
                 return Err(ConfigDenied::NotFound);

@@ -379,3 +379,100 @@ fn an_exit_node_carries_default_traffic_only_with_allow_default_and_leaves_route
     );
     assert!(!pings(&lab, &remote_host, &internet));
 }
+
+/// Headscale's route approval: the gateway member advertises its LAN
+/// (`vnet-cli set <nwid> advertiseRoutes=...`), the controller lists it as
+/// pending and nothing is routed; once the admin approves it (`vnet-cli
+/// member routes <nwid> <gw> approve ...`) it is a managed route via the
+/// gateway and the remote member reaches the LAN; withdrawn, it goes.
+#[test]
+fn an_advertised_route_is_pending_until_approved_then_carries_traffic() {
+    let lab = Lab::new();
+    let root_host = lab.host("root");
+    let ctl_host = lab.host("ctl");
+    let lan = lab.nat_router("lan", NatKind::Easy);
+    let gw_host = lab.host_behind("gw", &lan);
+    let lan_host = lab.host_behind("printer", &lan);
+    let remote_host = lab.host("remote");
+    make_planet(
+        &lab,
+        &root_host,
+        &[
+            lab.home(&ctl_host),
+            lab.home(&gw_host),
+            lab.home(&remote_host),
+        ],
+    );
+    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
+    let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
+    let gw = Daemon::start(&lab, &gw_host, "vnet-node");
+    let remote = Daemon::start(&lab, &remote_host, "vnet-node");
+    for d in [&ctl, &gw, &remote] {
+        d.wait_online();
+    }
+    let lan_net = format!("{}/24", lan.lan_ip().to_string().replace(".0.1", ".0.0"));
+    let (nwid, _) = network(&ctl, &gw, &remote, &[]);
+    make_gateway(&lab, &gw_host);
+    let printer = lan_host.ip().to_string();
+
+    let setting = format!("advertiseRoutes={lan_net}");
+    let run = gw.cli(&["set", &nwid, &setting]);
+    assert!(run.ok, "{run:?}");
+    let member = |what: &str| format!("200 member routes {nwid} {} {lan_net} {what}", gw.address());
+    let listed = || ctl.cli(&["member", "routes", &nwid, &gw.address()]).stdout;
+    assert!(
+        wait_until(Duration::from_secs(10), || listed()
+            .contains(&member("PENDING"))),
+        "the controller lists the advertised route as pending: {}",
+        listed()
+    );
+    // Pending: no member is told to route through the gateway.
+    assert_never(Duration::from_secs(3), "a route before approval", || {
+        config_routes(&remote, &nwid)
+            .into_iter()
+            .find(|r| *r == lan_net)
+    });
+    assert!(!pings(&lab, &remote_host, &printer));
+
+    let run = ctl.cli(&[
+        "member",
+        "routes",
+        &nwid,
+        &gw.address(),
+        "approve",
+        &lan_net,
+    ]);
+    assert!(run.stdout.contains(&member("APPROVED")), "{run:?}");
+    let want = format!("{lan_net} via {GATEWAY_IP} dev ");
+    assert!(
+        wait_until(Duration::from_secs(10), || routes(&lab, &remote_host)
+            .iter()
+            .any(|r| r.starts_with(&want))),
+        "approved route on the remote member: {:?}",
+        routes(&lab, &remote_host)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || pings(
+            &lab,
+            &remote_host,
+            &printer
+        )),
+        "the remote member reaches {printer} through the approved gateway"
+    );
+
+    // The gateway stops advertising it: the route leaves every member.
+    let run = gw.cli(&["set", &nwid, "advertiseRoutes="]);
+    assert!(run.ok, "{run:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || !routes(&lab, &remote_host)
+            .iter()
+            .any(|r| r.starts_with(&want))),
+        "{:?}",
+        routes(&lab, &remote_host)
+    );
+    assert!(
+        listed().contains(&format!("{lan_net} APPROVED (not advertised)")),
+        "{}",
+        listed()
+    );
+}

@@ -422,25 +422,16 @@ async fn join(
             return Err(bad_request("body must be a JSON object"));
         };
         for (key, value) in fields {
-            let on = match value {
-                Value::Bool(b) => *b,
-                Value::Number(n) if n.as_u64() == Some(1) => true,
-                Value::Number(n) if n.as_u64() == Some(0) => false,
-                other => {
-                    return Err(bad_request(format!(
-                        "{key}: expected true/false or 1/0, got {other}"
-                    )));
-                }
-            };
-            settings.set(key, on).map_err(bad_request)?;
+            settings.set(key, value).map_err(bad_request)?;
             changed = true;
         }
     }
     s.home
         .save_network(nwid)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let meta = settings.request_meta();
     s.engine
-        .call(move |node, now, out| node.join(now, nwid, out))
+        .call(move |node, now, out| node.join_with_meta(now, nwid, meta, out))
         .await?;
     if changed {
         crate::service::network_devices::set_network_settings(&s, nwid, settings)

@@ -382,6 +382,12 @@ pub struct ControllerMember {
     pub ip_assignments: Vec<String>,
     /// Why an authorized member has no IPv4 address.
     pub ip_assignment_error: Option<String>,
+    /// Routes it advertises (CIDR).
+    #[serde(default)]
+    pub advertised_routes: Vec<String>,
+    /// Routes of those an admin approved.
+    #[serde(default)]
+    pub approved_routes: Vec<String>,
 }
 
 #[cfg(test)]

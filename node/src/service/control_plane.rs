@@ -13,7 +13,7 @@ use tracing::{debug, error, info};
 use crate::core::address::Address;
 use crate::core::netconf::NetworkController;
 use crate::core::network_id::NetworkId;
-use crate::core::node::{Event, PeerRoute};
+use crate::core::node::{Event, MemberAsked, PeerRoute};
 use crate::core::world::WorldKind;
 use crate::service::engine::{EngineGone, EngineHandle, TcpRelay};
 use crate::service::home::Home;
@@ -87,7 +87,7 @@ impl ControlPlane {
     pub fn network_settings(&self, nwid: NetworkId) -> NetworkSettings {
         lock(&self.network_settings)
             .get(&nwid)
-            .copied()
+            .cloned()
             .unwrap_or_default()
     }
 
@@ -166,9 +166,11 @@ pub(crate) fn handle_event(shared: &ControlPlane, event: Event) {
         }
         Event::WhoisFailed(addr) => debug!(%addr, "no root knows this address"),
         Event::NetworkChanged(nwid) => info!(%nwid, "network changed"),
-        Event::ConfigRequested { network, member } => {
-            answer_config_request(shared, network, member)
-        }
+        Event::ConfigRequested {
+            network,
+            member,
+            asked,
+        } => answer_config_request(shared, network, member, asked.as_deref()),
         Event::CertificatesDue(due) => answer_certificates_due(shared, due),
     }
 }
@@ -192,11 +194,16 @@ fn answer_certificates_due(shared: &ControlPlane, due: Vec<(NetworkId, Address)>
 /// Answers the engine's `Event::ConfigRequested` with the controller's
 /// decision (the controller never waits for its own lock: a busy one says
 /// "later" and pushes the answer when it can).
-pub(crate) fn answer_config_request(shared: &ControlPlane, network: NetworkId, member: Address) {
+pub(crate) fn answer_config_request(
+    shared: &ControlPlane,
+    network: NetworkId,
+    member: Address,
+    asked: Option<&MemberAsked>,
+) {
     let Some(controller) = shared.controller.as_ref() else {
         return;
     };
-    let answer = lock(controller).request(network, member);
+    let answer = lock(controller).request(network, member, asked);
     let _ = shared
         .engine
         .cast(move |node, now, out| node.answer_config(now, network, member, answer, out));

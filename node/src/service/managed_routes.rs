@@ -13,8 +13,10 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::{Handle, RouteMessageBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::core::ip_prefix::contains;
+use crate::core::constants::{JOIN_KEY_MAX_LEN_BYTES, MAX_ADVERTISED_ROUTES};
+use crate::core::ip_prefix::{Cidr, contains};
 use crate::core::netconf::NetworkConfigData;
+use crate::core::network_message::RequestMeta;
 
 /// Routing protocol number on every route vnet installs, so a restart finds
 /// and replaces them (free in iproute2's `rt_protos`). Each daemon also sets
@@ -22,8 +24,10 @@ use crate::core::netconf::NetworkConfigData;
 /// controller) keep out of each other's routes.
 pub const VNET_ROUTE_PROTOCOL: u8 = 157;
 
-/// A member's local settings for one network, as ZeroTier's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A member's local settings for one network: ZeroTier's `allow*`, and
+/// what its config requests tell the controller (routes it offers to be a
+/// gateway for, a join key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct NetworkSettings {
     /// Assigned addresses and routes inside private ranges (default on).
@@ -35,6 +39,14 @@ pub struct NetworkSettings {
     /// DNS settings pushed by the controller (default off).
     #[serde(rename = "allowDNS")]
     pub allow_dns: bool,
+    /// Networks behind this member it offers to route (`advertiseRoutes`):
+    /// managed routes via it once the controller's admin approves them.
+    pub advertise_routes: Vec<Cidr>,
+    /// Offers to be the network's exit node (`0.0.0.0/0` and `::/0`).
+    pub advertise_default: bool,
+    /// The join key given with `join --key`, presented until authorized.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join_key: Option<String>,
 }
 
 impl Default for NetworkSettings {
@@ -44,27 +56,111 @@ impl Default for NetworkSettings {
             allow_global: false,
             allow_default: false,
             allow_dns: false,
+            advertise_routes: Vec::new(),
+            advertise_default: false,
+            join_key: None,
         }
     }
 }
 
+/// The settings `POST /network/<nwid>` and `vnet-cli set` take.
+pub const SETTING_NAMES: &str =
+    "allowManaged, allowGlobal, allowDefault, allowDNS, advertiseRoutes, advertiseDefault, joinKey";
+
 impl NetworkSettings {
-    /// Sets one setting from `name` and a ZeroTier-style value (`1`/`0`,
-    /// `true`/`false`).
-    pub fn set(&mut self, name: &str, value: bool) -> Result<(), String> {
+    /// Sets one setting from its JSON value: booleans as ZeroTier reads
+    /// them (`true`/`false`, `1`/`0`, or a string starting with `t`, `T` or
+    /// `1`), `advertiseRoutes` as an array of CIDR strings or one
+    /// comma-separated string (`""`: none), `joinKey` as a string.
+    pub fn set(&mut self, name: &str, value: &serde_json::Value) -> Result<(), String> {
+        use serde_json::Value;
+        let flag = |value: &Value| match value {
+            Value::Bool(b) => Ok(*b),
+            Value::Number(n) if n.as_u64() == Some(1) => Ok(true),
+            Value::Number(n) if n.as_u64() == Some(0) => Ok(false),
+            Value::String(s) => match s.as_bytes().first() {
+                Some(b't' | b'T' | b'1') => Ok(true),
+                Some(b'f' | b'F' | b'0') => Ok(false),
+                _ => Err(format!("{name}: expected true/false or 1/0, got {value}")),
+            },
+            other => Err(format!("{name}: expected true/false or 1/0, got {other}")),
+        };
         match name {
-            "allowManaged" => self.allow_managed = value,
-            "allowGlobal" => self.allow_global = value,
-            "allowDefault" => self.allow_default = value,
-            "allowDNS" => self.allow_dns = value,
-            other => {
-                return Err(format!(
-                    "unknown setting {other:?} (allowManaged, allowGlobal, allowDefault, allowDNS)"
-                ));
+            "allowManaged" => self.allow_managed = flag(value)?,
+            "allowGlobal" => self.allow_global = flag(value)?,
+            "allowDefault" => self.allow_default = flag(value)?,
+            "allowDNS" => self.allow_dns = flag(value)?,
+            "advertiseDefault" => self.advertise_default = flag(value)?,
+            "advertiseRoutes" => self.advertise_routes = advertised_routes(value)?,
+            "joinKey" => {
+                self.join_key = match value {
+                    Value::Null => None,
+                    Value::String(k) if k.is_empty() => None,
+                    Value::String(k)
+                        if k.len() <= JOIN_KEY_MAX_LEN_BYTES
+                            && k.bytes().all(|b| b.is_ascii_graphic()) =>
+                    {
+                        Some(k.clone())
+                    }
+                    _ => return Err(format!("joinKey: {value} is not a join key")),
+                }
             }
+            other => return Err(format!("unknown setting {other:?} ({SETTING_NAMES})")),
         }
         Ok(())
     }
+
+    /// What this member's config requests tell the controller.
+    pub fn request_meta(&self) -> RequestMeta {
+        let mut routes = self.advertise_routes.clone();
+        if self.advertise_default {
+            for default in ["0.0.0.0/0", "::/0"] {
+                let cidr: Cidr = default.parse().expect("a valid prefix");
+                if !routes.contains(&cidr) {
+                    routes.push(cidr);
+                }
+            }
+        }
+        RequestMeta {
+            join_key: self.join_key.clone(),
+            advertise_routes: routes,
+        }
+    }
+}
+
+/// `advertiseRoutes` from an array of CIDR strings or one comma-separated string.
+fn advertised_routes(value: &serde_json::Value) -> Result<Vec<Cidr>, String> {
+    let texts: Vec<String> = match value {
+        serde_json::Value::String(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(String::from))
+            .collect::<Option<_>>()
+            .ok_or("advertiseRoutes: expected CIDR strings")?,
+        other => {
+            return Err(format!(
+                "advertiseRoutes: expected CIDR strings, got {other}"
+            ));
+        }
+    };
+    let mut routes: Vec<Cidr> = Vec::new();
+    for t in texts {
+        let cidr: Cidr = t.parse().map_err(|e| format!("advertiseRoutes: {e}"))?;
+        if !routes.contains(&cidr) {
+            routes.push(cidr);
+        }
+    }
+    if routes.len() > MAX_ADVERTISED_ROUTES {
+        return Err(format!(
+            "advertiseRoutes: at most {MAX_ADVERTISED_ROUTES} routes"
+        ));
+    }
+    Ok(routes)
 }
 
 /// One route in the kernel's main table.
@@ -433,6 +529,7 @@ fn build(r: &KernelRoute, oif: u32, metric: u32) -> Result<RouteMessage, String>
 mod tests {
     use super::*;
     use crate::core::netconf::{AssignedIp, ManagedRoute};
+    use serde_json::json;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -584,12 +681,57 @@ mod tests {
             serde_json::from_str(r#"{"allowDefault": true, "allowDNS": true}"#).unwrap();
         assert!(s.allow_default && s.allow_dns && s.allow_managed);
         let mut s = NetworkSettings::default();
-        assert!(s.set("allowGlobal", true).is_ok());
+        assert!(s.set("allowGlobal", &json!(true)).is_ok());
         assert!(s.allow_global);
+        for (value, on) in [
+            (json!(0), false),
+            (json!("t"), true),
+            (json!("false"), false),
+        ] {
+            s.set("allowDNS", &value).unwrap();
+            assert_eq!(s.allow_dns, on, "{value}");
+        }
+        assert!(s.set("allowDNS", &json!("maybe")).is_err());
         assert!(
-            s.set("allowEverything", true)
+            s.set("allowEverything", &json!(true))
                 .unwrap_err()
                 .contains("unknown setting")
         );
+    }
+
+    #[test]
+    fn advertised_routes_and_join_key_become_the_request_meta() {
+        let mut s = NetworkSettings::default();
+        assert!(s.request_meta().is_empty());
+        s.set(
+            "advertiseRoutes",
+            &json!("192.168.31.0/24, 10.9.0.0/16,192.168.31.0/24"),
+        )
+        .unwrap();
+        s.set("advertiseDefault", &json!(1)).unwrap();
+        s.set("joinKey", &json!("vnk_abc_def")).unwrap();
+        let meta = s.request_meta();
+        let routes: Vec<String> = meta
+            .advertise_routes
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            routes,
+            ["192.168.31.0/24", "10.9.0.0/16", "0.0.0.0/0", "::/0"]
+        );
+        assert_eq!(meta.join_key.as_deref(), Some("vnk_abc_def"));
+        // Kept across a restart as local.conf JSON.
+        let back: NetworkSettings =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        for bad in [json!("10.0.0.1/24"), json!(["nope"]), json!(5)] {
+            assert!(s.set("advertiseRoutes", &bad).is_err(), "{bad}");
+        }
+        assert!(s.set("joinKey", &json!("has space")).is_err());
+        s.set("advertiseRoutes", &json!([])).unwrap();
+        s.set("joinKey", &json!("")).unwrap();
+        s.set("advertiseDefault", &json!(false)).unwrap();
+        assert!(s.request_meta().is_empty());
     }
 }

@@ -25,7 +25,12 @@ pub async fn set_network_settings(
     settings: NetworkSettings,
 ) -> Result<(), HomeError> {
     shared.home.save_network_settings(nwid, &settings)?;
+    let meta = settings.request_meta();
     lock(&shared.network_settings).insert(nwid, settings);
+    // The controller hears of advertised routes or a join key at once.
+    let _ = shared.engine.cast(move |node, now, out| {
+        node.set_request_meta(now, nwid, meta, out);
+    });
     configure_network(shared, nwid).await;
     Ok(())
 }

@@ -311,13 +311,18 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     // Networks joined before the restart: join again, with their settings.
     for nwid in home.joined_networks() {
         info!(%nwid, "rejoining");
-        match home.network_settings(nwid) {
+        let meta = match home.network_settings(nwid) {
             Ok(settings) => {
+                let meta = settings.request_meta();
                 lock(&shared.network_settings).insert(nwid, settings);
+                meta
             }
-            Err(e) => error!("{e}; using the defaults"),
-        }
-        let _ = engine.cast(move |node, now, out| node.join(now, nwid, out));
+            Err(e) => {
+                error!("{e}; using the defaults");
+                Default::default()
+            }
+        };
+        let _ = engine.cast(move |node, now, out| node.join_with_meta(now, nwid, meta, out));
     }
 
     let start = Instant::now();

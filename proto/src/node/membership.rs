@@ -123,6 +123,8 @@ pub(crate) struct Membership {
     pub gathers: HashMap<MulticastGroup, u64>,
     /// Members whose membership the controller revoked.
     pub revocations: Revocations,
+    /// What our requests tell the controller (join key, advertised routes).
+    pub request_meta: crate::network_message::RequestMeta,
     /// The node's keyed hasher, for the switch's tables.
     hasher: HashState,
 }
@@ -144,6 +146,7 @@ impl Membership {
             awaiting_gather: std::collections::VecDeque::new(),
             gathers: HashMap::with_hasher(hasher.clone()),
             revocations: Revocations::default(),
+            request_meta: crate::network_message::RequestMeta::default(),
             hasher,
         }
     }

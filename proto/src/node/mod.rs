@@ -83,6 +83,18 @@ pub enum NodeError {
     NoSecret,
 }
 
+/// What came with a member's config request: who it is (verified) and
+/// what it tells its controller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberAsked {
+    /// Its identity (public key), as verified when its session was set up.
+    pub identity: Arc<Identity>,
+    /// Its software versions, from its HELLO (none if not known).
+    pub versions: Option<crate::message::Versions>,
+    /// Its join key and advertised routes.
+    pub meta: crate::network_message::RequestMeta,
+}
+
 /// Something the driver or user should know.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -126,6 +138,9 @@ pub enum Event {
         network: crate::network_id::NetworkId,
         /// Who wants it.
         member: Address,
+        /// What came with the member's own request; none for a push or a
+        /// refresh the node asks on the member's behalf.
+        asked: Option<Box<MemberAsked>>,
     },
     /// A controller node's certificates are due for refresh: the driver asks
     /// the controller which of these members it still admits

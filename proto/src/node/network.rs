@@ -7,7 +7,9 @@
 use serde::Serialize;
 
 use super::membership::{Assembly, Membership, NetworkStatus};
-use super::{Event, Node, Outbox};
+use std::sync::Arc;
+
+use super::{Event, MemberAsked, Node, Outbox};
 use crate::address::Address;
 use crate::constants::{
     CERTIFICATE_MAX_DELTA_MS, CERTIFICATE_REFRESH_INTERVAL_MS, ERROR_NETWORK_ACCESS_DENIED,
@@ -20,7 +22,7 @@ use crate::netconf::{
     Certificate, ConfigDenied, NetworkConfig, NetworkConfigData, decode_chunk, encode_chunks,
 };
 use crate::network_id::{Mac, NetworkId};
-use crate::network_message::{ConfigRequest, decode_network_id, encode_network_id};
+use crate::network_message::{ConfigRequest, RequestMeta, decode_network_id, encode_network_id};
 use crate::verb::Verb;
 
 /// A joined network's state for the API.
@@ -147,7 +149,7 @@ impl Node {
             // An answer is on its way, perhaps from before the change.
             waiting.changed_since = true;
         } else if member == self.address || self.controller.members.contains_key(&key) {
-            self.ask_controller(network, member, None);
+            self.ask_controller(network, member, None, None);
         }
     }
 
@@ -157,6 +159,7 @@ impl Node {
         network: NetworkId,
         member: Address,
         counter: Option<u64>,
+        asked: Option<Box<MemberAsked>>,
     ) -> bool {
         let key = (network, member);
         if let Some(waiting) = self.controller.pending.get_mut(&key) {
@@ -177,8 +180,11 @@ impl Node {
                 changed_since: false,
             },
         );
-        self.events
-            .push_back(Event::ConfigRequested { network, member });
+        self.events.push_back(Event::ConfigRequested {
+            network,
+            member,
+            asked,
+        });
         true
     }
 
@@ -210,11 +216,44 @@ impl Node {
 
     /// Joins a network (asks its controller for a config at once).
     pub fn join(&mut self, now_ms: u64, nwid: NetworkId, out: &mut Outbox) {
+        self.join_with_meta(now_ms, nwid, RequestMeta::default(), out);
+    }
+
+    /// Joins a network, telling its controller `meta` (a join key,
+    /// advertised routes) from the first request on.
+    pub fn join_with_meta(
+        &mut self,
+        now_ms: u64,
+        nwid: NetworkId,
+        meta: RequestMeta,
+        out: &mut Outbox,
+    ) {
         let hasher = &self.hash_state;
         self.networks
             .entry(nwid)
-            .or_insert_with(|| Membership::new(hasher.clone()));
+            .or_insert_with(|| Membership::new(hasher.clone()))
+            .request_meta = meta;
         self.request_config(now_ms, nwid, out);
+    }
+
+    /// What our config requests for `nwid` tell its controller from now
+    /// on (a join key, advertised routes); asks again at once when it
+    /// changed, so the controller hears it. False if `nwid` is not joined.
+    pub fn set_request_meta(
+        &mut self,
+        now_ms: u64,
+        nwid: NetworkId,
+        meta: RequestMeta,
+        out: &mut Outbox,
+    ) -> bool {
+        let Some(m) = self.networks.get_mut(&nwid) else {
+            return false;
+        };
+        if m.request_meta != meta {
+            m.request_meta = meta;
+            self.request_config(now_ms, nwid, out);
+        }
+        true
     }
 
     /// Leaves a network; true if it was joined.
@@ -307,22 +346,29 @@ impl Node {
         };
         m.last_request_ms = Some(now_ms);
         let revision = m.config.as_ref().map_or(0, |c| c.data.revision);
+        let meta = m.request_meta.clone();
         let mut payload = Vec::with_capacity(16);
-        ConfigRequest {
-            network: nwid,
-            revision,
-        }
-        .encode(&mut payload);
         let controller = nwid.controller();
         if controller == self.address {
             // We are the controller: ask it without the network.
             if self.controller.serving {
-                self.ask_controller(nwid, self.address, None);
+                let asked = MemberAsked {
+                    identity: Arc::new(self.identity.to_public()),
+                    versions: Some(self.versions),
+                    meta,
+                };
+                self.ask_controller(nwid, self.address, None, Some(Box::new(asked)));
             } else {
                 self.set_status(nwid, NetworkStatus::NotFound);
             }
             return;
         }
+        ConfigRequest {
+            network: nwid,
+            revision,
+            meta,
+        }
+        .encode(&mut payload);
         self.send(
             now_ms,
             controller,
@@ -422,7 +468,12 @@ impl Node {
         payload: &[u8],
         out: &mut Outbox,
     ) -> bool {
-        let Ok(ConfigRequest { network: nwid, .. }) = ConfigRequest::decode(payload) else {
+        let Ok(ConfigRequest {
+            network: nwid,
+            meta,
+            ..
+        }) = ConfigRequest::decode(payload)
+        else {
             return false;
         };
         if !self.controller.serving || nwid.controller() != self.address {
@@ -432,7 +483,15 @@ impl Node {
         // Only a member the controller admits is remembered (in
         // serve_config): requests for unknown networks or refused ones
         // leave nothing.
-        self.ask_controller(nwid, member, Some(counter));
+        // The sender's identity was verified when its session was set up.
+        let asked = self.peers.get(&member).map(|p| {
+            Box::new(MemberAsked {
+                identity: p.identity.clone(),
+                versions: p.versions,
+                meta,
+            })
+        });
+        self.ask_controller(nwid, member, Some(counter), asked);
         true
     }
 

@@ -74,6 +74,10 @@ pub enum Command {
     Join {
         /// The network id (16 hex digits).
         nwid: String,
+        /// A join key from the network's admin (`network key create`): the
+        /// controller authorizes this node on first contact.
+        #[arg(long, alias = "authkey")]
+        key: Option<String>,
     },
     /// Leave a network.
     Leave {
@@ -198,6 +202,19 @@ pub enum MemberCommand {
         /// The member's address (10 hex digits).
         addr: String,
     },
+    /// List the routes a member advertises and which are approved; or
+    /// approve or withdraw approval of some (then they are, or stop being,
+    /// managed routes via that member).
+    Routes {
+        /// The network id (16 hex digits).
+        nwid: String,
+        /// The member's address (10 hex digits).
+        addr: String,
+        /// `approve` or `unapprove`, then the routes (CIDR), or `all` for
+        /// every route it advertises.
+        #[arg(value_name = "approve|unapprove ROUTE...")]
+        change: Vec<String>,
+    },
     /// Change a member's settings.
     Set {
         /// The network id (16 hex digits).
@@ -242,6 +259,7 @@ impl Command {
                 MemberCommand::Deauthorize { .. } => "member deauthorize",
                 MemberCommand::Delete { .. } => "member delete",
                 MemberCommand::Set { .. } => "member set",
+                MemberCommand::Routes { .. } => "member routes",
             },
         }
     }

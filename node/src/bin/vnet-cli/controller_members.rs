@@ -36,6 +36,14 @@ pub enum Action {
         /// How the answer is printed.
         shown: Shown,
     },
+    /// `member routes <nwid> <addr> [approve|unapprove ROUTE...|all]`.
+    Routes {
+        /// The member.
+        member: MemberId,
+        /// Approve (true) or withdraw (false) these routes, `all` for
+        /// every advertised one; none: only list.
+        change: Option<(bool, Vec<String>)>,
+    },
 }
 
 /// A member of a network, both checked.
@@ -106,6 +114,28 @@ pub fn check(command: &MemberCommand) -> Result<Action, String> {
             Shown::Ok,
         ),
         MemberCommand::Delete { nwid, addr } => one(nwid, addr, Method::Delete, None, Shown::Ok),
+        MemberCommand::Routes { nwid, addr, change } => {
+            let member = MemberId::new(nwid, addr)?;
+            let change = match change.split_first() {
+                None => None,
+                Some((verb, routes)) => {
+                    let approve = match verb.as_str() {
+                        "approve" => true,
+                        "unapprove" => false,
+                        other => {
+                            return Err(format!(
+                                "bad {other:?}: expected approve or unapprove, then routes or all"
+                            ));
+                        }
+                    };
+                    if routes.is_empty() {
+                        return Err(format!("{verb}: name the routes (CIDR) or all"));
+                    }
+                    Some((approve, routes.to_vec()))
+                }
+            };
+            Ok(Action::Routes { member, change })
+        }
         MemberCommand::Set {
             nwid,
             addr,
@@ -175,8 +205,71 @@ pub fn run(call: &Invocation, out: &mut dyn Write, action: Action) -> Result<(),
                 })?,
             }
         }
+        Action::Routes { member, change } => {
+            let mut answer = call.request(Method::Get, &member.path(), None)?;
+            if let Some((approve, routes)) = change {
+                let m: ControllerMember = call.read(&answer)?;
+                let approved = approved_after(&m, approve, &routes);
+                let body = json!({ "approvedRoutes": approved });
+                answer = call.request(Method::Post, &member.path(), Some(&body))?;
+            }
+            let subject = format!("{} {}", member.nwid, member.addr);
+            call.print(out, &answer, |m: &ControllerMember| {
+                format_member_routes(name, &subject, m)
+            })?;
+        }
     }
     Ok(())
+}
+
+/// The approved routes after approving (or withdrawing) `routes`; `all`
+/// stands for every advertised route. Routes are compared as written back
+/// by the controller (canonical CIDR); the controller checks them.
+fn approved_after(m: &ControllerMember, approve: bool, routes: &[String]) -> Vec<String> {
+    let named: Vec<String> = if routes.iter().any(|r| r == "all") {
+        m.advertised_routes.clone()
+    } else {
+        routes.to_vec()
+    };
+    let mut approved = m.approved_routes.clone();
+    if approve {
+        for r in named {
+            if !approved.contains(&r) {
+                approved.push(r);
+            }
+        }
+    } else {
+        approved.retain(|r| !named.contains(r));
+    }
+    approved
+}
+
+/// `200 member routes <nwid> <addr> <route> APPROVED|PENDING` per
+/// advertised route (`APPROVED (not advertised)` for an approval the member
+/// no longer uses); `-` when it advertises none.
+fn format_member_routes(command: &str, subject: &str, m: &ControllerMember) -> String {
+    let mut out = String::new();
+    for r in &m.advertised_routes {
+        let state = if m.approved_routes.contains(r) {
+            "APPROVED"
+        } else {
+            "PENDING"
+        };
+        out.push_str(&format!("200 {command} {subject} {r} {state}\n"));
+    }
+    for r in m
+        .approved_routes
+        .iter()
+        .filter(|r| !m.advertised_routes.contains(r))
+    {
+        out.push_str(&format!(
+            "200 {command} {subject} {r} APPROVED (not advertised)\n"
+        ));
+    }
+    if out.is_empty() {
+        out = format!("200 {command} {subject} -\n");
+    }
+    out
 }
 
 /// `200 member list <nwid> <addr> AUTHORIZED|UNAUTHORIZED <ips>` per member,
@@ -249,6 +342,30 @@ mod tests {
                 &member(json!({"ipAssignments": [], "ipAssignmentError": "pools used up"}))
             ),
             "200 member authorize n a - (pools used up)\n"
+        );
+    }
+
+    #[test]
+    fn route_lines_and_approvals() {
+        let m = member(json!({"advertisedRoutes": ["192.168.31.0/24", "0.0.0.0/0"],
+                              "approvedRoutes": ["192.168.31.0/24", "10.9.0.0/16"]}));
+        assert_eq!(
+            format_member_routes("member routes", "n a", &m),
+            "200 member routes n a 192.168.31.0/24 APPROVED\n\
+             200 member routes n a 0.0.0.0/0 PENDING\n\
+             200 member routes n a 10.9.0.0/16 APPROVED (not advertised)\n"
+        );
+        assert_eq!(
+            approved_after(&m, true, &["all".into()]),
+            vec!["192.168.31.0/24", "10.9.0.0/16", "0.0.0.0/0"]
+        );
+        assert_eq!(
+            approved_after(&m, false, &["10.9.0.0/16".into()]),
+            vec!["192.168.31.0/24"]
+        );
+        assert_eq!(
+            format_member_routes("member routes", "n a", &member(json!({}))),
+            "200 member routes n a -\n"
         );
     }
 

@@ -15,7 +15,14 @@ use crate::output::{list_or_dash, or_dash, pretty, write_ok};
 use crate::setting_args::{parse_bool, split_setting};
 
 /// The settings of a joined network that `set` may change (docs/API.md).
-const LOCAL_SETTINGS: [&str; 4] = ["allowManaged", "allowGlobal", "allowDefault", "allowDNS"];
+/// The yes/no settings `set` takes.
+const LOCAL_FLAGS: [&str; 5] = [
+    "allowManaged",
+    "allowGlobal",
+    "allowDefault",
+    "allowDNS",
+    "advertiseDefault",
+];
 
 /// A network command with its arguments checked.
 #[derive(Debug)]
@@ -24,6 +31,8 @@ pub enum Action {
     Join {
         /// `/network/<nwid>`.
         path: String,
+        /// `{"joinKey": ...}` with `--key`.
+        body: Option<Value>,
     },
     /// `leave <nwid>`.
     Leave {
@@ -54,9 +63,17 @@ fn network_path(nwid: &str) -> Result<String, String> {
 }
 
 /// `join`'s argument, checked.
-pub fn join(nwid: &str) -> Result<Action, String> {
+pub fn join(nwid: &str, key: Option<&str>) -> Result<Action, String> {
+    let body = match key {
+        None => None,
+        Some(k) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Some(serde_json::json!({ "joinKey": k }))
+        }
+        Some(k) => return Err(format!("bad --key {k:?}: a join key is printable ASCII")),
+    };
     Ok(Action::Join {
         path: network_path(nwid)?,
+        body,
     })
 }
 
@@ -86,8 +103,8 @@ pub fn set(nwid: &str, setting: &str) -> Result<Action, String> {
 /// Runs a network command.
 pub fn run(call: &Invocation, out: &mut dyn Write, action: Action) -> Result<(), Failure> {
     match action {
-        Action::Join { path } => {
-            let answer = call.request(Method::Post, &path, None)?;
+        Action::Join { path, body } => {
+            let answer = call.request(Method::Post, &path, body.as_ref())?;
             write_ok(out, call.name, call.json, &answer)?;
         }
         Action::Leave { path } => {
@@ -184,17 +201,27 @@ fn field_text(value: &Value) -> String {
     }
 }
 
-/// `allowDefault=1` → `{"allowDefault": true}`; only the four local settings.
+/// `allowDefault=1` → `{"allowDefault": true}`; `advertiseRoutes=a,b` →
+/// `{"advertiseRoutes": ["a", "b"]}` (empty: none); the node checks the routes.
 pub fn network_local_setting(setting: &str) -> Result<Value, String> {
     let (key, value) = split_setting(setting)?;
-    if !LOCAL_SETTINGS.contains(&key) {
+    let value = if LOCAL_FLAGS.contains(&key) {
+        Value::Bool(parse_bool(key, value)?)
+    } else if key == "advertiseRoutes" {
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(|r| Value::String(r.to_string()))
+            .collect()
+    } else {
         return Err(format!(
-            "unknown setting {key:?} (allowManaged, allowGlobal, allowDefault, allowDNS)"
+            "unknown setting {key:?} ({}, advertiseRoutes)",
+            LOCAL_FLAGS.join(", ")
         ));
-    }
-    let on = parse_bool(key, value)?;
+    };
     let mut body = Map::new();
-    body.insert(key.to_string(), Value::Bool(on));
+    body.insert(key.to_string(), value);
     Ok(Value::Object(body))
 }
 
@@ -271,6 +298,18 @@ mod tests {
         assert_eq!(
             network_local_setting("allowManaged=false").unwrap(),
             json!({ "allowManaged": false })
+        );
+        assert_eq!(
+            network_local_setting("advertiseRoutes=192.168.31.0/24, 10.9.0.0/16").unwrap(),
+            json!({ "advertiseRoutes": ["192.168.31.0/24", "10.9.0.0/16"] })
+        );
+        assert_eq!(
+            network_local_setting("advertiseRoutes=").unwrap(),
+            json!({ "advertiseRoutes": [] })
+        );
+        assert_eq!(
+            network_local_setting("advertiseDefault=1").unwrap(),
+            json!({ "advertiseDefault": true })
         );
         // zerotier-cli's habit: `t` and `T` are true too.
         assert_eq!(
