@@ -37,6 +37,7 @@ use vnet_node::core::network_id::NetworkId;
 
 use crate::controller::{Controller, ControllerError};
 use crate::controller_lock::lock;
+use crate::join_keys::{KeyOptions, parse_duration_s};
 use crate::model::Member;
 
 /// The version `GET /controller` reports (ZeroTier's controller API version).
@@ -62,9 +63,9 @@ impl From<ControllerError> for ApiError {
             ControllerError::Invalid(_) | ControllerError::ForeignNetwork { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            ControllerError::NetworkNotFound(_) | ControllerError::MemberNotFound(..) => {
-                StatusCode::NOT_FOUND
-            }
+            ControllerError::NetworkNotFound(_)
+            | ControllerError::MemberNotFound(..)
+            | ControllerError::KeyNotFound(..) => StatusCode::NOT_FOUND,
             ControllerError::NetworkExists(_) => StatusCode::CONFLICT,
             ControllerError::NoFreeNetworkNumber | ControllerError::Store(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -106,6 +107,14 @@ where
                 .delete(delete_network),
         )
         .route("/controller/network/{nwid}/member", get(list_members))
+        .route(
+            "/controller/network/{nwid}/key",
+            get(list_keys).post(create_key).put(create_key),
+        )
+        .route(
+            "/controller/network/{nwid}/key/{id}",
+            axum::routing::delete(revoke_key),
+        )
         .route(
             "/controller/network/{nwid}/member/{addr}",
             get(show_member)
@@ -329,6 +338,92 @@ async fn post_member(
     let mut c = lock(&s);
     let member = c.update_member(now_ms(), nwid, addr, &body)?.clone();
     Ok(Json(member_json(&c, &member)))
+}
+
+/// `POST /controller/network/<nwid>/key` `{"reusable", "ephemeral",
+/// "expiresIn": "24h"|seconds}` (all optional): a new join key; the answer
+/// holds the key text (`"key"`), shown this once.
+async fn create_key(
+    State(s): State<Shared>,
+    Path(nwid): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let nwid = parse_nwid(&nwid)?;
+    let body = parse_body(&body)?;
+    let now = now_ms();
+    let options = key_options(&body, now)?;
+    let mut random = [0u8; 20];
+    getrandom::fill(&mut random).map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("no randomness: {e}"),
+        )
+    })?;
+    let (text, key) = lock(&s).create_key(now, nwid, options, random)?;
+    let mut j = key.to_api_json(now);
+    if let Some(o) = j.as_object_mut() {
+        o.insert("key".into(), Value::String(text));
+    }
+    Ok(Json(j))
+}
+
+/// A key request's options; a field of the wrong type is refused by name.
+fn key_options(body: &Value, now_ms: u64) -> Result<KeyOptions, ApiError> {
+    let Some(obj) = body.as_object() else {
+        return Err(bad_request("body: expected a JSON object".into()));
+    };
+    let flag = |k: &str| match obj.get(k) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(bad_request(format!(
+            "{k}: expected true or false, got {other}"
+        ))),
+    };
+    let expires_at_ms = match obj.get("expiresIn") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let seconds = v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(parse_duration_s))
+                .filter(|&s| s > 0)
+                .ok_or_else(|| {
+                    bad_request(format!(
+                        "expiresIn: expected a duration such as 3600, \"90m\", \"24h\" or \"7d\", got {v}"
+                    ))
+                })?;
+            Some(now_ms.saturating_add(seconds.saturating_mul(1000)))
+        }
+    };
+    Ok(KeyOptions {
+        reusable: flag("reusable")?,
+        ephemeral: flag("ephemeral")?,
+        expires_at_ms,
+    })
+}
+
+/// `GET /controller/network/<nwid>/key`: the keys, without secrets or hashes.
+async fn list_keys(
+    State(s): State<Shared>,
+    Path(nwid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let nwid = parse_nwid(&nwid)?;
+    let now = now_ms();
+    let c = lock(&s);
+    let keys = c
+        .join_keys(nwid)
+        .ok_or(ControllerError::NetworkNotFound(nwid))?;
+    Ok(Json(keys.iter().map(|k| k.to_api_json(now)).collect()))
+}
+
+/// `DELETE /controller/network/<nwid>/key/<id>`: revokes the key (it stays
+/// listed, as revoked); answers it.
+async fn revoke_key(
+    State(s): State<Shared>,
+    Path((nwid, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let nwid = parse_nwid(&nwid)?;
+    let key = lock(&s).revoke_key(nwid, &id)?;
+    Ok(Json(key.to_api_json(now_ms())))
 }
 
 async fn delete_member(

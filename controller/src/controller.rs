@@ -17,6 +17,7 @@ use vnet_node::core::network_id::NetworkId;
 pub use vnet_node::core::netconf::ConfigDenied;
 
 use crate::assign::{AssignError, assign_due, assignment_problem};
+use crate::join_keys::{self, JoinKey, KeyOptions, MAX_JOIN_KEYS_PER_NETWORK, MAX_USES_RECORDED};
 use crate::member_report::MemberReport;
 use crate::model::{Member, Network};
 use crate::requesters::Requesters;
@@ -41,6 +42,14 @@ pub const MAX_MEMBERS_ADMITTED_BY_REQUEST: usize = 10_000;
 pub const MAX_QUEUED_SAVES: usize = 4_096;
 /// The window of [`PUBLIC_JOINS_PER_MINUTE`].
 const JOIN_WINDOW_MS: u64 = 60_000;
+/// How long an ephemeral member may go without asking for its config
+/// before it is removed, unless local.conf's `ephemeralMemberTimeoutSeconds`
+/// says otherwise (Headscale's default inactivity timeout).
+pub const EPHEMERAL_MEMBER_TIMEOUT_DEFAULT_S: u64 = 1_800;
+/// A refused join key is logged at most this often per member.
+const KEY_REFUSAL_LOG_INTERVAL_MS: u64 = 60_000;
+/// Members whose refused keys are remembered for that (then forgotten at once).
+const MAX_KEY_REFUSALS_LOGGED: usize = 4_096;
 /// Most managed routes in one config: the network's own (at most
 /// [`MAX_ROUTES`]) and as many approved routes via members.
 pub const MAX_CONFIG_ROUTES: usize = 2 * MAX_ROUTES;
@@ -57,6 +66,9 @@ pub enum ControllerError {
     /// No such member (HTTP 404).
     #[error("member {1} of network {0} not found")]
     MemberNotFound(NetworkId, Address),
+    /// No such join key (HTTP 404).
+    #[error("join key {1} of network {0} not found")]
+    KeyNotFound(NetworkId, String),
     /// Creating a network whose id is taken (HTTP 409).
     #[error("network {0} already exists")]
     NetworkExists(NetworkId),
@@ -106,6 +118,9 @@ pub struct MemberConfig {
     pub routes: Vec<ManagedRoute>,
     /// The network's authorized active bridges.
     pub bridges: Vec<Address>,
+    /// How often the member should ask again (ephemeral members: often
+    /// enough that silence means offline).
+    pub pull_interval_ms: Option<u64>,
 }
 
 impl From<MemberConfig> for NetworkConfigData {
@@ -122,6 +137,7 @@ impl From<MemberConfig> for NetworkConfigData {
             assigned: c.assigned,
             routes: c.routes,
             bridges: c.bridges.iter().map(ToString::to_string).collect(),
+            pull_interval_ms: c.pull_interval_ms,
         }
     }
 }
@@ -271,6 +287,11 @@ pub struct ControllerCounters {
     /// Requests refused because the key was not the one pinned for the
     /// member's address at first contact.
     pub identities_refused: u64,
+    /// Join keys presented that did not authorize (unknown, wrong secret,
+    /// revoked, expired, used).
+    pub join_keys_refused: u64,
+    /// Ephemeral members removed after being offline too long.
+    pub ephemeral_removed: u64,
 }
 
 impl ControllerCounters {
@@ -283,6 +304,8 @@ impl ControllerCounters {
             ("savesFailed", self.saves_failed),
             ("requestsDeferredBusy", self.requests_deferred_busy),
             ("identitiesRefused", self.identities_refused),
+            ("joinKeysRefused", self.join_keys_refused),
+            ("ephemeralRemoved", self.ephemeral_removed),
         ]
     }
 }
@@ -297,6 +320,8 @@ pub struct Stats {
     saves_failed: AtomicU64,
     requests_deferred_busy: AtomicU64,
     identities_refused: AtomicU64,
+    join_keys_refused: AtomicU64,
+    ephemeral_removed: AtomicU64,
 }
 
 impl Stats {
@@ -310,6 +335,8 @@ impl Stats {
             saves_failed: get(&self.saves_failed),
             requests_deferred_busy: get(&self.requests_deferred_busy),
             identities_refused: get(&self.identities_refused),
+            join_keys_refused: get(&self.join_keys_refused),
+            ephemeral_removed: get(&self.ephemeral_removed),
         }
     }
 
@@ -353,6 +380,14 @@ pub struct Controller {
     /// What those requests told (taken when the save is made; at most one
     /// per queued save).
     reports: HashMap<(NetworkId, Address), MemberReport>,
+    /// When each ephemeral member last asked (memory only; one entry per
+    /// stored ephemeral member).
+    ephemeral_seen: HashMap<(NetworkId, Address), u64>,
+    /// How long an ephemeral member may go without asking.
+    ephemeral_timeout_ms: u64,
+    /// When a refused join key was last logged for each requester (a
+    /// member retries every 2 s; one line a minute says it).
+    key_refusals_logged: std::cell::RefCell<HashMap<(NetworkId, Address), (u64, String)>>,
     /// Wakes the saver thread when `to_save` grows.
     saver: Option<SyncSender<()>>,
     /// Public networks' admissions by request: (window start, count).
@@ -372,6 +407,9 @@ impl Controller {
             requesters: Requesters::default(),
             to_save: BTreeSet::new(),
             reports: HashMap::new(),
+            ephemeral_seen: HashMap::new(),
+            ephemeral_timeout_ms: EPHEMERAL_MEMBER_TIMEOUT_DEFAULT_S * 1000,
+            key_refusals_logged: std::cell::RefCell::default(),
             saver: None,
             joins: HashMap::new(),
             stats: Arc::default(),
@@ -712,6 +750,28 @@ impl Controller {
                 return Err(ConfigDenied::AccessDenied);
             }
         }
+        if let Some(m) = current.as_ref().filter(|m| m.ephemeral) {
+            self.ephemeral_seen.insert((nwid, m.address), now_ms);
+        }
+        // A join key authorizes on a private network: through a save, as
+        // a public network's newcomer is admitted; asked again meanwhile.
+        if private
+            && !current.as_ref().is_some_and(|m| m.authorized)
+            && let Some(r) = report.as_ref().filter(|r| r.join_key.is_some())
+        {
+            let before = current.as_ref().or_else(|| self.requesters.get(nwid, addr));
+            if self
+                .key_authorizes(now_ms, nwid, addr, before, Some(r))
+                .is_some()
+            {
+                if self.queue_save(nwid, addr)
+                    && let Some(r) = report
+                {
+                    self.reports.insert((nwid, addr), r);
+                }
+                return Err(ConfigDenied::Later);
+            }
+        }
         let Some(current) = current else {
             if private {
                 if self.requesters.note(now_ms, nwid, addr) {
@@ -770,6 +830,14 @@ impl Controller {
         if let Some(r) = report.filter(|r| r.matches(current)) {
             r.apply_to(&mut member);
         }
+        if entry.network.private
+            && !member.authorized
+            && let Some(i) =
+                self.key_authorizes(now_ms, nwid, current.address, Some(current), report)
+        {
+            member.set_authorized(true, now_ms);
+            member.ephemeral = entry.network.join_keys[i].options.ephemeral;
+        }
         if !entry.network.private {
             member.set_authorized(true, now_ms);
         }
@@ -823,23 +891,202 @@ impl Controller {
             let Some(entry) = self.networks.get(&nwid) else {
                 continue;
             };
-            let member = match entry.members.get(&addr) {
-                Some(e) => self.wanted(now_ms, nwid, &e.member, report.as_ref()),
-                // Only a public network admits by request (it may have
-                // turned private since).
-                None if entry.network.private => continue,
+            let stored = entry.members.get(&addr).map(|e| e.member.clone());
+            let member = match &stored {
+                Some(m) => self.wanted(now_ms, nwid, m, report.as_ref()),
+                // A private network admits by request only with a join key.
+                None if entry.network.private => {
+                    let asked = self
+                        .requesters
+                        .get(nwid, addr)
+                        .cloned()
+                        .unwrap_or_else(|| Member::new(nwid, addr, now_ms));
+                    let m = self.wanted(now_ms, nwid, &asked, report.as_ref());
+                    if !m.authorized {
+                        continue;
+                    }
+                    m
+                }
                 None => {
                     let mut m = Member::new(nwid, addr, now_ms);
                     m.set_authorized(true, now_ms);
                     self.wanted(now_ms, nwid, &m, report.as_ref())
                 }
             };
-            if let Err(e) = self.apply(nwid, None, vec![member]) {
+            // Authorized by a key now: the key records its use.
+            let by_key = !stored.as_ref().is_some_and(|m| m.authorized)
+                && member.authorized
+                && entry.network.private;
+            let network = by_key
+                .then(|| {
+                    let before = stored.as_ref().or_else(|| self.requesters.get(nwid, addr));
+                    let i = self.key_authorizes(now_ms, nwid, addr, before, report.as_ref())?;
+                    let mut n = entry.network.clone();
+                    let key = &mut n.join_keys[i];
+                    if !key.used_by.contains(&addr) && key.used_by.len() < MAX_USES_RECORDED {
+                        key.used_by.push(addr);
+                    }
+                    tracing::info!(
+                        "controller: network {nwid}: member {addr} authorized by join key {}",
+                        key.id
+                    );
+                    Some(n)
+                })
+                .flatten();
+            if let Err(e) = self.apply(nwid, network, vec![member]) {
                 tracing::warn!("controller: network {nwid}: member {addr} not saved: {e}");
                 bump(&self.stats.saves_failed);
             }
         }
         self.to_save.len()
+    }
+
+    /// Which join key of `nwid`, if any, authorizes `addr` now: the key its
+    /// report presents, valid for it, and the member never deauthorized by
+    /// an admin (a key does not undo an admin's decision). A key refused
+    /// is counted and logged (by id; never the secret).
+    fn key_authorizes(
+        &self,
+        now_ms: u64,
+        nwid: NetworkId,
+        addr: Address,
+        before: Option<&Member>,
+        report: Option<&MemberReport>,
+    ) -> Option<usize> {
+        let text = report?.join_key.as_deref()?;
+        if before.is_some_and(|m| m.last_deauthorized_time != 0) {
+            tracing::info!(
+                "controller: network {nwid}: member {addr} presented join key {} but was \
+                 deauthorized by an admin: not authorized",
+                join_keys::key_id(text).unwrap_or("?")
+            );
+            return None;
+        }
+        let keys = &self.networks.get(&nwid)?.network.join_keys;
+        match join_keys::check(keys, text, addr, now_ms) {
+            Ok(i) => Some(i),
+            Err(why) => {
+                bump(&self.stats.join_keys_refused);
+                let said = format!(
+                    "{}: {why}",
+                    join_keys::key_id(text).unwrap_or("(malformed)")
+                );
+                let mut logged = self.key_refusals_logged.borrow_mut();
+                let repeat = logged.get(&(nwid, addr)).is_some_and(|(t, last)| {
+                    *last == said && now_ms.saturating_sub(*t) < KEY_REFUSAL_LOG_INTERVAL_MS
+                });
+                if !repeat {
+                    if logged.len() >= MAX_KEY_REFUSALS_LOGGED {
+                        logged.clear();
+                    }
+                    tracing::warn!(
+                        "controller: network {nwid}: member {addr} presented join key {said}"
+                    );
+                    logged.insert((nwid, addr), (now_ms, said));
+                }
+                None
+            }
+        }
+    }
+
+    /// Creates a join key for `nwid` from `random` bytes; the key text (to
+    /// show once) and the stored key.
+    pub fn create_key(
+        &mut self,
+        now_ms: u64,
+        nwid: NetworkId,
+        options: KeyOptions,
+        random: [u8; 20],
+    ) -> Result<(String, JoinKey), ControllerError> {
+        let entry = self
+            .networks
+            .get(&nwid)
+            .ok_or(ControllerError::NetworkNotFound(nwid))?;
+        if entry.network.join_keys.len() >= MAX_JOIN_KEYS_PER_NETWORK {
+            return Err(FieldError::new(
+                "joinKeys",
+                format!("at most {MAX_JOIN_KEYS_PER_NETWORK} keys per network; delete some"),
+            )
+            .into());
+        }
+        let (text, key) = JoinKey::create(random, options, now_ms);
+        let mut n = entry.network.clone();
+        n.join_keys.push(key.clone());
+        self.apply(nwid, Some(n), Vec::new())?;
+        Ok((text, key))
+    }
+
+    /// The join keys of `nwid`.
+    pub fn join_keys(&self, nwid: NetworkId) -> Option<&[JoinKey]> {
+        self.networks
+            .get(&nwid)
+            .map(|e| e.network.join_keys.as_slice())
+    }
+
+    /// Revokes key `id` of `nwid` (kept, listed as revoked); the key.
+    pub fn revoke_key(&mut self, nwid: NetworkId, id: &str) -> Result<JoinKey, ControllerError> {
+        let entry = self
+            .networks
+            .get(&nwid)
+            .ok_or(ControllerError::NetworkNotFound(nwid))?;
+        let i = entry
+            .network
+            .join_keys
+            .iter()
+            .position(|k| k.id == id)
+            .ok_or_else(|| ControllerError::KeyNotFound(nwid, id.to_string()))?;
+        let mut n = entry.network.clone();
+        n.join_keys[i].revoked = true;
+        let key = n.join_keys[i].clone();
+        self.apply(nwid, Some(n), Vec::new())?;
+        Ok(key)
+    }
+
+    /// Sets how long an ephemeral member may go without asking for its
+    /// config (it is told to ask three times as often).
+    pub fn set_ephemeral_timeout_s(&mut self, seconds: u64) {
+        self.ephemeral_timeout_ms = seconds.saturating_mul(1000);
+    }
+
+    /// Deletes the ephemeral members that have not asked for their config
+    /// for the ephemeral timeout (counted from when this controller first
+    /// saw them, at the earliest); how many.
+    pub fn remove_idle_ephemeral(&mut self, now_ms: u64) -> usize {
+        let timeout_ms = self.ephemeral_timeout_ms;
+        let mut idle = Vec::new();
+        for (nwid, entry) in &self.networks {
+            for m in entry
+                .members
+                .values()
+                .map(|e| &e.member)
+                .filter(|m| m.ephemeral)
+            {
+                let seen = *self
+                    .ephemeral_seen
+                    .entry((*nwid, m.address))
+                    .or_insert(now_ms);
+                if now_ms.saturating_sub(seen) >= timeout_ms {
+                    idle.push((*nwid, m.address));
+                }
+            }
+        }
+        let mut removed = 0;
+        for (nwid, addr) in idle {
+            self.ephemeral_seen.remove(&(nwid, addr));
+            match self.delete_member(nwid, addr) {
+                Ok(_) => {
+                    removed += 1;
+                    bump(&self.stats.ephemeral_removed);
+                    tracing::info!(
+                        "controller: network {nwid}: ephemeral member {addr} removed (offline)"
+                    );
+                }
+                Err(e) => tracing::warn!(
+                    "controller: network {nwid}: ephemeral member {addr} not removed: {e}"
+                ),
+            }
+        }
+        removed
     }
 
     fn config_for(&self, now_ms: u64, nwid: NetworkId, member: &Member) -> MemberConfig {
@@ -869,7 +1116,16 @@ impl Controller {
                 .take(MAX_CONFIG_ROUTES)
                 .collect(),
             bridges: entry.bridges.clone(),
+            // Three requests per timeout: one lost is no removal.
+            pull_interval_ms: member.ephemeral.then_some(self.ephemeral_timeout_ms / 3),
         }
+    }
+
+    /// Whether `addr` is a stored member of `nwid` (not a requester).
+    pub fn is_stored(&self, nwid: NetworkId, addr: Address) -> bool {
+        self.networks
+            .get(&nwid)
+            .is_some_and(|e| e.members.contains_key(&addr))
     }
 
     /// Whether `member` of `nwid` is admitted now (the network exists and
@@ -1105,6 +1361,125 @@ mod tests {
             .update_member(NOW, nwid, addr(1), &json!({"identity": key_b}))
             .unwrap_err();
         assert!(e.to_string().contains("identity"), "{e}");
+    }
+
+    fn keyed(n: u64, key: &str) -> Option<MemberReport> {
+        let mut r = report(&format!("{}:0:{}", addr(n), "d".repeat(128)), &[])?;
+        r.join_key = Some(key.to_string());
+        Some(r)
+    }
+
+    #[test]
+    fn a_join_key_authorizes_once_and_is_refused_after() {
+        let mut c = Controller::in_memory(ctl());
+        let nwid = with_network(&mut c);
+        let (key, _) = c
+            .create_key(NOW, nwid, KeyOptions::default(), [5; 20])
+            .unwrap();
+        // First contact with the key: answered once the save is made.
+        assert_eq!(
+            c.request_config(NOW, nwid, addr(1), keyed(1, &key)),
+            Err(ConfigDenied::Later)
+        );
+        c.save_requested(NOW, 10);
+        let m = c.member(nwid, addr(1)).unwrap();
+        assert!(m.authorized && !m.ephemeral);
+        assert_eq!(m.ip_assignments, vec![ip("10.0.0.1")]);
+        assert!(c.request_config(NOW, nwid, addr(1), keyed(1, &key)).is_ok());
+        assert_eq!(c.join_keys(nwid).unwrap()[0].used_by, vec![addr(1)]);
+        // Single use: another member is refused, listed, counted.
+        assert_eq!(
+            c.request_config(NOW, nwid, addr(2), keyed(2, &key)),
+            Err(ConfigDenied::AccessDenied)
+        );
+        c.save_requested(NOW, 10);
+        assert!(c.member(nwid, addr(2)).is_none_or(|m| !m.authorized));
+        assert_eq!(c.counters().join_keys_refused, 1);
+        // A wrong secret, a revoked key: refused too.
+        let (reusable, k) = c
+            .create_key(
+                NOW,
+                nwid,
+                KeyOptions {
+                    reusable: true,
+                    ephemeral: true,
+                    expires_at_ms: Some(NOW + 60_000),
+                },
+                [6; 20],
+            )
+            .unwrap();
+        let wrong = reusable.replace(&reusable[reusable.len() - 4..], "0000");
+        assert_eq!(
+            c.request_config(NOW, nwid, addr(3), keyed(3, &wrong)),
+            Err(ConfigDenied::AccessDenied)
+        );
+        // Expired.
+        assert_eq!(
+            c.request_config(NOW + 60_000, nwid, addr(3), keyed(3, &reusable)),
+            Err(ConfigDenied::AccessDenied)
+        );
+        assert_eq!(
+            c.request_config(NOW, nwid, addr(3), keyed(3, &reusable)),
+            Err(ConfigDenied::Later)
+        );
+        c.save_requested(NOW, 10);
+        assert!(c.member(nwid, addr(3)).unwrap().ephemeral);
+        c.revoke_key(nwid, &k.id).unwrap();
+        assert_eq!(
+            c.request_config(NOW, nwid, addr(4), keyed(4, &reusable)),
+            Err(ConfigDenied::AccessDenied)
+        );
+        // A member an admin deauthorized is not let back in by a key.
+        c.update_member(NOW, nwid, addr(1), &json!({"authorized": false}))
+            .unwrap();
+        assert_eq!(
+            c.request_config(NOW, nwid, addr(1), keyed(1, &key)),
+            Err(ConfigDenied::AccessDenied)
+        );
+        assert!(matches!(
+            c.revoke_key(nwid, "00000000"),
+            Err(ControllerError::KeyNotFound(..))
+        ));
+    }
+
+    #[test]
+    fn ephemeral_members_go_once_idle() {
+        let mut c = Controller::in_memory(ctl());
+        let nwid = with_network(&mut c);
+        let (key, _) = c
+            .create_key(
+                NOW,
+                nwid,
+                KeyOptions {
+                    ephemeral: true,
+                    ..KeyOptions::default()
+                },
+                [8; 20],
+            )
+            .unwrap();
+        authorize(&mut c, nwid, addr(2));
+        c.request_config(NOW, nwid, addr(1), keyed(1, &key))
+            .unwrap_err();
+        c.save_requested(NOW, 10);
+        assert!(c.request_config(NOW, nwid, addr(1), keyed(1, &key)).is_ok());
+        // Asking keeps it; silence for the timeout removes it (and only it).
+        c.set_ephemeral_timeout_s(6);
+        // It is told to ask three times per timeout; the others as usual.
+        let asked = c.request_config(NOW, nwid, addr(1), None).unwrap();
+        assert_eq!(asked.pull_interval_ms, Some(2_000));
+        assert_eq!(
+            c.request_config(NOW, nwid, addr(2), None)
+                .unwrap()
+                .pull_interval_ms,
+            None
+        );
+        assert_eq!(c.remove_idle_ephemeral(NOW + 4_000), 0);
+        assert!(c.request_config(NOW + 4_000, nwid, addr(1), None).is_ok());
+        assert_eq!(c.remove_idle_ephemeral(NOW + 9_000), 0);
+        assert_eq!(c.remove_idle_ephemeral(NOW + 10_000), 1);
+        assert!(c.member(nwid, addr(1)).is_none());
+        assert!(c.member(nwid, addr(2)).is_some());
+        assert_eq!(c.counters().ephemeral_removed, 1);
     }
 
     #[test]

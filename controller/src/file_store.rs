@@ -168,7 +168,7 @@ impl FileStore {
     /// Writes a network's file (durable when this returns).
     pub fn save_network(&self, network: &Network) -> Result<(), StoreError> {
         ensure_dir(&self.networks)?;
-        write_json(&self.network_path(network.id), &network.to_json())
+        write_json(&self.network_path(network.id), &network.to_stored_json())
     }
 
     /// Writes a member's file (durable when this returns).

@@ -12,6 +12,7 @@
 //!   `.../<nwid>/member/<addr>.json`) or [`pg_store`]
 //!   (PostgreSQL, schema by [`pg_migrations`], one active controller of
 //!   several by [`controller_lease`]);
+//! - [`join_keys`]: join keys (pre-auth keys), stored hashed;
 //! - [`member_report`]: what a member's own request tells about it
 //!   (identity pinned at first contact, versions, advertised routes);
 //! - [`requesters`]: unauthorized requesters of private networks, in
@@ -31,6 +32,7 @@ pub mod controller_lease;
 pub mod controller_lock;
 pub mod file_store;
 pub mod ip;
+pub mod join_keys;
 pub mod member_report;
 pub mod model;
 pub mod node_plugin;

@@ -10,6 +10,7 @@ use vnet_node::core::message::Versions;
 use vnet_node::core::network_id::NetworkId;
 
 use crate::ip::{Cidr, to_u128};
+use crate::join_keys::JoinKey;
 
 /// Default for `multicastLimit`.
 pub const DEFAULT_MULTICAST_LIMIT: u32 = 32;
@@ -92,6 +93,8 @@ pub struct Network {
     /// The rules' source text as a UI keeps it (ZeroTier's `rulesSource`;
     /// kept and shown, never compiled by the controller).
     pub rules_source: String,
+    /// Its join keys, hashed (see [`crate::join_keys`]).
+    pub join_keys: Vec<JoinKey>,
 }
 
 impl Network {
@@ -112,10 +115,24 @@ impl Network {
             ip_assignment_pools: Vec::new(),
             routes: Vec::new(),
             rules_source: String::new(),
+            join_keys: Vec::new(),
         }
     }
 
-    /// The JSON form, as the API returns it and the store writes it.
+    /// The JSON a store writes: the API's, plus the join keys (hashed).
+    pub fn to_stored_json(&self) -> Value {
+        let mut j = self.to_json();
+        if let Some(o) = j.as_object_mut() {
+            o.insert(
+                "joinKeys".into(),
+                self.join_keys.iter().map(JoinKey::to_json).collect(),
+            );
+        }
+        j
+    }
+
+    /// The JSON form, as the API returns it (the store adds the join keys:
+    /// [`Network::to_stored_json`]).
     pub fn to_json(&self) -> Value {
         let id = self.id.to_string();
         json!({
@@ -208,6 +225,9 @@ pub struct Member {
     /// Of the routes it advertises, those an admin approved: managed
     /// routes via this member while it advertises them.
     pub approved_routes: Vec<Cidr>,
+    /// Authorized by an ephemeral join key: removed once offline for the
+    /// controller's `ephemeralMemberTimeoutSeconds`.
+    pub ephemeral: bool,
 }
 
 impl Member {
@@ -230,6 +250,7 @@ impl Member {
             versions: None,
             advertised_routes: Vec::new(),
             approved_routes: Vec::new(),
+            ephemeral: false,
         }
     }
 
@@ -291,6 +312,7 @@ impl Member {
             "vProto": self.versions.map_or(-1, |v| i64::from(v.protocol)),
             "advertisedRoutes": self.advertised_routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "approvedRoutes": self.approved_routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "ephemeral": self.ephemeral,
         })
     }
 }

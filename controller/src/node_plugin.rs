@@ -31,6 +31,8 @@ const MAX_OWED_ANSWERS: usize = 4_096;
 /// Saves made per lock of the controller by the saver thread, so config
 /// requests (which never wait for the lock) are put off only briefly.
 const SAVES_PER_LOCK: usize = 1;
+/// How often idle ephemeral members are looked for.
+const EPHEMERAL_SWEEP_INTERVAL_MS: u64 = 1_000;
 
 /// A [`Controller`] shared with the REST API, with a clock, as the node's
 /// [`NetworkController`]. It never waits for the controller's lock (held
@@ -45,6 +47,8 @@ pub struct NodeController {
     /// Requests put off because the controller was busy.
     owed: BTreeSet<(NetworkId, Address)>,
     stats: Arc<Stats>,
+    /// When idle ephemeral members were last looked for.
+    last_sweep_ms: u64,
 }
 
 impl NodeController {
@@ -73,6 +77,7 @@ impl NodeController {
             known,
             owed: BTreeSet::new(),
             stats,
+            last_sweep_ms: 0,
         }
     }
 }
@@ -92,6 +97,15 @@ impl NetworkController for NodeController {
             }
             return Err(ConfigDenied::Later);
         };
+        // A push on behalf of a member no longer stored (deleted, an
+        // ephemeral one gone) denies it without listing it as a requester:
+        // only its own request does that.
+        if asked.is_none()
+            && c.network(network).is_some_and(|n| n.private)
+            && !c.is_stored(network, member)
+        {
+            return Err(ConfigDenied::AccessDenied);
+        }
         c.request_config(now, network, member, asked.map(MemberReport::from_asked))
             .map(Into::into)
     }
@@ -110,9 +124,14 @@ impl NetworkController for NodeController {
     }
 
     fn take_changed(&mut self) -> Vec<(NetworkId, Address)> {
-        let Some(c) = try_lock(&self.shared) else {
+        let now = (self.clock)();
+        let Some(mut c) = try_lock(&self.shared) else {
             return Vec::new();
         };
+        if now.saturating_sub(self.last_sweep_ms) >= EPHEMERAL_SWEEP_INTERVAL_MS {
+            self.last_sweep_ms = now;
+            c.remove_idle_ephemeral(now);
+        }
         let mut changed = c.changes_since(self.seen);
         self.seen = c.sequence();
         drop(c);
@@ -182,12 +201,16 @@ pub fn plugin(
         }
     };
     let store = open_store(&spec, Some(address)).map_err(|e| e.to_string())?;
-    let controller = Controller::open_store(address, store).map_err(|e| e.to_string())?;
+    let mut controller = Controller::open_store(address, store).map_err(|e| e.to_string())?;
+    if let Some(seconds) = conf.settings.ephemeral_member_timeout_seconds {
+        controller.set_ephemeral_timeout_s(seconds);
+    }
     tracing::info!(store = %spec.describe(), "controller state loaded");
     let shared = Arc::new(Mutex::new(controller));
     spawn_saver(&shared, wall_clock_ms).map_err(|e| format!("cannot start the saver: {e}"))?;
     let routes = api::router(shared.clone());
-    Ok((Box::new(NodeController::new(shared, wall_clock_ms)), routes))
+    let node = NodeController::new(shared, wall_clock_ms);
+    Ok((Box::new(node), routes))
 }
 
 /// Opens the store `spec` names. For PostgreSQL with `lease_for` set, this

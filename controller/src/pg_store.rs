@@ -168,7 +168,7 @@ impl PgStore {
     pub fn save_network(&self, network: &Network) -> Result<(), StoreError> {
         let id = network.id.to_string();
         let controller = network.id.controller().to_string();
-        let doc = network.to_json();
+        let doc = network.to_stored_json();
         self.call(format!("saving network {id}"), move |c| {
             c.execute(
                 "INSERT INTO vnet_network (id, controller, doc) VALUES ($1, $2, $3)

@@ -169,7 +169,7 @@ impl SqliteStore {
                 (
                     network.id.to_string(),
                     network.id.controller().to_string(),
-                    network.to_json().to_string(),
+                    network.to_stored_json().to_string(),
                 ),
             )
             .map(drop)

@@ -267,6 +267,16 @@ pub(crate) fn sample_state() -> (Network, Member, Member) {
     )
     .unwrap();
     n.revision = 4;
+    let (_, key) = crate::join_keys::JoinKey::create(
+        [3; 20],
+        crate::join_keys::KeyOptions {
+            reusable: true,
+            ephemeral: true,
+            expires_at_ms: Some(9_000),
+        },
+        100,
+    );
+    n.join_keys.push(key);
     let mut a = member_update(
         &Member::new(n.id, "a1b2c3d4e5".parse().unwrap(), 101),
         &json!({"authorized": true, "ipAssignments": ["10.0.0.1"]}),
@@ -274,6 +284,16 @@ pub(crate) fn sample_state() -> (Network, Member, Member) {
     )
     .unwrap();
     a.revision = 2;
+    a.identity = Some(format!("a1b2c3d4e5:0:{}", "ab".repeat(64)));
+    a.versions = Some(vnet_node::core::message::Versions {
+        protocol: 1,
+        major: 0,
+        minor: 1,
+        revision: 9,
+    });
+    a.advertised_routes = vec!["192.168.31.0/24".parse().unwrap()];
+    a.approved_routes = vec!["192.168.31.0/24".parse().unwrap()];
+    a.ephemeral = true;
     let mut b = Member::new(n.id, "0102030405".parse().unwrap(), 103);
     b.revision = 1;
     (n, a, b)

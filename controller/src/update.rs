@@ -18,6 +18,7 @@ use vnet_node::core::constants::MAX_ADVERTISED_ROUTES;
 use vnet_node::core::message::Versions;
 
 use crate::ip::{Cidr, is_assignable, to_u128};
+use crate::join_keys::JoinKey;
 use crate::model::{IpPool, ManagedRouteSpec, Member, Network};
 use vnet_node::core::address::Address;
 
@@ -172,6 +173,13 @@ pub fn network_update(network: &Network, body: &Value) -> Result<Network, FieldE
                         _ => {}
                     }
                 }
+            }
+            // Made, listed and revoked through `.../<nwid>/key` only.
+            "joinKeys" => {
+                return Err(FieldError::new(
+                    key,
+                    "join keys are managed at /controller/network/<nwid>/key",
+                ));
             }
             "dns" if !is_empty_dns(value) => {
                 return Err(not_yet(key, "{\"domain\": \"\", \"servers\": []}"));
@@ -394,6 +402,7 @@ pub fn member_update(member: &Member, body: &Value, now_ms: u64) -> Result<Membe
             "name" => m.name = name(value)?,
             "identity" if !value.is_null() => m.identity = Some(posted_identity(&m, value)?),
             "approvedRoutes" => m.approved_routes = cidrs(value, key, MAX_ROUTES)?,
+            "ephemeral" => m.ephemeral = boolean(value, key)?,
             "capabilities" | "tags" if !is_empty(value) => {
                 return Err(not_yet(key, "none"));
             }
@@ -549,7 +558,17 @@ fn check_id(body: &Map<String, Value>, keys: &[&str], expected: &str) -> Result<
 pub fn network_from_stored(id: NetworkId, body: &Value) -> Result<Network, FieldError> {
     let obj = object(body, "file")?;
     check_id(obj, &["id", "nwid"], &id.to_string())?;
-    let mut n = network_update(&Network::new(id, 0), body)?;
+    let mut updatable = obj.clone();
+    let keys = updatable.remove("joinKeys");
+    let mut n = network_update(&Network::new(id, 0), &Value::Object(updatable))?;
+    if let Some(keys) = keys {
+        let items = array(&keys, "joinKeys", "join keys")?;
+        for (i, k) in items.iter().enumerate() {
+            let key =
+                JoinKey::from_json(k).map_err(|e| FieldError::new(format!("joinKeys[{i}]"), e))?;
+            n.join_keys.push(key);
+        }
+    }
     n.creation_time = stored_u64(obj, "creationTime")?;
     n.revision = stored_u64(obj, "revision")?;
     Ok(n)

@@ -134,6 +134,7 @@ impl NetworkController for Controller {
         let ip = |i: usize| std::net::IpAddr::from([10, 9, 0, 1 + i as u8]);
         let me = (0..3).find(|&i| address(i) == member).unwrap_or(B);
         Ok(NetworkConfigData {
+            pull_interval_ms: None,
             name: "fuzz".into(),
             revision: 1,
             timestamp_ms: START_MS,

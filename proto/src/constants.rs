@@ -407,6 +407,8 @@ pub const NETWORK_CONFIG_REQUEST_INTERVAL_MS: u64 = 2_000;
 /// changes and refreshes certificates; this only heals a lost push, and
 /// keeps the member on the controller's list, `PEER_IDLE_TIMEOUT_MS`).
 pub const NETWORK_CONFIG_PULL_INTERVAL_MS: u64 = 120_000;
+/// Shortest pull interval a config may ask for (`pullIntervalMs`).
+pub const NETWORK_CONFIG_PULL_MIN_INTERVAL_MS: u64 = 5_000;
 /// Config requests a controller node holds for the driver to answer at most;
 /// beyond it new ones are dropped (and counted) until answers come: the
 /// member simply asks again.

@@ -334,6 +334,12 @@ pub struct NetworkConfigData {
     pub routes: Vec<ManagedRoute>,
     /// Active bridges of the network (unknown unicast goes to them).
     pub bridges: Vec<String>,
+    /// How often the member asks for its config again while configured
+    /// (ms, at least `NETWORK_CONFIG_PULL_MIN_INTERVAL_MS`); none: every
+    /// `NETWORK_CONFIG_PULL_INTERVAL_MS`. A controller that removes
+    /// ephemeral members once silent asks them to ask more often.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_interval_ms: Option<u64>,
 }
 
 /// A signed network configuration, as a member holds it.
@@ -602,6 +608,7 @@ mod tests {
 
     fn data(ts: u64) -> NetworkConfigData {
         NetworkConfigData {
+            pull_interval_ms: None,
             name: "office".into(),
             revision: 3,
             timestamp_ms: ts,

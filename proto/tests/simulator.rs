@@ -1910,6 +1910,7 @@ mod membership {
             let mut clock = self.clock.lock().unwrap();
             *clock += 1000;
             Ok(NetworkConfigData {
+                pull_interval_ms: None,
                 name: "lab".into(),
                 revision: 1,
                 timestamp_ms: *clock,
@@ -2193,6 +2194,7 @@ mod rogue_member {
             *clock += 1;
             let bridges = self.bridges.lock().unwrap().clone();
             Ok(NetworkConfigData {
+                pull_interval_ms: None,
                 name: "rogue-lab".into(),
                 revision: 1,
                 timestamp_ms: *clock,
@@ -3067,6 +3069,7 @@ mod directory_at_scale {
             }
             let i = *self.index.get(&member).ok_or(ConfigDenied::AccessDenied)?;
             Ok(NetworkConfigData {
+                pull_interval_ms: None,
                 name: "scale".into(),
                 revision: 1,
                 timestamp_ms: self.clock.load(Ordering::Relaxed),

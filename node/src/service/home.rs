@@ -146,6 +146,10 @@ pub struct LocalSettings {
     /// `controller.d`; a path, another `controller.d` directory;
     /// `postgres:<connection string>`, a PostgreSQL database.
     pub controller_db_path: Option<String>,
+    /// vnet-controller: how long a member authorized by an ephemeral join
+    /// key may go without asking for its config (members ask every 120 s)
+    /// before it is removed (default 1,800 s).
+    pub ephemeral_member_timeout_seconds: Option<u64>,
 }
 
 /// A node's home directory.
@@ -421,7 +425,8 @@ impl Home {
         fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         let path = dir.join(format!("{nwid}.local.conf"));
         let body = serde_json::to_string_pretty(settings).unwrap_or_default();
-        write_atomic(&path, body.as_bytes(), PUBLIC_FILE_MODE).map_err(io_error(&path))
+        // Owner-only: it may hold a join key.
+        write_atomic(&path, body.as_bytes(), SECRET_FILE_MODE).map_err(io_error(&path))
     }
 
     /// Saves a moon as `moons.d/<id>.moon`.

@@ -14,7 +14,8 @@ use crate::address::Address;
 use crate::constants::{
     CERTIFICATE_MAX_DELTA_MS, CERTIFICATE_REFRESH_INTERVAL_MS, ERROR_NETWORK_ACCESS_DENIED,
     ERROR_OBJECT_NOT_FOUND, MAX_PENDING_CONFIG_REQUESTS, NETWORK_CONFIG_PULL_INTERVAL_MS,
-    NETWORK_CONFIG_REQUEST_INTERVAL_MS, PEER_IDLE_TIMEOUT_MS, STARTUP_PUSHES_PER_TICK,
+    NETWORK_CONFIG_PULL_MIN_INTERVAL_MS, NETWORK_CONFIG_REQUEST_INTERVAL_MS, PEER_IDLE_TIMEOUT_MS,
+    STARTUP_PUSHES_PER_TICK,
 };
 use crate::hash_state::{HashMap, HashState};
 use crate::message::{InRe, encode_in_re};
@@ -407,8 +408,18 @@ impl Node {
                         // The controller pushes fresh certificates every 5 s;
                         // pull if they stopped, and now and then regardless so
                         // the controller keeps us on its list.
+                        let pull = m
+                            .config
+                            .as_ref()
+                            .and_then(|c| c.data.pull_interval_ms)
+                            .map_or(NETWORK_CONFIG_PULL_INTERVAL_MS, |p| {
+                                p.clamp(
+                                    NETWORK_CONFIG_PULL_MIN_INTERVAL_MS,
+                                    NETWORK_CONFIG_PULL_INTERVAL_MS,
+                                )
+                            });
                         (since(m.received_ms) >= CERTIFICATE_MAX_DELTA_MS / 2 && waited)
-                            || since(m.last_request_ms) >= NETWORK_CONFIG_PULL_INTERVAL_MS
+                            || since(m.last_request_ms) >= pull
                     }
                     _ => waited,
                 }
@@ -768,6 +779,7 @@ mod tests {
         let nwid = NetworkId::new(node.address, 1);
         node.join(now_ms, nwid, &mut Outbox::new());
         let data = NetworkConfigData {
+            pull_interval_ms: None,
             name: "n".into(),
             revision: 1,
             timestamp_ms: now_ms,

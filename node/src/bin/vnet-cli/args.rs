@@ -165,6 +165,43 @@ pub enum NetworkCommand {
         /// The network id (16 hex digits).
         nwid: String,
     },
+    /// Join keys: a node that joins with one (`join <nwid> --key`) is
+    /// authorized at first contact.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+/// `network key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a join key; prints it (shown this once).
+    Create {
+        /// The network id (16 hex digits).
+        nwid: String,
+        /// Any number of nodes may use it (else one).
+        #[arg(long)]
+        reusable: bool,
+        /// Nodes it authorizes are removed once offline for a while.
+        #[arg(long)]
+        ephemeral: bool,
+        /// It stops working after this long (e.g. 3600, 90m, 24h, 7d).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+    /// List a network's join keys (ids and state, never the secrets).
+    List {
+        /// The network id (16 hex digits).
+        nwid: String,
+    },
+    /// Revoke a join key (it stays listed as revoked).
+    Revoke {
+        /// The network id (16 hex digits).
+        nwid: String,
+        /// The key's id (8 hex digits, as `network key list` shows).
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -251,6 +288,11 @@ impl Command {
                 NetworkCommand::Show { .. } => "network show",
                 NetworkCommand::Set { .. } => "network set",
                 NetworkCommand::Delete { .. } => "network delete",
+                NetworkCommand::Key { command } => match command {
+                    KeyCommand::Create { .. } => "network key create",
+                    KeyCommand::List { .. } => "network key list",
+                    KeyCommand::Revoke { .. } => "network key revoke",
+                },
             },
             Command::Member { command } => match command {
                 MemberCommand::List { .. } => "member list",

@@ -41,6 +41,8 @@ pub enum Action {
         /// 16 hex digits.
         nwid: String,
     },
+    /// `network key ...`.
+    Key(crate::join_keys::Action),
 }
 
 /// The controller API path of a network.
@@ -110,6 +112,7 @@ pub fn check(command: &NetworkCommand) -> Result<Action, String> {
         NetworkCommand::Delete { nwid } => Action::Delete {
             nwid: normalize_network_id(nwid)?,
         },
+        NetworkCommand::Key { command } => Action::Key(crate::join_keys::check(command)?),
     })
 }
 
@@ -160,6 +163,7 @@ pub fn run(call: &Invocation, out: &mut dyn Write, action: Action) -> Result<(),
                 format!("200 {name} {nwid} OK\n")
             })?;
         }
+        Action::Key(action) => crate::join_keys::run(call, out, action)?,
     }
     Ok(())
 }

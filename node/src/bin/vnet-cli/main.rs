@@ -19,6 +19,7 @@ mod discovery;
 mod failure;
 mod ids;
 mod info;
+mod join_keys;
 mod moons;
 mod netcheck;
 mod networks;
