@@ -10,9 +10,10 @@ set -euo pipefail
 # client across an L2 bridge; python3: raw frames and broadcasts in the bridge tests;
 # systemd: `systemd-analyze verify` of the units in dist/systemd; g++: libFuzzer, which
 # cargo-fuzz builds for the fuzz smoke in scripts/test.sh; postgresql: the controller's
-# PostgreSQL store and failover tests, which start a server of their own in a temp directory).
+# PostgreSQL store and failover tests, which start a server of their own in a temp directory;
+# bind9-dnsutils: `dig` against the controller's member-name DNS in the DNS test).
 PACKAGES=(ca-certificates curl gcc g++ libc6-dev pkg-config iproute2 iptables iputils-ping iperf3
-  nftables miniupnpd-nftables conntrack dnsmasq-base udhcpc python3 systemd postgresql)
+  nftables miniupnpd-nftables conntrack dnsmasq-base udhcpc python3 systemd postgresql bind9-dnsutils)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -11,7 +11,7 @@ use std::sync::mpsc::SyncSender;
 use serde_json::Value;
 use vnet_node::core::address::Address;
 use vnet_node::core::constants::{RFC4193_PREFIX_LEN, SIXPLANE_PREFIX_LEN};
-use vnet_node::core::netconf::{AssignedIp, ManagedRoute, NetworkConfigData};
+use vnet_node::core::netconf::{AssignedIp, ManagedRoute, NetworkConfigData, NetworkDns};
 use vnet_node::core::network_id::NetworkId;
 
 pub use vnet_node::core::netconf::ConfigDenied;
@@ -121,6 +121,8 @@ pub struct MemberConfig {
     /// How often the member should ask again (ephemeral members: often
     /// enough that silence means offline).
     pub pull_interval_ms: Option<u64>,
+    /// The network's DNS settings.
+    pub dns: Option<NetworkDns>,
 }
 
 impl From<MemberConfig> for NetworkConfigData {
@@ -138,6 +140,7 @@ impl From<MemberConfig> for NetworkConfigData {
             routes: c.routes,
             bridges: c.bridges.iter().map(ToString::to_string).collect(),
             pull_interval_ms: c.pull_interval_ms,
+            dns: c.dns,
         }
     }
 }
@@ -1118,7 +1121,37 @@ impl Controller {
             bridges: entry.bridges.clone(),
             // Three requests per timeout: one lost is no removal.
             pull_interval_ms: member.ephemeral.then_some(self.ephemeral_timeout_ms / 3),
+            dns: n.dns.clone(),
         }
+    }
+
+    /// The addresses authorized member `addr` of `nwid` holds: its
+    /// `ipAssignments` and the IPv6 addresses `v6AssignMode` derives.
+    pub fn member_addresses(&self, nwid: NetworkId, addr: Address) -> Vec<IpAddr> {
+        let Some(entry) = self.networks.get(&nwid) else {
+            return Vec::new();
+        };
+        match entry.members.get(&addr) {
+            Some(e) if e.member.authorized => assigned_ips(&entry.network, &e.member)
+                .into_iter()
+                .map(|a| a.ip)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The addresses of the authorized member of `nwid` that `label` names
+    /// (its name as a DNS label, or its 10-digit address); empty if none.
+    pub fn member_addresses_by_label(&self, nwid: NetworkId, label: &str) -> Vec<IpAddr> {
+        let Some(entry) = self.networks.get(&nwid) else {
+            return Vec::new();
+        };
+        let by_address = label.parse::<Address>().ok().filter(|_| label.len() == 10);
+        let found = entry.members.values().map(|e| &e.member).find(|m| {
+            Some(m.address) == by_address
+                || crate::name_server::label_of(&m.name).as_deref() == Some(label)
+        });
+        found.map_or_else(Vec::new, |m| self.member_addresses(nwid, m.address))
     }
 
     /// Whether `addr` is a stored member of `nwid` (not a requester).

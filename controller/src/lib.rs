@@ -15,6 +15,7 @@
 //! - [`join_keys`]: join keys (pre-auth keys), stored hashed;
 //! - [`member_report`]: what a member's own request tells about it
 //!   (identity pinned at first contact, versions, advertised routes);
+//! - [`name_server`]: member names in DNS for networks with a domain;
 //! - [`requesters`]: unauthorized requesters of private networks, in
 //!   memory and bounded, until an admin acts on them;
 //! - [`controller`]: [`Controller`], which ties them together and answers
@@ -35,6 +36,7 @@ pub mod ip;
 pub mod join_keys;
 pub mod member_report;
 pub mod model;
+pub mod name_server;
 pub mod node_plugin;
 pub mod pg_migrations;
 pub mod pg_store;

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use vnet_node::core::address::Address;
 use vnet_node::core::constants::NETWORK_MTU_DEFAULT_BYTES;
 use vnet_node::core::message::Versions;
+use vnet_node::core::netconf::NetworkDns;
 use vnet_node::core::network_id::NetworkId;
 
 use crate::ip::{Cidr, to_u128};
@@ -95,6 +96,8 @@ pub struct Network {
     pub rules_source: String,
     /// Its join keys, hashed (see [`crate::join_keys`]).
     pub join_keys: Vec<JoinKey>,
+    /// Its DNS settings (ZeroTier's `dns`), pushed to members.
+    pub dns: Option<NetworkDns>,
 }
 
 impl Network {
@@ -116,6 +119,7 @@ impl Network {
             routes: Vec::new(),
             rules_source: String::new(),
             join_keys: Vec::new(),
+            dns: None,
         }
     }
 
@@ -162,12 +166,15 @@ impl Network {
             },
             // What ZeroTier returns and its web UIs read (a page throws when
             // one is missing); an update may only set them to these values
-            // until flow rules and DNS are supported.
+            // until flow rules are supported.
             "rules": [{"type": "ACTION_ACCEPT", "not": false, "or": false}],
             "rulesSource": self.rules_source,
             "capabilities": [],
             "tags": [],
-            "dns": {"domain": "", "servers": []},
+            "dns": self.dns.as_ref().map_or_else(
+                || json!({"domain": "", "servers": []}),
+                |d| json!({"domain": d.domain, "servers": d.servers}),
+            ),
         })
     }
 

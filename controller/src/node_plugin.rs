@@ -208,6 +208,8 @@ pub fn plugin(
     tracing::info!(store = %spec.describe(), "controller state loaded");
     let shared = Arc::new(Mutex::new(controller));
     spawn_saver(&shared, wall_clock_ms).map_err(|e| format!("cannot start the saver: {e}"))?;
+    crate::name_server::spawn(&shared)
+        .map_err(|e| format!("cannot start the member-name DNS responder: {e}"))?;
     let routes = api::router(shared.clone());
     let node = NodeController::new(shared, wall_clock_ms);
     Ok((Box::new(node), routes))

@@ -14,8 +14,10 @@ use vnet_node::core::constants::{NETWORK_MTU_MAX_BYTES, NETWORK_MTU_MIN_BYTES};
 use vnet_node::core::network_id::NetworkId;
 
 use vnet_node::core::Identity;
+use vnet_node::core::constants::DNS_DOMAIN_MAX_LEN_BYTES;
 use vnet_node::core::constants::MAX_ADVERTISED_ROUTES;
 use vnet_node::core::message::Versions;
+use vnet_node::core::netconf::NetworkDns;
 
 use crate::ip::{Cidr, is_assignable, to_u128};
 use crate::join_keys::JoinKey;
@@ -181,9 +183,7 @@ pub fn network_update(network: &Network, body: &Value) -> Result<Network, FieldE
                     "join keys are managed at /controller/network/<nwid>/key",
                 ));
             }
-            "dns" if !is_empty_dns(value) => {
-                return Err(not_yet(key, "{\"domain\": \"\", \"servers\": []}"));
-            }
+            "dns" => n.dns = dns(value)?,
             _ => {}
         }
     }
@@ -226,16 +226,36 @@ fn is_empty(value: &Value) -> bool {
     }
 }
 
-/// Whether a `dns` value configures nothing (no domain, no servers).
-fn is_empty_dns(value: &Value) -> bool {
-    match value {
-        Value::Null => true,
-        Value::Object(map) => map.iter().all(|(k, v)| match k.as_str() {
-            "domain" => v.as_str().is_some_and(str::is_empty) || v.is_null(),
-            "servers" => v.as_array().is_some_and(Vec::is_empty) || v.is_null(),
-            _ => false,
-        }),
-        _ => false,
+/// ZeroTier's `dns` (`{"domain": "...", "servers": ["ip", ...]}`): none when
+/// null or both empty; the domain lowercased, a trailing dot dropped; a
+/// domain needs servers and servers a domain.
+fn dns(value: &Value) -> Result<Option<NetworkDns>, FieldError> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let obj = object(value, "dns")?;
+    let domain = match obj.get("domain") {
+        None | Some(Value::Null) => String::new(),
+        Some(v) => text(v, "dns.domain", DNS_DOMAIN_MAX_LEN_BYTES + 1)?
+            .trim_end_matches('.')
+            .to_ascii_lowercase(),
+    };
+    let servers = match obj.get("servers") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => array(v, "dns.servers", "IP address strings")?
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ip(s, &format!("dns.servers[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    if domain.is_empty() && servers.is_empty() {
+        return Ok(None);
+    }
+    let dns = NetworkDns { domain, servers };
+    match dns.problem() {
+        None => Ok(Some(dns)),
+        Some(p) if p.starts_with("domain") => Err(FieldError::new("dns.domain", p)),
+        Some(p) => Err(FieldError::new("dns.servers", p)),
     }
 }
 
@@ -855,6 +875,55 @@ mod tests {
         );
     }
 
+    #[test]
+    fn dns_is_kept_checked_and_cleared_as_zerotier_uis_send_it() {
+        let n = network_update(
+            &network(),
+            &json!({"dns": {"domain": "Home.ARPA.", "servers": ["10.121.16.53", "fd00::53"]}}),
+        )
+        .unwrap();
+        assert_eq!(
+            n.to_json()["dns"],
+            json!({"domain": "home.arpa", "servers": ["10.121.16.53", "fd00::53"]})
+        );
+        // ztnet's clearDns.
+        let cleared = network_update(&n, &json!({"dns": {"domain": "", "servers": []}})).unwrap();
+        assert_eq!(cleared.dns, None);
+        assert_eq!(
+            cleared.to_json()["dns"],
+            json!({"domain": "", "servers": []})
+        );
+        for (body, field) in [
+            (
+                json!({"dns": {"domain": "bad domain", "servers": ["10.0.0.1"]}}),
+                "dns.domain",
+            ),
+            (
+                json!({"dns": {"domain": "lan", "servers": []}}),
+                "dns.servers",
+            ),
+            (
+                json!({"dns": {"domain": "", "servers": ["10.0.0.1"]}}),
+                "dns.domain",
+            ),
+            (
+                json!({"dns": {"domain": "lan", "servers": ["nope"]}}),
+                "dns.servers[0]",
+            ),
+            (
+                json!({"dns": {"domain": "lan", "servers": ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]}}),
+                "dns.servers",
+            ),
+            (json!({"dns": "lan"}), "dns"),
+        ] {
+            assert_eq!(
+                network_update(&n, &body).unwrap_err().field,
+                field,
+                "{body}"
+            );
+        }
+    }
+
     /// Every field ZeroTier's network and member objects have is returned;
     /// one posted is kept (names, `rulesSource`) or, while vnet cannot honour
     /// it, taken only at its default and otherwise refused naming it.
@@ -889,10 +958,6 @@ mod tests {
             ),
             (json!({"tags": [{"id": 1000, "default": 1}]}), "tags"),
             (json!({"authTokens": {"abc": 0}}), "authTokens"),
-            (
-                json!({"dns": {"domain": "zt.example", "servers": ["10.0.0.1"]}}),
-                "dns",
-            ),
             (
                 json!({"v6AssignMode": {"rfc4193": [true]}}),
                 "v6AssignMode.rfc4193",

@@ -407,6 +407,10 @@ pub const NETWORK_CONFIG_REQUEST_INTERVAL_MS: u64 = 2_000;
 /// changes and refreshes certificates; this only heals a lost push, and
 /// keeps the member on the controller's list, `PEER_IDLE_TIMEOUT_MS`).
 pub const NETWORK_CONFIG_PULL_INTERVAL_MS: u64 = 120_000;
+/// Most DNS servers a network config names (ZeroTier's `ZT_MAX_DNS_SERVERS`).
+pub const DNS_SERVERS_MAX: usize = 4;
+/// Longest DNS search domain a network config names, in bytes.
+pub const DNS_DOMAIN_MAX_LEN_BYTES: usize = 128;
 /// Shortest pull interval a config may ask for (`pullIntervalMs`).
 pub const NETWORK_CONFIG_PULL_MIN_INTERVAL_MS: u64 = 5_000;
 /// Config requests a controller node holds for the driver to answer at most;

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::address::Address;
 use crate::c25519::{KeyPair, PublicKey, Signature};
 use crate::constants::{
-    C25519_SIGNATURE_LEN_BYTES, CERTIFICATE_MAX_DELTA_MS, NETWORK_CONFIG_CHUNK_MAX_BYTES,
-    NETWORK_CONFIG_MAX_BYTES, NETWORK_MTU_MAX_BYTES, NETWORK_MTU_MIN_BYTES,
+    C25519_SIGNATURE_LEN_BYTES, CERTIFICATE_MAX_DELTA_MS, DNS_DOMAIN_MAX_LEN_BYTES,
+    DNS_SERVERS_MAX, NETWORK_CONFIG_CHUNK_MAX_BYTES, NETWORK_CONFIG_MAX_BYTES,
+    NETWORK_MTU_MAX_BYTES, NETWORK_MTU_MIN_BYTES,
 };
 use crate::network_id::NetworkId;
 
@@ -308,6 +309,53 @@ pub struct ManagedRoute {
     pub via: Option<IpAddr>,
 }
 
+/// A network's DNS settings (ZeroTier's `dns`): its search domain and the
+/// servers that answer for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkDns {
+    /// The search domain, e.g. `vnet.lan` (lowercase, no trailing dot).
+    pub domain: String,
+    /// The servers, at most [`DNS_SERVERS_MAX`].
+    pub servers: Vec<IpAddr>,
+}
+
+impl NetworkDns {
+    /// Why these settings are not usable, if they are not: a domain of 1 to
+    /// [`DNS_DOMAIN_MAX_LEN_BYTES`] bytes made of labels of letters, digits
+    /// and inner hyphens (1–63 each), lowercase; 1 to [`DNS_SERVERS_MAX`]
+    /// unicast servers.
+    pub fn problem(&self) -> Option<String> {
+        let d = &self.domain;
+        let label_ok = |l: &str| {
+            (1..=63).contains(&l.len())
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if d.is_empty() || d.len() > DNS_DOMAIN_MAX_LEN_BYTES || !d.split('.').all(label_ok) {
+            return Some(format!(
+                "domain {d:?} is not a DNS name (lowercase labels of letters, digits and \
+                 hyphens, at most {DNS_DOMAIN_MAX_LEN_BYTES} bytes)"
+            ));
+        }
+        if self.servers.is_empty() || self.servers.len() > DNS_SERVERS_MAX {
+            return Some(format!(
+                "1 to {DNS_SERVERS_MAX} servers, not {}",
+                self.servers.len()
+            ));
+        }
+        if let Some(s) = self
+            .servers
+            .iter()
+            .find(|s| s.is_unspecified() || s.is_multicast())
+        {
+            return Some(format!("server {s} is not a unicast address"));
+        }
+        None
+    }
+}
+
 /// What a controller decides for one member (unsigned): the core signs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -340,6 +388,9 @@ pub struct NetworkConfigData {
     /// ephemeral members once silent asks them to ask more often.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_interval_ms: Option<u64>,
+    /// The network's DNS settings, if it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<NetworkDns>,
 }
 
 /// A signed network configuration, as a member holds it.
@@ -387,6 +438,9 @@ impl NetworkConfig {
         for b in &d.bridges {
             b.parse::<Address>()
                 .map_err(|e| bad("bridges", e.to_string()))?;
+        }
+        if let Some(problem) = d.dns.as_ref().and_then(NetworkDns::problem) {
+            return Err(bad("dns", problem));
         }
         if self.certificate.network != self.network
             || self.certificate.issued_to != self.issued_to
@@ -609,6 +663,7 @@ mod tests {
     fn data(ts: u64) -> NetworkConfigData {
         NetworkConfigData {
             pull_interval_ms: None,
+            dns: None,
             name: "office".into(),
             revision: 3,
             timestamp_ms: ts,

@@ -1911,6 +1911,7 @@ mod membership {
             *clock += 1000;
             Ok(NetworkConfigData {
                 pull_interval_ms: None,
+                dns: None,
                 name: "lab".into(),
                 revision: 1,
                 timestamp_ms: *clock,
@@ -2195,6 +2196,7 @@ mod rogue_member {
             let bridges = self.bridges.lock().unwrap().clone();
             Ok(NetworkConfigData {
                 pull_interval_ms: None,
+                dns: None,
                 name: "rogue-lab".into(),
                 revision: 1,
                 timestamp_ms: *clock,
@@ -3070,6 +3072,7 @@ mod directory_at_scale {
             let i = *self.index.get(&member).ok_or(ConfigDenied::AccessDenied)?;
             Ok(NetworkConfigData {
                 pull_interval_ms: None,
+                dns: None,
                 name: "scale".into(),
                 revision: 1,
                 timestamp_ms: self.clock.load(Ordering::Relaxed),

@@ -560,6 +560,10 @@ mod tests {
             counters: None,
             routes: vec![json!({"target": "10.147.17.0/24", "via": null})],
             gateway_for: vec!["0.0.0.0/0".into()],
+            dns: crate::core::netconf::NetworkDns {
+                domain: "vnet.lan".into(),
+                servers: vec!["10.147.17.1".parse().unwrap()],
+            },
         };
         let local = NetworkLocal {
             nwid: view.id.clone(),

@@ -74,6 +74,10 @@ pub struct ControlPlane {
     pub(crate) route_sync: tokio::sync::Mutex<()>,
     /// Addresses we put on each network's device (only these are ever removed).
     pub(crate) managed_addresses: Mutex<HashMap<NetworkId, Vec<(std::net::IpAddr, u8)>>>,
+    /// How this host's resolver is told a network's DNS settings.
+    pub(crate) resolver: crate::service::dns_config::Resolver,
+    /// The DNS settings in force for each network (`allowDNS` on).
+    pub(crate) dns_applied: Mutex<HashMap<NetworkId, crate::core::netconf::NetworkDns>>,
 }
 
 /// Locks a control-plane table, even after a panic elsewhere (each is

@@ -150,6 +150,9 @@ pub struct LocalSettings {
     /// key may go without asking for its config (members ask every 120 s)
     /// before it is removed (default 1,800 s).
     pub ephemeral_member_timeout_seconds: Option<u64>,
+    /// Where a network's DNS settings go (with `allowDNS=1`) when
+    /// systemd-resolved does not run (default `/etc/resolv.conf`).
+    pub resolv_conf_path: Option<std::path::PathBuf>,
 }
 
 /// A node's home directory.

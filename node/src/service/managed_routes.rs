@@ -538,6 +538,7 @@ mod tests {
     fn config(routes: &[(&str, u8, Option<&str>)], assigned: &[(&str, u8)]) -> NetworkConfigData {
         let mut c = NetworkConfigData {
             pull_interval_ms: None,
+            dns: None,
             name: "t".into(),
             revision: 1,
             timestamp_ms: 0,

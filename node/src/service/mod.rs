@@ -4,6 +4,7 @@ pub mod api;
 pub mod api_types;
 pub mod atomic_file;
 pub mod control_plane;
+pub mod dns_config;
 pub mod engine;
 pub mod home;
 pub mod identity_file;

@@ -40,6 +40,7 @@ pub async fn set_network_settings(
 pub async fn configure_network(shared: &Arc<ControlPlane>, nwid: NetworkId) {
     let netlink = shared.netlink.get().map(|n| n.as_ref());
     let local = shared.network_settings(nwid);
+    let allow_dns = local.allow_dns;
     let snapshot = shared
         .engine
         .call(move |node, _, _| {
@@ -50,12 +51,15 @@ pub async fn configure_network(shared: &Arc<ControlPlane>, nwid: NetworkId) {
                 mtu: u32::from(c.data.mtu),
                 addresses: allowed_addresses(&c.data, &local),
             });
-            (status, settings)
+            let dns = node.network_config(nwid).and_then(|c| c.data.dns.clone());
+            (status, settings, dns)
         })
         .await;
-    let Ok((status, settings)) = snapshot else {
+    let Ok((status, settings, dns)) = snapshot else {
         return;
     };
+    let ok = status == Some(NetworkStatus::Ok) && settings.is_some();
+    configure_dns(shared, nwid, dns.filter(|_| ok && allow_dns));
     match (status, settings) {
         (Some(NetworkStatus::Ok), Some(settings)) => {
             let new = lock(&shared.devices).insert(nwid);
@@ -98,6 +102,35 @@ pub async fn configure_network(shared: &Arc<ControlPlane>, nwid: NetworkId) {
             }
             sync_all_routes(shared).await;
         }
+    }
+}
+
+/// Puts network `nwid`'s DNS settings in force on this host, or takes ours
+/// away (`None`), when that changes.
+fn configure_dns(
+    shared: &ControlPlane,
+    nwid: NetworkId,
+    dns: Option<crate::core::netconf::NetworkDns>,
+) {
+    let mut applied = lock(&shared.dns_applied);
+    if applied.get(&nwid) == dns.as_ref() {
+        return;
+    }
+    let device = device_name(nwid);
+    match shared.resolver.apply(nwid, &device, dns.as_ref()) {
+        Ok(()) => {
+            match &dns {
+                Some(d) => {
+                    info!(%nwid, domain = d.domain, servers = ?d.servers, resolver = ?shared.resolver, "network DNS in force")
+                }
+                None => info!(%nwid, "network DNS taken away"),
+            }
+            match dns {
+                Some(d) => applied.insert(nwid, d),
+                None => applied.remove(&nwid),
+            };
+        }
+        Err(e) => error!(%nwid, "cannot set the network's DNS: {e}"),
     }
 }
 

@@ -307,6 +307,13 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         network_settings: Mutex::new(HashMap::new()),
         route_sync: tokio::sync::Mutex::new(()),
         managed_addresses: Mutex::new(HashMap::new()),
+        resolver: crate::service::dns_config::Resolver::detect(
+            conf.settings
+                .resolv_conf_path
+                .clone()
+                .unwrap_or_else(|| "/etc/resolv.conf".into()),
+        ),
+        dns_applied: Mutex::new(HashMap::new()),
     });
     // Networks joined before the restart: join again, with their settings.
     for nwid in home.joined_networks() {
@@ -496,6 +503,17 @@ async fn control_plane(
     // Our routes go with us (the TAP devices' own routes vanish with them;
     // host routes pinned to the physical network would not).
     remove_all_routes(&shared).await;
+    // So do the networks' DNS settings (their servers are unreachable now).
+    let applied: Vec<crate::core::network_id::NetworkId> =
+        lock(&shared.dns_applied).keys().copied().collect();
+    for nwid in applied {
+        if let Err(e) = shared
+            .resolver
+            .apply(nwid, &crate::service::tap::device_name(nwid), None)
+        {
+            error!(%nwid, "cannot take the network's DNS away: {e}");
+        }
+    }
     result
 }
 

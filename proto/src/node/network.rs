@@ -56,6 +56,9 @@ pub struct NetworkView {
     /// Targets of the managed routes whose gateway is this member (`ip/prefix`):
     /// it must forward for them.
     pub gateway_for: Vec<String>,
+    /// The network's DNS settings (ZeroTier's `dns`: `{"domain": "",
+    /// "servers": []}` when it has none).
+    pub dns: crate::netconf::NetworkDns,
 }
 
 /// What a controller keeps about members that asked.
@@ -313,6 +316,12 @@ impl Node {
                         .collect()
                 })
                 .unwrap_or_default(),
+            dns: data
+                .and_then(|d| d.dns.clone())
+                .unwrap_or(crate::netconf::NetworkDns {
+                    domain: String::new(),
+                    servers: Vec::new(),
+                }),
         })
     }
 
@@ -780,6 +789,7 @@ mod tests {
         node.join(now_ms, nwid, &mut Outbox::new());
         let data = NetworkConfigData {
             pull_interval_ms: None,
+            dns: None,
             name: "n".into(),
             revision: 1,
             timestamp_ms: now_ms,

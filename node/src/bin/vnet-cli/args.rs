@@ -144,7 +144,8 @@ pub enum NetworkCommand {
         /// The network id (16 hex digits).
         nwid: String,
         /// key=value with key one of name, private, mtu, multicastLimit, enableBroadcast,
-        /// v4AssignMode (zt or none), v6AssignMode (a list of zt, rfc4193, 6plane, or none).
+        /// v4AssignMode (zt or none), v6AssignMode (a list of zt, rfc4193, 6plane, or none),
+        /// dns (domain,server,...; empty to clear).
         #[arg(value_name = "KEY=VALUE")]
         settings: Vec<String>,
         /// Replace the address pools with these (repeatable).
@@ -259,7 +260,7 @@ pub enum MemberCommand {
         /// The member's address (10 hex digits).
         addr: String,
         /// key=value with key one of authorized, activeBridge, noAutoAssignIps,
-        /// ipAssignments (comma-separated addresses, empty for none).
+        /// ipAssignments (comma-separated addresses, empty for none), name.
         #[arg(value_name = "KEY=VALUE")]
         settings: Vec<String>,
     },

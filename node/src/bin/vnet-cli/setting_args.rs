@@ -109,6 +109,21 @@ fn assign_modes(key: &str, value: &str, modes: &[&str]) -> Result<Value, String>
     ))
 }
 
+/// `dns=<domain>,<server>[,<server>...]` as ZeroTier's `dns` object
+/// (`dns=` clears it); the controller checks the names and addresses.
+fn dns_setting(value: &str) -> Result<Value, String> {
+    let mut parts = value.split(',').map(str::trim).filter(|p| !p.is_empty());
+    let domain = parts.next().unwrap_or_default();
+    let mut servers = Vec::new();
+    for s in parts {
+        let ip = parse_ip(s).ok_or_else(|| {
+            format!("bad dns {value:?}: {s:?} is not an IP address (dns=<domain>,<server>...)")
+        })?;
+        servers.push(ip.to_string());
+    }
+    Ok(json!({ "domain": domain, "servers": servers }))
+}
+
 /// `network set`'s KEY=VALUE settings as an update body.
 pub fn network_settings(settings: &[String]) -> Result<serde_json::Map<String, Value>, String> {
     let mut body = serde_json::Map::new();
@@ -119,11 +134,12 @@ pub fn network_settings(settings: &[String]) -> Result<serde_json::Map<String, V
             "private" | "enableBroadcast" => json!(parse_bool(key, value)?),
             "mtu" | "multicastLimit" => json!(whole_number(key, value)?),
             "v4AssignMode" => assign_modes(key, value, &["zt"])?,
+            "dns" => dns_setting(value)?,
             "v6AssignMode" => assign_modes(key, value, &["zt", "rfc4193", "6plane"])?,
             _ => {
                 return Err(format!(
                     "unknown setting {key:?}: expected name, private, mtu, multicastLimit, \
-                     enableBroadcast, v4AssignMode or v6AssignMode"
+                     enableBroadcast, v4AssignMode, v6AssignMode or dns"
                 ));
             }
         };
@@ -139,6 +155,7 @@ pub fn member_settings(settings: &[String]) -> Result<serde_json::Map<String, Va
         let (key, value) = split_setting(setting)?;
         let value = match key {
             "authorized" | "activeBridge" | "noAutoAssignIps" => json!(parse_bool(key, value)?),
+            "name" => json!(value),
             "ipAssignments" => {
                 let mut ips = Vec::new();
                 for ip in value.split(',').filter(|i| !i.trim().is_empty()) {
@@ -152,7 +169,7 @@ pub fn member_settings(settings: &[String]) -> Result<serde_json::Map<String, Va
             _ => {
                 return Err(format!(
                     "unknown setting {key:?}: expected authorized, activeBridge, \
-                     noAutoAssignIps or ipAssignments"
+                     noAutoAssignIps, ipAssignments or name"
                 ));
             }
         };
@@ -237,6 +254,15 @@ mod tests {
             json!({"v6AssignMode": {"zt": false, "rfc4193": true, "6plane": true},
                    "v4AssignMode": {"zt": false}})
         );
+        assert_eq!(
+            network_settings(&["dns=vnet.lan,10.0.0.1, fd00::53".into()]).unwrap()["dns"],
+            json!({"domain": "vnet.lan", "servers": ["10.0.0.1", "fd00::53"]})
+        );
+        assert_eq!(
+            network_settings(&["dns=".into()]).unwrap()["dns"],
+            json!({"domain": "", "servers": []})
+        );
+        assert!(network_settings(&["dns=lan,nope".into()]).is_err());
         assert!(
             network_settings(&["v6AssignMode=6plane,slaac".into()])
                 .unwrap_err()
