@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::core::address::Address;
 use crate::core::endpoint::format_endpoint;
+use crate::core::ip_prefix::Cidr;
 use crate::core::network_id::NetworkId;
 use crate::core::node::{NetworkView, PeerRoute, PeerStatus};
 use crate::service::api_types::{
@@ -75,6 +76,7 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
     guard(
         app.fallback(|| async { not_found("no such API endpoint") }),
         Arc::from(state.token.as_str()),
+        Arc::from(state.allow_management_from.as_slice()),
     )
 }
 
@@ -84,9 +86,48 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
 /// in the `X-VNet-Auth` header, ZeroTier's `X-ZT1-Auth` or
 /// `Authorization: Bearer` (401). The token is never read from the URL,
 /// where it would end up in logs and browser history.
-fn guard(app: Router, token: Arc<str>) -> Router {
+fn guard(app: Router, token: Arc<str>, allowed: Arc<[Cidr]>) -> Router {
     app.layer(middleware::from_fn_with_state(token, require_token))
         .layer(middleware::from_fn(require_local_host))
+        .layer(middleware::from_fn_with_state(
+            allowed,
+            require_allowed_client,
+        ))
+}
+
+/// Where a request comes from: loopback (or in-process, with no address),
+/// or a client network local.conf's `allowManagementFrom` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Client {
+    Loopback,
+    Allowed,
+}
+
+/// Refuses (403) a client neither on loopback nor in an allowed network;
+/// marks the request with which it is.
+async fn require_allowed_client(
+    State(allowed): State<Arc<[Cidr]>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical());
+    let client = match peer {
+        None => Client::Loopback,
+        Some(ip) if ip.is_loopback() => Client::Loopback,
+        Some(ip) if allowed.iter().any(|c| c.contains(ip)) => Client::Allowed,
+        Some(ip) => {
+            return ApiError(
+                StatusCode::FORBIDDEN,
+                format!("{ip} is not in local.conf's allowManagementFrom"),
+            )
+            .into_response();
+        }
+    };
+    request.extensions_mut().insert(client);
+    next.run(request).await
 }
 
 /// Host names the API answers to (with or without a port): the loopback it
@@ -109,6 +150,11 @@ fn is_local_host(host: &str) -> bool {
 }
 
 async fn require_local_host(request: Request, next: Next) -> Response {
+    // A client from an allowed network names this host as it knows it
+    // (ztnet in a container: `zerotier:9993`); its token is still required.
+    if request.extensions().get::<Client>() == Some(&Client::Allowed) {
+        return next.run(request).await;
+    }
     let host = request
         .headers()
         .get(axum::http::header::HOST)
@@ -549,6 +595,7 @@ mod tests {
             let app = guard(
                 Router::new().route("/status", get(|| async { "ok" })),
                 Arc::from("sekrit"),
+                Arc::from(Vec::new()),
             );
             tokio::spawn(async move { axum::serve(listener, app).await });
             let requests = requests.to_vec();

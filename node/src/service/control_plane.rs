@@ -74,6 +74,8 @@ pub struct ControlPlane {
     pub(crate) route_sync: tokio::sync::Mutex<()>,
     /// Addresses we put on each network's device (only these are ever removed).
     pub(crate) managed_addresses: Mutex<HashMap<NetworkId, Vec<(std::net::IpAddr, u8)>>>,
+    /// Client networks the API answers besides loopback (`allowManagementFrom`).
+    pub allow_management_from: Vec<crate::core::ip_prefix::Cidr>,
     /// How this host's resolver is told a network's DNS settings.
     pub(crate) resolver: crate::service::dns_config::Resolver,
     /// The DNS settings in force for each network (`allowDNS` on).

@@ -153,6 +153,11 @@ pub struct LocalSettings {
     /// Where a network's DNS settings go (with `allowDNS=1`) when
     /// systemd-resolved does not run (default `/etc/resolv.conf`).
     pub resolv_conf_path: Option<std::path::PathBuf>,
+    /// Client networks the local API also answers (ZeroTier's setting): with
+    /// any, the API listens on every address, not only 127.0.0.1, and
+    /// refuses clients outside these networks and loopback (the token is
+    /// required from all).
+    pub allow_management_from: Option<Vec<crate::core::ip_prefix::Cidr>>,
 }
 
 /// A node's home directory.

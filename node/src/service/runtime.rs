@@ -314,6 +314,11 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
                 .unwrap_or_else(|| "/etc/resolv.conf".into()),
         ),
         dns_applied: Mutex::new(HashMap::new()),
+        allow_management_from: conf
+            .settings
+            .allow_management_from
+            .clone()
+            .unwrap_or_default(),
     });
     // Networks joined before the restart: join again, with their settings.
     for nwid in home.joined_networks() {
@@ -364,6 +369,21 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     result
 }
 
+/// The API's listening socket: dual-stack when on `[::]` (IPv4 clients
+/// as mapped addresses).
+fn api_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    tokio::net::TcpListener::from_std(std::net::TcpListener::from(socket))
+}
+
 async fn control_plane(
     shared: Arc<ControlPlane>,
     mut events: mpsc::UnboundedReceiver<Event>,
@@ -371,17 +391,27 @@ async fn control_plane(
     mapped_local: Option<SocketAddr>,
     engine_stopped: oneshot::Receiver<String>,
 ) -> Result<(), ServiceError> {
-    let api_addr = SocketAddr::from(([127, 0, 0, 1], shared.port));
-    let listener = tokio::net::TcpListener::bind(api_addr)
-        .await
-        .map_err(|error| ServiceError::Bind {
-            what: "API",
-            addr: api_addr,
-            error,
-        })?;
+    // Loopback only, unless local.conf allows management from elsewhere.
+    let remote = !shared.allow_management_from.is_empty();
+    let api_addr = if remote {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, shared.port))
+    } else {
+        SocketAddr::from(([127, 0, 0, 1], shared.port))
+    };
+    let listener = api_listener(api_addr).map_err(|error| ServiceError::Bind {
+        what: "API",
+        addr: api_addr,
+        error,
+    })?;
+    if remote {
+        info!(allowed = ?shared.allow_management_from, port = shared.port, "API answers these client networks too");
+    }
     shared.home.write_port(shared.port)?;
     let app = crate::service::api::router(shared.clone(), extra_routes);
-    let server = axum::serve(listener, app);
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    );
 
     // Netlink is needed only to configure TAP devices; a root running
     // unprivileged never joins a network.
