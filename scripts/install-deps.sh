@@ -50,3 +50,9 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "== installing cargo-fuzz"
   cargo install cargo-fuzz --locked
 fi
+# cargo-deb: the Debian package (scripts/package-deb.sh), built and
+# installed by scripts/test.sh.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "== installing cargo-deb"
+  cargo install cargo-deb --locked
+fi

@@ -18,3 +18,6 @@ echo "== cargo test"
 cargo test --workspace --locked
 echo "== fuzz smoke: every target 50,000 runs or 10 s from its seeds, failing on a crash"
 fuzz/run.sh 10 50000
+echo "== Debian package: built from the test build, installed with dpkg -i, checked, purged"
+scripts/package-deb.sh --profile dev
+scripts/check-deb.sh

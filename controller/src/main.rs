@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use vnet_controller::node_plugin::open_store;
 use vnet_controller::{Store, StoreSpec};
 use vnet_node::service::runtime::{ServiceOptions, run};
@@ -42,6 +42,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = vnet_node::generated_docs::write_if_asked(Cli::command()) {
+        return code;
+    }
     let cli = Cli::parse();
     vnet_node::service::runtime::init_logging();
     if let Some(Command::CopyStore { from, to }) = &cli.command {

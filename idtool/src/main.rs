@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use vnet_node::core::c25519::{PublicKey, Signature};
 use vnet_node::core::constants::{C25519_PUBLIC_KEY_LEN_BYTES, C25519_SIGNATURE_LEN_BYTES};
 use vnet_node::core::identity::{Identity, IdentityError};
@@ -105,6 +105,9 @@ impl<E: std::fmt::Display> From<E> for Refusal {
 type Outcome = Result<(), Refusal>;
 
 fn main() -> ExitCode {
+    if let Some(code) = vnet_node::generated_docs::write_if_asked(Cli::command()) {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use vnet_node::core::world::WorldKind;
 use vnet_node::core::world_spec::{WorldJson, WorldSpecError};
 use vnet_node::service::identity_file::{now_ms, read_identity_arg, write_world_file};
@@ -54,6 +54,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = vnet_node::generated_docs::write_if_asked(Cli::command()) {
+        return code;
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { home, port } => serve(home, port),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use vnet_node::service::runtime::{ServiceOptions, run};
 
 /// vnet node daemon.
@@ -19,6 +19,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = vnet_node::generated_docs::write_if_asked(Cli::command()) {
+        return code;
+    }
     let cli = Cli::parse();
     vnet_node::service::runtime::init_logging();
     match run(ServiceOptions {

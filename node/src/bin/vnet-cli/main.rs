@@ -34,7 +34,7 @@ mod fake_node;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -45,6 +45,9 @@ use crate::failure::Failure;
 use crate::output::pretty;
 
 fn main() -> ExitCode {
+    if let Some(code) = vnet_node::generated_docs::write_if_asked(Cli::command()) {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
