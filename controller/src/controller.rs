@@ -700,6 +700,7 @@ impl Controller {
             }
         }
         let seq = self.next_sequence();
+        self.ephemeral_seen.remove(&(nwid, addr));
         let entry = self.networks.get_mut(&nwid).expect("checked");
         entry.members.remove(&addr);
         if others_change {
