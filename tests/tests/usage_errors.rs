@@ -37,3 +37,24 @@ fn vnet_cli_v_prints_the_version() {
         );
     }
 }
+
+/// `--help` starts by saying what the tool is, in its user's words (not the
+/// library crate's description, not a plan).
+#[test]
+fn help_says_what_each_tool_is() {
+    for (name, says) in [
+        ("vnet-cli", "Control a running vnet-node"),
+        ("vnet-node", "vnet node daemon"),
+        ("vnet-controller", "controller"),
+        ("vnet-idtool", "identity"),
+        ("vnet-planet", "serve as a root"),
+    ] {
+        let out = Command::new(binary(name)).arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        let first = help.lines().next().unwrap_or_default();
+        assert!(first.contains(says), "{name}: {first}");
+        for stale in ["later", "protocol core"] {
+            assert!(!first.contains(stale), "{name}: {first}");
+        }
+    }
+}

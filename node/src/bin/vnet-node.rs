@@ -8,7 +8,11 @@ use vnet_node::service::runtime::{ServiceOptions, run};
 
 /// vnet node daemon.
 #[derive(Parser)]
-#[command(name = "vnet-node", version, about)]
+#[command(
+    name = "vnet-node",
+    version,
+    about = "vnet node daemon: a member of vnet networks, one TAP device each (or the root of a moon)"
+)]
 struct Cli {
     /// Home directory (identity, planet, moons.d, authtoken.secret).
     #[arg(short = 'd', long, default_value = "/var/lib/vnet")]

@@ -76,6 +76,9 @@ pub struct ControlPlane {
     pub(crate) managed_addresses: Mutex<HashMap<NetworkId, Vec<(std::net::IpAddr, u8)>>>,
     /// Client networks the API answers besides loopback (`allowManagementFrom`).
     pub allow_management_from: Vec<crate::core::ip_prefix::Cidr>,
+    /// Netlink connections inside the namespaces networks' devices were
+    /// moved to (`join --netns`).
+    pub(crate) netns_links: Mutex<HashMap<NetworkId, Arc<crate::service::netlink::Netlink>>>,
     /// How this host's resolver is told a network's DNS settings.
     pub(crate) resolver: crate::service::dns_config::Resolver,
     /// The DNS settings in force for each network (`allowDNS` on).

@@ -47,6 +47,11 @@ pub struct NetworkSettings {
     /// The join key given with `join --key`, presented until authorized.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub join_key: Option<String>,
+    /// Another network namespace the network's device lives in (`join
+    /// --netns`: a name under `/run/netns`, or a path such as
+    /// `/proc/<pid>/ns/net`); none: the daemon's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 impl Default for NetworkSettings {
@@ -59,13 +64,36 @@ impl Default for NetworkSettings {
             advertise_routes: Vec::new(),
             advertise_default: false,
             join_key: None,
+            netns: None,
         }
     }
 }
 
 /// The settings `POST /network/<nwid>` and `vnet-cli set` take.
-pub const SETTING_NAMES: &str =
-    "allowManaged, allowGlobal, allowDefault, allowDNS, advertiseRoutes, advertiseDefault, joinKey";
+pub const SETTING_NAMES: &str = "allowManaged, allowGlobal, allowDefault, allowDNS, \
+     advertiseRoutes, advertiseDefault, joinKey, netns";
+
+/// The file of network namespace `netns`: a name (`ip netns` names, under
+/// `/run/netns`) or an absolute path (`/proc/<pid>/ns/net`, a bind mount).
+pub fn netns_path(netns: &str) -> Result<std::path::PathBuf, String> {
+    if netns.starts_with('/') {
+        return Ok(netns.into());
+    }
+    let ok = !netns.is_empty()
+        && netns.len() <= 255
+        && netns != "."
+        && netns != ".."
+        && netns
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(std::path::Path::new("/run/netns").join(netns))
+    } else {
+        Err(format!(
+            "netns: {netns:?} is neither a namespace name nor an absolute path"
+        ))
+    }
+}
 
 impl NetworkSettings {
     /// Sets one setting from its JSON value: booleans as ZeroTier reads
@@ -103,6 +131,17 @@ impl NetworkSettings {
                         Some(k.clone())
                     }
                     _ => return Err(format!("joinKey: {value} is not a join key")),
+                }
+            }
+            "netns" => {
+                self.netns = match value {
+                    Value::Null => None,
+                    Value::String(n) if n.is_empty() => None,
+                    Value::String(n) => {
+                        netns_path(n)?;
+                        Some(n.clone())
+                    }
+                    other => return Err(format!("netns: expected a name or a path, got {other}")),
                 }
             }
             other => return Err(format!("unknown setting {other:?} ({SETTING_NAMES})")),
@@ -699,6 +738,27 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown setting")
         );
+    }
+
+    #[test]
+    fn netns_names_and_paths() {
+        assert_eq!(
+            netns_path("web-1").unwrap(),
+            std::path::Path::new("/run/netns/web-1")
+        );
+        assert_eq!(
+            netns_path("/proc/42/ns/net").unwrap(),
+            std::path::Path::new("/proc/42/ns/net")
+        );
+        for bad in ["", "..", "a/b", "web 1"] {
+            assert!(netns_path(bad).is_err(), "{bad:?}");
+        }
+        let mut s = NetworkSettings::default();
+        s.set("netns", &json!("web")).unwrap();
+        assert_eq!(s.netns.as_deref(), Some("web"));
+        assert!(s.set("netns", &json!("../etc")).is_err());
+        s.set("netns", &json!("")).unwrap();
+        assert_eq!(s.netns, None);
     }
 
     #[test]

@@ -42,6 +42,18 @@ pub struct LinkSettings {
     pub addresses: Vec<(IpAddr, u8)>,
 }
 
+/// Moves the calling thread into the network namespace open as `ns`.
+fn enter_netns(ns: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns on a valid namespace file descriptor changes only the
+    // calling thread's network namespace.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// A netlink connection, driven on the current tokio runtime.
 pub struct Netlink {
     handle: Handle,
@@ -53,6 +65,50 @@ impl Netlink {
         let (connection, handle, _) = new_connection().map_err(NetlinkError::Connect)?;
         tokio::spawn(connection);
         Ok(Self { handle })
+    }
+
+    /// Opens a netlink connection inside the network namespace at
+    /// `netns` (a file such as `/run/netns/<name>`): the socket is made on
+    /// a blocking thread that enters the namespace and comes back out.
+    pub async fn connect_in(netns: std::path::PathBuf) -> Result<Self, NetlinkError> {
+        let made = tokio::task::spawn_blocking(move || {
+            let home = std::fs::File::open("/proc/thread-self/ns/net")?;
+            let target = std::fs::File::open(&netns)?;
+            enter_netns(&target)?;
+            // The runtime is entered here: the socket registers with it.
+            let made = new_connection();
+            enter_netns(&home)?;
+            made
+        })
+        .await
+        .map_err(|e| NetlinkError::Connect(std::io::Error::other(e)))?;
+        let (connection, handle, _) = made.map_err(NetlinkError::Connect)?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    /// Moves `device` into the network namespace open as `netns`.
+    pub async fn move_to_netns(
+        &self,
+        device: &str,
+        netns: &std::fs::File,
+    ) -> Result<(), NetlinkError> {
+        use std::os::fd::AsRawFd;
+        let index = self.index(device).await?;
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .setns_by_fd(netns.as_raw_fd())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|error| NetlinkError::Request {
+                what: "move to netns",
+                device: device.to_string(),
+                error,
+            })
     }
 
     /// The connection's handle, for requests this module does not wrap.

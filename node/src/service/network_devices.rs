@@ -41,6 +41,7 @@ pub async fn configure_network(shared: &Arc<ControlPlane>, nwid: NetworkId) {
     let netlink = shared.netlink.get().map(|n| n.as_ref());
     let local = shared.network_settings(nwid);
     let allow_dns = local.allow_dns;
+    let netns = local.netns.clone();
     let snapshot = shared
         .engine
         .call(move |node, _, _| {
@@ -59,7 +60,14 @@ pub async fn configure_network(shared: &Arc<ControlPlane>, nwid: NetworkId) {
         return;
     };
     let ok = status == Some(NetworkStatus::Ok) && settings.is_some();
-    configure_dns(shared, nwid, dns.filter(|_| ok && allow_dns));
+    // A device in another namespace (a container) has that namespace's
+    // resolver, not this host's.
+    let on_this_host = netns.is_none();
+    configure_dns(
+        shared,
+        nwid,
+        dns.filter(|_| ok && allow_dns && on_this_host),
+    );
     match (status, settings) {
         (Some(NetworkStatus::Ok), Some(settings)) => {
             let new = lock(&shared.devices).insert(nwid);
@@ -76,7 +84,20 @@ pub async fn configure_network(shared: &Arc<ControlPlane>, nwid: NetworkId) {
                     error!(%nwid, device = settings.device, "cannot create TAP device: {e}");
                     return;
                 }
+                if let Some(ns) = &netns
+                    && let Err(e) = move_to_netns(shared, nwid, &settings.device, ns).await
+                {
+                    lock(&shared.devices).remove(&nwid);
+                    let _ = shared.engine.send(Command::RemoveDevice(nwid));
+                    error!(%nwid, device = settings.device, netns = ns, "cannot move the device: {e}");
+                    return;
+                }
             }
+            let inside = lock(&shared.netns_links).get(&nwid).cloned();
+            let netlink = match &netns {
+                None => netlink,
+                Some(_) => inside.as_deref(),
+            };
             let before = lock(&shared.managed_addresses)
                 .get(&nwid)
                 .cloned()
@@ -95,14 +116,38 @@ pub async fn configure_network(shared: &Arc<ControlPlane>, nwid: NetworkId) {
         }
         (status, _) => {
             if lock(&shared.devices).remove(&nwid) {
-                // The engine drops the last handle, which removes the device.
+                // The engine drops the last handle, which removes the device
+                // (in another namespace too).
                 let _ = shared.engine.send(Command::RemoveDevice(nwid));
                 lock(&shared.managed_addresses).remove(&nwid);
+                lock(&shared.netns_links).remove(&nwid);
                 info!(%nwid, ?status, "network device removed");
             }
             sync_all_routes(shared).await;
         }
     }
+}
+
+/// Moves network `nwid`'s new device into namespace `ns` and opens a
+/// netlink connection there, through which it is configured from then on.
+async fn move_to_netns(
+    shared: &Arc<ControlPlane>,
+    nwid: NetworkId,
+    device: &str,
+    ns: &str,
+) -> Result<(), String> {
+    let path = crate::service::managed_routes::netns_path(ns)?;
+    let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let host = shared.netlink.get().ok_or("no netlink")?;
+    host.move_to_netns(device, &file)
+        .await
+        .map_err(|e| e.to_string())?;
+    let inside = crate::service::netlink::Netlink::connect_in(path)
+        .await
+        .map_err(|e| e.to_string())?;
+    lock(&shared.netns_links).insert(nwid, Arc::new(inside));
+    info!(%nwid, device, netns = ns, "network device moved into another namespace");
+    Ok(())
 }
 
 /// Puts network `nwid`'s DNS settings in force on this host, or takes ours
@@ -143,10 +188,16 @@ pub async fn sync_all_routes(shared: &Arc<ControlPlane>) {
         return;
     };
     let _one_at_a_time = shared.route_sync.lock().await;
-    let networks: Vec<(NetworkId, NetworkSettings)> = lock(&shared.devices)
+    let all: Vec<(NetworkId, NetworkSettings)> = lock(&shared.devices)
         .iter()
         .map(|nwid| (*nwid, shared.network_settings(*nwid)))
         .collect();
+    // Devices in other namespaces get their routes there, apart.
+    let (elsewhere, networks): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|(_, s)| s.netns.is_some());
+    for (nwid, local) in elsewhere {
+        sync_netns_routes(shared, nwid, local).await;
+    }
     let planning = networks.clone();
     let plan = shared
         .engine
@@ -196,6 +247,36 @@ pub async fn sync_all_routes(shared: &Arc<ControlPlane>) {
     let metric = u32::from(shared.port);
     for e in sync_routes(netlink.handle(), &table, &desired, metric, index_of).await {
         warn!("route: {e}");
+    }
+}
+
+/// Brings the routes of namespace-moved network `nwid` in line with its
+/// managed routes, in that namespace (no pins: the tunnel's own traffic
+/// stays in the daemon's namespace).
+async fn sync_netns_routes(shared: &Arc<ControlPlane>, nwid: NetworkId, local: NetworkSettings) {
+    let Some(netlink) = lock(&shared.netns_links).get(&nwid).cloned() else {
+        return;
+    };
+    let planned = shared
+        .engine
+        .call(move |node, _, _| {
+            node.network_config(nwid)
+                .map(|c| plan_routes(&device_name(nwid), &c.data, &local))
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
+    let (links, table) = match (netlink.links().await, read_table(netlink.handle()).await) {
+        (Ok(l), Ok(t)) => (l, t),
+        _ => {
+            warn!(%nwid, "cannot read the other namespace's links or routes");
+            return;
+        }
+    };
+    let index_of = |name: &str| links.iter().find(|(_, n)| n == name).map(|(i, _)| *i);
+    let metric = u32::from(shared.port);
+    for e in sync_routes(netlink.handle(), &table, &planned, metric, index_of).await {
+        warn!(%nwid, "route in the other namespace: {e}");
     }
 }
 

@@ -314,6 +314,7 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
                 .unwrap_or_else(|| "/etc/resolv.conf".into()),
         ),
         dns_applied: Mutex::new(HashMap::new()),
+        netns_links: Mutex::new(HashMap::new()),
         allow_management_from: conf
             .settings
             .allow_management_from

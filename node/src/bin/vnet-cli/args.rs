@@ -7,7 +7,12 @@ use clap::{Parser, Subcommand};
 use crate::discovery::DEFAULT_HOME;
 /// Control a running vnet-node through its local API.
 #[derive(Parser, Debug)]
-#[command(name = "vnet-cli", version, about, disable_version_flag = true)]
+#[command(
+    name = "vnet-cli",
+    version,
+    about = "Control a running vnet-node or vnet-controller: networks, peers, moons, and the controller's networks, members and join keys (zerotier-cli's commands)",
+    disable_version_flag = true
+)]
 pub struct Cli {
     /// Print the version (`-v`, as zerotier-cli, or `-V`).
     #[arg(short = 'v', short_alias = 'V', long = "version", action = clap::ArgAction::Version)]
@@ -78,6 +83,11 @@ pub enum Command {
         /// controller authorizes this node on first contact.
         #[arg(long, alias = "authkey")]
         key: Option<String>,
+        /// Put the network's device into this network namespace (an `ip
+        /// netns` name or a path such as /proc/<pid>/ns/net: a container
+        /// started with --network none); the daemon stays where it is.
+        #[arg(long, value_name = "NAME|PATH")]
+        netns: Option<String>,
     },
     /// Leave a network.
     Leave {

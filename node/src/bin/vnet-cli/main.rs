@@ -101,7 +101,9 @@ fn check_arguments(command: &Command) -> Result<Action, String> {
             count,
             interval,
         } => Action::Ping(ping::plan(addr, *count, *interval)?),
-        Command::Join { nwid, key } => Action::Networks(networks::join(nwid, key.as_deref())?),
+        Command::Join { nwid, key, netns } => {
+            Action::Networks(networks::join(nwid, key.as_deref(), netns.as_deref())?)
+        }
         Command::Leave { nwid } => Action::Networks(networks::leave(nwid)?),
         Command::Listnetworks => Action::Networks(networks::Action::List),
         Command::Get { nwid, field } => Action::Networks(networks::get(nwid, field)?),

@@ -63,14 +63,19 @@ fn network_path(nwid: &str) -> Result<String, String> {
 }
 
 /// `join`'s argument, checked.
-pub fn join(nwid: &str, key: Option<&str>) -> Result<Action, String> {
-    let body = match key {
-        None => None,
+pub fn join(nwid: &str, key: Option<&str>, netns: Option<&str>) -> Result<Action, String> {
+    let mut body = Map::new();
+    match key {
+        None => {}
         Some(k) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic()) => {
-            Some(serde_json::json!({ "joinKey": k }))
+            body.insert("joinKey".into(), Value::String(k.into()));
         }
         Some(k) => return Err(format!("bad --key {k:?}: a join key is printable ASCII")),
-    };
+    }
+    if let Some(n) = netns {
+        body.insert("netns".into(), Value::String(n.into()));
+    }
+    let body = (!body.is_empty()).then_some(Value::Object(body));
     Ok(Action::Join {
         path: network_path(nwid)?,
         body,
