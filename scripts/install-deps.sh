@@ -11,9 +11,11 @@ set -euo pipefail
 # systemd: `systemd-analyze verify` of the units in dist/systemd; g++: libFuzzer, which
 # cargo-fuzz builds for the fuzz smoke in scripts/test.sh; postgresql: the controller's
 # PostgreSQL store and failover tests, which start a server of their own in a temp directory;
-# bind9-dnsutils: `dig` against the controller's member-name DNS in the DNS test).
+# bind9-dnsutils: `dig` against the controller's member-name DNS in the DNS test;
+# chromium, chromium-driver, fonts-dejavu-core: the web UI test's real browser).
 PACKAGES=(ca-certificates curl gcc g++ libc6-dev pkg-config iproute2 iptables iputils-ping iperf3
-  nftables miniupnpd-nftables conntrack dnsmasq-base udhcpc python3 systemd postgresql bind9-dnsutils)
+  nftables miniupnpd-nftables conntrack dnsmasq-base udhcpc python3 systemd postgresql bind9-dnsutils
+  chromium chromium-driver fonts-dejavu-core)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -122,6 +122,7 @@ where
                 .put(post_member)
                 .delete(delete_member),
         )
+        .merge(crate::web_ui::router())
         .method_not_allowed_fallback(|| async {
             ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())
         })

@@ -23,7 +23,8 @@
 //! - [`node_plugin`]: [`NodeController`], the controller as the node core's
 //!   `NetworkController`, and [`plugin`] / [`factory`], which the service's
 //!   `ServiceOptions::controller` takes;
-//! - [`api`]: the REST routes (no auth of their own; the node's API adds it).
+//! - [`api`]: the REST routes (no auth of their own; the node's API adds it);
+//! - [`web_ui`]: the web UI's static files under `/ui/`.
 //! - [`controller_lock`]: locking the controller the packet path and the API share.
 
 pub mod api;
@@ -45,6 +46,7 @@ pub mod sqlite_store;
 pub mod store;
 pub mod store_import;
 pub mod update;
+pub mod web_ui;
 
 pub use assign::AssignError;
 pub use controller::{ConfigDenied, Controller, ControllerCounters, ControllerError, MemberConfig};

@@ -192,7 +192,25 @@ fn given_tokens(headers: &axum::http::HeaderMap) -> Vec<&[u8]> {
     given
 }
 
+/// Where a web UI's static files are served (a controller's): fetched
+/// without the token (the sign-in page must load; they hold no secret),
+/// every request they make carries it.
+pub const WEB_UI_PREFIX: &str = "/ui";
+
+fn is_web_ui_asset(request: &Request) -> bool {
+    let path = request.uri().path();
+    let method = request.method();
+    (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
+        && (path == WEB_UI_PREFIX
+            || path
+                .strip_prefix(WEB_UI_PREFIX)
+                .is_some_and(|rest| rest.starts_with('/')))
+}
+
 async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
+    if is_web_ui_asset(&request) {
+        return next.run(request).await;
+    }
     let given = given_tokens(request.headers());
     let ok = !given.is_empty() && given.iter().all(|t| constant_time_eq(t, token.as_bytes()));
     if !ok {
@@ -593,7 +611,10 @@ mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = listener.local_addr().unwrap().port();
             let app = guard(
-                Router::new().route("/status", get(|| async { "ok" })),
+                Router::new()
+                    .route("/status", get(|| async { "ok" }))
+                    .route("/ui/", get(|| async { "page" }).post(|| async { "posted" }))
+                    .route("/uinfo", get(|| async { "not the ui" })),
                 Arc::from("sekrit"),
                 Arc::from(Vec::new()),
             );
@@ -681,5 +702,22 @@ mod tests {
             ],
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn only_the_web_ui_files_load_without_the_token_and_never_under_another_host() {
+        let got = statuses(&[
+            get_request("/ui/", &["Host: 127.0.0.1:9993"]),
+            "HEAD /ui/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_string(),
+            get_request("/ui/", &["Host: evil.example"]),
+            "POST /ui/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+                .to_string(),
+            get_request("/uinfo", &["Host: localhost"]),
+        ]);
+        let codes: Vec<&str> = got
+            .iter()
+            .map(|l| l.split_whitespace().nth(1).unwrap_or(""))
+            .collect();
+        assert_eq!(codes, ["200", "200", "403", "401", "401"], "{got:?}");
     }
 }
