@@ -476,3 +476,101 @@ fn an_advertised_route_is_pending_until_approved_then_carries_traffic() {
         listed()
     );
 }
+
+/// Headscale's exit-node approval: a member offers itself as exit node
+/// (`advertiseDefault=1`: it advertises 0.0.0.0/0 and ::/0), both wait as
+/// pending and a member that allows default routes gets none; approved, the
+/// default route goes via the exit node and reaches "the internet" behind
+/// it; approval withdrawn, the routes are exactly as before.
+#[test]
+fn an_exit_node_offer_is_pending_until_approved_then_carries_default_traffic() {
+    let lab = Lab::new();
+    let root_host = lab.host("root");
+    let ctl_host = lab.host("ctl");
+    let site = lab.nat_router("site", NatKind::Easy);
+    let gw_host = lab.host_behind("exit", &site);
+    let internet_host = lab.host_behind("inet", &site);
+    let remote_host = lab.host("remote");
+    make_planet(
+        &lab,
+        &root_host,
+        &[
+            lab.home(&ctl_host),
+            lab.home(&gw_host),
+            lab.home(&remote_host),
+        ],
+    );
+    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
+    let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
+    let gw = Daemon::start(&lab, &gw_host, "vnet-node");
+    let remote = Daemon::start(&lab, &remote_host, "vnet-node");
+    for d in [&ctl, &gw, &remote] {
+        d.wait_online();
+    }
+    make_gateway(&lab, &gw_host);
+    let (nwid, _) = network(&ctl, &gw, &remote, &[]);
+    let internet = internet_host.ip().to_string();
+    let run = remote.cli(&["set", &nwid, "allowDefault=1"]);
+    assert!(run.ok, "{run:?}");
+
+    let run = gw.cli(&["set", &nwid, "advertiseDefault=1"]);
+    assert!(run.ok, "{run:?}");
+    let listed = || ctl.cli(&["member", "routes", &nwid, &gw.address()]).stdout;
+    let line = |route: &str, what: &str| {
+        format!("200 member routes {nwid} {} {route} {what}", gw.address())
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let l = listed();
+            l.contains(&line("0.0.0.0/0", "PENDING")) && l.contains(&line("::/0", "PENDING"))
+        }),
+        "the exit-node offer is pending: {}",
+        listed()
+    );
+    assert_never(
+        Duration::from_secs(3),
+        "a default route before approval",
+        || {
+            routes(&lab, &remote_host)
+                .into_iter()
+                .find(|r| r.contains(&format!("via {GATEWAY_IP}")))
+        },
+    );
+    let before = routes(&lab, &remote_host);
+    assert!(!pings(&lab, &remote_host, &internet));
+
+    let run = ctl.cli(&["member", "routes", &nwid, &gw.address(), "approve", "all"]);
+    assert!(
+        run.stdout.contains(&line("0.0.0.0/0", "APPROVED")),
+        "{run:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || pings(
+            &lab,
+            &remote_host,
+            &internet
+        )),
+        "the remote member reaches {internet} through the approved exit node; routes {:?}",
+        routes(&lab, &remote_host)
+    );
+    let with_default = routes(&lab, &remote_host);
+    for half in ["0.0.0.0/1 via 10.147.17.10", "128.0.0.0/1 via 10.147.17.10"] {
+        assert!(
+            with_default.iter().any(|r| r.starts_with(half)),
+            "{half}: {with_default:?}"
+        );
+    }
+
+    let run = ctl.cli(&["member", "routes", &nwid, &gw.address(), "unapprove", "all"]);
+    assert!(
+        run.stdout.contains(&line("0.0.0.0/0", "PENDING")),
+        "{run:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || routes(&lab, &remote_host)
+            == before),
+        "routes exactly as before:\nbefore {before:?}\nnow    {:?}",
+        routes(&lab, &remote_host)
+    );
+    assert!(!pings(&lab, &remote_host, &internet));
+}
