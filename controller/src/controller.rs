@@ -13,6 +13,7 @@ use vnet_node::core::address::Address;
 use vnet_node::core::constants::{RFC4193_PREFIX_LEN, SIXPLANE_PREFIX_LEN};
 use vnet_node::core::netconf::{AssignedIp, ManagedRoute, NetworkConfigData, NetworkDns};
 use vnet_node::core::network_id::NetworkId;
+use vnet_node::core::rules::RuleSet;
 
 pub use vnet_node::core::netconf::ConfigDenied;
 
@@ -123,6 +124,8 @@ pub struct MemberConfig {
     pub pull_interval_ms: Option<u64>,
     /// The network's DNS settings.
     pub dns: Option<NetworkDns>,
+    /// The network's flow rules, unless they are the accept-all default.
+    pub rules: Option<RuleSet>,
 }
 
 impl From<MemberConfig> for NetworkConfigData {
@@ -141,6 +144,7 @@ impl From<MemberConfig> for NetworkConfigData {
             bridges: c.bridges.iter().map(ToString::to_string).collect(),
             pull_interval_ms: c.pull_interval_ms,
             dns: c.dns,
+            rules: c.rules,
         }
     }
 }
@@ -1123,6 +1127,7 @@ impl Controller {
             // Three requests per timeout: one lost is no removal.
             pull_interval_ms: member.ephemeral.then_some(self.ephemeral_timeout_ms / 3),
             dns: n.dns.clone(),
+            rules: (!n.rules.is_accept_all()).then(|| n.rules.clone()),
         }
     }
 

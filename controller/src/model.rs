@@ -9,6 +9,7 @@ use vnet_node::core::constants::NETWORK_MTU_DEFAULT_BYTES;
 use vnet_node::core::message::Versions;
 use vnet_node::core::netconf::NetworkDns;
 use vnet_node::core::network_id::NetworkId;
+use vnet_node::core::rules::RuleSet;
 
 use crate::ip::{Cidr, to_u128};
 use crate::join_keys::JoinKey;
@@ -98,6 +99,8 @@ pub struct Network {
     pub join_keys: Vec<JoinKey>,
     /// Its DNS settings (ZeroTier's `dns`), pushed to members.
     pub dns: Option<NetworkDns>,
+    /// Its flow rules (ZeroTier's `rules`), enforced by every member.
+    pub rules: RuleSet,
 }
 
 impl Network {
@@ -120,6 +123,7 @@ impl Network {
             rules_source: String::new(),
             join_keys: Vec::new(),
             dns: None,
+            rules: RuleSet::accept_all(),
         }
     }
 
@@ -164,10 +168,10 @@ impl Network {
                 "rfc4193": self.v6_assign.rfc4193,
                 "6plane": self.v6_assign.sixplane,
             },
+            "rules": self.rules.to_zerotier_json(),
             // What ZeroTier returns and its web UIs read (a page throws when
             // one is missing); an update may only set them to these values
-            // until flow rules are supported.
-            "rules": [{"type": "ACTION_ACCEPT", "not": false, "or": false}],
+            // until tags and capabilities are supported.
             "rulesSource": self.rules_source,
             "capabilities": [],
             "tags": [],

@@ -18,6 +18,7 @@ use vnet_node::core::constants::DNS_DOMAIN_MAX_LEN_BYTES;
 use vnet_node::core::constants::MAX_ADVERTISED_ROUTES;
 use vnet_node::core::message::Versions;
 use vnet_node::core::netconf::NetworkDns;
+use vnet_node::core::rules::{RuleKind, RuleSet};
 
 use crate::ip::{Cidr, is_assignable, to_u128};
 use crate::join_keys::JoinKey;
@@ -155,12 +156,7 @@ pub fn network_update(network: &Network, body: &Value) -> Result<Network, FieldE
             "ipAssignmentPools" => n.ip_assignment_pools = pools(value)?,
             "routes" => n.routes = routes(value)?,
             "rulesSource" => n.rules_source = text(value, key, MAX_RULES_SOURCE_LEN)?,
-            "rules" if !is_accept_all(value) => {
-                return Err(not_yet(
-                    key,
-                    "the accept-all default, [{\"type\": \"ACTION_ACCEPT\"}]",
-                ));
-            }
+            "rules" => n.rules = rule_set(value)?,
             "capabilities" | "tags" | "authTokens" if !is_empty(value) => {
                 return Err(not_yet(key, "none"));
             }
@@ -200,18 +196,28 @@ fn not_yet(field: &str, takes: &str) -> FieldError {
 }
 
 /// Whether `value` is ZeroTier's default rule set: accept everything.
-fn is_accept_all(value: &Value) -> bool {
-    let Some([rule]) = value.as_array().map(Vec::as_slice) else {
-        return false;
-    };
-    rule.as_object().is_some_and(|r| {
-        r.get("type").and_then(Value::as_str) == Some("ACTION_ACCEPT")
-            && r.iter().all(|(k, v)| match k.as_str() {
-                "type" => true,
-                "not" | "or" => v == &Value::Bool(false),
-                _ => false,
-            })
-    })
+/// A network's `rules` (ZeroTier's JSON). Tags, and TEE/WATCH/REDIRECT,
+/// are refused until members carry tags and forward copies.
+fn rule_set(value: &Value) -> Result<RuleSet, FieldError> {
+    let set =
+        RuleSet::from_zerotier_json(value).map_err(|e| FieldError::new("rules", e.to_string()))?;
+    for (i, r) in set.rules().iter().enumerate() {
+        let unsupported = r.kind.uses_tags()
+            || matches!(
+                r.kind,
+                RuleKind::Tee { .. } | RuleKind::Watch { .. } | RuleKind::Redirect { .. }
+            );
+        if unsupported {
+            return Err(FieldError::new(
+                "rules",
+                format!(
+                    "rule {i}: {} is not supported yet (tags, TEE, WATCH and REDIRECT come later)",
+                    r.to_zerotier_json()["type"].as_str().unwrap_or("?")
+                ),
+            ));
+        }
+    }
+    Ok(set)
 }
 
 /// Whether `value` holds nothing: null, `[]`, `{}`, or ZeroTier's `[{}]`.
@@ -950,8 +956,16 @@ mod tests {
             assert!(j.get(field).is_some(), "{field}");
         }
         let refused = [
-            (json!({"rules": [{"type": "ACTION_DROP"}]}), "rules"),
-            (json!({"rules": []}), "rules"),
+            (json!({"rules": [{"type": "MATCH_NOPE"}]}), "rules"),
+            (json!({"rules": {"type": "ACTION_DROP"}}), "rules"),
+            (
+                json!({"rules": [{"type": "MATCH_TAGS_EQUAL", "id": 1, "value": 1}]}),
+                "rules",
+            ),
+            (
+                json!({"rules": [{"type": "ACTION_TEE", "address": "1122334455"}]}),
+                "rules",
+            ),
             (
                 json!({"capabilities": [{"id": 1, "rules": []}]}),
                 "capabilities",
@@ -965,6 +979,18 @@ mod tests {
             (json!({"v6AssignMode": true}), "v6AssignMode"),
             (json!({"rulesSource": 5}), "rulesSource"),
         ];
+        // Rules are kept as given (ZeroTier's JSON back) and an empty list
+        // is ZeroTier's "drop everything".
+        let no_ssh = json!([
+            {"type": "MATCH_IP_PROTOCOL", "ipProtocol": 6, "not": false, "or": false},
+            {"type": "MATCH_IP_DEST_PORT_RANGE", "start": 22, "end": 22, "not": false, "or": false},
+            {"type": "ACTION_DROP", "not": false, "or": false},
+            {"type": "ACTION_ACCEPT", "not": false, "or": false}
+        ]);
+        let n = network_update(&network(), &json!({"rules": no_ssh})).unwrap();
+        assert_eq!(n.to_json()["rules"], no_ssh);
+        let n = network_update(&network(), &json!({"rules": []})).unwrap();
+        assert_eq!(n.to_json()["rules"], json!([]));
         for (body, field) in refused {
             let e = network_update(&network(), &body).unwrap_err();
             assert_eq!(e.field, field, "{body}");

@@ -325,6 +325,8 @@ pub const CREDENTIAL_CHECKS_PER_PEER_PER_SECOND: u32 = 8;
 pub const MAX_CREDENTIAL_BUDGETS: usize = 1_024;
 /// Largest encoded network config.
 pub const NETWORK_CONFIG_MAX_BYTES: usize = 64 * 1024;
+/// Most rules in a network's rule list (ZeroTier's limit too).
+pub const MAX_RULES: usize = 1_024;
 /// Config bytes per signed NETWORK_CONFIG chunk (one datagram each).
 pub const NETWORK_CONFIG_CHUNK_MAX_BYTES: usize = 1024;
 /// Smallest virtual MTU.

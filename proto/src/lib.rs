@@ -28,6 +28,7 @@ pub mod path_mtu;
 pub mod relay;
 pub mod replay;
 pub mod rng;
+pub mod rules;
 pub mod session;
 pub mod switch;
 pub mod tls_record;

@@ -14,6 +14,7 @@ use crate::constants::{
     NETWORK_MTU_MAX_BYTES, NETWORK_MTU_MIN_BYTES,
 };
 use crate::network_id::NetworkId;
+use crate::rules::RuleSet;
 
 /// Domain separation for certificate signatures.
 const CERTIFICATE_LABEL: &[u8] = b"vnet certificate of membership v1";
@@ -391,6 +392,10 @@ pub struct NetworkConfigData {
     /// The network's DNS settings, if it has any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<NetworkDns>,
+    /// The network's flow rules (binary, as hex: PROTOCOL.md §4.9); none:
+    /// accept everything (the default rule set, left out to keep configs small).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<RuleSet>,
 }
 
 /// A signed network configuration, as a member holds it.
@@ -663,6 +668,7 @@ mod tests {
     fn data(ts: u64) -> NetworkConfigData {
         NetworkConfigData {
             pull_interval_ms: None,
+            rules: None,
             dns: None,
             name: "office".into(),
             revision: 3,

@@ -1911,6 +1911,7 @@ mod membership {
             *clock += 1000;
             Ok(NetworkConfigData {
                 pull_interval_ms: None,
+                rules: None,
                 dns: None,
                 name: "lab".into(),
                 revision: 1,
@@ -2196,6 +2197,7 @@ mod rogue_member {
             let bridges = self.bridges.lock().unwrap().clone();
             Ok(NetworkConfigData {
                 pull_interval_ms: None,
+                rules: None,
                 dns: None,
                 name: "rogue-lab".into(),
                 revision: 1,
@@ -3072,6 +3074,7 @@ mod directory_at_scale {
             let i = *self.index.get(&member).ok_or(ConfigDenied::AccessDenied)?;
             Ok(NetworkConfigData {
                 pull_interval_ms: None,
+                rules: None,
                 dns: None,
                 name: "scale".into(),
                 revision: 1,

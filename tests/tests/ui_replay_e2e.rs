@@ -13,11 +13,10 @@
 //! The source of each request is named beside it (file and function in the
 //! UI's repository).
 //!
-//! Flow rules other than accept-all are refused with 400 naming `rules`
-//! until vnet enforces rules (the flow-rules issue): ZeroUI's network
-//! creation (it always sends its default rules) and both UIs' rule editors
-//! get that answer, which these tests check; ZeroUI's other requests are
-//! replayed on a network created without its rules.
+//! Flow rules: ZeroUI creates every network with its default rules and
+//! both rule editors post compiled rules; they are taken (200) and the
+//! network answers them back rule for rule (members enforce them:
+//! tests/tests/rules_e2e.rs).
 
 use std::fs;
 use std::time::Duration;
@@ -146,20 +145,28 @@ impl<'a> Ui<'a> {
         None
     }
 
-    /// Sends a request with non-default flow rules: until vnet enforces
-    /// rules (the flow-rules issue) the controller refuses them, with 400
-    /// naming `rules`, rather than taking them and enforcing nothing.
-    fn refused_until_flow_rules(&mut self, what: &str, path: &str, body: &Value) {
-        let answer = self.send("POST", path, Some(body));
-        let named = answer.body["error"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("rules: "));
-        if answer.status != 400 || !named {
-            self.failures.push(format!(
-                "{what}: POST {path} {body} -> {} {} (want 400 naming rules)",
-                answer.status, answer.body
-            ));
-        }
+    /// Sends a request with the UIs' default flow rules: taken (200), and
+    /// the network's `rules` answer them, rule for rule.
+    fn rules_taken(&mut self, what: &str, path: &str, body: &Value) -> Option<Value> {
+        let answer = self.call(what, "POST", path, Some(body))?;
+        let types = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|r| r["type"].to_string() + &r["not"].to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let want: Vec<String> = types(&default_rules_of_the_uis())
+            .into_iter()
+            .map(|t| t.replace("null", "false"))
+            .collect();
+        let got = types(&answer["rules"]);
+        self.check(what, got == want, || {
+            format!("rules {got:?}, want {want:?}")
+        });
+        Some(answer)
     }
 
     fn get(&mut self, what: &str, path: &str) -> Option<Value> {
@@ -706,17 +713,11 @@ fn zero_ui_requests_work_unchanged() {
         "enableBroadcast": true,
     });
     let create = format!("/controller/network/{address}______");
-    // ZeroUI creates every network with its default rules, which vnet
-    // refuses until it enforces rules; the same body without them is taken
-    // and the rest of ZeroUI's requests are replayed on that network.
+    // ZeroUI creates every network with its default rules: kept and
+    // enforced (IPv4, ARP and IPv6 pass; anything else is dropped).
     let mut with_rules = body.clone();
     with_rules["rules"] = default_rules_of_the_uis();
-    ui.refused_until_flow_rules(
-        "create network (ZeroUI's default rules)",
-        &create,
-        &with_rules,
-    );
-    let Some(created) = ui.post("create network less rules", &create, &body) else {
+    let Some(created) = ui.rules_taken("create network", &create, &with_rules) else {
         ui.abort("network not created")
     };
     ui.fields("create network", &created, &[("/id", Str)]);
@@ -793,7 +794,7 @@ fn zero_ui_requests_work_unchanged() {
 
     // NetworkRules.jsx saveChanges with the default rules source compiled.
     let flow = json!({"rules": default_rules_of_the_uis(), "capabilities": [], "tags": []});
-    ui.refused_until_flow_rules("NetworkRules saveChanges", &net, &flow);
+    ui.rules_taken("NetworkRules saveChanges", &net, &flow);
 
     // A member asks to join: routes/member.js GET "/" and getMembersData.
     let addr = member.address();
@@ -1115,7 +1116,7 @@ fn ztnet_requests_work_unchanged() {
         "tagsByName": {},
         "rulesSource": "#"
     });
-    ui.refused_until_flow_rules("setFlowRule", &net, &flow);
+    ui.rules_taken("setFlowRule", &net, &flow);
 
     // A member asks to join; the reconcile reads the revision map, the
     // changed members and the peers.

@@ -577,6 +577,7 @@ mod tests {
     fn config(routes: &[(&str, u8, Option<&str>)], assigned: &[(&str, u8)]) -> NetworkConfigData {
         let mut c = NetworkConfigData {
             pull_interval_ms: None,
+            rules: None,
             dns: None,
             name: "t".into(),
             revision: 1,

@@ -199,6 +199,7 @@ pub(crate) fn configure_switch(m: &mut Membership, me: Address, config: &Network
         .switch
         .get_or_insert_with(|| Switch::new(config.network, me, policy, m.hasher.clone()));
     switch.set_policy(policy);
+    switch.set_rules(d.rules.clone());
     let bridges: Vec<Address> = d.bridges.iter().filter_map(|b| b.parse().ok()).collect();
     switch.set_bridges(&bridges);
     let mut ours: Vec<IpAddr> = d.assigned.iter().map(|a| a.ip).collect();

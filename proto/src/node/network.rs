@@ -789,6 +789,7 @@ mod tests {
         node.join(now_ms, nwid, &mut Outbox::new());
         let data = NetworkConfigData {
             pull_interval_ms: None,
+            rules: None,
             dns: None,
             name: "n".into(),
             revision: 1,

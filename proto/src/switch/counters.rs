@@ -1,6 +1,7 @@
 //! Why frames were dropped, and what the switch forwarded: every dropped
 //! frame is counted under exactly one reason.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
@@ -38,11 +39,13 @@ pub enum DropReason {
     /// Outbound, private network: not sent to a recipient for which we hold
     /// no fresh certificate, none having come within the wait for one.
     RecipientNotAuthorized,
+    /// The network's flow rules dropped it (or none accepted it).
+    FlowRule,
 }
 
 impl DropReason {
     /// Every reason, in declaration order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::MulticastSource,
         DropReason::ForeignSource,
@@ -55,6 +58,7 @@ impl DropReason {
         DropReason::NoRecipients,
         DropReason::UnknownDestination,
         DropReason::RecipientNotAuthorized,
+        DropReason::FlowRule,
     ];
 
     /// The reason's name as counters and logs show it.
@@ -72,6 +76,7 @@ impl DropReason {
             DropReason::NoRecipients => "noRecipients",
             DropReason::UnknownDestination => "unknownDestination",
             DropReason::RecipientNotAuthorized => "recipientNotAuthorized",
+            DropReason::FlowRule => "flowRule",
         }
     }
 }
@@ -110,6 +115,8 @@ pub struct DropCounters {
     pub unknown_destination: u64,
     /// [`DropReason::RecipientNotAuthorized`].
     pub recipient_not_authorized: u64,
+    /// [`DropReason::FlowRule`].
+    pub flow_rule: u64,
 }
 
 impl DropCounters {
@@ -128,6 +135,7 @@ impl DropCounters {
             DropReason::NoRecipients => &mut self.no_recipients,
             DropReason::UnknownDestination => &mut self.unknown_destination,
             DropReason::RecipientNotAuthorized => &mut self.recipient_not_authorized,
+            DropReason::FlowRule => &mut self.flow_rule,
         };
         *slot += 1;
     }
@@ -147,6 +155,7 @@ impl DropCounters {
             DropReason::NoRecipients => self.no_recipients,
             DropReason::UnknownDestination => self.unknown_destination,
             DropReason::RecipientNotAuthorized => self.recipient_not_authorized,
+            DropReason::FlowRule => self.flow_rule,
         }
     }
 
@@ -183,6 +192,10 @@ pub struct SwitchCounters {
     pub subscriptions_refused: u64,
     /// Dropped frames by reason.
     pub drops: DropCounters,
+    /// Frames the flow rules dropped, by the index of the rule that
+    /// dropped them; the rule count (one past the last) for frames no rule
+    /// accepted. At most [`crate::constants::MAX_RULES`] + 1 entries.
+    pub dropped_by_rule: BTreeMap<u32, u64>,
 }
 
 #[cfg(test)]
@@ -200,7 +213,7 @@ mod tests {
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(c.get(*r), i as u64 + 1, "{r}");
         }
-        assert_eq!(c.total(), (1..=12).sum::<u64>());
+        assert_eq!(c.total(), (1..=13).sum::<u64>());
         let json = serde_json::to_value(&c).unwrap();
         let obj = json.as_object().unwrap();
         assert_eq!(obj.len(), DropReason::ALL.len());

@@ -40,10 +40,11 @@ pub mod ndp_emulation;
 use std::net::IpAddr;
 
 use crate::address::Address;
-use crate::constants::DEFAULT_MULTICAST_LIMIT;
+use crate::constants::{DEFAULT_MULTICAST_LIMIT, ETHERNET_HEADER_LEN_BYTES};
 use crate::hash_state::{HashSet, HashState};
 use crate::netconf::Certificate;
 use crate::network_id::{Mac, NetworkId};
+use crate::rules::{Decision, FrameFacts, NoTags, RuleSet, evaluate};
 
 pub use counters::{DropCounters, DropReason, SwitchCounters};
 pub use frame::Frame;
@@ -125,6 +126,11 @@ pub struct Switch {
     recipients: Vec<Address>,
     /// Reused for a locally made answer ([`Outbound::Answer`]).
     answer: Vec<u8>,
+    /// The network's flow rules; none: accept everything.
+    rules: Option<RuleSet>,
+    /// State of the generator MATCH_RANDOM draws from (xorshift: a rule's
+    /// coin needs no cryptographic strength).
+    coin: u64,
     counters: SwitchCounters,
 }
 
@@ -168,6 +174,8 @@ impl Switch {
             subscriptions,
             recipients: Vec::new(),
             answer: Vec::new(),
+            rules: None,
+            coin: address.to_u64() ^ network_id.to_u64() | 1,
             counters: SwitchCounters::default(),
         };
         switch.recompute_local_groups();
@@ -354,6 +362,73 @@ impl Switch {
         &self.macs
     }
 
+    /// The network's flow rules (none: accept everything).
+    pub fn set_rules(&mut self, rules: Option<RuleSet>) {
+        self.rules = rules;
+    }
+
+    /// Whether the flow rules let this frame through, counting a drop by
+    /// rule. `dest`: the receiving member, `None` for a multicast.
+    fn rules_allow(
+        &mut self,
+        inbound: bool,
+        source: Address,
+        dest: Option<Address>,
+        f: &Frame<'_>,
+    ) -> RuleVerdict {
+        let Some(rules) = &self.rules else {
+            return RuleVerdict::Pass;
+        };
+        let facts = FrameFacts {
+            inbound,
+            source,
+            dest,
+            mac_source: f.src(),
+            mac_dest: f.dst(),
+            ether_type: f.ether_type(),
+            payload: f
+                .bytes()
+                .get(ETHERNET_HEADER_LEN_BYTES..)
+                .unwrap_or_default(),
+        };
+        let coin = &mut self.coin;
+        let mut random = || {
+            *coin ^= *coin << 13;
+            *coin ^= *coin >> 7;
+            *coin ^= *coin << 17;
+            *coin as u32
+        };
+        let mut copy = None;
+        let decision = evaluate(
+            rules.rules(),
+            self.address,
+            &facts,
+            &NoTags,
+            &mut random,
+            &mut copy,
+        );
+        let dropped_at = match decision {
+            // A REDIRECT or TEE cannot reach us yet (the controller refuses
+            // them): the frame goes where it was going.
+            Decision::Accept { super_accept } => {
+                return if super_accept {
+                    RuleVerdict::Target
+                } else {
+                    RuleVerdict::Pass
+                };
+            }
+            Decision::Redirect(_) => return RuleVerdict::Pass,
+            Decision::Drop(index) => index,
+            Decision::NoMatch => rules.rules().len(),
+        };
+        *self
+            .counters
+            .dropped_by_rule
+            .entry(u32::try_from(dropped_at).unwrap_or(u32::MAX))
+            .or_default() += 1;
+        RuleVerdict::Drop
+    }
+
     /// Members' subscriptions.
     pub fn subscriptions(&self) -> &Subscriptions {
         &self.subscriptions
@@ -396,6 +471,21 @@ impl Switch {
         let Some(f) = Frame::parse(frame) else {
             return Forwarding::Drop(DropReason::Malformed);
         };
+        let forwarding = self.switching(now_ms, &f);
+        // The rules see where the frame goes: one member, or a multicast.
+        let dest = match forwarding {
+            Forwarding::Unicast(to) => Some(to),
+            Forwarding::Bridges | Forwarding::Multicast(_) | Forwarding::Unresolved(_) => None,
+            Forwarding::Answer | Forwarding::Drop(_) => return forwarding,
+        };
+        match self.rules_allow(false, self.address, dest, &f) {
+            RuleVerdict::Drop => Forwarding::Drop(DropReason::FlowRule),
+            RuleVerdict::Pass | RuleVerdict::Target => forwarding,
+        }
+    }
+
+    fn switching(&mut self, now_ms: u64, f: &Frame<'_>) -> Forwarding {
+        let frame = f.bytes();
         let src = f.src();
         if src.is_multicast() {
             return Forwarding::Drop(DropReason::MulticastSource);
@@ -516,7 +606,16 @@ impl Switch {
             },
             None => return Err(DropReason::SpoofedSource),
         }
+        let target = match self.rules_allow(true, from, Some(self.address), &f) {
+            RuleVerdict::Drop => return Err(DropReason::FlowRule),
+            RuleVerdict::Target => true,
+            RuleVerdict::Pass => false,
+        };
         let dst = f.dst();
+        if target {
+            // We are a TEE/WATCH/REDIRECT target: taken whatever its addressing.
+            return Ok(());
+        }
         if dst.is_multicast() {
             let group = f.multicast_group();
             if group == MulticastGroup::BROADCAST && !self.policy.enable_broadcast {
@@ -535,6 +634,16 @@ impl Switch {
         }
         Ok(())
     }
+}
+
+/// What the flow rules say of one frame.
+enum RuleVerdict {
+    /// Accepted (or no rules).
+    Pass,
+    /// Accepted, and we are the target of a TEE, WATCH or REDIRECT.
+    Target,
+    /// Dropped (and counted).
+    Drop,
 }
 
 /// [`Outbound`] before borrowing the recipients.
