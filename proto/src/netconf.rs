@@ -392,7 +392,7 @@ pub struct NetworkConfigData {
     /// The network's DNS settings, if it has any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<NetworkDns>,
-    /// The network's flow rules (binary, as hex: PROTOCOL.md §4.9); none:
+    /// The network's flow rules (binary, as hex: PROTOCOL.md §4.8); none:
     /// accept everything (the default rule set, left out to keep configs small).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<RuleSet>,

@@ -67,7 +67,7 @@ impl RuleSet {
         Value::Array(self.0.iter().map(Rule::to_zerotier_json).collect())
     }
 
-    /// The binary form: the rules one after another (PROTOCOL.md §4.9).
+    /// The binary form: the rules one after another (PROTOCOL.md §4.8).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.0.len() * 6);
         for r in &self.0 {

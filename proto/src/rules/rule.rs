@@ -1,7 +1,7 @@
 //! One flow rule, as ZeroTier defines it: a match or an action, with the
 //! `not` and `or` flags. Two encodings, each with one encoder and one
 //! decoder: ZeroTier's JSON (the controller API, what UIs post) and a
-//! compact binary form (in a member's config, PROTOCOL.md §4.9).
+//! compact binary form (in a member's config, PROTOCOL.md §4.8).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
