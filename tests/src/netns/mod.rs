@@ -576,8 +576,13 @@ impl Lab {
         self.add_ns(&ns);
         let iface = format!("{}h{i}", self.prefix);
         let port = format!("{}v{i}", self.prefix);
+        // Universally administered MACs (bit 1 of the first octet clear): a
+        // random veth MAC can look like a member MAC of the network (about
+        // one chance in 64), and a bridge member may not send from those.
+        let i_low = i & 0xff;
         ip(&format!(
-            "-n {ns} link add {iface} type veth peer name {port} netns {}",
+            "-n {ns} link add {iface} address 00:16:3e:5a:{i_low:02x}:01 type veth \
+             peer name {port} address 00:16:3e:5a:{i_low:02x}:02 netns {}",
             on.ns
         ));
         ip(&format!("-n {} link set {port} master {bridge} up", on.ns));
