@@ -1,6 +1,7 @@
-//! Flow rules end to end: a network whose rules drop TCP to port 22 (the
-//! shape of ZeroTier's `drop ipprotocol tcp and dport 22; accept;`), posted
-//! as ZeroTier's JSON to vnet-controller's API. HTTP on 8080 goes through,
+//! Flow rules end to end: a network whose rules drop TCP to port 22, written
+//! in ZeroTier's rules language (`drop ipprotocol tcp and dport 22; accept;`)
+//! and set with `vnet-cli network rules`; later replaced by accept-all
+//! posted as ZeroTier's JSON to the API, as a UI does. HTTP on 8080 goes through,
 //! port 22 does not, the sender counts the drop by rule; the rules changed
 //! to accept-all, port 22 opens without a rejoin. (A sender that ignores
 //! the rules is stopped by the receiver's own check: proto's switch tests,
@@ -73,9 +74,35 @@ fn rules_drop_tcp_22_counted_by_rule_and_change_live() {
         {"type": "ACTION_DROP", "not": false, "or": false},
         {"type": "ACTION_ACCEPT", "not": false, "or": false}
     ]);
-    let (code, answer) = post(&lab, &ctl, &ctl_host, &net, &json!({"rules": no_ssh}));
-    assert_eq!(code, 200, "{answer}");
-    assert_eq!(answer["rules"], no_ssh);
+    // Written in ZeroTier's rules language, compiled by vnet-cli; a mistake
+    // is refused with where it is and what was expected.
+    let file = lab.dir().join("no-ssh.ztrules");
+    let bad = lab.dir().join("bad.ztrules");
+    std::fs::write(&bad, "# typo\ndrop ipprotocol tcp dport 99999;\naccept;\n").expect("write");
+    let run = ctl.cli(&["network", "rules", &nwid, bad.to_str().expect("UTF-8")]);
+    assert!(
+        !run.ok
+            && run
+                .stderr
+                .contains("bad.ztrules: line 2, column 27: expected a port"),
+        "{run:?}"
+    );
+    std::fs::write(
+        &file,
+        "# no SSH between members\ndrop ipprotocol tcp and dport 22;\naccept;\n",
+    )
+    .expect("write");
+    let run = ctl.cli(&["network", "rules", &nwid, file.to_str().expect("UTF-8")]);
+    assert!(run.ok && run.stdout.contains("OK 4 rules"), "{run:?}");
+    let shown = ctl.json(&["network", "show", &nwid]);
+    assert_eq!(shown["rules"], no_ssh);
+    assert!(
+        shown["rulesSource"]
+            .as_str()
+            .unwrap_or("")
+            .contains("dport 22"),
+        "{shown}"
+    );
 
     // m2 serves HTTP on 22 and on 8080.
     // (Kept: a dropped Proc ends its process.)

@@ -104,6 +104,8 @@ pub fn evaluate(
 ) -> Decision {
     let mut super_accept = false;
     let mut set_matches = true;
+    // Found once per frame, not once per rule.
+    let layer4 = transport(frame);
     for (index, rule) in rules.iter().enumerate() {
         if rule.kind.is_action() {
             if set_matches {
@@ -165,7 +167,7 @@ pub fn evaluate(
         if !set_matches && !rule.or {
             continue;
         }
-        let matched = matches(&rule.kind, frame, tags, super_accept, random) != rule.not;
+        let matched = matches(&rule.kind, frame, layer4, tags, super_accept, random) != rule.not;
         if rule.or {
             set_matches |= matched;
         } else {
@@ -237,8 +239,8 @@ fn transport(frame: &FrameFacts<'_>) -> Option<(usize, u8)> {
     }
 }
 
-fn port(frame: &FrameFacts<'_>, dest: bool) -> Option<u16> {
-    let (at, proto) = transport(frame)?;
+fn port(frame: &FrameFacts<'_>, layer4: Option<(usize, u8)>, dest: bool) -> Option<u16> {
+    let (at, proto) = layer4?;
     if !matches!(proto, 0x06 | 0x11 | 0x84 | 0x88) || frame.payload.len() <= at + 4 {
         return None;
     }
@@ -248,7 +250,7 @@ fn port(frame: &FrameFacts<'_>, dest: bool) -> Option<u16> {
     (frame.ether_type == ETHERTYPE_IPV4 || p > 0).then_some(p)
 }
 
-fn characteristics(frame: &FrameFacts<'_>) -> u64 {
+fn characteristics(frame: &FrameFacts<'_>, layer4: Option<(usize, u8)>) -> u64 {
     let mut cf = if frame.inbound {
         CHARACTERISTIC_INBOUND
     } else {
@@ -265,7 +267,7 @@ fn characteristics(frame: &FrameFacts<'_>) -> u64 {
     {
         cf |= CHARACTERISTIC_SENDER_IP_AUTHENTICATED;
     }
-    if let Some((at, 0x06)) = transport(frame)
+    if let Some((at, 0x06)) = layer4
         && let (Some(&flags), Some(&high)) = (p.get(at + 13), p.get(at + 12))
     {
         cf |= u64::from(flags) | (u64::from(high & 0x0f) << 8);
@@ -318,6 +320,7 @@ fn tags_compare(
 fn matches(
     kind: &RuleKind,
     frame: &FrameFacts<'_>,
+    layer4: Option<(usize, u8)>,
     tags: &dyn TagView,
     super_accept: bool,
     random: &mut dyn FnMut() -> u32,
@@ -352,13 +355,12 @@ fn matches(
             if v4 {
                 p[9] == proto
             } else {
-                frame.ether_type == ETHERTYPE_IPV6
-                    && ipv6_payload(p).is_some_and(|(_, pr)| pr == proto)
+                frame.ether_type == ETHERTYPE_IPV6 && layer4.is_some_and(|(_, pr)| pr == proto)
             }
         }
         RuleKind::EtherType(e) => e == frame.ether_type,
         RuleKind::Icmp { icmp_type, code } => {
-            let at = match transport(frame) {
+            let at = match layer4 {
                 Some((at, 0x01)) if v4 => at,
                 Some((at, 0x3a)) if frame.ether_type == ETHERTYPE_IPV6 => at,
                 _ => return false,
@@ -369,12 +371,12 @@ fn matches(
             }
         }
         RuleKind::SourcePortRange(lo, hi) => {
-            port(frame, false).is_some_and(|x| (lo..=hi).contains(&x))
+            port(frame, layer4, false).is_some_and(|x| (lo..=hi).contains(&x))
         }
         RuleKind::DestPortRange(lo, hi) => {
-            port(frame, true).is_some_and(|x| (lo..=hi).contains(&x))
+            port(frame, layer4, true).is_some_and(|x| (lo..=hi).contains(&x))
         }
-        RuleKind::Characteristics(mask) => characteristics(frame) & mask != 0,
+        RuleKind::Characteristics(mask) => characteristics(frame, layer4) & mask != 0,
         RuleKind::FrameSizeRange(lo, hi) => (usize::from(lo)..=usize::from(hi)).contains(&p.len()),
         RuleKind::Random(probability) => random() <= probability,
         RuleKind::TagsDifference { id, value } => {

@@ -1,7 +1,9 @@
 //! Flow rules (ZeroTier's rules engine): a network's rule list, which every
 //! member evaluates on each frame it sends and each frame it receives.
-//! [`rule`] is one rule and its two encodings, [`filter`] the evaluation.
+//! [`rule`] is one rule and its two encodings, [`filter`] the evaluation,
+//! [`compiler`] the rules language.
 
+pub mod compiler;
 pub mod filter;
 pub mod rule;
 
@@ -108,5 +110,7 @@ impl<'de> Deserialize<'de> for RuleSet {
     }
 }
 
+#[cfg(test)]
+mod compiler_tests;
 #[cfg(test)]
 mod tests;

@@ -176,6 +176,17 @@ pub enum NetworkCommand {
         /// The network id (16 hex digits).
         nwid: String,
     },
+    /// Compile a rules file (ZeroTier's rules language) and set it as the
+    /// network's flow rules (`rules`, `capabilities`, `tags`, `rulesSource`).
+    Rules {
+        /// The network id (16 hex digits).
+        nwid: String,
+        /// The rules file (ZeroTier's `.ztrules` language; docs/rules.md).
+        file: std::path::PathBuf,
+        /// Print the compiled JSON instead of sending it.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Join keys: a node that joins with one (`join <nwid> --key`) is
     /// authorized at first contact.
     Key {
@@ -299,6 +310,7 @@ impl Command {
                 NetworkCommand::Show { .. } => "network show",
                 NetworkCommand::Set { .. } => "network set",
                 NetworkCommand::Delete { .. } => "network delete",
+                NetworkCommand::Rules { .. } => "network rules",
                 NetworkCommand::Key { command } => match command {
                     KeyCommand::Create { .. } => "network key create",
                     KeyCommand::List { .. } => "network key list",

@@ -1,9 +1,10 @@
-//! `network create|list|show|set|delete`: the networks of this node's
+//! `network create|list|show|set|delete|rules`: the networks of this node's
 //! controller (the controller's REST API, docs/API.md).
 
 use std::io::Write;
 
 use serde_json::{Map, Value};
+use vnet_node::core::rules::compiler::compile;
 use vnet_node::service::api_types::{ControllerNetwork, Status};
 
 use crate::Invocation;
@@ -40,6 +41,15 @@ pub enum Action {
     Delete {
         /// 16 hex digits.
         nwid: String,
+    },
+    /// `network rules <nwid> <file>`: the compiled update.
+    Rules {
+        /// 16 hex digits.
+        nwid: String,
+        /// `rules`, `capabilities`, `tags` and `rulesSource`.
+        body: Value,
+        /// Print it instead of sending it.
+        dry_run: bool,
     },
     /// `network key ...`.
     Key(crate::join_keys::Action),
@@ -112,6 +122,21 @@ pub fn check(command: &NetworkCommand) -> Result<Action, String> {
         NetworkCommand::Delete { nwid } => Action::Delete {
             nwid: normalize_network_id(nwid)?,
         },
+        NetworkCommand::Rules {
+            nwid,
+            file,
+            dry_run,
+        } => {
+            let nwid = normalize_network_id(nwid)?;
+            let source = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let compiled = compile(&source).map_err(|e| format!("{}: {e}", file.display()))?;
+            Action::Rules {
+                nwid,
+                body: compiled.network_update(&source),
+                dry_run: *dry_run,
+            }
+        }
         NetworkCommand::Key { command } => Action::Key(crate::join_keys::check(command)?),
     })
 }
@@ -161,6 +186,21 @@ pub fn run(call: &Invocation, out: &mut dyn Write, action: Action) -> Result<(),
             let answer = call.request(Method::Delete, &network_path(&nwid), None)?;
             write_answer(out, call.json, &answer, || {
                 format!("200 {name} {nwid} OK\n")
+            })?;
+        }
+        Action::Rules {
+            nwid,
+            body,
+            dry_run,
+        } => {
+            if dry_run {
+                out.write_all(pretty(&body).as_bytes())?;
+                return Ok(());
+            }
+            let answer = call.request(Method::Post, &network_path(&nwid), Some(&body))?;
+            let count = body["rules"].as_array().map_or(0, Vec::len);
+            write_answer(out, call.json, &answer, || {
+                format!("200 {name} {nwid} OK {count} rules\n")
             })?;
         }
         Action::Key(action) => crate::join_keys::run(call, out, action)?,
