@@ -18,7 +18,7 @@ use vnet_node::core::constants::DNS_DOMAIN_MAX_LEN_BYTES;
 use vnet_node::core::constants::MAX_ADVERTISED_ROUTES;
 use vnet_node::core::message::Versions;
 use vnet_node::core::netconf::NetworkDns;
-use vnet_node::core::rules::{RuleKind, RuleSet};
+use vnet_node::core::rules::RuleSet;
 
 use crate::ip::{Cidr, is_assignable, to_u128};
 use crate::join_keys::JoinKey;
@@ -195,23 +195,17 @@ fn not_yet(field: &str, takes: &str) -> FieldError {
     FieldError::new(field, format!("not supported yet; only {takes} is taken"))
 }
 
-/// Whether `value` is ZeroTier's default rule set: accept everything.
-/// A network's `rules` (ZeroTier's JSON). Tags, and TEE/WATCH/REDIRECT,
-/// are refused until members carry tags and forward copies.
+/// A network's `rules` (ZeroTier's JSON). Tag matches are refused until
+/// members carry tags.
 fn rule_set(value: &Value) -> Result<RuleSet, FieldError> {
     let set =
         RuleSet::from_zerotier_json(value).map_err(|e| FieldError::new("rules", e.to_string()))?;
     for (i, r) in set.rules().iter().enumerate() {
-        let unsupported = r.kind.uses_tags()
-            || matches!(
-                r.kind,
-                RuleKind::Tee { .. } | RuleKind::Watch { .. } | RuleKind::Redirect { .. }
-            );
-        if unsupported {
+        if r.kind.uses_tags() {
             return Err(FieldError::new(
                 "rules",
                 format!(
-                    "rule {i}: {} is not supported yet (tags, TEE, WATCH and REDIRECT come later)",
+                    "rule {i}: {} is not supported yet (tags come later)",
                     r.to_zerotier_json()["type"].as_str().unwrap_or("?")
                 ),
             ));
@@ -963,7 +957,7 @@ mod tests {
                 "rules",
             ),
             (
-                json!({"rules": [{"type": "ACTION_TEE", "address": "1122334455"}]}),
+                json!({"rules": [{"type": "ACTION_TEE", "address": "0"}]}),
                 "rules",
             ),
             (

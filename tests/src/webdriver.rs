@@ -119,20 +119,27 @@ impl<'a, N: Netns> Browser<'a, N> {
         found.unwrap_or_default()
     }
 
+    /// Sends `action` (`click` or `value`) to the element matching `css`,
+    /// finding it again if the page replaced it meanwhile (a stale element:
+    /// the UI redraws its tables every 2 s).
+    fn act(&self, css: &str, action: &str, body: &Value) {
+        let mut answer = Value::Null;
+        let done = wait_until(Duration::from_secs(10), || {
+            let el = self.wait_for(css, Duration::from_secs(10));
+            answer = self.session_call("POST", &format!("/element/{el}/{action}"), Some(body));
+            answer.get("value").is_some_and(Value::is_null)
+        });
+        assert!(done, "{action} on {css} failed: {answer}");
+    }
+
     /// Clicks the element matching `css` (waiting for it).
     pub fn click(&self, css: &str) {
-        let el = self.wait_for(css, Duration::from_secs(10));
-        self.session_call("POST", &format!("/element/{el}/click"), Some(&json!({})));
+        self.act(css, "click", &json!({}));
     }
 
     /// Types `text` into the element matching `css` (waiting for it).
     pub fn type_into(&self, css: &str, text: &str) {
-        let el = self.wait_for(css, Duration::from_secs(10));
-        self.session_call(
-            "POST",
-            &format!("/element/{el}/value"),
-            Some(&json!({ "text": text })),
-        );
+        self.act(css, "value", &json!({ "text": text }));
     }
 
     /// The visible text of the element matching `css` (empty if none).

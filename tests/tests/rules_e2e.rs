@@ -163,3 +163,80 @@ fn rules_drop_tcp_22_counted_by_rule_and_change_live() {
         "port 22 opens once the rules allow it"
     );
 }
+
+/// The network's switch counters of `d` for `nwid` (`listnetworks`).
+fn switch_counters(d: &Daemon, nwid: &str) -> Value {
+    d.json(&["listnetworks"])
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["id"] == nwid))
+        .map(|n| n["counters"].clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_tee_rule_sends_copies_to_the_observer() {
+    let lab = Lab::new();
+    let root_host = lab.host("root");
+    let ctl_host = lab.host("ctl");
+    let m1_host = lab.host("m1");
+    let m2_host = lab.host("m2");
+    let obs_host = lab.host("obs");
+    make_planet(
+        &lab,
+        &root_host,
+        &[
+            lab.home(&ctl_host),
+            lab.home(&m1_host),
+            lab.home(&m2_host),
+            lab.home(&obs_host),
+        ],
+    );
+    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
+    let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
+    let m1 = Daemon::start(&lab, &m1_host, "vnet-node");
+    let m2 = Daemon::start(&lab, &m2_host, "vnet-node");
+    let obs = Daemon::start(&lab, &obs_host, "vnet-node");
+    for d in [&ctl, &m1, &m2, &obs] {
+        d.wait_online();
+    }
+    let (nwid, ips) = network_of(&ctl, &[&m1, &m2, &obs], "tee");
+    // tee <length> <member> <matches>: every ICMP frame, whole, to the observer
+    // (`icmp` is a keyword: the protocol is `icmp4`, as in ZeroTier).
+    let file = lab.dir().join("tee.ztrules");
+    let source = format!("tee 0 {} ipprotocol icmp4;\naccept;\n", obs.address());
+    std::fs::write(&file, source).expect("write");
+    let run = ctl.cli(&["network", "rules", &nwid, file.to_str().expect("UTF-8")]);
+    assert!(run.ok, "{run:?}");
+    let delivered = |d: &Daemon| switch_counters(d, &nwid)["delivered"].as_u64().unwrap_or(0);
+    // The copies start once m1 holds the rules: wait for its first copy.
+    let first = wait_until(Duration::from_secs(15), || {
+        lab.exec(&m1_host, "ping", &["-c", "1", "-W", "1", &ips[1]]);
+        switch_counters(&m1, &nwid)["copiesSent"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    });
+    assert!(first, "m1 sends copies: {}", switch_counters(&m1, &nwid));
+    let before = delivered(&obs);
+    let run = lab.exec(&m1_host, "ping", &["-c", "5", "-i", "0.2", &ips[1]]);
+    assert!(run.ok, "the ping itself goes through: {run:?}");
+    // 5 requests copied by m1 and 5 replies copied by m2.
+    assert!(
+        wait_until(Duration::from_secs(5), || delivered(&obs) >= before + 10),
+        "the observer got the copies: {} then {}",
+        before,
+        delivered(&obs)
+    );
+    // TCP is not copied.
+    let copies = switch_counters(&m1, &nwid)["copiesSent"]
+        .as_u64()
+        .unwrap_or(0);
+    let web = format!("http://{}:9/", ips[1]);
+    lab.exec(&m1_host, "curl", &["-s", "-m", "1", &web]);
+    assert_eq!(
+        switch_counters(&m1, &nwid)["copiesSent"]
+            .as_u64()
+            .unwrap_or(0),
+        copies
+    );
+}

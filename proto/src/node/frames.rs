@@ -11,7 +11,7 @@
 use super::{Node, Outbox};
 use crate::address::Address;
 use crate::constants::{
-    FRAME_AWAITING_CREDENTIALS_MS, FRAME_HEADROOM_BYTES,
+    ETHERNET_HEADER_LEN_BYTES, FRAME_AWAITING_CREDENTIALS_MS, FRAME_HEADROOM_BYTES,
     MAX_FRAMES_AWAITING_CREDENTIALS_PER_MEMBER, MAX_MEMBERS_AWAITING_CREDENTIALS,
     OFFLOAD_FRAME_HEADROOM_BYTES, PACKET_HEADER_LEN_BYTES, VIRTIO_NET_HDR_LEN_BYTES,
 };
@@ -77,6 +77,8 @@ impl Node {
         // whether none is known (the frame then waits for the answer).
         let mut gather = None;
         let mut answered = false;
+        // A copy a TEE or WATCH rule asks for.
+        let mut tee = None;
         if let Some(switch) = self.networks.get_mut(&nwid).and_then(|m| m.switch.as_mut()) {
             let limit = switch.policy().multicast_limit as usize;
             match switch.outbound(now_ms, &out.bytes()[frame_at..]) {
@@ -103,6 +105,10 @@ impl Node {
                 Outbound::Unresolved(_) => switch.count_drop(DropReason::NoRecipients),
                 Outbound::Drop(_) => {}
             }
+            tee = switch.take_copy().filter(|c| !targets.contains(&c.to));
+            if tee.is_some() {
+                switch.count_copy();
+            }
         }
         if answered {
             out.buffer_mut().truncate(start);
@@ -125,7 +131,7 @@ impl Node {
             return;
         }
         let in_place = match targets[..] {
-            [to] if self.frame_goes_in_place(now_ms, nwid, to) => {
+            [to] if tee.is_none() && self.frame_goes_in_place(now_ms, nwid, to) => {
                 let offload_frames = self.peers.get(&to).is_some_and(|p| p.offload_frames);
                 if offload_frames {
                     Some((to, Verb::OffloadFrame, start))
@@ -162,6 +168,16 @@ impl Node {
                 out.buffer_mut().truncate(start);
                 for &target in &targets {
                     self.send_frame(now_ms, nwid, target, offload, &frame, out);
+                }
+                if let Some(copy) = tee {
+                    // The first `length` bytes of the payload (a super-frame
+                    // goes whole: its segments are made by the receiver).
+                    let len = if offload.is_none() {
+                        frame.len().min(ETHERNET_HEADER_LEN_BYTES + copy.length)
+                    } else {
+                        frame.len()
+                    };
+                    self.send_frame(now_ms, nwid, copy.to, offload, &frame[..len], out);
                 }
                 self.frame_copy = frame;
             }

@@ -190,6 +190,10 @@ pub struct SwitchCounters {
     /// Subscriptions refused: for a non-multicast MAC, or with the
     /// subscription table full.
     pub subscriptions_refused: u64,
+    /// Outbound frames a REDIRECT rule sent to another member.
+    pub redirected: u64,
+    /// Copies sent for TEE and WATCH rules.
+    pub copies_sent: u64,
     /// Dropped frames by reason.
     pub drops: DropCounters,
     /// Frames the flow rules dropped, by the index of the rule that

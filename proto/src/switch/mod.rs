@@ -44,7 +44,7 @@ use crate::constants::{DEFAULT_MULTICAST_LIMIT, ETHERNET_HEADER_LEN_BYTES};
 use crate::hash_state::{HashSet, HashState};
 use crate::netconf::Certificate;
 use crate::network_id::{Mac, NetworkId};
-use crate::rules::{Decision, FrameFacts, NoTags, RuleSet, evaluate};
+use crate::rules::{CarbonCopy, Decision, FrameFacts, NoTags, RuleSet, evaluate};
 
 pub use counters::{DropCounters, DropReason, SwitchCounters};
 pub use frame::Frame;
@@ -131,6 +131,8 @@ pub struct Switch {
     /// State of the generator MATCH_RANDOM draws from (xorshift: a rule's
     /// coin needs no cryptographic strength).
     coin: u64,
+    /// The copy a TEE or WATCH asked for on the last outbound frame.
+    copy: Option<CarbonCopy>,
     counters: SwitchCounters,
 }
 
@@ -175,6 +177,7 @@ impl Switch {
             recipients: Vec::new(),
             answer: Vec::new(),
             rules: None,
+            copy: None,
             coin: address.to_u64() ^ network_id.to_u64() | 1,
             counters: SwitchCounters::default(),
         };
@@ -367,6 +370,17 @@ impl Switch {
         self.rules = rules;
     }
 
+    /// Counts a copy sent for a TEE or WATCH rule.
+    pub fn count_copy(&mut self) {
+        self.counters.copies_sent += 1;
+    }
+
+    /// The copy a TEE or WATCH rule asked for on the frame [`Switch::outbound`]
+    /// just switched (taken once).
+    pub fn take_copy(&mut self) -> Option<CarbonCopy> {
+        self.copy.take()
+    }
+
     /// Whether the flow rules let this frame through, counting a drop by
     /// rule. `dest`: the receiving member, `None` for a multicast.
     fn rules_allow(
@@ -407,9 +421,12 @@ impl Switch {
             &mut random,
             &mut copy,
         );
+        // Copies are made by the sender only (a receiver's copy would be a
+        // second one of the same frame).
+        if !inbound {
+            self.copy = copy;
+        }
         let dropped_at = match decision {
-            // A REDIRECT or TEE cannot reach us yet (the controller refuses
-            // them): the frame goes where it was going.
             Decision::Accept { super_accept } => {
                 return if super_accept {
                     RuleVerdict::Target
@@ -417,7 +434,13 @@ impl Switch {
                     RuleVerdict::Pass
                 };
             }
-            Decision::Redirect(_) => return RuleVerdict::Pass,
+            Decision::Redirect(to) => {
+                return if inbound {
+                    RuleVerdict::Pass
+                } else {
+                    RuleVerdict::Redirect(to)
+                };
+            }
             Decision::Drop(index) => index,
             Decision::NoMatch => rules.rules().len(),
         };
@@ -478,8 +501,13 @@ impl Switch {
             Forwarding::Bridges | Forwarding::Multicast(_) | Forwarding::Unresolved(_) => None,
             Forwarding::Answer | Forwarding::Drop(_) => return forwarding,
         };
+        self.copy = None;
         match self.rules_allow(false, self.address, dest, &f) {
             RuleVerdict::Drop => Forwarding::Drop(DropReason::FlowRule),
+            RuleVerdict::Redirect(to) => {
+                self.counters.redirected += 1;
+                Forwarding::Unicast(to)
+            }
             RuleVerdict::Pass | RuleVerdict::Target => forwarding,
         }
     }
@@ -609,7 +637,7 @@ impl Switch {
         let target = match self.rules_allow(true, from, Some(self.address), &f) {
             RuleVerdict::Drop => return Err(DropReason::FlowRule),
             RuleVerdict::Target => true,
-            RuleVerdict::Pass => false,
+            RuleVerdict::Pass | RuleVerdict::Redirect(_) => false,
         };
         let dst = f.dst();
         if target {
@@ -642,6 +670,8 @@ enum RuleVerdict {
     Pass,
     /// Accepted, and we are the target of a TEE, WATCH or REDIRECT.
     Target,
+    /// Accepted, to go to this member instead (outbound).
+    Redirect(Address),
     /// Dropped (and counted).
     Drop,
 }

@@ -645,3 +645,44 @@ fn a_sender_that_ignores_the_rules_is_stopped_by_the_receiver() {
     );
     assert_eq!(s.counters().dropped_by_rule.get(&1), Some(&1));
 }
+
+#[test]
+fn tee_asks_for_a_copy_and_redirect_sends_to_the_member_the_rule_names() {
+    let observer = format!("{}", addr(3));
+    let mut s = switch(SwitchPolicy::default());
+    s.set_rules(Some(
+        crate::rules::RuleSet::from_zerotier_json(&serde_json::json!([
+            {"type": "MATCH_IP_PROTOCOL", "ipProtocol": 6},
+            {"type": "ACTION_TEE", "address": observer, "length": 16},
+            {"type": "MATCH_IP_DEST_PORT_RANGE", "start": 22, "end": 22},
+            {"type": "ACTION_REDIRECT", "address": observer},
+            {"type": "ACTION_ACCEPT"}
+        ]))
+        .unwrap(),
+    ));
+    let web = tcp_frame(mac_of(2), mac_of(ME), 80);
+    assert_eq!(s.outbound(0, &web), Outbound::Unicast(addr(2)));
+    let copy = s.take_copy().expect("a copy for the observer");
+    assert_eq!((copy.to, copy.length), (addr(3), 16));
+    assert_eq!(s.take_copy(), None, "taken once");
+    // TCP 22 goes to the observer instead (and a copy of it too, which the
+    // node skips: the observer gets the frame itself).
+    let ssh = tcp_frame(mac_of(2), mac_of(ME), 22);
+    assert_eq!(s.outbound(0, &ssh), Outbound::Unicast(addr(3)));
+    assert_eq!(s.counters().redirected, 1);
+    // The observer takes what it is sent though the MAC is member 2's.
+    let mut t = Switch::new(
+        nwid(),
+        addr(3),
+        SwitchPolicy::default(),
+        super::tests_hasher(),
+    );
+    t.set_rules(s.rules.clone());
+    assert_eq!(t.inbound(0, addr(ME), &ssh), Inbound::Deliver);
+    // Without the rule naming it, such a frame is not for it.
+    t.set_rules(None);
+    assert_eq!(
+        t.inbound(0, addr(ME), &ssh),
+        Inbound::Drop(DropReason::NotForUs)
+    );
+}
