@@ -2174,6 +2174,11 @@ mod rogue_member {
         bridges: Arc<Mutex<Vec<Address>>>,
         changed: Arc<Mutex<Vec<(NetworkId, Address)>>>,
         clock: Arc<Mutex<u64>>,
+        /// The network's flow rules, if any.
+        rules: Arc<Mutex<Option<vnet_proto::rules::RuleSet>>>,
+        /// Members whose node ignores the rules (modified): their configs
+        /// carry none, as if the node dropped them.
+        ignore_rules: Arc<Mutex<Vec<Address>>>,
     }
 
     impl NetworkController for Controller {
@@ -2195,9 +2200,14 @@ mod rogue_member {
             let mut clock = self.clock.lock().unwrap();
             *clock += 1;
             let bridges = self.bridges.lock().unwrap().clone();
+            let rules = if self.ignore_rules.lock().unwrap().contains(&member) {
+                None
+            } else {
+                self.rules.lock().unwrap().clone()
+            };
             Ok(NetworkConfigData {
                 pull_interval_ms: None,
-                rules: None,
+                rules,
                 dns: None,
                 name: "rogue-lab".into(),
                 revision: 1,
@@ -2453,6 +2463,85 @@ mod rogue_member {
                 no_deafness,
             }
         }
+    }
+
+    /// A member whose node ignores the network's rules (modified: it
+    /// switches without them) still cannot reach another member with what
+    /// the rules drop: the receiver checks them on every frame it takes.
+    /// An honest sender drops the same frame itself.
+    #[test]
+    fn a_rogue_node_ignoring_the_rules_is_stopped_by_the_receiver() {
+        let mut lab = NetworkLab::new(12, &[]);
+        let nwid = lab.nwid;
+        let (rogue, victim, honest) = (lab.hosts[0], lab.hosts[1], lab.hosts[2]);
+        let (mr, mv, mh) = (lab.members[0], lab.members[1], lab.members[2]);
+        // drop ipprotocol udp and dport 6000; accept;
+        *lab.controller.rules.lock().unwrap() = Some(
+            vnet_proto::rules::RuleSet::from_zerotier_json(&serde_json::json!([
+                {"type": "MATCH_IP_PROTOCOL", "ipProtocol": 17},
+                {"type": "MATCH_IP_DEST_PORT_RANGE", "start": 6000, "end": 6000},
+                {"type": "ACTION_DROP"},
+                {"type": "ACTION_ACCEPT"}
+            ]))
+            .unwrap(),
+        );
+        lab.controller.ignore_rules.lock().unwrap().push(mr.0);
+        for m in &lab.members {
+            lab.controller.changed.lock().unwrap().push((nwid, m.0));
+        }
+        let mut taps = Taps::new();
+        run_recording(&mut lab.sim, 3_000, lab.no_deafness, &mut taps);
+        let mac = |m: (Address, usize)| Mac::for_member(m.0, nwid);
+        let udp = |from: (Address, usize), port: u16| {
+            let b = PacketBuilder::ethernet2(mac(from).0, mac(mv).0)
+                .ipv4(member_ip(from.1).octets(), member_ip(mv.1).octets(), 64)
+                .udp(5000, port);
+            let mut f = Vec::new();
+            b.write(&mut f, &[7u8; 32]).unwrap();
+            f
+        };
+        let mut taps = Taps::new();
+        for _ in 0..3 {
+            tap_send(&mut lab.sim, rogue, nwid, &[udp(mr, 6000), udp(mr, 7000)]);
+            tap_send(&mut lab.sim, honest, nwid, &[udp(mh, 6000), udp(mh, 7000)]);
+            run_recording(&mut lab.sim, 500, lab.no_deafness, &mut taps);
+        }
+        let port_at_victim = |from: (Address, usize), port: u16| {
+            taps.iter()
+                .filter(|(h, f)| {
+                    *h == victim
+                        && f[6..12] == mac(from).0
+                        && f.len() > 37
+                        && f[36..38] == port.to_be_bytes()
+                })
+                .count()
+        };
+        assert_eq!(
+            port_at_victim(mr, 7000),
+            3,
+            "the rogue's allowed frames arrive"
+        );
+        assert_eq!(
+            port_at_victim(mh, 7000),
+            3,
+            "the honest member's allowed frames arrive"
+        );
+        assert_eq!(
+            port_at_victim(mr, 6000),
+            0,
+            "the rogue's dropped frames never reach the TAP"
+        );
+        assert_eq!(port_at_victim(mh, 6000), 0);
+        let flow_drops = |h: usize| {
+            lab.sim.hosts[h]
+                .node
+                .network(nwid)
+                .and_then(|n| n.counters)
+                .map_or(0, |c| c.drops.get(DropReason::FlowRule))
+        };
+        assert_eq!(flow_drops(rogue), 0, "the rogue checked nothing");
+        assert_eq!(flow_drops(honest), 3, "the honest member dropped its own");
+        assert_eq!(flow_drops(victim), 3, "the victim dropped the rogue's");
     }
 
     /// Once the buffers have grown, a unicast frame from A's TAP to B's TAP
