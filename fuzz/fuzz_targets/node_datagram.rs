@@ -135,6 +135,7 @@ impl NetworkController for Controller {
         let me = (0..3).find(|&i| address(i) == member).unwrap_or(B);
         Ok(NetworkConfigData {
             pull_interval_ms: None,
+            rules: None,
             dns: None,
             name: "fuzz".into(),
             revision: 1,
