@@ -123,7 +123,7 @@ const OPEN_BLOCK_KEYWORDS: [&str; 10] = [
 ];
 
 /// Words that cannot name a tag, capability or macro, nor be a match argument.
-const RESERVED_WORDS: [&str; 48] = [
+const RESERVED_WORDS: [&str; 50] = [
     "macro",
     "tag",
     "cap",
@@ -172,10 +172,12 @@ const RESERVED_WORDS: [&str; 48] = [
     "or",
     "and",
     "set",
+    "var",
+    "let",
 ];
 
 fn reserved(w: &str) -> bool {
-    RESERVED_WORDS.contains(&w) || w == "var" || w == "let"
+    RESERVED_WORDS.contains(&w)
 }
 
 /// Names of characteristic bits (0 = least significant).

@@ -228,6 +228,16 @@ const T_INTEGER_RANGE: u8 = 51;
 const NOT_BIT: u8 = 0x80;
 /// The `or` bit of the type byte.
 const OR_BIT: u8 = 0x40;
+/// The tag matches: ZeroTier's JSON name and type number of each.
+const TAG_MATCHES: [(&str, u8); 7] = [
+    ("MATCH_TAGS_DIFFERENCE", T_TAGS_DIFFERENCE),
+    ("MATCH_TAGS_BITWISE_AND", T_TAGS_BITWISE_AND),
+    ("MATCH_TAGS_BITWISE_OR", T_TAGS_BITWISE_OR),
+    ("MATCH_TAGS_BITWISE_XOR", T_TAGS_BITWISE_XOR),
+    ("MATCH_TAGS_EQUAL", T_TAGS_EQUAL),
+    ("MATCH_TAG_SENDER", T_TAG_SENDER),
+    ("MATCH_TAG_RECEIVER", T_TAG_RECEIVER),
+];
 
 impl RuleKind {
     /// Whether this is an action (ends a set) rather than a match.
@@ -237,7 +247,34 @@ impl RuleKind {
 
     /// Whether it needs tags (credentials a member holds).
     pub fn uses_tags(&self) -> bool {
-        (T_TAGS_DIFFERENCE..=T_TAG_RECEIVER).contains(&self.type_number())
+        self.tag_parts().is_some()
+    }
+
+    /// A tag match's type number, tag id and value.
+    fn tag_parts(&self) -> Option<(u8, u32, u32)> {
+        match *self {
+            RuleKind::TagsDifference { id, value }
+            | RuleKind::TagsBitwiseAnd { id, value }
+            | RuleKind::TagsBitwiseOr { id, value }
+            | RuleKind::TagsBitwiseXor { id, value }
+            | RuleKind::TagsEqual { id, value }
+            | RuleKind::TagSender { id, value }
+            | RuleKind::TagReceiver { id, value } => Some((self.type_number(), id, value)),
+            _ => None,
+        }
+    }
+
+    /// The tag match of type `number` (one of [`TAG_MATCHES`]).
+    fn tag_match(number: u8, id: u32, value: u32) -> RuleKind {
+        match number {
+            T_TAGS_DIFFERENCE => RuleKind::TagsDifference { id, value },
+            T_TAGS_BITWISE_AND => RuleKind::TagsBitwiseAnd { id, value },
+            T_TAGS_BITWISE_OR => RuleKind::TagsBitwiseOr { id, value },
+            T_TAGS_BITWISE_XOR => RuleKind::TagsBitwiseXor { id, value },
+            T_TAGS_EQUAL => RuleKind::TagsEqual { id, value },
+            T_TAG_SENDER => RuleKind::TagSender { id, value },
+            _ => RuleKind::TagReceiver { id, value },
+        }
     }
 
     fn type_number(&self) -> u8 {
@@ -449,34 +486,6 @@ impl Rule {
                 RuleKind::FrameSizeRange(start, u16v("end", u64::from(start)))
             }
             "MATCH_RANDOM" => RuleKind::Random(u32v("probability")),
-            "MATCH_TAGS_DIFFERENCE" => {
-                let (id, value) = tag(r);
-                RuleKind::TagsDifference { id, value }
-            }
-            "MATCH_TAGS_BITWISE_AND" => {
-                let (id, value) = tag(r);
-                RuleKind::TagsBitwiseAnd { id, value }
-            }
-            "MATCH_TAGS_BITWISE_OR" => {
-                let (id, value) = tag(r);
-                RuleKind::TagsBitwiseOr { id, value }
-            }
-            "MATCH_TAGS_BITWISE_XOR" => {
-                let (id, value) = tag(r);
-                RuleKind::TagsBitwiseXor { id, value }
-            }
-            "MATCH_TAGS_EQUAL" => {
-                let (id, value) = tag(r);
-                RuleKind::TagsEqual { id, value }
-            }
-            "MATCH_TAG_SENDER" => {
-                let (id, value) = tag(r);
-                RuleKind::TagSender { id, value }
-            }
-            "MATCH_TAG_RECEIVER" => {
-                let (id, value) = tag(r);
-                RuleKind::TagReceiver { id, value }
-            }
             "INTEGER_RANGE" => {
                 let start = hex_or_int(&r["start"]);
                 let end = hex_or_int(&r["end"]);
@@ -495,7 +504,13 @@ impl Rule {
                     bits,
                 }
             }
-            other => return Err(json_err(index, format!("unknown rule type {other:?}"))),
+            other => match TAG_MATCHES.iter().find(|(name, _)| *name == other) {
+                Some(&(_, number)) => {
+                    let (id, value) = tag(r);
+                    RuleKind::tag_match(number, id, value)
+                }
+                None => return Err(json_err(index, format!("unknown rule type {other:?}"))),
+            },
         };
         Ok(Rule {
             not: flag(&r["not"]),
@@ -506,7 +521,6 @@ impl Rule {
 
     /// The rule as ZeroTier's controller renders it.
     pub fn to_zerotier_json(&self) -> Value {
-        let tag = |t: &str, id: u32, value: u32| json!({"type": t, "id": id, "value": value});
         let mut r = match self.kind {
             RuleKind::Drop => json!({"type": "ACTION_DROP"}),
             RuleKind::Accept => json!({"type": "ACTION_ACCEPT"}),
@@ -572,13 +586,6 @@ impl Rule {
                 json!({"type": "MATCH_FRAME_SIZE_RANGE", "start": s, "end": e})
             }
             RuleKind::Random(p) => json!({"type": "MATCH_RANDOM", "probability": p}),
-            RuleKind::TagsDifference { id, value } => tag("MATCH_TAGS_DIFFERENCE", id, value),
-            RuleKind::TagsBitwiseAnd { id, value } => tag("MATCH_TAGS_BITWISE_AND", id, value),
-            RuleKind::TagsBitwiseOr { id, value } => tag("MATCH_TAGS_BITWISE_OR", id, value),
-            RuleKind::TagsBitwiseXor { id, value } => tag("MATCH_TAGS_BITWISE_XOR", id, value),
-            RuleKind::TagsEqual { id, value } => tag("MATCH_TAGS_EQUAL", id, value),
-            RuleKind::TagSender { id, value } => tag("MATCH_TAG_SENDER", id, value),
-            RuleKind::TagReceiver { id, value } => tag("MATCH_TAG_RECEIVER", id, value),
             RuleKind::IntegerRange {
                 start,
                 end,
@@ -589,6 +596,15 @@ impl Rule {
                 "type": "INTEGER_RANGE", "start": format!("{start:016x}"), "end": format!("{end:016x}"),
                 "idx": idx, "little": little, "bits": bits
             }),
+            // The tag matches.
+            _ => {
+                let (number, id, value) = self.kind.tag_parts().unwrap_or_default();
+                let name = TAG_MATCHES
+                    .iter()
+                    .find(|(_, n)| *n == number)
+                    .map_or("", |(name, _)| *name);
+                json!({"type": name, "id": id, "value": value})
+            }
         };
         r["not"] = json!(self.not);
         r["or"] = json!(self.or);
@@ -654,16 +670,6 @@ impl Rule {
             }
             RuleKind::Characteristics(m) => out.extend_from_slice(&m.to_be_bytes()),
             RuleKind::Random(p) => out.extend_from_slice(&p.to_be_bytes()),
-            RuleKind::TagsDifference { id, value }
-            | RuleKind::TagsBitwiseAnd { id, value }
-            | RuleKind::TagsBitwiseOr { id, value }
-            | RuleKind::TagsBitwiseXor { id, value }
-            | RuleKind::TagsEqual { id, value }
-            | RuleKind::TagSender { id, value }
-            | RuleKind::TagReceiver { id, value } => {
-                out.extend_from_slice(&id.to_be_bytes());
-                out.extend_from_slice(&value.to_be_bytes());
-            }
             RuleKind::IntegerRange {
                 start,
                 end,
@@ -676,6 +682,12 @@ impl Rule {
                 out.extend_from_slice(&((end - start) as u32).to_be_bytes());
                 out.extend_from_slice(&idx.to_be_bytes());
                 out.push(if little { 0x80 } else { 0 } | ((bits - 1) & 63));
+            }
+            // The tag matches.
+            _ => {
+                let (_, id, value) = self.kind.tag_parts().unwrap_or_default();
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(&value.to_be_bytes());
             }
         }
         out[len_at] = (out.len() - len_at - 1) as u8;
@@ -794,17 +806,9 @@ impl Rule {
                 RuleKind::Characteristics(u64::from_be_bytes(v.try_into().map_err(|_| bad())?))
             }
             T_RANDOM => want(4).map(|_| RuleKind::Random(u32_at(0)))?,
-            T_TAGS_DIFFERENCE => tag().map(|(id, value)| RuleKind::TagsDifference { id, value })?,
-            T_TAGS_BITWISE_AND => {
-                tag().map(|(id, value)| RuleKind::TagsBitwiseAnd { id, value })?
+            n @ T_TAGS_DIFFERENCE..=T_TAG_RECEIVER => {
+                tag().map(|(id, value)| RuleKind::tag_match(n, id, value))?
             }
-            T_TAGS_BITWISE_OR => tag().map(|(id, value)| RuleKind::TagsBitwiseOr { id, value })?,
-            T_TAGS_BITWISE_XOR => {
-                tag().map(|(id, value)| RuleKind::TagsBitwiseXor { id, value })?
-            }
-            T_TAGS_EQUAL => tag().map(|(id, value)| RuleKind::TagsEqual { id, value })?,
-            T_TAG_SENDER => tag().map(|(id, value)| RuleKind::TagSender { id, value })?,
-            T_TAG_RECEIVER => tag().map(|(id, value)| RuleKind::TagReceiver { id, value })?,
             T_INTEGER_RANGE => {
                 want(15)?;
                 let start = u64::from_be_bytes(v[..8].try_into().map_err(|_| bad())?);
