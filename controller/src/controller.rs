@@ -10,10 +10,10 @@ use std::sync::mpsc::SyncSender;
 
 use serde_json::Value;
 use vnet_node::core::address::Address;
-use vnet_node::core::constants::{RFC4193_PREFIX_LEN, SIXPLANE_PREFIX_LEN};
+use vnet_node::core::constants::{MAX_MEMBER_TAGS, RFC4193_PREFIX_LEN, SIXPLANE_PREFIX_LEN};
 use vnet_node::core::netconf::{AssignedIp, ManagedRoute, NetworkConfigData, NetworkDns};
 use vnet_node::core::network_id::NetworkId;
-use vnet_node::core::rules::RuleSet;
+use vnet_node::core::rules::{Capability, Grants, RuleSet};
 
 pub use vnet_node::core::netconf::ConfigDenied;
 
@@ -126,6 +126,10 @@ pub struct MemberConfig {
     pub dns: Option<NetworkDns>,
     /// The network's flow rules, unless they are the accept-all default.
     pub rules: Option<RuleSet>,
+    /// The network's capabilities.
+    pub capabilities: Vec<Capability>,
+    /// This member's tags (its own, then the network's defaults) and capabilities.
+    pub grants: Grants,
 }
 
 impl From<MemberConfig> for NetworkConfigData {
@@ -145,8 +149,30 @@ impl From<MemberConfig> for NetworkConfigData {
             pull_interval_ms: c.pull_interval_ms,
             dns: c.dns,
             rules: c.rules,
+            capabilities: c.capabilities,
+            grants: c.grants,
         }
     }
+}
+
+/// What a member's certificate grants it, as ZeroTier's controller computes
+/// it: its own tags, then the network's defaults for tags it lacks (the
+/// first [`MAX_MEMBER_TAGS`] by id); the capabilities it holds that the
+/// network defines.
+fn member_grants(n: &Network, member: &Member) -> Grants {
+    let mut tags: std::collections::BTreeMap<u32, u32> = member.tags.iter().copied().collect();
+    for t in &n.tags {
+        if let Some(default) = t.default {
+            tags.entry(t.id).or_insert(default);
+        }
+    }
+    let capabilities = member
+        .capabilities
+        .iter()
+        .copied()
+        .filter(|id| n.capabilities.iter().any(|c| c.id == *id));
+    Grants::new(tags.into_iter().take(MAX_MEMBER_TAGS), capabilities)
+        .expect("bounded by the update's checks")
 }
 
 /// The addresses a member's config gives it: the derived IPv6 addresses
@@ -1128,6 +1154,8 @@ impl Controller {
             pull_interval_ms: member.ephemeral.then_some(self.ephemeral_timeout_ms / 3),
             dns: n.dns.clone(),
             rules: (!n.rules.is_accept_all()).then(|| n.rules.clone()),
+            capabilities: n.capabilities.clone(),
+            grants: member_grants(n, member),
         }
     }
 
@@ -1883,6 +1911,39 @@ mod tests {
             c.delete_member(nwid, addr(9)),
             Err(ControllerError::MemberNotFound(..))
         ));
+    }
+
+    /// A member's certificate grants its own tags, the network's defaults
+    /// for the others, and the capabilities it holds that the network
+    /// defines; a change of them is a change of its config.
+    #[test]
+    fn configs_grant_tags_with_defaults_and_defined_capabilities() {
+        let mut c = Controller::in_memory(ctl());
+        let nwid = with_network(&mut c);
+        c.update_network(
+            nwid,
+            &json!({"tags": [{"id": 1000, "default": 100}, {"id": 1001}],
+                    "capabilities": [{"id": 7, "rules": [{"type": "ACTION_ACCEPT"}]}]}),
+        )
+        .unwrap();
+        authorize(&mut c, nwid, addr(1));
+        let cfg = c.request_config(NOW + 1, nwid, addr(1), None).unwrap();
+        assert_eq!(cfg.grants.tags(), &[(1000, 100)]);
+        assert!(cfg.grants.capabilities().is_empty());
+        assert_eq!(cfg.capabilities.len(), 1);
+        let before = c.member(nwid, addr(1)).unwrap().revision;
+        c.update_member(
+            NOW,
+            nwid,
+            addr(1),
+            &json!({"tags": [[1000, 200], [1001, 5]], "capabilities": [7, 8]}),
+        )
+        .unwrap();
+        assert!(c.member(nwid, addr(1)).unwrap().revision > before);
+        let cfg = c.request_config(NOW + 2, nwid, addr(1), None).unwrap();
+        assert_eq!(cfg.grants.tags(), &[(1000, 200), (1001, 5)]);
+        // 8 is not defined by the network: not granted.
+        assert_eq!(cfg.grants.capabilities(), &[7]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use vnet_node::core::constants::NETWORK_MTU_DEFAULT_BYTES;
 use vnet_node::core::message::Versions;
 use vnet_node::core::netconf::NetworkDns;
 use vnet_node::core::network_id::NetworkId;
-use vnet_node::core::rules::RuleSet;
+use vnet_node::core::rules::{Capability, RuleSet};
 
 use crate::ip::{Cidr, to_u128};
 use crate::join_keys::JoinKey;
@@ -101,6 +101,21 @@ pub struct Network {
     pub dns: Option<NetworkDns>,
     /// Its flow rules (ZeroTier's `rules`), enforced by every member.
     pub rules: RuleSet,
+    /// Its capabilities (ZeroTier's `capabilities`: id and rules), granted
+    /// to members by id.
+    pub capabilities: Vec<Capability>,
+    /// Its tags (ZeroTier's `tags`: id and default value).
+    pub tags: Vec<TagDefinition>,
+}
+
+/// A tag of a network: its id, and the value members without one of their
+/// own get (none: they get none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TagDefinition {
+    /// The tag's id.
+    pub id: u32,
+    /// ZeroTier's `default`.
+    pub default: Option<u32>,
 }
 
 impl Network {
@@ -124,6 +139,8 @@ impl Network {
             join_keys: Vec::new(),
             dns: None,
             rules: RuleSet::accept_all(),
+            capabilities: Vec::new(),
+            tags: Vec::new(),
         }
     }
 
@@ -169,12 +186,15 @@ impl Network {
                 "6plane": self.v6_assign.sixplane,
             },
             "rules": self.rules.to_zerotier_json(),
-            // What ZeroTier returns and its web UIs read (a page throws when
-            // one is missing); an update may only set them to these values
-            // until tags and capabilities are supported.
             "rulesSource": self.rules_source,
-            "capabilities": [],
-            "tags": [],
+            "capabilities": self.capabilities.iter().map(|c| json!({
+                "id": c.id,
+                "rules": c.rules.to_zerotier_json(),
+            })).collect::<Vec<_>>(),
+            "tags": self.tags.iter().map(|t| json!({
+                "id": t.id,
+                "default": t.default,
+            })).collect::<Vec<_>>(),
             "dns": self.dns.as_ref().map_or_else(
                 || json!({"domain": "", "servers": []}),
                 |d| json!({"domain": d.domain, "servers": d.servers}),
@@ -239,6 +259,10 @@ pub struct Member {
     /// Authorized by an ephemeral join key: removed once offline for the
     /// controller's `ephemeralMemberTimeoutSeconds`.
     pub ephemeral: bool,
+    /// Its tags (ZeroTier's `[[id, value], ...]`), by id.
+    pub tags: Vec<(u32, u32)>,
+    /// The ids of the capabilities it holds, ascending.
+    pub capabilities: Vec<u32>,
 }
 
 impl Member {
@@ -262,6 +286,8 @@ impl Member {
             advertised_routes: Vec::new(),
             approved_routes: Vec::new(),
             ephemeral: false,
+            tags: Vec::new(),
+            capabilities: Vec::new(),
         }
     }
 
@@ -314,9 +340,9 @@ impl Member {
             "lastDeauthorizedTime": self.last_deauthorized_time,
             "name": self.name,
             "identity": self.identity,
-            // ZeroTier's fields, at its values for "none" and "unknown".
-            "capabilities": [],
-            "tags": [],
+            "capabilities": self.capabilities,
+            "tags": self.tags.iter().map(|&(id, value)| json!([id, value])).collect::<Vec<_>>(),
+            // ZeroTier's fields, at its values for "unknown".
             "vMajor": self.versions.map_or(-1, |v| i64::from(v.major)),
             "vMinor": self.versions.map_or(-1, |v| i64::from(v.minor)),
             "vRev": self.versions.map_or(-1, |v| i64::from(v.revision)),

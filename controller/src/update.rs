@@ -16,13 +16,17 @@ use vnet_node::core::network_id::NetworkId;
 use vnet_node::core::Identity;
 use vnet_node::core::constants::DNS_DOMAIN_MAX_LEN_BYTES;
 use vnet_node::core::constants::MAX_ADVERTISED_ROUTES;
+use vnet_node::core::constants::{
+    MAX_MEMBER_CAPABILITIES, MAX_MEMBER_TAGS, MAX_NETWORK_CAPABILITIES, MAX_NETWORK_TAGS,
+};
 use vnet_node::core::message::Versions;
 use vnet_node::core::netconf::NetworkDns;
-use vnet_node::core::rules::RuleSet;
+use vnet_node::core::netconf::capabilities_problem;
+use vnet_node::core::rules::{Capability, RuleSet};
 
 use crate::ip::{Cidr, is_assignable, to_u128};
 use crate::join_keys::JoinKey;
-use crate::model::{IpPool, ManagedRouteSpec, Member, Network};
+use crate::model::{IpPool, ManagedRouteSpec, Member, Network, TagDefinition};
 use vnet_node::core::address::Address;
 
 /// Longest network name, in bytes.
@@ -157,9 +161,9 @@ pub fn network_update(network: &Network, body: &Value) -> Result<Network, FieldE
             "routes" => n.routes = routes(value)?,
             "rulesSource" => n.rules_source = text(value, key, MAX_RULES_SOURCE_LEN)?,
             "rules" => n.rules = rule_set(value)?,
-            "capabilities" | "tags" | "authTokens" if !is_empty(value) => {
-                return Err(not_yet(key, "none"));
-            }
+            "capabilities" => n.capabilities = capabilities(value)?,
+            "tags" => n.tags = tag_definitions(value)?,
+            "authTokens" if !is_empty(value) => return Err(not_yet(key, "none")),
             "v6AssignMode" => {
                 for (mode, on) in object(value, key)? {
                     let on = boolean(on, &format!("v6AssignMode.{mode}"))?;
@@ -183,7 +187,153 @@ pub fn network_update(network: &Network, body: &Value) -> Result<Network, FieldE
             _ => {}
         }
     }
+    if let Some(problem) = capabilities_problem(Some(&n.rules), &n.capabilities) {
+        return Err(FieldError::new("capabilities", problem));
+    }
     Ok(n)
+}
+
+/// A network's `capabilities` (ZeroTier's `[{id, rules}, ...]`; other
+/// fields, such as the rules compiler's `default`, are ignored).
+fn capabilities(value: &Value) -> Result<Vec<Capability>, FieldError> {
+    if is_empty(value) {
+        return Ok(Vec::new());
+    }
+    let items = array(value, "capabilities", "{id, rules}")?;
+    if items.len() > MAX_NETWORK_CAPABILITIES {
+        return Err(FieldError::new(
+            "capabilities",
+            format!("at most {MAX_NETWORK_CAPABILITIES} capabilities"),
+        ));
+    }
+    let mut out: Vec<Capability> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("capabilities[{i}]");
+        let obj = object(item, &field)?;
+        let id = integer(
+            obj.get("id").unwrap_or(&Value::Null),
+            &format!("{field}.id"),
+            0,
+            u32::MAX.into(),
+        )? as u32;
+        if out.iter().any(|c| c.id == id) {
+            return Err(FieldError::new(
+                format!("{field}.id"),
+                format!("capability id {id} is defined twice"),
+            ));
+        }
+        let rules = match obj.get("rules") {
+            None | Some(Value::Null) => RuleSet::default(),
+            Some(r) => RuleSet::from_zerotier_json(r)
+                .map_err(|e| FieldError::new(format!("{field}.rules"), e.to_string()))?,
+        };
+        let cap = Capability::new(id, rules)
+            .map_err(|e| FieldError::new(format!("{field}.rules"), e.to_string()))?;
+        out.push(cap);
+    }
+    Ok(out)
+}
+
+/// A network's `tags` (ZeroTier's `[{id, default}, ...]`; `default` may be
+/// null or absent).
+fn tag_definitions(value: &Value) -> Result<Vec<TagDefinition>, FieldError> {
+    if is_empty(value) {
+        return Ok(Vec::new());
+    }
+    let items = array(value, "tags", "{id, default}")?;
+    if items.len() > MAX_NETWORK_TAGS {
+        return Err(FieldError::new(
+            "tags",
+            format!("at most {MAX_NETWORK_TAGS} tags"),
+        ));
+    }
+    let mut out: Vec<TagDefinition> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("tags[{i}]");
+        let obj = object(item, &field)?;
+        let id = integer(
+            obj.get("id").unwrap_or(&Value::Null),
+            &format!("{field}.id"),
+            0,
+            u32::MAX.into(),
+        )? as u32;
+        if out.iter().any(|t| t.id == id) {
+            return Err(FieldError::new(
+                format!("{field}.id"),
+                format!("tag id {id} is defined twice"),
+            ));
+        }
+        let default = match obj.get("default") {
+            None | Some(Value::Null) => None,
+            Some(d) => Some(integer(d, &format!("{field}.default"), 0, u32::MAX.into())? as u32),
+        };
+        out.push(TagDefinition { id, default });
+    }
+    Ok(out)
+}
+
+/// A member's `tags` (ZeroTier's `[[id, value], ...]`), sorted by id; a tag
+/// given twice is refused.
+fn member_tags(value: &Value) -> Result<Vec<(u32, u32)>, FieldError> {
+    if value.is_null() {
+        return Ok(Vec::new());
+    }
+    let items = array(value, "tags", "[id, value] pairs")?;
+    if items.len() > MAX_MEMBER_TAGS {
+        return Err(FieldError::new(
+            "tags",
+            format!("at most {MAX_MEMBER_TAGS} tags"),
+        ));
+    }
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("tags[{i}]");
+        let pair = match item.as_array().map(Vec::as_slice) {
+            Some([id, value]) => (
+                integer(id, &format!("{field}[0]"), 0, u32::MAX.into())? as u32,
+                integer(value, &format!("{field}[1]"), 0, u32::MAX.into())? as u32,
+            ),
+            _ => {
+                return Err(FieldError::new(
+                    field,
+                    format!("expected [id, value], got {}", describe(item)),
+                ));
+            }
+        };
+        if out.iter().any(|&(id, _)| id == pair.0) {
+            return Err(FieldError::new(
+                field,
+                format!("tag id {} is given twice", pair.0),
+            ));
+        }
+        out.push(pair);
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// A member's `capabilities` (ZeroTier's `[id, ...]`), ascending, each once.
+fn member_capabilities(value: &Value) -> Result<Vec<u32>, FieldError> {
+    if value.is_null() {
+        return Ok(Vec::new());
+    }
+    let items = array(value, "capabilities", "capability ids")?;
+    if items.len() > MAX_MEMBER_CAPABILITIES {
+        return Err(FieldError::new(
+            "capabilities",
+            format!("at most {MAX_MEMBER_CAPABILITIES} capabilities"),
+        ));
+    }
+    let mut out = items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            integer(v, &format!("capabilities[{i}]"), 0, u32::MAX.into()).map(|n| n as u32)
+        })
+        .collect::<Result<Vec<u32>, _>>()?;
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 /// Longest `rulesSource` kept, in bytes.
@@ -195,23 +345,9 @@ fn not_yet(field: &str, takes: &str) -> FieldError {
     FieldError::new(field, format!("not supported yet; only {takes} is taken"))
 }
 
-/// A network's `rules` (ZeroTier's JSON). Tag matches are refused until
-/// members carry tags.
+/// A network's `rules` (ZeroTier's JSON).
 fn rule_set(value: &Value) -> Result<RuleSet, FieldError> {
-    let set =
-        RuleSet::from_zerotier_json(value).map_err(|e| FieldError::new("rules", e.to_string()))?;
-    for (i, r) in set.rules().iter().enumerate() {
-        if r.kind.uses_tags() {
-            return Err(FieldError::new(
-                "rules",
-                format!(
-                    "rule {i}: {} is not supported yet (tags come later)",
-                    r.to_zerotier_json()["type"].as_str().unwrap_or("?")
-                ),
-            ));
-        }
-    }
-    Ok(set)
+    RuleSet::from_zerotier_json(value).map_err(|e| FieldError::new("rules", e.to_string()))
 }
 
 /// Whether `value` holds nothing: null, `[]`, `{}`, or ZeroTier's `[{}]`.
@@ -423,9 +559,8 @@ pub fn member_update(member: &Member, body: &Value, now_ms: u64) -> Result<Membe
             "identity" if !value.is_null() => m.identity = Some(posted_identity(&m, value)?),
             "approvedRoutes" => m.approved_routes = cidrs(value, key, MAX_ROUTES)?,
             "ephemeral" => m.ephemeral = boolean(value, key)?,
-            "capabilities" | "tags" if !is_empty(value) => {
-                return Err(not_yet(key, "none"));
-            }
+            "tags" => m.tags = member_tags(value)?,
+            "capabilities" => m.capabilities = member_capabilities(value)?,
             _ => {}
         }
     }
@@ -953,18 +1088,26 @@ mod tests {
             (json!({"rules": [{"type": "MATCH_NOPE"}]}), "rules"),
             (json!({"rules": {"type": "ACTION_DROP"}}), "rules"),
             (
-                json!({"rules": [{"type": "MATCH_TAGS_EQUAL", "id": 1, "value": 1}]}),
-                "rules",
-            ),
-            (
                 json!({"rules": [{"type": "ACTION_TEE", "address": "0"}]}),
                 "rules",
             ),
             (
-                json!({"capabilities": [{"id": 1, "rules": []}]}),
-                "capabilities",
+                json!({"capabilities": [{"id": 1, "rules": [{"type": "MATCH_NOPE"}]}]}),
+                "capabilities[0].rules",
             ),
-            (json!({"tags": [{"id": 1000, "default": 1}]}), "tags"),
+            (
+                json!({"capabilities": [{"id": 1}, {"id": 1}]}),
+                "capabilities[1].id",
+            ),
+            (
+                json!({"capabilities": [{"rules": []}]}),
+                "capabilities[0].id",
+            ),
+            (
+                json!({"tags": [{"id": 1000, "default": -1}]}),
+                "tags[0].default",
+            ),
+            (json!({"tags": [{"id": 7}, {"id": 7}]}), "tags[1].id"),
             (json!({"authTokens": {"abc": 0}}), "authTokens"),
             (
                 json!({"v6AssignMode": {"rfc4193": [true]}}),
@@ -1002,12 +1145,84 @@ mod tests {
             assert!(j.get(field).is_some(), "{field}");
         }
         for (body, field) in [
-            (json!({"tags": [[1000, 1]]}), "tags"),
-            (json!({"capabilities": [1]}), "capabilities"),
+            (json!({"tags": [[1000]]}), "tags[0]"),
+            (json!({"tags": [[1000, 1], [1000, 2]]}), "tags[1]"),
+            (json!({"tags": [[1000, "x"]]}), "tags[0][1]"),
+            (json!({"capabilities": [-1]}), "capabilities[0]"),
+            (json!({"capabilities": 1}), "capabilities"),
             (json!({"name": "x".repeat(128)}), "name"),
         ] {
             assert_eq!(member_update(&member(), &body, 5).unwrap_err().field, field);
         }
+    }
+
+    /// Tags and capabilities as ZeroTier's controller and its UIs write
+    /// them: kept, given back in the same shape, and bounded.
+    #[test]
+    fn tags_and_capabilities_are_kept_in_zerotier_shape() {
+        let accept_ssh = json!([
+            {"type": "MATCH_IP_DEST_PORT_RANGE", "start": 22, "end": 22, "not": false, "or": false},
+            {"type": "ACTION_ACCEPT", "not": false, "or": false}
+        ]);
+        let n = network_update(
+            &network(),
+            &json!({"capabilities": [{"id": 1000, "default": false, "rules": accept_ssh}],
+                    "tags": [{"id": 2000, "default": 100}, {"id": 2001, "default": null}],
+                    "rules": [{"type": "MATCH_TAGS_DIFFERENCE", "id": 2000, "value": 0,
+                               "not": false, "or": false},
+                              {"type": "ACTION_ACCEPT", "not": false, "or": false}]}),
+        )
+        .unwrap();
+        let j = n.to_json();
+        assert_eq!(
+            j["capabilities"],
+            json!([{"id": 1000, "rules": accept_ssh}])
+        );
+        assert_eq!(
+            j["tags"],
+            json!([{"id": 2000, "default": 100}, {"id": 2001, "default": null}])
+        );
+        assert_eq!(network_update(&network(), &j).unwrap(), n);
+        // ZeroTier's "none" (`[{}]`) empties them.
+        let cleared = network_update(&n, &json!({"capabilities": [{}], "tags": null})).unwrap();
+        assert!(cleared.capabilities.is_empty() && cleared.tags.is_empty());
+
+        let m = member_update(
+            &member(),
+            &json!({"tags": [[2001, "7"], [2000, 200]], "capabilities": [1000, 5, 1000]}),
+            5,
+        )
+        .unwrap();
+        assert_eq!(m.tags, [(2000, 200), (2001, 7)]);
+        assert_eq!(m.capabilities, [5, 1000]);
+        let j = m.to_json();
+        assert_eq!(j["tags"], json!([[2000, 200], [2001, 7]]));
+        assert_eq!(j["capabilities"], json!([5, 1000]));
+
+        // Bounds: 128 tags, 128 capabilities, 64 rules in one capability,
+        // and 1,024 rules with the network's own.
+        let many_tags: Vec<Value> = (0..129).map(|i| json!([i, 0])).collect();
+        let e = member_update(&member(), &json!({ "tags": many_tags }), 5).unwrap_err();
+        assert_eq!(e.to_string(), "tags: at most 128 tags");
+        let caps: Vec<Value> = (0..129).map(|i| json!({"id": i})).collect();
+        let e = network_update(&network(), &json!({ "capabilities": caps })).unwrap_err();
+        assert_eq!(e.to_string(), "capabilities: at most 128 capabilities");
+        let drop = json!({"type": "ACTION_DROP"});
+        let long = vec![drop.clone(); 65];
+        let e = network_update(
+            &network(),
+            &json!({"capabilities": [{"id": 1, "rules": long}]}),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "capabilities[0].rules");
+        let caps: Vec<Value> = (0..16)
+            .map(|i| json!({"id": i, "rules": vec![drop.clone(); 64]}))
+            .collect();
+        let e = network_update(&network(), &json!({ "capabilities": caps })).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "capabilities: the rules and the capabilities' rules together exceed 1024"
+        );
     }
 
     #[test]

@@ -136,6 +136,8 @@ impl NetworkController for Controller {
         Ok(NetworkConfigData {
             pull_interval_ms: None,
             rules: None,
+            capabilities: Vec::new(),
+            grants: Default::default(),
             dns: None,
             name: "fuzz".into(),
             revision: 1,

@@ -327,6 +327,19 @@ pub const MAX_CREDENTIAL_BUDGETS: usize = 1_024;
 pub const NETWORK_CONFIG_MAX_BYTES: usize = 64 * 1024;
 /// Most rules in a network's rule list (ZeroTier's limit too).
 pub const MAX_RULES: usize = 1_024;
+/// Most rules in one capability (ZeroTier's limit too).
+pub const MAX_CAPABILITY_RULES: usize = 64;
+/// Most capabilities a network defines (ZeroTier's per-member limit).
+pub const MAX_NETWORK_CAPABILITIES: usize = 128;
+/// Most tags a network defines (ZeroTier's per-member limit).
+pub const MAX_NETWORK_TAGS: usize = 128;
+/// Most tags granted to one member (ZeroTier's limit too).
+pub const MAX_MEMBER_TAGS: usize = 128;
+/// Most capabilities granted to one member (ZeroTier's limit too).
+pub const MAX_MEMBER_CAPABILITIES: usize = 128;
+/// Most rules a network's config carries, its own and its capabilities'
+/// together, so that a config stays well under [`NETWORK_CONFIG_MAX_BYTES`].
+pub const MAX_CONFIG_RULES: usize = 1_024;
 /// Config bytes per signed NETWORK_CONFIG chunk (one datagram each).
 pub const NETWORK_CONFIG_CHUNK_MAX_BYTES: usize = 1024;
 /// Smallest virtual MTU.

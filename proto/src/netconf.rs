@@ -10,14 +10,17 @@ use crate::address::Address;
 use crate::c25519::{KeyPair, PublicKey, Signature};
 use crate::constants::{
     C25519_SIGNATURE_LEN_BYTES, CERTIFICATE_MAX_DELTA_MS, DNS_DOMAIN_MAX_LEN_BYTES,
-    DNS_SERVERS_MAX, NETWORK_CONFIG_CHUNK_MAX_BYTES, NETWORK_CONFIG_MAX_BYTES,
-    NETWORK_MTU_MAX_BYTES, NETWORK_MTU_MIN_BYTES,
+    DNS_SERVERS_MAX, MAX_CAPABILITY_RULES, MAX_CONFIG_RULES, MAX_NETWORK_CAPABILITIES,
+    NETWORK_CONFIG_CHUNK_MAX_BYTES, NETWORK_CONFIG_MAX_BYTES, NETWORK_MTU_MAX_BYTES,
+    NETWORK_MTU_MIN_BYTES,
 };
 use crate::network_id::NetworkId;
-use crate::rules::RuleSet;
+use crate::rules::{Capability, Grants, RuleSet};
 
 /// Domain separation for certificate signatures.
 const CERTIFICATE_LABEL: &[u8] = b"vnet certificate of membership v1";
+/// Domain separation for certificates that grant tags or capabilities.
+const CERTIFICATE_WITH_GRANTS_LABEL: &[u8] = b"vnet certificate of membership v2";
 /// Domain separation for config chunk signatures.
 const CHUNK_LABEL: &[u8] = b"vnet network config chunk v1";
 /// Domain separation for revocation signatures.
@@ -63,39 +66,78 @@ pub struct Certificate {
     pub timestamp_ms: u64,
     /// How far apart two certificates may be and still agree.
     pub max_delta_ms: u64,
+    /// The tags and capabilities the controller grants the member.
+    pub grants: Grants,
     signature: Signature,
 }
 
-/// Bytes of an encoded certificate.
+/// Bytes of an encoded certificate without grants.
 pub const CERTIFICATE_LEN_BYTES: usize = 8 + 5 + 8 + 8 + C25519_SIGNATURE_LEN_BYTES;
 
+/// In an encoded certificate's max delta field: grants follow it.
+const CERTIFICATE_HAS_GRANTS: u64 = 1 << 63;
+
 impl Certificate {
-    /// Issues and signs a certificate (controller side).
+    /// Issues and signs a certificate granting nothing more (controller side).
     pub fn issue(
         controller: &KeyPair,
         network: NetworkId,
         issued_to: Address,
         timestamp_ms: u64,
     ) -> Self {
+        Self::issue_with_grants(
+            controller,
+            network,
+            issued_to,
+            timestamp_ms,
+            Grants::default(),
+        )
+    }
+
+    /// Issues and signs a certificate that also grants tags and capabilities.
+    pub fn issue_with_grants(
+        controller: &KeyPair,
+        network: NetworkId,
+        issued_to: Address,
+        timestamp_ms: u64,
+        grants: Grants,
+    ) -> Self {
         let mut c = Self {
             network,
             issued_to,
             timestamp_ms,
             max_delta_ms: CERTIFICATE_MAX_DELTA_MS,
+            grants,
             signature: Signature::from_bytes([0; C25519_SIGNATURE_LEN_BYTES]),
         };
         c.signature = controller.sign(&c.signed_bytes());
         c
     }
 
+    /// What the signature covers: a certificate without grants is signed
+    /// as before grants existed (so older members still verify it).
     fn signed_bytes(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(64);
-        b.extend_from_slice(CERTIFICATE_LABEL);
-        b.extend_from_slice(&self.network.to_u64().to_be_bytes());
-        b.extend_from_slice(&self.issued_to.to_bytes());
-        b.extend_from_slice(&self.timestamp_ms.to_be_bytes());
-        b.extend_from_slice(&self.max_delta_ms.to_be_bytes());
+        if self.grants.is_empty() {
+            b.extend_from_slice(CERTIFICATE_LABEL);
+        } else {
+            b.extend_from_slice(CERTIFICATE_WITH_GRANTS_LABEL);
+        }
+        self.encode_fields(&mut b);
         b
+    }
+
+    /// Everything but the signature, as encoded.
+    fn encode_fields(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.network.to_u64().to_be_bytes());
+        out.extend_from_slice(&self.issued_to.to_bytes());
+        out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
+        if self.grants.is_empty() {
+            out.extend_from_slice(&self.max_delta_ms.to_be_bytes());
+        } else {
+            out.extend_from_slice(&(self.max_delta_ms | CERTIFICATE_HAS_GRANTS).to_be_bytes());
+            self.grants.encode_into(out);
+        }
     }
 
     /// Whether the network's controller signed it.
@@ -112,15 +154,23 @@ impl Certificate {
 
     /// Appends the binary form.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.network.to_u64().to_be_bytes());
-        out.extend_from_slice(&self.issued_to.to_bytes());
-        out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
-        out.extend_from_slice(&self.max_delta_ms.to_be_bytes());
+        self.encode_fields(out);
         out.extend_from_slice(self.signature.as_bytes());
+    }
+
+    /// Bytes of the binary form.
+    pub fn encoded_len(&self) -> usize {
+        let grants = if self.grants.is_empty() {
+            0
+        } else {
+            2 + self.grants.tags().len() * 8 + self.grants.capabilities().len() * 4
+        };
+        CERTIFICATE_LEN_BYTES + grants
     }
 
     /// Decodes one certificate from the front of `bytes` (signature not checked).
     pub fn decode(bytes: &[u8]) -> Result<(Self, usize), NetconfError> {
+        const FIELDS: usize = CERTIFICATE_LEN_BYTES - C25519_SIGNATURE_LEN_BYTES;
         if bytes.len() < CERTIFICATE_LEN_BYTES {
             return Err(NetconfError::Malformed("certificate"));
         }
@@ -129,16 +179,31 @@ impl Certificate {
             .map_err(|_| NetconfError::Malformed("certificate network id"))?;
         let issued_to = Address::from_bytes(bytes[8..13].try_into().expect("5"))
             .map_err(|_| NetconfError::Malformed("certificate member address"))?;
+        let max_delta = u64_at(21);
+        let (grants, grants_len) = if max_delta & CERTIFICATE_HAS_GRANTS != 0 {
+            let (g, used) = Grants::decode(&bytes[FIELDS..])
+                .map_err(|_| NetconfError::Malformed("certificate grants"))?;
+            if g.is_empty() {
+                // Encoded without the flag: one certificate, one encoding.
+                return Err(NetconfError::Malformed("certificate grants"));
+            }
+            (g, used)
+        } else {
+            (Grants::default(), 0)
+        };
+        let sig_at = FIELDS + grants_len;
+        let signature = bytes
+            .get(sig_at..sig_at + C25519_SIGNATURE_LEN_BYTES)
+            .ok_or(NetconfError::Malformed("certificate"))?;
         let cert = Self {
             network,
             issued_to,
             timestamp_ms: u64_at(13),
-            max_delta_ms: u64_at(21),
-            signature: Signature::from_bytes(
-                bytes[29..CERTIFICATE_LEN_BYTES].try_into().expect("96"),
-            ),
+            max_delta_ms: max_delta & !CERTIFICATE_HAS_GRANTS,
+            grants,
+            signature: Signature::from_bytes(signature.try_into().expect("96")),
         };
-        Ok((cert, CERTIFICATE_LEN_BYTES))
+        Ok((cert, sig_at + C25519_SIGNATURE_LEN_BYTES))
     }
 }
 
@@ -244,7 +309,11 @@ impl Credentials {
     /// The body; at most 255 of each.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            2 + self.certificates.len() * CERTIFICATE_LEN_BYTES
+            2 + self
+                .certificates
+                .iter()
+                .map(Certificate::encoded_len)
+                .sum::<usize>()
                 + self.revocations.len() * REVOCATION_LEN_BYTES,
         );
         let certs = &self.certificates[..self.certificates.len().min(255)];
@@ -396,6 +465,16 @@ pub struct NetworkConfigData {
     /// accept everything (the default rule set, left out to keep configs small).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<RuleSet>,
+    /// The network's capabilities (each an id and its rules, binary as
+    /// hex): what a member holding one may also send and receive. Every
+    /// member gets them all, to check what its peers hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<Capability>,
+    /// This member's tags and capability ids. Carried by the certificate,
+    /// not the JSON (the core signs them into it; a decoded config takes
+    /// them from it).
+    #[serde(skip)]
+    pub grants: Grants,
 }
 
 /// A signed network configuration, as a member holds it.
@@ -447,6 +526,9 @@ impl NetworkConfig {
         if let Some(problem) = d.dns.as_ref().and_then(NetworkDns::problem) {
             return Err(bad("dns", problem));
         }
+        if let Some(problem) = capabilities_problem(d.rules.as_ref(), &d.capabilities) {
+            return Err(bad("capabilities", problem));
+        }
         if self.certificate.network != self.network
             || self.certificate.issued_to != self.issued_to
             || self.certificate.timestamp_ms != d.timestamp_ms
@@ -479,8 +561,9 @@ impl NetworkConfig {
         if !certificate.verify(controller_key) {
             return Err(NetconfError::BadSignature("certificate"));
         }
-        let data: NetworkConfigData = serde_json::from_slice(&bytes[used..])
+        let mut data: NetworkConfigData = serde_json::from_slice(&bytes[used..])
             .map_err(|_| NetconfError::Malformed("network config JSON"))?;
+        data.grants = certificate.grants.clone();
         let config = Self {
             network,
             issued_to: member,
@@ -490,6 +573,35 @@ impl NetworkConfig {
         config.check()?;
         Ok(config)
     }
+}
+
+/// Why a network's capabilities cannot go in a config, if they cannot: at
+/// most [`MAX_NETWORK_CAPABILITIES`], ids unique, at most
+/// [`MAX_CAPABILITY_RULES`] rules each, and with the network's own rules at
+/// most [`MAX_CONFIG_RULES`] rules in all.
+pub fn capabilities_problem(
+    rules: Option<&RuleSet>,
+    capabilities: &[Capability],
+) -> Option<String> {
+    if capabilities.len() > MAX_NETWORK_CAPABILITIES {
+        return Some(format!("more than {MAX_NETWORK_CAPABILITIES} capabilities"));
+    }
+    let mut total = rules.map_or(1, |r| r.rules().len());
+    for (i, c) in capabilities.iter().enumerate() {
+        if capabilities[..i].iter().any(|o| o.id == c.id) {
+            return Some(format!("capability id {} is defined twice", c.id));
+        }
+        if c.rules.rules().len() > MAX_CAPABILITY_RULES {
+            return Some(format!(
+                "capability {} has more than {MAX_CAPABILITY_RULES} rules",
+                c.id
+            ));
+        }
+        total += c.rules.rules().len();
+    }
+    (total > MAX_CONFIG_RULES).then(|| {
+        format!("the rules and the capabilities' rules together exceed {MAX_CONFIG_RULES}")
+    })
 }
 
 fn max_prefix(ip: IpAddr) -> u8 {
@@ -669,6 +781,8 @@ mod tests {
         NetworkConfigData {
             pull_interval_ms: None,
             rules: None,
+            capabilities: Vec::new(),
+            grants: Default::default(),
             dns: None,
             name: "office".into(),
             revision: 3,
@@ -707,6 +821,81 @@ mod tests {
         assert_eq!((back.clone(), used), (a, CERTIFICATE_LEN_BYTES));
         bytes[15] ^= 1; // the timestamp
         assert!(!Certificate::decode(&bytes).unwrap().0.verify(k.public()));
+    }
+
+    #[test]
+    fn a_certificate_signs_its_grants_and_one_without_is_encoded_as_before() {
+        let (k, nwid, member) = ids();
+        let grants = Grants::new([(2000, 100), (2001, 7)], [1000]).unwrap();
+        let c = Certificate::issue_with_grants(&k, nwid, member, 9_000, grants.clone());
+        assert!(c.verify(k.public()));
+        let mut bytes = Vec::new();
+        c.encode_into(&mut bytes);
+        assert_eq!(bytes.len(), c.encoded_len());
+        assert_eq!(bytes.len(), CERTIFICATE_LEN_BYTES + 2 + 16 + 4);
+        bytes.extend_from_slice(b"next");
+        let (back, used) = Certificate::decode(&bytes).unwrap();
+        assert_eq!((&back, used), (&c, bytes.len() - 4));
+        assert_eq!(
+            (back.grants.tag(2000), back.max_delta_ms),
+            (Some(100), CERTIFICATE_MAX_DELTA_MS)
+        );
+        // A member that raises its own tag, or adds a capability, breaks
+        // the controller's signature.
+        let mut raised = bytes.clone();
+        raised[29 + 1 + 7] ^= 1; // the value of tag 2000
+        assert!(!Certificate::decode(&raised).unwrap().0.verify(k.public()));
+        let mut forged = c.clone();
+        forged.grants = Grants::new([(2000, 100), (2001, 7)], [1000, 1001]).unwrap();
+        assert!(!forged.verify(k.public()));
+        // Dropping the grants (and the flag) does not verify either: the
+        // two forms are signed under different labels.
+        let mut stripped = c.clone();
+        stripped.grants = Grants::default();
+        assert!(!stripped.verify(k.public()));
+        // Without grants: the first certificate form, byte for byte.
+        let plain = Certificate::issue(&k, nwid, member, 9_000);
+        let mut plain_bytes = Vec::new();
+        plain.encode_into(&mut plain_bytes);
+        assert_eq!(plain_bytes.len(), CERTIFICATE_LEN_BYTES);
+        assert_eq!(plain_bytes[21..29], CERTIFICATE_MAX_DELTA_MS.to_be_bytes());
+        // The flag with empty grants, or grants cut short: malformed.
+        let mut empty_flagged = plain_bytes[..29].to_vec();
+        empty_flagged[21] |= 0x80;
+        empty_flagged.extend_from_slice(&[0, 0]);
+        empty_flagged.extend_from_slice(&plain_bytes[29..]);
+        assert!(Certificate::decode(&empty_flagged).is_err());
+        for len in 0..bytes.len() - 4 {
+            assert!(Certificate::decode(&bytes[..len]).is_err(), "{len}");
+        }
+        // Credentials carry them whole.
+        let creds = Credentials {
+            certificates: vec![c.clone(), plain.clone()],
+            revocations: vec![],
+        };
+        assert_eq!(Credentials::decode(&creds.encode()).unwrap(), creds);
+        // A config takes its member's grants from its certificate.
+        let mut d = data(9_000);
+        d.grants = grants;
+        d.capabilities = vec![Capability::new(1000, RuleSet::accept_all()).unwrap()];
+        let config = NetworkConfig {
+            network: nwid,
+            issued_to: member,
+            certificate: c,
+            data: d,
+        };
+        let decoded = NetworkConfig::decode(&config.encode(), nwid, member, k.public()).unwrap();
+        assert_eq!(decoded, config);
+        // Capabilities beyond the bounds make a config refused, named.
+        let mut many = config.clone();
+        many.data.capabilities = (0..2)
+            .map(|_| Capability::new(1, RuleSet::accept_all()).unwrap())
+            .collect();
+        let err = NetworkConfig::decode(&many.encode(), nwid, member, k.public()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "network config field capabilities: capability id 1 is defined twice"
+        );
     }
 
     #[test]

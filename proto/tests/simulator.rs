@@ -1912,6 +1912,8 @@ mod membership {
             Ok(NetworkConfigData {
                 pull_interval_ms: None,
                 rules: None,
+                capabilities: Vec::new(),
+                grants: Default::default(),
                 dns: None,
                 name: "lab".into(),
                 revision: 1,
@@ -2208,6 +2210,8 @@ mod rogue_member {
             Ok(NetworkConfigData {
                 pull_interval_ms: None,
                 rules,
+                capabilities: Vec::new(),
+                grants: Default::default(),
                 dns: None,
                 name: "rogue-lab".into(),
                 revision: 1,
@@ -3164,6 +3168,8 @@ mod directory_at_scale {
             Ok(NetworkConfigData {
                 pull_interval_ms: None,
                 rules: None,
+                capabilities: Vec::new(),
+                grants: Default::default(),
                 dns: None,
                 name: "scale".into(),
                 revision: 1,

@@ -578,6 +578,8 @@ mod tests {
         let mut c = NetworkConfigData {
             pull_interval_ms: None,
             rules: None,
+            capabilities: Vec::new(),
+            grants: Default::default(),
             dns: None,
             name: "t".into(),
             revision: 1,

@@ -265,11 +265,11 @@ impl Node {
         let clock = self.controller_clock_ms(now_ms);
         let mut in_force: Option<(NetworkId, Vec<Revocation>)> = None;
         for &((nwid, member), admitted) in decisions {
-            let Some(issued) = self
+            let Some((issued, grants)) = self
                 .controller
                 .members
                 .get(&(nwid, member))
-                .map(|r| r.certified_ms)
+                .map(|r| (r.certified_ms, r.grants.clone()))
             else {
                 continue;
             };
@@ -280,7 +280,7 @@ impl Node {
             // Never older than what the member holds (the driver's clock
             // stamped its config and may run a little ahead of ours).
             let ts = clock.max(issued + 1);
-            let cert = Certificate::issue(&self.key_pair, nwid, member, ts);
+            let cert = Certificate::issue_with_grants(&self.key_pair, nwid, member, ts, grants);
             if let Some(r) = self.controller.members.get_mut(&(nwid, member)) {
                 r.certified_ms = ts;
             }

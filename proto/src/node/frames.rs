@@ -8,6 +8,7 @@
 //! at most `FRAME_AWAITING_CREDENTIALS_MS`) while our certificate goes to it:
 //! a member that stores a new certificate from a peer answers with its own.
 
+use super::membership::CertificateGrants;
 use super::{Node, Outbox};
 use crate::address::Address;
 use crate::constants::{
@@ -79,9 +80,15 @@ impl Node {
         let mut answered = false;
         // A copy a TEE or WATCH rule asks for.
         let mut tee = None;
-        if let Some(switch) = self.networks.get_mut(&nwid).and_then(|m| m.switch.as_mut()) {
+        if let Some(m) = self.networks.get_mut(&nwid)
+            && let Some(switch) = m.switch.as_mut()
+        {
             let limit = switch.policy().multicast_limit as usize;
-            match switch.outbound(now_ms, &out.bytes()[frame_at..]) {
+            let grants = CertificateGrants {
+                ours: m.config.as_ref().map(|c| &c.certificate),
+                peers: &m.peer_certificates,
+            };
+            match switch.outbound_granted(now_ms, &out.bytes()[frame_at..], &grants) {
                 Outbound::Answer(reply) => {
                     let mut frame = std::mem::take(&mut self.frame_copy);
                     frame.clear();

@@ -16,7 +16,8 @@ use crate::hash_state::{HashMap, HashState};
 use crate::netconf::{Certificate, NetworkConfig};
 use crate::network_id::{Mac, NetworkId};
 use crate::offload::Offload;
-use crate::switch::{MulticastGroup, Switch, SwitchPolicy, eui64_link_local};
+use crate::rules::Grants;
+use crate::switch::{GrantsOf, MulticastGroup, Switch, SwitchPolicy, eui64_link_local};
 
 /// A joined network's status, as `listnetworks` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -185,6 +186,24 @@ impl Membership {
     }
 }
 
+/// The grants the flow rules see on one network: ours from our
+/// certificate, each peer's from the certificate of it we hold.
+pub(crate) struct CertificateGrants<'a> {
+    /// Our certificate.
+    pub ours: Option<&'a Certificate>,
+    /// Peers' certificates.
+    pub peers: &'a HashMap<Address, Certificate>,
+}
+
+impl GrantsOf for CertificateGrants<'_> {
+    fn ours(&self) -> Option<&Grants> {
+        self.ours.map(|c| &c.grants)
+    }
+    fn of(&self, member: Address) -> Option<&Grants> {
+        self.peers.get(&member).map(|c| &c.grants)
+    }
+}
+
 /// (Re)configures a network's switch from a new config: policy, bridges and
 /// our addresses (whose groups we announce to the roots, PROTOCOL.md §4.6).
 pub(crate) fn configure_switch(m: &mut Membership, me: Address, config: &NetworkConfig) {
@@ -200,6 +219,7 @@ pub(crate) fn configure_switch(m: &mut Membership, me: Address, config: &Network
         .get_or_insert_with(|| Switch::new(config.network, me, policy, m.hasher.clone()));
     switch.set_policy(policy);
     switch.set_rules(d.rules.clone());
+    switch.set_capabilities(d.capabilities.clone());
     let bridges: Vec<Address> = d.bridges.iter().filter_map(|b| b.parse().ok()).collect();
     switch.set_bridges(&bridges);
     let mut ours: Vec<IpAddr> = d.assigned.iter().map(|a| a.ip).collect();

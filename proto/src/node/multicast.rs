@@ -6,6 +6,7 @@
 //! ARP or neighbour discovery for a member never seen before costs one round
 //! trip to a root.
 
+use super::membership::CertificateGrants;
 use super::{Node, Outbox};
 use crate::address::Address;
 use crate::constants::{
@@ -379,8 +380,14 @@ impl Node {
         out: &mut Outbox,
     ) {
         let mut targets = Vec::new();
-        if let Some(switch) = self.networks.get_mut(&nwid).and_then(|m| m.switch.as_mut()) {
-            match switch.outbound(now_ms, frame) {
+        if let Some(m) = self.networks.get_mut(&nwid)
+            && let Some(switch) = m.switch.as_mut()
+        {
+            let grants = CertificateGrants {
+                ours: m.config.as_ref().map(|c| &c.certificate),
+                peers: &m.peer_certificates,
+            };
+            match switch.outbound_granted(now_ms, frame, &grants) {
                 Outbound::Multicast { members, .. } => targets.extend_from_slice(members),
                 // Still no one: nobody listens (counted by the switch's retry
                 // as unresolved; count it dropped now).

@@ -24,6 +24,7 @@ use crate::netconf::{
 };
 use crate::network_id::{Mac, NetworkId};
 use crate::network_message::{ConfigRequest, RequestMeta, decode_network_id, encode_network_id};
+use crate::rules::Grants;
 use crate::verb::Verb;
 
 /// A joined network's state for the API.
@@ -83,12 +84,14 @@ pub(crate) struct ControllerState {
 }
 
 /// A member the controller admitted.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct AdmittedMember {
     /// When it last asked for its config.
     pub asked_ms: u64,
     /// The timestamp of the newest certificate issued to it.
     pub certified_ms: u64,
+    /// What its newest certificate grants (refreshes grant the same).
+    pub grants: Grants,
 }
 
 /// A config request the driver has not answered yet.
@@ -140,6 +143,7 @@ impl Node {
                 .or_insert(AdmittedMember {
                     asked_ms: now_ms,
                     certified_ms: 0,
+                    grants: Grants::default(),
                 });
         }
     }
@@ -528,11 +532,15 @@ impl Node {
             Ok(data) => {
                 let record = self.controller.members.get_mut(&(nwid, member));
                 match (record, counter) {
-                    (Some(r), Some(_)) => {
-                        r.asked_ms = now_ms;
-                        r.certified_ms = r.certified_ms.max(data.timestamp_ms);
+                    (Some(r), counter) => {
+                        if counter.is_some() {
+                            r.asked_ms = now_ms;
+                        }
+                        if data.timestamp_ms >= r.certified_ms {
+                            r.certified_ms = data.timestamp_ms;
+                            r.grants = data.grants.clone();
+                        }
                     }
-                    (Some(r), None) => r.certified_ms = r.certified_ms.max(data.timestamp_ms),
                     // Asked by the member itself (pushes do not admit it).
                     (None, Some(_)) => {
                         self.controller.members.insert(
@@ -540,13 +548,19 @@ impl Node {
                             AdmittedMember {
                                 asked_ms: now_ms,
                                 certified_ms: data.timestamp_ms,
+                                grants: data.grants.clone(),
                             },
                         );
                     }
                     (None, None) => {}
                 }
-                let certificate =
-                    Certificate::issue(&self.key_pair, nwid, member, data.timestamp_ms);
+                let certificate = Certificate::issue_with_grants(
+                    &self.key_pair,
+                    nwid,
+                    member,
+                    data.timestamp_ms,
+                    data.grants.clone(),
+                );
                 let config = NetworkConfig {
                     network: nwid,
                     issued_to: member,
@@ -609,7 +623,13 @@ impl Node {
         let me = self.address;
         match answer {
             Ok(data) => {
-                let certificate = Certificate::issue(&self.key_pair, nwid, me, data.timestamp_ms);
+                let certificate = Certificate::issue_with_grants(
+                    &self.key_pair,
+                    nwid,
+                    me,
+                    data.timestamp_ms,
+                    data.grants.clone(),
+                );
                 self.install_config(
                     now_ms,
                     NetworkConfig {
@@ -790,6 +810,8 @@ mod tests {
         let data = NetworkConfigData {
             pull_interval_ms: None,
             rules: None,
+            capabilities: Vec::new(),
+            grants: Default::default(),
             dns: None,
             name: "n".into(),
             revision: 1,

@@ -1,10 +1,12 @@
 //! Flow rules (ZeroTier's rules engine): a network's rule list, which every
 //! member evaluates on each frame it sends and each frame it receives.
 //! [`rule`] is one rule and its two encodings, [`filter`] the evaluation,
-//! [`compiler`] the rules language.
+//! [`grants`] the tags and capabilities a member holds, [`compiler`] the
+//! rules language.
 
 pub mod compiler;
 pub mod filter;
+pub mod grants;
 pub mod rule;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -13,6 +15,7 @@ use serde_json::Value;
 use crate::constants::MAX_RULES;
 
 pub use filter::{CarbonCopy, Decision, FrameFacts, NoTags, TagView, evaluate};
+pub use grants::{Capability, Grants, GrantsError, MemberTags};
 pub use rule::{Rule, RuleError, RuleKind};
 
 /// A network's rules: at most [`MAX_RULES`].

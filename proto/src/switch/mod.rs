@@ -44,7 +44,9 @@ use crate::constants::{DEFAULT_MULTICAST_LIMIT, ETHERNET_HEADER_LEN_BYTES};
 use crate::hash_state::{HashSet, HashState};
 use crate::netconf::Certificate;
 use crate::network_id::{Mac, NetworkId};
-use crate::rules::{CarbonCopy, Decision, FrameFacts, NoTags, RuleSet, evaluate};
+use crate::rules::{
+    Capability, CarbonCopy, Decision, FrameFacts, Grants, MemberTags, RuleSet, evaluate,
+};
 
 pub use counters::{DropCounters, DropReason, SwitchCounters};
 pub use frame::Frame;
@@ -128,6 +130,8 @@ pub struct Switch {
     answer: Vec<u8>,
     /// The network's flow rules; none: accept everything.
     rules: Option<RuleSet>,
+    /// The network's capabilities: rules a member holding one may also pass.
+    capabilities: Vec<Capability>,
     /// State of the generator MATCH_RANDOM draws from (xorshift: a rule's
     /// coin needs no cryptographic strength).
     coin: u64,
@@ -177,6 +181,7 @@ impl Switch {
             recipients: Vec::new(),
             answer: Vec::new(),
             rules: None,
+            capabilities: Vec::new(),
             copy: None,
             coin: address.to_u64() ^ network_id.to_u64() | 1,
             counters: SwitchCounters::default(),
@@ -257,7 +262,13 @@ impl Switch {
             self.counters.drops.record(DropReason::NotAuthorized);
             return Inbound::Drop(DropReason::NotAuthorized);
         }
-        self.inbound(now_ms, from, frame)
+        self.inbound_granted(
+            now_ms,
+            from,
+            frame,
+            Some(&ours.grants),
+            theirs.map(|c| &c.grants),
+        )
     }
 
     /// Sets the network's active bridges (from the netconf); MACs learned
@@ -365,6 +376,13 @@ impl Switch {
         &self.macs
     }
 
+    /// The network's capabilities (from the config): what the rules let a
+    /// frame pass when their holder sends or receives it and the network's
+    /// rules decide nothing.
+    pub fn set_capabilities(&mut self, capabilities: Vec<Capability>) {
+        self.capabilities = capabilities;
+    }
+
     /// The network's flow rules (none: accept everything).
     pub fn set_rules(&mut self, rules: Option<RuleSet>) {
         self.rules = rules;
@@ -382,13 +400,18 @@ impl Switch {
     }
 
     /// Whether the flow rules let this frame through, counting a drop by
-    /// rule. `dest`: the receiving member, `None` for a multicast.
+    /// rule. `dest`: the receiving member, `None` for a multicast; `tags`:
+    /// ours and the other member's grants. When the network's rules decide
+    /// nothing, the capabilities of the sending member (us outbound, the
+    /// sender inbound) are tried in turn, and the first that accepts
+    /// decides (ZeroTier's `filterOutgoingPacket`/`filterIncomingPacket`).
     fn rules_allow(
         &mut self,
         inbound: bool,
         source: Address,
         dest: Option<Address>,
         f: &Frame<'_>,
+        tags: MemberTags<'_>,
     ) -> RuleVerdict {
         let Some(rules) = &self.rules else {
             return RuleVerdict::Pass;
@@ -413,14 +436,39 @@ impl Switch {
             *coin as u32
         };
         let mut copy = None;
-        let decision = evaluate(
+        let mut decision = evaluate(
             rules.rules(),
             self.address,
             &facts,
-            &NoTags,
+            &tags,
             &mut random,
             &mut copy,
         );
+        let holder = if inbound { tags.remote } else { tags.local };
+        if decision == Decision::NoMatch
+            && let Some(holder) = holder
+        {
+            for id in holder.capabilities() {
+                let Some(cap) = self.capabilities.iter().find(|c| c.id == *id) else {
+                    continue;
+                };
+                let mut cap_copy = None;
+                let d = evaluate(
+                    cap.rules.rules(),
+                    self.address,
+                    &facts,
+                    &tags,
+                    &mut random,
+                    &mut cap_copy,
+                );
+                // A capability's DROP only ends that capability.
+                if matches!(d, Decision::Accept { .. } | Decision::Redirect(_)) {
+                    decision = d;
+                    copy = cap_copy.or(copy);
+                    break;
+                }
+            }
+        }
         // Copies are made by the sender only (a receiver's copy would be a
         // second one of the same frame).
         if !inbound {
@@ -457,9 +505,21 @@ impl Switch {
         &self.subscriptions
     }
 
-    /// Where `frame`, read from our TAP, goes.
+    /// Where `frame`, read from our TAP, goes, for rules that grant no one
+    /// tags or capabilities.
     pub fn outbound(&mut self, now_ms: u64, frame: &[u8]) -> Outbound<'_> {
-        match self.forwarding(now_ms, frame) {
+        self.outbound_granted(now_ms, frame, &NoGrants)
+    }
+
+    /// Where `frame`, read from our TAP, goes; `grants`: ours and those of
+    /// the members whose certificates we hold, for the flow rules.
+    pub fn outbound_granted(
+        &mut self,
+        now_ms: u64,
+        frame: &[u8],
+        grants: &dyn GrantsOf,
+    ) -> Outbound<'_> {
+        match self.forwarding(now_ms, frame, grants) {
             Forwarding::Unicast(to) => {
                 self.counters.sent_unicast += 1;
                 Outbound::Unicast(to)
@@ -490,7 +550,7 @@ impl Switch {
         }
     }
 
-    fn forwarding(&mut self, now_ms: u64, frame: &[u8]) -> Forwarding {
+    fn forwarding(&mut self, now_ms: u64, frame: &[u8], grants: &dyn GrantsOf) -> Forwarding {
         let Some(f) = Frame::parse(frame) else {
             return Forwarding::Drop(DropReason::Malformed);
         };
@@ -502,7 +562,11 @@ impl Switch {
             Forwarding::Answer | Forwarding::Drop(_) => return forwarding,
         };
         self.copy = None;
-        match self.rules_allow(false, self.address, dest, &f) {
+        let tags = MemberTags {
+            local: grants.ours(),
+            remote: dest.and_then(|d| grants.of(d)),
+        };
+        match self.rules_allow(false, self.address, dest, &f, tags) {
             RuleVerdict::Drop => Forwarding::Drop(DropReason::FlowRule),
             RuleVerdict::Redirect(to) => {
                 self.counters.redirected += 1;
@@ -599,7 +663,24 @@ impl Switch {
     /// Whether `frame`, sent to us by member `from`, goes to our TAP. Learns
     /// the source MAC if `from` is an active bridge sending for another MAC.
     pub fn inbound(&mut self, now_ms: u64, from: Address, frame: &[u8]) -> Inbound {
-        match self.admit(now_ms, from, frame) {
+        self.inbound_granted(now_ms, from, frame, None, None)
+    }
+
+    /// As [`Switch::inbound`], with our grants and the sender's for the
+    /// flow rules.
+    pub fn inbound_granted(
+        &mut self,
+        now_ms: u64,
+        from: Address,
+        frame: &[u8],
+        ours: Option<&Grants>,
+        theirs: Option<&Grants>,
+    ) -> Inbound {
+        let tags = MemberTags {
+            local: ours,
+            remote: theirs,
+        };
+        match self.admit(now_ms, from, frame, tags) {
             Ok(()) => {
                 self.counters.delivered += 1;
                 Inbound::Deliver
@@ -611,7 +692,13 @@ impl Switch {
         }
     }
 
-    fn admit(&mut self, now_ms: u64, from: Address, frame: &[u8]) -> Result<(), DropReason> {
+    fn admit(
+        &mut self,
+        now_ms: u64,
+        from: Address,
+        frame: &[u8],
+        tags: MemberTags<'_>,
+    ) -> Result<(), DropReason> {
         let f = Frame::parse(frame).ok_or(DropReason::Malformed)?;
         if from == self.address {
             return Err(DropReason::Loopback);
@@ -634,7 +721,7 @@ impl Switch {
             },
             None => return Err(DropReason::SpoofedSource),
         }
-        let target = match self.rules_allow(true, from, Some(self.address), &f) {
+        let target = match self.rules_allow(true, from, Some(self.address), &f, tags) {
             RuleVerdict::Drop => return Err(DropReason::FlowRule),
             RuleVerdict::Target => true,
             RuleVerdict::Pass | RuleVerdict::Redirect(_) => false,
@@ -661,6 +748,27 @@ impl Switch {
             return Err(DropReason::NotForUs);
         }
         Ok(())
+    }
+}
+
+/// Who holds which tags and capabilities, as the flow rules see it.
+pub trait GrantsOf {
+    /// Ours (from our certificate).
+    fn ours(&self) -> Option<&Grants>;
+    /// Those of `member`, if we hold its certificate.
+    fn of(&self, member: Address) -> Option<&Grants>;
+}
+
+/// Nobody holds anything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoGrants;
+
+impl GrantsOf for NoGrants {
+    fn ours(&self) -> Option<&Grants> {
+        None
+    }
+    fn of(&self, _: Address) -> Option<&Grants> {
+        None
     }
 }
 
