@@ -2181,6 +2181,10 @@ mod rogue_member {
         /// Members whose node ignores the rules (modified): their configs
         /// carry none, as if the node dropped them.
         ignore_rules: Arc<Mutex<Vec<Address>>>,
+        /// The network's capabilities.
+        capabilities: Arc<Mutex<Vec<vnet_proto::rules::Capability>>>,
+        /// What each member's certificate grants.
+        grants: Arc<Mutex<Vec<(Address, vnet_proto::rules::Grants)>>>,
     }
 
     impl NetworkController for Controller {
@@ -2210,8 +2214,15 @@ mod rogue_member {
             Ok(NetworkConfigData {
                 pull_interval_ms: None,
                 rules,
-                capabilities: Vec::new(),
-                grants: Default::default(),
+                capabilities: self.capabilities.lock().unwrap().clone(),
+                grants: self
+                    .grants
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|(a, _)| *a == member)
+                    .map(|(_, g)| g.clone())
+                    .unwrap_or_default(),
                 dns: None,
                 name: "rogue-lab".into(),
                 revision: 1,
@@ -2546,6 +2557,87 @@ mod rogue_member {
         assert_eq!(flow_drops(rogue), 0, "the rogue checked nothing");
         assert_eq!(flow_drops(honest), 3, "the honest member dropped its own");
         assert_eq!(flow_drops(victim), 3, "the victim dropped the rogue's");
+    }
+
+    /// SSH for superusers only: TCP 22 breaks out of the rules and only the
+    /// `superuser` capability accepts it. A rogue node that ignores the
+    /// rules, and so never drops its own TCP 22, holds no such capability in
+    /// its certificate (it cannot sign one): the victim drops its frames;
+    /// the superuser's pass.
+    #[test]
+    fn a_rogue_node_without_the_capability_is_stopped_by_the_receiver() {
+        let mut lab = NetworkLab::new(13, &[]);
+        let nwid = lab.nwid;
+        let (rogue, victim, admin) = (lab.hosts[0], lab.hosts[1], lab.hosts[2]);
+        let (mr, mv, ma) = (lab.members[0], lab.members[1], lab.members[2]);
+        let json = |v| vnet_proto::rules::RuleSet::from_zerotier_json(&v).unwrap();
+        *lab.controller.rules.lock().unwrap() = Some(json(serde_json::json!([
+            {"type": "MATCH_IP_DEST_PORT_RANGE", "start": 22, "end": 22},
+            {"type": "ACTION_BREAK"},
+            {"type": "ACTION_ACCEPT"}
+        ])));
+        *lab.controller.capabilities.lock().unwrap() = vec![
+            vnet_proto::rules::Capability::new(
+                1000,
+                json(serde_json::json!([
+                    {"type": "MATCH_IP_DEST_PORT_RANGE", "start": 22, "end": 22},
+                    {"type": "ACTION_ACCEPT"}
+                ])),
+            )
+            .unwrap(),
+        ];
+        lab.controller
+            .grants
+            .lock()
+            .unwrap()
+            .push((ma.0, vnet_proto::rules::Grants::new([], [1000]).unwrap()));
+        lab.controller.ignore_rules.lock().unwrap().push(mr.0);
+        for m in &lab.members {
+            lab.controller.changed.lock().unwrap().push((nwid, m.0));
+        }
+        let mut taps = Taps::new();
+        run_recording(&mut lab.sim, 3_000, lab.no_deafness, &mut taps);
+        let mac = |m: (Address, usize)| Mac::for_member(m.0, nwid);
+        let tcp = |from: (Address, usize), port: u16| {
+            let b = PacketBuilder::ethernet2(mac(from).0, mac(mv).0)
+                .ipv4(member_ip(from.1).octets(), member_ip(mv.1).octets(), 64)
+                .tcp(40000, port, 1, 1024);
+            let mut f = Vec::new();
+            b.write(&mut f, &[7u8; 16]).unwrap();
+            f
+        };
+        let mut taps = Taps::new();
+        for _ in 0..3 {
+            tap_send(&mut lab.sim, rogue, nwid, &[tcp(mr, 22), tcp(mr, 80)]);
+            tap_send(&mut lab.sim, admin, nwid, &[tcp(ma, 22)]);
+            run_recording(&mut lab.sim, 500, lab.no_deafness, &mut taps);
+        }
+        let port_at_victim = |from: (Address, usize), port: u16| {
+            taps.iter()
+                .filter(|(h, f)| {
+                    *h == victim
+                        && f[6..12] == mac(from).0
+                        && f.len() > 37
+                        && f[36..38] == port.to_be_bytes()
+                })
+                .count()
+        };
+        assert_eq!(port_at_victim(mr, 80), 3, "the rogue's web frames arrive");
+        assert_eq!(port_at_victim(ma, 22), 3, "the superuser's SSH arrives");
+        assert_eq!(
+            port_at_victim(mr, 22),
+            0,
+            "the rogue's SSH never reaches the TAP"
+        );
+        let flow_drops = |h: usize| {
+            lab.sim.hosts[h]
+                .node
+                .network(nwid)
+                .and_then(|n| n.counters)
+                .map_or(0, |c| c.drops.get(DropReason::FlowRule))
+        };
+        assert_eq!(flow_drops(victim), 3, "the victim dropped the rogue's");
+        assert_eq!(flow_drops(admin), 0);
     }
 
     /// Once the buffers have grown, a unicast frame from A's TAP to B's TAP

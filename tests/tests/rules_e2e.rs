@@ -240,3 +240,142 @@ fn a_tee_rule_sends_copies_to_the_observer() {
         copies
     );
 }
+
+/// The flow rules' counters of `d` for `nwid`: drops by rule, in all.
+fn dropped_by_rules(d: &Daemon, nwid: &str) -> u64 {
+    switch_counters(d, nwid)["drops"]["flowRule"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// ZeroTier's two classic uses of tags and capabilities in one network:
+/// members of different departments (a tag) never talk, and a new SSH
+/// connection is let through only when its sender holds the `superuser`
+/// capability. Both are granted by the controller (posted as a UI does) and
+/// travel in the members' signed certificates; the receiver checks them.
+#[test]
+fn departments_by_tag_and_ssh_only_for_the_superuser_capability() {
+    let lab = Lab::new();
+    let root_host = lab.host("root");
+    let ctl_host = lab.host("ctl");
+    let names = ["admin", "user", "server", "eng"];
+    let hosts: Vec<Node> = names.iter().map(|n| lab.host(n)).collect();
+    let mut homes = vec![lab.home(&ctl_host)];
+    homes.extend(hosts.iter().map(|h| lab.home(h)));
+    make_planet(&lab, &root_host, &homes);
+    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
+    let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
+    let members: Vec<Daemon> = hosts
+        .iter()
+        .map(|h| Daemon::start(&lab, h, "vnet-node"))
+        .collect();
+    ctl.wait_online();
+    for d in &members {
+        d.wait_online();
+    }
+    let refs: Vec<&Daemon> = members.iter().collect();
+    let (nwid, ips) = network_of(&ctl, &refs, "teams");
+    let [admin, user, server, eng] = [&members[0], &members[1], &members[2], &members[3]];
+    let [admin_host, user_host, _, eng_host] = [&hosts[0], &hosts[1], &hosts[2], &hosts[3]];
+    let server_ip = &ips[2];
+
+    let file = lab.dir().join("teams.ztrules");
+    std::fs::write(
+        &file,
+        "# Departments by tag, SSH for superusers (ZeroTier's examples)\n\
+         tag department\n  id 1000\n  enum 100 sales\n  enum 200 engineering\n;\n\
+         cap superuser\n  id 2000\n  accept ipprotocol tcp and dport 22;\n;\n\
+         # Members of different departments never talk\n\
+         drop not tdiff department 0;\n\
+         # SSH: only a capability accepts it\n\
+         break ipprotocol tcp and dport 22;\n\
+         accept;\n",
+    )
+    .expect("write");
+    let run = ctl.cli(&["network", "rules", &nwid, file.to_str().expect("UTF-8")]);
+    assert!(
+        run.ok && run.stdout.contains("1 capabilities, 1 tags"),
+        "{run:?}"
+    );
+    let shown = ctl.json(&["network", "show", &nwid]);
+    assert_eq!(shown["capabilities"][0]["id"], 2000, "{shown}");
+    assert_eq!(shown["tags"][0]["id"], 1000, "{shown}");
+    // Grants, as ZeroUI and ztnet post them.
+    for (member, body) in [
+        (
+            admin,
+            json!({"tags": [[1000, 100]], "capabilities": [2000]}),
+        ),
+        (user, json!({"tags": [[1000, 100]]})),
+        (server, json!({"tags": [[1000, 100]]})),
+        (eng, json!({"tags": [[1000, 200]]})),
+    ] {
+        let path = format!("/controller/network/{nwid}/member/{}", member.address());
+        let (code, answer) = post(&lab, &ctl, &ctl_host, &path, &body);
+        assert_eq!(code, 200, "{answer}");
+        assert_eq!(answer["tags"], body["tags"], "{answer}");
+    }
+
+    let _servers: Vec<_> = ["22", "8080"]
+        .iter()
+        .map(|port| {
+            let args = ["-m", "http.server", port, "--bind", server_ip.as_str()];
+            lab.spawn(&hosts[2], "python3", &args, &[])
+        })
+        .collect();
+    let web = format!("http://{server_ip}:8080/");
+    let ssh = format!("http://{server_ip}:22/");
+    // The superuser reaches port 22 once the configs with grants are in.
+    assert!(
+        wait_until(Duration::from_secs(20), || reachable(
+            &lab, admin_host, &ssh
+        )),
+        "the superuser reaches SSH: {} / {}",
+        switch_counters(admin, &nwid),
+        switch_counters(server, &nwid)
+    );
+    assert!(reachable(&lab, user_host, &web), "a colleague reaches 8080");
+    assert!(
+        wait_until(Duration::from_secs(10), || !reachable(
+            &lab, user_host, &ssh
+        )),
+        "SSH without the capability is dropped"
+    );
+    assert!(
+        dropped_by_rules(user, &nwid) > 0,
+        "counted by the user's rules"
+    );
+    // Another department reaches nothing of sales, not even by ARP.
+    let before = dropped_by_rules(server, &nwid) + dropped_by_rules(eng, &nwid);
+    assert!(
+        wait_until(Duration::from_secs(10), || !reachable(&lab, eng_host, &web)),
+        "engineering is kept out of sales"
+    );
+    let ping = lab.exec(eng_host, "ping", &["-c", "2", "-W", "1", server_ip]);
+    assert!(!ping.ok, "{ping:?}");
+    assert!(
+        dropped_by_rules(server, &nwid) + dropped_by_rules(eng, &nwid) > before,
+        "the drops are counted by rule"
+    );
+
+    // The capability taken away: the next certificate lacks it, and SSH
+    // closes for the admin too; moving the engineer to sales opens 8080.
+    for (member, body) in [
+        (admin, json!({"capabilities": []})),
+        (eng, json!({"tags": [[1000, 100]]})),
+    ] {
+        let path = format!("/controller/network/{nwid}/member/{}", member.address());
+        let (code, answer) = post(&lab, &ctl, &ctl_host, &path, &body);
+        assert_eq!(code, 200, "{answer}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || !reachable(
+            &lab, admin_host, &ssh
+        )),
+        "SSH closes once the capability is gone"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || reachable(&lab, eng_host, &web)),
+        "the engineer moved to sales reaches 8080"
+    );
+}

@@ -169,6 +169,59 @@ impl<'a> Ui<'a> {
         Some(answer)
     }
 
+    /// The UI's rule editor saves a rules source with a tag and a
+    /// capability, compiled as in the browser (ZeroTier's rule-compiler,
+    /// whose output vnet's compiler reproduces); `extra` is what the UI
+    /// adds to the compiled `config`. Then its member editor grants the tag
+    /// and the capability (ZeroUI's `tagChange`/`capChange`, ztnet's member
+    /// options). All taken and answered back as posted.
+    fn grants_taken(&mut self, what: &str, net: &str, member_path: &str, extra: &Value) {
+        let compiled =
+            vnet_node::core::rules::compiler::compile(TEAMS_SOURCE).expect("the sample compiles");
+        let cli = compiled.to_cli_json();
+        let mut body = cli["config"].clone();
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        body["rulesSource"] = json!(TEAMS_SOURCE);
+        if let Some(n) = self.post(&format!("{what} rules"), net, &body) {
+            let ids = |v: &Value| -> Vec<Value> {
+                v.as_array()
+                    .map(|a| a.iter().map(|c| c["id"].clone()).collect())
+                    .unwrap_or_default()
+            };
+            self.expect_eq(
+                &format!("{what} capabilities"),
+                Some(&json!(ids(&n["capabilities"]))),
+                &json!(ids(&body["capabilities"])),
+            );
+            self.expect_eq(&format!("{what} tags"), n.get("tags"), &body["tags"]);
+            let rule_count = |v: &Value| v.as_array().map_or(0, Vec::len);
+            self.check(
+                &format!("{what} rules"),
+                rule_count(&n["rules"]) == rule_count(&body["rules"]),
+                || format!("rules {} for {}", n["rules"], body["rules"]),
+            );
+        }
+        for (field, value) in [
+            ("tags", json!([[1000, 200]])),
+            ("capabilities", json!([2000])),
+        ] {
+            let m = self.post(
+                &format!("{what} member {field}"),
+                member_path,
+                &json!({ field: value }),
+            );
+            self.expect_eq(
+                &format!("{what} member {field}"),
+                m.as_ref().and_then(|m| m.get(field)),
+                &value,
+            );
+        }
+    }
+
     fn get(&mut self, what: &str, path: &str) -> Option<Value> {
         self.call(what, "GET", path, None)
     }
@@ -301,6 +354,11 @@ fn default_rules_of_the_uis() -> Value {
         {"type": "ACTION_ACCEPT"}
     ])
 }
+
+/// A rules source with a tag and a capability, as a UI's editor holds it.
+const TEAMS_SOURCE: &str = "tag department\n  id 1000\n  enum 100 sales\n  enum 200 engineering\n;\n\
+cap superuser\n  id 2000\n  accept ipprotocol tcp and dport 22;\n;\n\
+drop not tdiff department 0;\nbreak ipprotocol tcp and dport 22;\naccept;\n";
 
 /// The address in GET /status (all three UIs build the create path from it).
 fn controller_address(ui: &mut Ui, what: &str) -> Option<String> {
@@ -889,6 +947,10 @@ fn zero_ui_requests_work_unchanged() {
         || format!("{list}"),
     );
 
+    // NetworkRules.jsx with tags and a capability; Tag.jsx and the
+    // capability boxes of MemberSettings.jsx.
+    ui.grants_taken("ZeroUI", &net, &member_path, &json!({}));
+
     // Unchecking the box.
     ui.post("deauthorize", &member_path, &json!({"authorized": false}));
     let m = ui.get("getMembersData", &member_path).unwrap_or_default();
@@ -1220,6 +1282,11 @@ fn ztnet_requests_work_unchanged() {
         m.as_ref().and_then(|m| m.get("authorized")),
         &json!(false),
     );
+
+    // setFlowRule with tags and a capability, then the member's.
+    let by_name = json!({"capabilitiesByName": {"superuser": 2000},
+                         "tagsByName": {"department": {"id": 1000}}});
+    ui.grants_taken("ztnet", &net, &member_path, &by_name);
 
     // stash, then delete.
     let stash = json!({"authorized": false, "ipAssignments": [], "tags": [], "capabilities": []});

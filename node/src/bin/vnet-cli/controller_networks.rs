@@ -198,9 +198,10 @@ pub fn run(call: &Invocation, out: &mut dyn Write, action: Action) -> Result<(),
                 return Ok(());
             }
             let answer = call.request(Method::Post, &network_path(&nwid), Some(&body))?;
-            let count = body["rules"].as_array().map_or(0, Vec::len);
+            let count = |field: &str| body[field].as_array().map_or(0, Vec::len);
+            let (rules, caps, tags) = (count("rules"), count("capabilities"), count("tags"));
             write_answer(out, call.json, &answer, || {
-                format!("200 {name} {nwid} OK {count} rules\n")
+                format!("200 {name} {nwid} OK {rules} rules, {caps} capabilities, {tags} tags\n")
             })?;
         }
         Action::Key(action) => crate::join_keys::run(call, out, action)?,
