@@ -2629,15 +2629,50 @@ mod rogue_member {
             0,
             "the rogue's SSH never reaches the TAP"
         );
-        let flow_drops = |h: usize| {
-            lab.sim.hosts[h]
+        let flow_drops = |sim: &Sim, h: usize| {
+            sim.hosts[h]
                 .node
                 .network(nwid)
                 .and_then(|n| n.counters)
                 .map_or(0, |c| c.drops.get(DropReason::FlowRule))
         };
-        assert_eq!(flow_drops(victim), 3, "the victim dropped the rogue's");
-        assert_eq!(flow_drops(admin), 0);
+        assert_eq!(
+            flow_drops(&lab.sim, victim),
+            3,
+            "the victim dropped the rogue's"
+        );
+        assert_eq!(flow_drops(&lab.sim, admin), 0);
+
+        // The capability taken away: the admin's certificates granting it
+        // are revoked at every member (a modified node could not go on
+        // showing one), the admin's new certificate reaches the victim at
+        // once, and its other traffic goes on.
+        let revoked = |sim: &Sim, h: usize| sim.hosts[h].node.counters().revocations_applied;
+        let before = revoked(&lab.sim, victim);
+        lab.controller.grants.lock().unwrap().clear();
+        lab.controller.changed.lock().unwrap().push((nwid, ma.0));
+        run_recording(&mut lab.sim, 2_000, lab.no_deafness, &mut taps);
+        assert!(
+            revoked(&lab.sim, victim) > before,
+            "the victim applied the revocation"
+        );
+        let mut taps = Taps::new();
+        tap_send(&mut lab.sim, admin, nwid, &[tcp(ma, 22), tcp(ma, 80)]);
+        run_recording(&mut lab.sim, 500, lab.no_deafness, &mut taps);
+        let port_at_victim = |from: (Address, usize), port: u16| {
+            taps.iter()
+                .filter(|(h, f)| {
+                    *h == victim && f[6..12] == mac(from).0 && f[36..38] == port.to_be_bytes()
+                })
+                .count()
+        };
+        assert_eq!(port_at_victim(ma, 80), 1, "the admin's web still arrives");
+        assert_eq!(port_at_victim(ma, 22), 0, "its SSH no longer goes");
+        assert_eq!(
+            flow_drops(&lab.sim, admin),
+            1,
+            "dropped by its own rules now"
+        );
     }
 
     /// Once the buffers have grown, a unicast frame from A's TAP to B's TAP

@@ -232,11 +232,17 @@ impl Node {
         };
         let member = revocation.member;
         m.revocations.insert(member, revocation.threshold_ms);
-        if m.peer_certificates
-            .get(&member)
-            .is_some_and(|c| revocation.voids(c))
-        {
-            m.peer_certificates.remove(&member);
+        match m.peer_certificates.get(&member) {
+            Some(c) if revocation.voids(c) => {
+                m.peer_certificates.remove(&member);
+            }
+            // We hold a certificate issued after it (a member whose grants
+            // changed, or authorized again): only older ones are refused.
+            Some(_) => {
+                self.counters.revocations_applied += 1;
+                return;
+            }
+            None => {}
         }
         let held = m
             .awaiting_credentials
@@ -315,7 +321,21 @@ impl Node {
         out: &mut Outbox,
     ) {
         let clock = self.controller_clock_ms(now_ms);
-        let revocation = Revocation::issue(&self.key_pair, nwid, member, clock.max(certified_ms));
+        self.issue_revocation(now_ms, nwid, member, clock.max(certified_ms), out);
+    }
+
+    /// Controller side: revokes `member`'s certificates of `nwid` issued at
+    /// or before `threshold_ms`, and tells every member that asked lately.
+    pub(crate) fn issue_revocation(
+        &mut self,
+        now_ms: u64,
+        nwid: NetworkId,
+        member: Address,
+        threshold_ms: u64,
+        out: &mut Outbox,
+    ) {
+        let clock = self.controller_clock_ms(now_ms);
+        let revocation = Revocation::issue(&self.key_pair, nwid, member, threshold_ms);
         self.controller
             .remember_revocation(revocation.clone(), clock);
         if self.networks.contains_key(&nwid) {

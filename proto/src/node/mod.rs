@@ -760,7 +760,7 @@ impl Node {
                 }
             }
             Verb::NetworkConfig => {
-                if self.handle_config_chunk(now_ms, src, payload) {
+                if self.handle_config_chunk(now_ms, src, payload, out) {
                     Ok(())
                 } else {
                     Err(message::MessageError::BadField("NETWORK_CONFIG"))

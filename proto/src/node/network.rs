@@ -529,12 +529,23 @@ impl Node {
         out: &mut Outbox,
     ) {
         match answer {
-            Ok(data) => {
+            Ok(mut data) => {
                 let record = self.controller.members.get_mut(&(nwid, member));
+                // Certificates issued before up to this time grant what the
+                // member no longer holds: revoked below.
+                let mut revoke_through = None;
                 match (record, counter) {
                     (Some(r), counter) => {
                         if counter.is_some() {
                             r.asked_ms = now_ms;
+                        }
+                        if data.grants != r.grants && r.certified_ms > 0 {
+                            // Newer than every certificate issued before,
+                            // so a revocation of those spares it.
+                            data.timestamp_ms = data.timestamp_ms.max(r.certified_ms + 1);
+                            if grants_lost(&r.grants, &data.grants) {
+                                revoke_through = Some(r.certified_ms);
+                            }
                         }
                         if data.timestamp_ms >= r.certified_ms {
                             r.certified_ms = data.timestamp_ms;
@@ -553,6 +564,12 @@ impl Node {
                         );
                     }
                     (None, None) => {}
+                }
+                if let Some(threshold) = revoke_through {
+                    // A modified node could go on showing a certificate
+                    // with the tag or capability it lost: peers refuse it
+                    // from now on, and take the new one.
+                    self.issue_revocation(now_ms, nwid, member, threshold, out);
                 }
                 let certificate = Certificate::issue_with_grants(
                     &self.key_pair,
@@ -683,6 +700,7 @@ impl Node {
         now_ms: u64,
         src: Address,
         payload: &[u8],
+        out: &mut Outbox,
     ) -> bool {
         let Some(key) = self.peers.get(&src).map(|p| *p.identity.public_key()) else {
             return false;
@@ -719,7 +737,24 @@ impl Node {
         let bytes = m.assembly.take().expect("complete").bytes;
         match NetworkConfig::decode(&bytes, nwid, self.address, &key) {
             Ok(config) => {
+                let grants_before = self
+                    .networks
+                    .get(&nwid)
+                    .and_then(|m| m.config.as_ref())
+                    .map(|c| c.certificate.grants.clone());
                 self.install_config(now_ms, config);
+                let m = self.networks.get(&nwid).expect("joined");
+                let grants_now = m.config.as_ref().map(|c| &c.certificate.grants);
+                if grants_before.is_some() && grants_before.as_ref() != grants_now {
+                    // Our grants changed: the controller revokes certificates
+                    // granting what we lost, so peers holding one stop
+                    // sending to us until ours arrives. It goes now, to the
+                    // peers we hold certificates of (bounded like them).
+                    let peers: Vec<Address> = m.peer_certificates.keys().copied().collect();
+                    for peer in peers {
+                        self.push_credentials(now_ms, nwid, peer, false, out);
+                    }
+                }
                 true
             }
             Err(_) => false,
@@ -760,6 +795,15 @@ impl Node {
             self.events.push_back(Event::NetworkChanged(nwid));
         }
     }
+}
+
+/// Whether `new` lacks a tag value or a capability that `old` granted.
+fn grants_lost(old: &Grants, new: &Grants) -> bool {
+    old.tags().iter().any(|&(id, v)| new.tag(id) != Some(v))
+        || old
+            .capabilities()
+            .iter()
+            .any(|c| !new.capabilities().contains(c))
 }
 
 #[cfg(test)]
