@@ -325,6 +325,20 @@ fn departments_by_tag_and_ssh_only_for_the_superuser_capability() {
         .collect();
     let web = format!("http://{server_ip}:8080/");
     let ssh = format!("http://{server_ip}:22/");
+    // A member sees what its certificate grants it (`listnetworks -j`).
+    let granted = |d: &Daemon| {
+        d.json(&["listnetworks"])
+            .as_array()
+            .and_then(|a| a.iter().find(|n| n["id"] == nwid.as_str()))
+            .map(|n| (n["tags"].clone(), n["capabilities"].clone()))
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || granted(admin)
+            == (json!([[1000, 100]]), json!([2000]))),
+        "{:?}",
+        granted(admin)
+    );
     // The superuser reaches port 22 once the configs with grants are in.
     assert!(
         wait_until(Duration::from_secs(20), || reachable(

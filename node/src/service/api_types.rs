@@ -564,6 +564,8 @@ mod tests {
                 domain: "vnet.lan".into(),
                 servers: vec!["10.147.17.1".parse().unwrap()],
             },
+            tags: vec![(1000, 100)],
+            capabilities: vec![2000],
         };
         let local = NetworkLocal {
             nwid: view.id.clone(),
@@ -581,6 +583,8 @@ mod tests {
         assert_eq!(v["allowDNS"], json!(true));
         assert_eq!(v["portDeviceName"], json!("vnc21c000001"));
         assert_eq!(v["ipForwarding"], json!(false));
+        assert_eq!(v["tags"], json!([[1000, 100]]));
+        assert_eq!(v["capabilities"], json!([2000]));
         let read: Network = serde_json::from_value(v).unwrap();
         assert_eq!(
             read,

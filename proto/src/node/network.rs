@@ -60,6 +60,10 @@ pub struct NetworkView {
     /// The network's DNS settings (ZeroTier's `dns`: `{"domain": "",
     /// "servers": []}` when it has none).
     pub dns: crate::netconf::NetworkDns,
+    /// The tags our certificate grants us (`[[id, value], ...]`).
+    pub tags: Vec<(u32, u32)>,
+    /// The capability ids our certificate grants us.
+    pub capabilities: Vec<u32>,
 }
 
 /// What a controller keeps about members that asked.
@@ -326,6 +330,16 @@ impl Node {
                     domain: String::new(),
                     servers: Vec::new(),
                 }),
+            tags: m
+                .config
+                .as_ref()
+                .map(|c| c.certificate.grants.tags().to_vec())
+                .unwrap_or_default(),
+            capabilities: m
+                .config
+                .as_ref()
+                .map(|c| c.certificate.grants.capabilities().to_vec())
+                .unwrap_or_default(),
         })
     }
 
