@@ -193,83 +193,83 @@ pub fn network_update(network: &Network, body: &Value) -> Result<Network, FieldE
     Ok(n)
 }
 
-/// A network's `capabilities` (ZeroTier's `[{id, rules}, ...]`; other
-/// fields, such as the rules compiler's `default`, are ignored).
-fn capabilities(value: &Value) -> Result<Vec<Capability>, FieldError> {
+/// A list of definitions keyed by a unique `id` (a network's `tags` and
+/// `capabilities`): ZeroTier's "none" is empty; at most `max`; `define`
+/// reads one from its object, field path and id.
+fn definitions<T>(
+    value: &Value,
+    field: &str,
+    what: &str,
+    max: usize,
+    define: impl Fn(&Map<String, Value>, &str, u32) -> Result<T, FieldError>,
+) -> Result<Vec<T>, FieldError> {
     if is_empty(value) {
         return Ok(Vec::new());
     }
-    let items = array(value, "capabilities", "{id, rules}")?;
-    if items.len() > MAX_NETWORK_CAPABILITIES {
-        return Err(FieldError::new(
-            "capabilities",
-            format!("at most {MAX_NETWORK_CAPABILITIES} capabilities"),
-        ));
+    let items = array(value, field, what)?;
+    if items.len() > max {
+        return Err(FieldError::new(field, format!("at most {max} {field}")));
     }
-    let mut out: Vec<Capability> = Vec::with_capacity(items.len());
+    let mut ids: Vec<u32> = Vec::with_capacity(items.len());
+    let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let field = format!("capabilities[{i}]");
-        let obj = object(item, &field)?;
+        let path = format!("{field}[{i}]");
+        let obj = object(item, &path)?;
+        let id_path = format!("{path}.id");
         let id = integer(
             obj.get("id").unwrap_or(&Value::Null),
-            &format!("{field}.id"),
+            &id_path,
             0,
             u32::MAX.into(),
         )? as u32;
-        if out.iter().any(|c| c.id == id) {
+        if ids.contains(&id) {
             return Err(FieldError::new(
-                format!("{field}.id"),
-                format!("capability id {id} is defined twice"),
+                id_path,
+                format!("id {id} is defined twice"),
             ));
         }
-        let rules = match obj.get("rules") {
-            None | Some(Value::Null) => RuleSet::default(),
-            Some(r) => RuleSet::from_zerotier_json(r)
-                .map_err(|e| FieldError::new(format!("{field}.rules"), e.to_string()))?,
-        };
-        let cap = Capability::new(id, rules)
-            .map_err(|e| FieldError::new(format!("{field}.rules"), e.to_string()))?;
-        out.push(cap);
+        ids.push(id);
+        out.push(define(obj, &path, id)?);
     }
     Ok(out)
+}
+
+/// A network's `capabilities` (ZeroTier's `[{id, rules}, ...]`; other
+/// fields, such as the rules compiler's `default`, are ignored).
+fn capabilities(value: &Value) -> Result<Vec<Capability>, FieldError> {
+    const WHAT: &str = "{id, rules}";
+    definitions(
+        value,
+        "capabilities",
+        WHAT,
+        MAX_NETWORK_CAPABILITIES,
+        |obj, path, id| {
+            let bad_rules = |e: String| FieldError::new(format!("{path}.rules"), e);
+            let rules = match obj.get("rules") {
+                None | Some(Value::Null) => RuleSet::default(),
+                Some(r) => RuleSet::from_zerotier_json(r).map_err(|e| bad_rules(e.to_string()))?,
+            };
+            Capability::new(id, rules).map_err(|e| bad_rules(e.to_string()))
+        },
+    )
 }
 
 /// A network's `tags` (ZeroTier's `[{id, default}, ...]`; `default` may be
 /// null or absent).
 fn tag_definitions(value: &Value) -> Result<Vec<TagDefinition>, FieldError> {
-    if is_empty(value) {
-        return Ok(Vec::new());
-    }
-    let items = array(value, "tags", "{id, default}")?;
-    if items.len() > MAX_NETWORK_TAGS {
-        return Err(FieldError::new(
-            "tags",
-            format!("at most {MAX_NETWORK_TAGS} tags"),
-        ));
-    }
-    let mut out: Vec<TagDefinition> = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let field = format!("tags[{i}]");
-        let obj = object(item, &field)?;
-        let id = integer(
-            obj.get("id").unwrap_or(&Value::Null),
-            &format!("{field}.id"),
-            0,
-            u32::MAX.into(),
-        )? as u32;
-        if out.iter().any(|t| t.id == id) {
-            return Err(FieldError::new(
-                format!("{field}.id"),
-                format!("tag id {id} is defined twice"),
-            ));
-        }
-        let default = match obj.get("default") {
-            None | Some(Value::Null) => None,
-            Some(d) => Some(integer(d, &format!("{field}.default"), 0, u32::MAX.into())? as u32),
-        };
-        out.push(TagDefinition { id, default });
-    }
-    Ok(out)
+    definitions(
+        value,
+        "tags",
+        "{id, default}",
+        MAX_NETWORK_TAGS,
+        |obj, path, id| {
+            let default = match obj.get("default") {
+                None | Some(Value::Null) => None,
+                Some(d) => Some(integer(d, &format!("{path}.default"), 0, u32::MAX.into())? as u32),
+            };
+            Ok(TagDefinition { id, default })
+        },
+    )
 }
 
 /// A member's `tags` (ZeroTier's `[[id, value], ...]`), sorted by id; a tag

@@ -2401,6 +2401,32 @@ mod rogue_member {
         sim.send_all(h, &mut out);
     }
 
+    /// An IPv4 frame from member `from` to member `to` on `nwid` carrying
+    /// `transport` (etherparse's UDP or TCP step) and `payload`.
+    fn member_frame(
+        nwid: NetworkId,
+        from: (Address, usize),
+        to: (Address, usize),
+        transport: impl FnOnce(etherparse::PacketBuilderStep<etherparse::IpHeaders>) -> Vec<u8>,
+    ) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(
+            Mac::for_member(from.0, nwid).0,
+            Mac::for_member(to.0, nwid).0,
+        )
+        .ipv4(member_ip(from.1).octets(), member_ip(to.1).octets(), 64);
+        transport(b)
+    }
+
+    /// Frames host `at` wrote to its TAP from `from`'s MAC to destination port `port`.
+    fn arrivals(taps: &Taps, at: usize, nwid: NetworkId, from: Address, port: u16) -> usize {
+        let mac = Mac::for_member(from, nwid);
+        taps.iter()
+            .filter(|(h, f)| {
+                *h == at && f[6..12] == mac.0 && f.len() > 37 && f[36..38] == port.to_be_bytes()
+            })
+            .count()
+    }
+
     /// Frames at host `h`'s TAP sent from `mac`.
     fn from_mac(taps: &Taps, h: usize, mac: Mac) -> usize {
         taps.iter()
@@ -2506,14 +2532,13 @@ mod rogue_member {
         }
         let mut taps = Taps::new();
         run_recording(&mut lab.sim, 3_000, lab.no_deafness, &mut taps);
-        let mac = |m: (Address, usize)| Mac::for_member(m.0, nwid);
         let udp = |from: (Address, usize), port: u16| {
-            let b = PacketBuilder::ethernet2(mac(from).0, mac(mv).0)
-                .ipv4(member_ip(from.1).octets(), member_ip(mv.1).octets(), 64)
-                .udp(5000, port);
-            let mut f = Vec::new();
-            b.write(&mut f, &[7u8; 32]).unwrap();
-            f
+            member_frame(nwid, from, mv, |b| {
+                let b = b.udp(5000, port);
+                let mut f = Vec::new();
+                b.write(&mut f, &[7u8; 32]).unwrap();
+                f
+            })
         };
         let mut taps = Taps::new();
         for _ in 0..3 {
@@ -2521,16 +2546,8 @@ mod rogue_member {
             tap_send(&mut lab.sim, honest, nwid, &[udp(mh, 6000), udp(mh, 7000)]);
             run_recording(&mut lab.sim, 500, lab.no_deafness, &mut taps);
         }
-        let port_at_victim = |from: (Address, usize), port: u16| {
-            taps.iter()
-                .filter(|(h, f)| {
-                    *h == victim
-                        && f[6..12] == mac(from).0
-                        && f.len() > 37
-                        && f[36..38] == port.to_be_bytes()
-                })
-                .count()
-        };
+        let port_at_victim =
+            |from: (Address, usize), port: u16| arrivals(&taps, victim, nwid, from.0, port);
         assert_eq!(
             port_at_victim(mr, 7000),
             3,
@@ -2597,14 +2614,13 @@ mod rogue_member {
         }
         let mut taps = Taps::new();
         run_recording(&mut lab.sim, 3_000, lab.no_deafness, &mut taps);
-        let mac = |m: (Address, usize)| Mac::for_member(m.0, nwid);
         let tcp = |from: (Address, usize), port: u16| {
-            let b = PacketBuilder::ethernet2(mac(from).0, mac(mv).0)
-                .ipv4(member_ip(from.1).octets(), member_ip(mv.1).octets(), 64)
-                .tcp(40000, port, 1, 1024);
-            let mut f = Vec::new();
-            b.write(&mut f, &[7u8; 16]).unwrap();
-            f
+            member_frame(nwid, from, mv, |b| {
+                let b = b.tcp(40000, port, 1, 1024);
+                let mut f = Vec::new();
+                b.write(&mut f, &[7u8; 16]).unwrap();
+                f
+            })
         };
         let mut taps = Taps::new();
         for _ in 0..3 {
@@ -2612,16 +2628,8 @@ mod rogue_member {
             tap_send(&mut lab.sim, admin, nwid, &[tcp(ma, 22)]);
             run_recording(&mut lab.sim, 500, lab.no_deafness, &mut taps);
         }
-        let port_at_victim = |from: (Address, usize), port: u16| {
-            taps.iter()
-                .filter(|(h, f)| {
-                    *h == victim
-                        && f[6..12] == mac(from).0
-                        && f.len() > 37
-                        && f[36..38] == port.to_be_bytes()
-                })
-                .count()
-        };
+        let port_at_victim =
+            |from: (Address, usize), port: u16| arrivals(&taps, victim, nwid, from.0, port);
         assert_eq!(port_at_victim(mr, 80), 3, "the rogue's web frames arrive");
         assert_eq!(port_at_victim(ma, 22), 3, "the superuser's SSH arrives");
         assert_eq!(
@@ -2659,13 +2667,8 @@ mod rogue_member {
         let mut taps = Taps::new();
         tap_send(&mut lab.sim, admin, nwid, &[tcp(ma, 22), tcp(ma, 80)]);
         run_recording(&mut lab.sim, 500, lab.no_deafness, &mut taps);
-        let port_at_victim = |from: (Address, usize), port: u16| {
-            taps.iter()
-                .filter(|(h, f)| {
-                    *h == victim && f[6..12] == mac(from).0 && f[36..38] == port.to_be_bytes()
-                })
-                .count()
-        };
+        let port_at_victim =
+            |from: (Address, usize), port: u16| arrivals(&taps, victim, nwid, from.0, port);
         assert_eq!(port_at_victim(ma, 80), 1, "the admin's web still arrives");
         assert_eq!(port_at_victim(ma, 22), 0, "its SSH no longer goes");
         assert_eq!(
