@@ -210,6 +210,44 @@ pub fn make_planet_with_roots(lab: &Lab, roots: &[&Node], homes: &[PathBuf]) {
     }
 }
 
+/// The usual lab's daemons: a root, a controller and members, all online.
+/// Keep `root` bound (`root: _root`), not `..`: a daemon dropped is stopped.
+pub struct Started<'a> {
+    /// `vnet-planet` on the root host.
+    pub root: Daemon<'a>,
+    /// `vnet-controller` on the controller host.
+    pub ctl: Daemon<'a>,
+    /// `vnet-node` on each member host, in order.
+    pub members: Vec<Daemon<'a>>,
+}
+
+/// Starts the usual lab: one planet with `root` as its root, a root
+/// daemon there, a controller on `ctl` and a member on each of `members`;
+/// returns once every daemon is online.
+pub fn start_root_controller_members<'a>(
+    lab: &'a Lab,
+    root: &'a Node,
+    ctl: &'a Node,
+    members: &[&'a Node],
+) -> Started<'a> {
+    let mut homes = vec![lab.home(ctl)];
+    homes.extend(members.iter().map(|h| lab.home(*h)));
+    make_planet(lab, root, &homes);
+    let started = Started {
+        root: Daemon::start(lab, root, "vnet-planet"),
+        ctl: Daemon::start(lab, ctl, "vnet-controller"),
+        members: members
+            .iter()
+            .map(|h| Daemon::start(lab, h, "vnet-node"))
+            .collect(),
+    };
+    started.ctl.wait_online();
+    for d in &started.members {
+        d.wait_online();
+    }
+    started
+}
+
 /// Creates a private network named `name` on the controller `ctl` (pool
 /// 10.147.17.10-250, route 10.147.17.0/24), authorizes every member and has
 /// it join; waits until each is OK and returns the network id and each

@@ -10,7 +10,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vnet_tests::daemon::{Daemon, make_planet, network_of};
+use vnet_tests::daemon::{Started, network_of, start_root_controller_members};
 use vnet_tests::netns::{Lab, Node, wait_until};
 
 const DOMAIN: &str = "vnet.lan";
@@ -44,25 +44,16 @@ impl Drop for NetnsResolvConf {
 #[test]
 fn member_names_resolve_through_the_pushed_dns_settings() {
     let lab = Lab::new();
-    let root_host = lab.host("root");
-    let ctl_host = lab.host("ctl");
-    let m1_host = lab.host("m1");
-    let m2_host = lab.host("m2");
+    let [root_host, ctl_host, m1_host, m2_host] = ["root", "ctl", "m1", "m2"].map(|n| lab.host(n));
     let conf = NetnsResolvConf::new(&m1_host);
-    make_planet(
-        &lab,
-        &root_host,
-        &[lab.home(&ctl_host), lab.home(&m1_host), lab.home(&m2_host)],
-    );
-    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
-    let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
-    let m1 = Daemon::start(&lab, &m1_host, "vnet-node");
-    let m2 = Daemon::start(&lab, &m2_host, "vnet-node");
-    for d in [&ctl, &m1, &m2] {
-        d.wait_online();
-    }
+    let Started {
+        root: _root,
+        ctl,
+        members,
+    } = start_root_controller_members(&lab, &root_host, &ctl_host, &[&m1_host, &m2_host]);
+    let [m1, m2] = [&members[0], &members[1]];
     // The controller is a member too: it answers names on its address.
-    let (nwid, ips) = network_of(&ctl, &[&ctl, &m1, &m2], "names");
+    let (nwid, ips) = network_of(&ctl, &[&ctl, m1, m2], "names");
     let (ctl_ip, m2_ip) = (&ips[0], &ips[2]);
     let run = ctl.cli(&["member", "set", &nwid, &m2.address(), "name=M2"]);
     assert!(run.ok, "{run:?}");

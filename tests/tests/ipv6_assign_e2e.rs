@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use vnet_node::core::Address;
 use vnet_node::core::network_id::NetworkId;
-use vnet_tests::daemon::{Daemon, make_planet, network_of};
+use vnet_tests::daemon::{Started, network_of, start_root_controller_members};
 use vnet_tests::netns::{Lab, Node, wait_until};
 
 /// The IPv6 addresses (with prefix lengths) on `device` of `host`, link-local aside.
@@ -37,23 +37,14 @@ fn ping6(lab: &Lab, from: &Node, to: &str) -> bool {
 #[test]
 fn rfc4193_and_6plane_addresses_are_zerotiers_and_carry_traffic() {
     let lab = Lab::new();
-    let root_host = lab.host("root");
-    let ctl_host = lab.host("ctl");
-    let a_host = lab.host("a");
-    let b_host = lab.host("b");
-    make_planet(
-        &lab,
-        &root_host,
-        &[lab.home(&ctl_host), lab.home(&a_host), lab.home(&b_host)],
-    );
-    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
-    let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
-    let a = Daemon::start(&lab, &a_host, "vnet-node");
-    let b = Daemon::start(&lab, &b_host, "vnet-node");
-    for d in [&ctl, &a, &b] {
-        d.wait_online();
-    }
-    let (nwid, _) = network_of(&ctl, &[&a, &b], "six");
+    let [root_host, ctl_host, a_host, b_host] = ["root", "ctl", "a", "b"].map(|n| lab.host(n));
+    let Started {
+        root: _root,
+        ctl,
+        members,
+    } = start_root_controller_members(&lab, &root_host, &ctl_host, &[&a_host, &b_host]);
+    let [a, b] = [&members[0], &members[1]];
+    let (nwid, _) = network_of(&ctl, &[a, b], "six");
     let id: NetworkId = nwid.parse().expect("network id");
 
     let run = ctl.cli(&["network", "set", &nwid, "v6AssignMode=rfc4193,6plane"]);

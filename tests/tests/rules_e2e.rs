@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use vnet_tests::daemon::{Daemon, PORT, make_planet, network_of};
+use vnet_tests::daemon::{Daemon, PORT, Started, network_of, start_root_controller_members};
 use vnet_tests::netns::{Lab, Node, wait_until};
 
 /// Posts `body` to the controller's API path (as a UI would, with ZeroTier's header).
@@ -49,23 +49,14 @@ fn reachable(lab: &Lab, from: &Node, url: &str) -> bool {
 #[test]
 fn rules_drop_tcp_22_counted_by_rule_and_change_live() {
     let lab = Lab::new();
-    let root_host = lab.host("root");
-    let ctl_host = lab.host("ctl");
-    let m1_host = lab.host("m1");
-    let m2_host = lab.host("m2");
-    make_planet(
-        &lab,
-        &root_host,
-        &[lab.home(&ctl_host), lab.home(&m1_host), lab.home(&m2_host)],
-    );
-    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
-    let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
-    let m1 = Daemon::start(&lab, &m1_host, "vnet-node");
-    let m2 = Daemon::start(&lab, &m2_host, "vnet-node");
-    for d in [&ctl, &m1, &m2] {
-        d.wait_online();
-    }
-    let (nwid, ips) = network_of(&ctl, &[&m1, &m2], "rules");
+    let [root_host, ctl_host, m1_host, m2_host] = ["root", "ctl", "m1", "m2"].map(|n| lab.host(n));
+    let Started {
+        root: _root,
+        ctl,
+        members,
+    } = start_root_controller_members(&lab, &root_host, &ctl_host, &[&m1_host, &m2_host]);
+    let [m1, m2] = [&members[0], &members[1]];
+    let (nwid, ips) = network_of(&ctl, &[m1, m2], "rules");
     let m2_ip = &ips[1];
     let net = format!("/controller/network/{nwid}");
     let no_ssh = json!([
@@ -132,7 +123,7 @@ fn rules_drop_tcp_22_counted_by_rule_and_change_live() {
     };
     assert!(
         wait_until(Duration::from_secs(15), || {
-            !reachable(&lab, &m1_host, &ssh) && dropped(&m1) > 0
+            !reachable(&lab, &m1_host, &ssh) && dropped(m1) > 0
         }),
         "port 22 is dropped by m1's own rules"
     );
@@ -176,30 +167,20 @@ fn switch_counters(d: &Daemon, nwid: &str) -> Value {
 #[test]
 fn a_tee_rule_sends_copies_to_the_observer() {
     let lab = Lab::new();
-    let root_host = lab.host("root");
-    let ctl_host = lab.host("ctl");
-    let m1_host = lab.host("m1");
-    let m2_host = lab.host("m2");
-    let obs_host = lab.host("obs");
-    make_planet(
+    let [root_host, ctl_host, m1_host, m2_host, obs_host] =
+        ["root", "ctl", "m1", "m2", "obs"].map(|n| lab.host(n));
+    let Started {
+        root: _root,
+        ctl,
+        members,
+    } = start_root_controller_members(
         &lab,
         &root_host,
-        &[
-            lab.home(&ctl_host),
-            lab.home(&m1_host),
-            lab.home(&m2_host),
-            lab.home(&obs_host),
-        ],
+        &ctl_host,
+        &[&m1_host, &m2_host, &obs_host],
     );
-    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
-    let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
-    let m1 = Daemon::start(&lab, &m1_host, "vnet-node");
-    let m2 = Daemon::start(&lab, &m2_host, "vnet-node");
-    let obs = Daemon::start(&lab, &obs_host, "vnet-node");
-    for d in [&ctl, &m1, &m2, &obs] {
-        d.wait_online();
-    }
-    let (nwid, ips) = network_of(&ctl, &[&m1, &m2, &obs], "tee");
+    let [m1, _, obs] = [&members[0], &members[1], &members[2]];
+    let (nwid, ips) = network_of(&ctl, &members.iter().collect::<Vec<_>>(), "tee");
     // tee <length> <member> <matches>: every ICMP frame, whole, to the observer
     // (`icmp` is a keyword: the protocol is `icmp4`, as in ZeroTier).
     let file = lab.dir().join("tee.ztrules");
@@ -211,30 +192,30 @@ fn a_tee_rule_sends_copies_to_the_observer() {
     // The copies start once m1 holds the rules: wait for its first copy.
     let first = wait_until(Duration::from_secs(15), || {
         lab.exec(&m1_host, "ping", &["-c", "1", "-W", "1", &ips[1]]);
-        switch_counters(&m1, &nwid)["copiesSent"]
+        switch_counters(m1, &nwid)["copiesSent"]
             .as_u64()
             .unwrap_or(0)
             > 0
     });
-    assert!(first, "m1 sends copies: {}", switch_counters(&m1, &nwid));
-    let before = delivered(&obs);
+    assert!(first, "m1 sends copies: {}", switch_counters(m1, &nwid));
+    let before = delivered(obs);
     let run = lab.exec(&m1_host, "ping", &["-c", "5", "-i", "0.2", &ips[1]]);
     assert!(run.ok, "the ping itself goes through: {run:?}");
     // 5 requests copied by m1 and 5 replies copied by m2.
     assert!(
-        wait_until(Duration::from_secs(5), || delivered(&obs) >= before + 10),
+        wait_until(Duration::from_secs(5), || delivered(obs) >= before + 10),
         "the observer got the copies: {} then {}",
         before,
-        delivered(&obs)
+        delivered(obs)
     );
     // TCP is not copied.
-    let copies = switch_counters(&m1, &nwid)["copiesSent"]
+    let copies = switch_counters(m1, &nwid)["copiesSent"]
         .as_u64()
         .unwrap_or(0);
     let web = format!("http://{}:9/", ips[1]);
     lab.exec(&m1_host, "curl", &["-s", "-m", "1", &web]);
     assert_eq!(
-        switch_counters(&m1, &nwid)["copiesSent"]
+        switch_counters(m1, &nwid)["copiesSent"]
             .as_u64()
             .unwrap_or(0),
         copies
@@ -256,23 +237,13 @@ fn dropped_by_rules(d: &Daemon, nwid: &str) -> u64 {
 #[test]
 fn departments_by_tag_and_ssh_only_for_the_superuser_capability() {
     let lab = Lab::new();
-    let root_host = lab.host("root");
-    let ctl_host = lab.host("ctl");
-    let names = ["admin", "user", "server", "eng"];
-    let hosts: Vec<Node> = names.iter().map(|n| lab.host(n)).collect();
-    let mut homes = vec![lab.home(&ctl_host)];
-    homes.extend(hosts.iter().map(|h| lab.home(h)));
-    make_planet(&lab, &root_host, &homes);
-    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
-    let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
-    let members: Vec<Daemon> = hosts
-        .iter()
-        .map(|h| Daemon::start(&lab, h, "vnet-node"))
-        .collect();
-    ctl.wait_online();
-    for d in &members {
-        d.wait_online();
-    }
+    let [root_host, ctl_host] = ["root", "ctl"].map(|n| lab.host(n));
+    let hosts = ["admin", "user", "server", "eng"].map(|n| lab.host(n));
+    let Started {
+        root: _root,
+        ctl,
+        members,
+    } = start_root_controller_members(&lab, &root_host, &ctl_host, &hosts.each_ref());
     let refs: Vec<&Daemon> = members.iter().collect();
     let (nwid, ips) = network_of(&ctl, &refs, "teams");
     let [admin, user, server, eng] = [&members[0], &members[1], &members[2], &members[3]];
