@@ -220,6 +220,49 @@ fn a_tee_rule_sends_copies_to_the_observer() {
             .unwrap_or(0),
         copies
     );
+
+    // WATCH: each frame is copied by both members, the receiver too, so a
+    // sender that skipped its rules could not hide it from the observer.
+    let source = format!("watch 0 {} ipprotocol icmp4;\naccept;\n", obs.address());
+    std::fs::write(&file, source).expect("write");
+    let run = ctl.cli(&["network", "rules", &nwid, file.to_str().expect("UTF-8")]);
+    assert!(run.ok, "{run:?}");
+    let copies_of = |d: &Daemon| {
+        switch_counters(d, &nwid)["copiesSent"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let m2 = &members[1];
+    // In on both once one ping makes each copy two frames (under TEE, one).
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let (c1, c2) = (copies_of(m1), copies_of(m2));
+            lab.exec(&m1_host, "ping", &["-c", "1", "-W", "1", &ips[1]]);
+            wait_until(Duration::from_millis(500), || {
+                copies_of(m1) >= c1 + 2 && copies_of(m2) >= c2 + 2
+            })
+        }),
+        "both sides copy: m1 {} m2 {}",
+        switch_counters(m1, &nwid),
+        switch_counters(m2, &nwid)
+    );
+    let (m1_before, m2_before, obs_before) = (copies_of(m1), copies_of(m2), delivered(obs));
+    let run = lab.exec(&m1_host, "ping", &["-c", "5", "-i", "0.2", &ips[1]]);
+    assert!(run.ok, "{run:?}");
+    // 5 requests and 5 replies, each copied by its sender and its receiver.
+    assert!(
+        wait_until(Duration::from_secs(5), || delivered(obs) >= obs_before + 20),
+        "the observer got both sides' copies: {} then {}; obs {} m1 {} m2 {}",
+        obs_before,
+        delivered(obs),
+        switch_counters(obs, &nwid),
+        switch_counters(m1, &nwid),
+        switch_counters(m2, &nwid)
+    );
+    assert_eq!(
+        (copies_of(m1) - m1_before, copies_of(m2) - m2_before),
+        (10, 10)
+    );
 }
 
 /// The flow rules' counters of `d` for `nwid`: drops by rule, in all.

@@ -402,6 +402,11 @@ impl Node {
         };
         let theirs = m.peer_certificates.get(&src);
         let verdict = switch.receive(now_ms, src, &config.certificate, theirs, frame);
+        // A WATCH rule's copy from the receiving side.
+        let watch = switch.take_copy().filter(|c| c.to != src);
+        if watch.is_some() {
+            switch.count_copy();
+        }
         if verdict != Inbound::Drop(DropReason::NotAuthorized)
             && let Some(peer) = self.peers.get_mut(&src)
         {
@@ -425,6 +430,14 @@ impl Node {
                 }
             }
             Inbound::Drop(_) => self.counters.dropped_frames += 1,
+        }
+        if let Some(copy) = watch {
+            let len = if offload.is_none() {
+                frame.len().min(ETHERNET_HEADER_LEN_BYTES + copy.length)
+            } else {
+                frame.len()
+            };
+            self.send_frame(now_ms, nwid, copy.to, offload, &frame[..len], out);
         }
     }
 }

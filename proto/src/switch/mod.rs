@@ -393,8 +393,9 @@ impl Switch {
         self.counters.copies_sent += 1;
     }
 
-    /// The copy a TEE or WATCH rule asked for on the frame [`Switch::outbound`]
-    /// just switched (taken once).
+    /// The copy a TEE or WATCH rule asked for on the frame
+    /// [`Switch::outbound`] just switched, or a WATCH rule on the frame
+    /// [`Switch::receive`] just took (taken once).
     pub fn take_copy(&mut self) -> Option<CarbonCopy> {
         self.copy.take()
     }
@@ -469,11 +470,13 @@ impl Switch {
                 }
             }
         }
-        // Copies are made by the sender only (a receiver's copy would be a
-        // second one of the same frame).
-        if !inbound {
-            self.copy = copy;
-        }
+        // A copy goes only with a frame the rules let through (ZeroTier's
+        // too). TEE copies are made by the sender only (the receiver's would
+        // be a second one of the same frame); WATCH copies by both sides, so
+        // a sender that skips its rules cannot hide a frame from the
+        // observer.
+        let accepted = matches!(decision, Decision::Accept { .. } | Decision::Redirect(_));
+        self.copy = copy.filter(|c| accepted && (!inbound || c.watch));
         let dropped_at = match decision {
             Decision::Accept { super_accept } => {
                 return if super_accept {
@@ -680,6 +683,7 @@ impl Switch {
             local: ours,
             remote: theirs,
         };
+        self.copy = None;
         match self.admit(now_ms, from, frame, tags) {
             Ok(()) => {
                 self.counters.delivered += 1;
@@ -707,30 +711,37 @@ impl Switch {
         if src.is_multicast() {
             return Err(DropReason::MulticastSource);
         }
-        match src.member(self.network_id) {
-            Some(owner) if owner == from => {}
-            // Another member's MAC (or ours): nobody may send from it.
-            Some(_) => return Err(DropReason::SpoofedSource),
-            None if self.is_bridge(from) => match self.macs.learn(now_ms, src, from) {
+        // Whether `from` may send from this MAC: its own, or any foreign
+        // MAC if it is an active bridge (learned below); never another
+        // member's (or ours).
+        let source = match src.member(self.network_id) {
+            Some(owner) if owner == from => Ok(false),
+            Some(_) => Err(DropReason::SpoofedSource),
+            None if self.is_bridge(from) => Ok(true),
+            None => Err(DropReason::SpoofedSource),
+        };
+        let target = match self.rules_allow(true, from, Some(self.address), &f, tags) {
+            RuleVerdict::Drop => return Err(DropReason::FlowRule),
+            RuleVerdict::Target => true,
+            RuleVerdict::Pass | RuleVerdict::Redirect(_) => false,
+        };
+        if target {
+            // We are a TEE/WATCH/REDIRECT target: taken whatever its
+            // addressing and source (a receiver's WATCH copy carries the
+            // sender's MAC), as ZeroTier's super-accept.
+            return Ok(());
+        }
+        if source? {
+            match self.macs.learn(now_ms, src, from) {
                 Learned::Refreshed => {}
                 Learned::Added => self.counters.macs_learned += 1,
                 Learned::AddedEvictingOldest => {
                     self.counters.macs_learned += 1;
                     self.counters.macs_evicted += 1;
                 }
-            },
-            None => return Err(DropReason::SpoofedSource),
+            }
         }
-        let target = match self.rules_allow(true, from, Some(self.address), &f, tags) {
-            RuleVerdict::Drop => return Err(DropReason::FlowRule),
-            RuleVerdict::Target => true,
-            RuleVerdict::Pass | RuleVerdict::Redirect(_) => false,
-        };
         let dst = f.dst();
-        if target {
-            // We are a TEE/WATCH/REDIRECT target: taken whatever its addressing.
-            return Ok(());
-        }
         if dst.is_multicast() {
             let group = f.multicast_group();
             if group == MulticastGroup::BROADCAST && !self.policy.enable_broadcast {

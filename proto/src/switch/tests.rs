@@ -841,3 +841,60 @@ fn departments_by_tag_talk_only_within_their_own() {
         Outbound::Unicast(addr(2))
     );
 }
+
+#[test]
+fn watch_copies_come_from_both_sides_tee_from_the_sender_and_none_of_a_dropped_frame() {
+    let observer = format!("{}", addr(3));
+    let rules = |action: &str| {
+        RuleSet::from_zerotier_json(&serde_json::json!([
+            {"type": action, "address": observer, "length": 0},
+            {"type": "MATCH_IP_DEST_PORT_RANGE", "start": 22, "end": 22},
+            {"type": "ACTION_DROP"},
+            {"type": "ACTION_ACCEPT"}
+        ]))
+        .unwrap()
+    };
+    let web_in = tcp_frame(mac_of(ME), mac_of(2), 80);
+    let web_out = tcp_frame(mac_of(2), mac_of(ME), 80);
+    let ssh_out = tcp_frame(mac_of(2), mac_of(ME), 22);
+    let mut s = switch(SwitchPolicy::default());
+    s.set_rules(Some(rules("ACTION_WATCH")));
+    assert_eq!(s.inbound(0, addr(2), &web_in), Inbound::Deliver);
+    let copy = s.take_copy().expect("the receiver's watch copy");
+    assert!(copy.watch && copy.to == addr(3));
+    assert_eq!(s.outbound(0, &web_out), Outbound::Unicast(addr(2)));
+    assert!(s.take_copy().is_some(), "the sender's watch copy");
+    // Dropped by a later rule: no copy (ZeroTier sends none either).
+    assert_eq!(
+        s.outbound(0, &ssh_out),
+        Outbound::Drop(DropReason::FlowRule)
+    );
+    assert_eq!(s.take_copy(), None);
+    // TEE: the sender's copy only.
+    s.set_rules(Some(rules("ACTION_TEE")));
+    assert_eq!(s.inbound(0, addr(2), &web_in), Inbound::Deliver);
+    assert_eq!(s.take_copy(), None);
+    assert_eq!(s.outbound(0, &web_out), Outbound::Unicast(addr(2)));
+    assert!(s.take_copy().is_some_and(|c| !c.watch));
+}
+
+#[test]
+fn an_observer_takes_a_receivers_watch_copy_carrying_the_senders_mac() {
+    // We (ME) observe; member 3 received member 2's frame and copies it to
+    // us: the source MAC is member 2's, the packet member 3's.
+    let rules = RuleSet::from_zerotier_json(&serde_json::json!([
+        {"type": "ACTION_WATCH", "address": format!("{}", addr(ME)), "length": 0},
+        {"type": "ACTION_ACCEPT"}
+    ]))
+    .unwrap();
+    let copy = tcp_frame(mac_of(3), mac_of(2), 80);
+    let mut s = switch(SwitchPolicy::default());
+    s.set_rules(Some(rules));
+    assert_eq!(s.inbound(0, addr(3), &copy), Inbound::Deliver);
+    // Not an observer: the same frame is a spoofed source.
+    s.set_rules(None);
+    assert_eq!(
+        s.inbound(0, addr(3), &copy),
+        Inbound::Drop(DropReason::SpoofedSource)
+    );
+}
