@@ -477,6 +477,21 @@ pub struct NetworkConfigData {
     pub grants: Grants,
 }
 
+impl NetworkConfigData {
+    /// Whether members exchange certificates on this network: on a private
+    /// one always (they admit each other by them); on a public one when the
+    /// rules look at tags or the network has capabilities (the certificates
+    /// carry them).
+    pub fn exchanges_certificates(&self) -> bool {
+        self.private
+            || !self.capabilities.is_empty()
+            || self
+                .rules
+                .as_ref()
+                .is_some_and(|r| r.rules().iter().any(|r| r.kind.uses_tags()))
+    }
+}
+
 /// A signed network configuration, as a member holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkConfig {

@@ -2185,6 +2185,9 @@ mod rogue_member {
         capabilities: Arc<Mutex<Vec<vnet_proto::rules::Capability>>>,
         /// What each member's certificate grants.
         grants: Arc<Mutex<Vec<(Address, vnet_proto::rules::Grants)>>>,
+        /// The network is public (configs say so; everyone is authorized
+        /// all the same).
+        public: Arc<Mutex<bool>>,
     }
 
     impl NetworkController for Controller {
@@ -2227,7 +2230,7 @@ mod rogue_member {
                 name: "rogue-lab".into(),
                 revision: 1,
                 timestamp_ms: *clock,
-                private: true,
+                private: !*self.public.lock().unwrap(),
                 mtu: 2800,
                 multicast_limit: 32,
                 enable_broadcast: true,
@@ -2676,6 +2679,74 @@ mod rogue_member {
             1,
             "dropped by its own rules now"
         );
+    }
+
+    /// Departments by tag on a public network: members exchange
+    /// certificates there too (the rules look at tags), so the receiver
+    /// knows the sender's department: a colleague's frames arrive, another
+    /// department's are dropped and counted.
+    #[test]
+    fn departments_by_tag_hold_on_a_public_network() {
+        let mut lab = NetworkLab::new(14, &[]);
+        let nwid = lab.nwid;
+        let (eng, victim, colleague) = (lab.hosts[0], lab.hosts[1], lab.hosts[2]);
+        let (me, mv, mc) = (lab.members[0], lab.members[1], lab.members[2]);
+        *lab.controller.public.lock().unwrap() = true;
+        *lab.controller.rules.lock().unwrap() = Some(
+            vnet_proto::rules::RuleSet::from_zerotier_json(&serde_json::json!([
+                {"type": "MATCH_TAGS_DIFFERENCE", "id": 1000, "value": 0, "not": true},
+                {"type": "ACTION_DROP"},
+                {"type": "ACTION_ACCEPT"}
+            ]))
+            .unwrap(),
+        );
+        let department = |v| vnet_proto::rules::Grants::new([(1000, v)], []).unwrap();
+        lab.controller.grants.lock().unwrap().extend([
+            (me.0, department(200)),
+            (mv.0, department(100)),
+            (mc.0, department(100)),
+        ]);
+        for m in &lab.members {
+            lab.controller.changed.lock().unwrap().push((nwid, m.0));
+        }
+        let mut taps = Taps::new();
+        run_recording(&mut lab.sim, 3_000, lab.no_deafness, &mut taps);
+        let udp = |from: (Address, usize)| {
+            member_frame(nwid, from, mv, |b| {
+                let b = b.udp(5000, 7000);
+                let mut f = Vec::new();
+                b.write(&mut f, &[7u8; 32]).unwrap();
+                f
+            })
+        };
+        let mut taps = Taps::new();
+        for _ in 0..3 {
+            tap_send(&mut lab.sim, eng, nwid, &[udp(me)]);
+            tap_send(&mut lab.sim, colleague, nwid, &[udp(mc)]);
+            run_recording(&mut lab.sim, 500, lab.no_deafness, &mut taps);
+        }
+        assert_eq!(
+            arrivals(&taps, victim, nwid, mc.0, 7000),
+            3,
+            "a colleague's"
+        );
+        assert_eq!(
+            arrivals(&taps, victim, nwid, me.0, 7000),
+            0,
+            "another department's"
+        );
+        let view = lab.sim.hosts[victim].node.network(nwid).expect("joined");
+        assert_eq!(view.r#type, Some("PUBLIC"));
+        let by_rule = |h: usize| {
+            lab.sim.hosts[h]
+                .node
+                .network(nwid)
+                .and_then(|n| n.counters)
+                .map_or(0, |c| c.drops.get(DropReason::FlowRule))
+        };
+        // The first by the victim (the sender did not know its department
+        // yet), the rest by the sender itself.
+        assert_eq!(by_rule(victim) + by_rule(eng), 3, "each counted once");
     }
 
     /// Once the buffers have grown, a unicast frame from A's TAP to B's TAP

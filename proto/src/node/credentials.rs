@@ -53,7 +53,8 @@ impl Node {
     /// NETWORK_CREDENTIALS. Certificates: from the network's controller,
     /// our own refreshed one; from a member, its own. Everything cheap is
     /// checked before a signature: a member's certificate is the sender's,
-    /// for a private network we are configured on, not revoked, agrees with
+    /// for a network we are configured on that exchanges certificates
+    /// (private, or public with tags or capabilities in its rules), not revoked, agrees with
     /// ours and is newer than the one we hold. At most
     /// `MAX_CREDENTIAL_CHECKS_PER_PACKET` signatures per packet and
     /// `CREDENTIAL_CHECKS_PER_PEER_PER_SECOND` per peer and network are
@@ -86,7 +87,11 @@ impl Node {
                 self.counters.dropped_credentials_irrelevant += 1;
                 continue;
             };
-            let Some(config) = m.config.as_ref().filter(|c| c.data.private) else {
+            let Some(config) = m
+                .config
+                .as_ref()
+                .filter(|c| c.data.exchanges_certificates())
+            else {
                 self.counters.dropped_credentials_irrelevant += 1;
                 continue;
             };

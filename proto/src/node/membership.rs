@@ -173,7 +173,11 @@ impl Membership {
     }
 
     pub fn credentials_due(&self, to: Address, asking: bool, now_ms: u64) -> bool {
-        let Some(config) = self.config.as_ref().filter(|c| c.data.private) else {
+        let Some(config) = self
+            .config
+            .as_ref()
+            .filter(|c| c.data.exchanges_certificates())
+        else {
             return false;
         };
         match self.credentials_sent.get(&to) {
