@@ -448,27 +448,18 @@ impl Switch {
         let holder = if inbound { tags.remote } else { tags.local };
         if decision == Decision::NoMatch
             && let Some(holder) = holder
+            && !holder.capabilities().is_empty()
+            && let Some((d, cap_copy)) = capability_decision(
+                &self.capabilities,
+                holder,
+                self.address,
+                &facts,
+                &tags,
+                &mut random,
+            )
         {
-            for id in holder.capabilities() {
-                let Some(cap) = self.capabilities.iter().find(|c| c.id == *id) else {
-                    continue;
-                };
-                let mut cap_copy = None;
-                let d = evaluate(
-                    cap.rules.rules(),
-                    self.address,
-                    &facts,
-                    &tags,
-                    &mut random,
-                    &mut cap_copy,
-                );
-                // A capability's DROP only ends that capability.
-                if matches!(d, Decision::Accept { .. } | Decision::Redirect(_)) {
-                    decision = d;
-                    copy = cap_copy.or(copy);
-                    break;
-                }
-            }
+            decision = d;
+            copy = cap_copy.or(copy);
         }
         // A copy goes only with a frame the rules let through (ZeroTier's
         // too). TEE copies are made by the sender only (the receiver's would
@@ -760,6 +751,33 @@ impl Switch {
         }
         Ok(())
     }
+}
+
+/// The first of `holder`'s capabilities (those the network defines, in id
+/// order) that accepts or redirects the frame, with the copy it asks for; a
+/// capability's DROP only ends that capability. Kept out of line: most
+/// frames never get here, and the network's own evaluation stays inlined.
+#[cold]
+#[inline(never)]
+fn capability_decision(
+    capabilities: &[Capability],
+    holder: &Grants,
+    me: Address,
+    facts: &FrameFacts<'_>,
+    tags: &MemberTags<'_>,
+    random: &mut dyn FnMut() -> u32,
+) -> Option<(Decision, Option<CarbonCopy>)> {
+    for id in holder.capabilities() {
+        let Some(cap) = capabilities.iter().find(|c| c.id == *id) else {
+            continue;
+        };
+        let mut copy = None;
+        let d = evaluate(cap.rules.rules(), me, facts, tags, random, &mut copy);
+        if matches!(d, Decision::Accept { .. } | Decision::Redirect(_)) {
+            return Some((d, copy));
+        }
+    }
+    None
 }
 
 /// Who holds which tags and capabilities, as the flow rules see it.
