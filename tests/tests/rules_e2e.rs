@@ -387,14 +387,11 @@ fn departments_by_tag_and_ssh_only_for_the_superuser_capability() {
     );
 
     // The capability taken away: the next certificate lacks it, and SSH
-    // closes for the admin too; moving the engineer to sales opens 8080.
-    for (member, body) in [
-        (admin, json!({"capabilities": []})),
-        (eng, json!({"tags": [[1000, 100]]})),
-    ] {
-        let path = format!("/controller/network/{nwid}/member/{}", member.address());
-        let (code, answer) = post(&lab, &ctl, &ctl_host, &path, &body);
-        assert_eq!(code, 200, "{answer}");
+    // closes for the admin too; moving the engineer to sales opens 8080
+    // (both with vnet-cli this time).
+    for (member, setting) in [(admin, "capabilities="), (eng, "tags=1000:100")] {
+        let run = ctl.cli(&["member", "set", &nwid, &member.address(), setting]);
+        assert!(run.ok, "{run:?}");
     }
     assert!(
         wait_until(Duration::from_secs(20), || !reachable(

@@ -281,7 +281,9 @@ pub enum MemberCommand {
         /// The member's address (10 hex digits).
         addr: String,
         /// key=value with key one of authorized, activeBridge, noAutoAssignIps,
-        /// ipAssignments (comma-separated addresses, empty for none), name.
+        /// ipAssignments (comma-separated addresses, empty for none), name,
+        /// tags (ID:VALUE,... for the flow rules' tag matches), capabilities
+        /// (comma-separated ids); empty for none.
         #[arg(value_name = "KEY=VALUE")]
         settings: Vec<String>,
     },

@@ -166,10 +166,37 @@ pub fn member_settings(settings: &[String]) -> Result<serde_json::Map<String, Va
                 }
                 Value::Array(ips)
             }
+            // ZeroTier's `[[id, value], ...]`, written `ID:VALUE,...`.
+            "tags" => {
+                let mut tags = Vec::new();
+                for pair in value.split(',').filter(|p| !p.trim().is_empty()) {
+                    let parsed = pair.split_once(':').and_then(|(id, v)| {
+                        Some((
+                            id.trim().parse::<u32>().ok()?,
+                            v.trim().parse::<u32>().ok()?,
+                        ))
+                    });
+                    let (id, v) = parsed.ok_or_else(|| {
+                        format!("bad tags {value:?}: {pair:?} is not ID:VALUE (two numbers)")
+                    })?;
+                    tags.push(json!([id, v]));
+                }
+                Value::Array(tags)
+            }
+            "capabilities" => {
+                let mut ids = Vec::new();
+                for id in value.split(',').filter(|i| !i.trim().is_empty()) {
+                    let parsed = id.trim().parse::<u32>().map_err(|_| {
+                        format!("bad capabilities {value:?}: {id:?} is not a capability id")
+                    })?;
+                    ids.push(json!(parsed));
+                }
+                Value::Array(ids)
+            }
             _ => {
                 return Err(format!(
                     "unknown setting {key:?}: expected authorized, activeBridge, \
-                     noAutoAssignIps, ipAssignments or name"
+                     noAutoAssignIps, ipAssignments, name, tags or capabilities"
                 ));
             }
         };
@@ -181,6 +208,27 @@ pub fn member_settings(settings: &[String]) -> Result<serde_json::Map<String, Va
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_tags_and_capabilities() {
+        let body = member_settings(&["tags=1000:100, 1001:5".into(), "capabilities=2000,7".into()])
+            .unwrap();
+        assert_eq!(body["tags"], json!([[1000, 100], [1001, 5]]));
+        assert_eq!(body["capabilities"], json!([2000, 7]));
+        let none = member_settings(&["tags=".into(), "capabilities=".into()]).unwrap();
+        assert_eq!(
+            (&none["tags"], &none["capabilities"]),
+            (&json!([]), &json!([]))
+        );
+        assert_eq!(
+            member_settings(&["tags=1000".into()]).unwrap_err(),
+            "bad tags \"1000\": \"1000\" is not ID:VALUE (two numbers)"
+        );
+        assert_eq!(
+            member_settings(&["capabilities=x".into()]).unwrap_err(),
+            "bad capabilities \"x\": \"x\" is not a capability id"
+        );
+    }
 
     #[test]
     fn bools_pools_and_routes() {
