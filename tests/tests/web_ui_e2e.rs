@@ -101,7 +101,16 @@ fn sign_in_create_a_network_authorize_a_member_and_see_it_online() {
     });
     assert!(online, "the member goes online: {}", browser.text(&row));
     assert!(wait_until(Duration::from_secs(10), || m1.status(&nwid) == "OK"));
-    assert!(browser.text(&row).contains("DIRECT") || browser.text(&row).contains("RELAY"));
+    // The path shows with the UI's next refresh of the member's peer.
+    let path_shown = wait_until(Duration::from_secs(10), || {
+        let text = browser.text(&row);
+        text.contains("DIRECT") || text.contains("RELAY")
+    });
+    assert!(
+        path_shown,
+        "the member's path is shown: {}",
+        browser.text(&row)
+    );
 
     // Name the member (Tab leaves the field, which saves it), set the
     // network's DNS, and make a join key.
