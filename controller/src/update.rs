@@ -206,10 +206,7 @@ fn definitions<T>(
     if is_empty(value) {
         return Ok(Vec::new());
     }
-    let items = array(value, field, what)?;
-    if items.len() > max {
-        return Err(FieldError::new(field, format!("at most {max} {field}")));
-    }
+    let items = bounded_array(value, field, what, max, field)?;
     let mut ids: Vec<u32> = Vec::with_capacity(items.len());
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -278,13 +275,7 @@ fn member_tags(value: &Value) -> Result<Vec<(u32, u32)>, FieldError> {
     if value.is_null() {
         return Ok(Vec::new());
     }
-    let items = array(value, "tags", "[id, value] pairs")?;
-    if items.len() > MAX_MEMBER_TAGS {
-        return Err(FieldError::new(
-            "tags",
-            format!("at most {MAX_MEMBER_TAGS} tags"),
-        ));
-    }
+    let items = bounded_array(value, "tags", "[id, value] pairs", MAX_MEMBER_TAGS, "tags")?;
     let mut out: Vec<(u32, u32)> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let field = format!("tags[{i}]");
@@ -317,13 +308,13 @@ fn member_capabilities(value: &Value) -> Result<Vec<u32>, FieldError> {
     if value.is_null() {
         return Ok(Vec::new());
     }
-    let items = array(value, "capabilities", "capability ids")?;
-    if items.len() > MAX_MEMBER_CAPABILITIES {
-        return Err(FieldError::new(
-            "capabilities",
-            format!("at most {MAX_MEMBER_CAPABILITIES} capabilities"),
-        ));
-    }
+    let items = bounded_array(
+        value,
+        "capabilities",
+        "capability ids",
+        MAX_MEMBER_CAPABILITIES,
+        "capabilities",
+    )?;
     let mut out = items
         .iter()
         .enumerate()
@@ -419,15 +410,24 @@ fn array<'a>(value: &'a Value, field: &str, what: &str) -> Result<&'a Vec<Value>
     })
 }
 
+/// [`array`], refused past `max` items ("at most `max` `noun`").
+fn bounded_array<'a>(
+    value: &'a Value,
+    field: &str,
+    what: &str,
+    max: usize,
+    noun: &str,
+) -> Result<&'a Vec<Value>, FieldError> {
+    let items = array(value, field, what)?;
+    if items.len() > max {
+        return Err(FieldError::new(field, format!("at most {max} {noun}")));
+    }
+    Ok(items)
+}
+
 fn pools(value: &Value) -> Result<Vec<IpPool>, FieldError> {
     const WHAT: &str = "{ipRangeStart, ipRangeEnd}";
-    let items = array(value, "ipAssignmentPools", WHAT)?;
-    if items.len() > MAX_POOLS {
-        return Err(FieldError::new(
-            "ipAssignmentPools",
-            format!("at most {MAX_POOLS} pools"),
-        ));
-    }
+    let items = bounded_array(value, "ipAssignmentPools", WHAT, MAX_POOLS, "pools")?;
     let mut out: Vec<IpPool> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let field = format!("ipAssignmentPools[{i}]");
@@ -479,13 +479,7 @@ fn pools(value: &Value) -> Result<Vec<IpPool>, FieldError> {
 
 fn routes(value: &Value) -> Result<Vec<ManagedRouteSpec>, FieldError> {
     const WHAT: &str = "{target, via}";
-    let items = array(value, "routes", WHAT)?;
-    if items.len() > MAX_ROUTES {
-        return Err(FieldError::new(
-            "routes",
-            format!("at most {MAX_ROUTES} routes"),
-        ));
-    }
+    let items = bounded_array(value, "routes", WHAT, MAX_ROUTES, "routes")?;
     let mut out: Vec<ManagedRouteSpec> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let field = format!("routes[{i}]");
@@ -622,10 +616,7 @@ fn stored_identity(address: Address, value: &Value) -> Result<String, FieldError
 
 /// A list of CIDR networks (at most `max`, none twice).
 fn cidrs(value: &Value, field: &str, max: usize) -> Result<Vec<Cidr>, FieldError> {
-    let items = array(value, field, "CIDR strings")?;
-    if items.len() > max {
-        return Err(FieldError::new(field, format!("at most {max} routes")));
-    }
+    let items = bounded_array(value, field, "CIDR strings", max, "routes")?;
     let mut out: Vec<Cidr> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let f = format!("{field}[{i}]");

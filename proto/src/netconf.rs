@@ -506,6 +506,29 @@ pub struct NetworkConfig {
 }
 
 impl NetworkConfig {
+    /// The config of `data` for `issued_to`, with its certificate signed by
+    /// the controller (stamped with the data's time, granting its grants).
+    pub fn sign(
+        controller: &KeyPair,
+        network: NetworkId,
+        issued_to: Address,
+        data: NetworkConfigData,
+    ) -> Self {
+        let certificate = Certificate::issue_with_grants(
+            controller,
+            network,
+            issued_to,
+            data.timestamp_ms,
+            data.grants.clone(),
+        );
+        Self {
+            network,
+            issued_to,
+            data,
+            certificate,
+        }
+    }
+
     /// Checks the data's fields (decoded from a controller; never trusted blindly).
     fn check(&self) -> Result<(), NetconfError> {
         let bad = |field: &'static str, problem: String| NetconfError::BadField { field, problem };

@@ -20,6 +20,7 @@ use crate::maybe_ms::MaybeMs;
 use crate::network_id::NetworkId;
 use crate::network_message::{FrameMessage, OffloadFrameMessage};
 use crate::offload::Offload;
+use crate::rules::CarbonCopy;
 use crate::switch::{DropReason, Inbound, Outbound};
 use crate::verb::Verb;
 use crate::wire::write_verb;
@@ -177,14 +178,7 @@ impl Node {
                     self.send_frame(now_ms, nwid, target, offload, &frame, out);
                 }
                 if let Some(copy) = tee {
-                    // The first `length` bytes of the payload (a super-frame
-                    // goes whole: its segments are made by the receiver).
-                    let len = if offload.is_none() {
-                        frame.len().min(ETHERNET_HEADER_LEN_BYTES + copy.length)
-                    } else {
-                        frame.len()
-                    };
-                    self.send_frame(now_ms, nwid, copy.to, offload, &frame[..len], out);
+                    self.send_copy(now_ms, nwid, copy, offload, &frame, out);
                 }
                 self.frame_copy = frame;
             }
@@ -432,12 +426,27 @@ impl Node {
             Inbound::Drop(_) => self.counters.dropped_frames += 1,
         }
         if let Some(copy) = watch {
-            let len = if offload.is_none() {
-                frame.len().min(ETHERNET_HEADER_LEN_BYTES + copy.length)
-            } else {
-                frame.len()
-            };
-            self.send_frame(now_ms, nwid, copy.to, offload, &frame[..len], out);
+            self.send_copy(now_ms, nwid, copy, offload, frame, out);
         }
+    }
+
+    /// Sends the copy a TEE or WATCH rule asked for: the first `length`
+    /// bytes of the payload (a super-frame goes whole: its segments are
+    /// made by the receiver).
+    fn send_copy(
+        &mut self,
+        now_ms: u64,
+        nwid: NetworkId,
+        copy: CarbonCopy,
+        offload: Offload,
+        frame: &[u8],
+        out: &mut Outbox,
+    ) {
+        let len = if offload.is_none() {
+            frame.len().min(ETHERNET_HEADER_LEN_BYTES + copy.length)
+        } else {
+            frame.len()
+        };
+        self.send_frame(now_ms, nwid, copy.to, offload, &frame[..len], out);
     }
 }

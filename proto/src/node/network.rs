@@ -19,9 +19,7 @@ use crate::constants::{
 };
 use crate::hash_state::{HashMap, HashState};
 use crate::message::{InRe, encode_in_re};
-use crate::netconf::{
-    Certificate, ConfigDenied, NetworkConfig, NetworkConfigData, decode_chunk, encode_chunks,
-};
+use crate::netconf::{ConfigDenied, NetworkConfig, NetworkConfigData, decode_chunk, encode_chunks};
 use crate::network_id::{Mac, NetworkId};
 use crate::network_message::{ConfigRequest, RequestMeta, decode_network_id, encode_network_id};
 use crate::rules::Grants;
@@ -585,19 +583,7 @@ impl Node {
                     // from now on, and take the new one.
                     self.issue_revocation(now_ms, nwid, member, threshold, out);
                 }
-                let certificate = Certificate::issue_with_grants(
-                    &self.key_pair,
-                    nwid,
-                    member,
-                    data.timestamp_ms,
-                    data.grants.clone(),
-                );
-                let config = NetworkConfig {
-                    network: nwid,
-                    issued_to: member,
-                    data,
-                    certificate,
-                };
+                let config = NetworkConfig::sign(&self.key_pair, nwid, member, data);
                 self.controller.next_update_id += 1;
                 let update_id = self.controller.next_update_id;
                 for chunk in encode_chunks(&self.key_pair, nwid, update_id, &config.encode()) {
@@ -654,22 +640,8 @@ impl Node {
         let me = self.address;
         match answer {
             Ok(data) => {
-                let certificate = Certificate::issue_with_grants(
-                    &self.key_pair,
-                    nwid,
-                    me,
-                    data.timestamp_ms,
-                    data.grants.clone(),
-                );
-                self.install_config(
-                    now_ms,
-                    NetworkConfig {
-                        network: nwid,
-                        issued_to: me,
-                        data,
-                        certificate,
-                    },
-                );
+                let config = NetworkConfig::sign(&self.key_pair, nwid, me, data);
+                self.install_config(now_ms, config);
             }
             Err(ConfigDenied::AccessDenied) => self.set_status(nwid, NetworkStatus::AccessDenied),
             // Asked again at the next tick.
@@ -829,6 +801,7 @@ mod tests {
     };
     use crate::identity::Identity;
     use crate::message::Versions;
+    use crate::netconf::Certificate;
     use crate::netconf::NetworkConfigData;
     use crate::node::NodeConfig;
     use crate::world::{Root, World, WorldKind};
