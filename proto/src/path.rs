@@ -10,6 +10,8 @@ use crate::constants::{
 };
 use crate::local_socket::LocalSocket;
 use crate::maybe_ms::MaybeMs;
+use smallvec::SmallVec;
+use thin_vec::ThinVec;
 
 /// One physical path to a peer.
 #[derive(Debug, Clone)]
@@ -100,11 +102,13 @@ impl Path {
 /// The set of paths to one peer.
 #[derive(Debug, Default, Clone)]
 pub struct PathSet {
-    paths: Vec<Path>,
+    /// The first one inline: a root holds one path per peer for thousands
+    /// of peers.
+    paths: SmallVec<[Path; 1]>,
     /// Candidates given up on (never answered), and when: not learned
     /// again for `GIVEN_UP_MEMORY_MS`, so a peer pushing them again and
     /// again gets no fresh round of probes.
-    given_up: Vec<(SocketAddr, u64)>,
+    given_up: ThinVec<(SocketAddr, u64)>,
 }
 
 /// How long a candidate given up on stays refused.

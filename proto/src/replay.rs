@@ -27,10 +27,9 @@ const _: () = assert!(REPLAY_WINDOW_PACKETS.is_multiple_of(WORD_BITS));
 pub struct ReplayWindow {
     /// Highest counter accepted so far (0 before any: counter 0 is then new).
     highest: u64,
-    /// Counters the window spans (a multiple of 64).
-    packets: u64,
-    /// One bit per counter in `highest - (packets - 1) ..= highest`
-    /// (up to 128 counters inline: a root holds thousands of sessions).
+    /// One bit per counter in `highest - (packets - 1) ..= highest`, where
+    /// `packets` (the counters the window spans) is 64 per word (up to 128
+    /// counters inline: a root holds thousands of sessions).
     bits: SmallVec<[u64; 2]>,
 }
 
@@ -62,14 +61,13 @@ impl ReplayWindow {
             .next_multiple_of(WORD_BITS);
         Self {
             highest: 0,
-            packets,
             bits: smallvec::smallvec![0; (packets / WORD_BITS) as usize],
         }
     }
 
     /// Counters the window spans.
     pub fn packets(&self) -> u64 {
-        self.packets
+        self.bits.len() as u64 * WORD_BITS
     }
 
     /// The highest counter accepted so far (0 if none).
@@ -83,7 +81,7 @@ impl ReplayWindow {
         if counter > self.highest {
             return true;
         }
-        if self.highest - counter >= self.packets {
+        if self.highest - counter >= self.packets() {
             return false;
         }
         let (word, bit) = self.position(counter);
@@ -109,7 +107,7 @@ impl ReplayWindow {
     /// ring positions of counters that are leaving the window.
     fn clear_above_highest(&mut self, counter: u64) {
         let distance = counter - self.highest;
-        if distance >= self.packets {
+        if distance >= self.packets() {
             self.bits.fill(0);
             return;
         }
@@ -134,7 +132,7 @@ impl ReplayWindow {
 impl ReplayWindow {
     /// Word index and bit mask of `counter` in the ring.
     fn position(&self, counter: u64) -> (usize, u64) {
-        let slot = counter % self.packets;
+        let slot = counter % self.packets();
         ((slot / WORD_BITS) as usize, 1u64 << (slot % WORD_BITS))
     }
 }

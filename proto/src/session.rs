@@ -20,6 +20,7 @@ use crate::constants::{
 };
 use crate::replay::ReplayWindow;
 use crate::wire::{FLAG_AES_GCM, FLAGS_OFFSET};
+use smallvec::SmallVec;
 
 /// Domain separation for session key derivation.
 const SESSION_KDF_LABEL: &[u8] = b"vnet session v1";
@@ -121,8 +122,7 @@ pub fn derive_session(
     };
     Some(Session {
         slot,
-        send_aead: OnceCell::new(),
-        recv_aead: OnceCell::new(),
+        aead: OnceCell::new(),
         send,
         recv,
         first_counter: first_counter(random),
@@ -157,11 +157,10 @@ pub struct Session {
     slot: u8,
     send: PacketKey,
     recv: PacketKey,
-    /// AES-256-GCM keys derived from `send` and `recv` when first used
-    /// (half a kilobyte each: a root's sessions, which carry only control
-    /// packets in Salsa20/12, never make them).
-    send_aead: OnceCell<Box<AeadKey>>,
-    recv_aead: OnceCell<Box<AeadKey>>,
+    /// AES-256-GCM keys derived from `send` and `recv` together when first
+    /// used (half a kilobyte each: a root's sessions, which carry only
+    /// control packets in Salsa20/12, never make them).
+    aead: OnceCell<Box<[AeadKey; 2]>>,
     /// The first counter this session sent (random).
     first_counter: u64,
     next_counter: u64,
@@ -184,14 +183,18 @@ impl Session {
         self
     }
 
+    /// The AES-256-GCM keys to send and to receive with.
+    fn aead(&self) -> &[AeadKey; 2] {
+        self.aead
+            .get_or_init(|| Box::new([AeadKey::derive(&self.send), AeadKey::derive(&self.recv)]))
+    }
+
     fn send_aead(&self) -> &AeadKey {
-        self.send_aead
-            .get_or_init(|| Box::new(AeadKey::derive(&self.send)))
+        &self.aead()[0]
     }
 
     fn recv_aead(&self) -> &AeadKey {
-        self.recv_aead
-            .get_or_init(|| Box::new(AeadKey::derive(&self.recv)))
+        &self.aead()[1]
     }
 }
 
@@ -213,7 +216,10 @@ pub enum OpenError {
 /// send under keys its sender does not hold, nor evict a live session.
 #[derive(Default)]
 pub struct SessionSet {
-    sessions: Vec<Session>,
+    /// The first one inline: a root holds one session per peer for
+    /// thousands of peers, and a separate allocation each costs its
+    /// rounding and the allocator's free space between them.
+    sessions: SmallVec<[Session; 1]>,
     /// Boxed: a session is 2 KB, and most peers have none pending.
     pending: Option<Box<Session>>,
     newly_confirmed: bool,
@@ -226,8 +232,8 @@ impl SessionSet {
         for old in &mut self.sessions {
             old.superseded_ms.get_or_insert(now_ms);
         }
-        // Grown one at a time: a Vec's first push reserves four, and a root
-        // holds one session per peer for thousands of peers.
+        // Grown one at a time past the inline one: a rekey holds two for
+        // the overlap only.
         self.sessions.reserve_exact(1);
         self.sessions.push(session);
         self.expire(now_ms);
@@ -270,7 +276,8 @@ impl SessionSet {
                 })
         });
         // A rekey grows the set to two for the overlap; a root holds
-        // thousands of sets, so the room is given back after it.
+        // thousands of sets, so the room is given back after it (one
+        // session moves back inline).
         if self.sessions.capacity() > self.sessions.len().max(1) {
             self.sessions.shrink_to_fit();
         }
@@ -635,13 +642,19 @@ mod tests {
         set_a.install(0, a1);
         set_b.install(0, b1);
         let (c, slot1, mut p) = seal_n(&mut set_a, 1).remove(0);
+        assert!(!set_b.sessions.spilled(), "one session is held inline");
         set_a.install(1000, a2);
         set_b.install(1000, b2);
+        assert!(set_b.sessions.spilled(), "two for the overlap");
         assert_eq!(
             set_b.open(1000 + KEY_OVERLAP_MS, slot1, c, &mut p),
             Err(expired(live_slot, slot1))
         );
         assert_eq!(set_b.sessions.len(), 1, "only session 2 is left");
+        assert!(
+            !set_b.sessions.spilled(),
+            "the room of the overlap is given back: the one left is inline again"
+        );
     }
 
     #[test]

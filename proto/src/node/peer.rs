@@ -251,11 +251,12 @@ mod tests {
 
     /// A root keeps one per peer, for tens of thousands of peers: a field
     /// added here costs that many times over (672 bytes before times became
-    /// `MaybeMs` and the rare lists `ThinVec`s).
+    /// `MaybeMs` and the rare lists `ThinVec`s; 568 with its first session
+    /// and path inline, which were separate allocations of 176 and 136).
     #[test]
     fn a_peer_and_its_path_stay_small() {
         assert!(
-            std::mem::size_of::<Peer>() <= 328,
+            std::mem::size_of::<Peer>() <= 568,
             "{}",
             std::mem::size_of::<Peer>()
         );
