@@ -26,7 +26,9 @@ pub struct PathMtu {
     /// None until the first search: due at once.
     next_search_ms: MaybeMs,
     next_confirm_ms: u64,
-    lowered: u64,
+    /// Times the usable size came down (u32: packed beside `usable`, one
+    /// in every path a root holds).
+    lowered: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -64,7 +66,7 @@ impl PathMtu {
     }
 
     /// How often the size in use stopped passing and fell back to the base.
-    pub fn times_lowered(&self) -> u64 {
+    pub fn times_lowered(&self) -> u32 {
         self.lowered
     }
 
@@ -109,7 +111,7 @@ impl PathMtu {
                 // The size in use stopped passing: back to the base at once,
                 // then search below what was lost.
                 self.usable = PATH_MTU_BASE_BYTES;
-                self.lowered += 1;
+                self.lowered = self.lowered.saturating_add(1);
                 **p = Probing::search(PATH_MTU_BASE_BYTES, lost);
             } else {
                 p.hi = p.hi.min(lost);

@@ -793,7 +793,7 @@ impl Node {
                     .collect();
                 if let Some(peer) = self.peers.get_mut(&src) {
                     if mapping.is_some() {
-                        peer.nat_mapping = mapping;
+                        peer.traversal_mut().nat_mapping = mapping;
                     }
                     for (p, _) in paths
                         .into_iter()
@@ -1287,8 +1287,9 @@ impl Node {
                             .get_mut(from)
                             .is_some_and(|path| path.mtu.answered(now_ms, size))
                     } else {
-                        p.relayed_mtu
-                            .as_deref_mut()
+                        p.traversal
+                            .as_mut()
+                            .and_then(|t| t.relayed_mtu.as_mut())
                             .is_some_and(|(_, mtu)| mtu.answered(now_ms, size))
                     }
                 });
@@ -1787,7 +1788,7 @@ impl Node {
         };
         peer.paths.learn_introduced(now_ms, r.endpoint);
         if !(r.endpoint.ip().is_loopback() || r.endpoint.ip().is_unspecified()) {
-            peer.root_observed = Some(Box::new(r.endpoint));
+            peer.traversal_mut().root_observed = Some(r.endpoint);
         }
         self.probe_candidates(now_ms, r.peer, out);
     }
@@ -1849,7 +1850,7 @@ impl Node {
         let mut payload = Vec::with_capacity(3 + paths.len() * 20);
         encode_push_direct_paths(&paths, self.nat_mapping(), &mut payload);
         if let Some(peer) = self.peers.get_mut(&addr) {
-            peer.last_paths_pushed_ms = MaybeMs::at(now_ms);
+            peer.traversal_mut().last_paths_pushed_ms = MaybeMs::at(now_ms);
         }
         self.send_session(now_ms, addr, None, Verb::PushDirectPaths, &payload, out);
     }
@@ -2656,7 +2657,7 @@ impl Node {
             || p.is_active(now_ms)
             || p.handshake.is_some()
             || !p.queued.is_empty()
-            || p.punch.is_some()
+            || p.traversal().is_some_and(|t| t.punch.is_some())
             || (!p.sessions.is_established() && heard_lately);
         if busy {
             return Some(soon);
@@ -2672,7 +2673,7 @@ impl Node {
         if let Some(t) = p.last_receive_ms.get() {
             due(t + PEER_IDLE_TIMEOUT_MS);
         }
-        if let Some(t) = p.last_paths_pushed_ms.get() {
+        if let Some(t) = p.traversal().and_then(|t| t.last_paths_pushed_ms.get()) {
             due(t + PUSH_DIRECT_PATHS_INTERVAL_MS);
         }
         due(p.last_wanted_ms(self.am_root) + PEER_IDLE_TIMEOUT_MS);
@@ -2759,8 +2760,8 @@ impl Node {
             && peer.sessions.is_established()
             && recently_used
             && peer
-                .last_paths_pushed_ms
-                .get()
+                .traversal()
+                .and_then(|t| t.last_paths_pushed_ms.get())
                 .is_none_or(|t| now_ms.saturating_sub(t) >= PUSH_DIRECT_PATHS_INTERVAL_MS);
         for to in probes {
             self.probe(now_ms, addr, to, out);
@@ -2812,17 +2813,19 @@ impl Node {
             }
             PeerRoute::Relayed { root, .. } => {
                 // A route through another root starts from the base again.
-                if peer
+                let latency = peer.latency_ms;
+                let traversal = peer.traversal_mut();
+                if traversal
                     .relayed_mtu
-                    .as_deref()
+                    .as_ref()
                     .is_none_or(|(via, _)| *via != root)
                 {
-                    peer.relayed_mtu = Some(Box::new((root, Default::default())));
+                    traversal.relayed_mtu = Some((root, Default::default()));
                 }
-                let Some((_, mtu)) = peer.relayed_mtu.as_deref_mut() else {
+                let Some((_, mtu)) = traversal.relayed_mtu.as_mut() else {
                     return;
                 };
-                (mtu, peer.latency_ms, None, None)
+                (mtu, latency, None, None)
             }
         };
         let lowered = mtu.times_lowered();
@@ -2855,7 +2858,7 @@ impl Node {
             Some(PeerRoute::Direct(path)) if peer.direct_since_ms.is_none() => {
                 peer.direct_since_ms = MaybeMs::at(now_ms);
                 if peer.relayed_since_ms.take().is_some() {
-                    peer.last_upgrade_ms = MaybeMs::at(now_ms);
+                    peer.traversal_mut().last_upgrade_ms = MaybeMs::at(now_ms);
                     self.events
                         .push_back(Event::PathUpgraded { peer: addr, path });
                 }

@@ -78,38 +78,22 @@ pub(crate) struct Peer {
     pub aes_gcm: bool,
     /// It announced (CAPABILITIES, this session) that it answers PATH_MTU_PROBE.
     pub path_mtu_probes: bool,
-    /// The largest datagram that reaches it through a root, and that root:
-    /// discovered end to end like a direct path's (PROTOCOL.md §3.10).
-    pub relayed_mtu: Option<Box<(crate::address::Address, crate::path_mtu::PathMtu)>>,
     pub latency_ms: MaybeMs,
     pub last_receive_ms: MaybeMs,
     /// Last time traffic that matters to the user went either way.
     pub last_active_ms: MaybeMs,
     /// Messages waiting for a session.
     pub queued: ThinVec<(Verb, Vec<u8>)>,
-    pub last_paths_pushed_ms: MaybeMs,
     /// World ids this peer holds an older copy of (or wants); sent once a
     /// session packet arrives straight from it (no amplification).
     pub worlds_due: ThinVec<u64>,
     /// Whether the last route computed was direct, and since when.
     pub direct_since_ms: MaybeMs,
-    /// When the route last went from relayed to direct.
-    pub last_upgrade_ms: MaybeMs,
     /// When relayed traffic to/from this peer was first seen in the current relayed stretch.
     pub relayed_since_ms: MaybeMs,
-    /// How the peer's NAT maps ports, as it told us in PUSH_DIRECT_PATHS.
-    pub nat_mapping: Option<crate::node::NatMapping>,
-    /// Where a root sees the peer (from RENDEZVOUS): the target of a birthday punch.
-    /// Boxed: only leaves that punch set it.
-    pub root_observed: Option<Box<SocketAddr>>,
     /// On a root: the root this peer's packets last came through (a node
     /// relaying over TCP is reached only through its TCP root).
     pub relayed_via: Option<crate::address::Address>,
-    /// A birthday hole punch in progress with this peer.
-    pub punch: Option<Box<crate::node::traversal::Punch>>,
-    /// Failed punches in a row, and no new one before this time.
-    pub punch_failures: u32,
-    pub punch_not_before_ms: u64,
     /// The sender's timestamp of the last HELLO accepted: an older or
     /// equal one (a replay) changes nothing.
     pub last_hello_timestamp_ms: u64,
@@ -118,13 +102,53 @@ pub(crate) struct Peer {
     pub admitted_ms: u64,
     /// Last time something other than a keepalive came from this peer.
     pub last_useful_ms: MaybeMs,
-    /// PUSH_DIRECT_PATHS budget: last refill (ms) and tokens (two fields,
-    /// so the tokens fill the padding beside the flags).
-    pub push_refill_ms: u64,
-    pub push_tokens: u32,
     /// When its timer work is next due (ms; `u64::MAX`: not scheduled).
     /// Matches its live entry in the node's timer heap.
     pub next_tick_ms: u64,
+    /// What only getting through NATs to it needs; made on first use.
+    pub traversal: Option<Box<PeerTraversal>>,
+}
+
+/// What a node keeps about a peer only to get through NATs to it and to
+/// tell it its own paths: boxed and made on first use, since a root holds
+/// thousands of peers and sets none of it.
+pub(crate) struct PeerTraversal {
+    /// How the peer's NAT maps ports, as it told us in PUSH_DIRECT_PATHS.
+    pub nat_mapping: Option<crate::node::NatMapping>,
+    /// Where a root sees the peer (from RENDEZVOUS): the target of a birthday punch.
+    pub root_observed: Option<SocketAddr>,
+    /// A birthday hole punch in progress with this peer.
+    pub punch: Option<Box<crate::node::traversal::Punch>>,
+    /// Failed punches in a row, and no new one before this time.
+    pub punch_failures: u32,
+    pub punch_not_before_ms: u64,
+    /// When we last pushed it our paths.
+    pub last_paths_pushed_ms: MaybeMs,
+    /// When the route last went from relayed to direct.
+    pub last_upgrade_ms: MaybeMs,
+    /// The largest datagram that reaches it through a root, and that root:
+    /// discovered end to end like a direct path's (PROTOCOL.md §3.10).
+    pub relayed_mtu: Option<(crate::address::Address, crate::path_mtu::PathMtu)>,
+    /// PUSH_DIRECT_PATHS budget: last refill (ms) and tokens.
+    pub push_refill_ms: u64,
+    pub push_tokens: u32,
+}
+
+impl Default for PeerTraversal {
+    fn default() -> Self {
+        Self {
+            nat_mapping: None,
+            root_observed: None,
+            punch: None,
+            punch_failures: 0,
+            punch_not_before_ms: 0,
+            last_paths_pushed_ms: MaybeMs::NONE,
+            last_upgrade_ms: MaybeMs::NONE,
+            relayed_mtu: None,
+            push_refill_ms: 0,
+            push_tokens: PUSH_BUDGET_BURST,
+        }
+    }
 }
 
 impl Peer {
@@ -142,29 +166,30 @@ impl Peer {
             offload_frames: false,
             aes_gcm: false,
             path_mtu_probes: false,
-            relayed_mtu: None,
             latency_ms: MaybeMs::NONE,
             last_receive_ms: MaybeMs::NONE,
             last_active_ms: MaybeMs::NONE,
             queued: ThinVec::new(),
-            last_paths_pushed_ms: MaybeMs::NONE,
             worlds_due: ThinVec::new(),
             direct_since_ms: MaybeMs::NONE,
-            last_upgrade_ms: MaybeMs::NONE,
             relayed_since_ms: MaybeMs::NONE,
-            nat_mapping: None,
-            root_observed: None,
             relayed_via: None,
-            punch: None,
-            punch_failures: 0,
-            punch_not_before_ms: 0,
             last_hello_timestamp_ms: 0,
             admitted_ms: 0,
             last_useful_ms: MaybeMs::NONE,
-            push_refill_ms: 0,
-            push_tokens: PUSH_BUDGET_BURST,
             next_tick_ms: u64::MAX,
+            traversal: None,
         }
+    }
+
+    /// Its traversal state, if any was ever set.
+    pub fn traversal(&self) -> Option<&PeerTraversal> {
+        self.traversal.as_deref()
+    }
+
+    /// Its traversal state, made on first use.
+    pub fn traversal_mut(&mut self) -> &mut PeerTraversal {
+        self.traversal.get_or_insert_with(Box::default)
     }
 
     /// The key of packets armored under the static agreement (HELLO, OK,
@@ -183,10 +208,12 @@ impl Peer {
     pub fn route_mtu(&self, route: PeerRoute) -> usize {
         match route {
             PeerRoute::Direct(to) => self.paths.mtu_to(to),
-            PeerRoute::Relayed { root, .. } => match self.relayed_mtu.as_deref() {
-                Some((via, mtu)) if *via == root => mtu.usable(),
-                _ => usize::from(crate::constants::PATH_MTU_BASE_BYTES),
-            },
+            PeerRoute::Relayed { root, .. } => {
+                match self.traversal().and_then(|t| t.relayed_mtu.as_ref()) {
+                    Some((via, mtu)) if *via == root => mtu.usable(),
+                    _ => usize::from(crate::constants::PATH_MTU_BASE_BYTES),
+                }
+            }
         }
     }
 
@@ -201,7 +228,8 @@ impl Peer {
     /// per `PUSH_DIRECT_PATHS_MIN_INTERVAL_MS`, burst 2); charges it.
     pub fn push_allowed(&mut self, now_ms: u64) -> bool {
         use crate::constants::PUSH_DIRECT_PATHS_MIN_INTERVAL_MS;
-        let (last, tokens) = (&mut self.push_refill_ms, &mut self.push_tokens);
+        let t = self.traversal_mut();
+        let (last, tokens) = (&mut t.push_refill_ms, &mut t.push_tokens);
         let refill = now_ms.saturating_sub(*last) / PUSH_DIRECT_PATHS_MIN_INTERVAL_MS;
         if refill > 0 {
             *tokens = (*tokens as u64 + refill).min(PUSH_BUDGET_BURST as u64) as u32;
@@ -252,14 +280,15 @@ mod tests {
     /// A root keeps one per peer, for tens of thousands of peers: a field
     /// added here costs that many times over (672 bytes before times became
     /// `MaybeMs` and the rare lists `ThinVec`s; 568 with its first session
-    /// and path inline, which were separate allocations of 176 and 136).
+    /// and path inline, which were separate allocations of 176 and 136;
+    /// 504 with the traversal state boxed: one allocation of 512 a peer).
     #[test]
     fn a_peer_and_its_path_stay_small() {
         assert!(
-            std::mem::size_of::<Peer>() <= 568,
+            std::mem::size_of::<Peer>() <= 504,
             "{}",
             std::mem::size_of::<Peer>()
         );
-        assert!(std::mem::size_of::<crate::path::Path>() <= 136);
+        assert!(std::mem::size_of::<crate::path::Path>() <= 128);
     }
 }

@@ -155,11 +155,14 @@ impl Node {
                 |v| format!("{}.{}.{}", v.major, v.minor, v.revision),
             ),
             route: route_name,
-            nat_mapping: peer.nat_mapping,
+            nat_mapping: peer.traversal().and_then(|t| t.nat_mapping),
             relay,
             session: peer.sessions.is_established(),
             session_age: peer.sessions.age_ms(now_ms),
-            upgraded_ago: peer.last_upgrade_ms.get().map(|t| now_ms.saturating_sub(t)),
+            upgraded_ago: peer
+                .traversal()
+                .and_then(|t| t.last_upgrade_ms.get())
+                .map(|t| now_ms.saturating_sub(t)),
             mtu: route.map_or(usize::from(crate::constants::PATH_MTU_BASE_BYTES), |r| {
                 peer.route_mtu(r)
             }),

@@ -261,8 +261,8 @@ impl Node {
         }
         self.traversal.port_mapping = mapping;
         // Advertise the change to peers in use at the next tick.
-        for p in self.peers.values_mut() {
-            p.last_paths_pushed_ms = MaybeMs::NONE;
+        for t in self.peers.values_mut().filter_map(|p| p.traversal.as_mut()) {
+            t.last_paths_pushed_ms = MaybeMs::NONE;
         }
     }
 
@@ -336,7 +336,7 @@ impl Node {
     pub fn live_punch_sockets(&self) -> HashSet<u32> {
         let mut live = HashSet::new();
         for p in self.peers.values() {
-            if let Some(punch) = &p.punch {
+            if let Some(punch) = p.traversal().and_then(|t| t.punch.as_ref()) {
                 live.extend(punch.sockets.iter().copied());
             }
             for x in p.paths.iter() {
@@ -438,20 +438,22 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
-        if let Some(punch) = &mut peer.punch {
+        if let Some(traversal) = peer.traversal.as_deref_mut()
+            && let Some(punch) = &mut traversal.punch
+        {
             let over = now_ms.saturating_sub(punch.started_ms) >= PUNCH_WINDOW_MS;
             if direct || over {
                 let succeeded = direct;
-                peer.punch = None;
+                traversal.punch = None;
                 if succeeded {
-                    peer.punch_failures = 0;
-                    peer.punch_not_before_ms = now_ms;
+                    traversal.punch_failures = 0;
+                    traversal.punch_not_before_ms = now_ms;
                 } else {
-                    peer.punch_failures = peer.punch_failures.saturating_add(1);
+                    traversal.punch_failures = traversal.punch_failures.saturating_add(1);
                     let backoff = PUNCH_BACKOFF_BASE_MS
-                        .saturating_mul(1 << (peer.punch_failures - 1).min(16))
+                        .saturating_mul(1 << (traversal.punch_failures - 1).min(16))
                         .min(PUNCH_BACKOFF_MAX_MS);
-                    peer.punch_not_before_ms = now_ms + backoff;
+                    traversal.punch_not_before_ms = now_ms + backoff;
                 }
                 return;
             }
@@ -474,21 +476,24 @@ impl Node {
             }
             return;
         }
-        // Start as the hard side?
+        // Start as the hard side? (Only a peer that told us its NAT can be.)
+        let Some(traversal) = peer.traversal() else {
+            return;
+        };
         let due = !direct
             && mine == NatMapping::EndpointDependent
             && matches!(
-                peer.nat_mapping,
+                traversal.nat_mapping,
                 Some(NatMapping::EndpointIndependent | NatMapping::Unknown)
             )
             && peer.is_active(now_ms)
             && peer.sessions.is_established()
-            && now_ms >= peer.punch_not_before_ms
+            && now_ms >= traversal.punch_not_before_ms
             && peer
                 .relayed_since_ms
                 .get()
                 .is_some_and(|t| now_ms.saturating_sub(t) >= PUNCH_AFTER_RELAYED_MS);
-        let Some(target) = peer.root_observed.as_deref().copied().filter(|_| due) else {
+        let Some(target) = traversal.root_observed.filter(|_| due) else {
             return;
         };
         let first = self.traversal.next_punch_socket;
@@ -497,7 +502,7 @@ impl Node {
             .map(|i| first.wrapping_add(i))
             .collect();
         if let Some(peer) = self.peers.get_mut(&addr) {
-            peer.punch = Some(Box::new(Punch {
+            peer.traversal_mut().punch = Some(Box::new(Punch {
                 role: PunchRole::Hard,
                 started_ms: now_ms,
                 sockets: sockets.clone(),
@@ -545,13 +550,16 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&src) else {
             return;
         };
-        if direct || peer.punch.is_some() || now_ms < peer.punch_not_before_ms {
-            return;
-        }
-        let Some(target) = peer.root_observed.as_deref().copied() else {
+        let Some(traversal) = peer.traversal.as_deref_mut() else {
             return;
         };
-        peer.punch = Some(Box::new(Punch {
+        if direct || traversal.punch.is_some() || now_ms < traversal.punch_not_before_ms {
+            return;
+        }
+        let Some(target) = traversal.root_observed else {
+            return;
+        };
+        traversal.punch = Some(Box::new(Punch {
             role: PunchRole::Easy,
             started_ms: now_ms,
             sockets: Vec::new(),
