@@ -1095,6 +1095,12 @@ fn hard_and_easy_nats_go_direct_by_birthday_punch() {
             .any(|p| p.socket == "punch" && p.preferred),
         "{status:?}"
     );
+    // The roots introduced the two and relayed for them, and keep no
+    // traversal state for anyone (a root holds thousands of peers).
+    for root in 0..2 {
+        assert_eq!(sim.hosts[root].node.peers_with_traversal_state(), 0);
+    }
+    assert!(sim.hosts[a].node.peers_with_traversal_state() > 0);
     // After the window, only the punch socket in use stays open.
     sim.run(4_000);
     let live = sim.hosts[a].node.live_punch_sockets();

@@ -2755,7 +2755,10 @@ impl Node {
         } else {
             Vec::new()
         };
+        // Leaves tell each other where they are; a root is reached at its
+        // stable endpoints and tells no one (thousands of peers).
         let push_due = !is_root
+            && !self.am_root
             && !force_tcp
             && peer.sessions.is_established()
             && recently_used
@@ -2851,7 +2854,9 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
-        if peer.is_root() {
+        // A root relays for others and never through another for itself:
+        // its routes are not upgraded (nor its peers' traversal state made).
+        if peer.is_root() || self.am_root {
             return;
         }
         match route {

@@ -27,4 +27,14 @@ impl Node {
         self.wake(addr);
         true
     }
+
+    /// Peers it holds NAT-traversal state for (a punch, a NAT type, path
+    /// pushes, an upgrade): a root holds none.
+    #[doc(hidden)]
+    pub fn peers_with_traversal_state(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| p.traversal.is_some())
+            .count()
+    }
 }
