@@ -1762,7 +1762,7 @@ impl Node {
             .filter_map(|a| self.peers.get(a).map(|p| (*a, p)))
             .filter(|(_, p)| p.is_root() && p.sessions.is_established())
             .filter(|(_, p)| p.paths.preferred(now_ms, false).is_some())
-            .map(|(a, p)| (a, p.latency_ms.get().unwrap_or(u64::MAX / 2)))
+            .map(|(a, p)| (a, p.latency_ms().get().unwrap_or(u64::MAX / 2)))
             .collect();
         let nearest = live.iter().map(|(_, l)| *l).min()?;
         let near = nearest
@@ -2816,7 +2816,7 @@ impl Node {
             }
             PeerRoute::Relayed { root, .. } => {
                 // A route through another root starts from the base again.
-                let latency = peer.latency_ms;
+                let latency = peer.latency_ms();
                 let traversal = peer.traversal_mut();
                 if traversal
                     .relayed_mtu
@@ -2860,8 +2860,10 @@ impl Node {
             return;
         }
         match route {
-            Some(PeerRoute::Direct(path)) if peer.direct_since_ms.is_none() => {
-                peer.direct_since_ms = MaybeMs::at(now_ms);
+            Some(PeerRoute::Direct(path))
+                if peer.traversal().is_none_or(|t| t.direct_since_ms.is_none()) =>
+            {
+                peer.traversal_mut().direct_since_ms = MaybeMs::at(now_ms);
                 if peer.relayed_since_ms.take().is_some() {
                     peer.traversal_mut().last_upgrade_ms = MaybeMs::at(now_ms);
                     self.events
@@ -2869,7 +2871,12 @@ impl Node {
                 }
             }
             Some(PeerRoute::Direct(_)) => {}
-            _ if peer.direct_since_ms.take().is_some() => {
+            _ if peer
+                .traversal
+                .as_mut()
+                .and_then(|t| t.direct_since_ms.take())
+                .is_some() =>
+            {
                 peer.relayed_since_ms = MaybeMs::at(now_ms);
                 self.events.push_back(Event::PathLost { peer: addr });
             }

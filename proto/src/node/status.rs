@@ -148,7 +148,7 @@ impl Node {
         };
         Some(PeerStatus {
             address: addr.to_string(),
-            latency: peer.latency_ms.get().map_or(-1, |l| l as i64),
+            latency: peer.latency_ms().get().map_or(-1, |l| l as i64),
             role: peer.role,
             version: peer.versions.map_or_else(
                 || "-".to_string(),

@@ -358,7 +358,7 @@ impl Node {
                 address: a.to_string(),
                 role: p.role,
                 reflected: self.reflected.get(a).map(format_endpoint),
-                latency: p.latency_ms.get(),
+                latency: p.latency_ms().get(),
                 udp: p
                     .paths
                     .iter()
