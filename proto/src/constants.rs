@@ -189,9 +189,6 @@ pub const MAX_RATE_LIMITED_SOURCES: usize = 16_384;
 /// Most peers a node holds; past this no new peer is admitted until idle
 /// ones are forgotten.
 pub const MAX_PEERS: usize = 65_536;
-/// Most socket addresses remembered as the confirmed path of some peer
-/// (what a root relays from).
-pub const MAX_KNOWN_PATHS: usize = 131_072;
 /// Most destinations a root remembers as reached through another root.
 pub const MAX_RELAY_ROUTES: usize = 65_536;
 /// Idle peers and stale routes are swept this often.

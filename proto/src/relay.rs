@@ -9,6 +9,7 @@
 //! for everything else.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::Arc;
 
 use crate::address::Address;
 use crate::constants::{
@@ -110,19 +111,107 @@ pub enum RelayDecision {
     Node,
 }
 
+/// Where a root's peers talk from: the confirmed paths (a session packet
+/// came straight from there) heard lately enough to stay known for
+/// [`RELAY_TABLE_TTL_MS`] after it was built. Sorted arrays, IPv4 paths in
+/// 8 bytes; built from the peers' own paths and shared by the node and the
+/// relay table it publishes, so a root keeps no per-path map besides.
+#[derive(Debug, Default)]
+pub struct RelaySources {
+    built_ms: u64,
+    /// IPv4 sources by [`v4_key`], sorted.
+    v4: Box<[(u64, Address)]>,
+    /// IPv6 sources, sorted.
+    v6: Box<[(SocketAddrV6, Address)]>,
+}
+
+/// A [`RelaySources`] being filled.
+#[derive(Debug)]
+pub struct RelaySourcesBuilder {
+    built_ms: u64,
+    v4: Vec<(u64, Address)>,
+    v6: Vec<(SocketAddrV6, Address)>,
+}
+
+impl RelaySourcesBuilder {
+    /// `peer` talks to us from `from`, last heard at `heard_ms`: kept only
+    /// if it stays a known path for the whole life of what is built.
+    pub fn add(&mut self, from: SocketAddr, peer: Address, heard_ms: u64) {
+        if !RelaySources::fresh_enough(heard_ms, self.built_ms) {
+            return;
+        }
+        match from {
+            SocketAddr::V4(a) => self.v4.push((v4_key(a), peer)),
+            SocketAddr::V6(a) => self.v6.push((a, peer)),
+        }
+    }
+
+    /// The sources, sorted for lookups (of duplicate paths, one holds).
+    pub fn build(self) -> RelaySources {
+        RelaySources {
+            built_ms: self.built_ms,
+            v4: sorted_unique(self.v4),
+            v6: sorted_unique(self.v6),
+        }
+    }
+}
+
+impl RelaySources {
+    /// An empty set built at `now_ms`, with room for `capacity` IPv4 paths
+    /// (the rest are rare).
+    pub fn builder(now_ms: u64, capacity: usize) -> RelaySourcesBuilder {
+        RelaySourcesBuilder {
+            built_ms: now_ms,
+            v4: Vec::with_capacity(capacity),
+            v6: Vec::new(),
+        }
+    }
+
+    /// When it was built.
+    pub fn built_ms(&self) -> u64 {
+        self.built_ms
+    }
+
+    /// Whether its sources are all still known paths at `now_ms`.
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.built_ms) < RELAY_TABLE_TTL_MS
+    }
+
+    /// Paths held.
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    /// Whether it holds no path.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The peer that talks to us from `from`, if any.
+    pub fn get(&self, from: SocketAddr) -> Option<Address> {
+        match from {
+            SocketAddr::V4(a) => lookup(&self.v4, &v4_key(a)),
+            SocketAddr::V6(a) => lookup(&self.v6, &a),
+        }
+    }
+
+    /// Whether a path heard at `heard_ms` may go in a set built at
+    /// `now_ms`: it must stay a known path for the set's whole life.
+    pub fn fresh_enough(heard_ms: u64, now_ms: u64) -> bool {
+        now_ms.saturating_sub(heard_ms) + RELAY_TABLE_TTL_MS < PATH_IDLE_TIMEOUT_MS
+    }
+}
+
 /// A root's snapshot of who talks from where and where each peer is reached
-/// straight over UDP, valid for [`RELAY_TABLE_TTL_MS`] after it was built.
-/// Sorted arrays, not hash maps, with IPv4 paths in 8 bytes: a root rebuilds
-/// it four times a second for every peer (and holds two while it does), and
-/// this takes 32 bytes a peer where two hash tables took 134.
+/// straight over UDP, valid for [`RELAY_TABLE_TTL_MS`] after its sources
+/// were built. Sorted arrays, not hash maps, with IPv4 paths in 8 bytes: a
+/// root rebuilds it four times a second for every peer (and holds two while
+/// it does).
 #[derive(Debug, Clone, Default)]
 pub struct RelayTable {
     own: Option<Address>,
-    built_ms: u64,
-    /// IPv4 sources by [`v4_key`], sorted.
-    sources_v4: Box<[(u64, Address)]>,
-    /// IPv6 sources, sorted.
-    sources_v6: Box<[(SocketAddrV6, Address)]>,
+    /// Shared with the node that built it.
+    sources: Arc<RelaySources>,
     /// Peers reached over IPv4, sorted.
     routes_v4: Box<[(Address, SocketAddrV4)]>,
     /// Peers reached over IPv6, sorted.
@@ -138,22 +227,12 @@ fn v4_key(addr: SocketAddrV4) -> u64 {
 #[derive(Debug)]
 pub struct RelayTableBuilder {
     own: Address,
-    built_ms: u64,
-    sources_v4: Vec<(u64, Address)>,
-    sources_v6: Vec<(SocketAddrV6, Address)>,
+    sources: Arc<RelaySources>,
     routes_v4: Vec<(Address, SocketAddrV4)>,
     routes_v6: Vec<(Address, SocketAddrV6)>,
 }
 
 impl RelayTableBuilder {
-    /// `peer` talks to us from `from` (a confirmed path, heard lately).
-    pub fn add_source(&mut self, from: SocketAddr, peer: Address) {
-        match from {
-            SocketAddr::V4(a) => self.sources_v4.push((v4_key(a), peer)),
-            SocketAddr::V6(a) => self.sources_v6.push((a, peer)),
-        }
-    }
-
     /// `peer` is reached straight at `to` over the primary socket.
     pub fn add_route(&mut self, peer: Address, to: SocketAddr) {
         match to {
@@ -167,9 +246,7 @@ impl RelayTableBuilder {
     pub fn build(self) -> RelayTable {
         RelayTable {
             own: Some(self.own),
-            built_ms: self.built_ms,
-            sources_v4: sorted_unique(self.sources_v4),
-            sources_v6: sorted_unique(self.sources_v6),
+            sources: self.sources,
             routes_v4: sorted_unique(self.routes_v4),
             routes_v6: sorted_unique(self.routes_v6),
         }
@@ -190,15 +267,12 @@ impl RelayTable {
         Self::default()
     }
 
-    /// An empty table of root `own`, built at `now_ms`, to be filled with
-    /// room for `sources` sources and `routes` routes (IPv4 ones: the rest
-    /// are rare).
-    pub fn builder(own: Address, now_ms: u64, sources: usize, routes: usize) -> RelayTableBuilder {
+    /// An empty table of root `own` with these `sources`, to be filled with
+    /// room for `routes` routes (IPv4 ones: the rest are rare).
+    pub fn builder(own: Address, sources: Arc<RelaySources>, routes: usize) -> RelayTableBuilder {
         RelayTableBuilder {
             own,
-            built_ms: now_ms,
-            sources_v4: Vec::with_capacity(sources),
-            sources_v6: Vec::new(),
+            sources,
             routes_v4: Vec::with_capacity(routes),
             routes_v6: Vec::new(),
         }
@@ -206,10 +280,7 @@ impl RelayTable {
 
     /// The peer that talks to us from `from`, if any.
     fn source(&self, from: SocketAddr) -> Option<Address> {
-        match from {
-            SocketAddr::V4(a) => lookup(&self.sources_v4, &v4_key(a)),
-            SocketAddr::V6(a) => lookup(&self.sources_v6, &a),
-        }
+        self.sources.get(from)
     }
 
     /// Where `peer` is reached straight, if anywhere.
@@ -222,15 +293,9 @@ impl RelayTable {
     /// Sources and routes held.
     pub fn len(&self) -> (usize, usize) {
         (
-            self.sources_v4.len() + self.sources_v6.len(),
+            self.sources.len(),
             self.routes_v4.len() + self.routes_v6.len(),
         )
-    }
-
-    /// When a source heard at `heard_ms` may go in a table built at
-    /// `now_ms`: it must stay a known path for the table's whole life.
-    pub fn source_fresh(heard_ms: u64, now_ms: u64) -> bool {
-        now_ms.saturating_sub(heard_ms) + RELAY_TABLE_TTL_MS < PATH_IDLE_TIMEOUT_MS
     }
 
     /// Decides what to do with `datagram`, read at `now_ms` from `from`, and
@@ -243,7 +308,7 @@ impl RelayTable {
         let Some(own) = self.own else {
             return RelayDecision::Node;
         };
-        if now_ms.saturating_sub(self.built_ms) >= RELAY_TABLE_TTL_MS {
+        if !self.sources.is_fresh(now_ms) {
             return RelayDecision::Node;
         }
         let (dest, src) = match classify(datagram) {
@@ -338,9 +403,10 @@ mod tests {
     /// A root's table at 1,000 ms: A and B talk from their addresses and
     /// are reached there.
     fn table() -> RelayTable {
-        let mut t = RelayTable::builder(addr(ROOT), 1_000, 2, 2);
-        t.add_source(a_at(), addr(A));
-        t.add_source(b_at(), addr(B));
+        let mut s = RelaySources::builder(1_000, 2);
+        s.add(a_at(), addr(A), 1_000);
+        s.add(b_at(), addr(B), 900);
+        let mut t = RelayTable::builder(addr(ROOT), Arc::new(s.build()), 2);
         t.add_route(addr(A), a_at());
         t.add_route(addr(B), b_at());
         t.build()
@@ -447,12 +513,18 @@ mod tests {
                 SocketAddr::from(([10, (n >> 8) as u8, n as u8, 1], 9993 + n as u16))
             }
         };
-        let mut t = RelayTable::builder(addr(ROOT), 1_000, 0, 0);
+        let mut s = RelaySources::builder(1_000, 0);
+        let mut routes = Vec::new();
         // Added in a scrambled order; a repeated entry is kept once.
         for i in 0..1_000u64 {
             let n = (i * 7_919) % 1_000 + 1;
-            t.add_source(at(n), addr(n));
-            t.add_route(addr(n), at(n));
+            s.add(at(n), addr(n), 1_000);
+            routes.push((addr(n), at(n)));
+        }
+        s.add(at(5), addr(5), 1_000);
+        let mut t = RelayTable::builder(addr(ROOT), Arc::new(s.build()), 0);
+        for (peer, to) in routes {
+            t.add_route(peer, to);
         }
         t.add_route(addr(5), at(5));
         let t = t.build();
@@ -470,11 +542,18 @@ mod tests {
 
     #[test]
     fn a_source_goes_in_only_if_it_stays_known_for_the_tables_life() {
-        assert!(RelayTable::source_fresh(0, 1_000));
-        assert!(!RelayTable::source_fresh(
+        assert!(RelaySources::fresh_enough(0, 1_000));
+        assert!(!RelaySources::fresh_enough(
             0,
             PATH_IDLE_TIMEOUT_MS - RELAY_TABLE_TTL_MS
         ));
+        let mut s = RelaySources::builder(PATH_IDLE_TIMEOUT_MS - RELAY_TABLE_TTL_MS, 2);
+        s.add(a_at(), addr(A), 0);
+        s.add(b_at(), addr(B), 1);
+        let s = s.build();
+        assert_eq!((s.get(a_at()), s.get(b_at())), (None, Some(addr(B))));
+        assert!(s.is_fresh(PATH_IDLE_TIMEOUT_MS - 1));
+        assert!(!s.is_fresh(PATH_IDLE_TIMEOUT_MS));
     }
 
     #[test]

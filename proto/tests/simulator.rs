@@ -1655,6 +1655,24 @@ mod rogue {
             after.dropped_relay_refused,
             before.dropped_relay_refused + 1
         );
+        // The same fragment from a path a node said HELLO from is relayed,
+        // also from a node first heard after the root last looked (its
+        // relay sources are rebuilt for a path new since).
+        let planet = sim.hosts[0].node.worlds().next().unwrap().clone();
+        sim.add_host(node(3, &planet), [203, 0, 113, 9], None);
+        sim.run(1_000);
+        let path_of = |sim: &Sim, addr: Address| -> SocketAddr {
+            let status = sim.hosts[0].node.peer_status(sim.now, addr).unwrap();
+            status.paths[0].address.replace('/', ":").parse().unwrap()
+        };
+        let c_at = path_of(&sim, identity(3).address());
+        assert!(c_at.ip().to_string().starts_with("203.0.113.9"), "{c_at}");
+        let before = sim.hosts[0].node.counters().clone();
+        let out = deliver(&mut sim, 0, c_at, &bytes);
+        let after = sim.hosts[0].node.counters().clone();
+        assert_eq!(out.len(), 1, "relayed from the new node's path");
+        assert_eq!(after.relayed, before.relayed + 1);
+        assert_eq!(after.dropped_relay_refused, before.dropped_relay_refused);
     }
 
     #[test]

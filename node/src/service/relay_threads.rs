@@ -421,6 +421,7 @@ impl Sink<'_> {
 mod tests {
     use super::*;
     use crate::core::constants::PACKET_MIN_LEN_BYTES;
+    use crate::core::relay::RelaySources;
     use crate::core::wire::{Datagram, PacketHeader, classify};
     use crate::service::engine::EngineParts;
     use crate::service::udp_sockets::bind_group;
@@ -478,9 +479,10 @@ mod tests {
         let (a, b, root) = (addr(1), addr(2), addr(3));
         let mut rng = NodeRng::from_seed([5; 32]);
         let mut hasher = || HashState::new(&mut rng);
-        let without_a = RelayTable::builder(root, 0, 0, 0).build();
-        let mut full = RelayTable::builder(root, 0, 1, 1);
-        full.add_source(from, a);
+        let without_a = RelayTable::builder(root, Arc::default(), 0).build();
+        let mut sources = RelaySources::builder(0, 1);
+        sources.add(from, a, 0);
+        let mut full = RelayTable::builder(root, Arc::new(sources.build()), 1);
         full.add_route(b, to);
         let full = full.build();
         let counts = ThreadCounts::default();

@@ -146,7 +146,8 @@ pub struct TableSizes {
     pub hello_buckets: usize,
     /// Sources with a relay budget (`MAX_RATE_LIMITED_SOURCES`).
     pub relay_buckets: usize,
-    /// On a root: addresses peers were heard from (`MAX_KNOWN_PATHS`).
+    /// On a root: its peers' confirmed paths it relays from (at most
+    /// `MAX_PATHS_PER_PEER` a peer).
     pub known_paths: usize,
     /// On a root: destinations reached through another root (`MAX_RELAY_ROUTES`).
     pub relay_routes: usize,

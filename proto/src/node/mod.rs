@@ -6,7 +6,6 @@ mod counters;
 mod credentials;
 pub(crate) mod frames;
 mod identity_checks;
-mod known_paths;
 mod membership;
 mod multicast;
 mod network;
@@ -20,8 +19,6 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-use known_paths::KnownPaths;
 
 pub use counters::{Counters, TableSizes};
 pub use identity_checks::{IdentityCheck, IdentityCheckResult, VerifiedIdentity};
@@ -48,7 +45,7 @@ use crate::message::{
     encode_push_direct_paths,
 };
 use crate::multicast_message::{MulticastGather, MulticastLike};
-use crate::relay::{RelayTable, rate_key};
+use crate::relay::{RelaySources, RelayTable, rate_key};
 use crate::rng::{NodeRng, Rng, SeedableRng};
 use crate::session::{Ephemeral, OpenError, Role, derive_session};
 use crate::verb::Verb;
@@ -186,9 +183,13 @@ pub struct Node {
     /// Wall-clock ms at the node's time 0: HELLO timestamps are wall-clock,
     /// so they keep increasing across restarts (freshness, PROTOCOL.md §3.4).
     clock_epoch_ms: u64,
-    /// On a root: socket addresses that are confirmed paths of a peer (a
-    /// session packet came straight from there) and when last heard.
-    known_paths: KnownPaths,
+    /// On a root: where its peers talk from, built from their confirmed
+    /// paths (a session packet came straight from there) and shared with
+    /// the relay table; rebuilt when stale, or when a new path was heard
+    /// and a lookup misses.
+    relay_sources: Arc<RelaySources>,
+    /// A peer was heard on a path new to it since `relay_sources` was built.
+    relay_sources_missing_path: bool,
     /// On a root: destinations whose packets came relayed by another root
     /// (moons and other planet roots), and when: what we cannot deliver
     /// straight goes back the same way.
@@ -269,7 +270,8 @@ impl Node {
             hello_buckets: HashMap::with_hasher(hash_state.clone()),
             identity_checks: identity_checks::IdentityChecks::new(hash_state.clone()),
             clock_epoch_ms: 0,
-            known_paths: KnownPaths::new(hash_state.clone()),
+            relay_sources: Arc::default(),
+            relay_sources_missing_path: false,
             relay_routes: HashMap::with_hasher(hash_state.clone()),
             root_addrs: Vec::new(),
             last_sweep_ms: 0,
@@ -354,7 +356,7 @@ impl Node {
             whois: self.whois.len(),
             hello_buckets: self.hello_buckets.len(),
             relay_buckets: self.traversal.relay_bucket_count(),
-            known_paths: self.known_paths.len(),
+            known_paths: self.relay_sources.len(),
             relay_routes: self.relay_routes.len(),
             rendezvous: self.rendezvous_sent.len(),
             identity_checks_waiting: self.identity_checks.waiting_len(),
@@ -681,8 +683,8 @@ impl Node {
                 self.traversal.udp_from_root_ms = Some(now_ms);
             }
             let new_path = peer.paths.received(now_ms, from, self.rx_socket, active);
-            self.note_known_path(now_ms, from, src);
             if new_path {
+                self.relay_sources_missing_path = true;
                 self.note_route(now_ms, src);
             }
         } else if !peer.is_root() {
@@ -1465,31 +1467,55 @@ impl Node {
         })
     }
 
-    /// On a root: records that a session packet came straight from `peer` at
-    /// `from` (what a root relays from). Bounded; stale entries go first.
-    fn note_known_path(&mut self, now_ms: u64, from: SocketAddr, peer: Address) {
-        if !self.am_root {
-            return;
+    /// The peer that talks to us from `from` (a confirmed path heard
+    /// recently), if any: the packet's own source when it came straight
+    /// from there, else whoever the relay sources hold (rebuilt first when
+    /// stale, or when a path was heard since and they miss this one).
+    fn known_path_owner(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddr,
+        src: Option<Address>,
+    ) -> Option<Address> {
+        let heard_within_idle = |p: &crate::path::Path| {
+            p.last_receive_ms
+                .get()
+                .is_some_and(|t| now_ms.saturating_sub(t) < PATH_IDLE_TIMEOUT_MS)
+        };
+        if let Some(src) = src
+            && let Some(peer) = self.peers.get(&src)
+            && peer
+                .paths
+                .iter()
+                .any(|p| p.addr == from && heard_within_idle(p))
+        {
+            return Some(src);
         }
-        if self.known_paths.get(from).is_none() && self.known_paths.len() >= MAX_KNOWN_PATHS {
-            self.known_paths
-                .retain_heard_within(now_ms, PATH_IDLE_TIMEOUT_MS);
-            if self.known_paths.len() >= MAX_KNOWN_PATHS {
-                return;
-            }
+        if !self.relay_sources.is_fresh(now_ms) {
+            self.rebuild_relay_sources(now_ms);
         }
-        self.known_paths.insert(from, peer, now_ms);
+        let found = self.relay_sources.get(from);
+        let found = if found.is_none() && self.relay_sources_missing_path {
+            self.rebuild_relay_sources(now_ms);
+            self.relay_sources.get(from)
+        } else {
+            found
+        };
+        found.filter(|a| self.peers.contains_key(a))
     }
 
-    /// The peer that talks to us from `from` (a confirmed path heard
-    /// recently), if any.
-    fn known_path_owner(&self, now_ms: u64, from: SocketAddr) -> Option<Address> {
-        self.known_paths
-            .get(from)
-            .filter(|(a, t)| {
-                now_ms.saturating_sub(*t) < PATH_IDLE_TIMEOUT_MS && self.peers.contains_key(a)
-            })
-            .map(|(a, _)| a)
+    /// Rebuilds where peers talk from out of their confirmed paths.
+    fn rebuild_relay_sources(&mut self, now_ms: u64) {
+        let mut sources = RelaySources::builder(now_ms, self.peers.len());
+        for (addr, peer) in &self.peers {
+            for p in peer.paths.iter() {
+                if let Some(heard_ms) = p.last_receive_ms.get() {
+                    sources.add(p.addr, *addr, heard_ms);
+                }
+            }
+        }
+        self.relay_sources = Arc::new(sources.build());
+        self.relay_sources_missing_path = false;
     }
 
     /// On a root: `dest` is reached through `relayer` (another root that
@@ -1877,7 +1903,7 @@ impl Node {
             self.counters.dropped_unroutable += 1;
             return;
         }
-        let from_peer = self.known_path_owner(now_ms, from);
+        let from_peer = self.known_path_owner(now_ms, from, src);
         let from_root = self.root_at(from);
         if from_peer.is_none() && from_root.is_none() {
             self.counters.dropped_relay_refused += 1;
@@ -1938,24 +1964,17 @@ impl Node {
 
     /// On a root: the table relay threads forward with until the next one
     /// (PROTOCOL.md is unchanged: they forward as [`Node::relay`] does in its
-    /// simple case). Sources are the known paths that stay fresh for the
-    /// table's life; routes are peers' preferred direct paths on the
-    /// primary socket. Empty on a node that is no root.
-    pub fn relay_table(&self, now_ms: u64) -> RelayTable {
+    /// simple case). Sources are peers' confirmed paths that stay fresh for
+    /// the table's life (rebuilt now, and shared with the node's own relay
+    /// decisions); routes are peers' preferred direct paths on the primary
+    /// socket. Empty on a node that is no root.
+    pub fn relay_table(&mut self, now_ms: u64) -> RelayTable {
         if !self.am_root {
             return RelayTable::empty();
         }
-        let mut table = RelayTable::builder(
-            self.address,
-            now_ms,
-            self.known_paths.len(),
-            self.peers.len(),
-        );
-        for (from, peer, heard_ms) in self.known_paths.iter() {
-            if RelayTable::source_fresh(heard_ms, now_ms) && self.peers.contains_key(&peer) {
-                table.add_source(from, peer);
-            }
-        }
+        self.rebuild_relay_sources(now_ms);
+        let mut table =
+            RelayTable::builder(self.address, self.relay_sources.clone(), self.peers.len());
         for (addr, peer) in &self.peers {
             if let Some(p) = peer.paths.preferred(now_ms, false)
                 && p.socket == LocalSocket::Primary
@@ -2562,8 +2581,6 @@ impl Node {
                 .retain(|_, t| now_ms.saturating_sub(*t) < RENDEZVOUS_INTERVAL_MS);
             self.hello_buckets
                 .retain(|_, (t, _)| now_ms.saturating_sub(*t) < HELLO_BUCKET_IDLE_MS);
-            self.known_paths
-                .retain_heard_within(now_ms, PATH_IDLE_TIMEOUT_MS);
             self.relay_routes
                 .retain(|_, (_, t)| now_ms.saturating_sub(*t) < RELAY_ROUTE_TTL_MS);
             self.relayers
@@ -2571,7 +2588,6 @@ impl Node {
             // A burst (thousands of HELLOs from as many addresses) leaves
             // these tables' room behind; it is given back once they empty.
             shrink_if_sparse(&mut self.hello_buckets);
-            self.known_paths.shrink_if_sparse();
             shrink_if_sparse(&mut self.rendezvous_sent);
             shrink_if_sparse(&mut self.relay_routes);
             self.sweep_multicast_directory(now_ms);
