@@ -8,12 +8,12 @@
 //! peer to a peer reached straight over UDP, and says [`RelayDecision::Node`]
 //! for everything else.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 
 use crate::address::Address;
 use crate::constants::{
-    MAX_RATE_LIMITED_SOURCES, PATH_IDLE_TIMEOUT_MS, RELAY_BURST_PACKETS,
+    ADDRESS_LEN_BYTES, MAX_RATE_LIMITED_SOURCES, PATH_IDLE_TIMEOUT_MS, RELAY_BURST_PACKETS,
     RELAY_RATE_PACKETS_PER_SECOND, RELAY_TABLE_TTL_MS,
 };
 use crate::hash_state::{HashMap, HashState};
@@ -114,13 +114,13 @@ pub enum RelayDecision {
 /// Where a root's peers talk from: the confirmed paths (a session packet
 /// came straight from there) heard lately enough to stay known for
 /// [`RELAY_TABLE_TTL_MS`] after it was built. Sorted arrays, IPv4 paths in
-/// 8 bytes; built from the peers' own paths and shared by the node and the
+/// 6 bytes; built from the peers' own paths and shared by the node and the
 /// relay table it publishes, so a root keeps no per-path map besides.
 #[derive(Debug, Default)]
 pub struct RelaySources {
     built_ms: u64,
-    /// IPv4 sources by [`v4_key`], sorted.
-    v4: Box<[(u64, Address)]>,
+    /// IPv4 sources, sorted (11 bytes an entry, no padding).
+    v4: Box<[(V4Path, PeerBytes)]>,
     /// IPv6 sources, sorted.
     v6: Box<[(SocketAddrV6, Address)]>,
 }
@@ -129,7 +129,7 @@ pub struct RelaySources {
 #[derive(Debug)]
 pub struct RelaySourcesBuilder {
     built_ms: u64,
-    v4: Vec<(u64, Address)>,
+    v4: Vec<(V4Path, PeerBytes)>,
     v6: Vec<(SocketAddrV6, Address)>,
 }
 
@@ -141,7 +141,7 @@ impl RelaySourcesBuilder {
             return;
         }
         match from {
-            SocketAddr::V4(a) => self.v4.push((v4_key(a), peer)),
+            SocketAddr::V4(a) => self.v4.push((v4_path(a), peer.to_bytes())),
             SocketAddr::V6(a) => self.v6.push((a, peer)),
         }
     }
@@ -190,7 +190,9 @@ impl RelaySources {
     /// The peer that talks to us from `from`, if any.
     pub fn get(&self, from: SocketAddr) -> Option<Address> {
         match from {
-            SocketAddr::V4(a) => lookup(&self.v4, &v4_key(a)),
+            SocketAddr::V4(a) => {
+                lookup(&self.v4, &v4_path(a)).and_then(|b| Address::from_bytes(b).ok())
+            }
             SocketAddr::V6(a) => lookup(&self.v6, &a),
         }
     }
@@ -204,7 +206,7 @@ impl RelaySources {
 
 /// A root's snapshot of who talks from where and where each peer is reached
 /// straight over UDP, valid for [`RELAY_TABLE_TTL_MS`] after its sources
-/// were built. Sorted arrays, not hash maps, with IPv4 paths in 8 bytes: a
+/// were built. Sorted arrays, not hash maps, with IPv4 entries in 11 bytes: a
 /// root rebuilds it four times a second for every peer (and holds two while
 /// it does).
 #[derive(Debug, Clone, Default)]
@@ -212,15 +214,31 @@ pub struct RelayTable {
     own: Option<Address>,
     /// Shared with the node that built it.
     sources: Arc<RelaySources>,
-    /// Peers reached over IPv4, sorted.
-    routes_v4: Box<[(Address, SocketAddrV4)]>,
+    /// Peers reached over IPv4, sorted (11 bytes an entry, no padding).
+    routes_v4: Box<[(PeerBytes, V4Path)]>,
     /// Peers reached over IPv6, sorted.
     routes_v6: Box<[(Address, SocketAddrV6)]>,
 }
 
-/// An IPv4 path as one integer: address, then port.
-fn v4_key(addr: SocketAddrV4) -> u64 {
-    (u64::from(u32::from(*addr.ip())) << 16) | u64::from(addr.port())
+/// A peer's address as its 5 bytes (sorts as the address does).
+type PeerBytes = [u8; ADDRESS_LEN_BYTES];
+
+/// An IPv4 path as 6 bytes, address then port, big-endian (sorts as the
+/// path does): a root holds two tables of one or two entries a peer.
+type V4Path = [u8; 6];
+
+fn v4_path(addr: SocketAddrV4) -> V4Path {
+    let mut p = [0u8; 6];
+    p[..4].copy_from_slice(&addr.ip().octets());
+    p[4..].copy_from_slice(&addr.port().to_be_bytes());
+    p
+}
+
+fn v4_from_path(p: V4Path) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::new(p[0], p[1], p[2], p[3]),
+        u16::from_be_bytes([p[4], p[5]]),
+    )
 }
 
 /// A [`RelayTable`] being filled.
@@ -228,7 +246,7 @@ fn v4_key(addr: SocketAddrV4) -> u64 {
 pub struct RelayTableBuilder {
     own: Address,
     sources: Arc<RelaySources>,
-    routes_v4: Vec<(Address, SocketAddrV4)>,
+    routes_v4: Vec<(PeerBytes, V4Path)>,
     routes_v6: Vec<(Address, SocketAddrV6)>,
 }
 
@@ -236,7 +254,7 @@ impl RelayTableBuilder {
     /// `peer` is reached straight at `to` over the primary socket.
     pub fn add_route(&mut self, peer: Address, to: SocketAddr) {
         match to {
-            SocketAddr::V4(a) => self.routes_v4.push((peer, a)),
+            SocketAddr::V4(a) => self.routes_v4.push((peer.to_bytes(), v4_path(a))),
             SocketAddr::V6(a) => self.routes_v6.push((peer, a)),
         }
     }
@@ -285,8 +303,8 @@ impl RelayTable {
 
     /// Where `peer` is reached straight, if anywhere.
     fn route(&self, peer: Address) -> Option<SocketAddr> {
-        lookup(&self.routes_v4, &peer)
-            .map(SocketAddr::V4)
+        lookup(&self.routes_v4, &peer.to_bytes())
+            .map(|p| SocketAddr::V4(v4_from_path(p)))
             .or_else(|| lookup(&self.routes_v6, &peer).map(SocketAddr::V6))
     }
 
@@ -538,6 +556,17 @@ mod tests {
         assert_eq!(t.source(at(4_000)), None);
         // Another port of a known address is another path.
         assert_eq!(t.source(SocketAddr::from(([10, 0, 1, 1], 9993))), None);
+    }
+
+    #[test]
+    fn ipv4_entries_take_eleven_bytes_and_paths_come_back_whole() {
+        assert_eq!(std::mem::size_of::<(V4Path, PeerBytes)>(), 11);
+        assert_eq!(std::mem::size_of::<(PeerBytes, V4Path)>(), 11);
+        let path: SocketAddrV4 = "203.0.113.250:65534".parse().unwrap();
+        assert_eq!(v4_from_path(v4_path(path)), path);
+        // Byte order sorts as address, then port.
+        let lower: SocketAddrV4 = "203.0.113.249:65535".parse().unwrap();
+        assert!(v4_path(lower) < v4_path(path));
     }
 
     #[test]
