@@ -54,7 +54,7 @@ impl MemberReport {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use vnet_node::core::SharedIdentity;
 
     use vnet_node::core::Identity;
     use vnet_node::core::network_message::RequestMeta;
@@ -69,7 +69,7 @@ mod tests {
         let b = Identity::generate(&mut rng);
         let report = |id: &Identity| {
             MemberReport::from_asked(&MemberAsked {
-                identity: Arc::new(id.to_public()),
+                identity: SharedIdentity::new(id.to_public()),
                 versions: None,
                 meta: RequestMeta {
                     join_key: None,

@@ -39,5 +39,5 @@ pub mod world_spec;
 
 pub use address::Address;
 pub use c25519::{KeyPair, PublicKey, SecretKey, Signature};
-pub use identity::Identity;
+pub use identity::{Identity, SharedIdentity};
 pub use world::{World, WorldKind};

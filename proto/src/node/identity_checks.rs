@@ -8,7 +8,6 @@
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use crate::address::Address;
 use crate::c25519::PublicKey;
@@ -17,7 +16,7 @@ use crate::constants::{
     MAX_PENDING_IDENTITY_CHECKS, MAX_VERIFIED_IDENTITIES,
 };
 use crate::hash_state::{HashMap, HashSet, HashState};
-use crate::identity::{Identity, IdentityError, UncheckedIdentity};
+use crate::identity::{Identity, IdentityError, SharedIdentity, UncheckedIdentity};
 use crate::identity_hash::IdentityHashScratch;
 use crate::local_socket::LocalSocket;
 
@@ -92,7 +91,7 @@ pub(crate) struct IdentityChecks {
     /// from each (kept after its peer is forgotten: an old HELLO replayed
     /// later is still stale).
     /// Shared with the peer table: a peer's identity is counted once.
-    verified: HashMap<Address, (Arc<Identity>, u64)>,
+    verified: HashMap<Address, (SharedIdentity, u64)>,
     verified_order: VecDeque<Address>,
     failed: HashMap<(Address, [u8; 64]), ()>,
     failed_order: VecDeque<(Address, [u8; 64])>,
@@ -352,15 +351,15 @@ impl IdentityChecks {
 
     /// Remembers an identity as verified (bounded, oldest forgotten first);
     /// returns it shared, for the peer table to hold the same copy.
-    pub fn remember_verified(&mut self, identity: Identity) -> Arc<Identity> {
+    pub fn remember_verified(&mut self, identity: Identity) -> SharedIdentity {
         let address = identity.address();
         if let Some((known, _)) = self.verified.get(&address) {
             if known.public_key().as_bytes() == identity.public_key().as_bytes() {
                 return known.clone();
             }
-            return Arc::new(identity);
+            return SharedIdentity::new(identity);
         }
-        let shared = Arc::new(identity);
+        let shared = SharedIdentity::new(identity);
         self.verified.insert(address, (shared.clone(), 0));
         self.verified_added += 1;
         self.verified_order.push_back(address);
@@ -445,15 +444,15 @@ mod tests {
         let first = checks.remember_verified(real.clone());
         let again = checks.remember_verified(real.clone());
         assert!(
-            Arc::ptr_eq(&first, &again),
+            SharedIdentity::ptr_eq(&first, &again),
             "one copy for the table and the peer"
         );
-        assert_eq!(Arc::strong_count(&first), 3);
+        assert_eq!(SharedIdentity::count(&first), 3);
         // Another key claiming the address is not taken for the verified one.
         let other = Identity::generate(&mut crate::rng::os_rng()).to_public();
         let claim = Identity::previously_verified(real.address(), *other.public_key());
         let separate = checks.remember_verified(claim);
-        assert!(!Arc::ptr_eq(&first, &separate));
+        assert!(!SharedIdentity::ptr_eq(&first, &separate));
         assert_eq!(
             checks.verified_key(real.address()).map(|k| *k.as_bytes()),
             Some(*real.public_key().as_bytes())

@@ -35,7 +35,7 @@ use crate::armor::{armor, dearmor};
 use crate::constants::*;
 use crate::fragment::{Reassembler, fragment_in_place};
 use crate::hash_state::{HashMap, HashState};
-use crate::identity::Identity;
+use crate::identity::{Identity, SharedIdentity};
 use crate::identity_hash::IdentityHashScratch;
 use crate::local_socket::LocalSocket;
 use crate::maybe_ms::MaybeMs;
@@ -85,7 +85,7 @@ pub enum NodeError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemberAsked {
     /// Its identity (public key), as verified when its session was set up.
-    pub identity: Arc<Identity>,
+    pub identity: SharedIdentity,
     /// Its software versions, from its HELLO (none if not known).
     pub versions: Option<crate::message::Versions>,
     /// Its join key and advertised routes.
@@ -499,7 +499,11 @@ impl Node {
                 };
                 self.peers.insert(
                     addr,
-                    Box::new(Peer::new(Arc::new(root.identity.clone()), agreement, role)),
+                    Box::new(Peer::new(
+                        SharedIdentity::new(root.identity.clone()),
+                        agreement,
+                        role,
+                    )),
                 );
             }
             self.wake(addr);

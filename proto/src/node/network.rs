@@ -7,7 +7,6 @@
 use serde::Serialize;
 
 use super::membership::{Assembly, Membership, NetworkStatus};
-use std::sync::Arc;
 
 use super::{Event, MemberAsked, Node, Outbox};
 use crate::address::Address;
@@ -18,6 +17,7 @@ use crate::constants::{
     STARTUP_PUSHES_PER_TICK,
 };
 use crate::hash_state::{HashMap, HashState};
+use crate::identity::SharedIdentity;
 use crate::message::{InRe, encode_in_re};
 use crate::netconf::{ConfigDenied, NetworkConfig, NetworkConfigData, decode_chunk, encode_chunks};
 use crate::network_id::{Mac, NetworkId};
@@ -379,7 +379,7 @@ impl Node {
             // We are the controller: ask it without the network.
             if self.controller.serving {
                 let asked = MemberAsked {
-                    identity: Arc::new(self.identity.to_public()),
+                    identity: SharedIdentity::new(self.identity.to_public()),
                     versions: Some(self.versions),
                     meta,
                 };

@@ -1,14 +1,13 @@
 //! What a node knows about one peer.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use serde::Serialize;
 use thin_vec::ThinVec;
 
 use crate::armor::PacketKey;
 use crate::c25519::SharedKey;
-use crate::identity::Identity;
+use crate::identity::SharedIdentity;
 use crate::maybe_ms::MaybeMs;
 use crate::message::Versions;
 use crate::path::PathSet;
@@ -57,7 +56,7 @@ pub(crate) struct PendingHandshake {
 /// (8 bytes while empty): a root holds thousands of peers.
 pub(crate) struct Peer {
     /// Shared with the verified-identity table.
-    pub identity: Arc<Identity>,
+    pub identity: SharedIdentity,
     pub static_agreement: SharedKey,
     pub sessions: SessionSet,
     /// Boxed, as the other rarely set fields: a root holds thousands of peers.
@@ -155,7 +154,7 @@ impl Default for PeerTraversal {
 }
 
 impl Peer {
-    pub fn new(identity: Arc<Identity>, static_agreement: SharedKey, role: PeerRole) -> Self {
+    pub fn new(identity: SharedIdentity, static_agreement: SharedKey, role: PeerRole) -> Self {
         Self {
             identity,
             static_agreement,
@@ -304,5 +303,7 @@ mod tests {
             std::mem::size_of::<Peer>()
         );
         assert!(std::mem::size_of::<crate::path::Path>() <= 128);
+        // Shared with a count and no weak count: 88 bytes, a 96-byte chunk.
+        assert!(std::mem::size_of::<crate::identity::Identity>() <= 80);
     }
 }

@@ -19,7 +19,7 @@ impl Node {
             return false;
         };
         let peer = Peer::new(
-            std::sync::Arc::new(identity.to_public()),
+            crate::identity::SharedIdentity::new(identity.to_public()),
             agreement,
             PeerRole::Leaf,
         );
