@@ -11,6 +11,7 @@ mod multicast;
 mod network;
 mod outbox;
 mod peer;
+mod root_endpoints;
 mod status;
 mod test_support;
 mod traversal;
@@ -196,6 +197,8 @@ pub struct Node {
     relay_routes: HashMap<Address, (Address, u64)>,
     /// Addresses of the roots of the worlds held (recomputed on every update).
     root_addrs: Vec<Address>,
+    /// The stable endpoints of those roots (recomputed likewise).
+    root_endpoints: root_endpoints::RootEndpoints,
     /// When idle peers and stale routes were last swept.
     last_sweep_ms: u64,
     /// Whether this node is a root of a world it holds (recomputed likewise).
@@ -274,6 +277,7 @@ impl Node {
             relay_sources_missing_path: false,
             relay_routes: HashMap::with_hasher(hash_state.clone()),
             root_addrs: Vec::new(),
+            root_endpoints: root_endpoints::RootEndpoints::default(),
             last_sweep_ms: 0,
             am_root: false,
             relayers: Vec::new(),
@@ -468,12 +472,10 @@ impl Node {
     fn recompute_roles(&mut self) {
         let worlds: Vec<World> = self.worlds().cloned().collect();
         for peer in self.peers.values_mut() {
-            if peer.role != PeerRole::Leaf {
-                peer.role = PeerRole::Leaf;
-                peer.stable_endpoints.clear();
-            }
+            peer.role = PeerRole::Leaf;
         }
         self.root_addrs.clear();
+        self.root_endpoints.clear();
         for world in &worlds {
             self.add_world_roots(world);
         }
@@ -516,9 +518,7 @@ impl Node {
                 peer.role = role;
             }
             for ep in &root.endpoints {
-                if !peer.stable_endpoints.contains(ep) {
-                    peer.stable_endpoints.push(*ep);
-                }
+                self.root_endpoints.add(addr, *ep);
             }
         }
     }
@@ -642,7 +642,7 @@ impl Node {
         }
         let newly_confirmed = peer.sessions.take_newly_confirmed();
         if newly_confirmed {
-            peer.answered = None;
+            peer.clear_answered();
         }
         self.heard_from(now_ms, header.src, from, direct);
         if newly_confirmed {
@@ -1016,7 +1016,7 @@ impl Node {
         // the static key; a HELLO with an ephemeral already answered (the
         // same handshake sent to several paths, or a retry) gets the same
         // answer and changes nothing.
-        let eph_public = match peer.answered.as_deref() {
+        let eph_public = match peer.answered() {
             Some(&(theirs, ours)) if theirs == hello.ephemeral => ours,
             _ => {
                 if hello.timestamp_ms <= peer.last_hello_timestamp_ms {
@@ -1041,7 +1041,7 @@ impl Node {
                 };
                 let session = session.with_replay_window(self.replay_window_packets);
                 peer.sessions.install_pending(now_ms, session);
-                peer.answered = Some(Box::new((hello.ephemeral, eph_public)));
+                peer.set_answered(hello.ephemeral, eph_public);
                 peer.last_hello_timestamp_ms = hello.timestamp_ms;
                 self.identity_checks
                     .note_hello_timestamp(header.src, hello.timestamp_ms);
@@ -1154,9 +1154,7 @@ impl Node {
             self.counters.dropped_bad_payload += 1;
             return;
         };
-        let Some(pending) = peer
-            .handshake
-            .take_if(|h| h.counters.contains(&in_re.counter))
+        let Some(pending) = peer.take_pending_handshake_if(|h| h.counters.contains(&in_re.counter))
         else {
             // Not the HELLO we are waiting for (late or replayed): ignore.
             self.counters.dropped_replay += 1;
@@ -1369,7 +1367,7 @@ impl Node {
             self.peers.get(a).is_some_and(|p| {
                 p.is_root()
                     && (p.paths.iter().any(|x| x.addr == addr)
-                        || p.stable_endpoints.contains(&addr))
+                        || self.root_endpoints.contains(*a, addr))
             })
         })
     }
@@ -2060,7 +2058,7 @@ impl Node {
         match self.peers.contains_key(&seed) {
             true => {
                 if let Some(p) = self.peers.get_mut(&seed) {
-                    p.handshake = None;
+                    p.take_pending_handshake();
                 }
                 self.ensure_handshake(now_ms, seed, out)
             }
@@ -2224,13 +2222,12 @@ impl Node {
             return;
         };
         if peer
-            .handshake
-            .as_ref()
+            .pending_handshake()
             .is_some_and(|h| now_ms.saturating_sub(h.sent_ms) < HELLO_RETRY_INTERVAL_MS)
         {
             return;
         }
-        let mut targets: Vec<SocketAddr> = peer.stable_endpoints.to_vec();
+        let mut targets: Vec<SocketAddr> = self.root_endpoints.of(addr).collect();
         if let Some(p) = peer.paths.preferred(now_ms, false)
             && !targets.contains(&p.addr)
         {
@@ -2303,7 +2300,7 @@ impl Node {
         };
         // One HELLO (one ephemeral, one counter) to every target; a retry
         // replaces it, wiping the previous ephemeral.
-        let (ephemeral, mut counters, sent_ms) = match peer.handshake.take() {
+        let (ephemeral, mut counters, sent_ms) = match peer.take_pending_handshake() {
             Some(h) if now_ms.saturating_sub(h.sent_ms) < HELLO_RETRY_INTERVAL_MS => {
                 (h.ephemeral, h.counters, h.sent_ms)
             }
@@ -2341,11 +2338,11 @@ impl Node {
             out.push(*socket, *to, &self.tx);
             peer.paths.sent(now_ms, *to, *socket, true);
         }
-        peer.handshake = Some(Box::new(PendingHandshake {
+        peer.set_pending_handshake(PendingHandshake {
             ephemeral,
             counters,
             sent_ms,
-        }));
+        });
     }
 
     /// Sends a static-key packet (OK(HELLO)) to `to`, or along the route.
@@ -2546,7 +2543,7 @@ impl Node {
                     }
                 });
             }
-            return peer.stable_endpoints.first().map(|a| PeerRoute::Direct(*a));
+            return self.root_endpoints.of(addr).next().map(PeerRoute::Direct);
         }
         let root = self.best_root(now_ms)?;
         let via = self.peers.get(&root)?.paths.preferred(now_ms, false)?.addr;
@@ -2675,7 +2672,7 @@ impl Node {
             .is_some_and(|t| now_ms.saturating_sub(t) < PEER_IDLE_TIMEOUT_MS);
         let busy = p.is_root()
             || p.is_active(now_ms)
-            || p.handshake.is_some()
+            || p.pending_handshake().is_some()
             || !p.queued.is_empty()
             || p.traversal().is_some_and(|t| t.punch.is_some())
             || (!p.sessions.is_established() && heard_lately);
@@ -2731,12 +2728,11 @@ impl Node {
         peer.sessions.expire(now_ms);
         peer.paths.expire(now_ms);
         if peer
-            .handshake
-            .as_ref()
+            .pending_handshake()
             .is_some_and(|h| now_ms.saturating_sub(h.sent_ms) > HANDSHAKE_TIMEOUT_MS)
         {
             // Give up on this attempt; the ephemeral secret is wiped on drop.
-            peer.handshake = None;
+            peer.take_pending_handshake();
         }
         let is_root = peer.is_root();
         let active = peer.is_active(now_ms);

@@ -52,6 +52,18 @@ pub(crate) struct PendingHandshake {
     pub sent_ms: u64,
 }
 
+/// The handshake states of a peer, boxed together: a HELLO of ours
+/// awaiting its OK, and the last HELLO of its that we answered.
+#[derive(Default)]
+struct Handshakes {
+    pending: Option<PendingHandshake>,
+    /// The last HELLO ephemeral answered and our ephemeral public key in the
+    /// answer: a HELLO repeated to another path gets the same answer, not a
+    /// second session. Kept until the peer confirms the session (a copy
+    /// coming later is no newer than the HELLO accepted: dropped as stale).
+    answered: Option<([u8; 32], [u8; 32])>,
+}
+
 /// Everything known about one peer. The rarely filled lists are `ThinVec`s
 /// (8 bytes while empty): a root holds thousands of peers.
 pub(crate) struct Peer {
@@ -59,17 +71,12 @@ pub(crate) struct Peer {
     pub identity: SharedIdentity,
     pub static_agreement: SharedKey,
     pub sessions: SessionSet,
-    /// Boxed, as the other rarely set fields: a root holds thousands of peers.
-    pub handshake: Option<Box<PendingHandshake>>,
-    /// The last HELLO ephemeral answered and our ephemeral public key in the
-    /// answer: a HELLO repeated to another path gets the same answer, not a
-    /// second session. Kept until the peer confirms the session (a copy
-    /// coming later is no newer than the HELLO accepted: dropped as stale).
-    pub answered: Option<Box<([u8; 32], [u8; 32])>>,
+    /// Both sides of a handshake under way, boxed together as the other
+    /// rarely set fields (a root holds thousands of peers); see the
+    /// accessors below.
+    handshakes: Option<Box<Handshakes>>,
     pub paths: PathSet,
     pub role: PeerRole,
-    /// A root's stable endpoints from its world.
-    pub stable_endpoints: ThinVec<SocketAddr>,
     pub versions: Option<Versions>,
     /// It announced (CAPABILITIES, this session) that it takes OFFLOAD_FRAME.
     pub offload_frames: bool,
@@ -159,11 +166,9 @@ impl Peer {
             identity,
             static_agreement,
             sessions: SessionSet::default(),
-            handshake: None,
-            answered: None,
+            handshakes: None,
             paths: PathSet::default(),
             role,
-            stable_endpoints: ThinVec::new(),
             versions: None,
             offload_frames: false,
             aes_gcm: false,
@@ -180,6 +185,61 @@ impl Peer {
             last_useful_ms: MaybeMs::NONE,
             next_tick_ms: u64::MAX,
             traversal: None,
+        }
+    }
+
+    /// The HELLO we sent it and await the OK for, if any.
+    pub fn pending_handshake(&self) -> Option<&PendingHandshake> {
+        self.handshakes.as_ref()?.pending.as_ref()
+    }
+
+    /// Takes the HELLO awaiting its OK, if any and if `pred` holds for it.
+    pub fn take_pending_handshake_if(
+        &mut self,
+        pred: impl FnOnce(&PendingHandshake) -> bool,
+    ) -> Option<PendingHandshake> {
+        let h = self.handshakes.as_mut()?;
+        let taken = h.pending.take_if(|p| pred(p));
+        self.drop_empty_handshakes();
+        taken
+    }
+
+    /// Takes the HELLO awaiting its OK, if any (its ephemeral secret is
+    /// wiped when dropped).
+    pub fn take_pending_handshake(&mut self) -> Option<PendingHandshake> {
+        self.take_pending_handshake_if(|_| true)
+    }
+
+    /// Records the HELLO we just sent it.
+    pub fn set_pending_handshake(&mut self, pending: PendingHandshake) {
+        self.handshakes.get_or_insert_with(Box::default).pending = Some(pending);
+    }
+
+    /// The last HELLO ephemeral of its that we answered, and our answer's.
+    pub fn answered(&self) -> Option<&([u8; 32], [u8; 32])> {
+        self.handshakes.as_ref()?.answered.as_ref()
+    }
+
+    /// Records the HELLO ephemeral we answered and our answer's.
+    pub fn set_answered(&mut self, theirs: [u8; 32], ours: [u8; 32]) {
+        self.handshakes.get_or_insert_with(Box::default).answered = Some((theirs, ours));
+    }
+
+    /// Forgets the HELLO answered (the session it set up is confirmed).
+    pub fn clear_answered(&mut self) {
+        if let Some(h) = self.handshakes.as_mut() {
+            h.answered = None;
+            self.drop_empty_handshakes();
+        }
+    }
+
+    fn drop_empty_handshakes(&mut self) {
+        if self
+            .handshakes
+            .as_ref()
+            .is_some_and(|h| h.pending.is_none() && h.answered.is_none())
+        {
+            self.handshakes = None;
         }
     }
 
@@ -294,16 +354,54 @@ mod tests {
     /// `MaybeMs` and the rare lists `ThinVec`s; 568 with its first session
     /// and path inline, which were separate allocations of 176 and 136;
     /// 504 with the traversal state boxed; 488 with the latency in 32 bits
-    /// beside the flags: one allocation of 496 a peer).
+    /// beside the flags; 472 with both handshake states in one box and the
+    /// roots' endpoints kept by the node: one allocation of 480 a peer).
     #[test]
     fn a_peer_and_its_path_stay_small() {
         assert!(
-            std::mem::size_of::<Peer>() <= 488,
+            std::mem::size_of::<Peer>() <= 472,
             "{}",
             std::mem::size_of::<Peer>()
         );
         assert!(std::mem::size_of::<crate::path::Path>() <= 128);
         // Shared with a count and no weak count: 88 bytes, a 96-byte chunk.
         assert!(std::mem::size_of::<crate::identity::Identity>() <= 80);
+    }
+
+    #[test]
+    fn handshake_state_is_boxed_only_while_some_is_held() {
+        use crate::rng::{NodeRng, SeedableRng};
+        let mut rng = NodeRng::seed_from_u64(3);
+        let ours = crate::c25519::KeyPair::generate(&mut rng);
+        let theirs = crate::c25519::KeyPair::generate(&mut rng);
+        let address = crate::address::Address::from_u64(0x12_3456_789a).unwrap();
+        let identity = crate::identity::Identity::previously_verified(address, *theirs.public());
+        let agreement = ours.agree(theirs.public()).unwrap();
+        let mut peer = Peer::new(SharedIdentity::new(identity), agreement, PeerRole::Leaf);
+        assert!(peer.handshakes.is_none());
+        peer.set_answered([1; 32], [2; 32]);
+        peer.set_pending_handshake(PendingHandshake {
+            ephemeral: Ephemeral::generate(&mut rng),
+            counters: vec![7, 9],
+            sent_ms: 5,
+        });
+        assert_eq!(peer.answered(), Some(&([1; 32], [2; 32])));
+        assert!(
+            peer.take_pending_handshake_if(|h| h.counters.contains(&8))
+                .is_none()
+        );
+        let taken = peer.take_pending_handshake_if(|h| h.counters.contains(&9));
+        assert_eq!(taken.map(|h| h.sent_ms), Some(5));
+        assert!(peer.pending_handshake().is_none());
+        assert!(peer.handshakes.is_some(), "the answer is still held");
+        peer.clear_answered();
+        assert!(peer.handshakes.is_none(), "nothing held: the box is gone");
+        peer.set_pending_handshake(PendingHandshake {
+            ephemeral: Ephemeral::generate(&mut rng),
+            counters: vec![1],
+            sent_ms: 6,
+        });
+        assert!(peer.take_pending_handshake().is_some());
+        assert!(peer.handshakes.is_none());
     }
 }

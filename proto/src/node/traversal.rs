@@ -210,10 +210,9 @@ impl Node {
             return alive;
         }
         let mut roots: Vec<(Address, SocketAddr)> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.is_root())
-            .filter_map(|(a, p)| p.stable_endpoints.first().map(|e| (*a, *e)))
+            .root_endpoints
+            .firsts()
+            .filter(|(a, _)| self.peers.get(a).is_some_and(|p| p.is_root()))
             .collect();
         if roots.is_empty() {
             return None;
@@ -231,13 +230,12 @@ impl Node {
             .peers
             .values()
             .flat_map(|p| {
-                p.stable_endpoints.iter().map(|e| e.ip()).chain(
-                    p.paths
-                        .iter()
-                        .filter(|x| !x.socket.is_tcp())
-                        .map(|x| x.addr.ip()),
-                )
+                p.paths
+                    .iter()
+                    .filter(|x| !x.socket.is_tcp())
+                    .map(|x| x.addr.ip())
             })
+            .chain(self.root_endpoints.iter().map(|(_, e)| e.ip()))
             .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
             .collect();
         ips.sort();
@@ -402,14 +400,11 @@ impl Node {
         // UDP may work again: one probe per root endpoint over UDP. An answer
         // makes its path live, and the next tick leaves TCP.
         let targets: Vec<(Address, SocketAddr, bool)> = self
-            .peers
+            .root_endpoints
             .iter()
-            .filter(|(_, p)| p.is_root())
-            .flat_map(|(a, p)| {
-                let established = p.sessions.is_established();
-                p.stable_endpoints
-                    .iter()
-                    .map(move |e| (*a, *e, established))
+            .filter_map(|(a, e)| {
+                let p = self.peers.get(&a).filter(|p| p.is_root())?;
+                Some((a, e, p.sessions.is_established()))
             })
             .collect();
         for (addr, to, established) in targets {
