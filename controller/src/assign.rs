@@ -25,6 +25,12 @@ pub enum AssignError {
     Ipv6Exhausted,
 }
 
+/// Whether `member` is due an automatic address of either family (only
+/// then is the set of taken addresses, one entry a member, worth making).
+pub fn is_due(network: &Network, member: &Member) -> bool {
+    wants_ipv4(network, member) || wants_ipv6(network, member)
+}
+
 /// Gives `member` the addresses it is due (see [`wants_ipv4`] and
 /// [`wants_ipv6`]) that are free in `taken`, and marks them taken.
 pub fn assign_due(network: &Network, member: &mut Member, taken: &mut HashSet<IpAddr>) {
@@ -331,5 +337,14 @@ mod tests {
         let mut off = n.clone();
         off.v4_assign_zt = false;
         assert!(!wants_ipv4(&off, &m));
+        // Due an address of either family, or of none (then no request
+        // gathers the taken addresses).
+        assert!(is_due(&n, &m));
+        assert!(!is_due(&off, &m));
+        m.ip_assignments = vec!["10.0.0.1".parse().unwrap()];
+        assert!(!is_due(&n, &m));
+        let mut v6 = n.clone();
+        v6.v6_assign.zt = true;
+        assert!(is_due(&v6, &m));
     }
 }

@@ -17,7 +17,7 @@ use vnet_node::core::rules::{Capability, Grants, RuleSet};
 
 pub use vnet_node::core::netconf::ConfigDenied;
 
-use crate::assign::{AssignError, assign_due, assignment_problem};
+use crate::assign::{AssignError, assign_due, assignment_problem, is_due};
 use crate::join_keys::{self, JoinKey, KeyOptions, MAX_JOIN_KEYS_PER_NETWORK, MAX_USES_RECORDED};
 use crate::member_report::MemberReport;
 use crate::model::{Member, Network};
@@ -690,7 +690,9 @@ impl Controller {
                 .into());
             }
         }
-        assign_due(&entry.network, &mut member, &mut entry.taken_ips());
+        if is_due(&entry.network, &member) {
+            assign_due(&entry.network, &mut member, &mut entry.taken_ips());
+        }
         let is_new = !entry.members.contains_key(&addr);
         if is_new || member != before {
             self.apply(nwid, None, vec![member])?;
@@ -748,7 +750,9 @@ impl Controller {
     pub fn ip_assignment_problem(&self, nwid: NetworkId, addr: Address) -> Option<AssignError> {
         let entry = self.networks.get(&nwid)?;
         let member = &entry.members.get(&addr)?.member;
-        assignment_problem(&entry.network, member, &entry.taken_ips())
+        is_due(&entry.network, member)
+            .then(|| assignment_problem(&entry.network, member, &entry.taken_ips()))
+            .flatten()
     }
 
     /// A member asks for its config at `now_ms`. Nothing is written here
@@ -875,7 +879,11 @@ impl Controller {
         if !entry.network.private {
             member.set_authorized(true, now_ms);
         }
-        assign_due(&entry.network, &mut member, &mut entry.taken_ips());
+        // Every config request passes here: the taken addresses (one a
+        // member) are gathered only for a member due one.
+        if is_due(&entry.network, &member) {
+            assign_due(&entry.network, &mut member, &mut entry.taken_ips());
+        }
         member
     }
 
