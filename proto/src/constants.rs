@@ -269,6 +269,11 @@ pub const RELAY_TABLE_TTL_MS: u64 = 2_000;
 pub const RELAY_THREADS_MAX_DEFAULT: usize = 3;
 /// Relay threads a root may be asked to run (`relayThreads`).
 pub const RELAY_THREADS_MAX: usize = 64;
+/// Flush threads a member runs besides its engine when `flushThreads` is
+/// not set: one per core beyond two, at most this many.
+pub const FLUSH_THREADS_MAX_DEFAULT: usize = 3;
+/// Flush threads a member may be asked to run (`flushThreads`).
+pub const FLUSH_THREADS_MAX: usize = 64;
 /// A restarted root says HELLO to at most this many peers it knew (at their
 /// last path) per timer tick, until it has greeted them all.
 pub const READMIT_HELLOS_PER_TICK: usize = 500;

@@ -198,6 +198,16 @@ impl Session {
     }
 }
 
+/// How an accepted session packet arrived against the others of its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Its counter is above every counter accepted before.
+    InOrder,
+    /// A later packet of the same session came first (reordered on the way,
+    /// or sent out of order); still inside the replay window.
+    Late,
+}
+
 /// Why a session packet was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenError {
@@ -207,6 +217,15 @@ pub enum OpenError {
     BadMac,
     /// Counter already seen, or too old.
     Replay,
+}
+
+/// Whether `counter`, accepted, came after a higher one (`highest`).
+fn arrival(highest: u64, counter: u64) -> Arrival {
+    if counter < highest {
+        Arrival::Late
+    } else {
+        Arrival::InOrder
+    }
 }
 
 /// The live sessions with one peer: the newest confirmed one sends; older
@@ -381,7 +400,7 @@ impl SessionSet {
         slot: u8,
         counter: u64,
         packet: &mut [u8],
-    ) -> Result<(), OpenError> {
+    ) -> Result<Arrival, OpenError> {
         self.expire(now_ms);
         let mut any = false;
         let mut replayed = false;
@@ -399,9 +418,10 @@ impl SessionSet {
             }
             match open_with(s, packet, candidates > 1) {
                 Ok(()) => {
+                    let arrival = arrival(s.replay.highest(), counter);
                     s.replay.accept(counter);
                     s.last_receive_ms = MaybeMs::at(now_ms);
-                    return Ok(());
+                    return Ok(arrival);
                 }
                 Err(MacError) => continue,
             }
@@ -409,13 +429,14 @@ impl SessionSet {
         if let Some(p) = self.pending.as_mut().filter(|p| p.slot == slot) {
             any = true;
             if counter != 0 && p.replay.check(counter) && open_with(p, packet, false).is_ok() {
+                let arrival = arrival(p.replay.highest(), counter);
                 p.replay.accept(counter);
                 p.last_receive_ms = MaybeMs::at(now_ms);
                 // Key confirmed: the peer holds this session; it now sends.
                 let confirmed = self.pending.take().expect("checked above");
                 self.install(now_ms, *confirmed);
                 self.newly_confirmed = true;
-                return Ok(());
+                return Ok(arrival);
             }
         }
         if !any {
@@ -529,7 +550,7 @@ mod tests {
         set_a.seal(&mut p, Suite::Aes256Gcm);
         assert_ne!(p[FLAGS_OFFSET] & FLAG_AES_GCM, 0);
         let sealed = p.clone();
-        assert_eq!(set_b.open(2, slot, counter, &mut p), Ok(()));
+        assert_eq!(set_b.open(2, slot, counter, &mut p), Ok(Arrival::InOrder));
         assert_eq!(p[35..], body[..]);
         assert_eq!(
             set_b.open(2, slot, counter, &mut sealed.clone()),
@@ -541,6 +562,35 @@ mod tests {
         assert_eq!(
             set_b.open(2, slot, counter + 1, &mut garbage),
             Err(OpenError::BadMac)
+        );
+    }
+
+    /// A packet accepted after a later one of its session is told apart
+    /// (the node counts it as `receivedLate`); in order, none is.
+    #[test]
+    fn a_packet_overtaken_by_a_later_one_is_accepted_as_late() {
+        let (a, b, s) = pair();
+        let (sa, sb) = handshake(0, a, b, &s);
+        let (mut set_a, mut set_b) = (SessionSet::default(), SessionSet::default());
+        set_a.install(0, sa);
+        set_b.install(0, sb);
+        let sealed = seal_n(&mut set_a, 4);
+        let order = [0, 2, 1, 3];
+        let arrivals: Vec<_> = order
+            .iter()
+            .map(|&i| {
+                let (c, slot, mut p) = sealed[i].clone();
+                set_b.open(1, slot, c, &mut p)
+            })
+            .collect();
+        assert_eq!(
+            arrivals,
+            [
+                Ok(Arrival::InOrder),
+                Ok(Arrival::InOrder),
+                Ok(Arrival::Late),
+                Ok(Arrival::InOrder)
+            ]
         );
     }
 
@@ -557,7 +607,7 @@ mod tests {
         set_a.seal(&mut p, Suite::Salsa2012Poly1305);
         assert_ne!(&p[35..], b"hello there");
         let sealed = p.clone();
-        assert_eq!(set_b.open(1, slot, counter, &mut p), Ok(()));
+        assert_eq!(set_b.open(1, slot, counter, &mut p), Ok(Arrival::InOrder));
         assert_eq!(&p[35..], b"hello there");
         // The same packet again is a replay.
         let mut again = sealed.clone();
@@ -609,12 +659,12 @@ mod tests {
         // Inside the overlap the superseded session still opens.
         let (c, slot1, mut late) = sealed.next().unwrap();
         let t = 1000 + KEY_OVERLAP_MS - 1;
-        assert_eq!(set_b.open(t, slot1, c, &mut late), Ok(()));
+        assert_eq!(set_b.open(t, slot1, c, &mut late), Ok(Arrival::InOrder));
         assert_eq!(&late[35..], &[0; 4]);
         // The peer still sends on it: the overlap runs from that last use.
         let (c, _, mut still) = sealed.next().unwrap();
         let t = t + KEY_OVERLAP_MS - 1;
-        assert_eq!(set_b.open(t, slot1, c, &mut still), Ok(()));
+        assert_eq!(set_b.open(t, slot1, c, &mut still), Ok(Arrival::InOrder));
         // A full overlap after its last use it is gone: a packet whose
         // counter was never seen is refused for expiry, not as a replay.
         let (c, _, mut too_late) = sealed.next().unwrap();
@@ -669,7 +719,7 @@ mod tests {
         while t + 10_000 < SESSION_MAX_AGE_MS {
             t += 10_000;
             let (c, slot, mut p) = seal_n(&mut set_a, 1).remove(0);
-            assert_eq!(set_b.open(t, slot, c, &mut p), Ok(()));
+            assert_eq!(set_b.open(t, slot, c, &mut p), Ok(Arrival::InOrder));
         }
         let (c, slot, mut p) = seal_n(&mut set_a, 1).remove(0);
         assert!(set_b.open(SESSION_MAX_AGE_MS, slot, c, &mut p).is_err());

@@ -306,6 +306,7 @@ async fn status(State(s): State<AppState>) -> Result<Json<StatusAnswer>, ApiErro
                 force_tcp_relay: s.force_tcp_relay,
                 identity_checks_per_second: s.identity_checks_per_second,
                 relay_threads: s.relay_threads,
+                flush_threads: s.flush_threads,
             },
         },
         port_mapping: s.port_mapping_json(),

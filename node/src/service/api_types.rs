@@ -193,6 +193,8 @@ pub struct Settings {
     pub identity_checks_per_second: u32,
     /// Relay threads running besides the engine (roots).
     pub relay_threads: usize,
+    /// Flush threads running besides the engine (members).
+    pub flush_threads: usize,
 }
 
 /// `config` in the `GET /status` answer.

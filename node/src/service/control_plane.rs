@@ -53,6 +53,8 @@ pub struct ControlPlane {
     pub identity_checks_per_second: u32,
     /// Relay threads running besides the engine (`relayThreads`, roots).
     pub relay_threads: usize,
+    /// Flush threads running besides the engine (`flushThreads`, members).
+    pub flush_threads: usize,
     /// Whether the node has an IPv6 socket.
     pub(crate) with_v6: bool,
     pub(crate) pings: Mutex<HashMap<u64, oneshot::Sender<PingReply>>>,

@@ -27,6 +27,7 @@ use crate::core::identity_hash::IdentityHashScratch;
 use crate::core::local_socket::LocalSocket;
 use crate::core::network_id::NetworkId;
 use crate::core::node::{Event, IdentityCheck, IdentityCheckResult, Node, Outbox};
+use crate::service::flush_threads::{FlushThreads, TapDevices, write_frame};
 use crate::service::punch_sockets::PunchSockets;
 use crate::service::relay_threads::RelayThreads;
 use crate::service::tap::TapDevice;
@@ -240,9 +241,11 @@ pub struct Engine {
     commands: Receiver<Command>,
     relayed: Receiver<RelayDatagram>,
     handle: EngineHandle,
-    udp: UdpSockets,
+    udp: Arc<UdpSockets>,
     punch: PunchSockets,
     devices: HashMap<NetworkId, Device>,
+    /// The devices again, as the flush threads get them with an outbox.
+    tap_devices: TapDevices,
     sources: HashMap<Token, Source>,
     next_token: usize,
     /// Sources that still had data when their read budget ran out.
@@ -267,6 +270,17 @@ pub struct Engine {
     ready: Vec<Token>,
     /// A root's relay threads, if it runs any.
     relay_threads: Option<RelayThreads>,
+    /// A member's flush threads, if it runs any.
+    flush_threads: Option<FlushThreads>,
+}
+
+/// The threads that work beside the engine: a root's relay threads and the
+/// number of flush threads a member starts.
+pub struct WorkerThreads {
+    /// A root's relay threads, already running.
+    pub relay: Option<RelayThreads>,
+    /// How many flush threads to start (0: the engine flushes inline).
+    pub flush: usize,
 }
 
 impl Engine {
@@ -276,7 +290,7 @@ impl Engine {
         node: Node,
         udp: UdpSockets,
         tcp: TcpRelay,
-        relay_threads: Option<RelayThreads>,
+        workers: WorkerThreads,
         events: tokio_mpsc::UnboundedSender<Event>,
         start: Instant,
     ) -> io::Result<Self> {
@@ -286,6 +300,10 @@ impl Engine {
             relayed,
             handle,
         } = parts;
+        let WorkerThreads {
+            relay: relay_threads,
+            flush: flush_threads,
+        } = workers;
         let mut udp = udp;
         let registry = poll.registry();
         registry.register(&mut udp.v4.socket, UDP_V4, Interest::READABLE)?;
@@ -296,6 +314,12 @@ impl Engine {
             registry.register(&mut s.socket, UDP_MAPPED, Interest::READABLE)?;
         }
         let (checker, checker_jobs) = mpsc::sync_channel(1);
+        let udp = Arc::new(udp);
+        let flush_threads = if flush_threads > 0 {
+            Some(FlushThreads::start(flush_threads, udp.clone())?)
+        } else {
+            None
+        };
         Ok(Self {
             node,
             poll,
@@ -305,6 +329,7 @@ impl Engine {
             udp,
             punch: PunchSockets::default(),
             devices: HashMap::new(),
+            tap_devices: TapDevices::default(),
             sources: HashMap::new(),
             next_token: FIRST_DYNAMIC_TOKEN,
             backlog: VecDeque::new(),
@@ -322,6 +347,7 @@ impl Engine {
             segments: Vec::new(),
             ready: Vec::new(),
             relay_threads,
+            flush_threads,
         })
     }
 
@@ -360,6 +386,7 @@ impl Engine {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+
             let mut ready = std::mem::take(&mut self.ready);
             ready.extend(self.backlog.drain(..));
             ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKER));
@@ -371,6 +398,9 @@ impl Engine {
             if !self.run_commands() {
                 if let Some(mut r) = self.relay_threads.take() {
                     r.stop();
+                }
+                if let Some(mut f) = self.flush_threads.take() {
+                    f.stop();
                 }
                 return Ok(());
             }
@@ -514,6 +544,9 @@ impl Engine {
                     if let Some(r) = &self.relay_threads {
                         r.fold_counts(&mut self.node);
                     }
+                    if let Some(f) = &self.flush_threads {
+                        self.node.count_flushed_by_threads(f.take_flushed());
+                    }
                     let now = self.now_ms();
                     f(&mut self.node, now, &mut self.out);
                 }
@@ -550,12 +583,24 @@ impl Engine {
         }
         self.sources.insert(token, Source::Tap(nwid));
         self.devices.insert(nwid, Device { tap, token });
+        self.snapshot_devices();
         // Frames may have queued before registration (edge-triggered).
         self.backlog.push_back(token);
     }
 
+    /// The devices as the flush threads get them (rebuilt on a change).
+    fn snapshot_devices(&mut self) {
+        self.tap_devices = Arc::new(
+            self.devices
+                .iter()
+                .map(|(nwid, d)| (*nwid, d.tap.clone()))
+                .collect(),
+        );
+    }
+
     fn remove_device(&mut self, nwid: NetworkId) {
         if let Some(device) = self.devices.remove(&nwid) {
+            self.snapshot_devices();
             let _ = self
                 .poll
                 .registry()
@@ -625,13 +670,23 @@ impl Engine {
     }
 
     /// Sends what the outbox holds, writes its frames to their TAP devices,
-    /// passes the node's events on, and empties the outbox.
+    /// passes the node's events on, and empties the outbox. With flush
+    /// threads, a full outbox goes to them (the engine sends only what goes
+    /// by punch sockets or the TCP relay) and the engine fills another.
     fn flush(&mut self) {
+        let threads = self
+            .flush_threads
+            .as_ref()
+            .is_some_and(|f| !f.flush_inline(&self.out));
         let (mut datagrams, mut bytes) = (0u64, 0u64);
         for t in self.out.transmits() {
             bytes += t.contents.len() as u64;
             datagrams += t.datagrams().len() as u64;
-            if self.udp.send(t.socket, t.to, t.contents, t.segment_size) {
+            let primary = matches!(t.socket, LocalSocket::Primary | LocalSocket::Mapped);
+            if primary {
+                if !threads {
+                    self.udp.send(t.socket, t.to, t.contents, t.segment_size);
+                }
                 continue;
             }
             for datagram in t.datagrams() {
@@ -668,29 +723,20 @@ impl Engine {
             }
         }
         self.node.count_sent(datagrams, bytes);
-        for f in self.out.frames() {
-            let Some(device) = self.devices.get(&f.network) else {
-                continue;
-            };
-            let written = if device.tap.virtio_header() {
-                device.tap.write(f.with_virtio_header()).map(drop)
-            } else if f.offload.is_none() {
-                device.tap.write(f.frame()).map(drop)
-            } else {
-                // A TAP without offloads: the frames the kernel would cut.
-                let mut result = Ok(());
-                let _ = f.offload.complete(f.frame(), &mut self.segments, |frame| {
-                    if let Err(e) = device.tap.write(frame) {
-                        result = Err(e);
+        match self.flush_threads.as_mut().filter(|_| threads) {
+            Some(f) => {
+                let full = std::mem::take(&mut self.out);
+                self.out = f.hand_over(full, &self.tap_devices);
+            }
+            None => {
+                for f in self.out.frames() {
+                    if let Some(device) = self.devices.get(&f.network) {
+                        write_frame(&device.tap, &f, &mut self.segments);
                     }
-                });
-                result
-            };
-            if let Err(e) = written {
-                debug!(nwid = %f.network, error = %e, "TAP write failed");
+                }
+                self.out.clear();
             }
         }
-        self.out.clear();
         while let Some(e) = self.node.poll_event() {
             let _ = self.events.send(e);
         }

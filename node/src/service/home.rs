@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::core::constants::{MAX_IDENTITY_CHECKS_PER_SECOND, RELAY_THREADS_MAX};
+use crate::core::constants::{
+    FLUSH_THREADS_MAX, MAX_IDENTITY_CHECKS_PER_SECOND, RELAY_THREADS_MAX,
+};
 use crate::core::identity::Identity;
 use crate::core::node::VerifiedIdentity;
 use crate::core::world::{World, WorldKind};
@@ -142,6 +144,10 @@ pub struct LocalSettings {
     /// its UDP port (0 to `RELAY_THREADS_MAX`; default one per core beyond
     /// the first, at most `RELAY_THREADS_MAX_DEFAULT`).
     pub relay_threads: Option<usize>,
+    /// On a member: threads that send the engine's datagrams and write its
+    /// TAP frames (0 to `FLUSH_THREADS_MAX`; default one per core beyond
+    /// two, at most `FLUSH_THREADS_MAX_DEFAULT`; 0: the engine does).
+    pub flush_threads: Option<usize>,
     /// vnet-controller's store (ZeroTier's setting): absent, the files in
     /// `controller.d`; a path, another `controller.d` directory;
     /// `postgres:<connection string>`, a PostgreSQL database.
@@ -265,6 +271,14 @@ impl Home {
                     return Err(HomeError::Invalid {
                         path,
                         problem: format!("relayThreads {n} is not within 0..={RELAY_THREADS_MAX}"),
+                    });
+                }
+                if let Some(n) = conf.settings.flush_threads
+                    && n > FLUSH_THREADS_MAX
+                {
+                    return Err(HomeError::Invalid {
+                        path,
+                        problem: format!("flushThreads {n} is not within 0..={FLUSH_THREADS_MAX}"),
                     });
                 }
                 Ok(conf)
@@ -544,6 +558,11 @@ mod tests {
         let conf = dir.path().join("local.conf");
         fs::write(&conf, r#"{"settings": {"relayThreads": 0}}"#).unwrap();
         assert_eq!(home.local_conf().unwrap().settings.relay_threads, Some(0));
+        fs::write(&conf, r#"{"settings": {"flushThreads": 64}}"#).unwrap();
+        assert_eq!(home.local_conf().unwrap().settings.flush_threads, Some(64));
+        fs::write(&conf, r#"{"settings": {"flushThreads": 65}}"#).unwrap();
+        let err = home.local_conf().unwrap_err().to_string();
+        assert!(err.contains("flushThreads 65"), "{err}");
         fs::write(&conf, r#"{"settings": {"relayThreads": 65}}"#).unwrap();
         let err = home.local_conf().unwrap_err().to_string();
         assert!(err.contains("local.conf"), "{err}");

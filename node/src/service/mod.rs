@@ -6,6 +6,7 @@ pub mod atomic_file;
 pub mod control_plane;
 pub mod dns_config;
 pub mod engine;
+pub mod flush_threads;
 pub mod home;
 pub mod identity_file;
 pub mod managed_routes;

@@ -15,14 +15,15 @@ use tracing::{error, info, warn};
 
 use crate::core::address::Address;
 use crate::core::constants::{
-    IDENTITY_CHECKS_PER_SECOND, RELAY_THREADS_MAX_DEFAULT, ROOT_REPLAY_WINDOW_PACKETS,
+    FLUSH_THREADS_MAX_DEFAULT, IDENTITY_CHECKS_PER_SECOND, RELAY_THREADS_MAX_DEFAULT,
+    ROOT_REPLAY_WINDOW_PACKETS,
 };
 use crate::core::local_socket::LocalSocket;
 use crate::core::message::Versions;
 use crate::core::node::{Event, Node, NodeConfig};
 use crate::service::control_plane::{ControlPlane, handle_event, lock, report_config_changes};
 use crate::service::engine::{
-    Command, Engine, EngineHandle, EngineParts, TcpRelay, spawn_supervised,
+    Command, Engine, EngineHandle, EngineParts, TcpRelay, WorkerThreads, spawn_supervised,
 };
 use crate::service::home::{Home, HomeError};
 use crate::service::netlink::Netlink;
@@ -184,6 +185,18 @@ fn default_relay_threads() -> usize {
         .min(RELAY_THREADS_MAX_DEFAULT)
 }
 
+/// Flush threads of a member whose local.conf does not say: one per core
+/// beyond two, at most `FLUSH_THREADS_MAX_DEFAULT`. With two cores the
+/// engine, the kernel and the applications already fill both, and the hand
+/// over costs more than it frees (bench/lab.sh on 2 cores: about 10 % less
+/// throughput with one thread).
+fn default_flush_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_sub(2)
+        .min(FLUSH_THREADS_MAX_DEFAULT)
+}
+
 /// Runs the service until SIGTERM or SIGINT.
 pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     lean_malloc();
@@ -263,6 +276,13 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
     } else {
         0
     };
+    let flush_threads = if node.is_root() {
+        0
+    } else {
+        conf.settings
+            .flush_threads
+            .unwrap_or_else(default_flush_threads)
+    };
     let (udp, relay_sockets) = UdpSockets::bind(
         port,
         port_mapping.then(|| mapped_port_for(node.address())),
@@ -296,6 +316,7 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         tap_offload: conf.settings.tap_offload.unwrap_or(true),
         identity_checks_per_second,
         relay_threads,
+        flush_threads,
         with_v6,
         pings: Mutex::new(HashMap::new()),
         next_ping: AtomicU64::new(1),
@@ -348,7 +369,18 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         info!(threads = threads.len(), "relay threads running");
         Some(threads)
     };
-    let engine_loop = Engine::new(parts, node, udp, tcp, relay, events_tx, start)?;
+    let engine_loop = Engine::new(
+        parts,
+        node,
+        udp,
+        tcp,
+        WorkerThreads {
+            relay,
+            flush: flush_threads,
+        },
+        events_tx,
+        start,
+    )?;
     // A stopped engine ends the daemon (systemd restarts it); never a
     // silently dead packet path.
     let (engine_thread, engine_stopped) =

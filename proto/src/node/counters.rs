@@ -76,6 +76,11 @@ pub struct Counters {
     pub sealed_aes_gcm: u64,
     /// Session packets opened that were sealed with AES-256-GCM.
     pub opened_aes_gcm: u64,
+    /// Session packets accepted after a later packet of their session
+    /// (reordered on the way or by the sender).
+    pub received_late: u64,
+    /// Outboxes a member's flush threads sent and wrote (service).
+    pub flushed_by_threads: u64,
     /// Super-frames (TCP segmentation left to the receiver) sent whole in
     /// an OFFLOAD_FRAME.
     pub super_frames_sent: u64,

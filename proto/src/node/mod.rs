@@ -48,7 +48,7 @@ use crate::message::{
 use crate::multicast_message::{MulticastGather, MulticastLike};
 use crate::relay::{RelaySources, RelayTable, rate_key};
 use crate::rng::{NodeRng, Rng, SeedableRng};
-use crate::session::{Ephemeral, OpenError, Role, derive_session};
+use crate::session::{Arrival, Ephemeral, OpenError, Role, derive_session};
 use crate::verb::Verb;
 use crate::wire::{
     Datagram, FLAG_AES_GCM, FLAGS_OFFSET, PacketHeader, append_packet_start, classify,
@@ -623,8 +623,14 @@ impl Node {
             .sessions
             .open(now_ms, header.key_slot, header.counter, packet)
         {
-            Ok(()) if packet[FLAGS_OFFSET] & FLAG_AES_GCM != 0 => self.counters.opened_aes_gcm += 1,
-            Ok(()) => {}
+            Ok(arrival) => {
+                if packet[FLAGS_OFFSET] & FLAG_AES_GCM != 0 {
+                    self.counters.opened_aes_gcm += 1;
+                }
+                if arrival == Arrival::Late {
+                    self.counters.received_late += 1;
+                }
+            }
             Err(OpenError::Replay) => {
                 self.counters.dropped_replay += 1;
                 return;
@@ -2011,6 +2017,11 @@ impl Node {
         self.counters.relayed += relayed;
         self.counters.relayed_by_threads += relayed;
         self.counters.dropped_rate_limited += rate_limited;
+    }
+
+    /// Counts outboxes a member's flush threads sent and wrote.
+    pub fn count_flushed_by_threads(&mut self, outboxes: u64) {
+        self.counters.flushed_by_threads += outboxes;
     }
 
     fn rendezvous(
