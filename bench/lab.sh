@@ -6,6 +6,7 @@
 #   bench/lab.sh                 release build, then: raw, tinc, vnet
 #   ONLY="raw vnet" bench/lab.sh a subset; T=10 PINGS=20 as in bench-ref.sh
 #   VNET_BIN_DIR=/tmp/old/target/release ONLY=vnet bench/lab.sh   another build's binaries
+#   MEMBER_CONF='{"settings": {"flushThreads": 0}}' ONLY=vnet bench/lab.sh   the members' local.conf
 #   ONLY="vnet-easy-hard vnet-hard-hard" bench/lab.sh   members behind NATs (netlab.sh nat),
 #     two roots: easy-hard goes direct by a birthday punch, hard-hard stays relayed by a root
 set -euo pipefail
@@ -18,8 +19,9 @@ want() { [[ " $ONLY " == *" $1 "* ]]; }
 . "$LAB/bench-ref.sh"
 NL=$LAB/netlab.sh
 
-for pkg in iperf3 jq $(want tinc && echo tinc); do
-  command -v "${pkg/tinc/tincd}" >/dev/null || apt-get install -y -qq "$pkg" >/dev/null
+# package:command pairs; a fresh Debian has no ping.
+for pair in iperf3:iperf3 jq:jq iputils-ping:ping $(want tinc && echo tinc:tincd); do
+  command -v "${pair#*:}" >/dev/null || apt-get install -y -qq "${pair%%:*}" >/dev/null
 done
 # VNET_BIN_DIR=/path/to/release: measure those binaries (an older build, for
 # a before/after in one run) instead of building this checkout.
@@ -89,6 +91,14 @@ small_packets() {
   jq -r '.end.sum | "   small packets (UDP 64 B, iperf3 -b 0): \((.packets - .lost_packets) / .seconds / 1000 | floor) kpps received, \(.lost_percent | floor)% lost"' \
     "$json" 2>/dev/null || echo "   small packets: FAIL"
 }
+# rtt_median NS IP: idle round trip, median of RTT_PINGS pings (0.05 s apart),
+# the figure issue 12 names (measure's is the mean of PINGS).
+rtt_median() {
+  local n=${RTT_PINGS:-200}
+  ip netns exec "$1" ping -n -c "$n" -i 0.05 "$2" 2>/dev/null | sed -n 's/.*time=\([0-9.]*\) ms/\1/p' | sort -g \
+    | awk -v n="$n" '{v[NR]=$1} END {if (NR == 0) {print "   RTT idle: FAIL"; exit}
+        printf "   RTT idle (%d of %d pings): median %.3f ms, p10 %.3f, p90 %.3f\n", NR, n, v[int((NR+1)/2)], v[int(NR*0.1)+1], v[int(NR*0.9)]}'
+}
 trap cleanup EXIT
 "$NL" down >/dev/null 2>&1 || true
 "$NL" up 3 >/dev/null
@@ -98,6 +108,7 @@ echo "idle check: host $(host_busy 3)% busy before the run"
 header
 if want raw; then
   measure "underlay (veth+bridge)" h1 h2 10.99.0.2 "" eth0 "kernel only"
+  rtt_median h1 10.99.0.2
 fi
 # tinc 1.0 in switch mode (TAP), default cipher, as the shared lab's reference run.
 setup_tinc() {
@@ -128,6 +139,8 @@ if want vnet; then
   sed -i 's|"stableEndpoints": \[\]|"stableEndpoints": ["10.99.0.3/9993"]|' "$d/planet.json"
   "$BIN/vnet-planet" mkworld "$d/planet.json" -o "$d/planet" >/dev/null
   for h in root ctl m1 m2; do cp "$d/planet" "$d/$h/"; done
+  # MEMBER_CONF='{"settings": {"flushThreads": 0}}': the members' local.conf.
+  [ -n "${MEMBER_CONF:-}" ] && for h in m1 m2; do echo "$MEMBER_CONF" >"$d/$h/local.conf"; done
   bg h3 vnet-root "$BIN/vnet-planet" serve -d "$d/root" -p 9993
   bg h3 vnet-ctl "$BIN/vnet-controller" -d "$d/ctl" -p 9994
   bg h1 vnet-m1 "$BIN/vnet-node" -d "$d/m1" -p 9993
@@ -157,6 +170,7 @@ if want vnet; then
   measure "vnet (this tree)" h1 h2 "$ip2" "$(pidof_bg vnet-m1) $(pidof_bg vnet-m2)" "$dev" \
     "AES-256-GCM when both announce it, TAP offloads (super-frames), forward-secret sessions"
   small_packets h1 h2 "$ip2"
+  rtt_median h1 "$ip2"
   stop_all
 fi
 if want vnet-easy-hard; then vnet_members easy-hard easy hard; fi

@@ -11,6 +11,8 @@
 #   SYSTEMS=vnet                         one system only (default: zerotier vnet)
 #   PERF=1                               perf profile of the two members during the 1-stream run
 #   PERF=udp64                           ... during the 64-byte UDP run instead
+#   MEMBER_CONF='{"settings": {"flushThreads": 1}}'   the vnet members' local.conf
+#   RTT_PINGS=100                        pings for the idle RTT median (PINGS=20 under load)
 #   RELAY_THREADS=N                      the vnet root's relayThreads (default: the daemon's, one per core beyond the first)
 # Per system and round one line: 1 TCP stream, 4 streams, reverse (Mbit/s),
 # retransmits of the 1-stream run, 64-byte UDP packets/s delivered, RTT idle
@@ -28,7 +30,9 @@ export T
 # shellcheck disable=SC1091
 . "$LAB/zt/zt-bench.sh"
 [ -x "$ZTBIN/zerotier-one" ] || { echo "no ZeroTier binaries in $ZTBIN (set ZTBIN)" >&2; exit 1; }
-for pkg in iperf3 jq curl; do command -v "$pkg" >/dev/null || apt-get install -y -qq "$pkg" >/dev/null; done
+for pair in iperf3:iperf3 jq:jq curl:curl iputils-ping:ping; do
+  command -v "${pair#*:}" >/dev/null || apt-get install -y -qq "${pair%%:*}" >/dev/null
+done
 if [ -n "${VNET_BIN_DIR:-}" ]; then
   BIN=$VNET_BIN_DIR
 else
@@ -52,6 +56,9 @@ vnet_up() {
   for h in root ctl m2 m3; do cp "$d/planet" "$d/$h/"; done
   if [ -n "${RELAY_THREADS:-}" ]; then
     echo "{\"settings\": {\"relayThreads\": $RELAY_THREADS}}" >"$d/root/local.conf"
+  fi
+  if [ -n "${MEMBER_CONF:-}" ]; then
+    for h in m2 m3; do echo "$MEMBER_CONF" >"$d/$h/local.conf"; done
   fi
   bg h1 vnet-root "$BIN/vnet-planet" serve -d "$d/root" -p 9993
   bg h1 vnet-ctl "$BIN/vnet-controller" -d "$d/ctl" -p 9994
@@ -85,6 +92,13 @@ iperf_json() {
   ip netns exec "$cns" iperf3 -c "$ip" -t "$T" -J "$@" 2>/dev/null || true
 }
 
+# ping_median NS IP COUNT: the median round trip (ms) of COUNT pings 0.05 s apart
+# (issue 12 names medians; one slow wake-up moves a mean of 20 a lot).
+ping_median() {
+  ip netns exec "$1" ping -n -c "$3" -i 0.05 "$2" 2>/dev/null | sed -n 's/.*time=\([0-9.]*\) ms/\1/p' |
+    sort -g | awk '{v[NR]=$1} END {if (NR) printf "%.3f", v[int((NR+1)/2)]}'
+}
+
 # figures NAME IP "MEMBER_PIDS" ROOT_PID: the line of one system, measured h2 -> h3
 figures() {
   local name=$1 ip=$2 members=$3 root=$4 p
@@ -93,7 +107,7 @@ figures() {
   local rss_line=""
   for p in $members $root; do rss_line+="$(rss "$p")/"; done
   local rtt_idle
-  rtt_idle=$(ip netns exec h2 ping -q -c "$PINGS" -i 0.05 "$ip" | awk -F/ '/^rtt/{print $5}')
+  rtt_idle=$(ping_median h2 "$ip" "${RTT_PINGS:-100}")
   # One stream, with daemon CPU.
   declare -A c0
   for p in $members $root; do c0[$p]=$(ticks "$p"); done
@@ -129,7 +143,7 @@ figures() {
   local load_pid=$!
   sleep 1
   local rtt_load
-  rtt_load=$(ip netns exec h2 ping -q -c "$PINGS" -i 0.05 "$ip" | awk -F/ '/^rtt/{print $5}')
+  rtt_load=$(ping_median h2 "$ip" "$PINGS")
   wait "$load_pid" || true
   local kpps perf64=()
   if [ "${PERF:-}" = udp64 ]; then
