@@ -20,7 +20,7 @@ want() { [[ " $ONLY " == *" $1 "* ]]; }
 NL=$LAB/netlab.sh
 
 # package:command pairs; a fresh Debian has no ping.
-for pair in iperf3:iperf3 jq:jq iputils-ping:ping $(want tinc && echo tinc:tincd); do
+for pair in iperf3:iperf3 jq:jq iputils-ping:ping iptables:iptables $(want tinc && echo tinc:tincd); do
   command -v "${pair#*:}" >/dev/null || apt-get install -y -qq "${pair%%:*}" >/dev/null
 done
 # VNET_BIN_DIR=/path/to/release: measure those binaries (an older build, for

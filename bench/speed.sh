@@ -30,7 +30,7 @@ export T
 # shellcheck disable=SC1091
 . "$LAB/zt/zt-bench.sh"
 [ -x "$ZTBIN/zerotier-one" ] || { echo "no ZeroTier binaries in $ZTBIN (set ZTBIN)" >&2; exit 1; }
-for pair in iperf3:iperf3 jq:jq curl:curl iputils-ping:ping; do
+for pair in iperf3:iperf3 jq:jq curl:curl iputils-ping:ping iptables:iptables; do
   command -v "${pair#*:}" >/dev/null || apt-get install -y -qq "${pair%%:*}" >/dev/null
 done
 if [ -n "${VNET_BIN_DIR:-}" ]; then
@@ -124,7 +124,7 @@ figures() {
     for p in $members; do
       echo "   perf of $(ps -o comm= -p "$p") $p during the 1-stream run (top symbols, % of its samples):"
       perf report -q -i "$RUN/perf-$p.data" --stdio --no-children --sort dso,symbol 2>/dev/null |
-        grep -v '^$' | head -14 | sed 's/^/     /'
+        grep -v '^$' | head -14 | sed 's/^/     /' || true
     done
   fi
   local cpu_m=0 cpu_r=0
@@ -162,7 +162,7 @@ figures() {
     for p in $members; do
       echo "   perf of $(ps -o comm= -p "$p") $p during the 64-byte UDP run (top symbols, % of its samples):"
       perf report -q -i "$RUN/perf64-$p.data" --stdio --no-children --sort dso,symbol 2>/dev/null |
-        grep -v '^$' | grep '%' | head -25 | sed 's/^/     /'
+        grep -v '^$' | grep '%' | head -25 | sed 's/^/     /' || true
     done
   fi
   local gbit per_gbit root_per_gbit
