@@ -11,6 +11,7 @@
 #   SYSTEMS=vnet                         one system only (default: zerotier vnet)
 #   PERF=1                               perf profile of the two members during the 1-stream run
 #   PERF=udp64                           ... during the 64-byte UDP run instead
+#   THREADS=1                            each member thread's CPU during the 1-stream run
 #   MEMBER_CONF='{"settings": {"flushThreads": 1}}'   the vnet members' local.conf
 #   RTT_PINGS=100                        pings for the idle RTT median (PINGS=20 under load)
 #   RELAY_THREADS=N                      the vnet root's relayThreads (default: the daemon's, one per core beyond the first)
@@ -44,6 +45,13 @@ OUT=$RUN/speed.txt
 trap 'stop_all; "$NL" down >/dev/null 2>&1 || true' EXIT
 
 vcli() { local ns=$1; shift; ip netns exec "$ns" "$BIN/vnet-cli" "$@"; }
+# thread_ticks PID: one line per thread, sorted by id: "tid name utime+stime".
+thread_ticks() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    [ -r "$t/stat" ] && echo "${t##*/} $(tr ' ' _ <"$t/comm") $(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
+  done | sort
+}
 
 # vnet_up: root + controller on h1, members on h2 and h3; sets VNET_IP3.
 vnet_up() {
@@ -118,7 +126,18 @@ figures() {
       perf_pids+=($!)
     done
   fi
+  declare -A t0
+  if [ "${THREADS:-}" = 1 ]; then
+    for p in $members; do t0[$p]=$(thread_ticks "$p"); done
+  fi
   local j1; j1=$(iperf_json h2 "$ip")
+  if [ "${THREADS:-}" = 1 ]; then
+    for p in $members; do
+      echo "   threads of $(ps -o comm= -p "$p") $p during the 1-stream run, % of a core: $(
+        join -a1 <(thread_ticks "$p") <(echo "${t0[$p]}") |
+          awk -v hz="$HZ" -v t="$T" '{printf "%s %d%%  ", $2, ($3 - ($5 == "" ? 0 : $5)) * 100 / (hz * t)}')"
+    done
+  fi
   if [ "${PERF:-}" = 1 ]; then
     wait "${perf_pids[@]}" 2>/dev/null || true
     for p in $members; do
