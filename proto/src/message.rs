@@ -85,11 +85,14 @@ pub struct Capabilities {
     pub aes_gcm: bool,
     /// It answers PATH_MTU_PROBE (bit 2).
     pub path_mtu_probes: bool,
+    /// It takes OFFLOAD_FRAMEs whose segmentation is UDP (USO, bit 3).
+    pub udp_segmentation: bool,
 }
 
 const CAPABILITY_OFFLOAD_FRAMES: u32 = 1;
 const CAPABILITY_AES_GCM: u32 = 2;
 const CAPABILITY_PATH_MTU_PROBES: u32 = 4;
+const CAPABILITY_UDP_SEGMENTATION: u32 = 8;
 
 impl Capabilities {
     /// The body.
@@ -103,6 +106,9 @@ impl Capabilities {
         }
         if self.path_mtu_probes {
             bits |= CAPABILITY_PATH_MTU_PROBES;
+        }
+        if self.udp_segmentation {
+            bits |= CAPABILITY_UDP_SEGMENTATION;
         }
         bits.to_be_bytes()
     }
@@ -118,6 +124,7 @@ impl Capabilities {
             offload_frames: bits & CAPABILITY_OFFLOAD_FRAMES != 0,
             aes_gcm: bits & CAPABILITY_AES_GCM != 0,
             path_mtu_probes: bits & CAPABILITY_PATH_MTU_PROBES != 0,
+            udp_segmentation: bits & CAPABILITY_UDP_SEGMENTATION != 0,
         })
     }
 }
@@ -619,17 +626,18 @@ mod capability_tests {
 
     #[test]
     fn capabilities_round_trip_and_unknown_bits_are_ignored() {
-        for bits in 0..8u8 {
+        for bits in 0..16u8 {
             let c = Capabilities {
                 offload_frames: bits & 1 != 0,
                 aes_gcm: bits & 2 != 0,
                 path_mtu_probes: bits & 4 != 0,
+                udp_segmentation: bits & 8 != 0,
             };
             assert_eq!(Capabilities::decode(&c.encode()), Ok(c));
         }
         // Bits and bytes of later versions.
         assert_eq!(
-            Capabilities::decode(&[0xff, 0xff, 0xff, 0xf8, 9, 9]),
+            Capabilities::decode(&[0xff, 0xff, 0xff, 0xf0, 9, 9]),
             Ok(Capabilities::default())
         );
         assert_eq!(

@@ -1,7 +1,7 @@
 //! Offloads of a frame (PROTOCOL.md §4.6): a TCP/UDP checksum left partial
-//! (only the pseudo-header sum filled in) and TCP segmentation left to the
-//! receiver (a super-frame of up to 64 KiB cut into segments of a given
-//! size). Read from and written to a TAP device as the `virtio_net_hdr`
+//! (only the pseudo-header sum filled in) and TCP or UDP segmentation left
+//! to the receiver (a super-frame of up to 64 KiB cut into segments of a
+//! given size: TSO, or USO for UDP sent with `UDP_SEGMENT`). Read from and written to a TAP device as the `virtio_net_hdr`
 //! in front of each frame (`IFF_VNET_HDR`), carried between members in an
 //! OFFLOAD_FRAME, and done in software where the receiving TAP cannot.
 //!
@@ -37,15 +37,31 @@ pub enum SegmentationKind {
     Tcp4,
     /// TCP over IPv6.
     Tcp6,
+    /// UDP over IPv4 (each segment one datagram).
+    Udp4,
+    /// UDP over IPv6.
+    Udp6,
 }
 
-/// A super-frame's segmentation: cut its TCP payload into segments of
-/// `segment_size` bytes (the last may be shorter).
+impl SegmentationKind {
+    /// Whether the segments are TCP (else UDP).
+    pub fn is_tcp(self) -> bool {
+        matches!(self, Self::Tcp4 | Self::Tcp6)
+    }
+
+    /// Whether the frame is IPv6 (else IPv4).
+    pub fn is_ipv6(self) -> bool {
+        matches!(self, Self::Tcp6 | Self::Udp6)
+    }
+}
+
+/// A super-frame's segmentation: cut its TCP or UDP payload into segments
+/// of `segment_size` bytes (the last may be shorter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segmentation {
-    /// TCP over which IP version.
+    /// TCP or UDP, over which IP version.
     pub kind: SegmentationKind,
-    /// Payload bytes per segment (the MSS).
+    /// Payload bytes per segment (the MSS; for UDP, each datagram's payload).
     pub segment_size: u16,
 }
 
@@ -63,12 +79,17 @@ const FLAG_PARTIAL_CHECKSUM: u8 = 0x01;
 const WIRE_GSO_NONE: u8 = 0;
 const WIRE_GSO_TCP4: u8 = 1;
 const WIRE_GSO_TCP6: u8 = 2;
+const WIRE_GSO_UDP4: u8 = 3;
+const WIRE_GSO_UDP6: u8 = 4;
 
 const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 const VIRTIO_NET_HDR_F_DATA_VALID: u8 = 2;
 const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
 const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
 const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
+/// UDP segmentation (USO), either IP version: the frame says which.
+const VIRTIO_NET_HDR_GSO_UDP_L4: u8 = 5;
+const UDP_LENGTH_OFFSET: usize = 4;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
@@ -174,14 +195,15 @@ impl Offload {
         };
         let (kind, size) = match self.segmentation {
             None => (WIRE_GSO_NONE, 0),
-            Some(Segmentation {
-                kind: SegmentationKind::Tcp4,
-                segment_size,
-            }) => (WIRE_GSO_TCP4, segment_size),
-            Some(Segmentation {
-                kind: SegmentationKind::Tcp6,
-                segment_size,
-            }) => (WIRE_GSO_TCP6, segment_size),
+            Some(Segmentation { kind, segment_size }) => {
+                let wire = match kind {
+                    SegmentationKind::Tcp4 => WIRE_GSO_TCP4,
+                    SegmentationKind::Tcp6 => WIRE_GSO_TCP6,
+                    SegmentationKind::Udp4 => WIRE_GSO_UDP4,
+                    SegmentationKind::Udp6 => WIRE_GSO_UDP6,
+                };
+                (wire, segment_size)
+            }
         };
         let [s0, s1] = size.to_be_bytes();
         [flags, kind, s0, s1]
@@ -201,6 +223,8 @@ impl Offload {
             }
             WIRE_GSO_TCP4 => Some(SegmentationKind::Tcp4),
             WIRE_GSO_TCP6 => Some(SegmentationKind::Tcp6),
+            WIRE_GSO_UDP4 => Some(SegmentationKind::Udp4),
+            WIRE_GSO_UDP6 => Some(SegmentationKind::Udp6),
             _ => return Err(OffloadError::Unknown("segmentation kind")),
         };
         let offload = Self {
@@ -213,15 +237,17 @@ impl Offload {
 
     /// Checks that the frame is what these offloads need: TCP/UDP over IP
     /// for a partial checksum, TCP over the right IP version (and a partial
-    /// checksum, as the kernel's TSO leaves it) for segmentation.
+    /// checksum, as the kernel's TSO and USO leave it) for segmentation.
     fn check(&self, frame: &[u8]) -> Result<Option<Layout>, OffloadError> {
         if self.is_none() {
             return Ok(None);
         }
         let layout = Layout::of(frame)?;
         if let Some(s) = self.segmentation {
-            let ipv6 = s.kind == SegmentationKind::Tcp6;
-            if !layout.tcp || layout.ipv6 != ipv6 || !self.partial_checksum {
+            if layout.tcp != s.kind.is_tcp()
+                || layout.ipv6 != s.kind.is_ipv6()
+                || !self.partial_checksum
+            {
                 return Err(OffloadError::Mismatch);
             }
             if s.segment_size == 0 {
@@ -245,6 +271,10 @@ impl Offload {
             VIRTIO_NET_HDR_GSO_NONE => None,
             VIRTIO_NET_HDR_GSO_TCPV4 => Some(SegmentationKind::Tcp4),
             VIRTIO_NET_HDR_GSO_TCPV6 => Some(SegmentationKind::Tcp6),
+            VIRTIO_NET_HDR_GSO_UDP_L4 => match Layout::of(frame)?.ipv6 {
+                false => Some(SegmentationKind::Udp4),
+                true => Some(SegmentationKind::Udp6),
+            },
             _ => return Err(OffloadError::Unknown("virtio segmentation")),
         };
         let offload = Self {
@@ -281,6 +311,7 @@ impl Offload {
             header[1] = match s.kind {
                 SegmentationKind::Tcp4 => VIRTIO_NET_HDR_GSO_TCPV4,
                 SegmentationKind::Tcp6 => VIRTIO_NET_HDR_GSO_TCPV6,
+                SegmentationKind::Udp4 | SegmentationKind::Udp6 => VIRTIO_NET_HDR_GSO_UDP_L4,
             };
             header[2..4].copy_from_slice(&ne16(layout.l4 + layout.l4_len));
             header[4..6].copy_from_slice(&s.segment_size.to_ne_bytes());
@@ -291,7 +322,7 @@ impl Offload {
     /// Completes what these offloads left undone, as a TAP without offloads
     /// needs it: each frame `emit` gets is an ordinary frame with complete
     /// checksums (a super-frame becomes its segments, cut as the kernel's TSO
-    /// would). `scratch` holds each frame built. Returns how many.
+    /// or USO would). `scratch` holds each frame built. Returns how many.
     pub fn complete(
         &self,
         frame: &[u8],
@@ -312,6 +343,9 @@ impl Offload {
         let headers = layout.l4 + layout.l4_len;
         let payload = &frame[headers..];
         let mss = usize::from(s.segment_size);
+        if !layout.tcp {
+            return Ok(cut_udp(frame, &layout, mss, scratch, emit));
+        }
         let seq = u32::from_be_bytes(
             frame[layout.l4 + 4..layout.l4 + 8]
                 .try_into()
@@ -327,17 +361,7 @@ impl Offload {
             scratch.clear();
             scratch.extend_from_slice(&frame[..headers]);
             scratch.extend_from_slice(chunk);
-            let ip_len = scratch.len() - layout.l3;
-            if layout.ipv6 {
-                let payload_len = (ip_len - IPV6_HEADER_LEN_BYTES) as u16;
-                scratch[layout.l3 + 4..layout.l3 + 6].copy_from_slice(&payload_len.to_be_bytes());
-            } else {
-                scratch[layout.l3 + 2..layout.l3 + 4]
-                    .copy_from_slice(&(ip_len as u16).to_be_bytes());
-                let id = ip_id.wrapping_add(i as u16);
-                scratch[layout.l3 + 4..layout.l3 + 6].copy_from_slice(&id.to_be_bytes());
-                fill_ipv4_header_checksum(scratch, &layout);
-            }
+            set_ip_lengths(scratch, &layout, ip_id.wrapping_add(i as u16));
             let seq_i = seq.wrapping_add((i * mss) as u32);
             scratch[layout.l4 + 4..layout.l4 + 8].copy_from_slice(&seq_i.to_be_bytes());
             let mut f = flags;
@@ -352,6 +376,49 @@ impl Offload {
             emit(scratch);
         }
         Ok(count)
+    }
+}
+
+/// Cuts a UDP super-frame into datagrams of `mss` payload bytes, as the
+/// kernel's USO would: each with its own lengths, IPv4 id and checksums.
+fn cut_udp(
+    frame: &[u8],
+    layout: &Layout,
+    mss: usize,
+    scratch: &mut Vec<u8>,
+    mut emit: impl FnMut(&[u8]),
+) -> usize {
+    let headers = layout.l4 + layout.l4_len;
+    let payload = &frame[headers..];
+    let ip_id = u16::from_be_bytes([frame[layout.l3 + 4], frame[layout.l3 + 5]]);
+    let count = payload.len().div_ceil(mss).max(1);
+    for i in 0..count {
+        let chunk = payload
+            .get(i * mss..payload.len().min((i + 1) * mss))
+            .unwrap_or_default();
+        scratch.clear();
+        scratch.extend_from_slice(&frame[..headers]);
+        scratch.extend_from_slice(chunk);
+        set_ip_lengths(scratch, layout, ip_id.wrapping_add(i as u16));
+        let udp_len = (scratch.len() - layout.l4) as u16;
+        scratch[layout.l4 + UDP_LENGTH_OFFSET..layout.l4 + UDP_LENGTH_OFFSET + 2]
+            .copy_from_slice(&udp_len.to_be_bytes());
+        fill_transport_checksum(scratch, layout);
+        emit(scratch);
+    }
+    count
+}
+
+/// Writes a segment's IP length (and for IPv4 its id and header checksum).
+fn set_ip_lengths(segment: &mut [u8], layout: &Layout, ipv4_id: u16) {
+    let ip_len = segment.len() - layout.l3;
+    if layout.ipv6 {
+        let payload_len = (ip_len - IPV6_HEADER_LEN_BYTES) as u16;
+        segment[layout.l3 + 4..layout.l3 + 6].copy_from_slice(&payload_len.to_be_bytes());
+    } else {
+        segment[layout.l3 + 2..layout.l3 + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        segment[layout.l3 + 4..layout.l3 + 6].copy_from_slice(&ipv4_id.to_be_bytes());
+        fill_ipv4_header_checksum(segment, layout);
     }
 }
 
@@ -434,6 +501,32 @@ mod tests {
         out
     }
 
+    fn udp6(payload_len: usize) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv6([1; 16], [2; 16], 64)
+            .udp(5_000, 6_000);
+        let payload: Vec<u8> = (0..payload_len).map(|i| (i * 13 % 241) as u8).collect();
+        let mut out = Vec::new();
+        b.write(&mut out, &payload).unwrap();
+        out
+    }
+
+    /// A UDP super-frame as the kernel's USO hands it over: one UDP header
+    /// for the whole payload (its length field may exceed 16 bits' worth
+    /// of segments; the receiver rewrites it), IP lengths of the whole.
+    fn udp_super(v6: bool, payload_len: usize) -> Vec<u8> {
+        let payload: Vec<u8> = (0..payload_len).map(|i| (i * 17 % 239) as u8).collect();
+        let b = PacketBuilder::ethernet2([2; 6], [4; 6]);
+        let b = if v6 {
+            b.ipv6([1; 16], [2; 16], 64)
+        } else {
+            b.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        };
+        let mut out = Vec::new();
+        b.udp(5_000, 6_000).write(&mut out, &payload).unwrap();
+        out
+    }
+
     /// The frame with its transport checksum made partial, as a TAP with
     /// checksum offload hands it over: only the pseudo-header sum.
     fn partial(mut frame: Vec<u8>) -> Vec<u8> {
@@ -485,13 +578,24 @@ mod tests {
             }
             TransportSlice::Udp(u) => {
                 let h = u.to_header();
-                let want = h
-                    .calc_checksum_ipv4_raw(
+                if usize::from(h.length) != 8 + u.payload().len() {
+                    return false;
+                }
+                let want = if v6 {
+                    h.calc_checksum_ipv6_raw(
                         src.try_into().unwrap(),
                         dst.try_into().unwrap(),
                         u.payload(),
                     )
-                    .unwrap();
+                    .unwrap()
+                } else {
+                    h.calc_checksum_ipv4_raw(
+                        src.try_into().unwrap(),
+                        dst.try_into().unwrap(),
+                        u.payload(),
+                    )
+                    .unwrap()
+                };
                 want == h.checksum
             }
             _ => false,
@@ -534,6 +638,26 @@ mod tests {
             Offload::decode([1, 1, 0, 0], &frame),
             Err(OffloadError::ZeroSegmentSize)
         );
+        // UDP segmentation: only for UDP over the IP version it names.
+        let udp = Offload {
+            partial_checksum: true,
+            segmentation: Some(Segmentation {
+                kind: SegmentationKind::Udp4,
+                segment_size: 1_000,
+            }),
+        };
+        assert_eq!(udp.encode(), [1, 3, 0x03, 0xe8]);
+        assert_eq!(Offload::decode(udp.encode(), &udp4(3_000)), Ok(udp));
+        assert_eq!(
+            Offload::decode([1, 4, 3, 0], &udp4(3_000)),
+            Err(OffloadError::Mismatch)
+        );
+        assert_eq!(
+            Offload::decode([1, 3, 3, 0], &frame),
+            Err(OffloadError::Mismatch)
+        );
+        assert!(Offload::decode([1, 4, 3, 0], &udp6(3_000)).is_ok());
+        assert!(Offload::decode([1, 5, 3, 0], &udp6(3_000)).is_err());
         // A partial checksum needs TCP or UDP.
         assert_eq!(
             Offload::decode([1, 0, 0, 0], &[0u8; 60]),
@@ -566,6 +690,30 @@ mod tests {
             Err(OffloadError::Mismatch)
         );
         assert_eq!(Offload::NONE.to_virtio(&frame).unwrap(), [0; 10]);
+    }
+
+    #[test]
+    fn a_uso_virtio_header_round_trips_with_the_ip_version_from_the_frame() {
+        for (v6, kind) in [
+            (false, SegmentationKind::Udp4),
+            (true, SegmentationKind::Udp6),
+        ] {
+            let frame = udp_super(v6, 4_000);
+            let o = Offload {
+                partial_checksum: true,
+                segmentation: Some(Segmentation {
+                    kind,
+                    segment_size: 1_100,
+                }),
+            };
+            let h = o.to_virtio(&frame).unwrap();
+            let l4 = if v6 { 14 + 40 } else { 14 + 20 };
+            assert_eq!(h[1], VIRTIO_NET_HDR_GSO_UDP_L4);
+            assert_eq!(usize::from(u16::from_ne_bytes([h[2], h[3]])), l4 + 8);
+            assert_eq!(usize::from(u16::from_ne_bytes([h[6], h[7]])), l4);
+            assert_eq!(u16::from_ne_bytes([h[8], h[9]]), 6);
+            assert_eq!(Offload::from_virtio(&h, &frame), Ok(o));
+        }
     }
 
     #[test]
@@ -624,5 +772,53 @@ mod tests {
             }
             proptest::prop_assert_eq!(&data[..], &frame[headers..]);
         }
+
+        #[test]
+        fn a_udp_super_frame_is_cut_as_uso_would(
+            payload in 1..20_000usize,
+            mss in 1..3_000u16,
+            v6 in proptest::bool::ANY,
+        ) {
+            let frame = udp_super(v6, payload);
+            let layout = Layout::of(&frame).unwrap();
+            let headers = layout.l4 + 8;
+            let o = Offload {
+                partial_checksum: true,
+                segmentation: Some(Segmentation {
+                    kind: if v6 { SegmentationKind::Udp6 } else { SegmentationKind::Udp4 },
+                    segment_size: mss,
+                }),
+            };
+            let mut segments = Vec::new();
+            let n = o
+                .complete(&partial(frame.clone()), &mut Vec::new(), |f| segments.push(f.to_vec()))
+                .unwrap();
+            proptest::prop_assert_eq!(n, payload.div_ceil(usize::from(mss)));
+            let mut data = Vec::new();
+            for (i, s) in segments.iter().enumerate() {
+                // Lengths (IP and UDP) and both checksums per datagram.
+                proptest::prop_assert!(checksums_ok(s), "segment {} checksums", i);
+                let last = i + 1 == segments.len();
+                let len = s.len() - headers;
+                proptest::prop_assert!(len == usize::from(mss) || (last && len < usize::from(mss)));
+                proptest::prop_assert_eq!(&s[..layout.l4 + 4], &with_ip_fields(&frame, s, &layout)[..]);
+                data.extend_from_slice(&s[headers..]);
+            }
+            proptest::prop_assert_eq!(&data[..], &frame[headers..]);
+        }
+    }
+
+    /// The super-frame's headers up to the UDP length, with the segment's
+    /// own IP length, id and header checksum: all a datagram may change
+    /// there.
+    fn with_ip_fields(frame: &[u8], segment: &[u8], layout: &Layout) -> Vec<u8> {
+        let mut h = frame[..layout.l4 + 4].to_vec();
+        let fields = if layout.ipv6 {
+            layout.l3 + 4..layout.l3 + 6
+        } else {
+            layout.l3 + 2..layout.l3 + 12
+        };
+        h[fields.clone()].copy_from_slice(&segment[fields]);
+        h
     }
 }

@@ -6,7 +6,9 @@
 //! Poly1305 for it while it seals with AES-256-GCM for the others); and
 //! to a member behind a router whose LAN has a smaller MTU (1,300), found
 //! by path MTU discovery with no IP fragment on the way; and between two
-//! members whose path narrows while they talk.
+//! members whose path narrows while they talk. UDP super-frames (USO, from
+//! a socket sending with `UDP_SEGMENT`) go whole to members that announce
+//! UDP segmentation, and are cut by the sender for one that does not.
 
 use std::fs;
 
@@ -219,4 +221,168 @@ fn ip_fragments_received(lab: &Lab, host: &Node) -> u64 {
         .find(|(n, _)| *n == "ReasmReqds")
         .and_then(|(_, v)| v.parse().ok())
         .expect("ReasmReqds")
+}
+
+/// Receives `count` datagrams of `size` bytes on a port and checks each:
+/// argv = port, count, size. Prints "got N bad M" once `count` arrived or
+/// 3 s pass without one.
+const UDP_COUNTER: &str = r#"
+import socket, sys
+port, count, size = map(int, sys.argv[1:4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.bind(("", port))
+print("ready", flush=True)
+s.settimeout(30)
+seen, bad = set(), 0
+while len(seen) < count:
+    try:
+        data = s.recv(65536)
+    except socket.timeout:
+        break
+    s.settimeout(3)
+    i = int.from_bytes(data[:4], "big")
+    want = i.to_bytes(4, "big") + bytes((i + j) % 251 for j in range(size - 4))
+    if data != want or i in seen:
+        bad += 1
+    else:
+        seen.add(i)
+print("got", len(seen), "bad", bad, flush=True)
+"#;
+
+/// Sends `sends` UDP_SEGMENT (GSO) writes of `per_send` datagrams of `size`
+/// bytes each: argv = ip, port, sends, per_send, size.
+const UDP_GSO_SENDER: &str = r#"
+import socket, sys, time
+ip, port, sends, per_send, size = sys.argv[1], *map(int, sys.argv[2:6])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(17, 103, size)  # SOL_UDP, UDP_SEGMENT
+for n in range(sends):
+    buf = b"".join(
+        i.to_bytes(4, "big") + bytes((i + j) % 251 for j in range(size - 4))
+        for i in range(n * per_send, (n + 1) * per_send))
+    s.sendto(buf, (ip, port))
+    time.sleep(0.005)
+"#;
+
+/// The real python3 executable (not a shim), so the lab ends it by its PID.
+fn python3() -> std::path::PathBuf {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is needed (UDP_SEGMENT sender); scripts/install-deps.sh installs it");
+    assert!(out.status.success(), "python3: {out:?}");
+    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+#[test]
+fn udp_super_frames_cross_whole_and_are_cut_for_members_that_cannot_take_them() {
+    const SENDS: usize = 50;
+    const PER_SEND: usize = 20;
+    const SIZE: usize = 1000;
+    let lab = Lab::new();
+    let root_host = lab.host("root");
+    let ctl_host = lab.host("ctl");
+    let [ha, hb, hc, hd] = ["a", "b", "c", "d"].map(|n| lab.host(n));
+    make_planet(
+        &lab,
+        &root_host,
+        &[&ctl_host, &ha, &hb, &hc, &hd].map(|h| lab.home(h)),
+    );
+    local_conf(&lab, &hc, json!({ "tapOffload": false }));
+    local_conf(&lab, &hd, json!({ "offloadFrames": false }));
+    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
+    let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
+    let members = [&ha, &hb, &hc, &hd].map(|h| Daemon::start(&lab, h, "vnet-node"));
+    for d in std::iter::once(&ctl).chain(&members) {
+        d.wait_online();
+    }
+    let [a, b, c, d] = &members;
+    let (_, ips) = network_of(&ctl, &[a, b, c, d], "uso");
+    let python = python3();
+    let total = SENDS * PER_SEND;
+
+    // a sends 1,000 datagrams of 1,000 bytes to each of b, c and d in 50
+    // UDP_SEGMENT writes; every datagram must arrive once and intact (the
+    // kernel drops one whose UDP checksum is wrong).
+    let mut deltas = Vec::new();
+    for (i, (host, name)) in [(&hb, "b"), (&hc, "c"), (&hd, "d")].into_iter().enumerate() {
+        let ip = &ips[i + 1];
+        let to = &members[i + 1];
+        let port = (6000 + i).to_string();
+        let before = (
+            counter(a, "superFramesSent"),
+            counter(a, "superFramesCut"),
+            counter(to, "superFramesReceived"),
+        );
+        let listener = lab.spawn(
+            host,
+            &python,
+            &[
+                "-u",
+                "-c",
+                UDP_COUNTER,
+                &port,
+                &total.to_string(),
+                &SIZE.to_string(),
+            ],
+            &[],
+        );
+        assert!(
+            vnet_tests::netns::wait_until(std::time::Duration::from_secs(10), || {
+                listener.stdout_text().contains("ready")
+            }),
+            "{name}'s listener started"
+        );
+        assert!(
+            lab.exec(&ha, "ping", &["-c", "1", "-W", "2", ip]).ok,
+            "a reaches {name}"
+        );
+        let sent = lab.exec(
+            &ha,
+            &python,
+            &[
+                "-c",
+                UDP_GSO_SENDER,
+                ip,
+                &port,
+                &SENDS.to_string(),
+                &PER_SEND.to_string(),
+                &SIZE.to_string(),
+            ],
+        );
+        assert!(sent.ok, "a's UDP_SEGMENT sender: {sent:?}");
+        let done = vnet_tests::netns::wait_until(std::time::Duration::from_secs(20), || {
+            listener.stdout_text().contains("got ")
+        });
+        let out = listener.stdout_text();
+        assert!(done, "{name}'s listener finished: {out}");
+        assert!(
+            out.contains(&format!("got {total} bad 0")),
+            "{name} got every datagram once and intact: {out}"
+        );
+        deltas.push((
+            name,
+            counter(a, "superFramesSent") - before.0,
+            counter(a, "superFramesCut") - before.1,
+            counter(to, "superFramesReceived") - before.2,
+        ));
+    }
+    eprintln!("(member, a's super-frames sent, a's cut, member's received): {deltas:?}");
+    let [
+        (_, sent_b, cut_b, got_b),
+        (_, sent_c, _, got_c),
+        (_, _, cut_d, got_d),
+    ] = deltas[..]
+    else {
+        panic!("three members");
+    };
+    // b and c announced UDP segmentation: the super-frames went whole (c's
+    // TAP takes no offloads, so c cut them itself on the way in).
+    assert!(sent_b > 0 && got_b > 0, "whole to b");
+    assert_eq!(cut_b, 0, "nothing cut for b");
+    assert!(sent_c > 0 && got_c > 0, "whole to c");
+    // d takes no OFFLOAD_FRAME: a cut them and d saw only ordinary frames.
+    assert!(cut_d > 0, "a cut for d");
+    assert_eq!(got_d, 0, "d got no super-frame");
 }

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
+use crate::core::constants::VIRTIO_NET_HDR_LEN_BYTES;
 use crate::core::local_socket::LocalSocket;
 use crate::core::network_id::NetworkId;
 use crate::core::node::{Outbox, TapFrame};
@@ -317,14 +318,26 @@ fn finish(handover: Arc<Handover>, shared: &Shared, returned: &Sender<Outbox>, b
 /// device takes one, else whole, else cut into the frames the kernel would
 /// have made (a TAP without offloads).
 pub fn write_frame(tap: &TapDevice, f: &TapFrame<'_>, segments: &mut Vec<u8>) {
-    let written = if tap.virtio_header() {
+    let udp_super_frame = f.offload.segmentation.is_some_and(|s| !s.kind.is_tcp());
+    let written = if tap.virtio_header() && (tap.uso() || !udp_super_frame) {
         tap.write(f.with_virtio_header()).map(drop)
     } else if f.offload.is_none() {
         tap.write(f.frame()).map(drop)
     } else {
+        // Completed here: each frame behind an all-zero header if the
+        // device expects one.
+        let header = if tap.virtio_header() {
+            VIRTIO_NET_HDR_LEN_BYTES
+        } else {
+            0
+        };
         let mut result = Ok(());
+        let mut with_header = Vec::new();
         let _ = f.offload.complete(f.frame(), segments, |frame| {
-            if let Err(e) = tap.write(frame) {
+            with_header.clear();
+            with_header.resize(header, 0);
+            with_header.extend_from_slice(frame);
+            if let Err(e) = tap.write(&with_header) {
                 result = Err(e);
             }
         });

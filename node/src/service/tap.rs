@@ -2,9 +2,10 @@
 //! frame per call; the engine polls it non-blocking.
 //!
 //! Opened with `IFF_VNET_HDR` and offloads on (`TUNSETOFFLOAD`: checksum,
-//! TSO for IPv4 and IPv6), the kernel hands over TCP super-frames of up to
-//! 64 KiB with partial checksums, each behind a `virtio_net_hdr`, and takes
-//! them back the same way; that is what lets one read or write carry many
+//! TSO for IPv4 and IPv6, and USO where the kernel has it, 6.2 on), the
+//! kernel hands over TCP and UDP super-frames of up to 64 KiB with partial
+//! checksums, each behind a `virtio_net_hdr`, and takes them back the same
+//! way; that is what lets one read or write carry many
 //! segments. tun-tap cannot set these flags, hence this small module of
 //! ioctls.
 
@@ -19,13 +20,18 @@ use crate::core::network_id::NetworkId;
 
 /// Offloads asked of the kernel: partial checksums, TSO over IPv4 and IPv6.
 const TAP_OFFLOADS: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+/// UDP segmentation (USO) over IPv4 and IPv6, asked for first.
+const TAP_OFFLOADS_USO: libc::c_uint = libc::TUN_F_USO4 | libc::TUN_F_USO6;
 
 /// A TAP device.
 #[derive(Clone)]
 pub struct TapDevice {
     file: Arc<File>,
     name: String,
+    /// Each frame has a `virtio_net_hdr` in front (`IFF_VNET_HDR`).
     offloads: bool,
+    /// The kernel takes and hands over UDP super-frames.
+    uso: bool,
 }
 
 impl TapDevice {
@@ -60,25 +66,25 @@ impl TapDevice {
             file: Arc::new(file),
             name: kernel_name,
             offloads: false,
+            uso: false,
         };
         if offloads {
             let header_len = VIRTIO_NET_HDR_LEN_BYTES as libc::c_int;
             // SAFETY: a valid fd; TUNSETVNETHDRSZ reads an int through the pointer.
             check(unsafe { libc::ioctl(device.fd(), libc::TUNSETVNETHDRSZ, &header_len) })?;
-            // SAFETY: a valid fd; TUNSETOFFLOAD takes its flags by value.
-            let set = unsafe {
-                libc::ioctl(
-                    device.fd(),
-                    libc::TUNSETOFFLOAD,
-                    libc::c_ulong::from(TAP_OFFLOADS),
-                )
+            // The header is there from now on, whatever offloads the kernel takes.
+            device.offloads = true;
+            let set = |flags: libc::c_uint| {
+                // SAFETY: a valid fd; TUNSETOFFLOAD takes its flags by value.
+                check(unsafe {
+                    libc::ioctl(device.fd(), libc::TUNSETOFFLOAD, libc::c_ulong::from(flags))
+                })
             };
-            match check(set) {
-                Ok(()) => device.offloads = true,
+            if set(TAP_OFFLOADS | TAP_OFFLOADS_USO).is_ok() {
+                device.uso = true;
+            } else if let Err(e) = set(TAP_OFFLOADS) {
                 // The virtio_net_hdr stays, all zero: frames come whole.
-                Err(e) => {
-                    tracing::warn!(device = name, error = %e, "TAP offloads refused; frames one by one")
-                }
+                tracing::warn!(device = name, error = %e, "TAP offloads refused; frames one by one")
             }
         }
         Ok(device)
@@ -97,6 +103,11 @@ impl TapDevice {
     /// (opened with offloads).
     pub fn virtio_header(&self) -> bool {
         self.offloads
+    }
+
+    /// Whether the kernel takes UDP super-frames (USO) on this device.
+    pub fn uso(&self) -> bool {
+        self.uso
     }
 
     /// Reads one frame, behind its `virtio_net_hdr` when

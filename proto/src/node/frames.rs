@@ -140,8 +140,7 @@ impl Node {
         }
         let in_place = match targets[..] {
             [to] if tee.is_none() && self.frame_goes_in_place(now_ms, nwid, to) => {
-                let offload_frames = self.peers.get(&to).is_some_and(|p| p.offload_frames);
-                if offload_frames {
+                if self.peers.get(&to).is_some_and(|p| p.takes_whole(offload)) {
                     Some((to, Verb::OffloadFrame, start))
                 } else if offload.is_none() {
                     Some((to, Verb::ExtFrame, frame_at - FRAME_HEADROOM_BYTES))
@@ -263,7 +262,7 @@ impl Node {
             peer.last_active_ms = MaybeMs::at(now_ms);
         }
         let mut payload = std::mem::take(&mut self.frame_buf);
-        if self.peers.get(&to).is_some_and(|p| p.offload_frames) {
+        if self.peers.get(&to).is_some_and(|p| p.takes_whole(offload)) {
             payload.clear();
             OffloadFrameMessage {
                 network: nwid,

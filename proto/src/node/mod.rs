@@ -55,7 +55,7 @@ use crate::wire::{
     increment_hops, start_packet, verb_of,
 };
 use crate::world::{World, WorldKind};
-use peer::{Peer, PendingHandshake};
+use peer::{Peer, PeerCapabilities, PendingHandshake};
 
 /// What a node is started with.
 pub struct NodeConfig {
@@ -830,9 +830,7 @@ impl Node {
             }
             Verb::Capabilities => Capabilities::decode(payload).map(|caps| {
                 if let Some(peer) = self.peers.get_mut(&src) {
-                    peer.offload_frames = caps.offload_frames;
-                    peer.aes_gcm = caps.aes_gcm;
-                    peer.path_mtu_probes = caps.path_mtu_probes;
+                    peer.capabilities = PeerCapabilities::announced(&caps);
                 }
             }),
             Verb::PathMtuProbe => PathMtuProbe::decode(payload).map(|probe| {
@@ -2201,14 +2199,13 @@ impl Node {
     /// supports is unknown until it says, and we say what we support.
     fn announce_capabilities(&mut self, now_ms: u64, addr: Address, out: &mut Outbox) {
         if let Some(peer) = self.peers.get_mut(&addr) {
-            peer.offload_frames = false;
-            peer.aes_gcm = false;
-            peer.path_mtu_probes = false;
+            peer.capabilities = PeerCapabilities::default();
         }
         let caps = Capabilities {
             offload_frames: self.offload_frames,
             aes_gcm: self.aes_gcm,
             path_mtu_probes: true,
+            udp_segmentation: self.offload_frames,
         };
         if caps != Capabilities::default() {
             self.send_session(now_ms, addr, None, Verb::Capabilities, &caps.encode(), out);
@@ -2480,7 +2477,7 @@ impl Node {
         let buffer = out.buffer_mut();
         let packet = &mut buffer[start..];
         let fragmented = crate::fragment::fragment_count(packet.len(), mtu) > 1;
-        let suite = if peer.aes_gcm && self.aes_gcm {
+        let suite = if peer.capabilities.aes_gcm() && self.aes_gcm {
             Suite::Aes256Gcm
         } else {
             Suite::Salsa2012Poly1305
@@ -2824,7 +2821,7 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
-        if !peer.path_mtu_probes
+        if !peer.capabilities.path_mtu_probes()
             || !peer.sessions.is_established()
             || !peer.is_active(now_ms)
             || tcp_root

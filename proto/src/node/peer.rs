@@ -9,7 +9,8 @@ use crate::armor::PacketKey;
 use crate::c25519::SharedKey;
 use crate::identity::SharedIdentity;
 use crate::maybe_ms::MaybeMs;
-use crate::message::Versions;
+use crate::message::{Capabilities, Versions};
+use crate::offload::Offload;
 use crate::path::PathSet;
 use crate::session::{Ephemeral, SessionSet};
 use crate::verb::Verb;
@@ -64,6 +65,49 @@ struct Handshakes {
     answered: Option<([u8; 32], [u8; 32])>,
 }
 
+/// What a peer announced in CAPABILITIES this session, a bit each: a root
+/// holds thousands of peers, and one byte fits where four bools did not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PeerCapabilities(u8);
+
+impl PeerCapabilities {
+    const OFFLOAD_FRAMES: u8 = 1;
+    const AES_GCM: u8 = 2;
+    const PATH_MTU_PROBES: u8 = 4;
+    const UDP_SEGMENTATION: u8 = 8;
+
+    /// From the CAPABILITIES message.
+    pub fn announced(c: &Capabilities) -> Self {
+        let bit = |on: bool, b: u8| if on { b } else { 0 };
+        Self(
+            bit(c.offload_frames, Self::OFFLOAD_FRAMES)
+                | bit(c.aes_gcm, Self::AES_GCM)
+                | bit(c.path_mtu_probes, Self::PATH_MTU_PROBES)
+                | bit(c.udp_segmentation, Self::UDP_SEGMENTATION),
+        )
+    }
+
+    /// It takes OFFLOAD_FRAME.
+    pub fn offload_frames(self) -> bool {
+        self.0 & Self::OFFLOAD_FRAMES != 0
+    }
+
+    /// It opens AES-256-GCM session packets.
+    pub fn aes_gcm(self) -> bool {
+        self.0 & Self::AES_GCM != 0
+    }
+
+    /// It answers PATH_MTU_PROBE.
+    pub fn path_mtu_probes(self) -> bool {
+        self.0 & Self::PATH_MTU_PROBES != 0
+    }
+
+    /// It takes OFFLOAD_FRAMEs with UDP segmentation.
+    pub fn udp_segmentation(self) -> bool {
+        self.0 & Self::UDP_SEGMENTATION != 0
+    }
+}
+
 /// Everything known about one peer. The rarely filled lists are `ThinVec`s
 /// (8 bytes while empty): a root holds thousands of peers.
 pub(crate) struct Peer {
@@ -78,12 +122,8 @@ pub(crate) struct Peer {
     pub paths: PathSet,
     pub role: PeerRole,
     pub versions: Option<Versions>,
-    /// It announced (CAPABILITIES, this session) that it takes OFFLOAD_FRAME.
-    pub offload_frames: bool,
-    /// It announced (CAPABILITIES, this session) that it opens AES-256-GCM.
-    pub aes_gcm: bool,
-    /// It announced (CAPABILITIES, this session) that it answers PATH_MTU_PROBE.
-    pub path_mtu_probes: bool,
+    /// What it announced (CAPABILITIES) this session.
+    pub capabilities: PeerCapabilities,
     /// Round-trip time (ms; `u32::MAX`: not measured), beside the flags
     /// where a u64 would add a word: see [`Peer::latency_ms`].
     latency: u32,
@@ -161,6 +201,14 @@ impl Default for PeerTraversal {
 }
 
 impl Peer {
+    /// Whether it takes a frame with these offloads whole, in an
+    /// OFFLOAD_FRAME (else the frame is completed and cut here).
+    pub fn takes_whole(&self, offload: Offload) -> bool {
+        let caps = self.capabilities;
+        caps.offload_frames()
+            && (caps.udp_segmentation() || offload.segmentation.is_none_or(|s| s.kind.is_tcp()))
+    }
+
     pub fn new(identity: SharedIdentity, static_agreement: SharedKey, role: PeerRole) -> Self {
         Self {
             identity,
@@ -170,9 +218,7 @@ impl Peer {
             paths: PathSet::default(),
             role,
             versions: None,
-            offload_frames: false,
-            aes_gcm: false,
-            path_mtu_probes: false,
+            capabilities: PeerCapabilities::default(),
             latency: u32::MAX,
             last_receive_ms: MaybeMs::NONE,
             last_active_ms: MaybeMs::NONE,
