@@ -58,6 +58,9 @@ struct Handover {
     transmit_shards: Vec<u8>,
     /// The thread of each frame (in `Outbox::frames` order).
     frame_shards: Vec<u8>,
+    /// Some thread was given it (counted flushed by threads when done,
+    /// whichever hold, the engine's or a thread's, is dropped last).
+    to_threads: bool,
 }
 
 /// What the threads share with the engine.
@@ -171,6 +174,7 @@ impl FlushThreads {
             devices: devices.clone(),
             transmit_shards,
             frame_shards,
+            to_threads: involved.contains(&true),
         });
         self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
         for (queue, _) in self.queues.iter().zip(&involved).filter(|(_, i)| **i) {
@@ -180,7 +184,7 @@ impl FlushThreads {
         }
         // If no thread was given it (only punch or TCP datagrams), ours is
         // the last hold and it comes back at once.
-        finish(handover, &self.shared, &self.return_tx, false);
+        finish(handover, &self.shared, &self.return_tx);
         self.next_outbox()
     }
 
@@ -295,19 +299,19 @@ fn flush_thread(
                 write_frame(tap, &f, &mut segments);
             }
         }
-        finish(handover, shared, returned, true);
+        finish(handover, shared, returned);
     }
 }
 
 /// Drops one hold of `handover`; the last one sends the outbox back
-/// emptied and counts it flushed (`by_thread`: a thread flushed it).
-fn finish(handover: Arc<Handover>, shared: &Shared, returned: &Sender<Outbox>, by_thread: bool) {
+/// emptied and counts it flushed by threads if any had a part of it.
+fn finish(handover: Arc<Handover>, shared: &Shared, returned: &Sender<Outbox>) {
     let Some(done) = Arc::into_inner(handover) else {
         return;
     };
     let mut out = done.out;
     out.clear();
-    if by_thread {
+    if done.to_threads {
         shared.flushed.fetch_add(1, Ordering::Relaxed);
     }
     shared.in_flight.fetch_sub(1, Ordering::AcqRel);
