@@ -16,7 +16,8 @@
 #   RTT_PINGS=100                        pings for the idle RTT median (PINGS=20 under load)
 #   RELAY_THREADS=N                      the vnet root's relayThreads (default: the daemon's, one per core beyond the first)
 # Per system and round one line: 1 TCP stream, 4 streams, reverse (Mbit/s),
-# retransmits of the 1-stream run, 64-byte UDP packets/s delivered, RTT idle
+# retransmits of the 1-stream run, 64-byte UDP packets/s delivered, UDP sent
+# with UDP_SEGMENT (Mbit/s received with UDP_GRO, as QUIC stacks do), RTT idle
 # and under load (ms), CPU of the two member daemons per Gbit/s of the
 # 1-stream run (and of the root, relayed), idle RSS (kB). Then the medians.
 set -euo pipefail
@@ -31,7 +32,7 @@ export T
 # shellcheck disable=SC1091
 . "$LAB/zt/zt-bench.sh"
 [ -x "$ZTBIN/zerotier-one" ] || { echo "no ZeroTier binaries in $ZTBIN (set ZTBIN)" >&2; exit 1; }
-for pair in iperf3:iperf3 jq:jq curl:curl iputils-ping:ping iptables:iptables; do
+for pair in iperf3:iperf3 jq:jq curl:curl iputils-ping:ping iptables:iptables python3:python3; do
   command -v "${pair#*:}" >/dev/null || apt-get install -y -qq "${pair%%:*}" >/dev/null
 done
 if [ -n "${VNET_BIN_DIR:-}" ]; then
@@ -98,6 +99,47 @@ iperf_json() {
   bg h3 iperf3-s iperf3 -s -1
   sleep 0.3
   ip netns exec "$cns" iperf3 -c "$ip" -t "$T" -J "$@" 2>/dev/null || true
+}
+
+# udp_gso_mbps CLIENT_NS IP: UDP as QUIC stacks send it (UDP_SEGMENT, 45
+# datagrams of 1,400 bytes a write, T seconds) to a receiver in h3 that reads
+# with UDP_GRO; the Mbit/s of payload it received.
+udp_gso_mbps() {
+  local cns=$1 ip=$2
+  bg h3 udp-gso-rx python3 -c '
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.setsockopt(17, 104, 1)  # SOL_UDP, UDP_GRO
+s.bind(("", 5301))
+got, first, last = 0, None, None
+s.settimeout(30)
+while True:
+    try:
+        n = len(s.recv(65536))
+    except socket.timeout:
+        break
+    last = time.monotonic()
+    first = first or last
+    got += n
+    s.settimeout(1)
+print(int(got * 8 / 1e6 / max(last - first, 1e-3)) if first else 0, flush=True)
+'
+  sleep 0.3
+  ip netns exec "$cns" python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(17, 103, 1400)  # SOL_UDP, UDP_SEGMENT
+buf, end = bytes(1400 * 45), time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    try:
+        s.sendto(buf, (sys.argv[1], 5301))
+    except OSError:
+        pass  # a full queue (ENOBUFS) drops the write, as a busy link would
+' "$ip" "$T" || true
+  local pid; pid=$(pidof_bg udp-gso-rx)
+  for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  tail -1 "$RUN/udp-gso-rx.log" 2>/dev/null | grep -E '^[0-9]+$' || echo 0
 }
 
 # ping_median NS IP COUNT: the median round trip (ms) of COUNT pings 0.05 s apart
@@ -184,12 +226,13 @@ figures() {
         grep -v '^$' | grep '%' | head -25 | sed 's/^/     /' || true
     done
   fi
+  local gso; gso=$(udp_gso_mbps h2 "$ip")
   local gbit per_gbit root_per_gbit
   gbit=$(awk -v m="$one" 'BEGIN{print (m > 0 ? m / 1000 : 0)}')
   per_gbit=$(awk -v c="$cpu_m" -v g="$gbit" 'BEGIN{printf "%d", (g > 0 ? c / g : 0)}')
   root_per_gbit=$(awk -v c="$cpu_r" -v g="$gbit" 'BEGIN{printf "%d", (g > 0 ? c / g : 0)}')
-  printf '%-34s 1s=%-6s 4s=%-6s rev=%-6s retr=%-6s udp64_kpps=%-5s udp64_cpu=%-8s rtt_idle=%-6s rtt_load=%-6s cpu_per_gbit=%s%% root_cpu_per_gbit=%s%% rss_kb=%s\n' \
-    "$name" "$one" "$four" "$rev" "$retr" "$kpps" "${udp_cpu%/}%" "${rtt_idle:-?}" "${rtt_load:-?}" "$per_gbit" "$root_per_gbit" "${rss_line%/}" | tee -a "$OUT"
+  printf '%-34s 1s=%-6s 4s=%-6s rev=%-6s retr=%-6s udp64_kpps=%-5s udp64_cpu=%-8s udp_gso=%-6s rtt_idle=%-6s rtt_load=%-6s cpu_per_gbit=%s%% root_cpu_per_gbit=%s%% rss_kb=%s\n' \
+    "$name" "$one" "$four" "$rev" "$retr" "$kpps" "${udp_cpu%/}%" "$gso" "${rtt_idle:-?}" "${rtt_load:-?}" "$per_gbit" "$root_per_gbit" "${rss_line%/}" | tee -a "$OUT"
 }
 
 # lab KIND: a fresh 3-host lab; KIND relayed puts h2 and h3 behind hard NATs.
