@@ -340,11 +340,15 @@ impl Offload {
             emit(scratch);
             return Ok(1);
         };
-        let headers = layout.l4 + layout.l4_len;
-        let payload = &frame[headers..];
         let mss = usize::from(s.segment_size);
         if !layout.tcp {
-            return Ok(cut_udp(frame, &layout, mss, scratch, emit));
+            // Each datagram's own UDP length.
+            let fix = |segment: &mut [u8], _: usize, _: usize| {
+                let udp_len = (segment.len() - layout.l4) as u16;
+                segment[layout.l4 + UDP_LENGTH_OFFSET..layout.l4 + UDP_LENGTH_OFFSET + 2]
+                    .copy_from_slice(&udp_len.to_be_bytes());
+            };
+            return Ok(cut_segments(frame, &layout, mss, scratch, fix, emit));
         }
         let seq = u32::from_be_bytes(
             frame[layout.l4 + 4..layout.l4 + 8]
@@ -352,18 +356,11 @@ impl Offload {
                 .unwrap_or_default(),
         );
         let flags = frame[layout.l4 + 13];
-        let ip_id = u16::from_be_bytes([frame[layout.l3 + 4], frame[layout.l3 + 5]]);
-        let count = payload.len().div_ceil(mss).max(1);
-        for i in 0..count {
-            let chunk = payload
-                .get(i * mss..payload.len().min((i + 1) * mss))
-                .unwrap_or_default();
-            scratch.clear();
-            scratch.extend_from_slice(&frame[..headers]);
-            scratch.extend_from_slice(chunk);
-            set_ip_lengths(scratch, &layout, ip_id.wrapping_add(i as u16));
+        // Each segment's sequence number; FIN and PSH on the last, CWR on
+        // the first only.
+        let fix = |segment: &mut [u8], i: usize, count: usize| {
             let seq_i = seq.wrapping_add((i * mss) as u32);
-            scratch[layout.l4 + 4..layout.l4 + 8].copy_from_slice(&seq_i.to_be_bytes());
+            segment[layout.l4 + 4..layout.l4 + 8].copy_from_slice(&seq_i.to_be_bytes());
             let mut f = flags;
             if i > 0 {
                 f &= !TCP_FLAG_CWR;
@@ -371,21 +368,23 @@ impl Offload {
             if i + 1 < count {
                 f &= !(TCP_FLAG_FIN | TCP_FLAG_PSH);
             }
-            scratch[layout.l4 + 13] = f;
-            fill_transport_checksum(scratch, &layout);
-            emit(scratch);
-        }
-        Ok(count)
+            segment[layout.l4 + 13] = f;
+        };
+        Ok(cut_segments(frame, &layout, mss, scratch, fix, emit))
     }
 }
 
-/// Cuts a UDP super-frame into datagrams of `mss` payload bytes, as the
-/// kernel's USO would: each with its own lengths, IPv4 id and checksums.
-fn cut_udp(
+/// Cuts a super-frame's payload into segments of `mss` bytes, as the
+/// kernel's TSO or USO would: each behind a copy of the headers with its
+/// own IP length and IPv4 id; `fix(segment, i, count)` sets the transport
+/// fields, then the checksum is filled and the segment emitted. Returns
+/// how many.
+fn cut_segments(
     frame: &[u8],
     layout: &Layout,
     mss: usize,
     scratch: &mut Vec<u8>,
+    mut fix: impl FnMut(&mut [u8], usize, usize),
     mut emit: impl FnMut(&[u8]),
 ) -> usize {
     let headers = layout.l4 + layout.l4_len;
@@ -400,9 +399,7 @@ fn cut_udp(
         scratch.extend_from_slice(&frame[..headers]);
         scratch.extend_from_slice(chunk);
         set_ip_lengths(scratch, layout, ip_id.wrapping_add(i as u16));
-        let udp_len = (scratch.len() - layout.l4) as u16;
-        scratch[layout.l4 + UDP_LENGTH_OFFSET..layout.l4 + UDP_LENGTH_OFFSET + 2]
-            .copy_from_slice(&udp_len.to_be_bytes());
+        fix(scratch, i, count);
         fill_transport_checksum(scratch, layout);
         emit(scratch);
     }
@@ -744,18 +741,9 @@ mod tests {
             let frame = if v6 { tcp6(payload) } else { tcp4(payload, true) };
             let layout = Layout::of(&frame).unwrap();
             let headers = layout.l4 + layout.l4_len;
-            let o = Offload {
-                partial_checksum: true,
-                segmentation: Some(Segmentation {
-                    kind: if v6 { SegmentationKind::Tcp6 } else { SegmentationKind::Tcp4 },
-                    segment_size: mss,
-                }),
-            };
-            let mut segments = Vec::new();
-            let n = o
-                .complete(&partial(frame.clone()), &mut Vec::new(), |f| segments.push(f.to_vec()))
-                .unwrap();
-            proptest::prop_assert_eq!(n, payload.div_ceil(usize::from(mss)));
+            let kind = if v6 { SegmentationKind::Tcp6 } else { SegmentationKind::Tcp4 };
+            let segments = cut(&frame, kind, mss);
+            proptest::prop_assert_eq!(segments.len(), payload.div_ceil(usize::from(mss)));
             let mut data = Vec::new();
             for (i, s) in segments.iter().enumerate() {
                 proptest::prop_assert!(checksums_ok(s), "segment {} checksums", i);
@@ -782,18 +770,9 @@ mod tests {
             let frame = udp_super(v6, payload);
             let layout = Layout::of(&frame).unwrap();
             let headers = layout.l4 + 8;
-            let o = Offload {
-                partial_checksum: true,
-                segmentation: Some(Segmentation {
-                    kind: if v6 { SegmentationKind::Udp6 } else { SegmentationKind::Udp4 },
-                    segment_size: mss,
-                }),
-            };
-            let mut segments = Vec::new();
-            let n = o
-                .complete(&partial(frame.clone()), &mut Vec::new(), |f| segments.push(f.to_vec()))
-                .unwrap();
-            proptest::prop_assert_eq!(n, payload.div_ceil(usize::from(mss)));
+            let kind = if v6 { SegmentationKind::Udp6 } else { SegmentationKind::Udp4 };
+            let segments = cut(&frame, kind, mss);
+            proptest::prop_assert_eq!(segments.len(), payload.div_ceil(usize::from(mss)));
             let mut data = Vec::new();
             for (i, s) in segments.iter().enumerate() {
                 // Lengths (IP and UDP) and both checksums per datagram.
@@ -806,6 +785,27 @@ mod tests {
             }
             proptest::prop_assert_eq!(&data[..], &frame[headers..]);
         }
+    }
+
+    /// The segments `complete` cuts `frame` into (its checksum made
+    /// partial first, as the kernel hands it over); checks the count it
+    /// returns.
+    fn cut(frame: &[u8], kind: SegmentationKind, mss: u16) -> Vec<Vec<u8>> {
+        let o = Offload {
+            partial_checksum: true,
+            segmentation: Some(Segmentation {
+                kind,
+                segment_size: mss,
+            }),
+        };
+        let mut segments = Vec::new();
+        let n = o
+            .complete(&partial(frame.to_vec()), &mut Vec::new(), |f| {
+                segments.push(f.to_vec())
+            })
+            .unwrap();
+        assert_eq!(n, segments.len());
+        segments
     }
 
     /// The super-frame's headers up to the UDP length, with the segment's
