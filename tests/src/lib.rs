@@ -9,6 +9,17 @@ pub mod webdriver;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The real python3 executable (not a pyenv shim), so that the lab ends it
+/// by its PID; tests use it for raw frames, broadcasts and UDP_SEGMENT.
+pub fn python3() -> PathBuf {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is needed by the end-to-end tests; scripts/install-deps.sh installs it");
+    assert!(out.status.success(), "python3: {out:?}");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// Path of a workspace binary in the same target profile directory as this test.
 ///
 /// `cargo test --workspace` builds every binary before running any test; run

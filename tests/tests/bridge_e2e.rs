@@ -7,12 +7,12 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use vnet_tests::daemon::{Daemon, make_planet};
 use vnet_tests::netns::{Lab, Node, wait_until};
+use vnet_tests::python3;
 
 /// The LAN host (no vnet), on the gateway's bridge.
 const LAN_HOST_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 20);
@@ -80,16 +80,6 @@ fn required_tool(name: &str) -> PathBuf {
                  and udhcpc; scripts/install-deps.sh installs them)"
             )
         })
-}
-
-/// The real python3 executable (not a pyenv shim), so that the lab ends it by its PID.
-fn python3() -> PathBuf {
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 is needed by the bridge tests (raw frames, UDP broadcast)");
-    assert!(out.status.success(), "python3: {out:?}");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// A root, a controller, a gateway member that is an active bridge with its

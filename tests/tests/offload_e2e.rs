@@ -15,6 +15,7 @@ use std::fs;
 use serde_json::{Value, json};
 use vnet_tests::daemon::{Daemon, make_planet, network_of};
 use vnet_tests::netns::{Lab, NatKind, Node, Router};
+use vnet_tests::python3;
 
 /// Writes `<home>/local.conf` for `host`'s daemon (before it starts).
 fn local_conf(lab: &Lab, host: &Node, settings: Value) {
@@ -264,16 +265,6 @@ for n in range(sends):
     s.sendto(buf, (ip, port))
     time.sleep(0.005)
 "#;
-
-/// The real python3 executable (not a shim), so the lab ends it by its PID.
-fn python3() -> std::path::PathBuf {
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 is needed (UDP_SEGMENT sender); scripts/install-deps.sh installs it");
-    assert!(out.status.success(), "python3: {out:?}");
-    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
 
 #[test]
 fn udp_super_frames_cross_whole_and_are_cut_for_members_that_cannot_take_them() {
