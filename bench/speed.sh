@@ -14,6 +14,7 @@
 #   THREADS=1                            each member thread's CPU during the 1-stream run
 #   MEMBER_CONF='{"settings": {"flushThreads": 1}}'   the vnet members' local.conf
 #   RTT_PINGS=100                        pings for the idle RTT median (PINGS=20 under load)
+#   UDP64_DETAIL=1                       the 64-byte UDP run in detail: iperf3's CPU, where packets are lost, top
 #   RELAY_THREADS=N                      the vnet root's relayThreads (default: the daemon's, one per core beyond the first)
 # Per system and round one line: 1 TCP stream, 4 streams, reverse (Mbit/s),
 # retransmits of the 1-stream run, 64-byte UDP packets/s delivered, UDP sent
@@ -149,6 +150,22 @@ ping_median() {
     sort -g | awk '{v[NR]=$1} END {if (NR) printf "%.3f", v[int((NR+1)/2)]}'
 }
 
+# udp64_counters: where 64-byte UDP is lost, as NAME=VALUE words: h3's UDP
+# receive counters, and the packets the overlay devices dropped (h2 sending
+# into its device, h3 receiving from the daemon).
+udp64_counters() {
+  ip netns exec h3 awk '/^Udp:/ {if (!n++) split($0, k); else for (i = 2; i <= NF; i++)
+    if (k[i] ~ /InDatagrams|RcvbufErrors|InErrors/) printf "h3_udp_%s=%s ", k[i], $i}' /proc/net/snmp
+  local ns dev
+  for ns in h2 h3; do
+    for dev in $(ip netns exec "$ns" ip -o link | awk -F': ' '$2 ~ /^(vn|zt)/ {print $2}' | cut -d@ -f1); do
+      ip netns exec "$ns" ip -s -s link show "$dev" | awk -v p="${ns}_$dev" '
+        /RX:/ {getline; printf "%s_rx_dropped=%s ", p, $4} /TX:/ {getline; printf "%s_tx_dropped=%s ", p, $4}'
+    done
+  done
+  echo
+}
+
 # figures NAME IP "MEMBER_PIDS" ROOT_PID: the line of one system, measured h2 -> h3
 figures() {
   local name=$1 ip=$2 members=$3 root=$4 p
@@ -215,7 +232,28 @@ figures() {
   fi
   declare -A u0
   for p in $members; do u0[$p]=$(ticks "$p"); done
-  kpps=$(iperf_json h2 "$ip" -u -b 0 -l 64 | jq -r '.end.sum | ((.packets - .lost_packets) / .seconds / 1000 | floor)' 2>/dev/null || echo 0)
+  local udp_before="" j64
+  if [ "${UDP64_DETAIL:-}" = 1 ]; then
+    # The same run, with the CPU of the iperf3 client and server (their
+    # shells' cutime + cstime once they end) and the loss counters.
+    udp_before=$(udp64_counters)
+    local child_ticks='awk "{print \$16 + \$17}" /proc/$$/stat'
+    bg h3 iperf3-s64 bash -c "iperf3 -s -1 >/dev/null 2>&1; $child_ticks"
+    sleep 0.3
+    (sleep 1; top -b -H -n 2 -d 2 -w 120 | awk '/^top -/ {n++} n == 2' | sed -n '1,4p;7,16p' >"$RUN/top64.txt") &
+    j64=$(ip netns exec h2 bash -c "iperf3 -c \"\$0\" -t \"\$1\" -J -u -b 0 -l 64 2>/dev/null; $child_ticks >&2" \
+      "$ip" "$T" 2>"$RUN/client64.ticks" || true)
+    local spid; spid=$(pidof_bg iperf3-s64)
+    for _ in $(seq 40); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
+    echo "   64-byte UDP: iperf3 sent $(jq -r '.end.sum.packets' <<<"$j64" 2>/dev/null), lost $(jq -r '.end.sum.lost_packets' <<<"$j64" 2>/dev/null);" \
+      "iperf3 CPU client/server $(($(tail -1 "$RUN/client64.ticks") * 100 / (HZ * T)))/$(($(tail -1 "$RUN/iperf3-s64.log") * 100 / (HZ * T)))%;" \
+      "changes: $(paste -d' ' <(echo "$udp_before" | tr ' ' '\n') <(udp64_counters | tr ' ' '\n') |
+        awk -F'[= ]' 'NF >= 4 {printf "%s=%d ", $1, $4 - $2}')"
+    sed 's/^/     /' "$RUN/top64.txt"
+  else
+    j64=$(iperf_json h2 "$ip" -u -b 0 -l 64)
+  fi
+  kpps=$(jq -r '.end.sum | ((.packets - .lost_packets) / .seconds / 1000 | floor)' <<<"$j64" 2>/dev/null || echo 0)
   local udp_cpu=""
   for p in $members; do udp_cpu+="$((($(ticks "$p") - ${u0[$p]}) * 100 / (HZ * T)))/"; done
   if [ "${PERF:-}" = udp64 ]; then

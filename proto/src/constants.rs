@@ -96,6 +96,9 @@ pub const VIRTIO_NET_HDR_LEN_BYTES: usize = 10;
 /// Longest super-frame: an IP packet of 64 KiB and its Ethernet header
 /// (one VLAN tag).
 pub const MAX_SUPER_FRAME_LEN_BYTES: usize = 65_535 + 14 + 4;
+/// UDP datagrams of one flow joined into one super-frame for the TAP, at
+/// most (as many as one UDP GSO send takes on any kernel with USO).
+pub const MAX_JOINED_DATAGRAMS: usize = 64;
 /// Most datagrams in one transmit (Linux's UDP_MAX_SEGMENTS for GSO).
 pub const MAX_SEGMENTS_PER_TRANSMIT: usize = 64;
 /// Most bytes in one transmit (all its datagrams; one GSO send must fit an

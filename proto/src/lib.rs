@@ -32,6 +32,7 @@ pub mod rules;
 pub mod session;
 pub mod switch;
 pub mod tls_record;
+pub mod udp_join;
 pub mod verb;
 pub mod wire;
 pub mod world;

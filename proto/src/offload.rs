@@ -105,21 +105,21 @@ const TCP_FLAG_CWR: u8 = 0x80;
 
 /// Where a TCP or UDP frame's headers are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Layout {
+pub(crate) struct Layout {
     /// Start of the IP header.
-    l3: usize,
-    ipv6: bool,
+    pub(crate) l3: usize,
+    pub(crate) ipv6: bool,
     /// Start of the TCP/UDP header.
-    l4: usize,
-    tcp: bool,
+    pub(crate) l4: usize,
+    pub(crate) tcp: bool,
     /// Length of the TCP/UDP header.
-    l4_len: usize,
+    pub(crate) l4_len: usize,
 }
 
 impl Layout {
     /// Reads a frame: Ethernet (one VLAN tag at most), IPv4 (not a
     /// fragment) or IPv6 (no extension header), TCP or UDP.
-    fn of(frame: &[u8]) -> Result<Self, OffloadError> {
+    pub(crate) fn of(frame: &[u8]) -> Result<Self, OffloadError> {
         let be16 = |at: usize| {
             frame
                 .get(at..at + 2)
@@ -164,7 +164,7 @@ impl Layout {
         })
     }
 
-    fn checksum_at(&self) -> usize {
+    pub(crate) fn checksum_at(&self) -> usize {
         self.l4
             + if self.tcp {
                 TCP_CHECKSUM_OFFSET
@@ -420,7 +420,7 @@ fn set_ip_lengths(segment: &mut [u8], layout: &Layout, ipv4_id: u16) {
 }
 
 /// Writes the IPv4 header checksum.
-fn fill_ipv4_header_checksum(frame: &mut [u8], layout: &Layout) {
+pub(crate) fn fill_ipv4_header_checksum(frame: &mut [u8], layout: &Layout) {
     let header = layout.l3..layout.l4;
     frame[layout.l3 + 10..layout.l3 + 12].fill(0);
     let sum = Sum16BitWords::new().add_slice(&frame[header]);
@@ -433,6 +433,18 @@ fn fill_ipv4_header_checksum(frame: &mut [u8], layout: &Layout) {
 fn fill_transport_checksum(frame: &mut [u8], layout: &Layout) {
     let at = layout.checksum_at();
     frame[at..at + 2].fill(0);
+    let sum = pseudo_header_sum(frame, layout).add_slice(&frame[layout.l4..]);
+    let checksum = if layout.tcp {
+        sum.ones_complement()
+    } else {
+        sum.to_ones_complement_with_no_zero()
+    };
+    frame[at..at + 2].copy_from_slice(&checksum.to_be().to_be_bytes());
+}
+
+/// The sum of the TCP/UDP pseudo-header (addresses, protocol, and the
+/// transport length: the frame's bytes from the TCP/UDP header on).
+pub(crate) fn pseudo_header_sum(frame: &[u8], layout: &Layout) -> Sum16BitWords {
     let l4_len = frame.len() - layout.l4;
     let protocol = if layout.tcp {
         IP_PROTOCOL_TCP
@@ -444,17 +456,10 @@ fn fill_transport_checksum(frame: &mut [u8], layout: &Layout) {
     } else {
         layout.l3 + 12..layout.l3 + 20
     };
-    let sum = Sum16BitWords::new()
+    Sum16BitWords::new()
         .add_slice(&frame[addresses])
         .add_2bytes([0, protocol])
         .add_slice(&(l4_len as u32).to_be_bytes())
-        .add_slice(&frame[layout.l4..]);
-    let checksum = if layout.tcp {
-        sum.ones_complement()
-    } else {
-        sum.to_ones_complement_with_no_zero()
-    };
-    frame[at..at + 2].copy_from_slice(&checksum.to_be().to_be_bytes());
 }
 
 #[cfg(test)]

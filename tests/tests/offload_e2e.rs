@@ -8,7 +8,9 @@
 //! by path MTU discovery with no IP fragment on the way; and between two
 //! members whose path narrows while they talk. UDP super-frames (USO, from
 //! a socket sending with `UDP_SEGMENT`) go whole to members that announce
-//! UDP segmentation, and are cut by the sender for one that does not.
+//! UDP segmentation, and are cut by the sender for one that does not; small
+//! datagrams of one flow that arrive together are joined into one TAP write
+//! where the TAP takes USO, and every one arrives as it was sent.
 
 use std::fs;
 
@@ -225,17 +227,17 @@ fn ip_fragments_received(lab: &Lab, host: &Node) -> u64 {
 }
 
 /// Receives `count` datagrams of `size` bytes on a port and checks each:
-/// argv = port, count, size. Prints "got N bad M" once `count` arrived or
-/// 3 s pass without one.
+/// argv = port, count, size. Prints "got N bad M late L" once `count`
+/// arrived or 3 s pass without one (late: behind one numbered higher).
 const UDP_COUNTER: &str = r#"
 import socket, sys
 port, count, size = map(int, sys.argv[1:4])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE: no loss here
 s.bind(("", port))
 print("ready", flush=True)
 s.settimeout(30)
-seen, bad = set(), 0
+seen, bad, late, top = set(), 0, 0, -1
 while len(seen) < count:
     try:
         data = s.recv(65536)
@@ -248,7 +250,25 @@ while len(seen) < count:
         bad += 1
     else:
         seen.add(i)
-print("got", len(seen), "bad", bad, flush=True)
+        late += i < top
+        top = max(top, i)
+print("got", len(seen), "bad", bad, "late", late, flush=True)
+"#;
+
+/// Sends `bursts` bursts of `per_burst` datagrams of `size` bytes from one
+/// connected socket (IPv4 ids counting up), one plain `send` each, 5 ms
+/// apart: argv = ip, port, bursts, per_burst, size.
+const UDP_BURST_SENDER: &str = r#"
+import socket, sys, time
+ip, port, bursts, per_burst, size = sys.argv[1], *map(int, sys.argv[2:6])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((ip, port))
+for n in range(bursts):
+    burst = [i.to_bytes(4, "big") + bytes((i + j) % 251 for j in range(size - 4))
+             for i in range(n * per_burst, (n + 1) * per_burst)]
+    for d in burst:
+        s.send(d)
+    time.sleep(0.005)
 "#;
 
 /// Sends `sends` UDP_SEGMENT (GSO) writes of `per_send` datagrams of `size`
@@ -376,4 +396,110 @@ fn udp_super_frames_cross_whole_and_are_cut_for_members_that_cannot_take_them() 
     // d takes no OFFLOAD_FRAME: a cut them and d saw only ordinary frames.
     assert!(cut_d > 0, "a cut for d");
     assert_eq!(got_d, 0, "d got no super-frame");
+}
+
+#[test]
+fn small_datagrams_of_a_flow_join_into_one_tap_write_and_arrive_as_sent() {
+    const BURSTS: usize = 100;
+    const PER_BURST: usize = 40;
+    const SIZE: usize = 200;
+    let lab = Lab::new();
+    let root_host = lab.host("root");
+    let ctl_host = lab.host("ctl");
+    let [ha, hb, hc] = ["a", "b", "c"].map(|n| lab.host(n));
+    make_planet(
+        &lab,
+        &root_host,
+        &[&ctl_host, &ha, &hb, &hc].map(|h| lab.home(h)),
+    );
+    local_conf(&lab, &hc, json!({ "tapOffload": false }));
+    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
+    let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
+    let members = [&ha, &hb, &hc].map(|h| Daemon::start(&lab, h, "vnet-node"));
+    for d in std::iter::once(&ctl).chain(&members) {
+        d.wait_online();
+    }
+    let [a, b, c] = &members;
+    let (_, ips) = network_of(&ctl, &[a, b, c], "join");
+    let python = python3();
+    let total = BURSTS * PER_BURST;
+
+    // a sends 4,000 datagrams of 200 bytes to b (whose TAP takes USO) and
+    // to c (whose TAP takes no offloads) in bursts of 40: each must arrive
+    // once, intact and in order.
+    let mut joined = Vec::new();
+    for (i, (host, name)) in [(&hb, "b"), (&hc, "c")].into_iter().enumerate() {
+        let ip = &ips[i + 1];
+        let to = &members[i + 1];
+        let port = (6100 + i).to_string();
+        let before = (
+            counter(to, "udpJoinedWrites"),
+            counter(to, "udpDatagramsJoined"),
+        );
+        let listener = lab.spawn(
+            host,
+            &python,
+            &[
+                "-u",
+                "-c",
+                UDP_COUNTER,
+                &port,
+                &total.to_string(),
+                &SIZE.to_string(),
+            ],
+            &[],
+        );
+        assert!(
+            vnet_tests::netns::wait_until(std::time::Duration::from_secs(10), || {
+                listener.stdout_text().contains("ready")
+            }),
+            "{name}'s listener started"
+        );
+        assert!(
+            lab.exec(&ha, "ping", &["-c", "1", "-W", "2", ip]).ok,
+            "a reaches {name}"
+        );
+        let sent = lab.exec(
+            &ha,
+            &python,
+            &[
+                "-c",
+                UDP_BURST_SENDER,
+                ip,
+                &port,
+                &BURSTS.to_string(),
+                &PER_BURST.to_string(),
+                &SIZE.to_string(),
+            ],
+        );
+        assert!(sent.ok, "a's sender: {sent:?}");
+        let done = vnet_tests::netns::wait_until(std::time::Duration::from_secs(20), || {
+            listener.stdout_text().contains("got ")
+        });
+        let out = listener.stdout_text();
+        assert!(done, "{name}'s listener finished: {out}");
+        assert!(
+            out.contains(&format!("got {total} bad 0 late 0")),
+            "{name} got every datagram once, intact and in order: {out}"
+        );
+        joined.push((
+            name,
+            counter(to, "udpJoinedWrites") - before.0,
+            counter(to, "udpDatagramsJoined") - before.1,
+        ));
+    }
+    eprintln!("(member, TAP writes of joined datagrams, datagrams in them): {joined:?}");
+    let [(_, writes_b, datagrams_b), (_, writes_c, datagrams_c)] = joined[..] else {
+        panic!("two members");
+    };
+    assert!(writes_b > 0, "b joined datagrams into super-frames");
+    assert!(
+        datagrams_b >= 2 * writes_b && datagrams_b <= total as u64,
+        "each joined write carried 2 or more of the datagrams sent"
+    );
+    assert_eq!(
+        (writes_c, datagrams_c),
+        (0, 0),
+        "c's TAP takes no USO: nothing joined"
+    );
 }

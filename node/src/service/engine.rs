@@ -27,7 +27,7 @@ use crate::core::identity_hash::IdentityHashScratch;
 use crate::core::local_socket::LocalSocket;
 use crate::core::network_id::NetworkId;
 use crate::core::node::{Event, IdentityCheck, IdentityCheckResult, Node, Outbox};
-use crate::service::flush_threads::{FlushThreads, TapDevices, write_frame};
+use crate::service::flush_threads::{FlushThreads, TapDevices, TapWriter};
 use crate::service::punch_sockets::PunchSockets;
 use crate::service::relay_threads::RelayThreads;
 use crate::service::tap::TapDevice;
@@ -264,8 +264,8 @@ pub struct Engine {
     buf: Vec<u8>,
     /// Buffers for batched reads of the primary and mapped sockets.
     rx: RecvBatch,
-    /// Frames a super-frame is cut into for a TAP without offloads.
-    segments: Vec<u8>,
+    /// Writes the outbox's frames to the TAP devices.
+    tap_writer: TapWriter,
     /// Sources to read this round.
     ready: Vec<Token>,
     /// A root's relay threads, if it runs any.
@@ -344,7 +344,7 @@ impl Engine {
             out: Outbox::new(),
             buf: vec![0u8; PACKET_MAX_LEN_BYTES],
             rx: RecvBatch::default(),
-            segments: Vec::new(),
+            tap_writer: TapWriter::default(),
             ready: Vec::new(),
             relay_threads,
             flush_threads,
@@ -546,6 +546,8 @@ impl Engine {
                     }
                     if let Some(f) = &self.flush_threads {
                         self.node.count_flushed_by_threads(f.take_flushed());
+                        let joined = f.take_joined();
+                        self.node.count_udp_joined(joined.writes, joined.datagrams);
                     }
                     let now = self.now_ms();
                     f(&mut self.node, now, &mut self.out);
@@ -729,10 +731,12 @@ impl Engine {
                 self.out = f.hand_over(full, &self.tap_devices);
             }
             None => {
-                for f in self.out.frames() {
-                    if let Some(device) = self.devices.get(&f.network) {
-                        write_frame(&device.tap, &f, &mut self.segments);
-                    }
+                let devices = &self.devices;
+                let joined = self
+                    .tap_writer
+                    .write(self.out.frames(), |nwid| devices.get(&nwid).map(|d| &d.tap));
+                if joined.writes > 0 {
+                    self.node.count_udp_joined(joined.writes, joined.datagrams);
                 }
                 self.out.clear();
             }

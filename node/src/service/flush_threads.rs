@@ -32,6 +32,7 @@ use crate::core::constants::VIRTIO_NET_HDR_LEN_BYTES;
 use crate::core::local_socket::LocalSocket;
 use crate::core::network_id::NetworkId;
 use crate::core::node::{Outbox, TapFrame};
+use crate::core::udp_join::join_udp_runs;
 use crate::service::tap::TapDevice;
 use crate::service::udp_sockets::UdpSockets;
 
@@ -70,6 +71,9 @@ struct Shared {
     in_flight: AtomicUsize,
     /// Outboxes the threads flushed.
     flushed: AtomicU64,
+    /// What the threads' TAP writes joined: writes, datagrams.
+    joined_writes: AtomicU64,
+    joined_datagrams: AtomicU64,
 }
 
 /// A member's flush threads.
@@ -96,6 +100,8 @@ impl FlushThreads {
             udp,
             in_flight: AtomicUsize::new(0),
             flushed: AtomicU64::new(0),
+            joined_writes: AtomicU64::new(0),
+            joined_datagrams: AtomicU64::new(0),
         });
         let (return_tx, returned) = mpsc::channel();
         let mut queues = Vec::new();
@@ -135,6 +141,14 @@ impl FlushThreads {
     /// Outboxes the threads flushed since the last call.
     pub fn take_flushed(&self) -> u64 {
         self.shared.flushed.swap(0, Ordering::Relaxed)
+    }
+
+    /// What the threads' TAP writes joined since the last call.
+    pub fn take_joined(&self) -> Joined {
+        Joined {
+            writes: self.shared.joined_writes.swap(0, Ordering::Relaxed),
+            datagrams: self.shared.joined_datagrams.swap(0, Ordering::Relaxed),
+        }
     }
 
     /// Whether the engine should flush `out` itself: it is small and
@@ -279,7 +293,7 @@ fn flush_thread(
     shared: &Shared,
     returned: &Sender<Outbox>,
 ) {
-    let mut segments = Vec::new();
+    let mut writer = TapWriter::default();
     while let Ok(handover) = queue.recv() {
         for (t, _) in handover
             .out
@@ -289,15 +303,20 @@ fn flush_thread(
         {
             shared.udp.send(t.socket, t.to, t.contents, t.segment_size);
         }
-        for (f, _) in handover
+        let mine = handover
             .out
             .frames()
             .zip(&handover.frame_shards)
             .filter(|(_, s)| **s == index)
-        {
-            if let Some(tap) = handover.devices.get(&f.network) {
-                write_frame(tap, &f, &mut segments);
-            }
+            .map(|(f, _)| f);
+        let joined = writer.write(mine, |nwid| handover.devices.get(&nwid));
+        if joined.writes > 0 {
+            shared
+                .joined_writes
+                .fetch_add(joined.writes, Ordering::Relaxed);
+            shared
+                .joined_datagrams
+                .fetch_add(joined.datagrams, Ordering::Relaxed);
         }
         finish(handover, shared, returned);
     }
@@ -318,10 +337,58 @@ fn finish(handover: Arc<Handover>, shared: &Shared, returned: &Sender<Outbox>) {
     let _ = returned.send(out);
 }
 
+/// Writes frames to their TAP devices, joining runs of UDP datagrams of
+/// one flow into super-frames where the device takes USO
+/// ([`join_udp_runs`]); keeps its buffers between calls.
+#[derive(Default)]
+pub struct TapWriter {
+    /// The super-frame being joined.
+    joined: Vec<u8>,
+    /// Frames a super-frame is cut into for a TAP without offloads.
+    segments: Vec<u8>,
+}
+
+/// What a [`TapWriter`] joined: writes of joined datagrams, and datagrams.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    /// TAP writes that carried joined datagrams.
+    pub writes: u64,
+    /// The datagrams they carried.
+    pub datagrams: u64,
+}
+
+impl TapWriter {
+    /// Writes `frames` in order, each to the device `device` gives for its
+    /// network (none: dropped).
+    pub fn write<'a, 'd>(
+        &mut self,
+        frames: impl IntoIterator<Item = TapFrame<'a>>,
+        device: impl Fn(NetworkId) -> Option<&'d TapDevice>,
+    ) -> Joined {
+        let mut joined = Joined::default();
+        let segments = &mut self.segments;
+        join_udp_runs(
+            frames,
+            |nwid| device(nwid).is_some_and(|tap| tap.uso()),
+            &mut self.joined,
+            |f, datagrams| {
+                if datagrams > 1 {
+                    joined.writes += 1;
+                    joined.datagrams += datagrams as u64;
+                }
+                if let Some(tap) = device(f.network) {
+                    write_frame(tap, f, segments);
+                }
+            },
+        );
+        joined
+    }
+}
+
 /// Writes one frame to its TAP device: behind a `virtio_net_hdr` where the
 /// device takes one, else whole, else cut into the frames the kernel would
 /// have made (a TAP without offloads).
-pub fn write_frame(tap: &TapDevice, f: &TapFrame<'_>, segments: &mut Vec<u8>) {
+fn write_frame(tap: &TapDevice, f: &TapFrame<'_>, segments: &mut Vec<u8>) {
     let udp_super_frame = f.offload.segmentation.is_some_and(|s| !s.kind.is_tcp());
     let written = if tap.virtio_header() && (tap.uso() || !udp_super_frame) {
         tap.write(f.with_virtio_header()).map(drop)

@@ -81,6 +81,11 @@ pub struct Counters {
     pub received_late: u64,
     /// Outboxes a member's flush threads sent and wrote (service).
     pub flushed_by_threads: u64,
+    /// TAP writes of UDP datagrams of one flow joined into one USO
+    /// super-frame (service).
+    pub udp_joined_writes: u64,
+    /// Datagrams those writes carried.
+    pub udp_datagrams_joined: u64,
     /// Super-frames (TCP segmentation left to the receiver) sent whole in
     /// an OFFLOAD_FRAME.
     pub super_frames_sent: u64,

@@ -2022,6 +2022,12 @@ impl Node {
         self.counters.flushed_by_threads += outboxes;
     }
 
+    /// Counts TAP writes of joined UDP datagrams, and the datagrams.
+    pub fn count_udp_joined(&mut self, writes: u64, datagrams: u64) {
+        self.counters.udp_joined_writes += writes;
+        self.counters.udp_datagrams_joined += datagrams;
+    }
+
     fn rendezvous(
         &mut self,
         now_ms: u64,

@@ -60,6 +60,15 @@ pub struct TapFrame<'a> {
 }
 
 impl<'a> TapFrame<'a> {
+    /// A frame behind its `virtio_net_hdr` (`bytes`), with its offloads.
+    pub(crate) fn from_parts(network: NetworkId, offload: Offload, bytes: &'a [u8]) -> Self {
+        Self {
+            network,
+            offload,
+            bytes,
+        }
+    }
+
     /// The Ethernet frame.
     pub fn frame(&self) -> &'a [u8] {
         &self.bytes[VIRTIO_NET_HDR_LEN_BYTES..]
