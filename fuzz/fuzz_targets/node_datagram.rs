@@ -44,6 +44,7 @@ use vnet_proto::netconf::{
 };
 use vnet_proto::network_id::NetworkId;
 use vnet_proto::node::{Event, NetworkStatus, Node, NodeConfig, Outbox};
+use vnet_proto::udp_join::join_udp_runs;
 use vnet_proto::verb::Verb;
 use vnet_proto::world::{Root, World, WorldKind};
 
@@ -170,6 +171,8 @@ struct Net {
     nodes: [Option<Node>; 3],
     now_ms: u64,
     out: Outbox,
+    /// Where the TAP frames are joined.
+    scratch: Vec<u8>,
     in_flight: VecDeque<(usize, SocketAddr, Vec<u8>)>,
 }
 
@@ -179,6 +182,7 @@ impl Net {
             nodes: [None, None, None],
             now_ms: START_MS,
             out: Outbox::new(),
+            scratch: Vec::new(),
             in_flight: VecDeque::new(),
         };
         for i in [A, B] {
@@ -267,6 +271,28 @@ impl Net {
         for (_, to, bytes) in self.out.iter() {
             self.in_flight.push_back((i, to, bytes.to_vec()));
         }
+        // The frames for the TAP go through the joining a TAP with USO
+        // gets: whatever joins must be a super-frame the kernel takes.
+        let mut joined = 0;
+        join_udp_runs(
+            self.out.frames(),
+            |_| true,
+            &mut self.scratch,
+            |f, datagrams| {
+                joined += datagrams;
+                if datagrams > 1 {
+                    assert!(
+                        f.offload.to_virtio(f.frame()).is_ok(),
+                        "a joined super-frame is valid"
+                    );
+                }
+            },
+        );
+        assert_eq!(
+            joined,
+            self.out.frames().count(),
+            "every frame written once"
+        );
         self.out.clear();
     }
 

@@ -15,9 +15,7 @@ use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
 use vnet_proto::armor::{PacketKey, armor, dearmor};
-use vnet_proto::constants::{
-    FRAGMENT_HEADER_LEN_BYTES, PACKET_HEADER_LEN_BYTES, RELAY_MAX_HOPS,
-};
+use vnet_proto::constants::{FRAGMENT_HEADER_LEN_BYTES, PACKET_HEADER_LEN_BYTES, RELAY_MAX_HOPS};
 use vnet_proto::fragment::Reassembler;
 use vnet_proto::verb::Verb;
 use vnet_proto::wire::{

@@ -7,10 +7,13 @@
 //! Only frames next to each other join, so nothing is reordered, and only
 //! frames USO cuts back to exactly what they were: the same Ethernet, IP
 //! and port fields, IPv4 ids counting up by one, every payload as long as
-//! the first (the last may be shorter), no Ethernet padding, and a UDP
-//! checksum either left partial by the sender or found correct here (the
+//! the first (the last may be shorter), no Ethernet padding, a correct IPv4
+//! header checksum, and a UDP checksum either left partial by the sender or
+//! found correct here (the
 //! super-frame's is left partial, and the kernel completes each cut
 //! datagram's where it leaves the host).
+
+use etherparse::checksum::Sum16BitWords;
 
 use crate::constants::{MAX_JOINED_DATAGRAMS, VIRTIO_NET_HDR_LEN_BYTES};
 use crate::network_id::NetworkId;
@@ -96,6 +99,16 @@ impl Datagram {
         };
         let udp_len = frame.len() - layout.l4;
         if !ip_len_ok || be16(layout.l4 + 4) != udp_len || udp_len <= UDP_HEADER_LEN_BYTES {
+            return None;
+        }
+        // The cut writes each IPv4 header checksum anew: a wrong one (which
+        // the kernel would drop) must not be mended by joining.
+        if !layout.ipv6
+            && Sum16BitWords::new()
+                .add_slice(&frame[layout.l3..layout.l4])
+                .ones_complement()
+                != 0
+        {
             return None;
         }
         if !f.offload.partial_checksum && !checksum_correct(frame, &layout) {
@@ -272,6 +285,11 @@ mod tests {
     /// would (checksums completed), and how many datagrams `write` was told
     /// each carried.
     fn join(frames: &[Queued]) -> (Vec<Vec<u8>>, Vec<usize>) {
+        join_on(frames, net(1))
+    }
+
+    /// As [`join`], with `joinable` the one network whose device takes USO.
+    fn join_on(frames: &[Queued], joinable: NetworkId) -> (Vec<Vec<u8>>, Vec<usize>) {
         let mut out = Outbox::new();
         for (net, frame, partial) in frames {
             let offload = Offload {
@@ -284,7 +302,7 @@ mod tests {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         join_udp_runs(
             out.frames(),
-            |n| n == net(1),
+            |n| n == joinable,
             &mut scratch,
             |f, count| {
                 counts.push(count);
@@ -528,6 +546,37 @@ mod tests {
             let (cut, counts) = join(&frames);
             proptest::prop_assert_eq!(counts.iter().sum::<usize>(), lens.len());
             proptest::prop_assert_eq!(cut, originals);
+        }
+
+        #[test]
+        fn damaged_frames_never_join_into_something_else(
+            v6 in proptest::bool::ANY,
+            count in 1usize..40,
+            partials in proptest::collection::vec(proptest::bool::ANY, 40),
+            damage in proptest::collection::vec((0usize..40, 0usize..200, 1u8..=255), 0..12),
+            cut_short in proptest::collection::vec((0usize..40, 0usize..120), 0..3),
+        ) {
+            let mut frames: Vec<Queued> = (0..count)
+                .map(|i| {
+                    let f = datagram(v6, i as u16, 64, i as u8);
+                    if partials[i] { (net(1), partial(f), true) } else { (net(1), f, false) }
+                })
+                .collect();
+            for (which, at, xor) in damage {
+                let f = &mut frames[which % count].1;
+                let at = at % f.len();
+                f[at] ^= xor;
+            }
+            for (which, len) in cut_short {
+                let f = &mut frames[which % count].1;
+                f.truncate(len.min(f.len()));
+            }
+            // Whatever the bytes, joining changes nothing the kernel ends
+            // up with: the same frames as writing each alone.
+            let (joined, counts) = join_on(&frames, net(1));
+            let (alone, _) = join_on(&frames, net(2));
+            proptest::prop_assert_eq!(counts.iter().sum::<usize>(), count);
+            proptest::prop_assert_eq!(joined, alone);
         }
     }
 }
