@@ -17,7 +17,9 @@
 #   UDP64_DETAIL=1                       the 64-byte UDP run in detail: iperf3's CPU, where packets are lost, top
 #   RELAY_THREADS=N                      the vnet root's relayThreads (default: the daemon's, one per core beyond the first)
 # Per system and round one line: 1 TCP stream, 4 streams, reverse (Mbit/s),
-# retransmits of the 1-stream run, 64-byte UDP packets/s delivered, UDP sent
+# retransmits of the 1-stream run, 64-byte UDP packets/s delivered to iperf3
+# and carried to its host (delivered, or dropped at iperf3's full socket),
+# each member daemon's CPU in microseconds per packet carried, UDP sent
 # with UDP_SEGMENT (Mbit/s received with UDP_GRO, as QUIC stacks do), RTT idle
 # and under load (ms), CPU of the two member daemons per Gbit/s of the
 # 1-stream run (and of the root, relayed), idle RSS (kB). Then the medians.
@@ -232,11 +234,11 @@ figures() {
   fi
   declare -A u0
   for p in $members; do u0[$p]=$(ticks "$p"); done
-  local udp_before="" j64
+  local udp_before udp_after j64
+  udp_before=$(udp64_counters)
   if [ "${UDP64_DETAIL:-}" = 1 ]; then
     # The same run, with the CPU of the iperf3 client and server (their
-    # shells' cutime + cstime once they end) and the loss counters.
-    udp_before=$(udp64_counters)
+    # shells' cutime + cstime once they end) and top.
     local child_ticks='awk "{print \$16 + \$17}" /proc/$$/stat'
     bg h3 iperf3-s64 bash -c "iperf3 -s -1 >/dev/null 2>&1; $child_ticks"
     sleep 0.3
@@ -245,17 +247,36 @@ figures() {
       "$ip" "$T" 2>"$RUN/client64.ticks" || true)
     local spid; spid=$(pidof_bg iperf3-s64)
     for _ in $(seq 40); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
-    echo "   64-byte UDP: iperf3 sent $(jq -r '.end.sum.packets' <<<"$j64" 2>/dev/null), lost $(jq -r '.end.sum.lost_packets' <<<"$j64" 2>/dev/null);" \
-      "iperf3 CPU client/server $(($(tail -1 "$RUN/client64.ticks") * 100 / (HZ * T)))/$(($(tail -1 "$RUN/iperf3-s64.log") * 100 / (HZ * T)))%;" \
-      "changes: $(paste -d' ' <(echo "$udp_before" | tr ' ' '\n') <(udp64_counters | tr ' ' '\n') |
-        awk -F'[= ]' 'NF >= 4 {printf "%s=%d ", $1, $4 - $2}')"
-    sed 's/^/     /' "$RUN/top64.txt"
   else
     j64=$(iperf_json h2 "$ip" -u -b 0 -l 64)
   fi
+  udp_after=$(udp64_counters)
+  # change NAME_PATTERN: how much the counters matching it rose in the run.
+  change() {
+    paste -d' ' <(echo "$udp_before" | tr ' ' '\n') <(echo "$udp_after" | tr ' ' '\n') |
+      awk -F'[= ]' -v p="$1" 'NF >= 4 && $1 ~ p {s += $4 - $2} END {print s + 0}'
+  }
   kpps=$(jq -r '.end.sum | ((.packets - .lost_packets) / .seconds / 1000 | floor)' <<<"$j64" 2>/dev/null || echo 0)
-  local udp_cpu=""
-  for p in $members; do udp_cpu+="$((($(ticks "$p") - ${u0[$p]}) * 100 / (HZ * T)))/"; done
+  local sent64 carried64
+  sent64=$(jq -r '.end.sum.packets // 0' <<<"$j64" 2>/dev/null || echo 0)
+  # What the overlay carried to the receiving host: sent, less what the
+  # sender's device dropped because its daemon did not read it in time
+  # (delivered to iperf3 or dropped at its full socket).
+  carried64=$((sent64 - $(change '^h2_.*_tx_dropped$')))
+  if [ "${UDP64_DETAIL:-}" = 1 ]; then
+    echo "   64-byte UDP: iperf3 sent $sent64, lost $(jq -r '.end.sum.lost_packets' <<<"$j64" 2>/dev/null);" \
+      "iperf3 CPU client/server $(($(tail -1 "$RUN/client64.ticks") * 100 / (HZ * T)))/$(($(tail -1 "$RUN/iperf3-s64.log") * 100 / (HZ * T)))%;" \
+      "changes: $(paste -d' ' <(echo "$udp_before" | tr ' ' '\n') <(echo "$udp_after" | tr ' ' '\n') |
+        awk -F'[= ]' 'NF >= 4 {printf "%s=%d ", $1, $4 - $2}')"
+    sed 's/^/     /' "$RUN/top64.txt"
+  fi
+  local udp_cpu="" udp_us=""
+  for p in $members; do
+    udp_cpu+="$((($(ticks "$p") - ${u0[$p]}) * 100 / (HZ * T)))/"
+    # Microseconds of this daemon's CPU per packet carried.
+    udp_us+="$(awk -v t="$(($(ticks "$p") - ${u0[$p]}))" -v hz="$HZ" -v n="$carried64" \
+      'BEGIN {printf "%.2f", (n > 0 ? t / hz * 1e6 / n : 0)}')/"
+  done
   if [ "${PERF:-}" = udp64 ]; then
     wait "${perf64[@]}" 2>/dev/null || true
     for p in $members; do
@@ -269,8 +290,9 @@ figures() {
   gbit=$(awk -v m="$one" 'BEGIN{print (m > 0 ? m / 1000 : 0)}')
   per_gbit=$(awk -v c="$cpu_m" -v g="$gbit" 'BEGIN{printf "%d", (g > 0 ? c / g : 0)}')
   root_per_gbit=$(awk -v c="$cpu_r" -v g="$gbit" 'BEGIN{printf "%d", (g > 0 ? c / g : 0)}')
-  printf '%-34s 1s=%-6s 4s=%-6s rev=%-6s retr=%-6s udp64_kpps=%-5s udp64_cpu=%-8s udp_gso=%-6s rtt_idle=%-6s rtt_load=%-6s cpu_per_gbit=%s%% root_cpu_per_gbit=%s%% rss_kb=%s\n' \
-    "$name" "$one" "$four" "$rev" "$retr" "$kpps" "${udp_cpu%/}%" "$gso" "${rtt_idle:-?}" "${rtt_load:-?}" "$per_gbit" "$root_per_gbit" "${rss_line%/}" | tee -a "$OUT"
+  local us_tx=${udp_us%%/*} us_rx=${udp_us#*/}
+  printf '%-34s 1s=%-6s 4s=%-6s rev=%-6s retr=%-6s udp64_kpps=%-5s udp64_carried_kpps=%-5s udp64_cpu=%-8s udp64_us_tx=%-5s udp64_us_rx=%-5s udp_gso=%-6s rtt_idle=%-6s rtt_load=%-6s cpu_per_gbit=%s%% root_cpu_per_gbit=%s%% rss_kb=%s\n' \
+    "$name" "$one" "$four" "$rev" "$retr" "$kpps" "$((carried64 / T / 1000))" "${udp_cpu%/}%" "$us_tx" "${us_rx%/}" "$gso" "${rtt_idle:-?}" "${rtt_load:-?}" "$per_gbit" "$root_per_gbit" "${rss_line%/}" | tee -a "$OUT"
 }
 
 # lab KIND: a fresh 3-host lab; KIND relayed puts h2 and h3 behind hard NATs.
