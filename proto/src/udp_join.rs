@@ -1,17 +1,17 @@
-//! Joining a run of UDP datagrams of one flow, queued for a TAP device one
-//! after another, into one USO super-frame: what a NIC's UDP GRO does. The
-//! kernel then takes them in one write and one pass through its receive
-//! path, and cuts them apart again before the socket (or hands them whole
-//! to a socket reading with `UDP_GRO`).
+//! Joining a run of UDP datagrams of one flow into one USO super-frame, as
+//! a NIC's UDP GRO does: on the way into a TAP device (the kernel then takes
+//! them in one write and one pass through its receive path, and cuts them
+//! apart again before the socket, or hands them whole to a socket reading
+//! with `UDP_GRO`), and on the way out of one (the run then crosses as one
+//! OFFLOAD_FRAME: sealed once, and written whole at the other end).
 //!
 //! Only frames next to each other join, so nothing is reordered, and only
 //! frames USO cuts back to exactly what they were: the same Ethernet, IP
 //! and port fields, IPv4 ids counting up by one, every payload as long as
 //! the first (the last may be shorter), no Ethernet padding, a correct IPv4
 //! header checksum, and a UDP checksum either left partial by the sender or
-//! found correct here (the
-//! super-frame's is left partial, and the kernel completes each cut
-//! datagram's where it leaves the host).
+//! found correct here (the super-frame's is left partial, and the kernel
+//! completes each cut datagram's where it leaves the host).
 
 use etherparse::checksum::Sum16BitWords;
 
@@ -38,35 +38,67 @@ pub fn join_udp_runs<'a>(
     scratch: &mut Vec<u8>,
     mut write: impl FnMut(&TapFrame<'_>, usize),
 ) {
-    let mut run: Option<Run<'a>> = None;
+    let mut run: Option<(TapFrame<'a>, JoinedRun)> = None;
     for frame in frames {
-        let datagram = joinable(frame.network)
-            .then(|| Datagram::of(&frame))
-            .flatten();
-        if let (Some(r), Some(d)) = (run.as_mut(), &datagram)
-            && r.takes(&frame, d)
+        let can_join = joinable(frame.network);
+        if let Some((head, r)) = run.as_mut()
+            && can_join
+            && frame.network == head.network
         {
-            r.append(&frame, d, scratch);
-            continue;
-        }
-        if let Some(r) = run.take() {
-            r.finish(scratch, &mut write);
-        }
-        match datagram {
-            Some(first) => {
-                run = Some(Run {
-                    head: frame,
-                    first,
-                    count: 1,
-                    closed: false,
-                })
+            let joined_so_far = if r.count() == 1 {
+                head.frame()
+            } else {
+                &scratch[VIRTIO_NET_HDR_LEN_BYTES..]
+            };
+            if let Some(payload) = r.push(joined_so_far, &frame.offload, frame.frame()) {
+                if r.count() == 2 {
+                    scratch.clear();
+                    scratch.extend_from_slice(head.with_virtio_header());
+                }
+                scratch.extend_from_slice(payload);
+                continue;
             }
+        }
+        if let Some((head, r)) = run.take() {
+            finish_write(head, r, scratch, &mut write);
+        }
+        match can_join
+            .then(|| JoinedRun::start(&frame.offload, frame.frame()))
+            .flatten()
+        {
+            Some(r) => run = Some((frame, r)),
             None => write(&frame, 1),
         }
     }
-    if let Some(r) = run {
-        r.finish(scratch, &mut write);
+    if let Some((head, r)) = run {
+        finish_write(head, r, scratch, &mut write);
     }
+}
+
+/// Writes a run's head alone, or the super-frame joined in `scratch`
+/// (`virtio_net_hdr` included).
+fn finish_write(
+    head: TapFrame<'_>,
+    run: JoinedRun,
+    scratch: &mut [u8],
+    write: &mut impl FnMut(&TapFrame<'_>, usize),
+) {
+    if run.count() == 1 {
+        write(&head, 1);
+        return;
+    }
+    let Some(offload) = run.finish(&mut scratch[VIRTIO_NET_HDR_LEN_BYTES..]) else {
+        return;
+    };
+    // Cannot fail: the frame is UDP over the IP version of the kind.
+    let Ok(header) = offload.to_virtio(&scratch[VIRTIO_NET_HDR_LEN_BYTES..]) else {
+        return;
+    };
+    scratch[..VIRTIO_NET_HDR_LEN_BYTES].copy_from_slice(&header);
+    write(
+        &TapFrame::from_parts(head.network, offload, scratch),
+        run.count(),
+    );
 }
 
 /// A frame that could be part of a joined run: one whole UDP datagram.
@@ -78,12 +110,11 @@ struct Datagram {
 }
 
 impl Datagram {
-    /// The frame as a joinable datagram, if it is one.
-    fn of(f: &TapFrame<'_>) -> Option<Self> {
-        if f.offload.segmentation.is_some() {
+    /// The frame (with offloads `offload`) as a joinable datagram, if it is one.
+    fn of(offload: &Offload, frame: &[u8]) -> Option<Self> {
+        if offload.segmentation.is_some() {
             return None;
         }
-        let frame = f.frame();
         let layout = Layout::of(frame).ok()?;
         if layout.tcp {
             return None;
@@ -111,7 +142,7 @@ impl Datagram {
         {
             return None;
         }
-        if !f.offload.partial_checksum && !checksum_correct(frame, &layout) {
+        if !offload.partial_checksum && !checksum_correct(frame, &layout) {
             return None;
         }
         Some(Self {
@@ -135,20 +166,52 @@ fn checksum_correct(frame: &[u8], layout: &Layout) -> bool {
         == 0
 }
 
-/// Consecutive datagrams of one flow, joined in `scratch` from the second on.
-struct Run<'a> {
-    head: TapFrame<'a>,
+/// A run of UDP datagrams of one flow being joined: the first frame whole,
+/// then each follower's payload after it, wherever the caller keeps them.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinedRun {
     first: Datagram,
     count: usize,
     /// A shorter datagram ended it.
     closed: bool,
 }
 
-impl Run<'_> {
-    /// Whether `d` (from `f`) can follow.
-    fn takes(&self, f: &TapFrame<'_>, d: &Datagram) -> bool {
+impl JoinedRun {
+    /// Starts a run at `frame` (its offloads `offload`), if it is a datagram
+    /// others could join.
+    pub fn start(offload: &Offload, frame: &[u8]) -> Option<Self> {
+        Datagram::of(offload, frame).map(|first| Self {
+            first,
+            count: 1,
+            closed: false,
+        })
+    }
+
+    /// The datagrams in the run.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// If `frame` (its offloads `offload`) can follow the run whose frame so
+    /// far starts `joined` (its headers are compared), counts it in and
+    /// returns its payload, for the caller to append.
+    pub fn push<'f>(
+        &mut self,
+        joined: &[u8],
+        offload: &Offload,
+        frame: &'f [u8],
+    ) -> Option<&'f [u8]> {
+        let d = Datagram::of(offload, frame)?;
         let l = self.first.layout;
-        let (a, b) = (self.head.frame(), f.frame());
+        if self.closed
+            || self.count >= MAX_JOINED_DATAGRAMS
+            || d.layout != l
+            || d.payload_len > self.first.payload_len
+            || joined.len() < l.l4 + UDP_HEADER_LEN_BYTES
+        {
+            return None;
+        }
+        let (a, b) = (joined, frame);
         let same = |r: std::ops::Range<usize>| a[r.clone()] == b[r];
         let ip_same = if l.ipv6 {
             // Version, traffic class and flow label; next header, hop
@@ -170,53 +233,39 @@ impl Run<'_> {
         } else {
             joined_ip_len <= MAX_IP_LEN_BYTES
         };
-        !self.closed
-            && f.network == self.head.network
-            && self.count < MAX_JOINED_DATAGRAMS
-            && d.layout == l
-            && d.payload_len <= self.first.payload_len
-            && ip_len_fits
-            && same(0..l.l3)
-            && ip_same
-            // Ports.
-            && same(l.l4..l.l4 + 4)
-    }
-
-    /// Adds `d`'s payload; the head goes into `scratch` with the second.
-    fn append(&mut self, f: &TapFrame<'_>, d: &Datagram, scratch: &mut Vec<u8>) {
-        if self.count == 1 {
-            scratch.clear();
-            scratch.extend_from_slice(self.head.with_virtio_header());
+        // Ethernet (and VLAN), IP, ports.
+        if !(ip_len_fits && same(0..l.l3) && ip_same && same(l.l4..l.l4 + 4)) {
+            return None;
         }
-        scratch.extend_from_slice(&f.frame()[d.layout.l4 + UDP_HEADER_LEN_BYTES..]);
         self.count += 1;
         self.closed = d.payload_len < self.first.payload_len;
+        Some(&frame[l.l4 + UDP_HEADER_LEN_BYTES..])
     }
 
-    /// Writes the head alone, or the joined super-frame with its lengths,
-    /// partial checksum and `virtio_net_hdr`.
-    fn finish(self, scratch: &mut [u8], write: &mut impl FnMut(&TapFrame<'_>, usize)) {
-        if self.count == 1 {
-            write(&self.head, 1);
-            return;
+    /// Makes `joined` (the first frame and every payload pushed, nothing
+    /// else) one UDP super-frame: its IP and UDP lengths, the pseudo-header
+    /// sum as its partial checksum. Returns its offloads; none for a run of
+    /// one (left as it is).
+    pub fn finish(&self, joined: &mut [u8]) -> Option<Offload> {
+        if self.count < 2 {
+            return None;
         }
         let l = self.first.layout;
-        let frame = &mut scratch[VIRTIO_NET_HDR_LEN_BYTES..];
-        let ip_len = frame.len() - l.l3;
+        let ip_len = joined.len() - l.l3;
         if l.ipv6 {
             let payload_len = (ip_len - IPV6_HEADER_LEN_BYTES) as u16;
-            frame[l.l3 + 4..l.l3 + 6].copy_from_slice(&payload_len.to_be_bytes());
+            joined[l.l3 + 4..l.l3 + 6].copy_from_slice(&payload_len.to_be_bytes());
         } else {
-            frame[l.l3 + 2..l.l3 + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-            fill_ipv4_header_checksum(frame, &l);
+            joined[l.l3 + 2..l.l3 + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+            fill_ipv4_header_checksum(joined, &l);
         }
-        let udp_len = (frame.len() - l.l4) as u16;
-        frame[l.l4 + 4..l.l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
+        let udp_len = (joined.len() - l.l4) as u16;
+        joined[l.l4 + 4..l.l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
         // Partial: the pseudo-header sum alone, as USO expects it.
         let at = l.checksum_at();
-        let partial = !pseudo_header_sum(frame, &l).ones_complement();
-        frame[at..at + 2].copy_from_slice(&partial.to_ne_bytes());
-        let offload = Offload {
+        let partial = !pseudo_header_sum(joined, &l).ones_complement();
+        joined[at..at + 2].copy_from_slice(&partial.to_ne_bytes());
+        Some(Offload {
             partial_checksum: true,
             segmentation: Some(Segmentation {
                 kind: if l.ipv6 {
@@ -226,16 +275,7 @@ impl Run<'_> {
                 },
                 segment_size: self.first.payload_len as u16,
             }),
-        };
-        // Cannot fail: the frame is UDP over the IP version of the kind.
-        let Ok(header) = offload.to_virtio(frame) else {
-            return;
-        };
-        scratch[..VIRTIO_NET_HDR_LEN_BYTES].copy_from_slice(&header);
-        write(
-            &TapFrame::from_parts(self.head.network, offload, scratch),
-            self.count,
-        );
+        })
     }
 }
 

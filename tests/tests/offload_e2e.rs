@@ -9,8 +9,9 @@
 //! members whose path narrows while they talk. UDP super-frames (USO, from
 //! a socket sending with `UDP_SEGMENT`) go whole to members that announce
 //! UDP segmentation, and are cut by the sender for one that does not; small
-//! datagrams of one flow that arrive together are joined into one TAP write
-//! where the TAP takes USO, and every one arrives as it was sent.
+//! datagrams of one flow read together are joined into one super-frame by
+//! the sender, and those that arrive together into one TAP write where the
+//! TAP takes USO, and every one arrives as it was sent.
 
 use std::fs;
 
@@ -399,43 +400,48 @@ fn udp_super_frames_cross_whole_and_are_cut_for_members_that_cannot_take_them() 
 }
 
 #[test]
-fn small_datagrams_of_a_flow_join_into_one_tap_write_and_arrive_as_sent() {
+fn small_datagrams_of_a_flow_join_on_both_sides_and_arrive_as_sent() {
     const BURSTS: usize = 100;
     const PER_BURST: usize = 40;
     const SIZE: usize = 200;
     let lab = Lab::new();
     let root_host = lab.host("root");
     let ctl_host = lab.host("ctl");
-    let [ha, hb, hc] = ["a", "b", "c"].map(|n| lab.host(n));
+    let [ha, hb, hc, hd] = ["a", "b", "c", "d"].map(|n| lab.host(n));
     make_planet(
         &lab,
         &root_host,
-        &[&ctl_host, &ha, &hb, &hc].map(|h| lab.home(h)),
+        &[&ctl_host, &ha, &hb, &hc, &hd].map(|h| lab.home(h)),
     );
     local_conf(&lab, &hc, json!({ "tapOffload": false }));
+    local_conf(&lab, &hd, json!({ "offloadFrames": false }));
     let _root = Daemon::start(&lab, &root_host, "vnet-planet");
     let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
-    let members = [&ha, &hb, &hc].map(|h| Daemon::start(&lab, h, "vnet-node"));
+    let members = [&ha, &hb, &hc, &hd].map(|h| Daemon::start(&lab, h, "vnet-node"));
     for d in std::iter::once(&ctl).chain(&members) {
         d.wait_online();
     }
-    let [a, b, c] = &members;
-    let (_, ips) = network_of(&ctl, &[a, b, c], "join");
+    let [a, b, c, d] = &members;
+    let (_, ips) = network_of(&ctl, &[a, b, c, d], "join");
     let python = python3();
     let total = BURSTS * PER_BURST;
 
-    // a sends 4,000 datagrams of 200 bytes to b (whose TAP takes USO) and
-    // to c (whose TAP takes no offloads) in bursts of 40: each must arrive
-    // once, intact and in order.
+    // a sends 4,000 datagrams of 200 bytes, in bursts of 40, to b (whose
+    // TAP takes USO), to c (whose TAP takes no offloads) and to d (which
+    // takes no OFFLOAD_FRAME): each must arrive once, intact and in order.
     let mut joined = Vec::new();
-    for (i, (host, name)) in [(&hb, "b"), (&hc, "c")].into_iter().enumerate() {
+    for (i, (host, name)) in [(&hb, "b"), (&hc, "c"), (&hd, "d")].into_iter().enumerate() {
         let ip = &ips[i + 1];
         let to = &members[i + 1];
         let port = (6100 + i).to_string();
-        let before = (
-            counter(to, "udpJoinedWrites"),
-            counter(to, "udpDatagramsJoined"),
-        );
+        let names = [
+            "udpJoinedReads",
+            "udpDatagramsJoinedRead",
+            "superFramesCut",
+            "udpJoinedWrites",
+            "udpDatagramsJoined",
+        ];
+        let before = names.map(|n| (counter(a, n), counter(to, n)));
         let listener = lab.spawn(
             host,
             &python,
@@ -482,24 +488,46 @@ fn small_datagrams_of_a_flow_join_into_one_tap_write_and_arrive_as_sent() {
             out.contains(&format!("got {total} bad 0 late 0")),
             "{name} got every datagram once, intact and in order: {out}"
         );
-        joined.push((
-            name,
-            counter(to, "udpJoinedWrites") - before.0,
-            counter(to, "udpDatagramsJoined") - before.1,
-        ));
+        let [reads, read_datagrams, cut, writes, written_datagrams] = std::array::from_fn(|k| {
+            let (a0, to0) = before[k];
+            // a's own counters for what it read and cut; the member's for
+            // what it wrote.
+            if k < 3 {
+                counter(a, names[k]) - a0
+            } else {
+                counter(to, names[k]) - to0
+            }
+        });
+        joined.push((name, reads, read_datagrams, cut, writes, written_datagrams));
     }
-    eprintln!("(member, TAP writes of joined datagrams, datagrams in them): {joined:?}");
-    let [(_, writes_b, datagrams_b), (_, writes_c, datagrams_c)] = joined[..] else {
-        panic!("two members");
-    };
-    assert!(writes_b > 0, "b joined datagrams into super-frames");
-    assert!(
-        datagrams_b >= 2 * writes_b && datagrams_b <= total as u64,
-        "each joined write carried 2 or more of the datagrams sent"
+    eprintln!(
+        "(member, a's joined reads, their datagrams, a's cut super-frames, \
+         member's joined writes, their datagrams): {joined:?}"
     );
-    assert_eq!(
-        (writes_c, datagrams_c),
-        (0, 0),
-        "c's TAP takes no USO: nothing joined"
+    let [
+        (_, reads_b, datagrams_b, cut_b, _, _),
+        (_, reads_c, _, cut_c, writes_c, _),
+        (_, reads_d, _, cut_d, writes_d, datagrams_d),
+    ] = joined[..]
+    else {
+        panic!("three members");
+    };
+    // a joined what it read from its TAP and sent the runs whole to b and c.
+    for (name, reads, cut) in [("b", reads_b, cut_b), ("c", reads_c, cut_c)] {
+        assert!(reads > 0, "a joined datagrams for {name}");
+        assert_eq!(cut, 0, "nothing cut for {name}");
+    }
+    assert!(
+        datagrams_b >= 2 * reads_b && datagrams_b <= total as u64,
+        "each joined read carried 2 or more of the datagrams sent"
+    );
+    // c's TAP takes no USO: it cut the runs itself and joined nothing.
+    assert_eq!(writes_c, 0, "c joins nothing");
+    // d takes no OFFLOAD_FRAME: a cut its runs, and d joined the datagrams
+    // again on the way into its TAP.
+    assert!(reads_d > 0 && cut_d > 0, "a joined, then cut for d");
+    assert!(
+        writes_d > 0 && datagrams_d >= 2 * writes_d,
+        "d joined datagrams into its TAP writes"
     );
 }

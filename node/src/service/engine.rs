@@ -31,6 +31,7 @@ use crate::service::flush_threads::{FlushThreads, TapDevices, TapWriter};
 use crate::service::punch_sockets::PunchSockets;
 use crate::service::relay_threads::RelayThreads;
 use crate::service::tap::TapDevice;
+use crate::service::tap_reader::TapReader;
 use crate::service::tcp_relay::{TcpRelayClient, TcpRelayServer};
 use crate::service::udp_sockets::{BatchedSocket, RecvBatch, UdpSockets};
 
@@ -266,6 +267,8 @@ pub struct Engine {
     rx: RecvBatch,
     /// Writes the outbox's frames to the TAP devices.
     tap_writer: TapWriter,
+    /// Reads frames from the TAP devices, joining runs of datagrams.
+    tap_reader: TapReader,
     /// Sources to read this round.
     ready: Vec<Token>,
     /// A root's relay threads, if it runs any.
@@ -345,6 +348,7 @@ impl Engine {
             buf: vec![0u8; PACKET_MAX_LEN_BYTES],
             rx: RecvBatch::default(),
             tap_writer: TapWriter::default(),
+            tap_reader: TapReader::default(),
             ready: Vec::new(),
             relay_threads,
             flush_threads,
@@ -471,30 +475,7 @@ impl Engine {
                 }
                 Some(Source::Tap(nwid)) => {
                     let nwid = *nwid;
-                    let Some(device) = self.devices.get(&nwid) else {
-                        return false;
-                    };
-                    // Read with headroom: the frame is sealed where it lies.
-                    let virtio = device.tap.virtio_header();
-                    let room = if virtio {
-                        VIRTIO_NET_HDR_LEN_BYTES + MAX_SUPER_FRAME_LEN_BYTES
-                    } else {
-                        MAX_TAP_FRAME_LEN_BYTES
-                    };
-                    match device.tap.read(self.out.frame_room(room, virtio)) {
-                        Ok(len) => {
-                            let now = self.now_ms();
-                            self.node
-                                .handle_tap_read(now, nwid, len, virtio, &mut self.out);
-                            self.flush_if_full();
-                            continue;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                        Err(e) => {
-                            warn!(%nwid, error = %e, "TAP read failed");
-                            return false;
-                        }
-                    }
+                    return self.read_tap(nwid);
                 }
                 None => return false,
             };
@@ -516,6 +497,51 @@ impl Engine {
             }
         }
         true
+    }
+
+    /// Reads the TAP device of `nwid`: at most `READS_PER_SOURCE_PER_ROUND`
+    /// reads (each datagram of a joined run counts), and never leaves a
+    /// frame read ahead behind; true if the budget ran out with data left.
+    fn read_tap(&mut self, nwid: NetworkId) -> bool {
+        let mut reads = 0;
+        loop {
+            if reads >= READS_PER_SOURCE_PER_ROUND && !self.tap_reader.has_ahead() {
+                return true;
+            }
+            let Some(device) = self.devices.get(&nwid) else {
+                self.tap_reader.forget_ahead();
+                return false;
+            };
+            // Read with headroom: the frame is sealed where it lies.
+            let virtio = device.tap.virtio_header();
+            let room = if virtio {
+                VIRTIO_NET_HDR_LEN_BYTES + MAX_SUPER_FRAME_LEN_BYTES
+            } else {
+                MAX_TAP_FRAME_LEN_BYTES
+            };
+            let read = self.tap_reader.read(
+                &device.tap,
+                self.out.frame_room(room, virtio),
+                &mut reads,
+                READS_PER_SOURCE_PER_ROUND,
+            );
+            match read {
+                Ok(r) => {
+                    let now = self.now_ms();
+                    if r.datagrams > 1 {
+                        self.node.count_udp_joined_read(r.datagrams as u64);
+                    }
+                    self.node
+                        .handle_tap_read(now, nwid, r.len, virtio, &mut self.out);
+                    self.flush_if_full();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) => {
+                    warn!(%nwid, error = %e, "TAP read failed");
+                    return false;
+                }
+            }
+        }
     }
 
     /// Runs queued commands and TCP-relayed datagrams; false on Stop or

@@ -18,6 +18,7 @@ pub mod punch_sockets;
 pub mod relay_threads;
 pub mod runtime;
 pub mod tap;
+pub mod tap_reader;
 pub mod tcp_relay;
 pub mod udp_sockets;
 pub mod verified_identities;

@@ -86,6 +86,11 @@ pub struct Counters {
     pub udp_joined_writes: u64,
     /// Datagrams those writes carried.
     pub udp_datagrams_joined: u64,
+    /// Super-frames joined from UDP datagrams of one flow read from our
+    /// TAP one after another (service).
+    pub udp_joined_reads: u64,
+    /// Datagrams those super-frames carried.
+    pub udp_datagrams_joined_read: u64,
     /// Super-frames (TCP segmentation left to the receiver) sent whole in
     /// an OFFLOAD_FRAME.
     pub super_frames_sent: u64,

@@ -2022,6 +2022,13 @@ impl Node {
         self.counters.flushed_by_threads += outboxes;
     }
 
+    /// Counts a super-frame joined from `datagrams` UDP datagrams read
+    /// from our TAP.
+    pub fn count_udp_joined_read(&mut self, datagrams: u64) {
+        self.counters.udp_joined_reads += 1;
+        self.counters.udp_datagrams_joined_read += datagrams;
+    }
+
     /// Counts TAP writes of joined UDP datagrams, and the datagrams.
     pub fn count_udp_joined(&mut self, writes: u64, datagrams: u64) {
         self.counters.udp_joined_writes += writes;
