@@ -99,6 +99,11 @@ pub const MAX_SUPER_FRAME_LEN_BYTES: usize = 65_535 + 14 + 4;
 /// UDP datagrams of one flow joined into one super-frame for the TAP, at
 /// most (as many as one UDP GSO send takes on any kernel with USO).
 pub const MAX_JOINED_DATAGRAMS: usize = 64;
+/// Longest frame joined from datagrams read from our TAP: its OFFLOAD_FRAME
+/// fits one datagram on any path (`PATH_MTU_BASE_BYTES`), so a lost
+/// datagram loses no more than the run's datagrams sent one by one would.
+pub const MAX_JOINED_READ_LEN_BYTES: usize =
+    PATH_MTU_BASE_BYTES as usize - OFFLOAD_FRAME_HEADROOM_BYTES;
 /// Most datagrams in one transmit (Linux's UDP_MAX_SEGMENTS for GSO).
 pub const MAX_SEGMENTS_PER_TRANSMIT: usize = 64;
 /// Most bytes in one transmit (all its datagrams; one GSO send must fit an

@@ -50,7 +50,8 @@ pub fn join_udp_runs<'a>(
             } else {
                 &scratch[VIRTIO_NET_HDR_LEN_BYTES..]
             };
-            if let Some(payload) = r.push(joined_so_far, &frame.offload, frame.frame()) {
+            if let Some(payload) = r.push(joined_so_far, usize::MAX, &frame.offload, frame.frame())
+            {
                 if r.count() == 2 {
                     scratch.clear();
                     scratch.extend_from_slice(head.with_virtio_header());
@@ -193,11 +194,13 @@ impl JoinedRun {
     }
 
     /// If `frame` (its offloads `offload`) can follow the run whose frame so
-    /// far starts `joined` (its headers are compared), counts it in and
-    /// returns its payload, for the caller to append.
+    /// far is `joined` (its headers are compared) without making it longer
+    /// than `max_len` bytes, counts it in and returns its payload, for the
+    /// caller to append.
     pub fn push<'f>(
         &mut self,
         joined: &[u8],
+        max_len: usize,
         offload: &Offload,
         frame: &'f [u8],
     ) -> Option<&'f [u8]> {
@@ -205,6 +208,7 @@ impl JoinedRun {
         let l = self.first.layout;
         if self.closed
             || self.count >= MAX_JOINED_DATAGRAMS
+            || joined.len() + d.payload_len > max_len
             || d.layout != l
             || d.payload_len > self.first.payload_len
             || joined.len() < l.l4 + UDP_HEADER_LEN_BYTES
@@ -559,6 +563,26 @@ mod tests {
             })
             .collect();
         assert_eq!(join(&wrap).1, [4]);
+    }
+
+    #[test]
+    fn a_datagram_that_would_pass_the_length_given_is_left_out_uncounted() {
+        let first = datagram(false, 1, 64, 1);
+        let second = datagram(false, 2, 64, 2);
+        let third = datagram(false, 3, 64, 3);
+        let mut run = JoinedRun::start(&Offload::NONE, &first).unwrap();
+        let mut joined = first.clone();
+        let max = first.len() + 64;
+        let p = run.push(&joined, max, &Offload::NONE, &second).unwrap();
+        joined.extend_from_slice(p);
+        assert_eq!(run.push(&joined, max, &Offload::NONE, &third), None);
+        assert_eq!(run.count(), 2, "the third is not counted");
+        let offload = run.finish(&mut joined).unwrap();
+        let mut cut = Vec::new();
+        offload
+            .complete(&joined, &mut Vec::new(), |f| cut.push(f.to_vec()))
+            .unwrap();
+        assert_eq!(cut, [first, second]);
     }
 
     proptest::proptest! {

@@ -2,12 +2,16 @@
 //! of one flow, read one after another, into one USO super-frame
 //! ([`JoinedRun`]): the run is then sealed once and crosses as one
 //! OFFLOAD_FRAME, where each datagram alone would cost a seal, a datagram
-//! on the wire and an open. A frame read that does not join is kept and
-//! handed out next, so nothing is reordered or lost.
+//! on the wire (with its headers) and an open. A run stays within one
+//! datagram on any path (`MAX_JOINED_READ_LEN_BYTES`), so it is never cut
+//! into fragments. A frame read that does not join is kept and handed out
+//! next, so nothing is reordered or lost.
 
 use std::io;
 
-use crate::core::constants::{MAX_SUPER_FRAME_LEN_BYTES, VIRTIO_NET_HDR_LEN_BYTES};
+use crate::core::constants::{
+    MAX_JOINED_READ_LEN_BYTES, MAX_SUPER_FRAME_LEN_BYTES, VIRTIO_NET_HDR_LEN_BYTES,
+};
 use crate::core::offload::Offload;
 use crate::core::udp_join::JoinedRun;
 use crate::service::tap::TapDevice;
@@ -76,10 +80,12 @@ impl TapReader {
         if !tap.virtio_header() || len <= header {
             return Ok(FrameRead { len, datagrams: 1 });
         }
-        let Some(mut run) = start(&room[..len]) else {
+        // The joined frame stays within one datagram on any path.
+        let limit = room.len().min(header + MAX_JOINED_READ_LEN_BYTES);
+        let Some(mut run) = start(&room[..len]).filter(|_| len < limit) else {
             return Ok(FrameRead { len, datagrams: 1 });
         };
-        while *reads < max_reads && len < room.len() {
+        while *reads < max_reads {
             *reads += 1;
             // The end of what is there (WouldBlock), or an error the next
             // read reports again: either way the run ends here.
@@ -90,11 +96,11 @@ impl TapReader {
                 .then(|| {
                     let (h, f) = self.next[..n].split_at(header);
                     let offload = Offload::from_virtio(h.try_into().ok()?, f).ok()?;
-                    run.push(&room[header..len], &offload, f)
+                    run.push(&room[header..len], limit - header, &offload, f)
                 })
                 .flatten();
             match payload {
-                Some(p) if len + p.len() <= room.len() => {
+                Some(p) => {
                     room[len..len + p.len()].copy_from_slice(p);
                     len += p.len();
                 }
