@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
             mac_dest: Mac::BROADCAST,
             ether_type: u16::from_be_bytes([pick, pick.wrapping_mul(7)]) | 0x0800,
             payload: frame,
+            segments: (pick & 4 != 0).then(|| (frame.len(), frame.len() / 2)),
         };
         let grants = Grants::decode(frame).ok().map(|(g, used)| {
             let mut back = Vec::new();

@@ -257,6 +257,23 @@ impl Offload {
         Ok(Some(layout))
     }
 
+    /// For a super-frame, what follows the Ethernet header in its first and
+    /// last segment, in bytes: the sizes of the frames it stands for, as
+    /// the flow rules' frame-size matches see them. `None` for a frame that
+    /// is not cut.
+    pub fn segment_lengths(&self, frame: &[u8]) -> Option<(usize, usize)> {
+        let s = self.segmentation?;
+        let layout = self.check(frame).ok()??;
+        let headers = layout.l4 + layout.l4_len - ETHERNET_HEADER_LEN_BYTES;
+        let payload = frame.len() - (layout.l4 + layout.l4_len);
+        let mss = usize::from(s.segment_size);
+        let last = match payload % mss {
+            0 => payload.min(mss),
+            rest => rest,
+        };
+        Some((headers + payload.min(mss), headers + last))
+    }
+
     /// Reads the `virtio_net_hdr` a TAP device put in front of `frame`.
     pub fn from_virtio(
         header: &[u8; VIRTIO_NET_HDR_LEN_BYTES],
@@ -734,6 +751,38 @@ mod tests {
             assert_eq!(n, 1);
             assert_eq!(got, [frame]);
         }
+    }
+
+    #[test]
+    fn a_super_frame_gives_the_sizes_of_its_first_and_last_segment() {
+        let udp = |kind, mss| Offload {
+            partial_checksum: true,
+            segmentation: Some(Segmentation {
+                kind,
+                segment_size: mss,
+            }),
+        };
+        // 20 + 8 header bytes after Ethernet; 2,500 payload bytes in 1,000s.
+        let frame = udp_super(false, 2_500);
+        let cut = cut(&frame, SegmentationKind::Udp4, 1_000);
+        let sizes = udp(SegmentationKind::Udp4, 1_000).segment_lengths(&frame);
+        assert_eq!(sizes, Some((cut[0].len() - 14, cut[2].len() - 14)));
+        assert_eq!(sizes, Some((1_028, 528)));
+        // Evenly cut, and a super-frame of one segment.
+        assert_eq!(
+            udp(SegmentationKind::Udp4, 500).segment_lengths(&frame),
+            Some((528, 528))
+        );
+        assert_eq!(
+            udp(SegmentationKind::Udp4, 9_000).segment_lengths(&frame),
+            Some((2_528, 2_528))
+        );
+        assert_eq!(Offload::NONE.segment_lengths(&frame), None);
+        // Segmentation that does not fit the frame: no sizes.
+        assert_eq!(
+            udp(SegmentationKind::Tcp4, 1_000).segment_lengths(&frame),
+            None
+        );
     }
 
     proptest::proptest! {

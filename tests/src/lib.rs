@@ -4,6 +4,7 @@ pub mod daemon;
 pub mod delay;
 pub mod netns;
 pub mod pg_cluster;
+pub mod udp_check;
 pub mod webdriver;
 
 use std::path::{Path, PathBuf};

@@ -18,7 +18,7 @@ use std::fs;
 use serde_json::{Value, json};
 use vnet_tests::daemon::{Daemon, make_planet, network_of};
 use vnet_tests::netns::{Lab, NatKind, Node, Router};
-use vnet_tests::python3;
+use vnet_tests::udp_check::{UDP_BURST_SENDER, UdpRun, all_arrived};
 
 /// Writes `<home>/local.conf` for `host`'s daemon (before it starts).
 fn local_conf(lab: &Lab, host: &Node, settings: Value) {
@@ -227,51 +227,6 @@ fn ip_fragments_received(lab: &Lab, host: &Node) -> u64 {
         .expect("ReasmReqds")
 }
 
-/// Receives `count` datagrams of `size` bytes on a port and checks each:
-/// argv = port, count, size. Prints "got N bad M late L" once `count`
-/// arrived or 3 s pass without one (late: behind one numbered higher).
-const UDP_COUNTER: &str = r#"
-import socket, sys
-port, count, size = map(int, sys.argv[1:4])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE: no loss here
-s.bind(("", port))
-print("ready", flush=True)
-s.settimeout(30)
-seen, bad, late, top = set(), 0, 0, -1
-while len(seen) < count:
-    try:
-        data = s.recv(65536)
-    except socket.timeout:
-        break
-    s.settimeout(3)
-    i = int.from_bytes(data[:4], "big")
-    want = i.to_bytes(4, "big") + bytes((i + j) % 251 for j in range(size - 4))
-    if data != want or i in seen:
-        bad += 1
-    else:
-        seen.add(i)
-        late += i < top
-        top = max(top, i)
-print("got", len(seen), "bad", bad, "late", late, flush=True)
-"#;
-
-/// Sends `bursts` bursts of `per_burst` datagrams of `size` bytes from one
-/// connected socket (IPv4 ids counting up), one plain `send` each, 5 ms
-/// apart: argv = ip, port, bursts, per_burst, size.
-const UDP_BURST_SENDER: &str = r#"
-import socket, sys, time
-ip, port, bursts, per_burst, size = sys.argv[1], *map(int, sys.argv[2:6])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.connect((ip, port))
-for n in range(bursts):
-    burst = [i.to_bytes(4, "big") + bytes((i + j) % 251 for j in range(size - 4))
-             for i in range(n * per_burst, (n + 1) * per_burst)]
-    for d in burst:
-        s.send(d)
-    time.sleep(0.005)
-"#;
-
 /// Sends `sends` UDP_SEGMENT (GSO) writes of `per_send` datagrams of `size`
 /// bytes each: argv = ip, port, sends, per_send, size.
 const UDP_GSO_SENDER: &str = r#"
@@ -311,7 +266,6 @@ fn udp_super_frames_cross_whole_and_are_cut_for_members_that_cannot_take_them() 
     }
     let [a, b, c, d] = &members;
     let (_, ips) = network_of(&ctl, &[a, b, c, d], "uso");
-    let python = python3();
     let total = SENDS * PER_SEND;
 
     // a sends 1,000 datagrams of 1,000 bytes to each of b, c and d in 50
@@ -321,57 +275,27 @@ fn udp_super_frames_cross_whole_and_are_cut_for_members_that_cannot_take_them() 
     for (i, (host, name)) in [(&hb, "b"), (&hc, "c"), (&hd, "d")].into_iter().enumerate() {
         let ip = &ips[i + 1];
         let to = &members[i + 1];
-        let port = (6000 + i).to_string();
+        let port = 6000 + i as u16;
         let before = (
             counter(a, "superFramesSent"),
             counter(a, "superFramesCut"),
             counter(to, "superFramesReceived"),
         );
-        let listener = lab.spawn(
-            host,
-            &python,
-            &[
-                "-u",
-                "-c",
-                UDP_COUNTER,
-                &port,
-                &total.to_string(),
-                &SIZE.to_string(),
-            ],
-            &[],
-        );
-        assert!(
-            vnet_tests::netns::wait_until(std::time::Duration::from_secs(10), || {
-                listener.stdout_text().contains("ready")
-            }),
-            "{name}'s listener started"
-        );
-        assert!(
-            lab.exec(&ha, "ping", &["-c", "1", "-W", "2", ip]).ok,
-            "a reaches {name}"
-        );
-        let sent = lab.exec(
-            &ha,
-            &python,
-            &[
-                "-c",
-                UDP_GSO_SENDER,
-                ip,
-                &port,
-                &SENDS.to_string(),
-                &PER_SEND.to_string(),
-                &SIZE.to_string(),
-            ],
-        );
-        assert!(sent.ok, "a's UDP_SEGMENT sender: {sent:?}");
-        let done = vnet_tests::netns::wait_until(std::time::Duration::from_secs(20), || {
-            listener.stdout_text().contains("got ")
-        });
-        let out = listener.stdout_text();
-        assert!(done, "{name}'s listener finished: {out}");
-        assert!(
-            out.contains(&format!("got {total} bad 0")),
-            "{name} got every datagram once and intact: {out}"
+        let out = UdpRun {
+            from: &ha,
+            to: host,
+            ip,
+            port,
+            sender: UDP_GSO_SENDER,
+            sender_args: &[SENDS, PER_SEND, SIZE].map(|n| n.to_string()),
+            count: total,
+            size: SIZE,
+        }
+        .run(&lab);
+        assert_eq!(
+            out,
+            all_arrived(total),
+            "{name} got every datagram once, intact and in order"
         );
         deltas.push((
             name,
@@ -423,7 +347,6 @@ fn small_datagrams_of_a_flow_join_on_both_sides_and_arrive_as_sent() {
     }
     let [a, b, c, d] = &members;
     let (_, ips) = network_of(&ctl, &[a, b, c, d], "join");
-    let python = python3();
     let total = BURSTS * PER_BURST;
 
     // a sends 4,000 datagrams of 200 bytes, in bursts of 40, to b (whose
@@ -433,7 +356,7 @@ fn small_datagrams_of_a_flow_join_on_both_sides_and_arrive_as_sent() {
     for (i, (host, name)) in [(&hb, "b"), (&hc, "c"), (&hd, "d")].into_iter().enumerate() {
         let ip = &ips[i + 1];
         let to = &members[i + 1];
-        let port = (6100 + i).to_string();
+        let port = 6100 + i as u16;
         let names = [
             "udpJoinedReads",
             "udpDatagramsJoinedRead",
@@ -442,51 +365,21 @@ fn small_datagrams_of_a_flow_join_on_both_sides_and_arrive_as_sent() {
             "udpDatagramsJoined",
         ];
         let before = names.map(|n| (counter(a, n), counter(to, n)));
-        let listener = lab.spawn(
-            host,
-            &python,
-            &[
-                "-u",
-                "-c",
-                UDP_COUNTER,
-                &port,
-                &total.to_string(),
-                &SIZE.to_string(),
-            ],
-            &[],
-        );
-        assert!(
-            vnet_tests::netns::wait_until(std::time::Duration::from_secs(10), || {
-                listener.stdout_text().contains("ready")
-            }),
-            "{name}'s listener started"
-        );
-        assert!(
-            lab.exec(&ha, "ping", &["-c", "1", "-W", "2", ip]).ok,
-            "a reaches {name}"
-        );
-        let sent = lab.exec(
-            &ha,
-            &python,
-            &[
-                "-c",
-                UDP_BURST_SENDER,
-                ip,
-                &port,
-                &BURSTS.to_string(),
-                &PER_BURST.to_string(),
-                &SIZE.to_string(),
-            ],
-        );
-        assert!(sent.ok, "a's sender: {sent:?}");
-        let done = vnet_tests::netns::wait_until(std::time::Duration::from_secs(20), || {
-            listener.stdout_text().contains("got ")
-        });
-        let out = listener.stdout_text();
-        assert!(done, "{name}'s listener finished: {out}");
-        assert!(
-            out.contains(&format!("got {total} bad 0 late 0")),
-            "{name} got every datagram once, intact and in order: {out}"
+        let out = UdpRun {
+            from: &ha,
+            to: host,
+            ip,
+            port,
+            sender: UDP_BURST_SENDER,
+            sender_args: &[BURSTS, PER_BURST, SIZE].map(|n| n.to_string()),
+            count: total,
+            size: SIZE,
+        }
+        .run(&lab);
+        assert_eq!(
+            out,
+            all_arrived(total),
+            "{name} got every datagram once, intact and in order"
         );
         let [reads, read_datagrams, cut, writes, written_datagrams] = std::array::from_fn(|k| {
             let (a0, to0) = before[k];

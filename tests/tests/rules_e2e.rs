@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use vnet_tests::daemon::{Daemon, PORT, Started, network_of, start_root_controller_members};
 use vnet_tests::netns::{Lab, Node, wait_until};
+use vnet_tests::udp_check::{UDP_BURST_SENDER, UdpRun, all_arrived};
 
 /// Posts `body` to the controller's API path (as a UI would, with ZeroTier's header).
 fn post(lab: &Lab, ctl: &Daemon, host: &Node, path: &str, body: &Value) -> (u16, Value) {
@@ -402,5 +403,79 @@ fn departments_by_tag_and_ssh_only_for_the_superuser_capability() {
     assert!(
         wait_until(Duration::from_secs(20), || reachable(&lab, eng_host, &web)),
         "the engineer moved to sales reaches 8080"
+    );
+}
+
+#[test]
+fn a_size_rule_judges_joined_datagrams_one_by_one() {
+    let lab = Lab::new();
+    let [root_host, ctl_host, m1_host, m2_host] = ["root", "ctl", "m1", "m2"].map(|n| lab.host(n));
+    let Started {
+        root: _root,
+        ctl,
+        members,
+    } = start_root_controller_members(&lab, &root_host, &ctl_host, &[&m1_host, &m2_host]);
+    let [m1, m2] = [&members[0], &members[1]];
+    let (nwid, ips) = network_of(&ctl, &[m1, m2], "sizes");
+    // Frames above 1,000 bytes (after the Ethernet header) are dropped.
+    let file = lab.dir().join("small-only.ztrules");
+    std::fs::write(&file, "drop framesize 1001-65535;\naccept;\n").expect("write");
+    let run = ctl.cli(&["network", "rules", &nwid, file.to_str().expect("UTF-8")]);
+    assert!(run.ok, "{run:?}");
+    // Both members hold the rules once a big ping is dropped by rule.
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            lab.exec(
+                &m1_host,
+                "ping",
+                &["-c", "1", "-W", "1", "-s", "1200", &ips[1]],
+            );
+            dropped_by_rules(m1, &nwid) > 0
+        }),
+        "m1 drops big frames by rule: {}",
+        switch_counters(m1, &nwid)
+    );
+    let joined = |d: &Daemon| {
+        d.json(&["info"])["counters"]["udpDatagramsJoinedRead"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = joined(m1);
+    // 4,000 datagrams of 200 bytes in bursts of 40: m1 joins them into
+    // super-frames of over 1,000 bytes, yet each datagram is small and
+    // passes.
+    let (bursts, per_burst, size) = (100, 40, 200);
+    let out = UdpRun {
+        from: &m1_host,
+        to: &m2_host,
+        ip: &ips[1],
+        port: 6200,
+        sender: UDP_BURST_SENDER,
+        sender_args: &[bursts, per_burst, size].map(|n: usize| n.to_string()),
+        count: bursts * per_burst,
+        size,
+    }
+    .run(&lab);
+    assert_eq!(
+        out,
+        all_arrived(bursts * per_burst),
+        "every small datagram passed the rule"
+    );
+    assert!(joined(m1) > before, "m1 joined datagrams on the way");
+    // A datagram above the limit is still dropped, on its own: 10 more
+    // drops by rule on m1.
+    let drops = dropped_by_rules(m1, &nwid);
+    let sent = lab.exec(
+        &m1_host,
+        vnet_tests::python3(),
+        &["-c", UDP_BURST_SENDER, &ips[1], "6201", "2", "5", "1200"],
+    );
+    assert!(sent.ok, "{sent:?}");
+    assert!(
+        wait_until(Duration::from_secs(5), || dropped_by_rules(m1, &nwid)
+            >= drops + 10),
+        "big datagrams dropped by rule: {} then {}",
+        drops,
+        dropped_by_rules(m1, &nwid)
     );
 }

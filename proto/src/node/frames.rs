@@ -89,7 +89,9 @@ impl Node {
                 ours: m.config.as_ref().map(|c| &c.certificate),
                 peers: &m.peer_certificates,
             };
-            match switch.outbound_granted(now_ms, &out.bytes()[frame_at..], &grants) {
+            let frame = &out.bytes()[frame_at..];
+            let segments = offload.segment_lengths(frame);
+            match switch.outbound_segmented(now_ms, frame, segments, &grants) {
                 Outbound::Answer(reply) => {
                     let mut frame = std::mem::take(&mut self.frame_copy);
                     frame.clear();
@@ -394,7 +396,9 @@ impl Node {
             return;
         };
         let theirs = m.peer_certificates.get(&src);
-        let verdict = switch.receive(now_ms, src, &config.certificate, theirs, frame);
+        let segments = offload.segment_lengths(frame);
+        let verdict =
+            switch.receive_segmented(now_ms, src, &config.certificate, theirs, frame, segments);
         // A WATCH rule's copy from the receiving side.
         let watch = switch.take_copy().filter(|c| c.to != src);
         if watch.is_some() {

@@ -41,6 +41,10 @@ pub struct FrameFacts<'a> {
     pub ether_type: u16,
     /// Everything after the Ethernet header.
     pub payload: &'a [u8],
+    /// For a super-frame: what follows the Ethernet header in its first
+    /// and last segment, in bytes (each segment is a frame the size rules
+    /// judge; those between are as long as the first).
+    pub segments: Option<(usize, usize)>,
 }
 
 /// The tags the tag matches compare: ours, and the other member's.
@@ -377,7 +381,14 @@ fn matches(
             port(frame, layer4, true).is_some_and(|x| (lo..=hi).contains(&x))
         }
         RuleKind::Characteristics(mask) => characteristics(frame, layer4) & mask != 0,
-        RuleKind::FrameSizeRange(lo, hi) => (usize::from(lo)..=usize::from(hi)).contains(&p.len()),
+        RuleKind::FrameSizeRange(lo, hi) => {
+            let range = usize::from(lo)..=usize::from(hi);
+            // A super-frame matches when every segment it stands for does.
+            match frame.segments {
+                Some((first, last)) => range.contains(&first) && range.contains(&last),
+                None => range.contains(&p.len()),
+            }
+        }
         RuleKind::Random(probability) => random() <= probability,
         RuleKind::TagsDifference { id, value } => {
             tags_compare(frame, tags, id, super_accept, |a, b| a.abs_diff(b) <= value)

@@ -34,6 +34,7 @@ fn facts(payload: &[u8], ether_type: u16, inbound: bool) -> FrameFacts<'_> {
         mac_dest: Mac([2, 0, 0, 0, 0, 2]),
         ether_type,
         payload,
+        segments: None,
     }
 }
 
@@ -200,6 +201,53 @@ fn port_ranges_prefixes_icmp_and_characteristics() {
         json!([{"type": "MATCH_ICMP", "icmpType": 8, "icmpCode": 3}, {"type": "ACTION_DROP"}]),
     );
     assert_eq!(decide(&set, &f).0, Decision::NoMatch);
+}
+
+#[test]
+fn a_super_frame_is_judged_by_the_size_of_every_segment() {
+    // `drop framesize 1001-65535; accept;`: drops frames above 1,000 bytes.
+    let set = rules(json!([
+        {"type": "MATCH_FRAME_SIZE_RANGE", "start": 1001, "end": 65535, "not": false, "or": false},
+        {"type": "ACTION_DROP", "not": false, "or": false},
+        {"type": "ACTION_ACCEPT", "not": false, "or": false}
+    ]));
+    let whole = ipv4(17, 40000, 53, 0);
+    let run = |first, last| FrameFacts {
+        segments: Some((first, last)),
+        ..facts(&whole, 0x0800, false)
+    };
+    // A super-frame whose payload is 40 bytes here: its segments decide.
+    assert_eq!(
+        decide(&set, &run(92, 92)).0,
+        Decision::Accept {
+            super_accept: false
+        }
+    );
+    assert_eq!(decide(&set, &run(1_400, 1_400)).0, Decision::Drop(1));
+    // 30 datagrams of 64 bytes joined are 2,500 bytes long, yet each is small.
+    let mut long = ipv4(17, 40000, 53, 0);
+    long.resize(2_500, 0);
+    assert_eq!(
+        decide(&set, &facts(&long, 0x0800, false)).0,
+        Decision::Drop(1)
+    );
+    let joined = FrameFacts {
+        segments: Some((92, 60)),
+        ..facts(&long, 0x0800, false)
+    };
+    assert_eq!(
+        decide(&set, &joined).0,
+        Decision::Accept {
+            super_accept: false
+        }
+    );
+    // Segments on both sides of the range: the match needs every one.
+    assert_eq!(
+        decide(&set, &run(1_400, 200)).0,
+        Decision::Accept {
+            super_accept: false
+        }
+    );
 }
 
 #[test]

@@ -258,17 +258,29 @@ impl Switch {
         theirs: Option<&Certificate>,
         frame: &[u8],
     ) -> Inbound {
+        self.receive_segmented(now_ms, from, ours, theirs, frame, None)
+    }
+
+    /// As [`Switch::receive`], for a super-frame whose segments' sizes
+    /// (after the Ethernet header: first, last) the size rules judge.
+    pub fn receive_segmented(
+        &mut self,
+        now_ms: u64,
+        from: Address,
+        ours: &Certificate,
+        theirs: Option<&Certificate>,
+        frame: &[u8],
+        segments: Option<(usize, usize)>,
+    ) -> Inbound {
         if !self.certificate_admits(ours, theirs) {
             self.counters.drops.record(DropReason::NotAuthorized);
             return Inbound::Drop(DropReason::NotAuthorized);
         }
-        self.inbound_granted(
-            now_ms,
-            from,
-            frame,
-            Some(&ours.grants),
-            theirs.map(|c| &c.grants),
-        )
+        let tags = MemberTags {
+            local: Some(&ours.grants),
+            remote: theirs.map(|c| &c.grants),
+        };
+        self.inbound_tagged(now_ms, from, frame, tags, segments)
     }
 
     /// Sets the network's active bridges (from the netconf); MACs learned
@@ -413,6 +425,7 @@ impl Switch {
         dest: Option<Address>,
         f: &Frame<'_>,
         tags: MemberTags<'_>,
+        segments: Option<(usize, usize)>,
     ) -> RuleVerdict {
         let Some(rules) = &self.rules else {
             return RuleVerdict::Pass;
@@ -428,6 +441,7 @@ impl Switch {
                 .bytes()
                 .get(ETHERNET_HEADER_LEN_BYTES..)
                 .unwrap_or_default(),
+            segments,
         };
         let coin = &mut self.coin;
         let mut random = || {
@@ -513,7 +527,19 @@ impl Switch {
         frame: &[u8],
         grants: &dyn GrantsOf,
     ) -> Outbound<'_> {
-        match self.forwarding(now_ms, frame, grants) {
+        self.outbound_segmented(now_ms, frame, None, grants)
+    }
+
+    /// As [`Switch::outbound_granted`], for a super-frame whose segments'
+    /// sizes (after the Ethernet header: first, last) the size rules judge.
+    pub fn outbound_segmented(
+        &mut self,
+        now_ms: u64,
+        frame: &[u8],
+        segments: Option<(usize, usize)>,
+        grants: &dyn GrantsOf,
+    ) -> Outbound<'_> {
+        match self.forwarding(now_ms, frame, segments, grants) {
             Forwarding::Unicast(to) => {
                 self.counters.sent_unicast += 1;
                 Outbound::Unicast(to)
@@ -544,7 +570,13 @@ impl Switch {
         }
     }
 
-    fn forwarding(&mut self, now_ms: u64, frame: &[u8], grants: &dyn GrantsOf) -> Forwarding {
+    fn forwarding(
+        &mut self,
+        now_ms: u64,
+        frame: &[u8],
+        segments: Option<(usize, usize)>,
+        grants: &dyn GrantsOf,
+    ) -> Forwarding {
         let Some(f) = Frame::parse(frame) else {
             return Forwarding::Drop(DropReason::Malformed);
         };
@@ -560,7 +592,7 @@ impl Switch {
             local: grants.ours(),
             remote: dest.and_then(|d| grants.of(d)),
         };
-        match self.rules_allow(false, self.address, dest, &f, tags) {
+        match self.rules_allow(false, self.address, dest, &f, tags, segments) {
             RuleVerdict::Drop => Forwarding::Drop(DropReason::FlowRule),
             RuleVerdict::Redirect(to) => {
                 self.counters.redirected += 1;
@@ -674,8 +706,19 @@ impl Switch {
             local: ours,
             remote: theirs,
         };
+        self.inbound_tagged(now_ms, from, frame, tags, None)
+    }
+
+    fn inbound_tagged(
+        &mut self,
+        now_ms: u64,
+        from: Address,
+        frame: &[u8],
+        tags: MemberTags<'_>,
+        segments: Option<(usize, usize)>,
+    ) -> Inbound {
         self.copy = None;
-        match self.admit(now_ms, from, frame, tags) {
+        match self.admit(now_ms, from, frame, tags, segments) {
             Ok(()) => {
                 self.counters.delivered += 1;
                 Inbound::Deliver
@@ -693,6 +736,7 @@ impl Switch {
         from: Address,
         frame: &[u8],
         tags: MemberTags<'_>,
+        segments: Option<(usize, usize)>,
     ) -> Result<(), DropReason> {
         let f = Frame::parse(frame).ok_or(DropReason::Malformed)?;
         if from == self.address {
@@ -711,7 +755,7 @@ impl Switch {
             None if self.is_bridge(from) => Ok(true),
             None => Err(DropReason::SpoofedSource),
         };
-        let target = match self.rules_allow(true, from, Some(self.address), &f, tags) {
+        let target = match self.rules_allow(true, from, Some(self.address), &f, tags, segments) {
             RuleVerdict::Drop => return Err(DropReason::FlowRule),
             RuleVerdict::Target => true,
             RuleVerdict::Pass | RuleVerdict::Redirect(_) => false,
