@@ -16,7 +16,7 @@
 use std::fs;
 
 use serde_json::{Value, json};
-use vnet_tests::daemon::{Daemon, make_planet, network_of};
+use vnet_tests::daemon::{Daemon, Started, make_planet, network_of, start_root_controller_members};
 use vnet_tests::netns::{Lab, NatKind, Node, Router};
 use vnet_tests::udp_check::{UDP_BURST_SENDER, UdpRun, all_arrived};
 
@@ -242,30 +242,38 @@ for n in range(sends):
     time.sleep(0.005)
 "#;
 
+/// Root, controller and members a, b, c (its TAP without offloads) and d
+/// (no OFFLOAD_FRAME) on `hosts`, all online and joined to a network named
+/// `name`; the members' addresses in order.
+fn members_with_and_without_offloads<'a>(
+    lab: &'a Lab,
+    hosts: [&'a Node; 6],
+    name: &str,
+) -> (Started<'a>, Vec<String>) {
+    let [root, ctl, a, b, c, d] = hosts;
+    local_conf(lab, c, json!({ "tapOffload": false }));
+    local_conf(lab, d, json!({ "offloadFrames": false }));
+    let started = start_root_controller_members(lab, root, ctl, &[a, b, c, d]);
+    let (_, ips) = network_of(
+        &started.ctl,
+        &started.members.iter().collect::<Vec<_>>(),
+        name,
+    );
+    (started, ips)
+}
+
 #[test]
 fn udp_super_frames_cross_whole_and_are_cut_for_members_that_cannot_take_them() {
     const SENDS: usize = 50;
     const PER_SEND: usize = 20;
     const SIZE: usize = 1000;
     let lab = Lab::new();
-    let root_host = lab.host("root");
-    let ctl_host = lab.host("ctl");
-    let [ha, hb, hc, hd] = ["a", "b", "c", "d"].map(|n| lab.host(n));
-    make_planet(
-        &lab,
-        &root_host,
-        &[&ctl_host, &ha, &hb, &hc, &hd].map(|h| lab.home(h)),
-    );
-    local_conf(&lab, &hc, json!({ "tapOffload": false }));
-    local_conf(&lab, &hd, json!({ "offloadFrames": false }));
-    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
-    let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
-    let members = [&ha, &hb, &hc, &hd].map(|h| Daemon::start(&lab, h, "vnet-node"));
-    for d in std::iter::once(&ctl).chain(&members) {
-        d.wait_online();
-    }
-    let [a, b, c, d] = &members;
-    let (_, ips) = network_of(&ctl, &[a, b, c, d], "uso");
+    let [root_host, ctl_host, ha, hb, hc, hd] =
+        ["root", "ctl", "a", "b", "c", "d"].map(|n| lab.host(n));
+    let (started, ips) =
+        members_with_and_without_offloads(&lab, [&root_host, &ctl_host, &ha, &hb, &hc, &hd], "uso");
+    let members = &started.members;
+    let a = &members[0];
     let total = SENDS * PER_SEND;
 
     // a sends 1,000 datagrams of 1,000 bytes to each of b, c and d in 50
@@ -329,24 +337,15 @@ fn small_datagrams_of_a_flow_join_on_both_sides_and_arrive_as_sent() {
     const PER_BURST: usize = 40;
     const SIZE: usize = 200;
     let lab = Lab::new();
-    let root_host = lab.host("root");
-    let ctl_host = lab.host("ctl");
-    let [ha, hb, hc, hd] = ["a", "b", "c", "d"].map(|n| lab.host(n));
-    make_planet(
+    let [root_host, ctl_host, ha, hb, hc, hd] =
+        ["root", "ctl", "a", "b", "c", "d"].map(|n| lab.host(n));
+    let (started, ips) = members_with_and_without_offloads(
         &lab,
-        &root_host,
-        &[&ctl_host, &ha, &hb, &hc, &hd].map(|h| lab.home(h)),
+        [&root_host, &ctl_host, &ha, &hb, &hc, &hd],
+        "join",
     );
-    local_conf(&lab, &hc, json!({ "tapOffload": false }));
-    local_conf(&lab, &hd, json!({ "offloadFrames": false }));
-    let _root = Daemon::start(&lab, &root_host, "vnet-planet");
-    let ctl = Daemon::start(&lab, &ctl_host, "vnet-controller");
-    let members = [&ha, &hb, &hc, &hd].map(|h| Daemon::start(&lab, h, "vnet-node"));
-    for d in std::iter::once(&ctl).chain(&members) {
-        d.wait_online();
-    }
-    let [a, b, c, d] = &members;
-    let (_, ips) = network_of(&ctl, &[a, b, c, d], "join");
+    let members = &started.members;
+    let a = &members[0];
     let total = BURSTS * PER_BURST;
 
     // a sends 4,000 datagrams of 200 bytes, in bursts of 40, to b (whose
