@@ -6,14 +6,15 @@ use std::time::Duration;
 use crate::netns::{Lab, Node, wait_until};
 use crate::python3;
 
-/// Receives `count` datagrams of `size` bytes on a port and checks each:
+/// Receives `count` datagrams of `size` bytes on a port (IPv4 or IPv6) and checks each:
 /// argv = port, count, size. Prints "ready", then "got N bad M late L" once
 /// `count` arrived or 3 s pass without one (bad: damaged or seen before;
 /// late: behind one numbered higher).
 pub const UDP_COUNTER: &str = r#"
 import socket, sys
 port, count, size = map(int, sys.argv[1:4])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too
 s.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE: no loss here
 s.bind(("", port))
 print("ready", flush=True)
@@ -38,13 +39,14 @@ print("got", len(seen), "bad", bad, "late", late, flush=True)
 
 /// Sends `bursts` bursts of `per_burst` datagrams of `size` bytes (as
 /// [`UDP_COUNTER`] checks them) from one connected socket (IPv4 ids
-/// counting up), one plain `send` each, 5 ms apart: argv = ip, port,
-/// bursts, per_burst, size.
+/// counting up; an IPv6 address may carry its `%device`), one plain
+/// `send` each, 5 ms apart: argv = ip, port, bursts, per_burst, size.
 pub const UDP_BURST_SENDER: &str = r#"
 import socket, sys, time
 ip, port, bursts, per_burst, size = sys.argv[1], *map(int, sys.argv[2:6])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.connect((ip, port))
+family, _, _, _, to = socket.getaddrinfo(ip, port, 0, socket.SOCK_DGRAM)[0]
+s = socket.socket(family, socket.SOCK_DGRAM)
+s.connect(to)
 for n in range(bursts):
     burst = [i.to_bytes(4, "big") + bytes((i + j) % 251 for j in range(size - 4))
              for i in range(n * per_burst, (n + 1) * per_burst)]
@@ -118,4 +120,19 @@ impl UdpRun<'_> {
 /// and in order.
 pub fn all_arrived(count: usize) -> String {
     format!("got {count} bad 0 late 0")
+}
+
+/// The IPv6 link-local address the kernel gave `device` on `host` (empty
+/// if none).
+pub fn link_local(lab: &Lab, host: &Node, device: &str) -> String {
+    let run = lab.exec(host, "ip", &["-j", "-6", "addr", "show", "dev", device]);
+    let info: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+    info[0]["addr_info"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["scope"] == "link")
+        .and_then(|a| a["local"].as_str())
+        .unwrap_or_default()
+        .to_string()
 }

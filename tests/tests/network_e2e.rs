@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vnet_tests::daemon::{Daemon, make_planet};
 use vnet_tests::netns::{Lab, Node, wait_until};
+use vnet_tests::udp_check::link_local;
 
 #[test]
 fn join_is_denied_until_authorized_then_configured_cut_off_and_restored_after_restart() {
@@ -252,20 +253,6 @@ fn two_members_ping_and_transfer_over_the_virtual_network() {
         "iperf3 over vnet in the test lab (debug build): {:.0} Mbit/s",
         bps / 1e6
     );
-}
-
-/// The IPv6 link-local address the kernel gave a member's TAP.
-fn link_local(lab: &Lab, host: &Node, device: &str) -> String {
-    let run = lab.exec(host, "ip", &["-j", "-6", "addr", "show", "dev", device]);
-    let info: Value = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
-    info[0]["addr_info"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["scope"] == "link")
-        .and_then(|a| a["local"].as_str())
-        .unwrap_or_default()
-        .to_string()
 }
 
 #[test]

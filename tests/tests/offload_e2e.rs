@@ -18,7 +18,7 @@ use std::fs;
 use serde_json::{Value, json};
 use vnet_tests::daemon::{Daemon, Started, make_planet, network_of, start_root_controller_members};
 use vnet_tests::netns::{Lab, NatKind, Node, Router};
-use vnet_tests::udp_check::{UDP_BURST_SENDER, UdpRun, all_arrived};
+use vnet_tests::udp_check::{UDP_BURST_SENDER, UdpRun, all_arrived, link_local};
 
 /// Writes `<home>/local.conf` for `host`'s daemon (before it starts).
 fn local_conf(lab: &Lab, host: &Node, settings: Value) {
@@ -244,22 +244,22 @@ for n in range(sends):
 
 /// Root, controller and members a, b, c (its TAP without offloads) and d
 /// (no OFFLOAD_FRAME) on `hosts`, all online and joined to a network named
-/// `name`; the members' addresses in order.
+/// `name`; its id and the members' addresses in order.
 fn members_with_and_without_offloads<'a>(
     lab: &'a Lab,
     hosts: [&'a Node; 6],
     name: &str,
-) -> (Started<'a>, Vec<String>) {
+) -> (Started<'a>, String, Vec<String>) {
     let [root, ctl, a, b, c, d] = hosts;
     local_conf(lab, c, json!({ "tapOffload": false }));
     local_conf(lab, d, json!({ "offloadFrames": false }));
     let started = start_root_controller_members(lab, root, ctl, &[a, b, c, d]);
-    let (_, ips) = network_of(
+    let (nwid, ips) = network_of(
         &started.ctl,
         &started.members.iter().collect::<Vec<_>>(),
         name,
     );
-    (started, ips)
+    (started, nwid, ips)
 }
 
 #[test]
@@ -270,7 +270,7 @@ fn udp_super_frames_cross_whole_and_are_cut_for_members_that_cannot_take_them() 
     let lab = Lab::new();
     let [root_host, ctl_host, ha, hb, hc, hd] =
         ["root", "ctl", "a", "b", "c", "d"].map(|n| lab.host(n));
-    let (started, ips) =
+    let (started, _, ips) =
         members_with_and_without_offloads(&lab, [&root_host, &ctl_host, &ha, &hb, &hc, &hd], "uso");
     let members = &started.members;
     let a = &members[0];
@@ -339,7 +339,7 @@ fn small_datagrams_of_a_flow_join_on_both_sides_and_arrive_as_sent() {
     let lab = Lab::new();
     let [root_host, ctl_host, ha, hb, hc, hd] =
         ["root", "ctl", "a", "b", "c", "d"].map(|n| lab.host(n));
-    let (started, ips) = members_with_and_without_offloads(
+    let (started, nwid, ips) = members_with_and_without_offloads(
         &lab,
         [&root_host, &ctl_host, &ha, &hb, &hc, &hd],
         "join",
@@ -421,5 +421,41 @@ fn small_datagrams_of_a_flow_join_on_both_sides_and_arrive_as_sent() {
     assert!(
         writes_d > 0 && datagrams_d >= 2 * writes_d,
         "d joined datagrams into its TAP writes"
+    );
+
+    // The same over IPv6, to b's link-local address: a joins and sends the
+    // runs whole, b writes them as IPv6 USO super-frames.
+    let b = &members[1];
+    let device = b.network_line(&nwid)[7].clone();
+    let ll_b = link_local(&lab, &hb, &device);
+    assert!(
+        ll_b.starts_with("fe80"),
+        "b has a link-local address: {ll_b:?}"
+    );
+    let reads_before = counter(a, "udpJoinedReads");
+    let received_before = counter(b, "superFramesReceived");
+    let out = UdpRun {
+        from: &ha,
+        to: &hb,
+        ip: &format!("{ll_b}%{device}"),
+        port: 6110,
+        sender: UDP_BURST_SENDER,
+        sender_args: &[BURSTS, PER_BURST, SIZE].map(|n| n.to_string()),
+        count: total,
+        size: SIZE,
+    }
+    .run(&lab);
+    assert_eq!(
+        out,
+        all_arrived(total),
+        "b got every IPv6 datagram once, intact and in order"
+    );
+    assert!(
+        counter(a, "udpJoinedReads") > reads_before,
+        "a joined IPv6 datagrams"
+    );
+    assert!(
+        counter(b, "superFramesReceived") > received_before,
+        "b took them whole"
     );
 }
