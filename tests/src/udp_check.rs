@@ -59,15 +59,19 @@ for n in range(bursts):
 pub struct UdpRun<'a> {
     /// The sending host.
     pub from: &'a Node,
-    /// The receiving host, and the address and port it listens on.
+    /// The receiving host.
     pub to: &'a Node,
+    /// The address the listener is reached at (IPv6 may carry `%device`).
     pub ip: &'a str,
+    /// The port it listens on.
     pub port: u16,
-    /// The sender: a Python script and its arguments after ip and port.
+    /// The sender: a Python script taking ip and port first.
     pub sender: &'a str,
+    /// The sender's arguments after ip and port.
     pub sender_args: &'a [String],
-    /// How many datagrams of how many bytes the listener waits for.
+    /// How many datagrams the listener waits for.
     pub count: usize,
+    /// Bytes in each.
     pub size: usize,
 }
 
