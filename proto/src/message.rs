@@ -97,20 +97,26 @@ const CAPABILITY_UDP_SEGMENTATION: u32 = 8;
 impl Capabilities {
     /// The body.
     pub fn encode(&self) -> [u8; 4] {
-        let mut bits = 0u32;
-        if self.offload_frames {
-            bits |= CAPABILITY_OFFLOAD_FRAMES;
+        self.bits().to_be_bytes()
+    }
+
+    /// The bits the body carries (those defined so far fit a byte).
+    pub fn bits(&self) -> u32 {
+        let bit = |on: bool, b: u32| if on { b } else { 0 };
+        bit(self.offload_frames, CAPABILITY_OFFLOAD_FRAMES)
+            | bit(self.aes_gcm, CAPABILITY_AES_GCM)
+            | bit(self.path_mtu_probes, CAPABILITY_PATH_MTU_PROBES)
+            | bit(self.udp_segmentation, CAPABILITY_UDP_SEGMENTATION)
+    }
+
+    /// From the bits; those not defined are ignored.
+    pub fn from_bits(bits: u32) -> Self {
+        Self {
+            offload_frames: bits & CAPABILITY_OFFLOAD_FRAMES != 0,
+            aes_gcm: bits & CAPABILITY_AES_GCM != 0,
+            path_mtu_probes: bits & CAPABILITY_PATH_MTU_PROBES != 0,
+            udp_segmentation: bits & CAPABILITY_UDP_SEGMENTATION != 0,
         }
-        if self.aes_gcm {
-            bits |= CAPABILITY_AES_GCM;
-        }
-        if self.path_mtu_probes {
-            bits |= CAPABILITY_PATH_MTU_PROBES;
-        }
-        if self.udp_segmentation {
-            bits |= CAPABILITY_UDP_SEGMENTATION;
-        }
-        bits.to_be_bytes()
     }
 
     /// Reads a body: at least the 32-bit word; anything after it is for
@@ -120,12 +126,7 @@ impl Capabilities {
             .first_chunk::<4>()
             .map(|b| u32::from_be_bytes(*b))
             .ok_or(MessageError::Truncated("CAPABILITIES"))?;
-        Ok(Self {
-            offload_frames: bits & CAPABILITY_OFFLOAD_FRAMES != 0,
-            aes_gcm: bits & CAPABILITY_AES_GCM != 0,
-            path_mtu_probes: bits & CAPABILITY_PATH_MTU_PROBES != 0,
-            udp_segmentation: bits & CAPABILITY_UDP_SEGMENTATION != 0,
-        })
+        Ok(Self::from_bits(bits))
     }
 }
 

@@ -360,11 +360,7 @@ impl Offload {
         let mss = usize::from(s.segment_size);
         if !layout.tcp {
             // Each datagram's own UDP length.
-            let fix = |segment: &mut [u8], _: usize, _: usize| {
-                let udp_len = (segment.len() - layout.l4) as u16;
-                segment[layout.l4 + UDP_LENGTH_OFFSET..layout.l4 + UDP_LENGTH_OFFSET + 2]
-                    .copy_from_slice(&udp_len.to_be_bytes());
-            };
+            let fix = |segment: &mut [u8], _: usize, _: usize| set_udp_length(segment, &layout);
             return Ok(cut_segments(frame, &layout, mss, scratch, fix, emit));
         }
         let seq = u32::from_be_bytes(
@@ -415,7 +411,11 @@ fn cut_segments(
         scratch.clear();
         scratch.extend_from_slice(&frame[..headers]);
         scratch.extend_from_slice(chunk);
-        set_ip_lengths(scratch, layout, ip_id.wrapping_add(i as u16));
+        if !layout.ipv6 {
+            let id = ip_id.wrapping_add(i as u16);
+            scratch[layout.l3 + 4..layout.l3 + 6].copy_from_slice(&id.to_be_bytes());
+        }
+        set_ip_length(scratch, layout);
         fix(scratch, i, count);
         fill_transport_checksum(scratch, layout);
         emit(scratch);
@@ -423,17 +423,24 @@ fn cut_segments(
     count
 }
 
-/// Writes a segment's IP length (and for IPv4 its id and header checksum).
-fn set_ip_lengths(segment: &mut [u8], layout: &Layout, ipv4_id: u16) {
-    let ip_len = segment.len() - layout.l3;
+/// Writes a frame's IP length, the frame's length from the IP header on
+/// (and for IPv4 the header checksum).
+pub(crate) fn set_ip_length(frame: &mut [u8], layout: &Layout) {
+    let ip_len = frame.len() - layout.l3;
     if layout.ipv6 {
         let payload_len = (ip_len - IPV6_HEADER_LEN_BYTES) as u16;
-        segment[layout.l3 + 4..layout.l3 + 6].copy_from_slice(&payload_len.to_be_bytes());
+        frame[layout.l3 + 4..layout.l3 + 6].copy_from_slice(&payload_len.to_be_bytes());
     } else {
-        segment[layout.l3 + 2..layout.l3 + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-        segment[layout.l3 + 4..layout.l3 + 6].copy_from_slice(&ipv4_id.to_be_bytes());
-        fill_ipv4_header_checksum(segment, layout);
+        frame[layout.l3 + 2..layout.l3 + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        fill_ipv4_header_checksum(frame, layout);
     }
+}
+
+/// Writes a UDP frame's UDP length, the frame's length from the UDP header on.
+pub(crate) fn set_udp_length(frame: &mut [u8], layout: &Layout) {
+    let udp_len = (frame.len() - layout.l4) as u16;
+    frame[layout.l4 + UDP_LENGTH_OFFSET..layout.l4 + UDP_LENGTH_OFFSET + 2]
+        .copy_from_slice(&udp_len.to_be_bytes());
 }
 
 /// Writes the IPv4 header checksum.

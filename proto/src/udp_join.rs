@@ -19,7 +19,8 @@ use crate::constants::{MAX_JOINED_DATAGRAMS, VIRTIO_NET_HDR_LEN_BYTES};
 use crate::network_id::NetworkId;
 use crate::node::TapFrame;
 use crate::offload::{
-    Layout, Offload, Segmentation, SegmentationKind, fill_ipv4_header_checksum, pseudo_header_sum,
+    Layout, Offload, Segmentation, SegmentationKind, pseudo_header_sum, set_ip_length,
+    set_udp_length,
 };
 
 const UDP_HEADER_LEN_BYTES: usize = 8;
@@ -88,14 +89,9 @@ fn finish_write(
         write(&head, 1);
         return;
     }
-    let Some(offload) = run.finish(&mut scratch[VIRTIO_NET_HDR_LEN_BYTES..]) else {
+    let Some(offload) = run.finish_with_header(scratch) else {
         return;
     };
-    // Cannot fail: the frame is UDP over the IP version of the kind.
-    let Ok(header) = offload.to_virtio(&scratch[VIRTIO_NET_HDR_LEN_BYTES..]) else {
-        return;
-    };
-    scratch[..VIRTIO_NET_HDR_LEN_BYTES].copy_from_slice(&header);
     write(
         &TapFrame::from_parts(head.network, offload, scratch),
         run.count(),
@@ -255,16 +251,8 @@ impl JoinedRun {
             return None;
         }
         let l = self.first.layout;
-        let ip_len = joined.len() - l.l3;
-        if l.ipv6 {
-            let payload_len = (ip_len - IPV6_HEADER_LEN_BYTES) as u16;
-            joined[l.l3 + 4..l.l3 + 6].copy_from_slice(&payload_len.to_be_bytes());
-        } else {
-            joined[l.l3 + 2..l.l3 + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-            fill_ipv4_header_checksum(joined, &l);
-        }
-        let udp_len = (joined.len() - l.l4) as u16;
-        joined[l.l4 + 4..l.l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
+        set_ip_length(joined, &l);
+        set_udp_length(joined, &l);
         // Partial: the pseudo-header sum alone, as USO expects it.
         let at = l.checksum_at();
         let partial = !pseudo_header_sum(joined, &l).ones_complement();
@@ -281,12 +269,23 @@ impl JoinedRun {
             }),
         })
     }
+
+    /// [`JoinedRun::finish`] for a frame behind its `virtio_net_hdr`
+    /// (`with_header`), which is written for the super-frame too.
+    pub fn finish_with_header(&self, with_header: &mut [u8]) -> Option<Offload> {
+        let (header, frame) = with_header.split_at_mut(VIRTIO_NET_HDR_LEN_BYTES);
+        let offload = self.finish(frame)?;
+        // Cannot fail: the frame is UDP over the IP version of the kind.
+        header.copy_from_slice(&offload.to_virtio(frame).ok()?);
+        Some(offload)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::node::Outbox;
+    use crate::offload::fill_ipv4_header_checksum;
     use etherparse::PacketBuilder;
 
     fn net(number: u32) -> NetworkId {

@@ -346,6 +346,8 @@ pub struct TapWriter {
     joined: Vec<u8>,
     /// Frames a super-frame is cut into for a TAP without offloads.
     segments: Vec<u8>,
+    /// One of them behind an all-zero `virtio_net_hdr`.
+    with_header: Vec<u8>,
 }
 
 /// What a [`TapWriter`] joined: writes of joined datagrams, and datagrams.
@@ -366,7 +368,7 @@ impl TapWriter {
         device: impl Fn(NetworkId) -> Option<&'d TapDevice>,
     ) -> Joined {
         let mut joined = Joined::default();
-        let segments = &mut self.segments;
+        let (segments, with_header) = (&mut self.segments, &mut self.with_header);
         join_udp_runs(
             frames,
             |nwid| device(nwid).is_some_and(|tap| tap.uso()),
@@ -377,7 +379,7 @@ impl TapWriter {
                     joined.datagrams += datagrams as u64;
                 }
                 if let Some(tap) = device(f.network) {
-                    write_frame(tap, f, segments);
+                    write_frame(tap, f, segments, with_header);
                 }
             },
         );
@@ -388,7 +390,12 @@ impl TapWriter {
 /// Writes one frame to its TAP device: behind a `virtio_net_hdr` where the
 /// device takes one, else whole, else cut into the frames the kernel would
 /// have made (a TAP without offloads).
-fn write_frame(tap: &TapDevice, f: &TapFrame<'_>, segments: &mut Vec<u8>) {
+fn write_frame(
+    tap: &TapDevice,
+    f: &TapFrame<'_>,
+    segments: &mut Vec<u8>,
+    with_header: &mut Vec<u8>,
+) {
     let udp_super_frame = f.offload.segmentation.is_some_and(|s| !s.kind.is_tcp());
     let written = if tap.virtio_header() && (tap.uso() || !udp_super_frame) {
         tap.write(f.with_virtio_header()).map(drop)
@@ -397,18 +404,17 @@ fn write_frame(tap: &TapDevice, f: &TapFrame<'_>, segments: &mut Vec<u8>) {
     } else {
         // Completed here: each frame behind an all-zero header if the
         // device expects one.
-        let header = if tap.virtio_header() {
-            VIRTIO_NET_HDR_LEN_BYTES
-        } else {
-            0
-        };
         let mut result = Ok(());
-        let mut with_header = Vec::new();
         let _ = f.offload.complete(f.frame(), segments, |frame| {
-            with_header.clear();
-            with_header.resize(header, 0);
-            with_header.extend_from_slice(frame);
-            if let Err(e) = tap.write(&with_header) {
+            let written = if tap.virtio_header() {
+                with_header.clear();
+                with_header.resize(VIRTIO_NET_HDR_LEN_BYTES, 0);
+                with_header.extend_from_slice(frame);
+                tap.write(with_header)
+            } else {
+                tap.write(frame)
+            };
+            if let Err(e) = written {
                 result = Err(e);
             }
         });

@@ -110,11 +110,7 @@ impl TapReader {
                 }
             }
         }
-        if let Some(offload) = run.finish(&mut room[header..len])
-            && let Ok(virtio) = offload.to_virtio(&room[header..len])
-        {
-            room[..header].copy_from_slice(&virtio);
-        }
+        run.finish_with_header(&mut room[..len]);
         Ok(FrameRead {
             len,
             datagrams: run.count(),

@@ -65,46 +65,41 @@ struct Handshakes {
     answered: Option<([u8; 32], [u8; 32])>,
 }
 
-/// What a peer announced in CAPABILITIES this session, a bit each: a root
-/// holds thousands of peers, and one byte fits where four bools did not.
+/// What a peer announced in CAPABILITIES this session, as the message's
+/// bits: a root holds thousands of peers, and one byte fits where four
+/// bools did not.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct PeerCapabilities(u8);
 
 impl PeerCapabilities {
-    const OFFLOAD_FRAMES: u8 = 1;
-    const AES_GCM: u8 = 2;
-    const PATH_MTU_PROBES: u8 = 4;
-    const UDP_SEGMENTATION: u8 = 8;
-
     /// From the CAPABILITIES message.
     pub fn announced(c: &Capabilities) -> Self {
-        let bit = |on: bool, b: u8| if on { b } else { 0 };
-        Self(
-            bit(c.offload_frames, Self::OFFLOAD_FRAMES)
-                | bit(c.aes_gcm, Self::AES_GCM)
-                | bit(c.path_mtu_probes, Self::PATH_MTU_PROBES)
-                | bit(c.udp_segmentation, Self::UDP_SEGMENTATION),
-        )
+        // Every bit defined so far is in the low byte.
+        Self(c.bits() as u8)
+    }
+
+    fn get(self) -> Capabilities {
+        Capabilities::from_bits(u32::from(self.0))
     }
 
     /// It takes OFFLOAD_FRAME.
     pub fn offload_frames(self) -> bool {
-        self.0 & Self::OFFLOAD_FRAMES != 0
+        self.get().offload_frames
     }
 
     /// It opens AES-256-GCM session packets.
     pub fn aes_gcm(self) -> bool {
-        self.0 & Self::AES_GCM != 0
+        self.get().aes_gcm
     }
 
     /// It answers PATH_MTU_PROBE.
     pub fn path_mtu_probes(self) -> bool {
-        self.0 & Self::PATH_MTU_PROBES != 0
+        self.get().path_mtu_probes
     }
 
     /// It takes OFFLOAD_FRAMEs with UDP segmentation.
     pub fn udp_segmentation(self) -> bool {
-        self.0 & Self::UDP_SEGMENTATION != 0
+        self.get().udp_segmentation
     }
 }
 
