@@ -9,6 +9,7 @@
 #   VNET_BIN_DIR=/some/target/release bench/speed.sh     another build's binaries
 #   ZTBIN=/path/to/zt/bin                ZeroTier binaries (default ../shared/lab/zt/bin)
 #   SYSTEMS=vnet                         one system only (default: zerotier vnet)
+#   SYSTEMS="zerotier vnet vnet-busypoll"  also vnet with busyPollMicros=BUSY_POLL_MICROS (default 100000) on the members
 #   PERF=1                               perf profile of the two members during the 1-stream run
 #   PERF=udp64                           ... during the 64-byte UDP run instead
 #   THREADS=1                            each member thread's CPU during the 1-stream run
@@ -312,10 +313,15 @@ for kind in direct relayed; do
       figures "zerotier $kind r$round" "$ZT_NET.3" "$(pidof_bg zt2) $(pidof_bg zt3)" "$(pidof_bg zt1)"
       echo "   zerotier path h2->h3: $(zt_path 2 3)"
     fi
-    if [[ " $SYSTEMS " == *" vnet "* ]]; then
+    for vsys in vnet vnet-busypoll; do
+      [[ " $SYSTEMS " == *" $vsys "* ]] || continue
       lab "$kind"
-      vnet_up
-      figures "vnet $kind r$round" "$VNET_IP3" "$(pidof_bg vnet-m2) $(pidof_bg vnet-m3)" "$(pidof_bg vnet-root)"
+      if [ "$vsys" = vnet-busypoll ]; then
+        MEMBER_CONF="{\"settings\": {\"busyPollMicros\": ${BUSY_POLL_MICROS:-100000}}}" vnet_up
+      else
+        vnet_up
+      fi
+      figures "$vsys $kind r$round" "$VNET_IP3" "$(pidof_bg vnet-m2) $(pidof_bg vnet-m3)" "$(pidof_bg vnet-root)"
       echo "   vnet h2 peers: $(vcli h2 -D "$RUN/vnet/m2" listpeers 2>/dev/null | awk 'NR>1 && $7 == "LEAF" {print $3, $4, $5}' | tr '\n' ' ')"
       if [ -n "${DIAG:-}" ]; then
         for h in 1 2 3; do
@@ -329,7 +335,7 @@ for kind in direct relayed; do
           echo "   $m counters: $(vcli "$local_ns" -D "$RUN/vnet/$m" -j info 2>/dev/null | jq -c '.counters | with_entries(select(.value != 0))')"
         done
       fi
-    fi
+    done
   done
 done
 stop_all

@@ -282,6 +282,9 @@ pub const RELAY_THREADS_MAX: usize = 64;
 pub const FLUSH_THREADS_MAX_DEFAULT: usize = 3;
 /// Flush threads a member may be asked to run (`flushThreads`).
 pub const FLUSH_THREADS_MAX: usize = 64;
+/// The longest a member's engine may be asked to poll without sleeping
+/// after traffic (`busyPollMicros`): one second.
+pub const BUSY_POLL_MICROS_MAX: u64 = 1_000_000;
 /// A restarted root says HELLO to at most this many peers it knew (at their
 /// last path) per timer tick, until it has greeted them all.
 pub const READMIT_HELLOS_PER_TICK: usize = 500;

@@ -307,6 +307,7 @@ async fn status(State(s): State<AppState>) -> Result<Json<StatusAnswer>, ApiErro
                 identity_checks_per_second: s.identity_checks_per_second,
                 relay_threads: s.relay_threads,
                 flush_threads: s.flush_threads,
+                busy_poll_micros: s.busy_poll_micros,
             },
         },
         port_mapping: s.port_mapping_json(),

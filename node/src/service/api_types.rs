@@ -195,6 +195,8 @@ pub struct Settings {
     pub relay_threads: usize,
     /// Flush threads running besides the engine (members).
     pub flush_threads: usize,
+    /// How long the engine polls without sleeping after traffic, µs.
+    pub busy_poll_micros: u64,
 }
 
 /// `config` in the `GET /status` answer.

@@ -55,6 +55,9 @@ pub struct ControlPlane {
     pub relay_threads: usize,
     /// Flush threads running besides the engine (`flushThreads`, members).
     pub flush_threads: usize,
+    /// How long the engine polls without sleeping after traffic
+    /// (`busyPollMicros`, members), µs.
+    pub busy_poll_micros: u64,
     /// Whether the node has an IPv6 socket.
     pub(crate) with_v6: bool,
     pub(crate) pings: Mutex<HashMap<u64, oneshot::Sender<PingReply>>>,

@@ -275,6 +275,13 @@ pub struct Engine {
     relay_threads: Option<RelayThreads>,
     /// A member's flush threads, if it runs any.
     flush_threads: Option<FlushThreads>,
+    /// How long to keep polling without sleeping after traffic (zero: sleep
+    /// at once).
+    busy_poll: Duration,
+    /// Whether this round read or wrote a TAP frame.
+    traffic: bool,
+    /// When a round last read or wrote a TAP frame.
+    traffic_at: Option<Instant>,
 }
 
 /// The threads that work beside the engine: a root's relay threads and the
@@ -352,7 +359,26 @@ impl Engine {
             ready: Vec::new(),
             relay_threads,
             flush_threads,
+            busy_poll: Duration::ZERO,
+            traffic: false,
+            traffic_at: None,
         })
+    }
+
+    /// Keeps polling without sleeping for `busy_poll` after each round that
+    /// read or wrote a TAP frame (`busyPollMicros`). A sleeping engine is
+    /// woken by the kernel, and on a virtual machine that wake-up (an idle
+    /// vCPU, cold caches) is most of an idle round trip; a polling one
+    /// yields its core to any other runnable thread between polls.
+    pub fn with_busy_poll(mut self, busy_poll: Duration) -> Self {
+        self.busy_poll = busy_poll;
+        self
+    }
+
+    /// Whether the last traffic was less than `busy_poll` ago.
+    fn busy_polling(&self, now: Instant) -> bool {
+        self.traffic_at
+            .is_some_and(|at| now.saturating_duration_since(at) < self.busy_poll)
     }
 
     fn now_ms(&self) -> u64 {
@@ -382,13 +408,17 @@ impl Engine {
                 let at = self.start + Duration::from_millis(r.next_publish_ms());
                 wait = wait.min(at.saturating_duration_since(Instant::now()));
             }
-            if !self.backlog.is_empty() {
+            let polling = self.busy_polling(now);
+            if !self.backlog.is_empty() || polling {
                 wait = Duration::ZERO;
             }
             match self.poll.poll(&mut events, Some(wait)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
+            }
+            if polling && events.is_empty() && self.backlog.is_empty() {
+                std::thread::yield_now();
             }
 
             let mut ready = std::mem::take(&mut self.ready);
@@ -410,6 +440,9 @@ impl Engine {
             }
             self.start_identity_check();
             self.publish_relay_table();
+            if std::mem::take(&mut self.traffic) && !self.busy_poll.is_zero() {
+                self.traffic_at = Some(Instant::now());
+            }
         }
     }
 
@@ -527,6 +560,7 @@ impl Engine {
             );
             match read {
                 Ok(r) => {
+                    self.traffic = true;
                     let now = self.now_ms();
                     if r.datagrams > 1 {
                         self.node.count_udp_joined_read(r.datagrams as u64);
@@ -751,6 +785,7 @@ impl Engine {
             }
         }
         self.node.count_sent(datagrams, bytes);
+        self.traffic |= self.out.frames().next().is_some();
         match self.flush_threads.as_mut().filter(|_| threads) {
             Some(f) => {
                 let full = std::mem::take(&mut self.out);

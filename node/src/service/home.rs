@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::core::constants::{
-    FLUSH_THREADS_MAX, MAX_IDENTITY_CHECKS_PER_SECOND, RELAY_THREADS_MAX,
+    BUSY_POLL_MICROS_MAX, FLUSH_THREADS_MAX, MAX_IDENTITY_CHECKS_PER_SECOND, RELAY_THREADS_MAX,
 };
 use crate::core::identity::Identity;
 use crate::core::node::VerifiedIdentity;
@@ -148,6 +148,11 @@ pub struct LocalSettings {
     /// TAP frames (0 to `FLUSH_THREADS_MAX`; default one per core beyond
     /// two, at most `FLUSH_THREADS_MAX_DEFAULT`; 0: the engine does).
     pub flush_threads: Option<usize>,
+    /// On a member: after a frame to or from a TAP device, the engine keeps
+    /// polling without sleeping for this many microseconds (0 to
+    /// `BUSY_POLL_MICROS_MAX`; default 0, it sleeps at once): lower latency
+    /// for a core kept busy.
+    pub busy_poll_micros: Option<u64>,
     /// vnet-controller's store (ZeroTier's setting): absent, the files in
     /// `controller.d`; a path, another `controller.d` directory;
     /// `postgres:<connection string>`, a PostgreSQL database.
@@ -279,6 +284,16 @@ impl Home {
                     return Err(HomeError::Invalid {
                         path,
                         problem: format!("flushThreads {n} is not within 0..={FLUSH_THREADS_MAX}"),
+                    });
+                }
+                if let Some(n) = conf.settings.busy_poll_micros
+                    && n > BUSY_POLL_MICROS_MAX
+                {
+                    return Err(HomeError::Invalid {
+                        path,
+                        problem: format!(
+                            "busyPollMicros {n} is not within 0..={BUSY_POLL_MICROS_MAX}"
+                        ),
                     });
                 }
                 Ok(conf)
@@ -569,6 +584,28 @@ mod tests {
         assert!(err.contains("relayThreads 65"), "{err}");
         for bad in ["-1", "\"two\""] {
             let text = format!(r#"{{"settings": {{"relayThreads": {bad}}}}}"#);
+            fs::write(&conf, text).unwrap();
+            let err = home.local_conf().unwrap_err().to_string();
+            assert!(err.contains("local.conf"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn busy_poll_micros_out_of_range_are_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).unwrap();
+        let conf = dir.path().join("local.conf");
+        fs::write(&conf, r#"{"settings": {"busyPollMicros": 1000000}}"#).unwrap();
+        assert_eq!(
+            home.local_conf().unwrap().settings.busy_poll_micros,
+            Some(1_000_000)
+        );
+        fs::write(&conf, r#"{"settings": {"busyPollMicros": 1000001}}"#).unwrap();
+        let err = home.local_conf().unwrap_err().to_string();
+        assert!(err.contains("local.conf"), "{err}");
+        assert!(err.contains("busyPollMicros 1000001"), "{err}");
+        for bad in ["-1", "0.5", "\"fast\""] {
+            let text = format!(r#"{{"settings": {{"busyPollMicros": {bad}}}}}"#);
             fs::write(&conf, text).unwrap();
             let err = home.local_conf().unwrap_err().to_string();
             assert!(err.contains("local.conf"), "{bad}: {err}");

@@ -283,6 +283,11 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
             .flush_threads
             .unwrap_or_else(default_flush_threads)
     };
+    let busy_poll_micros = if node.is_root() {
+        0
+    } else {
+        conf.settings.busy_poll_micros.unwrap_or(0)
+    };
     let (udp, relay_sockets) = UdpSockets::bind(
         port,
         port_mapping.then(|| mapped_port_for(node.address())),
@@ -317,6 +322,7 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         identity_checks_per_second,
         relay_threads,
         flush_threads,
+        busy_poll_micros,
         with_v6,
         pings: Mutex::new(HashMap::new()),
         next_ping: AtomicU64::new(1),
@@ -380,7 +386,8 @@ pub fn run(options: ServiceOptions) -> Result<(), ServiceError> {
         },
         events_tx,
         start,
-    )?;
+    )?
+    .with_busy_poll(Duration::from_micros(busy_poll_micros));
     // A stopped engine ends the daemon (systemd restarts it); never a
     // silently dead packet path.
     let (engine_thread, engine_stopped) =
