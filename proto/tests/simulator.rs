@@ -2962,6 +2962,133 @@ mod rogue_member {
         }
     }
 
+    /// `drop framesize 1001-65535; accept;` against a TCP super-frame of
+    /// 20,000 bytes cut at 1,400: its 14 full segments are above the limit,
+    /// its last (400 bytes of payload) below. Judged whole it would pass or
+    /// drop all alike; it is cut first and each segment judged. The honest
+    /// sender drops its own 14 and sends the last as an ordinary frame; a
+    /// rogue that ignores the rules sends the super-frame whole, and the
+    /// receiver cuts it and drops the same 14.
+    #[test]
+    fn a_size_rule_judges_each_segment_of_a_super_frame_that_straddles_it() {
+        use vnet_proto::offload::{Offload, Segmentation, SegmentationKind};
+        let lab = NetworkLab::new(14, &[]);
+        let (mut sim, nwid, no_deafness) = (lab.sim, lab.nwid, lab.no_deafness);
+        let (rogue, victim, honest) = (lab.hosts[0], lab.hosts[1], lab.hosts[2]);
+        let (mr, mv, mh) = (lab.members[0], lab.members[1], lab.members[2]);
+        *lab.controller.rules.lock().unwrap() = Some(
+            vnet_proto::rules::RuleSet::from_zerotier_json(&serde_json::json!([
+                {"type": "MATCH_FRAME_SIZE_RANGE", "start": 1001, "end": 65535},
+                {"type": "ACTION_DROP"},
+                {"type": "ACTION_ACCEPT"}
+            ]))
+            .unwrap(),
+        );
+        lab.controller.ignore_rules.lock().unwrap().push(mr.0);
+        for m in &lab.members {
+            lab.controller.changed.lock().unwrap().push((nwid, m.0));
+        }
+        let mut taps = Taps::new();
+        run_recording(&mut sim, 3_000, no_deafness, &mut taps);
+        let mac = |m: (Address, usize)| Mac::for_member(m.0, nwid);
+        // Sessions and certificates first, every way.
+        for (h, m) in [(rogue, mr), (honest, mh)] {
+            tap_send(
+                &mut sim,
+                h,
+                nwid,
+                &[udp4(mac(m), mac(mv), member_ip(m.1), member_ip(mv.1))],
+            );
+            tap_send(
+                &mut sim,
+                victim,
+                nwid,
+                &[udp4(mac(mv), mac(m), member_ip(mv.1), member_ip(m.1))],
+            );
+        }
+        let mut taps = Taps::new();
+        run_recording(&mut sim, 1_000, no_deafness, &mut taps);
+        assert_eq!(taps.len(), 4, "warm-up frames all delivered");
+
+        let payload: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let offload = Offload {
+            partial_checksum: true,
+            segmentation: Some(Segmentation {
+                kind: SegmentationKind::Tcp4,
+                segment_size: 1_400,
+            }),
+        };
+        let split = |sim: &Sim, h: usize| sim.hosts[h].node.counters().super_frames_split_by_rules;
+        let flow_drops = |sim: &Sim, h: usize| {
+            sim.hosts[h]
+                .node
+                .network(nwid)
+                .and_then(|n| n.counters)
+                .map_or(0, |c| c.drops.get(DropReason::FlowRule))
+        };
+        for (from, m) in [(honest, mh), (rogue, mr)] {
+            let mut frame = Vec::new();
+            PacketBuilder::ethernet2(mac(m).0, mac(mv).0)
+                .ipv4(member_ip(m.1).octets(), member_ip(mv.1).octets(), 64)
+                .tcp(40_000, 5_201, 1_000, 64_000)
+                .ack(1)
+                .psh()
+                .write(&mut frame, &payload)
+                .unwrap();
+            let header = offload.to_virtio(&frame).unwrap();
+            let mut out = Outbox::new();
+            let room = out.frame_room(header.len() + frame.len(), true);
+            room[..header.len()].copy_from_slice(&header);
+            room[header.len()..].copy_from_slice(&frame);
+            let now = sim.now;
+            let len = header.len() + frame.len();
+            let (drops_before, victim_drops_before) =
+                (flow_drops(&sim, from), flow_drops(&sim, victim));
+            let victim_split_before = split(&sim, victim);
+            sim.hosts[from]
+                .node
+                .handle_tap_read(now, nwid, len, true, &mut out);
+            let from_addr = sim.hosts[from].local;
+            let mut delivered = Outbox::new();
+            for (socket, _, bytes) in out.iter() {
+                let mut datagram = bytes.to_vec();
+                let node = &mut sim.hosts[victim].node;
+                node.handle_datagram(now, socket, from_addr, &mut datagram, &mut delivered);
+            }
+            let got: Vec<_> = delivered.frames().collect();
+            assert_eq!(got.len(), 1, "only the last segment passes");
+            assert!(got[0].offload.is_none(), "an ordinary frame");
+            let p = etherparse::SlicedPacket::from_ethernet(got[0].frame()).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+                panic!("IPv4");
+            };
+            let h = ip.header().to_header();
+            let Some(etherparse::TransportSlice::Tcp(t)) = &p.transport else {
+                panic!("TCP");
+            };
+            assert_eq!(t.payload(), &payload[14 * 1_400..], "the last 400 bytes");
+            let want = t
+                .to_header()
+                .calc_checksum_ipv4_raw(h.source, h.destination, t.payload())
+                .unwrap();
+            assert_eq!(t.checksum(), want, "its checksum completed");
+            if from == honest {
+                assert_eq!(split(&sim, honest), 1, "the sender cut it");
+                assert_eq!(flow_drops(&sim, honest) - drops_before, 14);
+                assert_eq!(flow_drops(&sim, victim), victim_drops_before);
+                assert_eq!(split(&sim, victim), victim_split_before, "it came cut");
+            } else {
+                assert_eq!(split(&sim, rogue), 0, "the rogue checked nothing");
+                assert_eq!(
+                    split(&sim, victim) - victim_split_before,
+                    1,
+                    "the receiver cut it"
+                );
+                assert_eq!(flow_drops(&sim, victim) - victim_drops_before, 14);
+            }
+        }
+    }
+
     /// Root and controller (host 0), honest members A and B (hosts 1, 2) and
     /// the rogue R (host 3). The controller revokes R's certificates and
     /// tells A and B at once; with `missed`, A and B are cut off from the

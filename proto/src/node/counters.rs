@@ -96,6 +96,10 @@ pub struct Counters {
     pub super_frames_sent: u64,
     /// Super-frames received in an OFFLOAD_FRAME and handed to the TAP.
     pub super_frames_received: u64,
+    /// Super-frames (from our TAP or a peer) cut here so the flow rules
+    /// judge each segment: a frame-size match told their full and last
+    /// segments apart.
+    pub super_frames_split_by_rules: u64,
     /// Super-frames cut into segments here for a peer that does not take
     /// OFFLOAD_FRAME.
     pub super_frames_cut: u64,

@@ -81,6 +81,8 @@ impl Node {
         let mut answered = false;
         // A copy a TEE or WATCH rule asks for.
         let mut tee = None;
+        // Cut first, for the rules to judge each segment.
+        let mut split = false;
         if let Some(m) = self.networks.get_mut(&nwid)
             && let Some(switch) = m.switch.as_mut()
         {
@@ -91,7 +93,13 @@ impl Node {
             };
             let frame = &out.bytes()[frame_at..];
             let segments = offload.segment_lengths(frame);
-            match switch.outbound_segmented(now_ms, frame, segments, &grants) {
+            split = switch.size_rules_split(segments);
+            let outbound = if split {
+                Outbound::Drop(DropReason::FlowRule)
+            } else {
+                switch.outbound_segmented(now_ms, frame, segments, &grants)
+            };
+            match outbound {
                 Outbound::Answer(reply) => {
                     let mut frame = std::mem::take(&mut self.frame_copy);
                     frame.clear();
@@ -119,6 +127,16 @@ impl Node {
             if tee.is_some() {
                 switch.count_copy();
             }
+        }
+        if split {
+            self.frame_targets = targets;
+            let frame = out.bytes()[frame_at..].to_vec();
+            out.buffer_mut().truncate(start);
+            self.counters.super_frames_split_by_rules += 1;
+            for segment in cut_in_software(offload, &frame) {
+                self.handle_tap_frame(now_ms, nwid, &segment, out);
+            }
+            return;
         }
         if answered {
             out.buffer_mut().truncate(start);
@@ -397,6 +415,13 @@ impl Node {
         };
         let theirs = m.peer_certificates.get(&src);
         let segments = offload.segment_lengths(frame);
+        if switch.size_rules_split(segments) {
+            self.counters.super_frames_split_by_rules += 1;
+            for segment in cut_in_software(offload, frame) {
+                self.deliver_frame(now_ms, src, nwid, Offload::NONE, &segment, out);
+            }
+            return;
+        }
         let verdict =
             switch.receive_segmented(now_ms, src, &config.certificate, theirs, frame, segments);
         // A WATCH rule's copy from the receiving side.
@@ -452,4 +477,16 @@ impl Node {
         };
         self.send_frame(now_ms, nwid, copy.to, offload, &frame[..len], out);
     }
+}
+
+/// The ordinary frames a super-frame stands for, each with complete
+/// checksums, as the kernel's TSO or USO would cut it (none if its offloads
+/// do not fit it, which [`Offload::segment_lengths`] has already ruled out).
+fn cut_in_software(offload: Offload, frame: &[u8]) -> Vec<Vec<u8>> {
+    let mut segments = Vec::new();
+    let mut scratch = Vec::new();
+    let _ = offload.complete(frame, &mut scratch, |segment| {
+        segments.push(segment.to_vec())
+    });
+    segments
 }

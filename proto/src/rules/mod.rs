@@ -37,6 +37,19 @@ impl RuleSet {
         &self.0
     }
 
+    /// Whether a frame-size match tells frames of `a` and `b` bytes apart:
+    /// a super-frame with segments of both sizes must then be judged one
+    /// segment at a time.
+    pub fn judges_sizes_apart(&self, a: usize, b: usize) -> bool {
+        self.0.iter().any(|r| match r.kind {
+            RuleKind::FrameSizeRange(lo, hi) => {
+                let range = usize::from(lo)..=usize::from(hi);
+                range.contains(&a) != range.contains(&b)
+            }
+            _ => false,
+        })
+    }
+
     /// Whether this is exactly the accept-all default.
     pub fn is_accept_all(&self) -> bool {
         *self == Self::accept_all()

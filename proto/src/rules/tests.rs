@@ -241,13 +241,19 @@ fn a_super_frame_is_judged_by_the_size_of_every_segment() {
             super_accept: false
         }
     );
-    // Segments on both sides of the range: the match needs every one.
+    // Segments on both sides of the range: the match needs every one, so
+    // the switch cuts such a super-frame first (Switch::size_rules_split).
     assert_eq!(
         decide(&set, &run(1_400, 200)).0,
         Decision::Accept {
             super_accept: false
         }
     );
+    assert!(set.judges_sizes_apart(1_400, 200));
+    assert!(set.judges_sizes_apart(1_000, 1_001));
+    assert!(!set.judges_sizes_apart(1_400, 1_001));
+    assert!(!set.judges_sizes_apart(92, 60));
+    assert!(!RuleSet::accept_all().judges_sizes_apart(1_400, 200));
 }
 
 #[test]

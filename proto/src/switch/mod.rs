@@ -530,8 +530,27 @@ impl Switch {
         self.outbound_segmented(now_ms, frame, None, grants)
     }
 
+    /// Whether a super-frame whose segments are this long (after the
+    /// Ethernet header: first, last) must be cut before the rules judge it:
+    /// a frame-size match of the rules or of any capability falls one way
+    /// for its full segments and the other for its last. Judged whole, it
+    /// would pass or drop them all alike.
+    pub fn size_rules_split(&self, segments: Option<(usize, usize)>) -> bool {
+        let Some((first, last)) = segments.filter(|(f, l)| f != l) else {
+            return false;
+        };
+        self.rules
+            .as_ref()
+            .is_some_and(|r| r.judges_sizes_apart(first, last))
+            || self
+                .capabilities
+                .iter()
+                .any(|c| c.rules.judges_sizes_apart(first, last))
+    }
+
     /// As [`Switch::outbound_granted`], for a super-frame whose segments'
-    /// sizes (after the Ethernet header: first, last) the size rules judge.
+    /// sizes (after the Ethernet header: first, last) the size rules judge
+    /// alike (see [`Switch::size_rules_split`]).
     pub fn outbound_segmented(
         &mut self,
         now_ms: u64,
