@@ -478,4 +478,53 @@ fn a_size_rule_judges_joined_datagrams_one_by_one() {
         drops,
         dropped_by_rules(m1, &nwid)
     );
+    // A super-frame straddling the limit: sent with UDP_SEGMENT at 1,100
+    // bytes, each write is three datagrams above the limit and a last one
+    // of 300 below it, one USO super-frame on m1's TAP. Judged whole it
+    // passed or dropped all four; cut, only each last one passes (the
+    // listener counts a 1,100-byte one as bad).
+    let split = |d: &Daemon| {
+        d.json(&["info"])["counters"]["superFramesSplitByRules"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let split_before = split(m1);
+    let writes = 50;
+    let out = UdpRun {
+        from: &m1_host,
+        to: &m2_host,
+        ip: &ips[1],
+        port: 6202,
+        sender: STRADDLING_SENDER,
+        sender_args: &[writes.to_string()],
+        count: writes,
+        size: 300,
+    }
+    .run(&lab);
+    assert_eq!(
+        out,
+        all_arrived(writes),
+        "only each write's last datagram passed"
+    );
+    assert!(
+        split(m1) >= split_before + writes as u64,
+        "m1 cut its super-frames for the rules: {} then {}",
+        split_before,
+        split(m1)
+    );
 }
+
+/// Sends `argv[3]` writes with `UDP_SEGMENT` at 1,100 bytes, 5 ms apart:
+/// three datagrams of zeros, then one of 300 bytes that the listener
+/// (`udp_check::UDP_COUNTER`, size 300) checks: argv = ip, port, writes.
+const STRADDLING_SENDER: &str = r#"
+import socket, sys, time
+ip, port, writes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(17, 103, 1100)  # SOL_UDP, UDP_SEGMENT
+s.connect((ip, port))
+for i in range(writes):
+    last = i.to_bytes(4, "big") + bytes((i + j) % 251 for j in range(296))
+    s.send(bytes(3 * 1100) + last)
+    time.sleep(0.005)
+"#;
