@@ -2480,6 +2480,22 @@ mod rogue_member {
             Self::with(number, bridges, |_, _| {})
         }
 
+        /// The controller gives the network `rules` (ZeroTier's JSON) and
+        /// leaves them out of `rogue`'s config, as a node that ignores them;
+        /// every member is told its config changed.
+        fn rules_ignored_by(&self, rules: serde_json::Value, rogue: Address) {
+            *self.controller.rules.lock().unwrap() =
+                Some(vnet_proto::rules::RuleSet::from_zerotier_json(&rules).unwrap());
+            self.controller.ignore_rules.lock().unwrap().push(rogue);
+            for m in &self.members {
+                self.controller
+                    .changed
+                    .lock()
+                    .unwrap()
+                    .push((self.nwid, m.0));
+            }
+        }
+
         /// [`NetworkLab::new`], each member's node (identity index, node)
         /// set up by `configure` before it starts.
         fn with(number: u32, bridges: &[usize], configure: impl Fn(usize, &mut Node)) -> Self {
@@ -2544,19 +2560,15 @@ mod rogue_member {
         let (rogue, victim, honest) = (lab.hosts[0], lab.hosts[1], lab.hosts[2]);
         let (mr, mv, mh) = (lab.members[0], lab.members[1], lab.members[2]);
         // drop ipprotocol udp and dport 6000; accept;
-        *lab.controller.rules.lock().unwrap() = Some(
-            vnet_proto::rules::RuleSet::from_zerotier_json(&serde_json::json!([
+        lab.rules_ignored_by(
+            serde_json::json!([
                 {"type": "MATCH_IP_PROTOCOL", "ipProtocol": 17},
                 {"type": "MATCH_IP_DEST_PORT_RANGE", "start": 6000, "end": 6000},
                 {"type": "ACTION_DROP"},
                 {"type": "ACTION_ACCEPT"}
-            ]))
-            .unwrap(),
+            ]),
+            mr.0,
         );
-        lab.controller.ignore_rules.lock().unwrap().push(mr.0);
-        for m in &lab.members {
-            lab.controller.changed.lock().unwrap().push((nwid, m.0));
-        }
         let mut taps = Taps::new();
         run_recording(&mut lab.sim, 3_000, lab.no_deafness, &mut taps);
         let udp = |from: (Address, usize), port: u16| {
@@ -2855,6 +2867,67 @@ mod rogue_member {
         }
     }
 
+    /// A TCP segment from member `from` to member `to` carrying `payload`
+    /// whole: the super-frame a TAP with TSO hands over.
+    fn tcp_super_frame(
+        nwid: NetworkId,
+        from: (Address, usize),
+        to: (Address, usize),
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(
+            Mac::for_member(from.0, nwid).0,
+            Mac::for_member(to.0, nwid).0,
+        )
+        .ipv4(member_ip(from.1).octets(), member_ip(to.1).octets(), 64)
+        .tcp(40_000, 5_201, 1_000, 64_000)
+        .ack(1)
+        .psh()
+        .write(&mut frame, payload)
+        .unwrap();
+        frame
+    }
+
+    /// Host `h` reads `frame` from its TAP behind the `virtio_net_hdr` of
+    /// `offload`; what it sends.
+    fn read_super_frame(
+        sim: &mut Sim,
+        h: usize,
+        nwid: NetworkId,
+        frame: &[u8],
+        offload: vnet_proto::offload::Offload,
+    ) -> Outbox {
+        let header = offload.to_virtio(frame).unwrap();
+        let mut out = Outbox::new();
+        let room = out.frame_room(header.len() + frame.len(), true);
+        room[..header.len()].copy_from_slice(&header);
+        room[header.len()..].copy_from_slice(frame);
+        let now = sim.now;
+        sim.hosts[h]
+            .node
+            .handle_tap_read(now, nwid, header.len() + frame.len(), true, &mut out);
+        out
+    }
+
+    /// Host `to` takes every datagram host `from` queued in `out`, straight
+    /// (no network between); what it queued for its TAP and peers.
+    fn deliver_straight(sim: &mut Sim, from: usize, to: usize, out: &Outbox) -> Outbox {
+        let (now, from_addr) = (sim.now, sim.hosts[from].local);
+        let mut delivered = Outbox::new();
+        for (socket, _, bytes) in out.iter() {
+            let mut datagram = bytes.to_vec();
+            sim.hosts[to].node.handle_datagram(
+                now,
+                socket,
+                from_addr,
+                &mut datagram,
+                &mut delivered,
+            );
+        }
+        delivered
+    }
+
     /// A super-frame read from A's TAP (behind its virtio_net_hdr: a 20,000
     /// byte TCP segment with a partial checksum, to be cut at 1,400) goes to
     /// B, which announced OFFLOAD_FRAME, whole with its offloads; to C, whose
@@ -2905,32 +2978,10 @@ mod rogue_member {
                 segment_size: 1_400,
             }),
         };
-        let from_a = sim.hosts[a].local;
         for (to, host, whole) in [(mb, b, true), (mc, c, false)] {
-            let mut frame = Vec::new();
-            PacketBuilder::ethernet2(mac(ma).0, mac(to).0)
-                .ipv4(member_ip(1).octets(), member_ip(to.1).octets(), 64)
-                .tcp(40_000, 5_201, 1_000, 64_000)
-                .ack(1)
-                .psh()
-                .write(&mut frame, &payload)
-                .unwrap();
-            let header = offload.to_virtio(&frame).unwrap();
-            let mut out = Outbox::new();
-            let room = out.frame_room(header.len() + frame.len(), true);
-            room[..header.len()].copy_from_slice(&header);
-            room[header.len()..].copy_from_slice(&frame);
-            let now = sim.now;
-            let len = header.len() + frame.len();
-            sim.hosts[a]
-                .node
-                .handle_tap_read(now, nwid, len, true, &mut out);
-            let mut delivered = Outbox::new();
-            for (socket, _, bytes) in out.iter() {
-                let mut datagram = bytes.to_vec();
-                let node = &mut sim.hosts[host].node;
-                node.handle_datagram(now, socket, from_a, &mut datagram, &mut delivered);
-            }
+            let frame = tcp_super_frame(nwid, ma, to, &payload);
+            let out = read_super_frame(&mut sim, a, nwid, &frame, offload);
+            let delivered = deliver_straight(&mut sim, a, host, &out);
             let got: Vec<_> = delivered.frames().collect();
             if whole {
                 assert_eq!(got.len(), 1, "one super-frame");
@@ -2973,21 +3024,17 @@ mod rogue_member {
     fn a_size_rule_judges_each_segment_of_a_super_frame_that_straddles_it() {
         use vnet_proto::offload::{Offload, Segmentation, SegmentationKind};
         let lab = NetworkLab::new(14, &[]);
-        let (mut sim, nwid, no_deafness) = (lab.sim, lab.nwid, lab.no_deafness);
         let (rogue, victim, honest) = (lab.hosts[0], lab.hosts[1], lab.hosts[2]);
         let (mr, mv, mh) = (lab.members[0], lab.members[1], lab.members[2]);
-        *lab.controller.rules.lock().unwrap() = Some(
-            vnet_proto::rules::RuleSet::from_zerotier_json(&serde_json::json!([
+        lab.rules_ignored_by(
+            serde_json::json!([
                 {"type": "MATCH_FRAME_SIZE_RANGE", "start": 1001, "end": 65535},
                 {"type": "ACTION_DROP"},
                 {"type": "ACTION_ACCEPT"}
-            ]))
-            .unwrap(),
+            ]),
+            mr.0,
         );
-        lab.controller.ignore_rules.lock().unwrap().push(mr.0);
-        for m in &lab.members {
-            lab.controller.changed.lock().unwrap().push((nwid, m.0));
-        }
+        let (mut sim, nwid, no_deafness) = (lab.sim, lab.nwid, lab.no_deafness);
         let mut taps = Taps::new();
         run_recording(&mut sim, 3_000, no_deafness, &mut taps);
         let mac = |m: (Address, usize)| Mac::for_member(m.0, nwid);
@@ -3027,34 +3074,12 @@ mod rogue_member {
                 .map_or(0, |c| c.drops.get(DropReason::FlowRule))
         };
         for (from, m) in [(honest, mh), (rogue, mr)] {
-            let mut frame = Vec::new();
-            PacketBuilder::ethernet2(mac(m).0, mac(mv).0)
-                .ipv4(member_ip(m.1).octets(), member_ip(mv.1).octets(), 64)
-                .tcp(40_000, 5_201, 1_000, 64_000)
-                .ack(1)
-                .psh()
-                .write(&mut frame, &payload)
-                .unwrap();
-            let header = offload.to_virtio(&frame).unwrap();
-            let mut out = Outbox::new();
-            let room = out.frame_room(header.len() + frame.len(), true);
-            room[..header.len()].copy_from_slice(&header);
-            room[header.len()..].copy_from_slice(&frame);
-            let now = sim.now;
-            let len = header.len() + frame.len();
             let (drops_before, victim_drops_before) =
                 (flow_drops(&sim, from), flow_drops(&sim, victim));
             let victim_split_before = split(&sim, victim);
-            sim.hosts[from]
-                .node
-                .handle_tap_read(now, nwid, len, true, &mut out);
-            let from_addr = sim.hosts[from].local;
-            let mut delivered = Outbox::new();
-            for (socket, _, bytes) in out.iter() {
-                let mut datagram = bytes.to_vec();
-                let node = &mut sim.hosts[victim].node;
-                node.handle_datagram(now, socket, from_addr, &mut datagram, &mut delivered);
-            }
+            let frame = tcp_super_frame(nwid, m, mv, &payload);
+            let out = read_super_frame(&mut sim, from, nwid, &frame, offload);
+            let delivered = deliver_straight(&mut sim, from, victim, &out);
             let got: Vec<_> = delivered.frames().collect();
             assert_eq!(got.len(), 1, "only the last segment passes");
             assert!(got[0].offload.is_none(), "an ordinary frame");
