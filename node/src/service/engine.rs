@@ -368,7 +368,7 @@ impl Engine {
     /// Keeps polling without sleeping for `busy_poll` after each round that
     /// read or wrote a TAP frame (`busyPollMicros`). A sleeping engine is
     /// woken by the kernel, and on a virtual machine that wake-up (an idle
-    /// vCPU, cold caches) is most of an idle round trip; a polling one
+    /// vCPU, cold caches) is much of an idle round trip; a polling one
     /// yields its core to any other runnable thread between polls.
     pub fn with_busy_poll(mut self, busy_poll: Duration) -> Self {
         self.busy_poll = busy_poll;
