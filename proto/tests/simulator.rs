@@ -2889,6 +2889,21 @@ mod rogue_member {
         frame
     }
 
+    /// 20,000 bytes of TCP payload, and the offloads of a TAP that leaves
+    /// their checksum partial and their cut at 1,400 bytes to the receiver.
+    fn tcp_20k_cut_at_1400() -> (Vec<u8>, vnet_proto::offload::Offload) {
+        use vnet_proto::offload::{Offload, Segmentation, SegmentationKind};
+        let payload = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let offload = Offload {
+            partial_checksum: true,
+            segmentation: Some(Segmentation {
+                kind: SegmentationKind::Tcp4,
+                segment_size: 1_400,
+            }),
+        };
+        (payload, offload)
+    }
+
     /// Host `h` reads `frame` from its TAP behind the `virtio_net_hdr` of
     /// `offload`; what it sends.
     fn read_super_frame(
@@ -2935,7 +2950,6 @@ mod rogue_member {
     /// each with complete checksums, in EXT_FRAMEs.
     #[test]
     fn super_frames_go_whole_to_peers_that_take_them_and_cut_to_others() {
-        use vnet_proto::offload::{Offload, Segmentation, SegmentationKind};
         let lab = NetworkLab::with(11, &[], |i, n| n.set_offload_frames(i != 3));
         let (mut sim, nwid, no_deafness) = (lab.sim, lab.nwid, lab.no_deafness);
         let (a, b, c) = (lab.hosts[0], lab.hosts[1], lab.hosts[2]);
@@ -2970,14 +2984,7 @@ mod rogue_member {
         run_recording(&mut sim, 1_000, no_deafness, &mut taps);
         assert_eq!(taps.len(), 4, "warm-up frames all delivered");
 
-        let payload: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
-        let offload = Offload {
-            partial_checksum: true,
-            segmentation: Some(Segmentation {
-                kind: SegmentationKind::Tcp4,
-                segment_size: 1_400,
-            }),
-        };
+        let (payload, offload) = tcp_20k_cut_at_1400();
         for (to, host, whole) in [(mb, b, true), (mc, c, false)] {
             let frame = tcp_super_frame(nwid, ma, to, &payload);
             let out = read_super_frame(&mut sim, a, nwid, &frame, offload);
@@ -3022,7 +3029,6 @@ mod rogue_member {
     /// receiver cuts it and drops the same 14.
     #[test]
     fn a_size_rule_judges_each_segment_of_a_super_frame_that_straddles_it() {
-        use vnet_proto::offload::{Offload, Segmentation, SegmentationKind};
         let lab = NetworkLab::new(14, &[]);
         let (rogue, victim, honest) = (lab.hosts[0], lab.hosts[1], lab.hosts[2]);
         let (mr, mv, mh) = (lab.members[0], lab.members[1], lab.members[2]);
@@ -3057,14 +3063,7 @@ mod rogue_member {
         run_recording(&mut sim, 1_000, no_deafness, &mut taps);
         assert_eq!(taps.len(), 4, "warm-up frames all delivered");
 
-        let payload: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
-        let offload = Offload {
-            partial_checksum: true,
-            segmentation: Some(Segmentation {
-                kind: SegmentationKind::Tcp4,
-                segment_size: 1_400,
-            }),
-        };
+        let (payload, offload) = tcp_20k_cut_at_1400();
         let split = |sim: &Sim, h: usize| sim.hosts[h].node.counters().super_frames_split_by_rules;
         let flow_drops = |sim: &Sim, h: usize| {
             sim.hosts[h]

@@ -73,6 +73,23 @@ impl Node {
         } else {
             Offload::NONE
         };
+        let segments = offload.segment_lengths(&out.bytes()[frame_at..]);
+        // A super-frame the size rules tell apart is cut first, and each
+        // segment judged on its own.
+        let split = self
+            .networks
+            .get(&nwid)
+            .and_then(|m| m.switch.as_ref())
+            .is_some_and(|s| s.size_rules_split(segments));
+        if split {
+            let frame = out.bytes()[frame_at..].to_vec();
+            out.buffer_mut().truncate(start);
+            self.counters.super_frames_split_by_rules += 1;
+            for segment in cut_in_software(offload, &frame) {
+                self.handle_tap_frame(now_ms, nwid, &segment, out);
+            }
+            return;
+        }
         let mut targets = std::mem::take(&mut self.frame_targets);
         targets.clear();
         // A multicast group whose recipients to ask the roots about, and
@@ -81,8 +98,6 @@ impl Node {
         let mut answered = false;
         // A copy a TEE or WATCH rule asks for.
         let mut tee = None;
-        // Cut first, for the rules to judge each segment.
-        let mut split = false;
         if let Some(m) = self.networks.get_mut(&nwid)
             && let Some(switch) = m.switch.as_mut()
         {
@@ -92,14 +107,7 @@ impl Node {
                 peers: &m.peer_certificates,
             };
             let frame = &out.bytes()[frame_at..];
-            let segments = offload.segment_lengths(frame);
-            split = switch.size_rules_split(segments);
-            let outbound = if split {
-                Outbound::Drop(DropReason::FlowRule)
-            } else {
-                switch.outbound_segmented(now_ms, frame, segments, &grants)
-            };
-            match outbound {
+            match switch.outbound_segmented(now_ms, frame, segments, &grants) {
                 Outbound::Answer(reply) => {
                     let mut frame = std::mem::take(&mut self.frame_copy);
                     frame.clear();
@@ -127,16 +135,6 @@ impl Node {
             if tee.is_some() {
                 switch.count_copy();
             }
-        }
-        if split {
-            self.frame_targets = targets;
-            let frame = out.bytes()[frame_at..].to_vec();
-            out.buffer_mut().truncate(start);
-            self.counters.super_frames_split_by_rules += 1;
-            for segment in cut_in_software(offload, &frame) {
-                self.handle_tap_frame(now_ms, nwid, &segment, out);
-            }
-            return;
         }
         if answered {
             out.buffer_mut().truncate(start);
