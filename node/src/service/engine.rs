@@ -33,7 +33,7 @@ use crate::service::relay_threads::RelayThreads;
 use crate::service::tap::TapDevice;
 use crate::service::tap_reader::TapReader;
 use crate::service::tcp_relay::{TcpRelayClient, TcpRelayServer};
-use crate::service::udp_sockets::{BatchedSocket, RecvBatch, UdpSockets};
+use crate::service::udp_sockets::{BatchedSocket, RECV_BATCH_CAPACITY, RecvBatch, UdpSockets};
 
 /// Wakes the engine when a command is queued.
 const WAKER: Token = Token(0);
@@ -490,6 +490,9 @@ impl Engine {
                     }
                 }
                 self.flush_if_full();
+            }
+            if filled < RECV_BATCH_CAPACITY {
+                return false;
             }
         }
         true

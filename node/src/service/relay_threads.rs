@@ -33,7 +33,7 @@ use crate::core::node::Node;
 use crate::core::relay::{RelayBudget, RelayDecision, RelayTable};
 use crate::core::rng::{NodeRng, SeedableRng};
 use crate::service::engine::EngineHandle;
-use crate::service::udp_sockets::{BatchedSocket, RecvBatch, RelaySockets};
+use crate::service::udp_sockets::{BatchedSocket, RECV_BATCH_CAPACITY, RecvBatch, RelaySockets};
 
 /// Wakes a thread to stop.
 const STOP: Token = Token(0);
@@ -279,6 +279,9 @@ impl Worker {
                     news: &mut self.news,
                 };
                 sink.forward(&table, now_ms, from, bytes, stride);
+            }
+            if filled < RECV_BATCH_CAPACITY {
+                return false;
             }
         }
         true

@@ -22,6 +22,16 @@ use crate::core::local_socket::LocalSocket;
 pub const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// Buffers filled by one batched read.
 pub const RECV_BATCH_BUFFERS: usize = 8;
+/// The most buffers one [`BatchedSocket::recv`] fills. A read that fills
+/// fewer found the socket's queue empty: no error cuts a batch short (the
+/// sockets do not ask for `IP_RECVERR`), and a datagram queued after it
+/// raises a new readiness edge. So a reader stops there instead of paying a
+/// read that only finds `EAGAIN`.
+pub const RECV_BATCH_CAPACITY: usize = if RECV_BATCH_BUFFERS < quinn_udp::BATCH_SIZE {
+    RECV_BATCH_BUFFERS
+} else {
+    quinn_udp::BATCH_SIZE
+};
 /// Bytes per receive buffer: room for the 64 datagrams of a full GRO batch.
 const RECV_BUFFER_BYTES: usize = 64 * 1_500;
 
@@ -449,6 +459,57 @@ mod tests {
             }
         }
         got
+    }
+
+    /// Sends `count` datagrams of distinct sizes (so nothing coalesces them)
+    /// from `a` to `b`, one `sendmsg` each.
+    fn send_separately(a: &BatchedSocket, b: &BatchedSocket, count: usize) {
+        let to = b.socket.local_addr().unwrap();
+        for i in 0..count {
+            a.send(to, &vec![i as u8; 100 + i], 2_000);
+        }
+    }
+
+    /// What the engine's reads rely on: reads fill whole batches while the
+    /// queue lasts, a read that fills fewer than `RECV_BATCH_CAPACITY`
+    /// buffers has emptied it, and a datagram queued afterwards makes the
+    /// (edge-triggered) poll report the socket readable again.
+    #[test]
+    fn a_short_batch_empties_the_queue_and_the_next_datagram_raises_a_new_edge() {
+        let (a, mut b) = pair();
+        let mut poll = mio::Poll::new().unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        let token = mio::Token(7);
+        poll.registry()
+            .register(&mut b.socket, token, mio::Interest::READABLE)
+            .unwrap();
+        let count = 2 * RECV_BATCH_CAPACITY + 3;
+        send_separately(&a, &b, count);
+        poll.poll(&mut events, Some(Duration::from_secs(1)))
+            .unwrap();
+        assert!(events.iter().any(|e| e.token() == token));
+        let mut batch = RecvBatch::default();
+        let mut fills = Vec::new();
+        loop {
+            let n = b.recv(&mut batch).unwrap();
+            fills.push(n);
+            if n < RECV_BATCH_CAPACITY {
+                break;
+            }
+        }
+        assert_eq!(fills, [RECV_BATCH_CAPACITY, RECV_BATCH_CAPACITY, 3]);
+        // Nothing new: no edge (and no read that meets EAGAIN first).
+        poll.poll(&mut events, Some(Duration::from_millis(50)))
+            .unwrap();
+        assert!(events.is_empty(), "readable with nothing queued");
+        // One more datagram: a new edge, and it is there to read.
+        send_separately(&a, &b, 1);
+        poll.poll(&mut events, Some(Duration::from_secs(1)))
+            .unwrap();
+        assert!(events.iter().any(|e| e.token() == token));
+        assert_eq!(b.recv(&mut batch).unwrap(), 1);
+        let after = b.recv(&mut batch).map(|_| ()).unwrap_err();
+        assert_eq!(after.kind(), io::ErrorKind::WouldBlock);
     }
 
     #[test]
