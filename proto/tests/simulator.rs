@@ -2603,13 +2603,7 @@ mod rogue_member {
             "the rogue's dropped frames never reach the TAP"
         );
         assert_eq!(port_at_victim(mh, 6000), 0);
-        let flow_drops = |h: usize| {
-            lab.sim.hosts[h]
-                .node
-                .network(nwid)
-                .and_then(|n| n.counters)
-                .map_or(0, |c| c.drops.get(DropReason::FlowRule))
-        };
+        let flow_drops = |h: usize| flow_rule_drops(&lab.sim, h, nwid);
         assert_eq!(flow_drops(rogue), 0, "the rogue checked nothing");
         assert_eq!(flow_drops(honest), 3, "the honest member dropped its own");
         assert_eq!(flow_drops(victim), 3, "the victim dropped the rogue's");
@@ -2676,13 +2670,7 @@ mod rogue_member {
             0,
             "the rogue's SSH never reaches the TAP"
         );
-        let flow_drops = |sim: &Sim, h: usize| {
-            sim.hosts[h]
-                .node
-                .network(nwid)
-                .and_then(|n| n.counters)
-                .map_or(0, |c| c.drops.get(DropReason::FlowRule))
-        };
+        let flow_drops = |sim: &Sim, h: usize| flow_rule_drops(sim, h, nwid);
         assert_eq!(
             flow_drops(&lab.sim, victim),
             3,
@@ -2889,6 +2877,15 @@ mod rogue_member {
         frame
     }
 
+    /// Frames host `h` dropped by the flow rules of `nwid`.
+    fn flow_rule_drops(sim: &Sim, h: usize, nwid: NetworkId) -> u64 {
+        sim.hosts[h]
+            .node
+            .network(nwid)
+            .and_then(|n| n.counters)
+            .map_or(0, |c| c.drops.get(DropReason::FlowRule))
+    }
+
     /// 20,000 bytes of TCP payload, and the offloads of a TAP that leaves
     /// their checksum partial and their cut at 1,400 bytes to the receiver.
     fn tcp_20k_cut_at_1400() -> (Vec<u8>, vnet_proto::offload::Offload) {
@@ -3065,13 +3062,7 @@ mod rogue_member {
 
         let (payload, offload) = tcp_20k_cut_at_1400();
         let split = |sim: &Sim, h: usize| sim.hosts[h].node.counters().super_frames_split_by_rules;
-        let flow_drops = |sim: &Sim, h: usize| {
-            sim.hosts[h]
-                .node
-                .network(nwid)
-                .and_then(|n| n.counters)
-                .map_or(0, |c| c.drops.get(DropReason::FlowRule))
-        };
+        let flow_drops = |sim: &Sim, h: usize| flow_rule_drops(sim, h, nwid);
         for (from, m) in [(honest, mh), (rogue, mr)] {
             let (drops_before, victim_drops_before) =
                 (flow_drops(&sim, from), flow_drops(&sim, victim));
