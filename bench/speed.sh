@@ -16,6 +16,9 @@
 #   MEMBER_CONF='{"settings": {"flushThreads": 1}}'   the vnet members' local.conf
 #   RTT_PINGS=100                        pings for the idle RTT median (PINGS=20 under load)
 #   UDP64_DETAIL=1                       the 64-byte UDP run in detail: iperf3's CPU, where packets are lost, top
+#   UDP64_PINNED=1                       a second 64-byte UDP run with the receiving daemon pinned to vCPU 0
+#                                        and iperf3's server to vCPU 1 (how much the delivered figure owes
+#                                        to where the scheduler puts the two): udp64_pinned_kpps
 #   RELAY_THREADS=N                      the vnet root's relayThreads (default: the daemon's, one per core beyond the first)
 # Per system and round one line: 1 TCP stream, 4 streams, reverse (Mbit/s),
 # retransmits of the 1-stream run, 64-byte UDP packets/s delivered to iperf3
@@ -48,8 +51,9 @@ fi
 OUT=$RUN/speed.txt
 : >"$OUT"
 trap 'stop_all; "$NL" down >/dev/null 2>&1 || true' EXIT
+# shellcheck disable=SC1091
+. "$REPO/bench/vnet_lab.sh"
 
-vcli() { local ns=$1; shift; ip netns exec "$ns" "$BIN/vnet-cli" "$@"; }
 # thread_ticks PID: one line per thread, sorted by id: "tid name utime+stime".
 thread_ticks() {
   local t
@@ -59,43 +63,7 @@ thread_ticks() {
 }
 
 # vnet_up: root + controller on h1, members on h2 and h3; sets VNET_IP3.
-vnet_up() {
-  local d=$RUN/vnet h nwid
-  rm -rf "$d"; mkdir -p "$d"/{root,ctl,m2,m3}
-  (cd "$d/root" && "$BIN/vnet-idtool" generate identity.secret identity.public >/dev/null)
-  "$BIN/vnet-planet" initplanet "$d/root/identity.public" >"$d/planet.json"
-  sed -i 's|"stableEndpoints": \[\]|"stableEndpoints": ["10.99.0.1/9993"]|' "$d/planet.json"
-  "$BIN/vnet-planet" mkworld "$d/planet.json" -o "$d/planet" >/dev/null
-  for h in root ctl m2 m3; do cp "$d/planet" "$d/$h/"; done
-  if [ -n "${RELAY_THREADS:-}" ]; then
-    echo "{\"settings\": {\"relayThreads\": $RELAY_THREADS}}" >"$d/root/local.conf"
-  fi
-  if [ -n "${MEMBER_CONF:-}" ]; then
-    for h in m2 m3; do echo "$MEMBER_CONF" >"$d/$h/local.conf"; done
-  fi
-  bg h1 vnet-root "$BIN/vnet-planet" serve -d "$d/root" -p 9993
-  bg h1 vnet-ctl "$BIN/vnet-controller" -d "$d/ctl" -p 9994
-  bg h2 vnet-m2 "$BIN/vnet-node" -d "$d/m2" -p 9993
-  bg h3 vnet-m3 "$BIN/vnet-node" -d "$d/m3" -p 9993
-  for _ in $(seq 150); do
-    vcli h1 -D "$d/ctl" info 2>/dev/null | grep -q ONLINE && vcli h2 -D "$d/m2" info 2>/dev/null | grep -q ONLINE &&
-      vcli h3 -D "$d/m3" info 2>/dev/null | grep -q ONLINE && break
-    sleep 0.1
-  done
-  nwid=$(vcli h1 -D "$d/ctl" network create --name bench --pool 10.98.9.1-10.98.9.50 --route 10.98.9.0/24 | awk '{print $4}')
-  for h in 2 3; do
-    vcli h1 -D "$d/ctl" member authorize "$nwid" "$(cut -c1-10 "$d/m$h/identity.public")" >/dev/null
-    vcli "h$h" -D "$d/m$h" join "$nwid" >/dev/null
-  done
-  VNET_IP3=
-  for _ in $(seq 150); do
-    VNET_IP3=$(vcli h3 -D "$d/m3" listnetworks | awk -v n="$nwid" '$3==n{print $9}' | cut -d/ -f1)
-    [ -n "$VNET_IP3" ] && [ "$VNET_IP3" != "-" ] && break
-    sleep 0.1
-  done
-}
 
-rss() { awk '/VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
 
 # iperf_json CLIENT_NS IP ARGS...: one iperf3 run against a fresh server in h3
 iperf_json() {
@@ -146,12 +114,6 @@ while time.monotonic() < end:
   tail -1 "$RUN/udp-gso-rx.log" 2>/dev/null | grep -E '^[0-9]+$' || echo 0
 }
 
-# ping_median NS IP COUNT: the median round trip (ms) of COUNT pings 0.05 s apart
-# (issue 12 names medians; one slow wake-up moves a mean of 20 a lot).
-ping_median() {
-  ip netns exec "$1" ping -n -c "$3" -i 0.05 "$2" 2>/dev/null | sed -n 's/.*time=\([0-9.]*\) ms/\1/p' |
-    sort -g | awk '{v[NR]=$1} END {if (NR) printf "%.3f", v[int((NR+1)/2)]}'
-}
 
 # udp64_counters: where 64-byte UDP is lost, as NAME=VALUE words: h3's UDP
 # receive counters, and the packets the overlay devices dropped (h2 sending
@@ -286,14 +248,27 @@ figures() {
         grep -v '^$' | grep '%' | head -25 | sed 's/^/     /' || true
     done
   fi
+  local pinned=""
+  if [ "${UDP64_PINNED:-}" = 1 ]; then
+    # The sync wake-up of a socket's reader puts iperf3's server on the CPU
+    # of whoever delivered the datagram (the receiving daemon), where the two
+    # then share a core while the other runs the flooding client.
+    local receiver=${members##* } all_cpus="0-$(($(nproc) - 1))"
+    taskset -a -p -c 0 "$receiver" >/dev/null
+    bg h3 iperf3-s taskset -c 1 iperf3 -s -1
+    sleep 0.3
+    pinned=$(ip netns exec h2 iperf3 -c "$ip" -t "$T" -J -u -b 0 -l 64 2>/dev/null |
+      jq -r '.end.sum | ((.packets - .lost_packets) / .seconds / 1000 | floor)' 2>/dev/null || echo 0)
+    taskset -a -p -c "$all_cpus" "$receiver" >/dev/null
+  fi
   local gso; gso=$(udp_gso_mbps h2 "$ip")
   local gbit per_gbit root_per_gbit
   gbit=$(awk -v m="$one" 'BEGIN{print (m > 0 ? m / 1000 : 0)}')
   per_gbit=$(awk -v c="$cpu_m" -v g="$gbit" 'BEGIN{printf "%d", (g > 0 ? c / g : 0)}')
   root_per_gbit=$(awk -v c="$cpu_r" -v g="$gbit" 'BEGIN{printf "%d", (g > 0 ? c / g : 0)}')
   local us_tx=${udp_us%%/*} us_rx=${udp_us#*/}
-  printf '%-34s 1s=%-6s 4s=%-6s rev=%-6s retr=%-6s udp64_kpps=%-5s udp64_carried_kpps=%-5s udp64_cpu=%-8s udp64_us_tx=%-5s udp64_us_rx=%-5s udp_gso=%-6s rtt_idle=%-6s rtt_load=%-6s cpu_per_gbit=%s%% root_cpu_per_gbit=%s%% rss_kb=%s\n' \
-    "$name" "$one" "$four" "$rev" "$retr" "$kpps" "$((carried64 / T / 1000))" "${udp_cpu%/}%" "$us_tx" "${us_rx%/}" "$gso" "${rtt_idle:-?}" "${rtt_load:-?}" "$per_gbit" "$root_per_gbit" "${rss_line%/}" | tee -a "$OUT"
+  printf '%-34s 1s=%-6s 4s=%-6s rev=%-6s retr=%-6s udp64_kpps=%-5s udp64_carried_kpps=%-5s udp64_cpu=%-8s udp64_us_tx=%-5s udp64_us_rx=%-5s udp_gso=%-6s rtt_idle=%-6s rtt_load=%-6s cpu_per_gbit=%s%% root_cpu_per_gbit=%s%% rss_kb=%s%s\n' \
+    "$name" "$one" "$four" "$rev" "$retr" "$kpps" "$((carried64 / T / 1000))" "${udp_cpu%/}%" "$us_tx" "${us_rx%/}" "$gso" "${rtt_idle:-?}" "${rtt_load:-?}" "$per_gbit" "$root_per_gbit" "${rss_line%/}" "${pinned:+ udp64_pinned_kpps=$pinned}" | tee -a "$OUT"
 }
 
 # lab KIND: a fresh 3-host lab; KIND relayed puts h2 and h3 behind hard NATs.
