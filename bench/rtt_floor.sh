@@ -24,8 +24,8 @@ SYSTEMS=${SYSTEMS:-underlay forwarder forwarder-spin vnet vnet-busypoll zerotier
 for pair in gcc:gcc jq:jq curl:curl iputils-ping:ping iptables:iptables; do
   command -v "${pair#*:}" >/dev/null || apt-get install -y -qq "${pair%%:*}" >/dev/null
 done
-want() { [[ " $SYSTEMS " == *" $1 "* ]]; }
-if want zerotier; then
+has_system() { [[ " $SYSTEMS " == *" $1 "* ]]; }
+if has_system zerotier; then
   [ -x "$ZTBIN/zerotier-one" ] || { echo "no ZeroTier binaries in $ZTBIN (set ZTBIN)" >&2; exit 1; }
 fi
 if [ -n "${VNET_BIN_DIR:-}" ]; then
@@ -46,8 +46,8 @@ trap 'stop_all; "$NL" down >/dev/null 2>&1 || true' EXIT
 
 fresh_lab() { stop_all; "$NL" down >/dev/null 2>&1 || true; "$NL" up 3 >/dev/null; }
 
-# measure NAME ROUND IP: settle the path, then one row of the median RTT.
-measure() {
+# rtt_row NAME ROUND IP: settle the path, then one row of the median RTT.
+rtt_row() {
   wait_ping h2 "$3" 30 || { echo "$1 r$2 no-connectivity" | tee -a "$OUT"; return 0; }
   ip netns exec h2 ping -q -c 30 -i 0.1 "$3" >/dev/null 2>&1 || true
   printf '%-16s r%s rtt_ms=%s\n' "$1" "$2" "$(ping_median h2 "$3" "$PINGS")" | tee -a "$OUT"
@@ -70,14 +70,14 @@ for round in $(seq "$ROUNDS"); do
   for system in $SYSTEMS; do
     fresh_lab
     case $system in
-      underlay) measure underlay "$round" 10.99.0.3 ;;
-      forwarder) forwarder_up "$FWD"; measure forwarder "$round" 10.77.0.3 ;;
-      forwarder-spin) forwarder_up "$FWD-spin"; measure forwarder-spin "$round" 10.77.0.3 ;;
-      vnet) vnet_up; measure vnet "$round" "$VNET_IP3" ;;
+      underlay) rtt_row underlay "$round" 10.99.0.3 ;;
+      forwarder) forwarder_up "$FWD"; rtt_row forwarder "$round" 10.77.0.3 ;;
+      forwarder-spin) forwarder_up "$FWD-spin"; rtt_row forwarder-spin "$round" 10.77.0.3 ;;
+      vnet) vnet_up; rtt_row vnet "$round" "$VNET_IP3" ;;
       vnet-busypoll)
         MEMBER_CONF="{\"settings\": {\"busyPollMicros\": ${BUSY_POLL_MICROS:-1000000}}}" vnet_up
-        measure vnet-busypoll "$round" "$VNET_IP3" ;;
-      zerotier) zt_up >/dev/null; measure zerotier "$round" "$ZT_NET.3" ;;
+        rtt_row vnet-busypoll "$round" "$VNET_IP3" ;;
+      zerotier) zt_up >/dev/null; rtt_row zerotier "$round" "$ZT_NET.3" ;;
       *) echo "unknown system $system" >&2; exit 2 ;;
     esac
   done
