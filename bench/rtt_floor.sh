@@ -12,7 +12,7 @@
 #   SYSTEMS="forwarder vnet"             a subset of: underlay forwarder forwarder-spin vnet
 #                                        vnet-busypoll zerotier (default: all)
 #   BUSY_POLL_MICROS=1000000             vnet-busypoll's busyPollMicros (default 1,000,000)
-# ZeroTier One 1.14.1 ends on SIGTERM by abort() (exit 134), so bash reports
+# ZeroTier One 1.14.1 dies of SIGABRT after SIGTERM here (exit 134), so bash reports
 # its daemons as "Aborted" when the next round stops them; vnet's exit 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
