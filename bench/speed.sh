@@ -62,9 +62,6 @@ thread_ticks() {
   done | sort
 }
 
-# vnet_up: root + controller on h1, members on h2 and h3; sets VNET_IP3.
-
-
 # iperf_json CLIENT_NS IP ARGS...: one iperf3 run against a fresh server in h3
 iperf_json() {
   local cns=$1 ip=$2; shift 2
@@ -113,7 +110,6 @@ while time.monotonic() < end:
   for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   tail -1 "$RUN/udp-gso-rx.log" 2>/dev/null | grep -E '^[0-9]+$' || echo 0
 }
-
 
 # udp64_counters: where 64-byte UDP is lost, as NAME=VALUE words: h3's UDP
 # receive counters, and the packets the overlay devices dropped (h2 sending
